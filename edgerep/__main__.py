@@ -1,0 +1,5 @@
+import sys
+
+from edgerep.cli import main
+
+sys.exit(main())

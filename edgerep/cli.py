@@ -1,0 +1,117 @@
+"""The ``edgerep`` command line: a thin dispatcher over ``edgerep.commands.<name>``.
+
+Each command module defines ``HELP`` (one line), ``DESCRIPTION`` (the ``--help`` text),
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+command runs, so ``edgerep --help`` starts without importing torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+# name -> one-line help. Order is the order of the pipeline.
+COMMANDS: dict[str, str] = {
+    "deploy": "fold, verify, check, quantize, build, benchmark, evaluate and gate a checkpoint into a bundle",
+    "fold": "fold a train-time checkpoint into plain convolutions and prove it exact",
+    "check": "report which layers, channels and train-time branches are INT8-hostile, and what to do",
+    "quantize": "calibrate once and write a QDQ INT8 ONNX file per target policy",
+    "build": "build engines (onnxruntime, TensorRT) for a target profile from an ONNX file",
+    "bench": "measure latency and throughput of a model or bundle on every engine",
+    "gate": "fail CI (exit 1) when a report's accuracy or latency regresses",
+    "doctor": "show versions, devices and CPU features that decide what runs fast here",
+    "zoo": "list the architectures edgerep can build and load",
+}
+
+EPILOG = """exit codes: 0 ok, 1 gate failed, 2 bad input (one line names the file or field).
+Add --debug before the command to see the full traceback of an error.
+
+typical use:
+  edgerep deploy checkpoint.pt                 # everything, into engines/out/<name>/
+  edgerep gate engines/out/<name>/report.json --max-drop 0.5
+"""
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"edgerep.commands.{name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only`` set, import just that command's module."""
+    parser = argparse.ArgumentParser(
+        prog="edgerep",
+        description="Ship re-parameterizable CNNs to edge hardware: fold exactly, quantize safely, gate in CI.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument("--version", action="version", version=f"edgerep {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
+        mod = _command_module(name)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=getattr(mod, "DESCRIPTION", help_text),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks instead of one-line errors")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def _version() -> str:
+    from edgerep import __version__
+
+    return __version__
+
+
+def _which_command(argv: list[str]) -> str | None:
+    for a in argv:
+        if a in COMMANDS:
+            return a
+        if not a.startswith("-"):
+            return None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script. Returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _which_command(argv)
+    parser = build_parser(only=name)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("EDGEREP_DEBUG") == "1"
+    from edgerep.errors import EdgerepError
+
+    try:
+        return int(args._run(args) or 0)
+    except EdgerepError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"edgerep {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"edgerep {args.command}: interrupted; nothing partial was left at the output path", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an edgerep bug, or an input we did not foresee: still one line
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"edgerep {args.command}: internal error: {type(exc).__name__}: {exc} "
+                  "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

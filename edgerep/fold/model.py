@@ -1,0 +1,122 @@
+"""Model-level folding: replace every train-time block by its deploy form, and prove it."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from edgerep.errors import FoldError
+
+
+@dataclass
+class FoldReport:
+    """What a fold changed and how exact it is (errors measured in the caller's dtype)."""
+
+    max_abs_error: float
+    max_rel_error: float  # max |a-b| / max |a|
+    mean_abs_error: float
+    params_before: int = 0
+    params_after: int = 0
+    convs_before: int = 0
+    convs_after: int = 0
+    dtype: str = "float32"
+    input_shape: tuple[int, ...] = ()
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_convs(model: nn.Module) -> int:
+    return sum(1 for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def _check_eval(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if m.training and isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) or (
+                m.training and hasattr(m, "to_deploy")):
+            raise FoldError("module is in training mode (BatchNorm uses batch statistics, which are not affine)",
+                            path=name or "<model>", hint="call model.eval() before folding")
+
+
+def _fold_children(module: nn.Module, prefix: str) -> None:
+    for name, child in list(module.named_children()):
+        path = f"{prefix}.{name}" if prefix else name
+        if hasattr(child, "to_deploy") and callable(child.to_deploy):
+            try:
+                folded = child.to_deploy()
+            except FoldError as e:
+                raise e.at(path) from None
+            folded.train(False)
+            setattr(module, name, folded)
+        else:
+            _fold_children(child, path)
+
+
+def fold_model(model: nn.Module, example_input: torch.Tensor | None = None, *, generic: bool = True) -> nn.Module:
+    """A new module in which every foldable train-time structure is one plain conv / linear.
+
+    Blocks that know their own fold (``to_deploy()``) are folded by the kernel algebra;
+    with ``generic=True`` and an ``example_input``, the traced-graph folder then collapses
+    any remaining affine regions (conv -> BN pairs, unknown multi-branch blocks). The input
+    model is never modified. Raises ``FoldError`` naming the module path when a structure
+    cannot fold exactly; never returns an inexact model silently.
+    """
+    _check_eval(model)
+    folded = copy.deepcopy(model)
+    if hasattr(folded, "to_deploy") and callable(folded.to_deploy):
+        folded = folded.to_deploy()
+    else:
+        _fold_children(folded, "")
+    folded.eval()
+    if generic and example_input is not None:
+        try:
+            from edgerep.fold import graph
+        except ImportError:  # the graph folder is optional while it is being built
+            graph = None
+        if graph is not None:
+            folded = graph.fold_graph(folded, example_input).module
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded
+
+
+@torch.no_grad()
+def verify_fold(original: nn.Module, folded: nn.Module, example_input: torch.Tensor) -> FoldReport:
+    """Run both models in eval mode on ``example_input`` and measure the difference."""
+    t0 = time.perf_counter()
+    was = original.training, folded.training
+    original.eval()
+    folded.eval()
+    try:
+        a = original(example_input)
+        b = folded(example_input)
+    finally:
+        original.train(was[0])
+        folded.train(was[1])
+    if isinstance(a, (tuple, list)):
+        a, b = a[0], b[0]
+    if a.shape != b.shape:
+        raise FoldError(f"folded model outputs shape {tuple(b.shape)}, the original {tuple(a.shape)}")
+    diff = (a.double() - b.double()).abs()
+    scale = a.double().abs().max().clamp_min(1e-30)
+    return FoldReport(
+        max_abs_error=float(diff.max()),
+        max_rel_error=float(diff.max() / scale),
+        mean_abs_error=float(diff.mean()),
+        params_before=count_params(original),
+        params_after=count_params(folded),
+        convs_before=count_convs(original),
+        convs_after=count_convs(folded),
+        dtype=str(example_input.dtype).replace("torch.", ""),
+        input_shape=tuple(example_input.shape),
+        seconds=time.perf_counter() - t0,
+    )
