@@ -1,0 +1,226 @@
+"""The CI gate: compare a deploy/bench report against thresholds (and a baseline report).
+
+Thresholds come from flags or a ``gate.toml`` (``[gate]`` table, same names as the flags).
+Every failed check is reported; the CLI exits 1 when any fails. Writes JUnit XML and a
+Markdown summary fit for a pull-request comment.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+from edgerep.errors import EdgerepError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class GateThresholds:
+    """What must hold. ``None`` disables a check. Drops are in top-1 percentage points."""
+
+    max_drop: float | None = None  # top-1 drop vs the unfolded FP32 model, per engine
+    min_top1: float | None = None  # absolute top-1 (%) floor
+    min_cosine: float | None = None  # fidelity vs unfolded, for models without labels
+    min_sqnr_db: float | None = None
+    min_agreement: float | None = None  # top-1 agreement with the unfolded model (%)
+    max_latency_ms: float | None = None  # p50 at the report's batch size
+    max_p99_ms: float | None = None
+    max_latency_regression_pct: float | None = None  # p50 vs the same engine in the baseline report
+    max_accuracy_regression: float | None = None  # top-1 points vs the same engine in the baseline
+    max_fold_rel_error: float | None = 1e-4  # the fold must stay exact
+    engines: list[str] = field(default_factory=lambda: ["*"])  # glob over "name/precision"
+    baseline: str | None = None  # path of a baseline report.json
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "GateThresholds":
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise EdgerepError(f"{path}: gate config not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise EdgerepError(f"{path}: not valid TOML ({e})") from None
+        table = data.get("gate", data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise EdgerepError(f"{path}: unknown gate setting(s) {', '.join(unknown)}",
+                               hint=f"known: {', '.join(sorted(known))}")
+        for k, v in table.items():
+            if k == "engines":
+                if not (isinstance(v, list) and all(isinstance(e, str) for e in v)):
+                    raise EdgerepError(f"{path}: gate.engines must be a list of strings")
+            elif k == "baseline":
+                if not isinstance(v, str):
+                    raise EdgerepError(f"{path}: gate.baseline must be a path string")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise EdgerepError(f"{path}: gate.{k} must be a number, got {v!r}")
+        return cls(**table)
+
+    def merged(self, **overrides) -> "GateThresholds":
+        """These thresholds with every non-None override applied (flags win over the file)."""
+        d = asdict(self)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return GateThresholds(**d)
+
+
+@dataclass
+class GateCheck:
+    name: str
+    engine: str
+    value: float | None
+    threshold: float | None
+    passed: bool
+    message: str
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    checks: list[GateCheck]
+    report_path: str | None = None
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "report": self.report_path,
+                "checks": [asdict(c) for c in self.checks]}
+
+
+def load_report(path: str | Path) -> dict:
+    """A report.json (or a bundle directory holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise EdgerepError(f"{p}: report not found", hint="run `edgerep deploy` or `edgerep bench` first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgerepError(f"{p}: not a JSON report ({e})") from None
+    if not isinstance(data, dict) or "engines" not in data:
+        raise EdgerepError(f"{p}: not an edgerep report (no 'engines' field)")
+    return data
+
+
+def engine_key(e: dict) -> str:
+    return f"{e.get('name')}/{e.get('precision')}"
+
+
+def _selected(report: dict, patterns: list[str]) -> list[dict]:
+    return [e for e in report.get("engines", [])
+            if e.get("status") not in ("skipped", "failed") and any(fnmatch.fnmatch(engine_key(e), p) for p in patterns)]
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else (f"{v:.4g}" if not isinstance(v, float) or math.isfinite(v) else str(v))
+
+
+def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None,
+                  report_path: str | None = None) -> GateResult:
+    """Every check of ``th`` on every selected engine of ``report``."""
+    checks: list[GateCheck] = []
+
+    def add(name: str, eng: str, value: float | None, limit: float | None, ok: bool, msg: str) -> None:
+        checks.append(GateCheck(name, eng, value, limit, ok, msg))
+
+    fold = report.get("fold") or {}
+    if th.max_fold_rel_error is not None and fold.get("max_rel_error") is not None:
+        v = float(fold["max_rel_error"])
+        add("fold_exact", "fold", v, th.max_fold_rel_error, v <= th.max_fold_rel_error,
+            f"fold max relative error {v:.2e} (limit {th.max_fold_rel_error:.0e})")
+
+    engines = _selected(report, th.engines)
+    if not engines:
+        add("engines_present", "-", None, None, False,
+            f"no built engine matches {th.engines} in the report")
+    base_by_key = {engine_key(e): e for e in (baseline or {}).get("engines", [])}
+    for e in engines:
+        key = engine_key(e)
+        acc = e.get("accuracy") or {}
+        lat = e.get("latency") or {}
+        drop = e.get("drop_vs_unfolded")
+        if th.max_drop is not None:
+            if drop is None:
+                add("max_drop", key, None, th.max_drop, False,
+                    f"{key}: no top-1 drop in the report (no labelled evaluation data?)")
+            else:
+                add("max_drop", key, drop, th.max_drop, drop <= th.max_drop,
+                    f"{key}: top-1 drop vs unfolded {drop:.2f} points (limit {th.max_drop:g})")
+        for name, metric, limit, unit in (("min_top1", "top1", th.min_top1, "%"),
+                                          ("min_cosine", "cosine", th.min_cosine, ""),
+                                          ("min_sqnr_db", "sqnr_db", th.min_sqnr_db, " dB"),
+                                          ("min_agreement", "top1_agreement", th.min_agreement, "%")):
+            if limit is None:
+                continue
+            v = acc.get(metric)
+            ok = v is not None and v >= limit
+            add(name, key, v, limit, ok, f"{key}: {metric} {_fmt(v)}{unit} (minimum {limit:g}{unit})")
+        for name, metric, limit in (("max_latency_ms", "p50_ms", th.max_latency_ms),
+                                    ("max_p99_ms", "p99_ms", th.max_p99_ms)):
+            if limit is None:
+                continue
+            v = lat.get(metric)
+            ok = v is not None and v <= limit
+            add(name, key, v, limit, ok, f"{key}: latency {metric[:-3]} {_fmt(v)} ms (limit {limit:g} ms)")
+        base = base_by_key.get(key)
+        if baseline is not None and (th.max_latency_regression_pct is not None or th.max_accuracy_regression is not None):
+            if base is None:
+                add("baseline_present", key, None, None, True, f"{key}: not in the baseline report; not compared")
+                continue
+            if th.max_latency_regression_pct is not None:
+                b, v = (base.get("latency") or {}).get("p50_ms"), lat.get("p50_ms")
+                if b and v is not None:
+                    pct = 100.0 * (v - b) / b
+                    add("max_latency_regression_pct", key, pct, th.max_latency_regression_pct,
+                        pct <= th.max_latency_regression_pct,
+                        f"{key}: p50 {v:.3f} ms vs baseline {b:.3f} ms ({pct:+.1f}%, limit +{th.max_latency_regression_pct:g}%)")
+            if th.max_accuracy_regression is not None:
+                b, v = (base.get("accuracy") or {}).get("top1"), acc.get("top1")
+                if b is not None and v is not None:
+                    d = b - v
+                    add("max_accuracy_regression", key, d, th.max_accuracy_regression,
+                        d <= th.max_accuracy_regression,
+                        f"{key}: top-1 {v:.2f}% vs baseline {b:.2f}% ({-d:+.2f} points, limit -{th.max_accuracy_regression:g})")
+    return GateResult(passed=all(c.passed for c in checks), checks=checks, report_path=report_path)
+
+
+def junit_xml(result: GateResult, suite: str = "edgerep.gate") -> str:
+    """JUnit XML: one testcase per check, a <failure> per failed one (CI systems render these)."""
+    fails = len(result.failures)
+    out = ['<?xml version="1.0" encoding="utf-8"?>',
+           f'<testsuite name={quoteattr(suite)} tests="{len(result.checks)}" failures="{fails}" errors="0">']
+    for c in result.checks:
+        out.append(f'  <testcase classname={quoteattr(suite + "." + c.engine)} name={quoteattr(c.name)}>')
+        if not c.passed:
+            out.append(f'    <failure message={quoteattr(c.message)}>{escape(c.message)}</failure>')
+        else:
+            out.append(f'    <system-out>{escape(c.message)}</system-out>')
+        out.append("  </testcase>")
+    out.append("</testsuite>")
+    return "\n".join(out) + "\n"
+
+
+def markdown_summary(result: GateResult, report: dict | None = None) -> str:
+    """A short Markdown block for a pull-request comment."""
+    head = "### edgerep gate: **PASSED**" if result.passed else \
+        f"### edgerep gate: **FAILED** ({len(result.failures)} of {len(result.checks)} checks)"
+    lines = [head, ""]
+    if report and report.get("model"):
+        m = report["model"]
+        lines += [f"Model `{m.get('name', '?')}` (`{m.get('sha256', '')[:12]}`)", ""]
+    lines += ["| | check | engine | value | limit |", "|---|---|---|---|---|"]
+    for c in result.checks:
+        lines.append(f"| {'✅' if c.passed else '❌'} | {c.name} | `{c.engine}` | {_fmt(c.value)} | {_fmt(c.threshold)} |")
+    if result.failures:
+        lines += ["", "**Why it failed**", ""] + [f"- {c.message}" for c in result.failures]
+    return "\n".join(lines) + "\n"

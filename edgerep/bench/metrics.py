@@ -1,0 +1,53 @@
+"""Pure metric functions on numpy arrays: accuracy with labels, fidelity against a reference."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows have their label among the ``k`` largest logits."""
+    if logits.ndim != 2:
+        logits = logits.reshape(logits.shape[0], -1)
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
+    return int((top == labels.reshape(-1, 1)).any(axis=1).sum())
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean per-sample cosine similarity of flattened outputs."""
+    a2 = a.reshape(a.shape[0], -1).astype(np.float64)
+    b2 = b.reshape(b.shape[0], -1).astype(np.float64)
+    num = (a2 * b2).sum(1)
+    den = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
+    return float(np.mean(np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(sum ref^2 / sum (ref - test)^2)."""
+    r = reference.astype(np.float64)
+    noise = float(((r - test.astype(np.float64)) ** 2).sum())
+    signal = float((r ** 2).sum())
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def psnr_db(reference: np.ndarray, test: np.ndarray, peak: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB, peak defaulting to the reference's dynamic range."""
+    r = reference.astype(np.float64)
+    mse = float(((r - test.astype(np.float64)) ** 2).mean())
+    if mse == 0.0:
+        return math.inf
+    peak = float(r.max() - r.min()) if peak is None else peak
+    return 10.0 * math.log10(peak * peak / mse) if peak > 0 else -math.inf
+
+
+def argmax_agreement(reference: np.ndarray, test: np.ndarray) -> float:
+    """Share of samples whose top-1 class is the same in both outputs."""
+    r = reference.reshape(reference.shape[0], -1).argmax(1)
+    t = test.reshape(test.shape[0], -1).argmax(1)
+    return float((r == t).mean())

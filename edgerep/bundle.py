@@ -1,0 +1,133 @@
+"""Write a bundle directory whole or not at all.
+
+Everything goes into a hidden temporary directory beside the output path, which is renamed into
+place only when the work succeeded. A lock file stops two writers of the same output; SIGTERM is
+turned into an exception so the temporary directory is removed on the way out; a temporary
+directory left by a killed process (SIGKILL, power loss) is never at the output path and is
+removed by the next writer.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from edgerep.errors import EdgerepError
+
+TMP_MARK = ".edgerep-tmp-"
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised so ``finally`` blocks clean up (BaseException: not caught by ``except Exception``)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(parent: Path, name: str) -> list[Path]:
+    """Remove temporary directories of ``name`` left by writers that no longer run."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for p in parent.glob(f".{name}{TMP_MARK}*"):
+        try:
+            pid = int(p.name.rsplit(TMP_MARK, 1)[1].split("-")[0])
+        except (ValueError, IndexError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def check_output_path(out: Path, force: bool) -> None:
+    """Fail early (before any work) when the output path cannot receive a bundle."""
+    if out.exists() and not out.is_dir():
+        raise EdgerepError(f"{out}: output path exists and is a file, not a directory",
+                           hint="choose another --out")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise EdgerepError(f"{out}: a bundle already exists there", hint="pass --force to replace it")
+
+
+@contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated(f"signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def _lock(parent: Path, name: str) -> Iterator[None]:
+    import fcntl
+
+    lock_path = parent / f".{name}.lock"
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgerepError(f"{parent / name}: another edgerep process is writing this bundle",
+                               hint="wait for it, or use another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_bundle(out: str | Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory; on success it becomes ``out`` (replacing it if ``force``).
+
+    On any exception, SIGINT or SIGTERM the temporary directory is removed and ``out`` is left
+    exactly as it was.
+    """
+    out = Path(out).resolve()
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgerepError(f"{parent}: cannot create output directory ({e.strerror})") from None
+    check_output_path(out, force)
+    with _lock(parent, out.name), _sigterm_as_exception():
+        check_output_path(out, force)  # re-check under the lock
+        clean_stale_temps(parent, out.name)
+        tmp = parent / f".{out.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            try:
+                yield tmp
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise EdgerepError(f"{out}: no space left on the device while writing the bundle",
+                                       hint="free some space; nothing was written at the output path") from None
+                raise
+            old = None
+            if out.exists():
+                old = parent / f".{out.name}{TMP_MARK}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+                os.replace(out, old)
+            os.replace(tmp, out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
