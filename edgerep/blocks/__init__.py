@@ -1,0 +1,19 @@
+"""Train-time re-parameterizable blocks, one module per family; each folds exactly via the kernel algebra."""
+from edgerep.blocks.acnet import ACBlock
+from edgerep.blocks.base import FoldedConv, ReparamBlock
+from edgerep.blocks.dbb import DiverseBranchBlock
+from edgerep.blocks.layers import BNAndPad, IdentityBasedConv1x1, conv_bn
+from edgerep.blocks.qarepvgg import QARepVGGBlock
+from edgerep.blocks.repvgg import RepVGGBlock
+
+__all__ = [
+    "ReparamBlock",
+    "FoldedConv",
+    "RepVGGBlock",
+    "QARepVGGBlock",
+    "ACBlock",
+    "DiverseBranchBlock",
+    "BNAndPad",
+    "IdentityBasedConv1x1",
+    "conv_bn",
+]

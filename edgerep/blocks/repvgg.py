@@ -1,36 +1,30 @@
 """RepVGG (Ding et al. 2021): KxK+BN, 1x1+BN and identity BN in parallel, summed, then ReLU."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import Tensor, nn
 
 from edgerep.blocks.base import ReparamBlock
-from edgerep.fold.kernel import ConvKernel, bn_as_kernel, fuse_bn
+from edgerep.blocks.layers import check_odd, conv_bn, conv_bn_kernel
+from edgerep.fold.kernel import ConvKernel, bn_as_kernel
 
-
-def conv_bn(cin: int, cout: int, k: int | tuple[int, int], stride: int = 1, padding: int | tuple[int, int] = 0,
-            dilation: int = 1, groups: int = 1) -> nn.Sequential:
-    """A bias-free conv followed by BN, with the ``conv`` / ``bn`` names the official code uses."""
-    seq = nn.Sequential()
-    seq.add_module("conv", nn.Conv2d(cin, cout, k, stride, padding, dilation, groups, bias=False))
-    seq.add_module("bn", nn.BatchNorm2d(cout))
-    return seq
-
-
-def conv_bn_kernel(seq: nn.Sequential) -> ConvKernel:
-    return fuse_bn(ConvKernel.from_conv(seq.conv), seq.bn)
+__all__ = ["RepVGGBlock", "conv_bn", "conv_bn_kernel"]
 
 
 class RepVGGBlock(ReparamBlock):
     """Train-time RepVGG block; folds to one KxK conv (K odd, any stride, groups, dilation).
 
-    The identity branch exists only when ``in == out`` and ``stride == 1``.
+    Submodules (official key in brackets): ``dense.conv`` / ``dense.bn`` (``rbr_dense``),
+    ``one_by_one.conv`` / ``one_by_one.bn`` (``rbr_1x1``; absent when K == 1), ``identity``
+    (a BatchNorm2d, ``rbr_identity``; only when ``in == out`` and ``stride == 1``), ``act``.
+    Branch names: ``dense``, ``1x1``, ``identity``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  groups: int = 1, dilation: int = 1, act: nn.Module | None = None, use_identity: bool = True):
         super().__init__()
-        if kernel_size % 2 == 0:
-            raise ValueError(f"RepVGGBlock needs an odd kernel, got {kernel_size}")
+        check_odd(kernel_size, "RepVGGBlock")
         pad = dilation * (kernel_size // 2)
         self.in_channels, self.out_channels, self.stride, self.groups = in_channels, out_channels, stride, groups
         self.dense = conv_bn(in_channels, out_channels, kernel_size, stride, pad, dilation, groups)
@@ -52,12 +46,8 @@ class RepVGGBlock(ReparamBlock):
     def branch_kernels(self) -> dict[str, ConvKernel]:
         out = {"dense": conv_bn_kernel(self.dense)}
         if self.one_by_one is not None:
-            k = conv_bn_kernel(self.one_by_one)
-            if self.dilation != 1:  # a 1x1 ignores dilation; give it the dense branch's for the sum
-                from dataclasses import replace
-
-                k = replace(k, dilation=(self.dilation, self.dilation))
-            out["1x1"] = k
+            # a 1x1 ignores dilation; give it the dense branch's so the branch sum accepts it
+            out["1x1"] = replace(conv_bn_kernel(self.one_by_one), dilation=(self.dilation, self.dilation))
         if self.identity is not None:
             out["identity"] = bn_as_kernel(self.identity, 1, self.groups, self.dilation)
         return out

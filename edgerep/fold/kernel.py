@@ -261,7 +261,7 @@ def regroup(kernel: ConvKernel, groups: int) -> ConvKernel:
     for i in range(groups):
         w[i * po:(i + 1) * po] = dense.weight[i * po:(i + 1) * po, i * pi:(i + 1) * pi]
         mask[i * po:(i + 1) * po, i * pi:(i + 1) * pi] = False
-    if dense.weight[mask].abs().max(initial=0.0) > 0:
+    if mask.any() and dense.weight[mask].abs().max() > 0:
         raise FoldError(f"kernel is not block-diagonal for groups={groups}")
     return replace(dense, weight=w, groups=groups)
 
@@ -374,7 +374,7 @@ def compose(first: ConvKernel, second: ConvKernel, first_output_padded_with_bias
         weight = torch.einsum("ed,dchw->echw", w2, A.weight)
         bias = w2 @ A.bias + B.bias
         out = replace(A, weight=weight, bias=bias, groups=1)
-        return _try_regroup(out, a.groups if a.groups == b.groups else 1)
+        return _try_regroup(out, a.groups, b.groups)
 
     if b.padding != (0, 0) and not a_is_pointwise:
         raise FoldError(f"serial {a.kernel_size[0]}x{a.kernel_size[1]} -> padded {b.kernel_size[0]}x{b.kernel_size[1]}: "
@@ -394,7 +394,7 @@ def compose(first: ConvKernel, second: ConvKernel, first_output_padded_with_bias
         weight = torch.einsum("edhw,dc->echw", B.weight, w1)
         bias = B.bias + torch.einsum("edhw,d->e", B.weight, A.bias)
         out = replace(B, weight=weight, bias=bias, groups=1)
-        return _try_regroup(out, a.groups if a.groups == b.groups else 1)
+        return _try_regroup(out, a.groups, b.groups)
 
     # KxK (stride 1, no dilation) then an unpadded KxK: a full convolution of the two kernels.
     kh = A.kernel_size[0] + B.kernel_size[0] - 1
@@ -409,13 +409,23 @@ def compose(first: ConvKernel, second: ConvKernel, first_output_padded_with_bias
     return ConvKernel(weight, bias, B.stride, A.padding, (1, 1), 1)
 
 
-def _try_regroup(kernel: ConvKernel, groups: int) -> ConvKernel:
-    if groups == 1:
-        return kernel
-    try:
-        return regroup(kernel, groups)
-    except FoldError:
-        return kernel
+def _try_regroup(kernel: ConvKernel, *candidates: int) -> ConvKernel:
+    """Keep the largest grouping under which the composed kernel is exactly block-diagonal
+    (a grouped 1x1 then a depthwise pool stays grouped instead of turning dense)."""
+    import math
+
+    options = set(candidates)
+    for a in candidates:
+        for b in candidates:
+            options.add(math.gcd(a, b))
+    for g in sorted(options, reverse=True):
+        if g <= 1 or kernel.out_channels % g or kernel.in_channels % g:
+            continue
+        try:
+            return regroup(kernel, g)
+        except FoldError:
+            continue
+    return kernel
 
 
 # ---------------------------------------------------------------------------------
