@@ -1,0 +1,95 @@
+"""onnxruntime CPU engine (FP32, INT8 QDQ, mixed) with every speed/accuracy setting explicit.
+
+The graph-optimization level matters for INT8: with optimizations on, Q/DQ pairs are fused into
+the integer kernels a user actually runs (which can saturate on AVX2); with them off, onnxruntime
+only simulates quantization in float. ``describe()`` records which one was measured.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerep.errors import EngineError
+
+OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+              "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL"}
+
+
+def default_threads() -> int:
+    """Intra-op threads when the caller does not say: physical-ish core count, at least 1."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class OrtEngine:
+    """An onnxruntime session on one ONNX file; implements ``edgerep.engines.base.Engine``."""
+
+    name = "onnxruntime-cpu"
+
+    def __init__(self, path: str | Path, *, precision: str = "fp32", threads: int | None = None,
+                 optimization: str = "all", session_config: dict[str, str] | None = None,
+                 providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EngineError(f"{self.path}: ONNX file not found")
+        if optimization not in OPT_LEVELS:
+            raise EngineError(f"optimization={optimization!r}: expected one of {', '.join(OPT_LEVELS)}")
+        self.precision = precision
+        self.optimization = optimization
+        self.threads = int(threads) if threads else default_threads()
+        self.session_config = {str(k): str(v) for k, v in (session_config or {}).items()}
+        so = ort.SessionOptions()
+        level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[optimization], None)
+        if level is None:  # "layout" only exists in newer onnxruntime
+            level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = level
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        for k, v in self.session_config.items():
+            so.add_session_config_entry(k, v)
+        available = ort.get_available_providers()
+        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        missing = [p for p in self.providers if p not in available]
+        if missing:
+            raise EngineError(f"onnxruntime providers {missing} are not available here (have {available})")
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise EngineError(f"{self.path}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else self.providers[0]
+        self._ort_version = ort.__version__
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """Run one float32 NCHW batch; returns the first output as float32."""
+        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: x})[0].astype(np.float32, copy=False)
+
+    def describe(self) -> dict[str, Any]:
+        from edgerep.quant.cpu_features import detect_cpu_features
+
+        cpu = detect_cpu_features()
+        return {
+            "engine": self.name,
+            "path": str(self.path),
+            "precision": self.precision,
+            "device": self.device,
+            "threads": self.threads,
+            "inter_op_threads": 1,
+            "optimization": self.optimization,
+            "session_config": dict(self.session_config),
+            "providers": list(self.providers),
+            "onnxruntime": self._ort_version,
+            "cpu": cpu.model_name,
+            "cpu_isa": cpu.int8_dot,
+        }
+
+    def __repr__(self) -> str:
+        return f"OrtEngine({str(self.path)!r}, precision={self.precision!r}, optimization={self.optimization!r})"
