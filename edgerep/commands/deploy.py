@@ -1,0 +1,91 @@
+"""`edgerep deploy CKPT`: the whole pipeline into one bundle directory, with a table at the end."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "fold, verify, check, quantize, build, benchmark, evaluate and gate a checkpoint into a bundle"
+DESCRIPTION = """\
+Take a trained checkpoint all the way to deployable engines, in one command:
+
+  load -> fold (exact, verified) -> check (INT8 friendliness) -> export ONNX -> calibrate once
+  -> write a QDQ INT8 file per target policy -> build the target's engines -> benchmark
+  -> evaluate every engine against the UNFOLDED FP32 model -> gate -> write the bundle
+
+The bundle (default engines/out/<checkpoint name>/) holds the folded checkpoint, model.fp32.onnx,
+model.int8.onnx (CPU policy) and model.int8.trt.onnx (TensorRT policy), the calibration cache,
+the engines, manifest.json (versions, input hashes, settings, seeds) and report.json / .md / .html.
+It is written to a temporary directory and renamed into place whole: an interrupted deploy
+leaves nothing at the output path, and an existing bundle is kept unless --force.
+
+When the checkpoint names its data set (edgerep's demo checkpoints do), no --data is needed.
+Where the target wants TensorRT and it is absent, deploy falls back to onnxruntime on the CPU and
+says so in the table and the report.
+
+examples:
+  edgerep deploy examples/checkpoints/repvgg_digits.pt
+  edgerep deploy model.pt --arch repvgg_a0 --data images/ --target jetson-orin-nano --max-drop 1.0
+  edgerep deploy model.pt --out bundle/ --force --json
+
+exit codes: 0 ok, 1 the --max-drop gate failed (bundle still written), 2 bad input.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="edgerep checkpoint, plain state_dict (with --arch), or .pt2")
+    p.add_argument("-o", "--out", type=Path, help="bundle directory (default engines/out/<checkpoint name>)")
+    p.add_argument("--data", help="data for calibration and evaluation: digits, a folder of class "
+                                   "sub-folders, or a .npz with x, y (default: the data set the checkpoint names)")
+    p.add_argument("--calib-data", help="calibration data only (overrides --data)")
+    p.add_argument("--eval-data", help="evaluation data only (overrides --data)")
+    p.add_argument("--target", default="x86-cpu",
+                   help="target profile name (see engines/*.toml) or a TOML path (default x86-cpu)")
+    p.add_argument("--max-drop", type=float,
+                   help="gate: max top-1 drop vs the unfolded FP32 model, in points; exit 1 if exceeded "
+                        "(also the budget for automatic mixed precision)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--arch", help="architecture for a plain state_dict: a zoo name or package.module:factory")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a checkpoint that is a whole pickled module. Unpickling RUNS CODE from the file: "
+                        "only for files you made yourself")
+    p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256)")
+    p.add_argument("--eval-samples", type=int, help="evaluate on at most this many samples (default all)")
+    p.add_argument("--calib-method", default="auto",
+                   choices=["auto", "minmax", "percentile", "entropy", "mse"],
+                   help="activation range method (default auto: the best on the calibration data)")
+    p.add_argument("--batch", type=int, default=1, help="batch size for latency (default 1)")
+    p.add_argument("--bench-seconds", type=float, default=1.0, help="time budget per engine for latency (s)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: all cores)")
+    p.add_argument("--no-check", action="store_true", help="skip the INT8-friendliness check")
+    p.add_argument("--metric", help="extra user metric: package.module:function(outputs, labels, reference)")
+    p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default ~/.cache/edgerep)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    p.add_argument("--json", action="store_true", help="print report.json instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgerep.pipeline import DeployOptions, deploy
+    from edgerep.report.console import print_engine_table, step_progress
+
+    if args.calib_samples <= 0:
+        from edgerep.errors import EdgerepError
+
+        raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
+    opts = DeployOptions(
+        checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
+        eval_data=args.eval_data, target=args.target, max_drop=args.max_drop, force=args.force,
+        arch=args.arch, trust_checkpoint=args.trust_checkpoint, calib_samples=args.calib_samples,
+        eval_samples=args.eval_samples, calib_method=args.calib_method, batch=args.batch,
+        bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
+        seed=args.seed, cache_dir=args.cache_dir, metric=args.metric,
+    )
+    with step_progress(quiet=args.json) as progress:
+        result = deploy(opts, progress=progress)
+    if args.json:
+        print(json.dumps(result.report, indent=2, default=str))
+    else:
+        print_engine_table(result.report, title=f"edgerep deploy -> {result.out}")
+    if result.passed is False:
+        return 1
+    return 0

@@ -1,0 +1,92 @@
+"""`edgerep gate`: exit 1 with every reason when a report misses its accuracy or latency budget."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "fail CI (exit 1) when a report's accuracy or latency regresses"
+DESCRIPTION = """\
+Check a report written by `edgerep deploy` or `edgerep bench` against thresholds, and exit 1
+listing every check that failed. Thresholds come from flags or from a TOML file (a [gate]
+table with the same names as the flags, underscores for dashes); flags win over the file.
+
+Engines are selected by glob over "name/precision", e.g. "onnxruntime-cpu/int8".
+Accuracy drops are in top-1 percentage points against the UNFOLDED FP32 model.
+
+examples:
+  edgerep gate engines/out/repvgg_digits/report.json --max-drop 0.5
+  edgerep gate bundle/ --config gate.toml --junit gate.xml --markdown gate.md
+  edgerep gate new/report.json --baseline main/report.json --max-latency-regression-pct 10
+
+gate.toml:
+  [gate]
+  max_drop = 0.5
+  max_latency_ms = 20.0
+  engines = ["onnxruntime-cpu/*"]
+  baseline = "baseline/report.json"
+  max_latency_regression_pct = 10
+
+exit codes: 0 all checks passed, 1 a check failed, 2 bad input (missing report, bad TOML).
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("report", help="report.json, or a bundle directory holding one")
+    p.add_argument("--config", type=Path, help="gate.toml with a [gate] table")
+    p.add_argument("--max-drop", type=float, help="max top-1 drop vs the unfolded FP32 model (points)")
+    p.add_argument("--min-top1", type=float, help="minimum top-1 accuracy (%%)")
+    p.add_argument("--min-cosine", type=float, help="minimum output cosine vs unfolded (models without labels)")
+    p.add_argument("--min-sqnr-db", type=float, help="minimum output SQNR vs unfolded (dB)")
+    p.add_argument("--min-agreement", type=float, help="minimum top-1 agreement with unfolded (%%)")
+    p.add_argument("--max-latency-ms", type=float, help="maximum p50 latency (ms)")
+    p.add_argument("--max-p99-ms", type=float, help="maximum p99 latency (ms)")
+    p.add_argument("--baseline", help="a baseline report.json to compare against")
+    p.add_argument("--max-latency-regression-pct", type=float, help="max p50 slowdown vs the baseline (%%)")
+    p.add_argument("--max-accuracy-regression", type=float, help="max top-1 loss vs the baseline (points)")
+    p.add_argument("--engines", nargs="+", metavar="GLOB", help='engines to gate, e.g. "onnxruntime-cpu/int8"')
+    p.add_argument("--junit", type=Path, help="write JUnit XML here")
+    p.add_argument("--markdown", type=Path, help="write a Markdown summary here (for a PR comment)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgerep.bench.gate import GateThresholds, evaluate_gate, junit_xml, load_report, markdown_summary
+
+    th = GateThresholds.from_toml(args.config) if args.config else GateThresholds()
+    th = th.merged(max_drop=args.max_drop, min_top1=args.min_top1, min_cosine=args.min_cosine,
+                   min_sqnr_db=args.min_sqnr_db, min_agreement=args.min_agreement,
+                   max_latency_ms=args.max_latency_ms, max_p99_ms=args.max_p99_ms,
+                   max_latency_regression_pct=args.max_latency_regression_pct,
+                   max_accuracy_regression=args.max_accuracy_regression, engines=args.engines,
+                   baseline=args.baseline)
+    report = load_report(args.report)
+    baseline = None
+    if th.baseline:
+        base_path = Path(th.baseline)
+        if args.config and not base_path.is_absolute() and not args.baseline:
+            base_path = args.config.parent / base_path
+        baseline = load_report(base_path)
+    result = evaluate_gate(report, th, baseline, report_path=str(args.report))
+    if args.junit:
+        args.junit.write_text(junit_xml(result))
+    if args.markdown:
+        args.markdown.write_text(markdown_summary(result, report))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title="edgerep gate: " + ("PASSED" if result.passed else "FAILED"))
+        for col in ("", "check", "engine", "value", "limit"):
+            t.add_column(col)
+        for c in result.checks:
+            t.add_row("[green]ok[/]" if c.passed else "[red]FAIL[/]", c.name, c.engine,
+                      "n/a" if c.value is None else f"{c.value:.4g}",
+                      "" if c.threshold is None else f"{c.threshold:g}")
+        Console().print(t)
+        for c in result.failures:
+            print(f"gate: FAIL: {c.message}", file=sys.stderr)
+    return 0 if result.passed else 1

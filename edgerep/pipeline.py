@@ -1,0 +1,382 @@
+"""`edgerep deploy` as a library call: fold -> verify -> check -> export -> calibrate -> quantize
+-> build -> bench -> evaluate -> gate, written into a bundle directory atomically.
+
+Every step records what it did into one report dict (the content of report.json); the CLI
+only parses flags, shows progress and prints the final table.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgerep.errors import DataError, EdgerepError, FoldError
+
+STEPS = ("load", "fold", "check", "export", "quantize", "build", "bench", "evaluate", "gate", "write")
+FOLD_TOLERANCE = 1e-4  # max relative error a fold may show in float32 before deploy refuses it
+
+
+@dataclass
+class DeployOptions:
+    """Everything `edgerep deploy` can be told; defaults are what a user gets with no flags."""
+
+    checkpoint: Path
+    out: Path | None = None
+    data: str | None = None  # data set spec for both calibration and evaluation
+    calib_data: str | None = None
+    eval_data: str | None = None
+    target: str = "x86-cpu"
+    max_drop: float | None = None  # gate: top-1 points vs unfolded FP32
+    force: bool = False
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    calib_samples: int = 256
+    eval_samples: int | None = None
+    calib_method: str = "auto"
+    bench_seconds: float = 1.0
+    bench_warmup: int = 10
+    batch: int = 1
+    threads: int | None = None
+    run_check: bool = True
+    seed: int = 0
+    cache_dir: Path | None = None
+    metric: str | None = None
+
+
+@dataclass
+class DeployResult:
+    out: Path
+    report: dict
+    passed: bool | None  # None when no gate threshold was given
+    files: dict[str, str] = field(default_factory=dict)
+
+
+Progress = Callable[[str, str], None]  # (step, message)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_out(checkpoint: Path) -> Path:
+    """Bundles go to engines/out/<checkpoint stem>/ under the current directory."""
+    return Path("engines") / "out" / Path(checkpoint).stem
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    import edgerep
+
+    v = {"edgerep": edgerep.__version__, "python": platform.python_version(), "torch": torch.__version__,
+         "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    try:
+        import tensorrt as trt
+
+        if hasattr(trt, "Builder"):
+            v["tensorrt"] = trt.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _resolve_data(opts: DeployOptions, meta) -> tuple[str | None, str | None]:
+    calib = opts.calib_data or opts.data or getattr(meta, "dataset", None)
+    evaluate = opts.eval_data or opts.data or getattr(meta, "dataset", None)
+    return calib, evaluate
+
+
+class TorchReference:
+    """The unfolded FP32 model as a callable on numpy batches (the accuracy reference)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            y = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        return y.float().numpy()
+
+
+def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
+    """Run the whole pipeline; the bundle appears at ``opts.out`` only if every step succeeded."""
+    import torch
+
+    from edgerep.bundle import atomic_bundle, check_output_path
+
+    say = progress or (lambda step, msg: None)
+    t_start = time.perf_counter()
+    _seed_everything(opts.seed)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    ckpt_path = Path(opts.checkpoint)
+    out = Path(opts.out) if opts.out else default_out(ckpt_path)
+    check_output_path(out, opts.force)  # fail before any work
+    timings: dict[str, float] = {}
+
+    def step(name: str):
+        timings[name] = time.perf_counter()
+        return name
+
+    # ---- load ----------------------------------------------------------------------
+    say(step("load"), f"loading {ckpt_path}")
+    from edgerep.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(ckpt_path, arch=opts.arch, trust=opts.trust_checkpoint)
+    model, meta = loaded.model.eval(), loaded.meta
+    input_shape = tuple(int(d) for d in meta.input_shape)
+    from edgerep.engines.profiles import load_profile
+
+    profile = load_profile(opts.target)
+
+    calib_spec, eval_spec = _resolve_data(opts, meta)
+    from edgerep.data import open_dataset
+
+    calib_ds = open_dataset(calib_spec, split="calib", meta=meta) if calib_spec else None
+    eval_ds = open_dataset(eval_spec, split="test", meta=meta) if eval_spec else None
+    if calib_ds is None:
+        say("load", "no calibration data named (--data) and the checkpoint names no data set: "
+                    "calibrating on synthetic inputs, INT8 accuracy is NOT representative")
+        calib_ds = open_dataset("synthetic", split="calib", meta=meta)
+    if calib_ds is not None and len(calib_ds) == 0:
+        raise DataError(f"{calib_spec}: the calibration split is empty")
+
+    report: dict[str, Any] = {
+        "schema": "edgerep.report/1",
+        "kind": "deploy",
+        "created_unix": time.time(),
+        "model": {
+            "name": ckpt_path.stem, "checkpoint": str(ckpt_path), "sha256": sha256_file(ckpt_path),
+            "arch": meta.arch, "input_shape": list(input_shape), "source_format": loaded.source_format,
+            "classes": len(meta.class_names or []) or None, "dataset": meta.dataset,
+        },
+        "target": {"name": profile.name, "description": getattr(profile, "description", "")},
+        "data": {"calibration": calib_spec or "synthetic", "evaluation": eval_spec,
+                 "calibration_samples": min(opts.calib_samples, len(calib_ds)),
+                 "evaluation_samples": (min(opts.eval_samples or len(eval_ds), len(eval_ds)) if eval_ds else 0)},
+    }
+
+    # ---- fold + verify ---------------------------------------------------------------
+    say(step("fold"), "folding and verifying")
+    from edgerep.fold.model import fold_model, verify_fold
+
+    example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(opts.seed))
+    folded = fold_model(model, example)
+    fold_rep = verify_fold(model, folded, example)
+    real_x = None
+    if eval_ds is not None:
+        real_x = next(iter(eval_ds.batches(16, limit=16)))[0]
+        real_rep = verify_fold(model, folded, torch.from_numpy(real_x))
+        if real_rep.max_rel_error > fold_rep.max_rel_error:
+            fold_rep.max_rel_error, fold_rep.max_abs_error = real_rep.max_rel_error, real_rep.max_abs_error
+    if not (fold_rep.max_rel_error <= FOLD_TOLERANCE):
+        raise FoldError(f"folded model differs from the original by {fold_rep.max_rel_error:.2e} relative "
+                        f"(tolerance {FOLD_TOLERANCE:.0e}); refusing to ship an inexact fold", path=meta.arch)
+    fold_rep.seconds = time.perf_counter() - timings["fold"]
+    report["fold"] = fold_rep.to_dict()
+
+    reference = TorchReference(model)
+    with atomic_bundle(out, force=opts.force) as tmp:
+        files: dict[str, str] = {}
+
+        # ---- check ---------------------------------------------------------------------
+        if opts.run_check:
+            say(step("check"), "checking INT8 friendliness per layer and branch")
+            report["check"] = _run_check(model, example, calib_ds, tmp, files)
+
+        # ---- export --------------------------------------------------------------------
+        say(step("export"), "exporting ONNX")
+        from edgerep.checkpoint import save_checkpoint
+        from edgerep.quant.export import export_onnx
+
+        folded_meta = meta.__class__.from_dict({**meta.to_dict(), "folded": True})
+        save_checkpoint(tmp / "model.folded.pt", folded, folded_meta)
+        files["folded_checkpoint"] = "model.folded.pt"
+        fp32_onnx = tmp / "model.fp32.onnx"
+        export_onnx(folded, fp32_onnx, input_shape, dynamic_batch=True)
+        files["fp32_onnx"] = fp32_onnx.name
+
+        # ---- calibrate + quantize --------------------------------------------------------
+        say(step("quantize"), "calibrating and writing QDQ INT8 files")
+        from edgerep.quant.pipeline import quantize_model
+
+        targets = tuple(getattr(profile, "quant_targets", None) or ("cpu", "tensorrt"))
+        qres = quantize_model(
+            fp32_onnx, calib_ds, eval_ds, tmp, targets=targets, method=opts.calib_method,
+            max_drop=opts.max_drop if opts.max_drop is not None else 0.5, reference=reference,
+            cache_dir=opts.cache_dir, calib_samples=opts.calib_samples,
+            progress=lambda msg: say("quantize", msg))
+        qdict = qres.to_dict()
+        report["quantization"] = qdict
+        for policy, path in qres.files.items():
+            files[f"int8_onnx_{policy}"] = Path(path).name
+
+        # ---- build engines -------------------------------------------------------------------
+        say(step("build"), f"building engines for target {profile.name}")
+        from edgerep.engines.factory import build_engines
+
+        built = build_engines(profile, fp32_onnx=fp32_onnx, int8_onnx=dict(qres.files), torch_model=folded,
+                              out_dir=tmp / "engines", ort_session_config=_cpu_session_config(qres),
+                              threads=opts.threads, progress=lambda msg: say("build", msg))
+
+        # ---- bench + evaluate -------------------------------------------------------------
+        from edgerep.bench.accuracy import collect_outputs, load_user_metric, score
+        from edgerep.bench.latency import host_info, measure
+        from edgerep.engines.torch_engine import TorchEngine
+
+        user_metric = load_user_metric(opts.metric) if opts.metric else None
+        x_bench = np.random.default_rng(opts.seed).standard_normal((opts.batch, *input_shape)).astype(np.float32)
+        if real_x is not None and opts.batch <= real_x.shape[0]:
+            x_bench = np.ascontiguousarray(real_x[:opts.batch])
+        baseline_engine = TorchEngine(model, device="cpu", precision="fp32")
+        ref_out, labels = (None, None)
+        eval_limit = opts.eval_samples
+        if eval_ds is not None:
+            say(step("evaluate"), "evaluating the unfolded FP32 reference")
+            ref_out, labels = collect_outputs(baseline_engine, eval_ds.batches(64, limit=eval_limit))
+        classifier = ref_out is not None and ref_out.ndim == 2
+        say(step("bench"), "timing the unfolded torch baseline")
+        base_entry = {"name": "torch-cpu", "precision": "fp32", "device": "cpu", "status": "built",
+                      "describe": baseline_engine.describe(),
+                      "latency": measure(baseline_engine, x_bench, warmup=opts.bench_warmup,
+                                         seconds=opts.bench_seconds).to_dict()}
+        if ref_out is not None:
+            base_entry["accuracy"] = score(ref_out, labels, ref_out, user_metric, classifier).to_dict()
+        report["baseline"] = base_entry
+        engines_out = []
+        for b in built:
+            entry = {"name": b.spec.get("name") or b.spec.get("backend"), "precision": b.spec.get("precision"),
+                     "device": b.spec.get("device", "cpu"), "status": b.status, "reason": b.reason or "",
+                     "artifact": str(Path(b.artifact).relative_to(tmp)) if b.artifact and
+                     str(b.artifact).startswith(str(tmp)) else (str(b.artifact) if b.artifact else None)}
+            if b.engine is not None:
+                entry["name"], entry["precision"], entry["device"] = b.engine.name, b.engine.precision, b.engine.device
+                entry["describe"] = b.engine.describe()
+                say("bench", f"timing {entry['name']}/{entry['precision']}")
+                entry["latency"] = measure(b.engine, x_bench, warmup=opts.bench_warmup,
+                                           seconds=opts.bench_seconds).to_dict()
+                if eval_ds is not None:
+                    say("evaluate", f"evaluating {entry['name']}/{entry['precision']}")
+                    outs, _ = collect_outputs(b.engine, eval_ds.batches(64, limit=eval_limit))
+                    acc = score(outs, labels, ref_out, user_metric, classifier)
+                    entry["accuracy"] = acc.to_dict()
+                    ref_top1 = base_entry.get("accuracy", {}).get("top1")
+                    if acc.top1 is not None and ref_top1 is not None:
+                        entry["drop_vs_unfolded"] = round(ref_top1 - acc.top1, 4)
+                    elif acc.top1_agreement is not None:
+                        entry["drop_vs_unfolded"] = round(100.0 - acc.top1_agreement, 4)
+                base_p50 = base_entry["latency"]["p50_ms"]
+                entry["speedup_vs_unfolded"] = base_p50 / entry["latency"]["p50_ms"] if entry["latency"]["p50_ms"] else None
+            engines_out.append(entry)
+        report["engines"] = engines_out
+        report["host"] = host_info()
+
+        # ---- gate -------------------------------------------------------------------------
+        say(step("gate"), "gating")
+        passed = None
+        if opts.max_drop is not None:
+            from edgerep.bench.gate import GateThresholds, evaluate_gate
+
+            g = evaluate_gate(report, GateThresholds(max_drop=opts.max_drop))
+            report["gate"] = g.to_dict()
+            passed = g.passed
+            failed_engines = {c.engine for c in g.failures}
+            for e in engines_out:
+                if e.get("status") in ("built", "cached", "fallback"):
+                    e["verdict"] = "fail" if f"{e['name']}/{e['precision']}" in failed_engines else "pass"
+
+        # ---- write ------------------------------------------------------------------------
+        say(step("write"), "writing the bundle")
+        report["timings_s"] = _durations(timings, t_start)
+        manifest = {
+            "schema": "edgerep.manifest/1",
+            "versions": _versions(),
+            "inputs": {"checkpoint": str(ckpt_path), "checkpoint_sha256": report["model"]["sha256"],
+                       "calibration_data": calib_spec, "calibration_fingerprint": calib_ds.fingerprint(),
+                       "evaluation_data": eval_spec,
+                       "evaluation_fingerprint": eval_ds.fingerprint() if eval_ds is not None else None},
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+            "seed": opts.seed,
+            "target_profile": _profile_dict(profile),
+            "files": files,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        from edgerep.report.render import write_reports
+
+        for kind, p in write_reports(report, tmp).items():
+            files[f"report_{kind}"] = p.name
+        manifest["files"] = files
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return DeployResult(out=out, report=report, passed=passed, files=files)
+
+
+def _durations(marks: dict[str, float], t_start: float) -> dict[str, float]:
+    names = list(marks)
+    ends = [marks[n] for n in names[1:]] + [time.perf_counter()]
+    d = {n: round(e - marks[n], 3) for n, e in zip(names, ends)}
+    d["total"] = round(time.perf_counter() - t_start, 3)
+    return d
+
+
+def _profile_dict(profile) -> dict:
+    if hasattr(profile, "to_dict"):
+        return profile.to_dict()
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(profile) if is_dataclass(profile) else {"name": getattr(profile, "name", str(profile))}
+
+
+def _cpu_session_config(qres) -> dict | None:
+    pol = getattr(qres, "cpu_policy", None)
+    if pol is None:
+        return None
+    return getattr(pol, "session_config", None) or (pol.get("session_config") if isinstance(pol, dict) else None)
+
+
+def _run_check(model, example, calib_ds, tmp: Path, files: dict) -> dict:
+    """The quantization-friendliness check; its HTML page goes into the bundle."""
+    from edgerep.quant.check import check_model
+
+    calib = None
+    if calib_ds is not None:
+        import torch
+
+        calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
+    rep = check_model(model, example_input=example[:1], calib_batches=calib, sensitivity=True)
+    try:
+        from edgerep.report.check_html import write_check_html
+
+        page = write_check_html(rep, tmp / "check")
+        files["check_html"] = str(Path(page).relative_to(tmp))
+    except ImportError:
+        pass
+    d = rep.to_dict()
+    return {"summary": d.get("summary"), "layers": d.get("layers")}
+
+
+__all__ = ["DeployOptions", "DeployResult", "deploy", "STEPS", "EdgerepError"]

@@ -1,0 +1,56 @@
+"""Terminal output: a step progress display and the engine table (rich)."""
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from edgerep.report.render import COLUMNS, engine_rows
+
+
+@contextmanager
+def step_progress(quiet: bool = False) -> Iterator[Callable[[str, str], None]]:
+    """A ``(step, message)`` callback that shows a spinner with the current step on stderr."""
+    console = Console(stderr=True)
+    if quiet:
+        yield lambda step, msg: None
+        return
+    t0 = time.perf_counter()
+    with console.status("starting") as status:
+        def update(step: str, msg: str) -> None:
+            status.update(f"[bold]{step}[/]: {msg}")
+            if not console.is_terminal:
+                print(f"[{time.perf_counter() - t0:6.1f}s] {step}: {msg}", file=sys.stderr)
+
+        yield update
+
+
+def print_engine_table(report: dict, title: str = "edgerep") -> None:
+    table = Table(title=title)
+    for _, head in COLUMNS:
+        table.add_column(head, justify="right" if head not in ("engine", "precision", "verdict") else "left")
+    for r in engine_rows(report):
+        verdict = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(r["verdict"], r["verdict"])
+        table.add_row(*[verdict if k == "verdict" else r[k] for k, _ in COLUMNS])
+    console = Console()
+    console.print(table)
+    fold = report.get("fold") or {}
+    if fold:
+        console.print(f"fold: {fold.get('convs_before')} -> {fold.get('convs_after')} convs, "
+                      f"max error {fold.get('max_abs_error', 0):.2e} abs, {fold.get('max_rel_error', 0):.2e} rel")
+    for r in engine_rows(report):
+        if r["note"]:
+            console.print(f"note: {r['engine']}/{r['precision']}: {r['note']}")
+    pol = (report.get("quantization") or {}).get("cpu_policy")
+    if pol:
+        console.print(f"CPU INT8 policy: {pol.get('name')}: {pol.get('reason', '')}")
+    gate = report.get("gate")
+    if gate:
+        console.print("gate: " + ("[green]PASSED[/]" if gate["passed"] else "[red]FAILED[/]"))
+        for c in gate.get("checks", []):
+            if not c["passed"]:
+                console.print(f"  [red]FAIL[/] {c['message']}")
