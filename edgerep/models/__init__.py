@@ -1,0 +1,18 @@
+"""Architectures edgerep can build by name (``edgerep zoo``), and the registry behind them.
+
+``create_model(name, **kwargs)``, ``list_models()``, ``register_model(...)``; importing this
+package registers every family module below.
+"""
+from __future__ import annotations
+
+from edgerep.models.registry import (
+    ModelInfo,
+    UnknownModelError,
+    create_model,
+    get_model_info,
+    list_models,
+    register_model,
+)
+from edgerep.models import repvgg as _repvgg  # noqa: F401  (registers)
+
+__all__ = ["ModelInfo", "UnknownModelError", "create_model", "get_model_info", "list_models", "register_model"]

@@ -1,0 +1,76 @@
+"""An image folder: one sub-folder per class, images read with Pillow one batch at a time.
+
+``root/<class>/*.png|jpg|...``; if ``root/<split>/`` exists it is used instead of ``root``.
+Labels follow the checkpoint's ``class_names`` when given (so they match the model's outputs),
+else the sorted sub-folder names. Each image is converted to L or RGB, resized to H x W with
+bilinear filtering, scaled to [0, 1] and normalized with the checkpoint's mean / std.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from edgerep.data.base import Dataset, Preprocess
+from edgerep.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class ImageFolderDataset(Dataset):
+    """Images under class sub-folders; only the file list is held in memory."""
+
+    has_labels = True
+
+    def __init__(self, root: str | Path, split: str = "test", preprocess: Preprocess | None = None,
+                 class_names: list[str] | None = None):
+        root = Path(root)
+        if (root / split).is_dir():
+            root = root / split
+        self.root, self.split = root, split
+        self.pre = preprocess or Preprocess.from_meta(None)
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not classes:
+            raise DataError(f"{root}: no class sub-folders (expected {root}/<class>/<image>.png)")
+        names = list(class_names) if class_names else classes
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise DataError(f"{root}: sub-folder(s) {', '.join(unknown[:3])} are not among the model's class names",
+                            hint=f"the checkpoint's classes are {', '.join(names[:10])}")
+        self.class_names = names
+        self.files: list[tuple[Path, int]] = []
+        for c in classes:
+            for f in sorted((root / c).rglob("*")):
+                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                    self.files.append((f, names.index(c)))
+        if not self.files:
+            raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under the class folders")
+        self.name = f"{root.name}:{split}"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, path: Path) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        c, h, w = self.pre.input_shape
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.float32) / 255.0
+        except (OSError, UnidentifiedImageError) as e:
+            raise DataError(f"{path}: cannot read image ({e})") from None
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.files[start:stop]
+        x = np.stack([self._load(p) for p, _ in rows])
+        return self.pre.normalize(x), np.array([y for _, y in rows], dtype=np.int64)
+
+    def _identity(self) -> dict:
+        h = hashlib.sha256()
+        for p, y in self.files:
+            st = p.stat()
+            h.update(f"{p.relative_to(self.root)}|{y}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return {"set": "folder", "files": h.hexdigest(), "classes": self.class_names, **self.pre.to_dict()}

@@ -1,0 +1,135 @@
+"""``.npz`` data sets with arrays ``x`` (images) and optionally ``y`` (int labels), read in batches.
+
+Rows are streamed out of the zip member with ``numpy.lib.format`` (compressed or not), so a
+large file is never loaded whole. Per split, ``x_<split>`` / ``y_<split>`` win over ``x`` / ``y``.
+``x`` layouts: float arrays of the model's exact (N, C, H, W) shape are taken as already
+preprocessed; integer arrays (uint8 0..255; NCHW, NHWC or NHW) are raw pixels that are scaled
+to [0, 1], resized (bilinear) and normalized with the checkpoint's mean / std.
+"""
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from edgerep.data.base import Dataset, Preprocess
+from edgerep.errors import DataError
+
+
+class _Member:
+    """One ``.npy`` inside the zip: dtype, shape, and a forward-only row reader."""
+
+    def __init__(self, zf: zipfile.ZipFile, key: str, path: Path):
+        self.zf, self.name, self.path = zf, key + ".npy", path
+        with self._open() as f:
+            self.shape, self.fortran, self.dtype, self.offset = self._header(f)
+        if self.fortran:
+            raise DataError(f"{path}: array {key!r} is Fortran-ordered; save it C-ordered (np.ascontiguousarray)")
+        if self.dtype.hasobject:
+            raise DataError(f"{path}: array {key!r} holds Python objects; only numeric arrays are read")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def _open(self) -> IO[bytes]:
+        return self.zf.open(self.name)
+
+    def _header(self, f: IO[bytes]):
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        return tuple(shape), fortran, np.dtype(dtype), f.tell()
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop``; reads forward from the member start (zip streams cannot seek cheaply)."""
+        with self._open() as f:
+            skip = self.offset + start * self.row_bytes
+            while skip > 0:
+                chunk = f.read(min(skip, 1 << 24))
+                if not chunk:
+                    raise DataError(f"{self.path}: {self.name} is truncated")
+                skip -= len(chunk)
+            want = (stop - start) * self.row_bytes
+            buf = f.read(want)
+        if len(buf) != want:
+            raise DataError(f"{self.path}: {self.name} is truncated")
+        return np.frombuffer(buf, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
+
+
+class NpzDataset(Dataset):
+    """Rows of an ``.npz`` file, preprocessed per batch."""
+
+    def __init__(self, path: str | Path, split: str = "test", preprocess: Preprocess | None = None,
+                 class_names: list[str] | None = None):
+        self.path = Path(path)
+        try:
+            self.zf = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise DataError(f"{self.path}: not a readable .npz file ({e})") from None
+        keys = {n[:-4] for n in self.zf.namelist() if n.endswith(".npy")}
+        xk = f"x_{split}" if f"x_{split}" in keys else "x"
+        yk = f"y_{split}" if f"y_{split}" in keys else "y"
+        if xk not in keys:
+            raise DataError(f"{self.path}: no array 'x' (found {', '.join(sorted(keys)) or 'none'})",
+                            hint="save with np.savez(path, x=images, y=labels)")
+        self.x = _Member(self.zf, xk, self.path)
+        self.y = _Member(self.zf, yk, self.path) if yk in keys else None
+        if self.y is not None and (len(self.y.shape) != 1 or self.y.shape[0] != self.x.shape[0]):
+            raise DataError(f"{self.path}: 'y' has shape {self.y.shape}, expected ({self.x.shape[0]},)")
+        if len(self.x.shape) not in (3, 4):
+            raise DataError(f"{self.path}: 'x' has shape {self.x.shape}; expected (N,C,H,W), (N,H,W,C) or (N,H,W)")
+        self.pre = preprocess or Preprocess.from_meta(None, default_shape=self._guess_shape())
+        self.has_labels = self.y is not None
+        self.class_names = class_names
+        self.name = f"{self.path.name}:{split}"
+        self.split = split
+
+    def _guess_shape(self) -> tuple[int, int, int]:
+        s = self.x.shape[1:]
+        if len(s) == 2:
+            return (1, s[0], s[1])
+        return (s[0], s[1], s[2]) if s[0] in (1, 3) else (s[2], s[0], s[1])
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        x = self.x.read(start, stop)
+        y = self.y.read(start, stop).astype(np.int64) if self.y is not None else None
+        return self._prepare(x), y
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        c, h, w = self.pre.input_shape
+        if np.issubdtype(x.dtype, np.floating):
+            if x.shape[1:] != (c, h, w):
+                raise DataError(f"{self.path}: float 'x' rows have shape {x.shape[1:]}, the model takes {(c, h, w)}",
+                                hint="float arrays must be preprocessed NCHW; store raw pixels as uint8 instead")
+            return x.astype(np.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        elif x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        x = x.astype(np.float32) / 255.0
+        if x.shape[1] != c:
+            if x.shape[1] == 1:
+                x = np.repeat(x, c, axis=1)
+            elif c == 1:
+                x = x.mean(axis=1, keepdims=True)
+            else:
+                raise DataError(f"{self.path}: 'x' has {x.shape[1]} channels, the model takes {c}")
+        if x.shape[2:] != (h, w):
+            import torch
+            import torch.nn.functional as F
+
+            x = F.interpolate(torch.from_numpy(x), size=(h, w), mode="bilinear", align_corners=False).numpy()
+        return self.pre.normalize(x)
+
+    def _identity(self) -> dict:
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return {"set": "npz", "sha256": h.hexdigest(), "split": self.split, **self.pre.to_dict()}
