@@ -1,0 +1,121 @@
+"""The CI gate: thresholds, baseline comparison, JUnit/Markdown output, CLI exit codes."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from edgerep.bench.gate import GateThresholds, evaluate_gate, junit_xml, markdown_summary
+from edgerep.cli import main
+from edgerep.errors import EdgerepError
+
+
+def _report(drop_int8=0.2, p50=2.0, top1=98.0):
+    return {
+        "schema": "edgerep.report/1",
+        "model": {"name": "m", "sha256": "ab" * 32},
+        "fold": {"max_rel_error": 3e-7},
+        "baseline": {"name": "torch-cpu", "precision": "fp32", "accuracy": {"top1": top1}},
+        "engines": [
+            {"name": "onnxruntime-cpu", "precision": "fp32", "status": "built",
+             "latency": {"p50_ms": p50 * 2, "p99_ms": p50 * 3}, "accuracy": {"top1": top1, "cosine": 1.0},
+             "drop_vs_unfolded": 0.0},
+            {"name": "onnxruntime-cpu", "precision": "int8", "status": "built",
+             "latency": {"p50_ms": p50, "p99_ms": p50 * 1.5}, "accuracy": {"top1": top1 - drop_int8, "cosine": 0.99},
+             "drop_vs_unfolded": drop_int8},
+            {"name": "tensorrt", "precision": "int8", "status": "skipped", "reason": "TensorRT is not installed"},
+        ],
+    }
+
+
+def test_passes_within_budget_and_ignores_skipped_engines():
+    r = evaluate_gate(_report(drop_int8=0.3), GateThresholds(max_drop=0.5))
+    assert r.passed
+    assert {c.engine for c in r.checks if c.name == "max_drop"} == {"onnxruntime-cpu/fp32", "onnxruntime-cpu/int8"}
+
+
+def test_fails_on_drop_with_reason_naming_engine_and_drop():
+    r = evaluate_gate(_report(drop_int8=3.25), GateThresholds(max_drop=0.5))
+    assert not r.passed
+    (fail,) = r.failures
+    assert fail.engine == "onnxruntime-cpu/int8"
+    assert "3.25" in fail.message and "drop" in fail.message
+
+
+def test_latency_and_p99_and_engine_filter():
+    th = GateThresholds(max_latency_ms=3.0, engines=["*/int8"])
+    assert evaluate_gate(_report(p50=2.0), th).passed
+    r = evaluate_gate(_report(p50=4.0), th)
+    assert [c.name for c in r.failures] == ["max_latency_ms"]
+    r = evaluate_gate(_report(p50=2.0), GateThresholds(max_p99_ms=2.5, engines=["*/int8"]))
+    assert [c.name for c in r.failures] == ["max_p99_ms"]
+
+
+def test_no_matching_engine_fails():
+    r = evaluate_gate(_report(), GateThresholds(max_drop=1, engines=["tensorrt/*"]))
+    assert not r.passed and r.failures[0].name == "engines_present"
+
+
+def test_inexact_fold_fails_by_default():
+    rep = _report()
+    rep["fold"]["max_rel_error"] = 1e-2
+    r = evaluate_gate(rep, GateThresholds())
+    assert [c.name for c in r.failures] == ["fold_exact"]
+
+
+def test_baseline_regressions():
+    base = _report(p50=2.0, top1=98.0)
+    new = _report(p50=2.5, top1=97.0)
+    r = evaluate_gate(new, GateThresholds(max_latency_regression_pct=10, engines=["*/int8"]), baseline=base)
+    (f,) = r.failures
+    assert f.name == "max_latency_regression_pct" and f.value == pytest.approx(25.0)
+    r = evaluate_gate(new, GateThresholds(max_accuracy_regression=0.5, engines=["*/int8"]), baseline=base)
+    (f,) = r.failures
+    assert f.name == "max_accuracy_regression" and f.value == pytest.approx(1.0)
+
+
+def test_fidelity_thresholds_for_unlabelled_models():
+    r = evaluate_gate(_report(), GateThresholds(min_cosine=0.995))
+    assert [c.engine for c in r.failures] == ["onnxruntime-cpu/int8"]
+
+
+def test_junit_and_markdown():
+    r = evaluate_gate(_report(drop_int8=2.0), GateThresholds(max_drop=0.5))
+    root = ET.fromstring(junit_xml(r))
+    assert root.get("failures") == "1" and int(root.get("tests")) == len(r.checks)
+    assert len(root.findall(".//failure")) == 1
+    md = markdown_summary(r, _report())
+    assert "FAILED" in md and "onnxruntime-cpu/int8" in md and "| check |" in md
+
+
+def test_toml_config(tmp_path):
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text('[gate]\nmax_drop = 0.5\nengines = ["*/int8"]\n')
+    th = GateThresholds.from_toml(cfg)
+    assert th.max_drop == 0.5 and th.engines == ["*/int8"]
+    assert th.merged(max_drop=1.0).max_drop == 1.0
+    cfg.write_text("[gate]\nmax_dorp = 0.5\n")
+    with pytest.raises(EdgerepError, match="max_dorp"):
+        GateThresholds.from_toml(cfg)
+    cfg.write_text("[gate\n")
+    with pytest.raises(EdgerepError, match="TOML"):
+        GateThresholds.from_toml(cfg)
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_report(drop_int8=0.1)))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_report(drop_int8=4.0)))
+    junit = tmp_path / "g.xml"
+    md = tmp_path / "g.md"
+    assert main(["gate", str(good), "--max-drop", "0.5"]) == 0
+    assert main(["gate", str(bad), "--max-drop", "0.5", "--junit", str(junit), "--markdown", str(md)]) == 1
+    err = capsys.readouterr().err
+    assert "top-1 drop vs unfolded 4.00 points" in err
+    assert "<failure" in junit.read_text() and "FAILED" in md.read_text()
+    assert main(["gate", str(tmp_path / "missing.json"), "--max-drop", "0.5"]) == 2
+    (tmp_path / "junk.json").write_text("{not json")
+    assert main(["gate", str(tmp_path / "junk.json")]) == 2
+    assert "not a JSON report" in capsys.readouterr().err
