@@ -1,0 +1,122 @@
+"""`edgerep bench` as a library call: time every engine of a model or bundle, side by side
+with the unfolded torch model as the baseline, over several batch sizes."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgerep.bench.latency import LatencyStats, host_info, measure
+from edgerep.engines.base import Engine
+from edgerep.errors import EdgerepError
+
+
+@dataclass
+class BenchOptions:
+    target: Path
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    seconds: float = 1.0
+    iterations: int | None = None
+    warmup: int = 10
+    threads: int | None = None
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    include_int8: bool = True
+
+
+def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[tuple[str, Engine]], tuple, dict]:
+    """(role, engine) pairs to time, the input shape, and model facts for the report."""
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+    from edgerep.engines.torch_engine import TorchEngine
+
+    target = Path(opts.target)
+    engines: list[tuple[str, Engine]] = []
+    if target.is_dir():
+        manifest_path = target / "manifest.json"
+        if not manifest_path.exists():
+            raise EdgerepError(f"{target}: not a bundle (no manifest.json)")
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest.get("files", {})
+        from edgerep.checkpoint import load_checkpoint
+
+        ckpt = Path(manifest["inputs"]["checkpoint"])
+        shape = None
+        if ckpt.exists():
+            loaded = load_checkpoint(ckpt, arch=manifest.get("settings", {}).get("arch"),
+                                     trust=bool(manifest.get("settings", {}).get("trust_checkpoint")))
+            engines.append(("baseline", TorchEngine(loaded.model.eval(), precision="fp32")))
+            shape = tuple(loaded.meta.input_shape)
+        else:
+            say(f"original checkpoint {ckpt} is gone: no unfolded baseline")
+        if files.get("folded_checkpoint"):
+            folded = load_checkpoint(target / files["folded_checkpoint"])
+            engines.append(("folded", TorchEngine(folded.model.eval(), precision="fp32")))
+            shape = shape or tuple(folded.meta.input_shape)
+        session_config = ((manifest.get("cpu_policy") or {}).get("session_config") or None)
+        if files.get("fp32_onnx"):
+            engines.append(("engine", OrtEngine(target / files["fp32_onnx"], precision="fp32", threads=opts.threads)))
+        if opts.include_int8 and files.get("int8_onnx_cpu"):
+            engines.append(("engine", OrtEngine(target / files["int8_onnx_cpu"], precision="int8", threads=opts.threads,
+                                                session_config=session_config)))
+        if shape is None:
+            raise EdgerepError(f"{target}: bundle has no checkpoint to read the input shape from")
+        return engines, shape, {"name": target.name, "bundle": str(target)}
+    if target.suffix == ".onnx":
+        eng = OrtEngine(target, precision="fp32", threads=opts.threads)
+        shape = tuple(getattr(eng, "input_shape", None) or ())
+        if not shape or any(not isinstance(d, int) for d in shape[1:]):
+            raise EdgerepError(f"{target}: input shape is not static; cannot pick an input size")
+        return [("engine", eng)], tuple(shape[1:]), {"name": target.stem, "onnx": str(target)}
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.fold.model import fold_model
+
+    loaded = load_checkpoint(target, arch=opts.arch, trust=opts.trust_checkpoint)
+    model = loaded.model.eval()
+    shape = tuple(loaded.meta.input_shape)
+    import torch
+
+    engines.append(("baseline", TorchEngine(model, precision="fp32")))
+    if not loaded.meta.folded:
+        say("folding")
+        folded = fold_model(model, torch.randn(1, *shape))
+        engines.append(("folded", TorchEngine(folded, precision="fp32")))
+    return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch}
+
+
+def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> dict:
+    """Latency of every engine at every batch size; returns a report dict (same schema as deploy's)."""
+    say = progress or (lambda msg: None)
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    engines, shape, model_info = _engines_for(opts, say)
+    rng = np.random.default_rng(0)
+    report: dict = {"schema": "edgerep.report/1", "kind": "bench", "created_unix": time.time(),
+                    "model": {**model_info, "input_shape": list(shape)}, "engines": [], "host": host_info()}
+    base_p50: dict[int, float] = {}
+    for role, eng in engines:
+        by_batch: dict[str, dict] = {}
+        for bs in opts.batch_sizes:
+            x = rng.standard_normal((bs, *shape)).astype(np.float32)
+            say(f"{eng.name}/{eng.precision} ({role}) batch {bs}")
+            stats: LatencyStats = measure(eng, x, warmup=opts.warmup, iterations=opts.iterations,
+                                          seconds=opts.seconds)
+            by_batch[str(bs)] = stats.to_dict()
+            if role == "baseline":
+                base_p50[bs] = stats.p50_ms
+        first = by_batch[str(opts.batch_sizes[0])]
+        entry = {"name": eng.name + ("-unfolded" if role == "baseline" else "-folded" if role == "folded" else ""),
+                 "precision": eng.precision, "device": eng.device, "status": "built", "role": role,
+                 "describe": eng.describe(), "latency": first, "latency_by_batch": by_batch}
+        if role == "baseline":
+            report["baseline"] = entry
+        else:
+            entry["speedup_vs_unfolded"] = {bs: (base_p50[int(bs)] / s["p50_ms"]) for bs, s in by_batch.items()
+                                            if int(bs) in base_p50}
+            report["engines"].append(entry)
+    return report
