@@ -323,6 +323,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
             "seed": opts.seed,
             "target_profile": _profile_dict(profile),
+            "cpu_policy": qdict.get("cpu_policy"),
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")

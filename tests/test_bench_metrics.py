@@ -1,0 +1,78 @@
+"""Latency statistics and accuracy / fidelity metrics against direct computations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgerep.bench import metrics
+from edgerep.bench.accuracy import score
+from edgerep.bench.latency import measure, percentile, summarize
+
+
+def test_percentile_matches_trtexec_rule():
+    t = np.arange(1, 101, dtype=float)  # 1..100 ms
+    assert percentile(t, 50) == 50.0
+    assert percentile(t, 90) == 90.0
+    assert percentile(t, 99) == 99.0
+    assert percentile(np.array([5.0]), 99) == 5.0
+
+
+@given(st.lists(st.floats(0.01, 1000), min_size=1, max_size=200))
+def test_summary_is_ordered(ts):
+    s = summarize(ts, batch=4, warmup=0)
+    assert s.min_ms <= s.p50_ms <= s.p90_ms <= s.p99_ms <= s.max_ms
+    assert s.throughput_ips == pytest.approx(4000.0 / np.mean(ts))
+
+
+class _CountingEngine:
+    name, precision, device = "count", "fp32", "cpu"
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, x):
+        self.calls += 1
+        return x
+
+    def describe(self):
+        return {}
+
+
+def test_measure_counts_warmup_and_iterations():
+    eng = _CountingEngine()
+    s = measure(eng, np.zeros((3, 1), np.float32), warmup=4, iterations=25)
+    assert eng.calls == 29 and s.iterations == 25 and s.batch == 3
+
+
+def test_topk_and_agreement():
+    logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
+    labels = np.array([1, 2, 2])
+    assert metrics.topk_correct(logits, labels, 1) == 2
+    assert metrics.topk_correct(logits, labels, 2) == 3
+    assert metrics.argmax_agreement(logits, logits[:, [0, 1, 2]]) == 1.0
+
+
+def test_sqnr_and_cosine_direct():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((16, 10))
+    noise = 0.01 * rng.standard_normal((16, 10))
+    expected = 10 * math.log10((ref ** 2).sum() / (noise ** 2).sum())
+    assert metrics.sqnr_db(ref, ref + noise) == pytest.approx(expected)
+    assert metrics.sqnr_db(ref, ref) == math.inf
+    assert metrics.cosine(ref, 3 * ref) == pytest.approx(1.0)
+    assert metrics.cosine(ref, -ref) == pytest.approx(-1.0)
+
+
+def test_score_with_and_without_labels():
+    ref = np.eye(4, dtype=np.float32)
+    out = ref.copy()
+    out[3] = [1, 0, 0, 0]  # one wrong
+    r = score(out, np.arange(4), ref)
+    assert r.top1 == 75.0 and r.top1_agreement == 75.0 and r.samples == 4
+    r = score(out, None, ref, user_metric=lambda o, y, rf: {"l1": float(np.abs(o - rf).sum())})
+    assert r.top1 is None and r.user == {"l1": 2.0}
+    assert r.to_dict()["sqnr_db"] is not None
