@@ -49,7 +49,7 @@ def test_measure_counts_warmup_and_iterations():
 
 
 def test_topk_and_agreement():
-    logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
+    logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
     labels = np.array([1, 2, 2])
     assert metrics.topk_correct(logits, labels, 1) == 2
     assert metrics.topk_correct(logits, labels, 2) == 3

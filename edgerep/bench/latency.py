@@ -34,7 +34,7 @@ class LatencyStats:
 def percentile(sorted_ms: np.ndarray, p: float) -> float:
     """trtexec's percentile: with N ascending samples, ``t[max(N-1-int((1-p/100)*N), 0)]``."""
     n = len(sorted_ms)
-    excl = int((1 - p / 100.0) * n)
+    excl = int((100.0 - p) * n / 100.0)  # (1 - p/100) * N, without the float error at p=90
     return float(sorted_ms[max(n - 1 - excl, 0)])
 
 
