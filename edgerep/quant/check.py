@@ -1,0 +1,344 @@
+"""``check_model``: is a re-parameterized model INT8-friendly, which layer, channel and train-time
+branch is not, and what to do about it.
+
+Pipeline: fold the train-time model (keeping each block's branches aside) -> weight statistics
+per folded layer -> with data, activation ranges / SQNR and layer-output SQNR -> per-layer
+sensitivity (only that layer INT8) -> branch attribution of outlier channels -> verdicts
+(``thresholds``) and advice backed by the measured numbers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from edgerep.errors import EdgerepError, FoldError
+from edgerep.quant import thresholds as T
+from edgerep.quant.attribution import FoldedLayer, LayerAttribution, attribute, fold_for_check
+from edgerep.quant.sensitivity import (
+    ActivationStats,
+    LayerSensitivity,
+    activation_stats,
+    as_batches,
+    layer_sensitivity,
+    reference_outputs,
+)
+from edgerep.quant.weight_stats import WeightStats, weight_stats
+
+#: advice kinds, most serious first (the summary's top advice follows this order)
+ADVICE_ORDER = ("retrain_qarepvgg", "keep_fp16", "per_channel", "percentile", "ok")
+
+
+@dataclass
+class Advice:
+    kind: str  # one of ADVICE_ORDER
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text}
+
+
+@dataclass
+class LayerReport:
+    """The check of one folded layer."""
+
+    name: str
+    kind: str
+    block: str
+    verdict: str  # under plain INT8 PTQ (per-tensor weights, min-max activations)
+    verdict_with_fixes: str  # with per-channel weights and the better activation clipping
+    reasons: list[str]
+    weight: WeightStats
+    activation: ActivationStats | None
+    sensitivity: LayerSensitivity | None
+    attribution: LayerAttribution
+    advice: list[Advice]
+
+    @property
+    def metrics(self) -> dict:
+        """Every measured number of this layer, as plain data."""
+        return {
+            "weight": self.weight.to_dict(),
+            "activation": self.activation.to_dict() if self.activation else None,
+            "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "kind": self.kind, "block": self.block, "verdict": self.verdict,
+            "verdict_with_fixes": self.verdict_with_fixes, "reasons": list(self.reasons),
+            "metrics": self.metrics, "attribution": self.attribution.to_dict(),
+            "advice": [a.to_dict() for a in self.advice],
+        }
+
+
+@dataclass
+class CheckReport:
+    """What ``check_model`` found: one ``LayerReport`` per folded layer plus a summary."""
+
+    model: str
+    input_shape: list[int]
+    layers: list[LayerReport]
+    summary: dict
+    settings: dict
+    fold_max_rel_error: float
+    timings: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    fp32: dict | None = None  # fp32 fidelity on the evaluation batches (top-1 when labelled)
+
+    @property
+    def passed(self) -> bool:
+        """No layer is ``bad`` under plain INT8."""
+        return not any(layer.verdict == "bad" for layer in self.layers)
+
+    def layer(self, name: str) -> LayerReport:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "edgerep.check/1",
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "passed": self.passed,
+            "summary": self.summary,
+            "fp32": self.fp32,
+            "fold_max_rel_error": self.fold_max_rel_error,
+            "data": self.data,
+            "settings": self.settings,
+            "thresholds": T.as_dict(),
+            "timings_s": self.timings,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None else (v if math.isfinite(v) else (1e9 if v > 0 else -1e9))
+
+
+def _verdicts(w: WeightStats, a: ActivationStats | None, s: LayerSensitivity | None) -> tuple[str, str, list[str]]:
+    """(plain verdict, verdict with fixes, reasons) from the thresholds."""
+    reasons: list[str] = []
+    g = T.grade
+
+    def note(verdict: str, what: str) -> str:
+        if verdict != "ok":
+            reasons.append(f"{verdict}: {what}")
+        return verdict
+
+    wsq, asq, ssq = (T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB), (T.ACT_SQNR_OK_DB, T.ACT_SQNR_BAD_DB), \
+        (T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB)
+    plain = [note(g(w.sqnr_per_tensor_db, *wsq), f"per-tensor weight SQNR {w.sqnr_per_tensor_db:.1f} dB")]
+    fixed = [g(w.sqnr_per_channel_db, *wsq)]
+    if a is not None:
+        plain.append(note(g(a.sqnr_minmax_db, *asq), f"min-max input SQNR {a.sqnr_minmax_db:.1f} dB"))
+        fixed.append(g(max(a.sqnr_minmax_db, a.sqnr_percentile_db), *asq))
+        if a.out_sqnr_w_per_tensor_db is not None:
+            plain.append(note(g(a.out_sqnr_w_per_tensor_db, *wsq),
+                              f"layer output SQNR with per-tensor weights {a.out_sqnr_w_per_tensor_db:.1f} dB"))
+        if a.out_sqnr_w_per_channel_worst_db is not None:
+            v = g(a.out_sqnr_w_per_channel_worst_db, T.CHANNEL_SQNR_OK_DB, T.CHANNEL_SQNR_BAD_DB)
+            fixed.append(v)
+            if v != "ok":
+                reasons.append(f"{v} even with fixes: output channel {a.out_worst_channel} keeps only "
+                               f"{a.out_sqnr_w_per_channel_worst_db:.1f} dB with per-channel weights")
+    if s is not None:
+        plain.append(note(g(s.plain.sqnr_db, *ssq), f"model output SQNR {s.plain.sqnr_db:.1f} dB with only this "
+                                                   "layer INT8"))
+        fixed.append(g(s.fixed.sqnr_db, *ssq))
+    return T.worst(*plain), T.worst(*fixed), reasons
+
+
+def _advice(layer: FoldedLayer, w: WeightStats, a: ActivationStats | None, s: LayerSensitivity | None,
+            attr: LayerAttribution, verdict: str, fixed: str) -> list[Advice]:
+    out: list[Advice] = []
+    g = T.grade
+    name = layer.name
+    if verdict == "ok":
+        return [Advice("ok", "INT8 with per-tensor weights and min-max calibration is fine here")]
+    w_plain_bad = g(w.sqnr_per_tensor_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) != "ok" or (
+        a is not None and a.out_sqnr_w_per_tensor_db is not None
+        and g(a.out_sqnr_w_per_tensor_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) != "ok")
+    if w_plain_bad and g(w.sqnr_per_channel_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) == "ok":
+        out.append(Advice("per_channel", f"use per-channel weight scales: weight SQNR {w.sqnr_per_tensor_db:.1f} -> "
+                                         f"{w.sqnr_per_channel_db:.1f} dB"))
+    if a is not None and g(a.sqnr_minmax_db, T.ACT_SQNR_OK_DB, T.ACT_SQNR_BAD_DB) != "ok" and \
+            a.sqnr_percentile_db - a.sqnr_minmax_db >= T.ACT_PERCENTILE_GAIN_DB:
+        out.append(Advice("percentile", f"calibrate activations with {a.percentile:g}-percentile clipping: input SQNR "
+                                        f"{a.sqnr_minmax_db:.1f} -> {a.sqnr_percentile_db:.1f} dB"))
+    if s is not None and g(s.plain.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) != "ok" and \
+            g(s.fixed.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) == "ok" and not any(
+                x.kind == "per_channel" for x in out):
+        method = a.best_method if a is not None else "min-max"
+        out.append(Advice("per_channel", f"use per-channel weight scales ({method} activation calibration): with only "
+                                         f"this layer INT8 the model output goes {s.plain.sqnr_db:.1f} -> "
+                                         f"{s.fixed.sqnr_db:.1f} dB"))
+    side = attr.dominant_branch
+    if side is not None and layer.branches and len(layer.branches) > 1:
+        k = layer.branches[side].kernel_size
+        biggest = max(b.kernel_size[0] * b.kernel_size[1] for b in layer.branches.values())
+        if k[0] * k[1] < biggest and side in layer.branch_bns:
+            out.append(Advice("retrain_qarepvgg",
+                              f"retrain with QARepVGG blocks (no BN on the identity / 1x1 branches, one BN after "
+                              f"the sum): the {attr.branches[side]} branch makes {100 * attr.dominant_share:.0f}% of "
+                              f"the outlier channels' peak weights"))
+    if fixed == "bad":
+        why = []
+        if s is not None and g(s.fixed.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) == "bad":
+            why.append(f"alone in INT8 (with fixes) it leaves the model output at {s.fixed.sqnr_db:.1f} dB")
+        if a is not None and a.out_sqnr_w_per_channel_worst_db is not None and g(
+                a.out_sqnr_w_per_channel_worst_db, T.CHANNEL_SQNR_OK_DB, T.CHANNEL_SQNR_BAD_DB) == "bad":
+            why.append(f"per-channel INT8 leaves output channel {a.out_worst_channel} at "
+                       f"{a.out_sqnr_w_per_channel_worst_db:.1f} dB")
+        if a is not None and g(max(a.sqnr_minmax_db, a.sqnr_percentile_db), T.ACT_SQNR_OK_DB,
+                               T.ACT_SQNR_BAD_DB) == "bad":
+            why.append(f"its input keeps only {max(a.sqnr_minmax_db, a.sqnr_percentile_db):.1f} dB")
+        if g(w.sqnr_per_channel_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) == "bad":
+            why.append(f"per-channel weight SQNR is only {w.sqnr_per_channel_db:.1f} dB")
+        out.append(Advice("keep_fp16", f"keep {name} in FP16 (or FP32): " + ("; ".join(why) or "INT8 stays bad here "
+                                                                                          "even with fixes")))
+    if not out:
+        out.append(Advice("per_channel" if w_plain_bad else "percentile",
+                          "use per-channel weights and percentile calibration; re-check after quantizing"))
+    out.sort(key=lambda x: ADVICE_ORDER.index(x.kind))
+    return out
+
+
+def _summary(layers: list[LayerReport]) -> dict:
+    counts = {v: sum(1 for r in layers if r.verdict == v) for v in T.VERDICTS}
+    counts_fixed = {v: sum(1 for r in layers if r.verdict_with_fixes == v) for v in T.VERDICTS}
+
+    def badness(r: LayerReport) -> float:
+        if r.sensitivity is not None:
+            return r.sensitivity.plain.sqnr_db
+        return r.weight.sqnr_per_tensor_db
+
+    worst = min(layers, key=badness) if layers else None
+    by_kind: dict[str, list[str]] = {}
+    for r in layers:
+        for a in r.advice:
+            if a.kind != "ok":
+                by_kind.setdefault(a.kind, []).append(r.name)
+    words = {
+        "retrain_qarepvgg": "retrain with QARepVGG blocks (side-branch BN outliers in {})",
+        "keep_fp16": "keep in FP16: {}",
+        "per_channel": "use per-channel weight scales ({})",
+        "percentile": "calibrate activations with percentile clipping ({})",
+    }
+    top = [words[k].format(", ".join(sorted(set(by_kind[k]), key=by_kind[k].index)))
+           for k in ADVICE_ORDER if k in by_kind]
+    return {
+        "layers": len(layers),
+        "counts": counts,
+        "counts_with_fixes": counts_fixed,
+        "passed": counts["bad"] == 0,
+        "worst_layer": worst.name if worst else None,
+        "worst_layer_verdict": worst.verdict if worst else None,
+        "top_advice": top or ["INT8 looks safe: per-tensor weights and min-max calibration suffice"],
+        "flagged": [r.name for r in layers if r.verdict != "ok"],
+    }
+
+
+def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_batches: Iterable | None = None,
+                eval_batches: Iterable | None = None, sensitivity: bool = True,
+                progress: Callable[[str], None] | None = None, calib_limit: int | None = 256,
+                eval_limit: int | None = 32, percentile: float = T.ACT_PERCENTILE,
+                out_images: int | None = 32, labels_batches: Iterable | None = None) -> CheckReport:
+    """Check a train-time (or plain) model for INT8 friendliness, layer by layer.
+
+    ``example_input``: one input batch (NCHW), used to verify the fold and, without data, for
+    sensitivity. ``calib_batches``: iterable of ``x`` or ``(x, y)`` (numpy or torch) or a data set
+    with ``.batches``; enables activation statistics (at most ``calib_limit`` samples).
+    ``eval_batches`` (alias ``labels_batches``): data for sensitivity and top-1 (at most
+    ``eval_limit`` samples); defaults to the calibration batches, else ``example_input``.
+    ``progress``: called with a short message after each stage. The model is not modified.
+    """
+    t_all = time.perf_counter()
+    say = progress or (lambda _m: None)
+    timings: dict[str, float] = {}
+    if not isinstance(train_model, nn.Module):
+        raise EdgerepError(f"check_model needs an nn.Module, got {type(train_model).__name__}")
+    if not isinstance(example_input, torch.Tensor):
+        example_input = torch.as_tensor(example_input)
+    example_input = example_input.float()
+    was_training = train_model.training
+    train_model.eval()
+    try:
+        t = time.perf_counter()
+        folded, flayers = fold_for_check(train_model)
+        if not flayers:
+            raise EdgerepError(f"{type(train_model).__name__}: no Conv2d / Linear layer found to check")
+        with torch.no_grad():
+            a = train_model(example_input)
+            b = folded(example_input)
+        a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
+        rel = float((a.double() - b.double()).abs().max() / a.double().abs().max().clamp_min(1e-30))
+        if rel > 1e-3:
+            raise FoldError(f"the folded model differs from the train-time model by {rel:.2e} (relative); "
+                            "the check would measure the wrong network")
+        timings["fold"] = time.perf_counter() - t
+        say(f"folded: {len(flayers)} layers (max rel error {rel:.1e})")
+
+        t = time.perf_counter()
+        wstats = {fl.name: weight_stats(fl.module.weight) for fl in flayers}
+        attrs = {fl.name: attribute(fl) for fl in flayers}
+        timings["weights"] = time.perf_counter() - t
+        say("weight statistics and attribution done")
+
+        calib = as_batches(calib_batches, calib_limit)
+        evals = as_batches(eval_batches if eval_batches is not None else labels_batches, eval_limit)
+        if not evals:
+            evals = as_batches(calib, eval_limit) if calib else [(example_input, None)]
+        act: dict[str, ActivationStats] = {}
+        if calib:
+            t = time.perf_counter()
+            act = activation_stats(folded, flayers, calib, percentile, out_images, say)
+            timings["activations"] = time.perf_counter() - t
+
+        sens: dict[str, LayerSensitivity] = {}
+        fp32 = None
+        if sensitivity:
+            t = time.perf_counter()
+            ref, fp = reference_outputs(folded, evals)
+            fp32 = fp.to_dict() if fp else None
+            sens = layer_sensitivity(folded, flayers, evals, act, ref, say)
+            timings["sensitivity"] = time.perf_counter() - t
+
+        reports: list[LayerReport] = []
+        for fl in flayers:
+            w, a_, s_ = wstats[fl.name], act.get(fl.name), sens.get(fl.name)
+            verdict, fixed, reasons = _verdicts(w, a_, s_)
+            if attrs[fl.name].outlier_channels and verdict != "ok":
+                reasons.append(attrs[fl.name].summary)
+            reports.append(LayerReport(fl.name, fl.kind, fl.block, verdict, fixed, reasons, w, a_, s_,
+                                       attrs[fl.name], _advice(fl, w, a_, s_, attrs[fl.name], verdict, fixed)))
+        timings["total"] = time.perf_counter() - t_all
+        n_calib = sum(int(x.shape[0]) for x, _ in calib)
+        n_eval = sum(int(x.shape[0]) for x, _ in evals)
+        return CheckReport(
+            model=type(train_model).__name__,
+            input_shape=list(example_input.shape),
+            layers=reports,
+            summary=_summary(reports),
+            settings={"bits": 8, "symmetric": True, "qmax": T.QMAX_8BIT, "percentile": percentile,
+                      "sensitivity": sensitivity, "calib_limit": calib_limit, "eval_limit": eval_limit,
+                      "out_images": out_images},
+            fold_max_rel_error=rel,
+            timings=timings,
+            data={"calib_images": n_calib, "eval_images": n_eval,
+                  "eval_source": "eval" if (eval_batches is not None or labels_batches is not None)
+                  else ("calib" if calib else "example_input"),
+                  "labels": all(y is not None for _, y in evals) and bool(evals)},
+            fp32=fp32,
+        )
+    finally:
+        train_model.train(was_training)
+
+
+__all__ = ["check_model", "CheckReport", "LayerReport", "Advice"]

@@ -1,0 +1,352 @@
+"""What INT8 costs each folded layer on real data: activation ranges and SQNR at every layer
+input, the layer-output error of quantized weights, and the model-output error when only that
+layer is INT8 (the rest fp32).
+
+Two passes over the calibration set: the first finds each input's range (min-max, and a
+percentile from a histogram of |x| whose range doubles as it grows), the second measures the
+SQNR exactly under the two clipping ranges. Fake quantization is in torch (see ``weight_stats``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edgerep.errors import DataError
+from edgerep.quant.attribution import FoldedLayer
+from edgerep.quant.thresholds import ACT_PERCENTILE
+from edgerep.quant.weight_stats import _db, fake_quant, quantize_weight
+
+Batch = tuple[Tensor, Tensor | None]
+HIST_BINS = 4096
+
+
+def as_batches(source: Any, limit: int | None = None, batch_size: int = 32) -> list[Batch]:
+    """Materialize ``source`` as a list of ``(x float32 tensor, y int64 tensor or None)``.
+
+    ``source``: an iterable of arrays / tensors or of ``(x, y)`` pairs (numpy or torch), or a
+    data set with ``.batches(batch_size, limit)``. ``limit`` caps the number of samples.
+    """
+    if source is None:
+        return []
+    if hasattr(source, "batches") and callable(source.batches):
+        source = source.batches(batch_size, limit)
+    out: list[Batch] = []
+    n = 0
+    for item in source:
+        if isinstance(item, (tuple, list)):
+            x, y = (item[0], item[1] if len(item) > 1 else None)
+        else:
+            x, y = item, None
+        x_t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).float()
+        if x_t.dim() < 2:
+            raise DataError(f"a batch must be N x ... (NCHW for images), got shape {tuple(x_t.shape)}")
+        y_t = None if y is None else torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y).long()
+        if limit is not None and n + x_t.shape[0] > limit:
+            keep = limit - n
+            x_t, y_t = x_t[:keep], (None if y_t is None else y_t[:keep])
+        if x_t.shape[0] == 0:
+            break
+        out.append((x_t, y_t))
+        n += x_t.shape[0]
+        if limit is not None and n >= limit:
+            break
+    return out
+
+
+def _first_input(inputs: tuple) -> Tensor:
+    return inputs[0]
+
+
+def _forward(model: nn.Module, x: Tensor) -> Tensor:
+    y = model(x)
+    if isinstance(y, (tuple, list)):
+        y = y[0]
+    if isinstance(y, dict):
+        y = next(iter(y.values()))
+    return y
+
+
+@dataclass
+class ActivationStats:
+    """The input of one folded layer over the calibration set."""
+
+    count: int
+    min: float
+    max: float
+    mean: float
+    std: float
+    amax: float  # max |x|: the min-max clipping range
+    percentile: float  # which percentile of |x| gives the percentile clipping range
+    amax_percentile: float
+    sqnr_minmax_db: float
+    sqnr_percentile_db: float
+    clipped_share_percentile: float  # share of values beyond the percentile range
+    out_sqnr_w_per_tensor_db: float | None = None  # layer output, weights INT8 per tensor (input fp32)
+    out_sqnr_w_per_channel_db: float | None = None
+    out_sqnr_w_per_channel_worst_db: float | None = None  # the worst output channel of the above
+    out_worst_channel: int | None = None
+
+    @property
+    def best_method(self) -> str:
+        return "percentile" if self.sqnr_percentile_db > self.sqnr_minmax_db else "minmax"
+
+    @property
+    def best_amax(self) -> float:
+        return self.amax_percentile if self.best_method == "percentile" else self.amax
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["best_method"] = self.best_method
+        return d
+
+
+class _Hist:
+    """Histogram of |x| over [0, R] with a fixed bin count; R doubles (bins merge) as data grows."""
+
+    def __init__(self, bins: int = HIST_BINS):
+        self.bins = bins
+        self.range = 0.0
+        self.counts = torch.zeros(bins, dtype=torch.float64)
+
+    def add(self, a: Tensor) -> None:
+        amax = float(a.max()) if a.numel() else 0.0
+        if amax <= 0.0 and self.range == 0.0:
+            self.counts[0] += a.numel()
+            return
+        if self.range == 0.0:
+            self.range = amax
+        while amax > self.range:
+            half = self.counts.reshape(-1, 2).sum(dim=1)
+            self.counts = torch.cat([half, torch.zeros(self.bins - half.numel(), dtype=torch.float64)])
+            self.range *= 2.0
+        self.counts += torch.histc(a.float(), bins=self.bins, min=0.0, max=self.range).to(torch.float64)
+
+    def percentile(self, p: float) -> float:
+        total = float(self.counts.sum())
+        if total == 0 or self.range == 0.0:
+            return 0.0
+        cum = torch.cumsum(self.counts, 0)
+        i = int(torch.searchsorted(cum, torch.tensor(p / 100.0 * total, dtype=torch.float64)))
+        return min(self.bins, i + 1) * self.range / self.bins
+
+
+@dataclass
+class _Acc:
+    n: int = 0
+    s1: float = 0.0
+    s2: float = 0.0
+    mn: float = math.inf
+    mx: float = -math.inf
+    hist: _Hist = field(default_factory=_Hist)
+    sig: float = 0.0
+    noise_mm: float = 0.0
+    noise_pct: float = 0.0
+    clipped: int = 0
+    out_sig: float = 0.0
+    out_noise_t: float = 0.0
+    out_noise_c: float = 0.0
+    out_sig_ch: Tensor | None = None
+    out_noise_ch: Tensor | None = None
+
+
+def _layer_out(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    if isinstance(module, nn.Conv2d):
+        return F.conv2d(x, w, module.bias, module.stride, module.padding, module.dilation, module.groups)
+    return F.linear(x, w, module.bias)
+
+
+@torch.no_grad()
+def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[Batch],
+                     percentile: float = ACT_PERCENTILE, out_images: int | None = None,
+                     progress: Callable[[str], None] | None = None) -> dict[str, ActivationStats]:
+    """Ranges and INT8 SQNR of every layer's input on ``batches`` (two passes; model in eval mode).
+
+    ``out_images`` caps how many images the layer-output weight-quantization SQNR uses (it costs
+    two extra convs per layer); None uses them all.
+    """
+    accs = {layer.name: _Acc() for layer in layers}
+    model.eval()
+
+    def pass1(layer: FoldedLayer):
+        acc = accs[layer.name]
+
+        def hook(_m, inputs):
+            x = _first_input(inputs).detach()
+            xd = x.double()
+            acc.n += x.numel()
+            acc.s1 += float(xd.sum())
+            acc.s2 += float((xd * xd).sum())
+            acc.mn = min(acc.mn, float(x.min()))
+            acc.mx = max(acc.mx, float(x.max()))
+            acc.hist.add(x.abs().reshape(-1))
+        return hook
+
+    handles = [layer.module.register_forward_pre_hook(pass1(layer)) for layer in layers]
+    try:
+        for x, _ in batches:
+            _forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    if progress:
+        progress("activation ranges measured")
+
+    amax = {n: max(abs(a.mn), abs(a.mx)) if a.n else 0.0 for n, a in accs.items()}
+    amax_p = {n: min(a.hist.percentile(percentile), amax[n]) for n, a in accs.items()}
+    wq = {layer.name: (quantize_weight(layer.module.weight, False), quantize_weight(layer.module.weight, True))
+          for layer in layers}
+    seen = {"images": 0}
+
+    def pass2(layer: FoldedLayer):
+        acc = accs[layer.name]
+        am, ap = amax[layer.name], amax_p[layer.name]
+
+        def hook(module, inputs, output):
+            x = _first_input(inputs).detach()
+            xd = x.double()
+            acc.sig += float((xd * xd).sum())
+            acc.noise_mm += float(((xd - fake_quant(x, am).double()) ** 2).sum())
+            acc.noise_pct += float(((xd - fake_quant(x, ap).double()) ** 2).sum())
+            acc.clipped += int((x.abs() > ap).sum())
+            if out_images is not None and seen["images"] >= out_images:
+                return
+            y = output.detach()
+            yd = y.double()
+            dt = yd - _layer_out(module, x, wq[layer.name][0]).double()
+            dc = yd - _layer_out(module, x, wq[layer.name][1]).double()
+            acc.out_sig += float((yd * yd).sum())
+            acc.out_noise_t += float((dt * dt).sum())
+            acc.out_noise_c += float((dc * dc).sum())
+            dims = [d for d in range(y.dim()) if d != 1]
+            s_ch, n_ch = (yd * yd).sum(dim=dims), (dc * dc).sum(dim=dims)
+            acc.out_sig_ch = s_ch if acc.out_sig_ch is None else acc.out_sig_ch + s_ch
+            acc.out_noise_ch = n_ch if acc.out_noise_ch is None else acc.out_noise_ch + n_ch
+        return hook
+
+    handles = [layer.module.register_forward_hook(pass2(layer)) for layer in layers]
+    try:
+        for x, _ in batches:
+            _forward(model, x)
+            seen["images"] += x.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    if progress:
+        progress("activation SQNR measured")
+
+    out: dict[str, ActivationStats] = {}
+    for layer in layers:
+        a = accs[layer.name]
+        if a.n == 0:
+            continue  # the layer did not run on this input (a branch not taken)
+        mean = a.s1 / a.n
+        std = math.sqrt(max(a.s2 / a.n - mean * mean, 0.0))
+        st = ActivationStats(a.n, a.mn, a.mx, mean, std, amax[layer.name], percentile, amax_p[layer.name],
+                             _db(a.sig, a.noise_mm), _db(a.sig, a.noise_pct), a.clipped / a.n)
+        if a.out_sig_ch is not None:
+            st.out_sqnr_w_per_tensor_db = _db(a.out_sig, a.out_noise_t)
+            st.out_sqnr_w_per_channel_db = _db(a.out_sig, a.out_noise_c)
+            per = [_db(float(s), float(n)) for s, n in zip(a.out_sig_ch, a.out_noise_ch)]
+            live = [(v, i) for i, v in enumerate(per) if float(a.out_sig_ch[i]) > 0]
+            if live:
+                v, i = min(live)
+                st.out_sqnr_w_per_channel_worst_db, st.out_worst_channel = v, i
+        out[layer.name] = st
+    return out
+
+
+@dataclass
+class Fidelity:
+    """Model output with some INT8 layers vs the fp32 model."""
+
+    sqnr_db: float
+    cosine: float  # mean over samples of the cosine between flattened outputs
+    top1_agreement: float | None  # share of samples whose argmax matches fp32 (2-D outputs)
+    top1: float | None  # accuracy, when labels exist
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LayerSensitivity:
+    """Only this layer INT8: ``plain`` = per-tensor weights + min-max input; ``fixed`` = per-channel
+    weights + the better input clipping."""
+
+    plain: Fidelity
+    fixed: Fidelity
+    input_quantized: bool  # False when no calibration data gave the input a range
+
+    def to_dict(self) -> dict:
+        return {"plain": self.plain.to_dict(), "fixed": self.fixed.to_dict(), "input_quantized": self.input_quantized}
+
+
+def _fidelity(ref: list[Tensor], got: list[Tensor], labels: list[Tensor | None]) -> Fidelity:
+    r = torch.cat([t.double().reshape(t.shape[0], -1) for t in ref])
+    g = torch.cat([t.double().reshape(t.shape[0], -1) for t in got])
+    sq = _db(float((r * r).sum()), float(((r - g) ** 2).sum()))
+    cos = float(F.cosine_similarity(r, g, dim=1, eps=1e-30).mean())
+    agree = top1 = None
+    if ref[0].dim() == 2:
+        agree = float((r.argmax(1) == g.argmax(1)).double().mean())
+        if all(y is not None for y in labels) and labels:
+            y = torch.cat([t for t in labels if t is not None])
+            top1 = float((g.argmax(1) == y).double().mean())
+    return Fidelity(sq, cos, agree, top1)
+
+
+@torch.no_grad()
+def reference_outputs(model: nn.Module, batches: list[Batch]) -> tuple[list[Tensor], Fidelity | None]:
+    """fp32 outputs on ``batches`` and, with labels, the fp32 accuracy (as a Fidelity of itself)."""
+    model.eval()
+    outs = [_forward(model, x) for x, _ in batches]
+    labels = [y for _, y in batches]
+    return outs, (_fidelity(outs, outs, labels) if outs else None)
+
+
+@torch.no_grad()
+def _run_with(model: nn.Module, layer: FoldedLayer, w: Tensor, amax: float | None,
+              batches: list[Batch]) -> list[Tensor]:
+    mod = layer.module
+    orig = mod.weight.data.clone()
+    handle = None
+    if amax is not None:
+        handle = mod.register_forward_pre_hook(lambda _m, inputs: (fake_quant(inputs[0], amax),) + tuple(inputs[1:]))
+    mod.weight.data.copy_(w)
+    try:
+        return [_forward(model, x) for x, _ in batches]
+    finally:
+        mod.weight.data.copy_(orig)
+        if handle is not None:
+            handle.remove()
+
+
+def layer_sensitivity(model: nn.Module, layers: list[FoldedLayer], batches: list[Batch],
+                      act: dict[str, ActivationStats] | None = None, ref: list[Tensor] | None = None,
+                      progress: Callable[[str], None] | None = None) -> dict[str, LayerSensitivity]:
+    """For each layer alone: fake-quantize its weight (and input, when ``act`` has its range), run
+    the model, and compare with fp32. Two runs per layer (plain and fixed INT8)."""
+    act = act or {}
+    if ref is None:
+        ref, _ = reference_outputs(model, batches)
+    labels = [y for _, y in batches]
+    out: dict[str, LayerSensitivity] = {}
+    for i, layer in enumerate(layers):
+        w = layer.module.weight.detach()
+        st = act.get(layer.name)
+        plain = _run_with(model, layer, quantize_weight(w, False), st.amax if st else None, batches)
+        fixed = _run_with(model, layer, quantize_weight(w, True), st.best_amax if st else None, batches)
+        out[layer.name] = LayerSensitivity(_fidelity(ref, plain, labels), _fidelity(ref, fixed, labels), st is not None)
+        if progress:
+            progress(f"sensitivity {i + 1}/{len(layers)}: {layer.name}")
+    return out
+
+
+__all__ = ["as_batches", "ActivationStats", "activation_stats", "Fidelity", "LayerSensitivity",
+           "layer_sensitivity", "reference_outputs"]

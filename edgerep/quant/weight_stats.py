@@ -1,0 +1,122 @@
+"""Fake INT8 quantization in torch and the statistics of one folded weight tensor.
+
+Symmetric quantization with zero point 0 (TensorRT's convention): ``s = amax / 127``,
+``q(x) = clamp(round(x / s), -127, 127) * s``. Weights are quantized per tensor (one ``amax``)
+or per output channel (``amax`` per row of axis 0). Everything here is pure tensor math so the
+check stays fast and independent of any engine.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from edgerep.quant.thresholds import K_SIGMA, QMAX_8BIT
+
+
+def fake_quant(x: Tensor, amax: Tensor | float, qmax: int = QMAX_8BIT) -> Tensor:
+    """Quantize-dequantize ``x`` symmetrically with range ``amax`` (scalar or broadcastable).
+
+    A zero ``amax`` (an all-zero tensor or channel) leaves zeros as they are.
+    """
+    amax_t = torch.as_tensor(amax, dtype=x.dtype, device=x.device)
+    scale = torch.where(amax_t > 0, amax_t / qmax, torch.ones_like(amax_t))
+    return torch.clamp(torch.round(x / scale), -qmax, qmax) * scale
+
+
+def channel_absmax(w: Tensor) -> Tensor:
+    """max |w| per output channel (axis 0)."""
+    return w.detach().abs().reshape(w.shape[0], -1).amax(dim=1)
+
+
+def quantize_weight(w: Tensor, per_channel: bool, qmax: int = QMAX_8BIT) -> Tensor:
+    """Fake-quantize a weight (``out, ...``) per tensor or per output channel."""
+    if per_channel:
+        amax = channel_absmax(w).reshape(-1, *([1] * (w.dim() - 1)))
+    else:
+        amax = w.detach().abs().max()
+    return fake_quant(w, amax, qmax)
+
+
+def sqnr_db(ref: Tensor, approx: Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB, accumulated in float64 (inf when exact)."""
+    r = ref.detach().to(torch.float64)
+    noise = float(((r - approx.detach().to(torch.float64)) ** 2).sum())
+    signal = float((r ** 2).sum())
+    return _db(signal, noise)
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise <= 0.0:
+        return math.inf
+    if signal <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+@dataclass
+class WeightStats:
+    """What the folded weight of one layer looks like, and what INT8 does to it."""
+
+    shape: list[int]
+    min: float
+    max: float
+    absmax: float
+    mean: float
+    std: float
+    kurtosis: float  # excess kurtosis: 0 for a Gaussian, large for a few huge weights
+    channel_spread: float  # max over channels of max|w_c|, divided by the median channel's
+    beyond_k_sigma: float  # share of weights with |w - mean| > k * std
+    k_sigma: float
+    sqnr_per_tensor_db: float
+    sqnr_per_channel_db: float
+    sqnr_worst_channel_db: float  # per-channel quantization, the worst single channel
+    worst_channel: int
+    channel_absmax: list[float] = field(repr=False, default_factory=list)
+    histogram: dict = field(repr=False, default_factory=dict)  # counts over symmetric bins
+
+    def to_dict(self, with_channels: bool = False) -> dict:
+        d = asdict(self)
+        if not with_channels:
+            d.pop("channel_absmax")
+        return d
+
+
+def weight_stats(w: Tensor, k_sigma: float = K_SIGMA, qmax: int = QMAX_8BIT, bins: int = 81) -> WeightStats:
+    """Statistics of one (folded) weight tensor, computed in float64."""
+    w = w.detach().to(torch.float64)
+    flat = w.reshape(-1)
+    mean = float(flat.mean())
+    std = float(flat.std(unbiased=False))
+    centred = flat - mean
+    kurt = float((centred ** 4).mean() / std ** 4 - 3.0) if std > 0 else 0.0
+    beyond = float((centred.abs() > k_sigma * std).double().mean()) if std > 0 else 0.0
+    ch = channel_absmax(w)
+    med = float(ch.median())
+    spread = float(ch.max() / med) if med > 0 else (math.inf if float(ch.max()) > 0 else 1.0)
+
+    q_t = quantize_weight(w, per_channel=False, qmax=qmax)
+    q_c = quantize_weight(w, per_channel=True, qmax=qmax)
+    rows = w.reshape(w.shape[0], -1)
+    err_c = ((rows - q_c.reshape(w.shape[0], -1)) ** 2).sum(dim=1)
+    sig_c = (rows ** 2).sum(dim=1)
+    per_ch = [_db(float(s), float(e)) for s, e in zip(sig_c, err_c)]
+    live = [(v, i) for i, v in enumerate(per_ch) if float(sig_c[i]) > 0]
+    worst_db, worst_i = min(live) if live else (math.inf, 0)
+
+    amax = float(flat.abs().max())
+    edges = torch.linspace(-amax, amax, bins + 1, dtype=torch.float64) if amax > 0 else torch.linspace(-1, 1, bins + 1)
+    counts = torch.histc(flat, bins=bins, min=float(edges[0]), max=float(edges[-1]))
+    return WeightStats(
+        shape=list(w.shape), min=float(flat.min()), max=float(flat.max()), absmax=amax, mean=mean, std=std,
+        kurtosis=kurt, channel_spread=spread, beyond_k_sigma=beyond, k_sigma=k_sigma,
+        sqnr_per_tensor_db=sqnr_db(w, q_t), sqnr_per_channel_db=sqnr_db(w, q_c),
+        sqnr_worst_channel_db=worst_db, worst_channel=int(worst_i),
+        channel_absmax=[float(v) for v in ch],
+        histogram={"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+    )
+
+
+__all__ = ["fake_quant", "channel_absmax", "quantize_weight", "sqnr_db", "WeightStats", "weight_stats"]
