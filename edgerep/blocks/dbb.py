@@ -19,8 +19,9 @@ class DiverseBranchBlock(ReparamBlock):
     Submodules use the official DBB names, so official state dicts load as they are:
 
     - ``dbb_origin.conv`` / ``dbb_origin.bn``: the KxK conv + BN (branch ``dense``).
-    - ``dbb_1x1.conv`` / ``dbb_1x1.bn``: 1x1 conv + BN, only when ``groups < out`` (branch ``1x1``).
-    - ``dbb_avg``: when ``groups < out``: ``conv`` (1x1) -> ``bn`` (BNAndPad, keys ``bn.bn.*``) ->
+    - ``dbb_1x1.conv`` / ``dbb_1x1.bn``: 1x1 conv + BN, unless the block is depthwise
+      (``groups >= out == in``) (branch ``1x1``).
+    - ``dbb_avg``: unless depthwise: ``conv`` (1x1) -> ``bn`` (BNAndPad, keys ``bn.bn.*``) ->
       ``avg`` (KxK average pool, no padding) -> ``avgbn``; for depthwise blocks only ``avg``
       (padded, count_include_pad) -> ``avgbn`` (branch ``avgpool``).
     - ``dbb_1x1_kxk``: ``idconv1`` (identity-based 1x1, when the internal width equals ``in``)
@@ -38,22 +39,22 @@ class DiverseBranchBlock(ReparamBlock):
         self.dbb_origin = conv_bn(in_channels, out_channels, k, stride, p, 1, groups)
 
         self.dbb_avg = nn.Sequential()
-        if groups < out_channels:
+        # official rule: 1x1 branch and the 1x1 before the pool only when groups < out; a block
+        # whose pool could not read its input directly (in != out) keeps them as well
+        pool_input_directly = groups >= out_channels and in_channels == out_channels
+        if not pool_input_directly:
             self.dbb_avg.add_module("conv", nn.Conv2d(in_channels, out_channels, 1, 1, 0, groups=groups, bias=False))
             self.dbb_avg.add_module("bn", BNAndPad(out_channels, p))
             self.dbb_avg.add_module("avg", nn.AvgPool2d(k, stride, 0))
             self.dbb_1x1: nn.Sequential | None = conv_bn(in_channels, out_channels, 1, stride, 0, 1, groups)
         else:
-            if in_channels != out_channels:
-                raise ValueError(f"a depthwise DiverseBranchBlock needs in == out channels, got "
-                                 f"{in_channels} -> {out_channels}")
             self.dbb_avg.add_module("avg", nn.AvgPool2d(k, stride, p))
             self.dbb_1x1 = None
         self.dbb_avg.add_module("avgbn", nn.BatchNorm2d(out_channels))
 
         internal = internal_channels_1x1_3x3
         if internal is None:
-            internal = in_channels if groups < out_channels else 2 * in_channels
+            internal = 2 * in_channels if pool_input_directly else in_channels
         self.dbb_1x1_kxk = nn.Sequential()
         if internal == in_channels:
             self.dbb_1x1_kxk.add_module("idconv1", IdentityBasedConv1x1(in_channels, groups))

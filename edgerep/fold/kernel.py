@@ -95,10 +95,11 @@ class ConvKernel:
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                          self.dilation, self.groups, bias=True)
         dtype = dtype or torch.float32
+        conv = conv.to(device=device, dtype=dtype)  # first, so a float64 kernel is not rounded via float32
         with torch.no_grad():
             conv.weight.copy_(self.weight.detach().to(dtype))
             conv.bias.copy_(self.bias.detach().to(dtype))
-        return conv.to(device=device, dtype=dtype)
+        return conv
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "ConvKernel":
@@ -371,7 +372,7 @@ def compose(first: ConvKernel, second: ConvKernel, first_output_padded_with_bias
     if b_is_pointwise:  # KxK then 1x1: F'[e] = sum_d W2[e, d] F1[d], b' = W2 b1 + b2
         A, B = to_dense(a), to_dense(b)
         w2 = B.weight[:, :, 0, 0]
-        weight = torch.einsum("ed,dchw->echw", w2, A.weight)
+        weight = (w2 @ A.weight.flatten(1)).view(w2.shape[0], *A.weight.shape[1:])  # matmul: einsum is slow on CPU
         bias = w2 @ A.bias + B.bias
         out = replace(A, weight=weight, bias=bias, groups=1)
         return _try_regroup(out, a.groups, b.groups)
@@ -391,8 +392,8 @@ def compose(first: ConvKernel, second: ConvKernel, first_output_padded_with_bias
     A, B = to_dense(a), to_dense(b)
     if a_is_pointwise:  # 1x1 then KxK: F' = F2 * TRANS(F1); b' = b2 + sum_taps F2 . b1
         w1 = A.weight[:, :, 0, 0]  # (d, c)
-        weight = torch.einsum("edhw,dc->echw", B.weight, w1)
-        bias = B.bias + torch.einsum("edhw,d->e", B.weight, A.bias)
+        weight = (B.weight.permute(0, 2, 3, 1) @ w1).permute(0, 3, 1, 2).contiguous()
+        bias = B.bias + B.weight.sum((2, 3)) @ A.bias
         out = replace(B, weight=weight, bias=bias, groups=1)
         return _try_regroup(out, a.groups, b.groups)
 
@@ -404,7 +405,7 @@ def compose(first: ConvKernel, second: ConvKernel, first_output_padded_with_bias
     w_a = A.weight.permute(1, 0, 2, 3)  # (c, d, h1, w1)
     weight = F.conv2d(w_a, w_b.flip(2, 3), padding=(B.kernel_size[0] - 1, B.kernel_size[1] - 1))  # (c, e, kh, kw)
     weight = weight.permute(1, 0, 2, 3).contiguous()
-    bias = B.bias + torch.einsum("edhw,d->e", B.weight, A.bias)
+    bias = B.bias + B.weight.sum((2, 3)) @ A.bias
     assert weight.shape[2:] == (kh, kw)
     return ConvKernel(weight, bias, B.stride, A.padding, (1, 1), 1)
 

@@ -1,0 +1,171 @@
+"""Every train-time block folds exactly: folded output == unfolded eval output (float32 to 1e-5
+relative, float64 to 1e-10) over random geometry and random BN statistics, borders included."""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from edgerep.blocks import ACBlock, DiverseBranchBlock, QARepVGGBlock, RepVGGBlock
+from edgerep.blocks.testing import has_train_time_state, randomize_
+from edgerep.fold.model import fold_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convs run fastest single-threaded (2 threads on a busy 2-core box cost 10x)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / a.double().abs().max().clamp_min(1e-30))
+
+
+def assert_folds_exactly(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Fold in float32 and (separately, from the .double() model) in float64 and compare."""
+    model.eval()
+    with torch.no_grad():
+        folded = fold_model(model)
+        err32 = rel_err(model(x), folded(x))
+        m64 = copy.deepcopy(model).double()
+        f64 = fold_model(m64)
+        assert next(f64.parameters()).dtype == torch.float64
+        err64 = rel_err(m64(x.double()), f64(x.double()))
+    assert err32 <= 1e-5, f"float32 fold off by {err32:.3g} relative"
+    assert err64 <= 1e-10, f"float64 fold off by {err64:.3g} relative"
+    assert not has_train_time_state(folded), has_train_time_state(folded)
+    return folded
+
+
+@st.composite
+def geometry(draw, dilation: bool = True, depthwise_needs_same: bool = False) -> dict:
+    """Channels, odd kernel 1..7, stride 1/2, groups incl. depthwise, dilation, odd/even sizes."""
+    mode = draw(st.sampled_from(["dense", "grouped", "depthwise"]))
+    if mode == "dense":
+        g, cin, cout = 1, draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    elif mode == "grouped":
+        g = draw(st.sampled_from([2, 3]))
+        cin, cout = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 3))
+    else:
+        cin = draw(st.integers(2, 6))
+        g, cout = cin, cin
+    return dict(
+        in_channels=cin, out_channels=cout, groups=g,
+        kernel_size=draw(st.sampled_from([1, 3, 5, 7])),
+        stride=draw(st.sampled_from([1, 2])),
+        dilation=draw(st.sampled_from([1, 2])) if dilation else 1,
+        h=draw(st.integers(1, 12)), w=draw(st.integers(1, 12)),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _input(geo: dict) -> torch.Tensor:
+    g = torch.Generator().manual_seed(geo["seed"] + 1)
+    return torch.randn(2, geo["in_channels"], geo["h"], geo["w"], generator=g)
+
+
+def _build(cls: Callable[..., nn.Module], geo: dict, **extra) -> nn.Module:
+    kw = {k: v for k, v in geo.items() if k not in ("h", "w", "seed")}
+    kw.update(extra)
+    return randomize_(cls(**kw), seed=geo["seed"])
+
+
+@given(geometry())
+def test_repvgg_folds_exactly(geo):
+    assert_folds_exactly(_build(RepVGGBlock, geo), _input(geo))
+
+
+@given(geometry())
+def test_qarepvgg_folds_exactly(geo):
+    assert_folds_exactly(_build(QARepVGGBlock, geo), _input(geo))
+
+
+@given(geometry())
+def test_acblock_folds_exactly(geo):
+    assert_folds_exactly(_build(ACBlock, geo), _input(geo))
+
+
+@given(geometry(dilation=False))
+def test_dbb_folds_exactly(geo):
+    geo = dict(geo)
+    geo.pop("dilation")
+    assert_folds_exactly(_build(DiverseBranchBlock, geo), _input(geo))
+
+
+@given(st.integers(0, 1000), st.sampled_from([3, 5]), st.integers(1, 9))
+def test_dbb_with_wide_internal_1x1_folds_exactly(seed, k, size):
+    """The ``conv1`` variant (internal width != in) of the 1x1 -> KxK branch."""
+    m = randomize_(DiverseBranchBlock(3, 5, k, 1, 1, internal_channels_1x1_3x3=7), seed=seed)
+    assert hasattr(m.dbb_1x1_kxk, "conv1")
+    assert_folds_exactly(m, torch.randn(2, 3, size, size + 1))
+
+
+def test_dbb_border_is_what_makes_the_fold_exact():
+    """With a constant input the interior is constant; zero padding and bias padding make the border
+    rows differ from the centre, and the fold reproduces them."""
+    m = randomize_(DiverseBranchBlock(4, 4, 3, 1, 1, act=nn.Identity()), seed=3)
+    x = torch.ones(1, 4, 6, 6)
+    with torch.no_grad():
+        y, yf = m(x), fold_model(m)(x)
+    assert (y[..., 0, :] - y[..., 2, :]).abs().max() > 1e-3  # the border really is special
+    assert rel_err(y, yf) <= 1e-5
+
+
+def test_branch_kernels_sum_to_the_folded_kernel_and_are_named():
+    m = randomize_(QARepVGGBlock(4, 4, 3), seed=1)
+    ks = m.branch_kernels()
+    assert set(ks) == {"dense", "1x1", "identity"}
+    total = m.equivalent_kernel()
+    dense_sum = sum(torch.nn.functional.pad(k.weight, [(3 - k.kernel_size[1]) // 2] * 2 +
+                                            [(3 - k.kernel_size[0]) // 2] * 2) for k in ks.values())
+    assert torch.allclose(total.weight, dense_sum, atol=1e-12)
+    # the post-sum BN's shift lives in the dense branch; the others carry no bias
+    assert ks["1x1"].bias.abs().max() == 0 and ks["identity"].bias.abs().max() == 0
+    assert torch.allclose(total.bias, ks["dense"].bias)
+    assert set(ACBlock(2, 2).eval().branch_kernels()) == {"square", "hor", "ver"}
+    assert set(DiverseBranchBlock(2, 4).eval().branch_kernels()) == {"dense", "1x1", "1x1-kxk", "avgpool"}
+
+
+@pytest.mark.parametrize("cls", [RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock])
+def test_blocks_train_and_fold_after_training(cls):
+    """A few SGD steps in train mode (BN statistics move), then the eval fold is still exact."""
+    torch.manual_seed(0)
+    m = cls(3, 3, 3, 1, 1)
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    m.train()
+    for _ in range(3):
+        loss = m(torch.randn(4, 3, 8, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert m.training
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    assert_folds_exactly(m, torch.randn(2, 3, 9, 7))
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items()), "fold modified the block"
+
+
+@pytest.mark.parametrize("cls", [RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock])
+def test_fold_is_idempotent(cls):
+    model = randomize_(nn.Sequential(cls(3, 4, 3, 2, 1), cls(4, 4, 3, 1, 2)), seed=5)
+    once = fold_model(model)
+    twice = fold_model(once)
+    x = torch.randn(2, 3, 11, 10)
+    with torch.no_grad():
+        assert torch.equal(once(x), twice(x))
+    assert {k: v.shape for k, v in once.state_dict().items()} == {k: v.shape for k, v in twice.state_dict().items()}
+    convs = [m for m in twice.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and convs[1].groups == 2
+
+
+def test_odd_kernel_is_required():
+    for cls in (RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock):
+        with pytest.raises(ValueError, match="odd"):
+            cls(2, 2, 4)
