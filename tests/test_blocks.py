@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from edgerep.blocks import ACBlock, DiverseBranchBlock, QARepVGGBlock, RepVGGBlock
+from edgerep.blocks import ACBlock, DiverseBranchBlock, MobileOneBlock, MobileOneStage, QARepVGGBlock, RepVGGBlock
 from edgerep.blocks.testing import has_train_time_state, randomize_
 from edgerep.fold.model import fold_model
 
@@ -100,6 +100,26 @@ def test_dbb_folds_exactly(geo):
     assert_folds_exactly(_build(DiverseBranchBlock, geo), _input(geo))
 
 
+@given(geometry(), st.integers(1, 4))
+def test_mobileone_stage_folds_exactly(geo, k):
+    assert_folds_exactly(_build(MobileOneStage, geo, num_conv_branches=k), _input(geo))
+
+
+@given(geometry(), st.integers(1, 3))
+def test_mobileone_block_folds_to_depthwise_then_pointwise(geo, k):
+    geo = dict(geo)
+    geo.pop("groups")
+    m = _build(MobileOneBlock, geo, num_conv_branches=k)
+    folded = assert_folds_exactly(m, _input(geo))
+    convs = [c for c in folded.modules() if isinstance(c, nn.Conv2d)]
+    assert len(convs) == 2
+    dw, pw = convs
+    assert dw.groups == geo["in_channels"] and dw.kernel_size == (geo["kernel_size"],) * 2
+    assert pw.kernel_size == (1, 1) and pw.groups == 1 and pw.out_channels == geo["out_channels"]
+    bk = m.branch_kernels()
+    assert set(bk) == {"dw", "pw"} and {f"conv.{i}" for i in range(k)} <= set(bk["dw"])
+
+
 @given(st.integers(0, 1000), st.sampled_from([3, 5]), st.integers(1, 9))
 def test_dbb_with_wide_internal_1x1_folds_exactly(seed, k, size):
     """The ``conv1`` variant (internal width != in) of the 1x1 -> KxK branch."""
@@ -134,11 +154,11 @@ def test_branch_kernels_sum_to_the_folded_kernel_and_are_named():
     assert set(DiverseBranchBlock(2, 4).eval().branch_kernels()) == {"dense", "1x1", "1x1-kxk", "avgpool"}
 
 
-@pytest.mark.parametrize("cls", [RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock])
+@pytest.mark.parametrize("cls", [RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock, MobileOneBlock])
 def test_blocks_train_and_fold_after_training(cls):
     """A few SGD steps in train mode (BN statistics move), then the eval fold is still exact."""
     torch.manual_seed(0)
-    m = cls(3, 3, 3, 1, 1)
+    m = cls(3, 3, 3, 1)
     opt = torch.optim.SGD(m.parameters(), lr=0.05)
     m.train()
     for _ in range(3):
@@ -152,9 +172,9 @@ def test_blocks_train_and_fold_after_training(cls):
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items()), "fold modified the block"
 
 
-@pytest.mark.parametrize("cls", [RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock])
+@pytest.mark.parametrize("cls", [RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock, MobileOneStage])
 def test_fold_is_idempotent(cls):
-    model = randomize_(nn.Sequential(cls(3, 4, 3, 2, 1), cls(4, 4, 3, 1, 2)), seed=5)
+    model = randomize_(nn.Sequential(cls(3, 4, 3, 2, groups=1), cls(4, 4, 3, 1, groups=2)), seed=5)
     once = fold_model(model)
     twice = fold_model(once)
     x = torch.randn(2, 3, 11, 10)
@@ -166,6 +186,6 @@ def test_fold_is_idempotent(cls):
 
 
 def test_odd_kernel_is_required():
-    for cls in (RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock):
+    for cls in (RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock, MobileOneStage, MobileOneBlock):
         with pytest.raises(ValueError, match="odd"):
             cls(2, 2, 4)

@@ -3,6 +3,7 @@ from edgerep.blocks.acnet import ACBlock
 from edgerep.blocks.base import FoldedConv, ReparamBlock
 from edgerep.blocks.dbb import DiverseBranchBlock
 from edgerep.blocks.layers import BNAndPad, IdentityBasedConv1x1, conv_bn
+from edgerep.blocks.mobileone import MobileOneBlock, MobileOneStage
 from edgerep.blocks.qarepvgg import QARepVGGBlock
 from edgerep.blocks.repvgg import RepVGGBlock
 
@@ -13,6 +14,8 @@ __all__ = [
     "QARepVGGBlock",
     "ACBlock",
     "DiverseBranchBlock",
+    "MobileOneBlock",
+    "MobileOneStage",
     "BNAndPad",
     "IdentityBasedConv1x1",
     "conv_bn",

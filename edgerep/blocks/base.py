@@ -1,6 +1,8 @@
 """What every train-time block offers edgerep: its branches as kernels, and its deploy form."""
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
 from edgerep.fold.kernel import ConvKernel, add_kernels
@@ -29,7 +31,7 @@ class ReparamBlock(nn.Module):
         """The deploy form: one ``nn.Conv2d`` followed by the block's activation."""
         w = next(self.parameters())
         conv = self.equivalent_kernel().to_conv2d(dtype=w.dtype, device=w.device)
-        return FoldedConv(conv, getattr(self, "act", nn.Identity()))
+        return FoldedConv(conv, copy.deepcopy(getattr(self, "act", nn.Identity())))
 
 
 class FoldedConv(nn.Sequential):
