@@ -242,7 +242,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
         built = build_engines(profile, fp32_onnx=fp32_onnx, int8_onnx=dict(qres.files), torch_model=folded,
                               out_dir=tmp / "engines", ort_session_config=_cpu_session_config(qres),
-                              threads=opts.threads, progress=lambda msg: say("build", msg))
+                              progress=lambda msg: say("build", msg))
 
         # ---- bench + evaluate -------------------------------------------------------------
         from edgerep.bench.accuracy import collect_outputs, load_user_metric, score
@@ -270,10 +270,11 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         report["baseline"] = base_entry
         engines_out = []
         for b in built:
-            entry = {"name": b.spec.get("name") or b.spec.get("backend"), "precision": b.spec.get("precision"),
-                     "device": b.spec.get("device", "cpu"), "status": b.status, "reason": b.reason or "",
-                     "artifact": str(Path(b.artifact).relative_to(tmp)) if b.artifact and
-                     str(b.artifact).startswith(str(tmp)) else (str(b.artifact) if b.artifact else None)}
+            spec = b.actual or b.spec
+            entry = {"name": f"{spec.backend}-{spec.device_kind}", "precision": spec.precision,
+                     "device": spec.device, "status": b.status, "reason": b.reason or "",
+                     "requested": b.spec.key, "build_seconds": round(b.seconds, 3),
+                     "artifact": _relative(b.artifact, tmp)}
             if b.engine is not None:
                 entry["name"], entry["precision"], entry["device"] = b.engine.name, b.engine.precision, b.engine.device
                 entry["describe"] = b.engine.describe()
@@ -334,6 +335,15 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         manifest["files"] = files
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return DeployResult(out=out, report=report, passed=passed, files=files)
+
+
+def _relative(path, root: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _durations(marks: dict[str, float], t_start: float) -> dict[str, float]:
