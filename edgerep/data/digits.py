@@ -3,7 +3,7 @@ scikit-learn, no download), with deterministic stratified train / calib / test s
 
 Preprocessing (documented, and stored in every checkpoint trained on it): pixel values 0..16
 are scaled to [0, 1], resized with bilinear interpolation (``align_corners=False``, as
-``torch.nn.functional.interpolate``) from 8x8 to the model's H x W (32x32 by default),
+``torch.nn.functional.interpolate``) from 8x8 to the model's H x W (16x16 by default),
 replicated to C channels, then normalized with the checkpoint's mean / std.
 Split: per class, a seeded permutation (numpy ``RandomState(0)``) puts 30% in ``test``,
 10% in ``calib`` and the rest (60%) in ``train``. ``test`` is for evaluation only.
@@ -21,7 +21,7 @@ from edgerep.errors import DataError
 SPLITS = ("train", "calib", "test")
 FRACTIONS = {"test": 0.3, "calib": 0.1}
 SEED = 0
-DEFAULT_SHAPE = (1, 32, 32)
+DEFAULT_SHAPE = (1, 16, 16)
 CLASS_NAMES = [str(i) for i in range(10)]
 
 

@@ -101,10 +101,10 @@ def _register_official(prefix: str, family: str, block_fn: BlockFn, what: str) -
 _register_official("repvgg", "repvgg", repvgg_block, "RepVGG")
 _register_official("qarepvgg", "qarepvgg", qarepvgg_block, "QARepVGG")
 
-# ---- small nets for 8x8-digits-resized-to-32x32 and CIFAR-sized (32x32) inputs ----------------
+# ---- small nets: digits (8x8 resized to 16x16, 1 channel) and CIFAR-sized (3x32x32) inputs -------
 DIGITS_WIDTHS = (16, 24, 32, 48, 64)
 DIGITS_DEPTHS = (1, 2, 2, 1)
-SMALL_STRIDES = (1, 2, 2, 2, 1)  # 32 -> 32 -> 16 -> 8 -> 4 -> 4
+SMALL_STRIDES = (1, 2, 2, 2, 1)  # 16 -> 16 -> 8 -> 4 -> 2 -> 2 (32 -> ... -> 4)
 
 
 def _small(block_fn: BlockFn, in_channels: int, num_classes: int, widths: tuple[int, ...] = DIGITS_WIDTHS,
@@ -112,12 +112,12 @@ def _small(block_fn: BlockFn, in_channels: int, num_classes: int, widths: tuple[
     return RepVGG(widths, depths, num_classes, in_channels, SMALL_STRIDES, block_fn=block_fn)
 
 
-@register_model("repvgg_digits", "repvgg", "small RepVGG for 1x32x32 digits (~45k params)", (1, 32, 32), 10)
+@register_model("repvgg_digits", "repvgg", "small RepVGG for 1x16x16 digits (93k params)", (1, 16, 16), 10)
 def repvgg_digits(num_classes: int = 10, in_channels: int = 1) -> RepVGG:
     return _small(repvgg_block, in_channels, num_classes)
 
 
-@register_model("qarepvgg_digits", "qarepvgg", "small QARepVGG for 1x32x32 digits", (1, 32, 32), 10)
+@register_model("qarepvgg_digits", "qarepvgg", "small QARepVGG for 1x16x16 digits", (1, 16, 16), 10)
 def qarepvgg_digits(num_classes: int = 10, in_channels: int = 1) -> RepVGG:
     return _small(qarepvgg_block, in_channels, num_classes)
 

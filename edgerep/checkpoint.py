@@ -1,0 +1,378 @@
+"""edgerep checkpoints: safe loading of every accepted format, metadata, atomic saving.
+
+An edgerep checkpoint is a ``torch.save``d dict ``{"edgerep_checkpoint": FORMAT_VERSION,
+"meta": CheckpointMeta.to_dict(), "state_dict": ...}``: it carries the architecture
+(registry name + kwargs), preprocessing, class names and the data set, and loads with
+``weights_only=True``. Also accepted: a plain state_dict (with ``arch``), the official RepVGG /
+MobileOne / ACNet / DBB key layouts (``edgerep.checkpoint_formats``), a ``torch.export``
+program (``.pt2``), and - only with ``trust=True`` - a whole pickled module, because
+unpickling runs whatever code the file names.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from edgerep.errors import CheckpointError
+
+FORMAT_VERSION = 1
+MAGIC = "edgerep_checkpoint"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: common keys under which training scripts nest their state_dict
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "model_ema", "params")
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything besides the weights that deploying a model needs."""
+
+    arch: str
+    arch_kwargs: dict = field(default_factory=dict)
+    input_shape: tuple = (3, 224, 224)  # (C, H, W)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    layout: str = "NCHW"
+    class_names: list | None = None
+    dataset: str | None = None
+    folded: bool = False
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"], d["mean"], d["std"] = list(self.input_shape), list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "checkpoint") -> "CheckpointMeta":
+        """Validate and build; a bad field raises ``CheckpointError`` naming it."""
+        if not isinstance(d, Mapping):
+            raise CheckpointError(f"{where}: 'meta' is a {type(d).__name__}, expected a dict")
+        known = {f.name for f in fields(cls)}
+        if "arch" not in d or not isinstance(d["arch"], str) or not d["arch"]:
+            raise CheckpointError(f"{where}: meta.arch is missing or not a string")
+        kw = {k: v for k, v in d.items() if k in known}
+        version = int(kw.get("format_version", FORMAT_VERSION))
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{where}: meta.format_version {version} is newer than this edgerep reads "
+                                  f"({FORMAT_VERSION})", hint="upgrade edgerep")
+        shape = tuple(int(v) for v in kw.get("input_shape", cls.input_shape))
+        if len(shape) != 3 or min(shape) < 1:
+            raise CheckpointError(f"{where}: meta.input_shape must be (C, H, W) positive, got {shape}")
+        kw["input_shape"] = shape
+        for name in ("mean", "std"):
+            vals = tuple(float(v) for v in kw.get(name, getattr(cls, name)))
+            if len(vals) not in (1, shape[0]):
+                raise CheckpointError(f"{where}: meta.{name} has {len(vals)} values for {shape[0]} channels")
+            kw[name] = vals
+        if any(s <= 0 for s in kw["std"]):
+            raise CheckpointError(f"{where}: meta.std must be positive, got {kw['std']}")
+        if kw.get("layout", "NCHW") != "NCHW":
+            raise CheckpointError(f"{where}: meta.layout {kw['layout']!r} is not supported (only NCHW)")
+        if not isinstance(kw.get("arch_kwargs", {}), Mapping):
+            raise CheckpointError(f"{where}: meta.arch_kwargs must be a dict")
+        kw["arch_kwargs"] = dict(kw.get("arch_kwargs", {}))
+        kw["extra"] = dict(kw.get("extra") or {})
+        kw["format_version"] = version
+        if kw.get("class_names") is not None:
+            kw["class_names"] = [str(c) for c in kw["class_names"]]
+        kw["folded"] = bool(kw.get("folded", False))
+        return cls(**kw)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A loaded model (eval mode) with its metadata and what the file was."""
+
+    model: nn.Module
+    meta: CheckpointMeta
+    source_format: str  # "edgerep", "state_dict", "official:<layout>", "torch.export", "pickled-module"
+    path: Path
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A seeded random input of the model's shape (for fold verification)."""
+        g = torch.Generator().manual_seed(0)
+        return torch.randn((batch, *self.meta.input_shape), generator=g)
+
+
+# ------------------------------------------------------------------------------------------
+# architectures
+# ------------------------------------------------------------------------------------------
+def build_arch(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """A registry name (``edgerep zoo``) or ``package.module:factory``, called with ``arch_kwargs``."""
+    kwargs = dict(arch_kwargs or {})
+    if ":" in arch:
+        mod_name, _, attr = arch.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise CheckpointError(f"--arch {arch!r}: cannot import ({e})",
+                                  hint="use package.module:factory with the package on PYTHONPATH") from None
+        try:
+            model = factory(**kwargs)
+        except TypeError as e:
+            raise CheckpointError(f"--arch {arch!r}: factory rejected {kwargs}: {e}") from None
+        if not isinstance(model, nn.Module):
+            raise CheckpointError(f"--arch {arch!r}: factory returned {type(model).__name__}, not an nn.Module")
+        return model
+    from edgerep.models import create_model
+
+    return create_model(arch, **kwargs)
+
+
+def default_meta(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> CheckpointMeta:
+    """Metadata for a bare architecture: the registry's input shape, ImageNet preprocessing."""
+    shape: tuple = (3, 224, 224)
+    if ":" not in arch:
+        from edgerep.models import get_model_info
+
+        info = get_model_info(arch)
+        shape = info.input_shape
+        kw = dict(arch_kwargs or {})
+        if "in_channels" in kw:
+            shape = (int(kw["in_channels"]), shape[1], shape[2])
+    mean = IMAGENET_MEAN if shape[0] == 3 else (0.5,) * shape[0]
+    std = IMAGENET_STD if shape[0] == 3 else (0.5,) * shape[0]
+    return CheckpointMeta(arch=arch, arch_kwargs=dict(arch_kwargs or {}), input_shape=shape, mean=mean, std=std)
+
+
+# ------------------------------------------------------------------------------------------
+# state_dict matching with one-line errors
+# ------------------------------------------------------------------------------------------
+def _first(items: list[str], n: int = 3) -> str:
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str], model_keys: set[str]) -> str:
+    from edgerep.checkpoint_formats import FOLDED_MARKERS, OFFICIAL_MARKERS
+
+    if any(m in k for k in unexpected for m in OFFICIAL_MARKERS):
+        return "the checkpoint uses an official code base's key names that did not map onto this architecture"
+    if any(m in k for k in unexpected for m in FOLDED_MARKERS) or (
+            unexpected and all(k.endswith(".bias") or ".conv." in k for k in unexpected)
+            and any(".bn." in k or "running_" in k for k in missing)):
+        return "the checkpoint is folded (deploy form) but the model is train-time, or the reverse"
+    prefixes_model = {k.split(".")[0] for k in model_keys}
+    if unexpected and missing and not ({k.split(".")[0] for k in unexpected} & prefixes_model):
+        return "wrong --arch: the checkpoint and the model share no top-level module names"
+    if shapes and not missing and not unexpected:
+        return "same family but another width or class count (wrong variant or num_classes)"
+    if (missing and not unexpected) or (unexpected and not missing):
+        return "same family but another depth (wrong variant)"
+    return "wrong --arch or a different model definition"
+
+
+def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], where: str) -> None:
+    """``model.load_state_dict`` that fails with one line naming the first bad keys and a likely cause."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own and not k.endswith("num_batches_tracked")]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_first(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches ({_first(shapes, 2)})")
+        cause = _likely_cause(missing, unexpected, shapes, set(own))
+        raise CheckpointError(f"{where}: weights do not fit the architecture: {'; '.join(parts)}",
+                              hint=f"likely cause: {cause}")
+    full = {k: v for k, v in sd.items() if k in own}
+    for k in own:  # older files without num_batches_tracked
+        full.setdefault(k, own[k])
+    model.load_state_dict(full, strict=True)
+
+
+# ------------------------------------------------------------------------------------------
+# reading the file
+# ------------------------------------------------------------------------------------------
+def _torch_load(path: Path, trust: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Weights only load failed" in msg and ("GLOBAL" in msg or "global" in msg):
+            raise CheckpointError(
+                f"{path}: contains pickled Python objects (e.g. a whole nn.Module); loading it would run code "
+                "named by the file", hint="save model.state_dict() instead, or pass --trust-checkpoint if you "
+                "trust where the file came from") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_short(msg)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        msg = _short(str(e))
+        if "zip" in msg.lower() or "central directory" in msg.lower() or isinstance(e, EOFError):
+            raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({msg})",
+                                  hint="re-download or re-save the file") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({msg})") from None
+    except Exception as e:  # e.g. a trusted pickle naming a class that does not exist here
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {_short(str(e))})") from None
+
+
+def _short(msg: str, n: int = 160) -> str:
+    line = msg.strip().splitlines()[0] if msg.strip() else msg
+    return line[:n] + ("..." if len(line) > n else "")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if _is_state_dict(obj):
+        sd = dict(obj)
+    elif isinstance(obj, Mapping):
+        for k in WRAPPER_KEYS:
+            if k in obj and _is_state_dict(obj[k]):
+                sd = dict(obj[k])
+                break
+        else:
+            keys = ", ".join(map(str, list(obj)[:5]))
+            raise CheckpointError(f"{path}: a dict but not a checkpoint (top-level keys: {keys})",
+                                  hint="expected an edgerep checkpoint or a state_dict of tensors")
+    else:
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict")
+    if all(k.startswith("module.") for k in sd):  # DataParallel / DDP
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _fold_like(model: nn.Module, meta: CheckpointMeta) -> nn.Module:
+    """Bring a freshly built train-time model into the folded structure the checkpoint was saved in."""
+    from edgerep.fold.model import fold_model
+
+    model.eval()
+    generic = bool(meta.extra.get("fold_generic", False))
+    example = torch.zeros((1, *meta.input_shape)) if generic else None
+    return fold_model(model, example, generic=generic)
+
+
+def _with_inferred_classes(arch: str, kwargs: dict, sd: Mapping[str, torch.Tensor]) -> dict:
+    """Registry models take ``num_classes``; read it off the classifier so 1000-class and 10-class files both load."""
+    if ":" in arch or "num_classes" in kwargs:
+        return kwargs
+    for key in ("linear.weight", "fc.weight", "classifier.weight", "head.weight"):
+        if key in sd and sd[key].dim() == 2:
+            return {**kwargs, "num_classes": int(sd[key].shape[0])}
+    return kwargs
+
+
+def _load_edgerep(obj: Mapping, path: Path, arch: str | None) -> LoadedCheckpoint:
+    meta = CheckpointMeta.from_dict(obj.get("meta"), str(path))
+    if arch is not None and arch != meta.arch:
+        raise CheckpointError(f"{path}: the checkpoint is a {meta.arch!r}, not --arch {arch!r}",
+                              hint="edgerep checkpoints carry their architecture; drop --arch")
+    sd = obj.get("state_dict")
+    if not _is_state_dict(sd):
+        raise CheckpointError(f"{path}: 'state_dict' is missing or not a dict of tensors")
+    model = build_arch(meta.arch, meta.arch_kwargs)
+    if meta.folded:
+        model = _fold_like(model, meta)
+    load_state_dict_checked(model, sd, str(path))
+    return LoadedCheckpoint(model.eval(), meta, "edgerep", path)
+
+
+def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str, Any] | None,
+                input_shape: tuple | None) -> LoadedCheckpoint:
+    from edgerep.checkpoint_formats import to_edgerep_layout
+
+    sd = _unwrap_state_dict(obj, path)
+    if arch is None:
+        raise CheckpointError(f"{path}: a plain state_dict carries no architecture",
+                              hint="pass --arch NAME (see `edgerep zoo`) or --arch package.module:factory")
+    sd, layout, folded = to_edgerep_layout(sd)
+    kwargs = _with_inferred_classes(arch, dict(arch_kwargs or {}), sd)
+    meta = default_meta(arch, kwargs)
+    if input_shape is not None:
+        meta.input_shape = tuple(int(v) for v in input_shape)
+    meta.folded = folded
+    meta.extra["source_layout"] = layout or "edgerep"
+    model = build_arch(arch, kwargs)
+    if folded:
+        model = _fold_like(model, meta)
+    load_state_dict_checked(model, sd, str(path))
+    return LoadedCheckpoint(model.eval(), meta, f"official:{layout}" if layout else "state_dict", path)
+
+
+def _load_export(path: Path, input_shape: tuple | None) -> LoadedCheckpoint:
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable torch.export program ({type(e).__name__}: "
+                              f"{_short(str(e))})") from None
+    shape = input_shape
+    if shape is None:
+        args = getattr(ep, "example_inputs", None)
+        try:
+            shape = tuple(args[0][0].shape[1:]) if args else None
+        except (IndexError, TypeError, AttributeError):
+            shape = None
+    if shape is None or len(shape) != 3:
+        raise CheckpointError(f"{path}: the program records no (N, C, H, W) example input",
+                              hint="pass --input-shape C,H,W")
+    model = ep.module()
+    meta = CheckpointMeta(arch="torch.export", input_shape=tuple(int(s) for s in shape))
+    if meta.input_shape[0] != 3:
+        meta.mean, meta.std = (0.5,) * meta.input_shape[0], (0.5,) * meta.input_shape[0]
+    return LoadedCheckpoint(model, meta, "torch.export", path)
+
+
+def load_checkpoint(path: str | Path, *, arch: str | None = None, trust: bool = False,
+                    arch_kwargs: Mapping[str, Any] | None = None,
+                    input_shape: tuple | None = None) -> LoadedCheckpoint:
+    """Load any accepted checkpoint format into an eval-mode model plus metadata.
+
+    ``arch`` (registry name or ``package.module:factory``) is required for plain state_dicts.
+    ``trust=True`` allows unpickling a whole module (this runs code from the file). Every
+    user-fixable problem raises ``CheckpointError`` with one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".pt2":
+        return _load_export(path, input_shape)
+    obj = _torch_load(path, trust)
+    if isinstance(obj, Mapping) and MAGIC in obj:
+        return _load_edgerep(obj, path, arch)
+    if isinstance(obj, nn.Module) or (isinstance(obj, Mapping) and isinstance(obj.get("model"), nn.Module)):
+        model = obj if isinstance(obj, nn.Module) else obj["model"]
+        meta = default_meta(arch, arch_kwargs) if arch and ":" not in arch else CheckpointMeta(arch="pickled-module")
+        if input_shape is not None:
+            meta.input_shape = tuple(int(v) for v in input_shape)
+        return LoadedCheckpoint(model.eval(), meta, "pickled-module", path)
+    return _load_plain(obj, path, arch, arch_kwargs, input_shape)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write an edgerep checkpoint atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    CheckpointMeta.from_dict(meta.to_dict(), str(path))  # validate before writing anything
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {MAGIC: FORMAT_VERSION, "meta": meta.to_dict(), "state_dict": sd}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
