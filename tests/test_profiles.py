@@ -32,6 +32,7 @@ def test_shipped_profiles_match_their_hardware():
     # int8 engines read the QDQ file of their backend's policy
     assert all(e.policy == "tensorrt" for e in dgpu.engines if e.backend == "tensorrt" and e.precision == "int8")
     assert all(e.policy is None for e in dgpu.engines if e.precision != "int8")
+    assert dgpu.quant_targets == ("cpu", "tensorrt") and x86.quant_targets == ("cpu",)
     assert load_profile("x86-cpu").to_dict()["engines"][1] == {"backend": "onnxruntime", "precision": "int8",
                                                              "device": "cpu", "policy": "cpu"}
 

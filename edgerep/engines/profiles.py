@@ -89,6 +89,15 @@ class TargetProfile:
     def max_batch(self) -> int:
         return max(self.batch_sizes)
 
+    @property
+    def quant_targets(self) -> tuple[str, ...]:
+        """The QDQ policies this target's INT8 engines read (plus "cpu" for an onnxruntime-cpu stand-in)."""
+        pols = {e.policy for e in self.engines if e.precision == "int8" and e.policy}
+        if self.fallback == "onnxruntime-cpu" and any(e.precision == "int8" and e.backend == "tensorrt"
+                                                      for e in self.engines):
+            pols.add("cpu")
+        return tuple(sorted(pols))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["engines"] = [e.to_dict() for e in self.engines]
