@@ -1,0 +1,334 @@
+"""Calibrate once: stream batches through the FP32 ONNX model and record activation ranges.
+
+Methods: ``minmax``, ``percentile`` and ``entropy`` (onnxruntime.quantization's calibrators) and
+``mse`` (ours: per tensor, the clipping threshold that minimises the expected INT8 squared error,
+searched on a streamed histogram of |x|). Every run also records per-channel means of each
+activation (bias correction uses them). Results are cached as JSON keyed by model hash + data
+fingerprint + method + settings and reused when the key matches.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edgerep.errors import DataError, EdgerepError
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+CACHE_VERSION = 1
+_MAX_BINS = 1 << 14
+
+
+@dataclass
+class CalibrationResult:
+    """Activation ranges of one model on one calibration set, plus where they came from."""
+
+    method: str
+    key: str
+    ranges: dict[str, tuple[float, float]]
+    channel_means: dict[str, list[float]] = field(default_factory=dict)
+    cache_path: str | None = None
+    was_cached: bool = False
+    samples: int = 0
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def tensors_data(self, symmetric: bool = False):
+        """The ranges as onnxruntime's ``TensorsData`` (what its QDQ quantizer consumes)."""
+        from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+        data = {}
+        for name, (lo, hi) in self.ranges.items():
+            if symmetric:
+                m = max(abs(lo), abs(hi))
+                lo, hi = -m, m
+            data[name] = TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+        return TensorsData(CalibrationMethod.MinMax, data)
+
+    def summary(self) -> dict[str, Any]:
+        """The facts a report needs (no per-tensor data)."""
+        return {"method": self.method, "key": self.key, "cache_path": self.cache_path,
+                "was_cached": self.was_cached, "samples": self.samples, "tensors": len(self.ranges),
+                "seconds": round(self.seconds, 3), "settings": dict(self.settings)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": CACHE_VERSION, **self.summary(),
+                "ranges": {k: [float(a), float(b)] for k, (a, b) in self.ranges.items()},
+                "channel_means": self.channel_means}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], path: str | None) -> "CalibrationResult":
+        return cls(method=d["method"], key=d["key"], ranges={k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()},
+                   channel_means={k: list(v) for k, v in d.get("channel_means", {}).items()}, cache_path=path,
+                   was_cached=True, samples=int(d.get("samples", 0)), seconds=0.0, settings=d.get("settings", {}))
+
+
+# ---- keys and cache ---------------------------------------------------------------------------
+def model_hash(path: str | Path) -> str:
+    """sha256 of the ONNX file's bytes (graph + weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(model_sha: str, data_fingerprint: str, method: str, settings: dict[str, Any]) -> str:
+    blob = json.dumps({"v": CACHE_VERSION, "model": model_sha, "data": data_fingerprint, "method": method,
+                       "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _load_cache(path: Path, key: str) -> CalibrationResult | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if d.get("version") != CACHE_VERSION or d.get("key") != key:
+        return None
+    return CalibrationResult.from_json(d, str(path))
+
+
+def _save_cache(path: Path, result: CalibrationResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=1))
+    os.replace(tmp, path)
+
+
+# ---- streaming statistics (our pass: min/max, |x| histogram, channel means) -------------------
+class _Stats:
+    """Running statistics of one tensor; the |x| histogram keeps a fixed bin width and grows."""
+
+    def __init__(self) -> None:
+        self.lo = np.inf
+        self.hi = -np.inf
+        self.hist: np.ndarray | None = None
+        self.width = 0.0
+        self.ch_sum: np.ndarray | None = None
+        self.count = 0
+
+    def update(self, a: np.ndarray) -> None:
+        a = np.asarray(a, dtype=np.float32)
+        if a.size == 0:
+            return
+        finite = a[np.isfinite(a)] if not np.isfinite(a).all() else a
+        self.lo = min(self.lo, float(finite.min()))
+        self.hi = max(self.hi, float(finite.max()))
+        if a.ndim >= 2:
+            axes = (0,) + tuple(range(2, a.ndim))
+            s = a.astype(np.float64).sum(axis=axes)
+            n = a.size // a.shape[1]
+            self.ch_sum = s if self.ch_sum is None or self.ch_sum.shape != s.shape else self.ch_sum + s
+            self.count += n
+        ab = np.abs(finite).ravel()
+        amax = float(ab.max())
+        if self.hist is None:
+            self.width = max(amax, 1e-12) / 2048
+            self.hist = np.zeros(2048, dtype=np.int64)
+        idx = np.minimum((ab / self.width).astype(np.int64), np.iinfo(np.int64).max // 2)
+        need = int(idx.max()) + 1
+        while need > _MAX_BINS:  # coarsen: double the bin width
+            if len(self.hist) % 2:
+                self.hist = np.append(self.hist, 0)
+            self.hist = self.hist.reshape(-1, 2).sum(axis=1)
+            self.width *= 2
+            idx //= 2
+            need = int(idx.max()) + 1
+        if need > len(self.hist):
+            self.hist = np.concatenate([self.hist, np.zeros(need - len(self.hist), dtype=np.int64)])
+        self.hist += np.bincount(idx, minlength=len(self.hist))
+
+    def channel_means(self) -> list[float]:
+        if self.ch_sum is None or not self.count:
+            return []
+        return [float(v) for v in self.ch_sum / self.count]
+
+    def mse_threshold(self, levels: int = 127) -> float:
+        """The symmetric clipping threshold T minimising E[(x - Q_T(x))^2] over the histogram."""
+        if self.hist is None or self.hist.sum() == 0:
+            return 0.0
+        centers = (np.arange(len(self.hist)) + 0.5) * self.width
+        p = self.hist / self.hist.sum()
+        amax = max(abs(self.lo), abs(self.hi))
+        best_t, best_err = amax, np.inf
+        for t in np.linspace(amax * 0.05, amax, 200):
+            step = t / levels
+            inside = centers <= t
+            err = np.sum(p[inside]) * step * step / 12.0 + np.sum(p[~inside] * (centers[~inside] - t) ** 2)
+            if err < best_err - 1e-18:
+                best_t, best_err = float(t), err
+        return best_t
+
+    def range_for(self, method: str) -> tuple[float, float]:
+        lo, hi = self.lo, self.hi
+        if method == "mse":
+            t = self.mse_threshold()
+            lo, hi = max(lo, -t), min(hi, t)
+        return float(lo), float(hi)
+
+
+# ---- onnx plumbing -----------------------------------------------------------------------------
+def _augmented_model(model_path: Path, out_path: Path) -> tuple[list[str], str]:
+    """Save a copy of the model whose outputs include every float activation; return their names."""
+    import onnx
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    model = load_model_with_shape_infer(model_path)
+    inits = {i.name for i in model.graph.initializer}
+    vis = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
+    originals = {o.name for o in model.graph.output}
+    names: list[str] = []
+    for node in model.graph.node:
+        for t in list(node.input) + list(node.output):
+            if not t or t in inits or t in names or t not in vis:
+                continue
+            if vis[t].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                continue
+            names.append(t)
+            if t not in originals:
+                model.graph.output.append(vis[t])
+    onnx.save(model, str(out_path))
+    return names, model.graph.input[0].name
+
+
+class _OneBatchReader:
+    """An onnxruntime ``CalibrationDataReader`` holding one batch, so calibrators stream."""
+
+    def __init__(self, feed: dict[str, np.ndarray]):
+        self._feed: dict[str, np.ndarray] | None = feed
+
+    def get_next(self):
+        f, self._feed = self._feed, None
+        return f
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        f = self.get_next()
+        if f is None:
+            raise StopIteration
+        return f
+
+
+def _ort_calibrator(model_path: Path, method: str, tmp: Path, settings: dict[str, Any]):
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    cm = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+          "entropy": CalibrationMethod.Entropy}[method]
+    extra: dict[str, Any] = {}
+    if method == "percentile":
+        extra = {"percentile": settings["percentile"], "num_bins": 2048, "symmetric": True}
+    elif method == "entropy":
+        extra = {"num_bins": 128, "num_quantized_bins": 128, "symmetric": False}
+    with contextlib.redirect_stdout(io.StringIO()):
+        return create_calibrator(model_path, None, augmented_model_path=str(tmp / "ort_augmented.onnx"),
+                                 calibrate_method=cm, extra_options=extra)
+
+
+def calibrate(model_path: str | Path, dataset, *, method: str = "mse", batch_size: int = 32,
+              limit: int | None = 512, percentile: float = 99.99, cache_dir: str | Path | None = None,
+              progress: Callable[[str], None] | None = None) -> CalibrationResult:
+    """Ranges of every float activation of ``model_path`` on ``dataset`` (streamed in batches).
+
+    ``limit`` caps the number of calibration samples. With ``cache_dir``, a JSON cache keyed by
+    model hash + ``dataset.fingerprint()`` + method + settings is read if present, written if not.
+    """
+    if method not in METHODS:
+        raise EdgerepError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise EdgerepError(f"{model_path}: ONNX model not found")
+    t0 = time.perf_counter()
+    settings = {"batch_size": int(batch_size), "limit": limit, "percentile": percentile if method == "percentile" else None}
+    fp = dataset.fingerprint() if hasattr(dataset, "fingerprint") else repr(dataset)
+    key = cache_key(model_hash(model_path), fp, method, settings)
+    cache_path = Path(cache_dir) / f"calib-{method}-{key[:16]}.json" if cache_dir is not None else None
+    if cache_path is not None and cache_path.is_file():
+        hit = _load_cache(cache_path, key)
+        if hit is not None:
+            if progress:
+                progress(f"calibration: reused {cache_path.name}")
+            return hit
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgerep-calib-") as tmpd:
+        tmp = Path(tmpd)
+        names, input_name = _augmented_model(model_path, tmp / "augmented.onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(tmp / "augmented.onnx"), so, providers=["CPUExecutionProvider"])
+        out_names = [o.name for o in sess.get_outputs()]
+        stats = {n: _Stats() for n in names}
+        ort_cal = _ort_calibrator(model_path, method, tmp, {"percentile": percentile}) if method != "mse" else None
+        samples = 0
+        for x, _y in dataset.batches(batch_size, limit=limit):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            outs = sess.run(None, {input_name: x})
+            for n, v in zip(out_names, outs):
+                if n in stats:
+                    stats[n].update(v)
+            if ort_cal is not None:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    ort_cal.collect_data(_OneBatchReader({input_name: x}))
+            samples += len(x)
+        if samples == 0:
+            raise DataError(f"calibration data set {getattr(dataset, 'name', '?')!r} yielded no samples")
+        if ort_cal is not None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                td = ort_cal.compute_data()
+            ranges = {}
+            for n in names:
+                if n in td.data:
+                    lo, hi = td.data[n].range_value
+                    ranges[n] = (float(np.asarray(lo).min()), float(np.asarray(hi).max()))
+                else:
+                    ranges[n] = stats[n].range_for("minmax")
+        else:
+            ranges = {n: s.range_for("mse") for n, s in stats.items()}
+    result = CalibrationResult(method=method, key=key, ranges=ranges,
+                               channel_means={n: s.channel_means() for n, s in stats.items()},
+                               cache_path=str(cache_path) if cache_path else None, was_cached=False,
+                               samples=samples, seconds=time.perf_counter() - t0, settings=settings)
+    if cache_path is not None:
+        _save_cache(cache_path, result)
+    if progress:
+        progress(f"calibration: {method} on {samples} samples, {len(ranges)} tensors, {result.seconds:.1f}s")
+    return result
+
+
+class ArrayDataset:
+    """A minimal in-memory ``Dataset`` (x NCHW float32, y int64 or None) for tests and scripts."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None = None, name: str = "arrays"):
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.y = None if y is None else np.asarray(y, dtype=np.int64)
+        self.name = name
+        self.has_labels = self.y is not None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterable[tuple[np.ndarray, np.ndarray | None]]:
+        n = len(self.x) if limit is None else min(limit, len(self.x))
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)
+            yield self.x[i:j], (None if self.y is None else self.y[i:j])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.x.tobytes())
+        if self.y is not None:
+            h.update(self.y.tobytes())
+        return h.hexdigest()[:32]

@@ -1,0 +1,407 @@
+"""``quantize_model``: FP32 ONNX -> equalize -> calibrate once -> one verified QDQ file per target.
+
+The CPU policy is chosen by measurement, not by assumption: every candidate for this CPU's ISA is
+quantized, run on the *optimized* onnxruntime session (the fused INT8 kernels a user runs) and
+scored against the reference; the fastest whose accuracy holds wins. On AVX2 without VNNI the
+plain 8-bit policies saturate and are rejected here, with the measured numbers as the reason.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgerep.errors import DataError, EdgerepError
+from edgerep.quant.calibrate import METHODS, CalibrationResult, calibrate
+from edgerep.quant.cpu_features import CpuFeatures, detect_cpu_features
+from edgerep.quant.mixed import Score, mixed_precision
+from edgerep.quant.policy import TENSORRT, CpuPolicy, cpu_candidates
+from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
+
+CPU_FILE = "model.int8.onnx"
+TRT_FILE = "model.int8.trt.onnx"
+AUTO_METHOD = "mse"
+TIE = 0.05  # latencies within 5% are a tie; the ISA's expected order breaks it
+
+
+@dataclass
+class Candidate:
+    """One CPU policy as measured on the optimized onnxruntime session."""
+
+    policy: str
+    session_config: dict[str, str]
+    expectation: str
+    top1: float | None
+    agreement: float | None
+    drop: float
+    error: float
+    latency_ms: float
+    accepted: bool
+    reason: str
+    simulated_top1: float | None = None  # graph optimizations off, only measured when rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CpuPolicyChoice:
+    """The chosen CPU policy and what a session needs to run it accurately."""
+
+    name: str
+    reason: str
+    session_config: dict[str, str]
+    qdq: dict[str, Any]
+    drop: float
+    top1: float | None
+    latency_ms: float
+
+    def get(self, key: str, default=None):  # dict-style access for callers that expect a dict
+        return getattr(self, key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class QuantizeResult:
+    """Everything ``quantize_model`` decided and measured (``to_dict()`` goes into report.json)."""
+
+    calibration: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    cpu_policy: CpuPolicyChoice | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    excluded_nodes: list[dict[str, Any]] = field(default_factory=list)
+    lint: list[Any] = field(default_factory=list)
+    equalization: dict[str, Any] | None = None
+    bias_correction: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    tensorrt: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, Any] = field(default_factory=dict)
+    max_drop: float | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calibration": dict(self.calibration),
+            "files": {k: str(v) for k, v in self.files.items()},
+            "cpu_policy": self.cpu_policy.to_dict() if self.cpu_policy else None,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "excluded_nodes": list(self.excluded_nodes),
+            "lint": [i.to_dict() for i in self.lint],
+            "lint_passed": not any(i.severity == "error" for i in self.lint),
+            "equalization": self.equalization,
+            "bias_correction": dict(self.bias_correction),
+            "reference": dict(self.reference),
+            "tensorrt": dict(self.tensorrt),
+            "cpu": dict(self.cpu),
+            "max_drop": self.max_drop,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# ---- measurement -------------------------------------------------------------------------------
+class _Judge:
+    """Scores ONNX files on fixed evaluation data against fixed reference outputs."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray, batch: int, threads: int | None):
+        self.x, self.y, self.ref, self.batch, self.threads = x, y, ref, batch, threads
+        self.classifier = ref.ndim == 2
+        self.ref_top1 = self._top1(ref)
+        self.ref_ms = float(np.mean(ref.astype(np.float64) ** 2)) or 1.0
+
+    def _top1(self, out: np.ndarray) -> float | None:
+        if self.y is None or not self.classifier:
+            return None
+        return float((out.argmax(1) == self.y).mean() * 100.0)
+
+    def outputs(self, engine) -> np.ndarray:
+        return np.concatenate([engine.run(self.x[i:i + self.batch]) for i in range(0, len(self.x), self.batch)])
+
+    def score_outputs(self, out: np.ndarray) -> Score:
+        err = float(np.mean((out.astype(np.float64) - self.ref) ** 2) / self.ref_ms)
+        if not np.isfinite(err):
+            return Score(drop=100.0, error=float("inf"))
+        if self.classifier:
+            agree = float((out.argmax(1) == self.ref.argmax(1)).mean() * 100.0)
+            top1 = self._top1(out)
+            drop = (self.ref_top1 - top1) if top1 is not None else 100.0 - agree
+            return Score(drop=drop, error=err, top1=top1, agreement=agree)
+        a, b = out.ravel().astype(np.float64), self.ref.ravel()
+        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+        return Score(drop=100.0 * (1.0 - cos), error=err)
+
+    def engine(self, path: Path, session_config: dict[str, str] | None = None, optimization: str = "all"):
+        from edgerep.engines.onnxruntime_engine import OrtEngine
+
+        return OrtEngine(path, precision="int8", threads=self.threads, optimization=optimization,
+                         session_config=session_config)
+
+    def score(self, path: Path, session_config: dict[str, str] | None = None, optimization: str = "all") -> Score:
+        return self.score_outputs(self.outputs(self.engine(path, session_config, optimization)))
+
+
+def latency_ms(engine, x1: np.ndarray, iters: int = 30, warmup: int = 5, budget_s: float = 1.5) -> float:
+    """Median latency of ``engine.run(x1)`` in ms (a quick measure for ranking policies)."""
+    for _ in range(warmup):
+        engine.run(x1)
+    times = []
+    t_end = time.perf_counter() + budget_s
+    for _ in range(iters):
+        t = time.perf_counter()
+        engine.run(x1)
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() > t_end and len(times) >= 5:
+            break
+    return float(np.median(times) * 1000.0)
+
+
+def _collect(dataset, limit: int | None, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    xs, ys = [], []
+    for x, y in dataset.batches(batch, limit=limit):
+        xs.append(np.asarray(x, dtype=np.float32))
+        if y is not None:
+            ys.append(np.asarray(y, dtype=np.int64))
+    if not xs:
+        raise DataError(f"data set {getattr(dataset, 'name', '?')!r} yielded no samples")
+    x = np.ascontiguousarray(np.concatenate(xs))
+    y = np.concatenate(ys) if ys and sum(len(v) for v in ys) == len(x) else None
+    return x, y
+
+
+def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarray, batch: int) -> tuple[np.ndarray, str]:
+    if reference is not None:
+        outs = []
+        for i in range(0, len(x), batch):
+            o = reference(x[i:i + batch])
+            if isinstance(o, (tuple, list)):
+                o = o[0]
+            if hasattr(o, "detach"):
+                o = o.detach().cpu().numpy()
+            outs.append(np.asarray(o, dtype=np.float32))
+        return np.concatenate(outs), "reference (unfolded FP32 model)"
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+
+    eng = OrtEngine(fp32_path, precision="fp32")
+    return np.concatenate([eng.run(x[i:i + batch]) for i in range(0, len(x), batch)]), "onnxruntime FP32"
+
+
+# ---- the pipeline ------------------------------------------------------------------------------
+def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: tuple[str, ...] = ("cpu", "tensorrt"),
+                   method: str = "auto", max_drop: float | None = 0.5, reference: Callable | None = None,
+                   cache_dir: Path | None = None, progress: Callable[[str], None] | None = None,
+                   calib_samples: int | None = 256, eval_samples: int | None = None, equalize: bool = True,
+                   bias_correction: bool = True, threads: int | None = None, cpu: CpuFeatures | None = None,
+                   batch_size: int = 64) -> QuantizeResult:
+    """Calibrate ``fp32_onnx`` once on ``calib`` and write a verified QDQ file per target into ``out_dir``.
+
+    ``evaluate`` (held-out, labelled if possible) is what every CPU candidate is verified on; without
+    it the calibration data is used (and the report says so). ``max_drop`` (accuracy points vs the
+    ``reference``, default the FP32 ONNX model) is the acceptance budget; when no policy meets it,
+    the most sensitive layers stay in float. ``max_drop=None`` accepts within 0.5 points and never
+    excludes layers.
+    """
+    t0 = time.perf_counter()
+    say = progress or (lambda _m: None)
+    fp32_onnx, out_dir = Path(fp32_onnx), Path(out_dir)
+    if not fp32_onnx.is_file():
+        raise EdgerepError(f"{fp32_onnx}: FP32 ONNX file not found")
+    unknown = [t for t in targets if t not in ("cpu", "tensorrt")]
+    if unknown:
+        raise EdgerepError(f"targets: unknown {', '.join(unknown)} (expected cpu, tensorrt)")
+    if method != "auto" and method not in METHODS:
+        raise EdgerepError(f"method {method!r}: expected auto or one of {', '.join(METHODS)}")
+    budget = 0.5 if max_drop is None else float(max_drop)
+    cpu = cpu or detect_cpu_features()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = QuantizeResult(calibration={}, max_drop=max_drop, cpu=cpu.to_dict())
+
+    with tempfile.TemporaryDirectory(prefix="edgerep-quant-") as tmpd:
+        tmp = Path(tmpd)
+        # 1. cross-layer equalization (exact; checked on real data)
+        src = fp32_onnx
+        x_cal, _ = _collect(calib, min(calib_samples or 64, 64), batch_size)
+        if equalize:
+            import onnx
+
+            from edgerep.engines.onnxruntime_engine import OrtEngine
+            from edgerep.quant.equalize import equalize_model
+
+            model = onnx.load(str(fp32_onnx))
+            eq = equalize_model(model)
+            if eq.pairs:
+                onnx.save(model, str(tmp / "model.eq.onnx"))
+                a = OrtEngine(fp32_onnx, threads=threads).run(x_cal)
+                b = OrtEngine(tmp / "model.eq.onnx", threads=threads).run(x_cal)
+                dev = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
+                info = eq.to_dict() | {"max_rel_deviation": dev}
+                if dev <= 1e-4:
+                    src = tmp / "model.eq.onnx"
+                    info["applied"] = True
+                    say(f"equalized {len(eq.pairs)} layer pairs (largest channel ratio "
+                        f"{eq.range_ratio_before:.1f} -> {eq.range_ratio_after:.1f})")
+                else:
+                    info["applied"] = False
+                    info["why_not"] = f"equalized model deviates by {dev:.2e} (relative) from FP32"
+                result.equalization = info
+            else:
+                result.equalization = {"applied": False, "why_not": "no conv -> ReLU -> conv pairs", "pairs": []}
+
+        # 2. calibrate once
+        cal_method = AUTO_METHOD if method == "auto" else method
+        cal = calibrate(src, calib, method=cal_method, batch_size=batch_size, limit=calib_samples,
+                        cache_dir=cache_dir, progress=say)
+        result.calibration = cal.summary() | {"requested": method}
+
+        # 3. evaluation data and reference outputs
+        eval_ds = evaluate if evaluate is not None else calib
+        x_ev, y_ev = _collect(eval_ds, eval_samples, batch_size)
+        ref, ref_src = _reference_outputs(reference, fp32_onnx, x_ev, batch_size)
+        judge = _Judge(x_ev, y_ev, ref, batch_size, threads)
+        fp32_score = judge.score(fp32_onnx)
+        result.reference = {"source": ref_src, "top1": judge.ref_top1, "samples": int(len(x_ev)),
+                            "data": getattr(eval_ds, "name", "?"), "held_out": evaluate is not None,
+                            "onnx_fp32_top1": fp32_score.top1, "onnx_fp32_drop": fp32_score.drop}
+        x1 = np.ascontiguousarray(x_ev[:1])
+
+        if "cpu" in targets:
+            _cpu_target(result, src, cal, judge, x1, tmp, out_dir, cpu, budget, max_drop, bias_correction, say)
+        if "tensorrt" in targets:
+            _tensorrt_target(result, src, cal, judge, out_dir, budget, max_drop, bias_correction, say)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _variant(cfg: QdqConfig, bias_correction: bool) -> QdqConfig:
+    from dataclasses import replace
+
+    return replace(cfg, bias_correction=bias_correction)
+
+
+def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge: _Judge, x1: np.ndarray,
+                tmp: Path, out_dir: Path, cpu: CpuFeatures, budget: float, max_drop: float | None,
+                bias_correction: bool, say) -> None:
+    cands: list[tuple[CpuPolicy, Candidate, Path]] = []
+    for pol in cpu_candidates(cpu):
+        cfg = _variant(pol.qdq, bias_correction)
+        path = tmp / f"cpu-{pol.name}.onnx"
+        info = write_qdq(src, path, cal, cfg)
+        eng = judge.engine(path, pol.session_config)
+        s = judge.score_outputs(judge.outputs(eng))
+        lat = latency_ms(eng, x1)
+        ok = s.drop <= budget
+        c = Candidate(pol.name, dict(pol.session_config), pol.expectation, s.top1, s.agreement, round(s.drop, 4),
+                      s.error, round(lat, 4), ok, "")
+        if ok:
+            c.reason = f"accuracy holds on the optimized session (drop {s.drop:.2f} <= {budget:g} points)"
+        else:
+            sim = judge.score(path, pol.session_config, optimization="disable")
+            c.simulated_top1 = sim.top1
+            cause = ("the fused INT8 kernels lose it (simulated QDQ with optimizations off drops only "
+                     f"{sim.drop:.2f}): int16 saturation" if sim.drop <= budget else
+                     f"the ranges lose it (simulated QDQ drops {sim.drop:.2f} too)")
+            c.reason = f"drop {s.drop:.2f} > {budget:g} points on the optimized session; {cause}"
+        say(f"cpu candidate {pol.name}: drop {s.drop:.2f}, {lat:.3f} ms -> {'accepted' if ok else 'rejected'}")
+        cands.append((pol, c, path))
+        if bias_correction and info.bias_corrected:
+            result.bias_correction[pol.name] = {"layers": len(info.bias_corrected),
+                                                "max_abs_shift": max(info.bias_corrected.values())}
+    result.candidates = [c for _, c, _ in cands]
+    accepted = [(i, t) for i, t in enumerate(cands) if t[1].accepted]
+    excluded: list[str] = []
+    if accepted:
+        fastest = min(t[1].latency_ms for _, t in accepted)
+        # within TIE of the fastest, the earliest (expected-fastest for this ISA) wins
+        i, (pol, cand, path) = next((i, t) for i, t in accepted if t[1].latency_ms <= fastest * (1 + TIE))
+        others = [c.policy for c in result.candidates if c.accepted and c.policy != pol.name]
+        rejected = [c.policy for c in result.candidates if not c.accepted]
+        reason = (f"{cpu.int8_dot}: fastest policy whose accuracy holds on the optimized session "
+                  f"({cand.latency_ms:.3f} ms, drop {cand.drop:.2f} <= {budget:g})"
+                  + (f"; also accurate: {', '.join(others)}" if others else "")
+                  + (f"; rejected: {', '.join(rejected)}" if rejected else ""))
+        final_path = path
+    else:
+        pol, cand, path = min(cands, key=lambda t: (t[1].drop, t[1].latency_ms))
+        reason = f"{cpu.int8_dot}: no policy met {budget:g} points; {pol.name} was the most accurate ({cand.drop:.2f})"
+        final_path = path
+        if max_drop is not None:
+            cfg = _variant(pol.qdq, bias_correction)
+            nodes = quantizable_nodes(_load(src))
+            counter = [0]
+
+            def score(exclude, only):
+                counter[0] += 1
+                p = tmp / f"mixed-{counter[0]}.onnx"
+                write_qdq(src, p, cal, cfg, exclude_nodes=exclude, only_nodes=only)
+                return judge.score(p, pol.session_config)
+
+            say(f"mixed precision: measuring the sensitivity of {len(nodes)} layers under {pol.name}")
+            mp = mixed_precision(nodes, score, budget, start=Score(cand.drop, cand.error, cand.top1, cand.agreement))
+            excluded = [e["node"] for e in mp.excluded]
+            result.excluded_nodes = [e | {"target": "cpu", "precision": "fp32"} for e in mp.excluded]
+            final_path = tmp / "cpu-mixed.onnx"
+            write_qdq(src, final_path, cal, cfg, exclude_nodes=excluded)
+            s = judge.score(final_path, pol.session_config)
+            eng = judge.engine(final_path, pol.session_config)
+            cand = Candidate(f"{pol.name}+fp32[{len(excluded)}]", dict(pol.session_config), pol.expectation, s.top1,
+                             s.agreement, round(s.drop, 4), s.error, round(latency_ms(eng, x1), 4), s.drop <= budget,
+                             f"mixed precision: {len(excluded)} layer(s) kept in FP32")
+            result.candidates.append(cand)
+            reason += (f"; kept {len(excluded)} layer(s) in FP32 -> drop {s.drop:.2f}"
+                       + ("" if mp.met else " (budget still not met)"))
+    dst = out_dir / CPU_FILE
+    shutil.copyfile(final_path, dst)
+    result.files["cpu"] = dst
+    result.cpu_policy = CpuPolicyChoice(cand.policy, reason, dict(pol.session_config), _variant(pol.qdq, bias_correction).to_dict(),
+                                        cand.drop, cand.top1, cand.latency_ms)
+    say(f"cpu policy: {cand.policy} ({reason})")
+
+
+def _load(path: Path):
+    import onnx
+
+    from edgerep.quant.qdq import _ensure_node_names
+
+    m = onnx.load(str(path))
+    _ensure_node_names(m)
+    return m
+
+
+def _tensorrt_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge: _Judge, out_dir: Path,
+                     budget: float, max_drop: float | None, bias_correction: bool, say) -> None:
+    """TensorRT's file: int8 symmetric; its accuracy here is a QDQ *simulation* (no TensorRT on CPU)."""
+    from edgerep.quant.lint import lint_tensorrt_qdq
+
+    cfg = _variant(TENSORRT, bias_correction)
+    dst = out_dir / TRT_FILE
+    info = write_qdq(src, dst, cal, cfg)
+    s = judge.score(dst, optimization="disable")
+    excluded: list[str] = []
+    if s.drop > budget and max_drop is not None:
+        nodes = quantizable_nodes(_load(src))
+        tmp = dst.with_name(dst.name + ".probe.onnx")
+
+        def score(exclude, only):
+            write_qdq(src, tmp, cal, cfg, exclude_nodes=exclude, only_nodes=only)
+            return judge.score(tmp, optimization="disable")
+
+        mp = mixed_precision(nodes, score, budget, start=s)
+        tmp.unlink(missing_ok=True)
+        excluded = [e["node"] for e in mp.excluded]
+        result.excluded_nodes += [e | {"target": "tensorrt", "precision": "fp16"} for e in mp.excluded]
+        info = write_qdq(src, dst, cal, cfg, exclude_nodes=excluded)
+        s = judge.score(dst, optimization="disable")
+    result.lint = lint_tensorrt_qdq(dst)
+    result.files["tensorrt"] = dst
+    result.tensorrt = {"qdq": cfg.to_dict(), "simulated_top1": s.top1, "simulated_drop": round(s.drop, 4),
+                       "accuracy_note": "onnxruntime with graph optimizations off (QDQ simulated in float): "
+                                        "TensorRT itself is measured when an engine is built on a GPU",
+                       "add_inputs_quantized": info.add_inputs_quantized, "excluded": excluded,
+                       "lint_errors": sum(1 for i in result.lint if i.severity == "error")}
+    say(f"tensorrt QDQ: simulated drop {s.drop:.2f}, lint "
+        f"{'passed' if not result.tensorrt['lint_errors'] else 'FAILED'}")

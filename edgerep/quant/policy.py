@@ -1,0 +1,61 @@
+"""Target policies: the QDQ settings each engine needs, and the CPU candidates per instruction set.
+
+TensorRT has one policy (int8 symmetric everywhere, zero point 0, per-channel weights on axis 0,
+float bias, Q/DQ on residual Add inputs). The CPU policy is *chosen*: candidates are listed in the
+order they are expected to be fast on this ISA, each is measured on the optimized onnxruntime
+session, and the fastest one whose accuracy holds wins (see ``edgerep.quant.pipeline``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgerep.quant.cpu_features import CpuFeatures
+from edgerep.quant.qdq import QdqConfig
+
+TENSORRT = QdqConfig(activation="s8", weight="s8", per_channel=True, reduce_range=False,
+                     symmetric_activations=True, quantize_bias=False, qdq_on_add=True, bias_correction=True)
+X64_PRECISION = {"session.x64quantprecision": "1"}
+
+
+@dataclass(frozen=True)
+class CpuPolicy:
+    """One way to run INT8 on onnxruntime CPU: a QDQ config plus the session options it needs."""
+
+    name: str
+    qdq: QdqConfig
+    session_config: dict[str, str] = field(default_factory=dict)
+    expectation: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "qdq": self.qdq.to_dict(), "session_config": dict(self.session_config),
+                "expectation": self.expectation}
+
+
+def _p(name: str, act: str, reduce: bool, cfg: dict[str, str] | None, why: str) -> CpuPolicy:
+    return CpuPolicy(name, QdqConfig(activation=act, weight="s8", per_channel=True, reduce_range=reduce),
+                     dict(cfg or {}), why)
+
+
+def cpu_candidates(cpu: CpuFeatures) -> list[CpuPolicy]:
+    """CPU policies to try, fastest-expected first, with why each is expected to hold or not."""
+    if cpu.u8s8_saturates:  # x86 without VNNI: vpmaddubsw sums u8*s8 pairs into int16
+        return [
+            _p("u8s8-w7", "u8", True, None,
+               "AVX2 without VNNI: 7-bit weights keep u8*s8 pair sums below int16 saturation (fastest exact path)"),
+            _p("s8s8-w7", "s8", True, None, "AVX2: 7-bit weights cannot saturate; s8 activations are shifted to u8"),
+            _p("u8s8", "u8", False, None, "AVX2: 8-bit weights may saturate the int16 pair sums; kept only if accuracy holds"),
+            _p("s8s8", "s8", False, None, "AVX2: s8 activations shifted to u8 saturate most often; kept only if accuracy holds"),
+            _p("u8s8-x64prec", "u8", False, X64_PRECISION,
+               "AVX2: session.x64quantprecision=1 avoids saturation with 8-bit weights but loses most of the speed-up"),
+        ]
+    if cpu.int8_dot in ("amx", "avx512_vnni", "avx_vnni"):
+        why = f"{cpu.int8_dot}: vpdpbusd accumulates u8*s8 in int32, no saturation"
+        return [_p("u8s8", "u8", False, None, why), _p("s8s8", "s8", False, None, why),
+                _p("u8s8-w7", "u8", True, None, "7-bit weights: a fallback if 8-bit loses accuracy")]
+    if cpu.arch == "aarch64":
+        why = f"ARM {cpu.int8_dot}: sdot/udot accumulate in int32, no saturation"
+        return [_p("s8s8", "s8", False, None, why), _p("u8s8", "u8", False, None, why),
+                _p("u8s8-w7", "u8", True, None, "7-bit weights: a fallback if 8-bit loses accuracy")]
+    return [_p("u8s8-w7", "u8", True, None, f"unknown INT8 path ({cpu.int8_dot}): 7-bit weights are safe everywhere"),
+            _p("u8s8", "u8", False, None, "8-bit weights, kept only if accuracy holds")]

@@ -1,0 +1,264 @@
+"""Write one QDQ INT8 ONNX file from an FP32 model and calibrated ranges, under one policy's settings.
+
+onnxruntime.quantization's ``QDQQuantizer`` places Q/DQ on weighted ops (Conv, Gemm, MatMul, ...)
+from *our* cached ranges, so calibration runs once for every policy. On top of it: optional
+empirical bias correction (weights' quantization error times the calibrated per-channel input
+mean, subtracted from the bias) and Q/DQ on residual ``Add`` inputs (TensorRT fuses conv+add in
+INT8 only then; onnxruntime's QDQ quantizer does not quantize Add).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from edgerep.errors import EdgerepError
+from edgerep.quant.calibrate import CalibrationResult
+
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class QdqConfig:
+    """How a QDQ file quantizes: types, symmetry, weight granularity and bit width, extras."""
+
+    activation: str = "u8"  # "u8" (asymmetric) | "s8"
+    weight: str = "s8"  # "s8" | "u8"
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights: onnxruntime's AVX2 u8s8 kernels cannot saturate
+    symmetric_activations: bool = False
+    quantize_bias: bool = True  # int32 bias DQ (onnxruntime); TensorRT wants float bias
+    qdq_on_add: bool = False
+    bias_correction: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class QdqInfo:
+    """What ``write_qdq`` wrote: counts and the corrections it applied."""
+
+    path: str
+    config: dict[str, Any]
+    quantized_nodes: list[str] = field(default_factory=list)
+    excluded_nodes: list[str] = field(default_factory=list)
+    add_inputs_quantized: int = 0
+    bias_corrected: dict[str, float] = field(default_factory=dict)  # node -> max |correction|
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[name]
+
+
+def quantizable_nodes(model) -> list[str]:
+    """Names of the weighted nodes a QDQ file quantizes (the unit mixed precision excludes)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS and len(n.input) > 1
+            and n.input[1] in inits]
+
+
+def _ensure_node_names(model) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(model.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}"
+        seen.add(n.name)
+
+
+def fake_quant_weight(w: np.ndarray, config: QdqConfig, axis: int = 0) -> np.ndarray:
+    """``w`` quantized and dequantized exactly as onnxruntime's QDQ quantizer will (symmetric s8)."""
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    qt = _qtype(config.weight).tensor_type
+    w = np.asarray(w, dtype=np.float32)
+    if not config.per_channel:
+        zp, scale, q = quantize_data(w.ravel(), qt, config.weight == "s8", config.reduce_range)
+        return ((q.astype(np.float64) - float(zp)) * float(scale)).reshape(w.shape)
+    wm = np.moveaxis(w, axis, 0)
+    out = np.empty(wm.shape, dtype=np.float64)
+    for c in range(wm.shape[0]):
+        zp, scale, q = quantize_data(wm[c].ravel(), qt, config.weight == "s8", config.reduce_range)
+        out[c] = ((q.astype(np.float64) - float(zp)) * float(scale)).reshape(wm[c].shape)
+    return np.moveaxis(out, 0, axis)
+
+
+def correct_biases(model, calibration: CalibrationResult, config: QdqConfig,
+                   exclude: Iterable[str] = ()) -> dict[str, float]:
+    """Subtract each conv's expected output shift from weight rounding (dW . E[x]) from its bias.
+
+    ``E[x]`` per input channel comes from calibration; border effects of padding are ignored.
+    Modifies ``model`` in place; returns node -> max |correction| for the report.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    skip = set(exclude)
+    done: dict[str, float] = {}
+    for node in model.graph.node:
+        if node.name in skip or node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+            continue
+        w_name, b_name, x_name = node.input[1], node.input[2], node.input[0]
+        mu = calibration.channel_means.get(x_name)
+        if w_name not in inits or b_name not in inits or not mu:
+            continue
+        w = numpy_helper.to_array(inits[w_name]).astype(np.float64)
+        b = numpy_helper.to_array(inits[b_name]).astype(np.float64)
+        mu = np.asarray(mu, dtype=np.float64)
+        if node.op_type == "Conv":
+            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+            dw = fake_quant_weight(w, config, axis=0) - w  # (O, I/g, kh, kw)
+            cin_g = w.shape[1]
+            if mu.shape[0] != cin_g * groups:
+                continue
+            per_out = dw.sum(axis=(2, 3))  # (O, I/g)
+            o_per_g = w.shape[0] // groups
+            shift = np.array([per_out[o] @ mu[(o // o_per_g) * cin_g:(o // o_per_g + 1) * cin_g]
+                              for o in range(w.shape[0])])
+        else:
+            attrs = {a.name: a for a in node.attribute}
+            trans_a = attrs["transA"].i if "transA" in attrs else 0
+            trans_b = attrs["transB"].i if "transB" in attrs else 0
+            alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
+            beta = attrs["beta"].f if "beta" in attrs else 1.0
+            if trans_a or b.ndim != 1 or beta == 0:
+                continue
+            wo = w if trans_b else w.T  # (out, in)
+            if mu.shape[0] != wo.shape[1]:
+                continue
+            dw = fake_quant_weight(wo, config, axis=0) - wo
+            shift = alpha * (dw @ mu) / beta
+        if shift.shape != b.shape or not np.all(np.isfinite(shift)):
+            continue
+        new_b = (b - shift).astype(numpy_helper.to_array(inits[b_name]).dtype)
+        inits[b_name].CopyFrom(numpy_helper.from_array(new_b, b_name))
+        done[node.name] = float(np.max(np.abs(shift))) if shift.size else 0.0
+    return done
+
+
+def _add_qdq_on_adds(model, calibration: CalibrationResult) -> int:
+    """Q/DQ (int8, zero point 0, per-tensor) on every activation input of every Add."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    # existing Q -> DQ pairs keyed by the float tensor they quantize
+    existing: dict[str, str] = {}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            for m in model.graph.node:
+                if m.op_type == "DequantizeLinear" and m.input[0] == n.output[0]:
+                    existing.setdefault(n.input[0], m.output[0])
+    count = 0
+    new_nodes = []
+    for node in list(model.graph.node):
+        if node.op_type != "Add":
+            continue
+        for k, t in enumerate(node.input):
+            if t in inits or (t in producers and producers[t].op_type == "DequantizeLinear"):
+                continue
+            if t in existing:
+                node.input[k] = existing[t]
+                count += 1
+                continue
+            if t not in calibration.ranges:
+                continue
+            lo, hi = calibration.ranges[t]
+            amax = max(abs(lo), abs(hi), 1e-8)
+            s_name, z_name = f"{t}_add_scale", f"{t}_add_zero_point"
+            model.graph.initializer.extend([
+                numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), s_name),
+                numpy_helper.from_array(np.array(0, dtype=np.int8), z_name)])
+            q_out, dq_out = f"{t}_addQ", f"{t}_addDQ"
+            new_nodes += [helper.make_node("QuantizeLinear", [t, s_name, z_name], [q_out], name=f"{t}_AddQuantizeLinear"),
+                          helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
+                                           name=f"{t}_AddDequantizeLinear")]
+            existing[t] = dq_out
+            node.input[k] = dq_out
+            count += 1
+    model.graph.node.extend(new_nodes)  # write_qdq sorts the graph afterwards
+    return count
+
+
+def toposort(model) -> None:
+    """Reorder ``model.graph.node`` topologically (onnxruntime's quantizer appends Q/DQ at the end)."""
+    available = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer} | {""}
+    pending = list(model.graph.node)
+    ordered = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(t in available for t in n.input):
+                ordered.append(n)
+                available.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise EdgerepError(f"graph has a cycle or a dangling input at node {rest[0].name!r}")
+        pending = rest
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+
+
+def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: CalibrationResult, config: QdqConfig,
+              *, exclude_nodes: Iterable[str] = (), only_nodes: Iterable[str] | None = None) -> QdqInfo:
+    """Quantize ``fp32_path`` to a QDQ file at ``out_path`` with ``calibration``'s ranges.
+
+    ``exclude_nodes`` stay in float (mixed precision); ``only_nodes`` (sensitivity analysis)
+    quantizes just those.
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    model = load_model_with_shape_infer(fp32_path)
+    _ensure_node_names(model)
+    exclude = [n for n in exclude_nodes]
+    names = quantizable_nodes(model)
+    unknown = [n for n in exclude if n not in {x.name for x in model.graph.node}]
+    if unknown:
+        raise EdgerepError(f"{fp32_path}: nodes to keep in float not in the graph: {', '.join(unknown)}")
+    corrected = correct_biases(model, calibration, config, exclude) if config.bias_correction else {}
+    extra = {
+        "ActivationSymmetric": bool(config.symmetric_activations or config.activation == "s8"),
+        "WeightSymmetric": config.weight == "s8",
+        "ForceQuantizeNoInputCheck": True,
+        "QuantizeBias": bool(config.quantize_bias),
+    }
+    td = calibration.tensors_data(symmetric=bool(extra["ActivationSymmetric"]))
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    op_types = sorted(QDQRegistry.keys())
+    only = list(only_nodes) if only_nodes is not None else []
+    log = logging.getLogger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            q = QDQQuantizer(model, config.per_channel, config.reduce_range, _qtype(config.weight),
+                             _qtype(config.activation), td, only, exclude, op_types, extra)
+            q.quantize_model()
+    finally:
+        log.setLevel(level)
+    qmodel = q.model.model
+    added = _add_qdq_on_adds(qmodel, calibration) if config.qdq_on_add else 0
+    toposort(qmodel)
+    qmodel.producer_name = "edgerep"
+    onnx.checker.check_model(qmodel)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(qmodel, str(out_path))
+    quantized = [n for n in names if n not in exclude and (not only or n in only)]
+    return QdqInfo(path=str(out_path), config=config.to_dict(), quantized_nodes=quantized,
+                   excluded_nodes=[n for n in names if n not in quantized], add_inputs_quantized=added,
+                   bias_corrected=corrected)
