@@ -2,7 +2,10 @@
 from edgerep.blocks.acnet import ACBlock
 from edgerep.blocks.base import FoldedConv, ReparamBlock
 from edgerep.blocks.dbb import DiverseBranchBlock
+from edgerep.blocks.doconv import DOConv2d
+from edgerep.blocks.expandnet import ExpandConv2d, ExpandLinear
 from edgerep.blocks.layers import BNAndPad, IdentityBasedConv1x1, conv_bn
+from edgerep.blocks.mixconv import MixConv2d
 from edgerep.blocks.mobileone import MobileOneBlock, MobileOneStage
 from edgerep.blocks.qarepvgg import QARepVGGBlock
 from edgerep.blocks.repvgg import RepVGGBlock
@@ -15,6 +18,10 @@ __all__ = [
     "ACBlock",
     "DiverseBranchBlock",
     "MobileOneBlock",
+    "DOConv2d",
+    "ExpandConv2d",
+    "ExpandLinear",
+    "MixConv2d",
     "MobileOneStage",
     "BNAndPad",
     "IdentityBasedConv1x1",

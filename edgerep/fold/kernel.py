@@ -235,6 +235,18 @@ def pad_kernel(kernel: ConvKernel, size: int | Pair) -> ConvKernel:
     return replace(kernel, weight=w, padding=pad)
 
 
+def dilate_kernel(kernel: ConvKernel) -> ConvKernel:
+    """A dilated kernel as an undilated one: zeros between the taps, same padding and output grid
+    (a 3x3 with dilation 2 is a sparse 5x5), so it can be summed with undilated branches."""
+    dh, dw = kernel.dilation
+    if (dh, dw) == (1, 1):
+        return kernel
+    out, cin, kh, kw = kernel.weight.shape
+    w = kernel.weight.new_zeros(out, cin, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    w[:, :, ::dh, ::dw] = kernel.weight
+    return replace(kernel, weight=w, dilation=(1, 1))
+
+
 def to_dense(kernel: ConvKernel) -> ConvKernel:
     """A grouped / depthwise conv as an ordinary conv with a block-diagonal kernel."""
     g = kernel.groups
@@ -331,6 +343,8 @@ def concat_kernels(*kernels: ConvKernel) -> ConvKernel:
 def split_input_kernels(*kernels: ConvKernel) -> ConvKernel:
     """Convs reading disjoint consecutive input-channel slices, outputs concatenated
     (MixConv / PSConv style): one conv with a block-structured kernel."""
+    if not kernels:
+        raise FoldError("no branches to split the input between")
     ks = [k.double() for k in kernels]
     first = ks[0]
     for i, k in enumerate(ks[1:], 1):
@@ -347,7 +361,9 @@ def split_input_kernels(*kernels: ConvKernel) -> ConvKernel:
         w[o:o + k.out_channels, c:c + k.in_channels] = k.weight
         o += k.out_channels
         c += k.in_channels
-    return replace(ks[0], weight=w, bias=torch.cat([k.bias for k in ks]), groups=1)
+    dense = replace(ks[0], weight=w, bias=torch.cat([k.bias for k in ks]), groups=1)
+    # depthwise / grouped slices stay grouped when their groups line up (MixConv stays depthwise)
+    return _try_regroup(dense, sum(k.groups for k in kernels), *(k.groups for k in kernels))
 
 
 # ---------------------------------------------------------------------------------
@@ -462,6 +478,7 @@ __all__ = [
     "bn_as_kernel",
     "avgpool_kernel",
     "pad_kernel",
+    "dilate_kernel",
     "to_dense",
     "regroup",
     "add_kernels",
