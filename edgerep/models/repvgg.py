@@ -93,8 +93,7 @@ def _register_official(prefix: str, family: str, block_fn: BlockFn, what: str) -
             return RepVGG(_official_widths(_a, _b), _d, num_classes, in_channels, override_groups_map=_g,
                           block_fn=block_fn)
 
-        desc = f"{what}-{variant} (ImageNet, depths {depths}, width x{a}/x{b}" + (
-            f", groupwise g{groups})" if groups > 1 else ")")
+        desc = f"{what}-{variant}, ImageNet" + (f", groupwise g{groups}" if groups > 1 else "")
         register_model(f"{prefix}_{variant.lower()}", family, desc, IMAGENET, 1000)(factory)
 
 
