@@ -7,7 +7,9 @@ from edgerep.blocks.expandnet import ExpandConv2d, ExpandLinear
 from edgerep.blocks.layers import BNAndPad, IdentityBasedConv1x1, conv_bn
 from edgerep.blocks.mixconv import MixConv2d
 from edgerep.blocks.mobileone import MobileOneBlock, MobileOneStage
+from edgerep.blocks.psconv import PolyScaleConv2d
 from edgerep.blocks.qarepvgg import QARepVGGBlock
+from edgerep.blocks.repmlp import PartitionFC, RepMLPBlock
 from edgerep.blocks.repvgg import RepVGGBlock
 
 __all__ = [
@@ -22,6 +24,9 @@ __all__ = [
     "ExpandConv2d",
     "ExpandLinear",
     "MixConv2d",
+    "PolyScaleConv2d",
+    "RepMLPBlock",
+    "PartitionFC",
     "MobileOneStage",
     "BNAndPad",
     "IdentityBasedConv1x1",
