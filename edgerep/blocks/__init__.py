@@ -1,6 +1,8 @@
 """Train-time re-parameterizable blocks, one module per family; each folds exactly via the kernel algebra."""
 from edgerep.blocks.acnet import ACBlock
 from edgerep.blocks.base import FoldedConv, ReparamBlock
+from edgerep.blocks.combos import DBBBasicBlock, DenseACBlock, ExpandACDBBBlock, PSACBlock, Res2NetACBlock
+from edgerep.blocks.convbn import ConvBNAct
 from edgerep.blocks.dbb import DiverseBranchBlock
 from edgerep.blocks.doconv import DOConv2d
 from edgerep.blocks.expandnet import ExpandConv2d, ExpandLinear
@@ -27,6 +29,12 @@ __all__ = [
     "PolyScaleConv2d",
     "RepMLPBlock",
     "PartitionFC",
+    "ConvBNAct",
+    "DBBBasicBlock",
+    "ExpandACDBBBlock",
+    "Res2NetACBlock",
+    "PSACBlock",
+    "DenseACBlock",
     "MobileOneStage",
     "BNAndPad",
     "IdentityBasedConv1x1",
