@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from edgerep.blocks import ACBlock, DiverseBranchBlock, MobileOneBlock, MobileOneStage, QARepVGGBlock, RepVGGBlock
+from edgerep.blocks import (ACBlock, ConvBNAct, DiverseBranchBlock, DOConv2d, ExpandConv2d, ExpandLinear, MixConv2d,
+                            MobileOneBlock, MobileOneStage, PolyScaleConv2d, QARepVGGBlock, RepMLPBlock, RepVGGBlock)
 from edgerep.blocks.testing import has_train_time_state, randomize_
 from edgerep.fold.model import fold_model
 
@@ -118,6 +119,99 @@ def test_mobileone_block_folds_to_depthwise_then_pointwise(geo, k):
     assert pw.kernel_size == (1, 1) and pw.groups == 1 and pw.out_channels == geo["out_channels"]
     bk = m.branch_kernels()
     assert set(bk) == {"dw", "pw"} and {f"conv.{i}" for i in range(k)} <= set(bk["dw"])
+
+
+@given(geometry(), st.integers(0, 12))
+def test_doconv_folds_exactly(geo, extra_mul):
+    k = geo["kernel_size"]
+    m = _build(DOConv2d, geo, D_mul=k * k + extra_mul)
+    with torch.no_grad():  # D starts at zero: give it a learned-looking value, and the bias too
+        if m.D is not None:
+            m.D.normal_(0, 0.3)
+        m.bias.normal_()
+    folded = assert_folds_exactly(m, _input(geo))
+    conv = next(c for c in folded.modules() if isinstance(c, nn.Conv2d))
+    assert conv.groups == geo["groups"] and conv.kernel_size == (k, k)
+
+
+@given(geometry())
+def test_convbnact_folds_exactly(geo):
+    assert_folds_exactly(_build(ConvBNAct, geo), _input(geo))
+
+
+@given(geometry(), st.integers(1, 3))
+def test_expandconv_folds_exactly(geo, expansion):
+    geo = dict(geo)
+    geo.pop("groups")
+    m = _build(ExpandConv2d, geo, expansion=expansion)
+    with torch.no_grad():
+        m.conv.bias.normal_()  # the middle bias flows through the last 1x1
+    folded = assert_folds_exactly(m, _input(geo))
+    assert sum(isinstance(c, nn.Conv2d) for c in folded.modules()) == 1
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 3), st.integers(0, 2**16))
+def test_expandlinear_folds_exactly(fin, fout, expansion, seed):
+    torch.manual_seed(seed)
+    m = ExpandLinear(fin, fout, expansion).eval()
+    folded = assert_folds_exactly(m, torch.randn(5, fin))
+    assert [type(c) for c in folded.modules() if isinstance(c, (nn.Linear, nn.Conv2d))] == [nn.Linear]
+
+
+@given(geometry(), st.lists(st.sampled_from([1, 3, 5, 7]), min_size=1, max_size=3),
+       st.sampled_from(["split", "concat", "depthwise"]))
+def test_mixconv_folds_exactly(geo, ks, mode):
+    geo = dict(geo)
+    geo.pop("groups")
+    geo.pop("kernel_size")
+    n = len(ks)
+    geo["in_channels"] = max(geo["in_channels"], n)
+    geo["out_channels"] = geo["in_channels"] if mode == "depthwise" else max(geo["out_channels"], n)
+    m = _build(MixConv2d, geo, kernel_sizes=tuple(ks), mode="split" if mode == "depthwise" else mode,
+               depthwise=mode == "depthwise")
+    folded = assert_folds_exactly(m, _input(geo))
+    conv = next(c for c in folded.modules() if isinstance(c, nn.Conv2d))
+    assert conv.kernel_size == (max(ks),) * 2
+    if mode == "depthwise":
+        assert conv.groups == geo["in_channels"]
+
+
+scale_st = st.tuples(st.sampled_from([1, 3, 5]), st.sampled_from([1, 3, 5]), st.sampled_from([1, 2, 3]))
+
+
+@given(geometry(dilation=False), st.lists(scale_st, min_size=1, max_size=4, unique=True))
+def test_polyscale_folds_to_the_largest_kernel(geo, scales):
+    m = randomize_(PolyScaleConv2d(geo["in_channels"], geo["out_channels"], tuple(scales), geo["stride"]),
+                   seed=geo["seed"])
+    folded = assert_folds_exactly(m, _input(geo))
+    conv = next(c for c in folded.modules() if isinstance(c, nn.Conv2d))
+    assert conv.kernel_size == (max(d * (h - 1) + 1 for h, _, d in scales), max(d * (w - 1) + 1 for _, w, d in scales))
+    assert conv.dilation == (1, 1)
+
+
+def test_polyscale_presets():
+    m = randomize_(PolyScaleConv2d.bounded3x3(5, 6), seed=2)
+    assert list(m.branch_kernels()) == ["1x1", "1x3", "3x1", "3x3"]
+    folded = assert_folds_exactly(m, torch.randn(2, 5, 7, 6))
+    assert next(c for c in folded.modules() if isinstance(c, nn.Conv2d)).kernel_size == (3, 3)
+    m = randomize_(PolyScaleConv2d.psconv(4, 4, 3, 2, dilations=(1, 2, 3)), seed=2)
+    folded = assert_folds_exactly(m, torch.randn(2, 4, 9, 8))
+    assert next(c for c in folded.modules() if isinstance(c, nn.Conv2d)).kernel_size == (7, 7)
+    # every output channel sees every scale (PSConv's cyclic assignment)
+    assert all(bool((mask.sum(dim=1) > 0).all()) for mask in m.masks)
+
+
+@given(st.integers(1, 2), st.integers(1, 3), st.sampled_from([(2, 2), (3, 5), (4, 4), (1, 3)]),
+       st.lists(st.sampled_from([1, 3, 5]), max_size=3, unique=True), st.integers(1, 3), st.integers(1, 2),
+       st.integers(0, 2**16))
+def test_repmlp_folds_exactly(g, per_group, partition, ks, hp, wp, seed):
+    cin, cout = g * per_group, g * (per_group + 1)
+    m = randomize_(RepMLPBlock(cin, cout, partition, tuple(ks), g), seed=seed)
+    x = torch.randn(2, cin, hp * partition[0], wp * partition[1], generator=torch.Generator().manual_seed(seed))
+    folded = assert_folds_exactly(m, x)
+    convs = [c for c in folded.modules() if isinstance(c, nn.Conv2d)]
+    assert len(convs) == 1 and convs[0].stride == partition and convs[0].groups == g
+    assert set(m.branch_kernels()) == {"fc"} | {f"conv{k}" for k in ks}
 
 
 @given(st.integers(0, 1000), st.sampled_from([3, 5]), st.integers(1, 9))
