@@ -229,8 +229,8 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         qres = quantize_model(
             fp32_onnx, calib_ds, eval_ds, tmp, targets=targets, method=opts.calib_method,
             max_drop=opts.max_drop if opts.max_drop is not None else 0.5, reference=reference,
-            cache_dir=opts.cache_dir, calib_samples=opts.calib_samples,
-            progress=lambda msg: say("quantize", msg))
+            cache_dir=opts.cache_dir, calib_samples=opts.calib_samples, eval_samples=opts.eval_samples,
+            threads=opts.threads, progress=lambda msg: say("quantize", msg))
         qdict = qres.to_dict()
         report["quantization"] = qdict
         for policy, path in qres.files.items():

@@ -27,7 +27,7 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
         acc = e.get("accuracy") or {}
         drop = e.get("drop_vs_unfolded")
         rows.append({
-            "engine": e.get("name", "?") + (" (unfolded)" if e is report.get("baseline") else ""),
+            "engine": e.get("name", "?") + (" unfolded" if e is report.get("baseline") else ""),
             "precision": e.get("precision", "?"),
             "status": e.get("status", "built"),
             "p50": _num(lat.get("p50_ms")),
