@@ -246,6 +246,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
         # ---- bench + evaluate -------------------------------------------------------------
         from edgerep.bench.accuracy import collect_outputs, load_user_metric, score
+        from edgerep.bench.entry import engine_entry
         from edgerep.bench.latency import host_info, measure
         from edgerep.engines.torch_engine import TorchEngine
 
@@ -276,23 +277,11 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
                      "requested": b.spec.key, "build_seconds": round(b.seconds, 3),
                      "artifact": _relative(b.artifact, tmp)}
             if b.engine is not None:
-                entry["name"], entry["precision"], entry["device"] = b.engine.name, b.engine.precision, b.engine.device
-                entry["describe"] = b.engine.describe()
-                say("bench", f"timing {entry['name']}/{entry['precision']}")
-                entry["latency"] = measure(b.engine, x_bench, warmup=opts.bench_warmup,
-                                           seconds=opts.bench_seconds).to_dict()
-                if eval_ds is not None:
-                    say("evaluate", f"evaluating {entry['name']}/{entry['precision']}")
-                    outs, _ = collect_outputs(b.engine, eval_ds.batches(64, limit=eval_limit))
-                    acc = score(outs, labels, ref_out, user_metric, classifier)
-                    entry["accuracy"] = acc.to_dict()
-                    ref_top1 = base_entry.get("accuracy", {}).get("top1")
-                    if acc.top1 is not None and ref_top1 is not None:
-                        entry["drop_vs_unfolded"] = round(ref_top1 - acc.top1, 4)
-                    elif acc.top1_agreement is not None:
-                        entry["drop_vs_unfolded"] = round(100.0 - acc.top1_agreement, 4)
-                base_p50 = base_entry["latency"]["p50_ms"]
-                entry["speedup_vs_unfolded"] = base_p50 / entry["latency"]["p50_ms"] if entry["latency"]["p50_ms"] else None
+                entry.update(engine_entry(
+                    b.engine, x_bench, eval_ds=eval_ds, eval_limit=eval_limit, labels=labels, reference=ref_out,
+                    ref_top1=(base_entry.get("accuracy") or {}).get("top1"), base_p50=base_entry["latency"]["p50_ms"],
+                    user_metric=user_metric, classifier=classifier, warmup=opts.bench_warmup,
+                    seconds=opts.bench_seconds, say=say))
             engines_out.append(entry)
         report["engines"] = engines_out
         report["host"] = host_info()

@@ -1,0 +1,39 @@
+"""One engine's row of a report: latency on a fixed batch, accuracy and fidelity on a data set,
+and the drop against the unfolded FP32 reference. Shared by deploy and the tests."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from edgerep.bench.accuracy import UserMetric, collect_outputs, score
+from edgerep.bench.latency import measure
+from edgerep.engines.base import Engine
+
+
+def engine_entry(engine: Engine, x_bench: np.ndarray, *, eval_ds=None, eval_limit: int | None = None,
+                 labels: np.ndarray | None = None, reference: np.ndarray | None = None,
+                 ref_top1: float | None = None, base_p50: float | None = None,
+                 user_metric: UserMetric | None = None, classifier: bool = True, warmup: int = 10,
+                 seconds: float = 1.0, say: Callable[[str, str], None] | None = None) -> dict:
+    """Measure ``engine`` and score it; ``drop_vs_unfolded`` is in top-1 points (or, without labels,
+    100 - top-1 agreement with the reference)."""
+    say = say or (lambda step, msg: None)
+    key = f"{engine.name}/{engine.precision}"
+    entry: dict = {"name": engine.name, "precision": engine.precision, "device": engine.device,
+                   "describe": engine.describe()}
+    say("bench", f"timing {key}")
+    entry["latency"] = measure(engine, x_bench, warmup=warmup, seconds=seconds).to_dict()
+    if eval_ds is not None:
+        say("evaluate", f"evaluating {key}")
+        outs, _ = collect_outputs(engine, eval_ds.batches(64, limit=eval_limit))
+        acc = score(outs, labels, reference, user_metric, classifier)
+        entry["accuracy"] = acc.to_dict()
+        if acc.top1 is not None and ref_top1 is not None:
+            entry["drop_vs_unfolded"] = round(ref_top1 - acc.top1, 4)
+        elif acc.top1_agreement is not None:
+            entry["drop_vs_unfolded"] = round(100.0 - acc.top1_agreement, 4)
+    p50 = entry["latency"]["p50_ms"]
+    if base_p50 and p50:
+        entry["speedup_vs_unfolded"] = base_p50 / p50
+    return entry
