@@ -68,3 +68,16 @@ def test_cuda_matches_cpu(precision):
     gpu = TorchEngine(net, device="cuda", precision=precision)
     assert gpu.device == "cuda:0" and gpu.describe()["compute_capability"]
     np.testing.assert_allclose(gpu.run(x), cpu, atol=1e-4 if precision == "fp32" else 2e-2)
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the no-GPU message")
+def test_gpu_benchmark_script_without_gpu_says_so_and_exits_0(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_fold_bench.py"
+    spec = importlib.util.spec_from_file_location("gpu_fold_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([]) == 0
+    assert "no CUDA GPU" in capsys.readouterr().out

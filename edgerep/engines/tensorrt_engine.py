@@ -568,7 +568,9 @@ class TensorRTEngine:
     def _run_exact(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         context = self._context
-        context.set_input_shape(self._in, x.shape)
+        if not context.set_input_shape(self._in, x.shape):
+            raise EngineError(f"{self.plan}: TensorRT rejected input shape {tuple(x.shape)} "
+                              f"(plan takes batch {self._lo}..{self._hi}): {self._logger.last_error()}")
         self._io.upload(self._in_buf, x)
         if not context.execute_async_v3(self._io.handle()):
             raise EngineError(f"{self.plan}: TensorRT execution failed: {self._logger.last_error()}")
