@@ -29,6 +29,7 @@ class StubClass:
     name: str
     bases: list[str]
     members: dict[str, str | None] = field(default_factory=dict)  # member -> return / attribute type
+    params: dict[str, set[str]] = field(default_factory=dict)  # method -> parameter names (all overloads)
     nested: dict[str, "StubClass"] = field(default_factory=dict)
 
 
@@ -90,6 +91,8 @@ def parse_stubs(paths: list[Path]) -> StubApi:
             if m:
                 if stack and indent == stack[-1][0] + 4:
                     stack[-1][1].members.setdefault(m.group(2), _clean_type(m.group(4)))
+                    names = {p.split(":")[0].split("=")[0].strip().lstrip("*") for p in (m.group(3) or "").split(",")}
+                    stack[-1][1].params.setdefault(m.group(2), set()).update(n for n in names if n)
                 elif not stack and indent == 0:
                     top.add(m.group(2))
                 continue
@@ -199,6 +202,18 @@ class UseCollector(ast.NodeVisitor):
                 if k and tt:
                     self.env[k] = tt
 
+    def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Attribute) and node.keywords:
+            owner = self.type_of(node.func.value)
+            c = self.api.classes.get(owner) if owner else None
+            params = c.params.get(node.func.attr) if c else None
+            if params is not None and not {"kwargs", "args"} & params:
+                for kw in node.keywords:
+                    if kw.arg is not None:
+                        (self.uses if kw.arg in params else self.missing).add(
+                            f"{owner}.{node.func.attr}({kw.arg}=)")
+        self.generic_visit(node)
+
     def visit_Attribute(self, node: ast.Attribute) -> None:
         chain = self._chain(node)
         if chain is not None:
@@ -263,7 +278,8 @@ def test_every_tensorrt_name_used_exists_in_the_10x_listing(api):
                 "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "TensorIOMode.INPUT",
                 "ICudaEngine.get_tensor_dtype", "IExecutionContext.set_input_shape",
                 "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
-                "IExecutionContext.get_tensor_shape", "ILogger", "ILogger.WARNING", "nptype"}
+                "IExecutionContext.get_tensor_shape", "ILogger", "ILogger.WARNING", "nptype",
+                "IBuilderConfig.set_timing_cache(ignore_mismatch=)"}
     assert expected <= c.uses, f"walk missed: {sorted(expected - c.uses)}"
     assert len(c.uses) >= len(expected)
 
@@ -279,9 +295,11 @@ def f(trt, onnx):
     context = engine.create_execution_context()
     context.execute_async_v2([], 0)
     config.set_flag(trt.BuilderFlag.NOT_A_FLAG)
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatches=True)
 """
     c = collect(bad, api)
-    assert {"IBuilderConfig.max_workspace_size", "Builder.build_engine", "BuilderFlag.NOT_A_FLAG"} <= c.missing
+    assert {"IBuilderConfig.max_workspace_size", "Builder.build_engine", "BuilderFlag.NOT_A_FLAG",
+            "IBuilderConfig.set_timing_cache(ignore_mismatches=)"} <= c.missing
 
 
 @needs_stubs
