@@ -98,3 +98,76 @@ def test_spec_key_and_cuda_alias():
     p = parse_profile({"name": "t", "engines": [{"backend": "tensorrt", "precision": "int8", "device": "cuda"}]})
     assert p.engines[0].device == "cuda:0" and p.engines[0].key == "tensorrt-int8-cuda0"
     assert p.engines[0].policy == "tensorrt"
+
+
+# ------------------------------------------------------------------ `edgerep build --target` (profiles -> engines)
+@pytest.fixture(scope="module")
+def digits_files(tmp_path_factory):
+    """A repvgg_digits checkpoint, its folded FP32 ONNX and a QDQ INT8 copy (onnxruntime's static quantizer)."""
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from edgerep.checkpoint import CheckpointMeta, save_checkpoint
+    from edgerep.fold.model import fold_model
+    from edgerep.models import create_model
+    from edgerep.quant.export import export_onnx
+
+    d = tmp_path_factory.mktemp("build")
+    torch.manual_seed(0)
+    net = create_model("repvgg_digits").eval()
+    save_checkpoint(d / "digits.pt", net, CheckpointMeta(arch="repvgg_digits", input_shape=(1, 16, 16),
+                                                                    mean=(0.5,), std=(0.5,)))
+    export_onnx(fold_model(net), d / "digits.fp32.onnx", (1, 1, 16, 16))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.it = iter([{"input": rng.standard_normal((1, 1, 16, 16)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(d / "digits.fp32.onnx"), str(d / "digits.int8.cpu.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return d
+
+
+def test_build_command_x86_cpu(digits_files, tmp_path, capsys):
+    import json
+
+    from edgerep.cli import main
+
+    d = digits_files
+    out = tmp_path / "out"
+    rc = main(["build", str(d / "digits.fp32.onnx"), "--target", "x86-cpu", "--checkpoint", str(d / "digits.pt"),
+               "--out", str(out), "--json"])  # the INT8 sibling digits.int8.cpu.onnx is found by name
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert json.loads((out / "build.json").read_text()) == res
+    rows = {f"{r['spec']['backend']}-{r['spec']['precision']}": r for r in res["engines"]}
+    assert set(rows) == {"onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"}
+    assert all(r["status"] == "built" and r["check"]["ran"] for r in rows.values())
+    assert rows["onnxruntime-int8"]["artifact"].endswith("digits.int8.cpu.onnx")
+    assert rows["onnxruntime-fp32"]["check"]["max_abs_diff_vs_ort_fp32"] == 0.0
+    assert rows["torch-fp32"]["check"]["max_abs_diff_vs_ort_fp32"] < 1e-4  # folded checkpoint == its ONNX
+    assert 0 < rows["onnxruntime-int8"]["check"]["max_abs_diff_vs_ort_fp32"] < 1.0
+
+
+def test_build_command_table_and_errors(digits_files, tmp_path, capsys, monkeypatch):
+    from edgerep.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    d = digits_files
+    assert main(["build", str(d / "digits.fp32.onnx"), "--target", "jetson-orin-nano", "--out", str(tmp_path),
+                 "--int8", f"tensorrt={d / 'digits.int8.cpu.onnx'}"]) == 0
+    out = capsys.readouterr().out
+    assert "edgerep build: jetson-orin-nano" in out and "why:" in out and "build.json" in out
+    assert main(["build", "--list"]) == 0 and "jetson-agx-orin" in capsys.readouterr().out
+    assert main(["build", str(d / "digits.fp32.onnx"), "--target", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown target profile 'nope'" in err
+    assert main(["build", str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx: ONNX file not found" in capsys.readouterr().err
+    assert main(["build", str(d / "digits.fp32.onnx"), "--int8", str(tmp_path / "no.onnx")]) == 2
+    assert "--int8 file not found" in capsys.readouterr().err
