@@ -67,7 +67,7 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
         return engines, shape, {"name": target.name, "bundle": str(target)}
     if target.suffix == ".onnx":
         eng = OrtEngine(target, precision="fp32", threads=opts.threads)
-        shape = tuple(getattr(eng, "input_shape", None) or ())
+        shape = tuple(eng.session.get_inputs()[0].shape)
         if not shape or any(not isinstance(d, int) for d in shape[1:]):
             raise EdgerepError(f"{target}: input shape is not static; cannot pick an input size")
         return [("engine", eng)], tuple(shape[1:]), {"name": target.stem, "onnx": str(target)}
