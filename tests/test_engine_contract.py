@@ -85,7 +85,7 @@ ENGINES = [
                  marks=[no_cuda, pytest.mark.gpu]),
     pytest.param((lambda net, p: TorchEngine(net, device="cuda", precision="fp16"), 2e-2), id="torch-cuda-fp16",
                  marks=[no_cuda, pytest.mark.gpu]),
-    pytest.param((_trt("fp32"), 1e-3), id="tensorrt-fp32", marks=[no_trt, pytest.mark.tensorrt]),
+    pytest.param((_trt("fp32"), 5e-3), id="tensorrt-fp32", marks=[no_trt, pytest.mark.tensorrt]),
     pytest.param((_trt("fp16"), 2e-2), id="tensorrt-fp16", marks=[no_trt, pytest.mark.tensorrt]),
 ]
 
@@ -133,7 +133,7 @@ def test_batch_n_equals_n_batches_of_one(case):
     x = _x(4, seed=1)
     whole = eng.run(x)
     rows = np.concatenate([eng.run(x[i:i + 1]) for i in range(4)])
-    np.testing.assert_allclose(whole, rows, rtol=0, atol=max(1e-5, tol / 10) * max(1.0, np.abs(rows).max()))
+    np.testing.assert_allclose(whole, rows, rtol=0, atol=max(1e-5, tol / 4) * max(1.0, np.abs(rows).max()))
 
 
 def test_deterministic(case):

@@ -46,7 +46,7 @@ def model_files(tmp_path_factory):
     return net, d / "m.onnx", d / "m.int8.onnx"
 
 
-@pytest.mark.parametrize("precision, tol", [("fp32", 1e-3), ("fp16", 2e-2), ("int8", 0.25)])
+@pytest.mark.parametrize("precision, tol", [("fp32", 5e-3), ("fp16", 2e-2), ("int8", 0.25)])  # fp32 may use TF32
 def test_plan_builds_runs_and_is_cached(model_files, tmp_path, precision, tol):
     net, fp32, int8 = model_files
     src = int8 if precision == "int8" else fp32
