@@ -67,5 +67,7 @@ def run(args: argparse.Namespace) -> int:
             t.add_row(e["name"], e["precision"], bs, f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}",
                       f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{s['throughput_ips']:.0f}",
                       "baseline" if e is report.get("baseline") else (f"{sp:.2f}x" if sp else "–"))
-    Console().print(t)
+    from edgerep.report.console import _console
+
+    _console().print(t)
     return 0
