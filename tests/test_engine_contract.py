@@ -146,7 +146,8 @@ def test_describe(case):
     eng, _, _ = case
     d = eng.describe()
     assert isinstance(d, dict)
-    assert {"name", "precision", "device"} <= set(d), f"describe() lacks keys: {sorted({'name', 'precision', 'device'} - set(d))}"
+    required = {"name", "precision", "device"}
+    assert required <= set(d), f"describe() lacks keys: {sorted(required - set(d))}"
     assert d["name"] == eng.name and d["precision"] == eng.precision and d["device"] == eng.device
     json.dumps(d)  # reports store it as JSON
 

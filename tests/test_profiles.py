@@ -1,7 +1,6 @@
 """Target profiles: the shipped TOML files load, and every mistake names the file and field."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

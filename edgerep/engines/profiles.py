@@ -151,7 +151,8 @@ def _load_file(path: Path) -> TargetProfile:
     return parse_profile(data, source=path)
 
 
-def parse_profile(data: dict[str, Any], *, source: Path | None = None, default_name: str | None = None) -> TargetProfile:
+def parse_profile(data: dict[str, Any], *, source: Path | None = None,
+                  default_name: str | None = None) -> TargetProfile:
     """Validate a profile's TOML table; every mistake names the file and the field."""
     where = str(source) if source else "<profile>"
 
