@@ -214,6 +214,13 @@ def _tensorrt_facts() -> tuple[list[Fact], dict[str, Any]]:
         facts.append(Fact("tensorrt", "DLA cores", str(n), "ok" if n else "info",
                           "profiles with dla engines (jetson-agx-orin, jetson-xavier-nx) can use them" if n else
                           "no DLA: use a profile without dla:N engines (dgpu, jetson-orin-nano)"))
+    from edgerep.engines.plan_cache import cache_root
+
+    tc = cache_root() / "tensorrt"
+    n_tc = len(list(tc.glob("timing-*.cache"))) if tc.is_dir() else 0
+    facts.append(Fact("tensorrt", "timing caches", f"{tc} ({n_tc} file(s))", "info",
+                      "one per TensorRT version and GPU; rebuilds reuse measured tactics (set EDGEREP_CACHE_DIR "
+                      "to move it, `edgerep build --timing-cache DIR` per build)"))
     cp = _version("cuda-python") or _version("cuda-bindings")
     facts.append(Fact("tensorrt", "cuda-python", cp or "not installed", "ok" if cp else "info",
                       "device buffers can go through cuda-python" if cp else
