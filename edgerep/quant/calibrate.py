@@ -230,7 +230,7 @@ def _ort_calibrator(model_path: Path, method: str, tmp: Path, settings: dict[str
     if method == "percentile":
         extra = {"percentile": settings["percentile"], "num_bins": 2048, "symmetric": True}
     elif method == "entropy":
-        extra = {"num_bins": 128, "num_quantized_bins": 128, "symmetric": False}
+        extra = {"num_bins": 512, "num_quantized_bins": 128, "symmetric": False}
     with contextlib.redirect_stdout(io.StringIO()):
         return create_calibrator(model_path, None, augmented_model_path=str(tmp / "ort_augmented.onnx"),
                                  calibrate_method=cm, extra_options=extra)
