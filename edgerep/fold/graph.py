@@ -1,0 +1,466 @@
+"""The generic graph folder: fold models edgerep has never seen, from their computation graph.
+
+``fold_graph(model, x)`` traces the model (torch.fx; untraceable submodules stay opaque and are
+folded on their own), finds every affine region between non-linearities (conv, eval BN, linear,
+average pooling, padding, identity, add/sub, channel concat/split, constant scaling, and
+parameter-only computations, which are constant-folded), collapses each region with a single
+activation input into one conv / linear with the kernel algebra, checks every collapsed region in
+float64 on the example input and on a random one (borders included), and leaves any region that
+cannot fold exactly as it was, listed with its reason. The whole model is checked again at the end.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+from torch.utils._pytree import tree_flatten
+
+from edgerep.errors import FoldError
+from edgerep.fold.graph_affine import Affine, Analyzer, _is_meta_use, _max_groups, describe_region, where
+from edgerep.fold.graph_cost import Cost, measure_cost
+from edgerep.fold.graph_trace import RootUntraceable, is_standard_leaf, record, to_double, trace_with_fallback
+from edgerep.fold.kernel import FOLD_DTYPE
+
+#: float64 recomputation of a collapsed region must match the float64 run of the original this
+#: closely. An exact fold gives ~1e-15, but a model may bake constants in its own dtype (DBB's pad
+#: values computed in float32 at trace time), so "exact" means "within float32 rounding"; a real
+#: border or kernel mistake is orders of magnitude larger.
+REGION_RTOL_F64 = 1e-6
+
+
+@dataclass
+class RegionInfo:
+    """One collapsed affine region: the original nodes / modules it covered, what kind of
+    structure it was, and the module it became."""
+
+    where: list[str]
+    kind: str
+    became: str
+    max_rel_error: float | None = None  # float64 recomputation vs the original, on the example input
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GraphFoldResult:
+    """What ``fold_graph`` produced. ``module`` runs eagerly and round-trips through ``state_dict``."""
+
+    module: nn.Module
+    folded_regions: list[RegionInfo] = field(default_factory=list)
+    refused_regions: list[tuple[str, str]] = field(default_factory=list)
+    params_before: int = 0
+    params_after: int = 0
+    flops_before: int = 0
+    flops_after: int = 0
+    convs_before: int = 0
+    convs_after: int = 0
+    max_rel_error: float | None = None  # whole model, caller's dtype
+    max_rel_error_f64: float | None = None  # whole model, float64 (exactness of the fold itself)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "folded_regions": [r.to_dict() for r in self.folded_regions],
+            "refused_regions": [{"where": w, "reason": r} for w, r in self.refused_regions],
+            "params_before": self.params_before, "params_after": self.params_after,
+            "flops_before": self.flops_before, "flops_after": self.flops_after,
+            "convs_before": self.convs_before, "convs_after": self.convs_after,
+            "max_rel_error": self.max_rel_error, "max_rel_error_f64": self.max_rel_error_f64,
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        return (f"{len(self.folded_regions)} regions folded, {len(self.refused_regions)} refused; "
+                f"convs {self.convs_before} -> {self.convs_after}, params {self.params_before} -> "
+                f"{self.params_after}, FLOPs {self.flops_before} -> {self.flops_after}")
+
+
+# ---------------------------------------------------------------------------------
+# public entry point
+# ---------------------------------------------------------------------------------
+def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True,
+               rtol: float = 1e-5) -> GraphFoldResult:
+    """Fold every exactly-foldable affine region of ``model`` into one conv / linear.
+
+    ``model`` must be in eval mode (``FoldError`` naming the module otherwise) and is not modified.
+    With ``verify`` every collapsed region is recomputed in float64 (must agree to 1e-6) and the
+    whole folded model is compared with the original (float64 copies, to ``rtol``); a
+    region that fails is left unfolded and reported. Raises ``FoldError`` only when not even the
+    unfolded model reproduces the original.
+    """
+    _require_eval(model)
+    x = example_input.detach()
+    before = measure_cost(model, x)
+    result = _fold_any(copy.deepcopy(model), x, verify, "")
+    if verify:
+        f64, f32 = _compare(model, result.module, x)
+        # the folded weights are stored in the caller's dtype, so even in float64 the whole model
+        # differs by that rounding (~1e-7 per layer for float32); regions were checked exactly above
+        if not f64 <= rtol:
+            # should never happen (every region was checked); never hand back an inexact model
+            fallback = copy.deepcopy(model)
+            f64b, f32b = _compare(model, fallback, x)
+            if not f64b <= rtol:
+                raise FoldError(f"even the unfolded copy differs from the model (rel error {f64b:.3g})",
+                                path=type(model).__name__)
+            refused = list(result.refused_regions) + [
+                ("<model>", f"whole-model check failed after folding (float64 rel error {f64:.3g}); "
+                            f"nothing was folded")]
+            result = GraphFoldResult(fallback, [], refused)
+            f64, f32 = f64b, f32b
+        result.max_rel_error, result.max_rel_error_f64 = f32, f64
+        if f32 > rtol:
+            result.notes.append(f"float32 rel error {f32:.3g} exceeds rtol={rtol:g} although the fold is exact in "
+                                f"float64 ({f64:.3g}): float32 rounding of a deep model")
+    result.module.eval()
+    after = measure_cost(result.module, x)
+    result.params_before, result.params_after = before.params, after.params
+    result.flops_before, result.flops_after = before.flops, after.flops
+    result.convs_before, result.convs_after = before.convs, after.convs
+    return result
+
+
+def _require_eval(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if m.training:
+            raise FoldError("module is in training mode (BatchNorm would use batch statistics, which are not "
+                            "affine)", path=name or type(model).__name__, hint="call model.eval() before folding")
+
+
+# ---------------------------------------------------------------------------------
+# tracing strategy: whole model first; untraceable submodules opaque (folded on their own);
+# an untraceable top-level forward: fold each child on its own
+# ---------------------------------------------------------------------------------
+def _fold_any(work: nn.Module, x: Tensor, verify: bool, prefix: str) -> GraphFoldResult:
+    if is_standard_leaf(work):
+        return GraphFoldResult(work)
+    try:
+        gm, opaque = trace_with_fallback(work)
+    except RootUntraceable as e:
+        return _fold_children(work, x, verify, prefix, str(e))
+    result = _fold_traced(gm, x, verify, prefix)
+    for path, why in opaque.items():
+        result.notes.append(f"{_join(prefix, path)}: not traceable ({why}); folded on its own")
+    if opaque:
+        _fold_opaque(result, x, set(opaque), verify, prefix)
+    return result
+
+
+def _join(prefix: str, path: str) -> str:
+    return f"{prefix}.{path}" if prefix and path else (prefix or path)
+
+
+def _fold_children(work: nn.Module, x: Tensor, verify: bool, prefix: str, why: str) -> GraphFoldResult:
+    """Fold each direct child on the input it receives when ``work`` runs on ``x``."""
+    inputs: dict[str, Tensor] = {}
+    handles = []
+    for name, child in work.named_children():
+        def hook(mod: nn.Module, args: tuple, kwargs: dict, name: str = name) -> None:
+            if name not in inputs and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
+                inputs[name] = args[0].detach().clone()
+        handles.append(child.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            work(x)
+    finally:
+        for h in handles:
+            h.remove()
+    result = GraphFoldResult(work)
+    result.refused_regions.append((prefix or "<model>", f"forward not traceable ({why}); its submodules were "
+                                                        "folded one by one"))
+    for name, child in list(work.named_children()):
+        if name not in inputs:
+            continue
+        sub = _fold_any(child, inputs[name], verify, _join(prefix, name))
+        if sub.folded_regions:
+            setattr(work, name, sub.module)
+        result.folded_regions += sub.folded_regions
+        result.refused_regions += sub.refused_regions
+        result.notes += sub.notes
+    return result
+
+
+def _fold_opaque(result: GraphFoldResult, x: Tensor, opaque: set[str], verify: bool, prefix: str) -> None:
+    gm = result.module
+    assert isinstance(gm, fx.GraphModule)
+    wanted = [n for n in gm.graph.nodes if n.op == "call_module" and n.target in opaque]
+    if not wanted:
+        return
+    env = record(to_double(gm), x)
+    for node in wanted:
+        args = [a for a in node.args]
+        if len(args) != 1 or node.kwargs or not isinstance(args[0], fx.Node):
+            result.refused_regions.append((_join(prefix, str(node.target)), "not traceable and called with several "
+                                                                            "inputs; left as it is"))
+            continue
+        sub_x = env[args[0].name]
+        if not isinstance(sub_x, Tensor):
+            continue
+        sub = _fold_any(gm.get_submodule(node.target), sub_x.to(x.dtype), verify, _join(prefix, str(node.target)))
+        if sub.folded_regions:
+            _set_submodule(gm, str(node.target), sub.module)
+        result.folded_regions += sub.folded_regions
+        result.refused_regions += sub.refused_regions
+        result.notes += sub.notes
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, module)
+
+
+# ---------------------------------------------------------------------------------
+# one traced graph: analyse, verify regions, rewrite
+# ---------------------------------------------------------------------------------
+def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str) -> GraphFoldResult:
+    gm64 = to_double(gm)
+    env = record(gm64, x)
+    env_rand = record(gm64, _random_like(x)) if verify else None
+    forced: set[str] = set()
+    failed: list[tuple[str, str]] = []
+    for _ in range(len(gm.graph.nodes) + 1):
+        analysis = Analyzer(gm, env, forced, value_tol=REGION_RTOL_F64).run()
+        bad = []
+        checks: dict[fx.Node, float] = {}
+        for end in analysis.materialize:
+            region = analysis.regions[end]
+            if not region.needs_rewrite():
+                continue
+            err = _region_error(region, end, env)
+            if env_rand is not None:
+                err = max(err, _region_error(region, end, env_rand))
+            checks[end] = err
+            if verify and not err <= REGION_RTOL_F64:
+                bad.append(end)
+        if not bad:
+            break
+        for end in bad:
+            forced.add(end.name)
+            failed.append((_join(prefix, where(end)), f"collapsed region differs from the original by "
+                                                      f"{checks[end]:.3g} (relative, float64); left unfolded"))
+    result = GraphFoldResult(gm)
+    result.refused_regions += [(_join(prefix, w), r) for w, r in analysis.refused] + failed
+    dtype = _model_dtype(gm, x)
+    replaced: dict[fx.Node, fx.Node] = {}
+    wanted: dict[fx.Node, str] = {}
+    graph = gm.graph
+    # the folded op goes where the region first read its source: after any in-place write the
+    # original reads saw (DBB's border writes), before anything later
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for end in analysis.materialize:
+        region = analysis.regions[end]
+        if not region.needs_rewrite():
+            continue
+        src = replaced.get(region.src, region.src)
+        if region.is_identity:
+            new, became = src, "identity (removed)"
+        else:
+            module, became = _materialize(region, dtype)
+            name = _free_name(gm, f"{end.name}_folded")
+            gm.add_module(name, module)
+            first = min(region.nodes, key=order.__getitem__)
+            with graph.inserting_before(first):
+                new = graph.call_module(name, (src,))
+        end.replace_all_uses_with(new)
+        replaced[end] = new
+        if new is not src:
+            wanted[new] = _wanted_name(region)
+        result.folded_regions.append(RegionInfo([_join(prefix, where(n)) for n in region.nodes],
+                                                describe_region(region), became, checks.get(end)))
+    attrs_before = {str(n.target) for n in graph.nodes if n.op == "get_attr"}
+    _dead_code(graph)
+    gm.delete_all_unused_submodules()
+    _delete_unused_attrs(gm, attrs_before)
+    _rename(gm, wanted)
+    for node in graph.nodes:  # annotations (torch.Tensor) break pickling of the generated code
+        node.type = None
+    graph.lint()
+    gm.recompile()
+    return result
+
+
+def _random_like(x: Tensor) -> Tensor:
+    g = torch.Generator().manual_seed(1234)
+    r = torch.randn(x.shape, generator=g, dtype=FOLD_DTYPE)
+    if x.is_floating_point() and x.numel() > 1:
+        r = r * x.double().std().clamp_min(1e-3) + x.double().mean()
+    return r
+
+
+def _model_dtype(gm: nn.Module, x: Tensor) -> torch.dtype:
+    for p in gm.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
+def _region_error(region: Affine, end: fx.Node, env: dict[str, Any]) -> float:
+    src, ref = env.get(region.src.name), env.get(end.name)
+    if not isinstance(src, Tensor) or not isinstance(ref, Tensor):
+        return float("inf")
+    if region.kernel is not None:
+        k = region.kernel
+        out = F.conv2d(src, k.weight, k.bias, k.stride, k.padding, k.dilation, k.groups)
+    elif region.linear is not None:
+        out = F.linear(src, *region.linear)
+    else:
+        out = src
+    if out.shape != ref.shape:
+        return float("inf")
+    return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+
+def _materialize(region: Affine, dtype: torch.dtype) -> tuple[nn.Module, str]:
+    if region.kernel is not None:
+        k = _max_groups(region.kernel)
+        conv = k.to_conv2d(dtype=dtype)
+        kh, kw = k.kernel_size
+        return conv, (f"Conv2d({k.in_channels}->{k.out_channels}, {kh}x{kw}, stride {k.stride[0]}, "
+                      f"padding {k.padding[0]}, groups {k.groups})")
+    assert region.linear is not None
+    w, b = region.linear
+    lin = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w.to(dtype))
+        lin.bias.copy_(b.to(dtype))
+    return lin.to(dtype), f"Linear({w.shape[1]}->{w.shape[0]})"
+
+
+def _free_name(gm: nn.Module, base: str) -> str:
+    name, i = base, 1
+    while hasattr(gm, name):
+        name = f"{base}_{i}"
+        i += 1
+    return name
+
+
+def _wanted_name(region: Affine) -> str:
+    """Where the folded module should live: in place of the region's only conv / linear, else
+    ``<common parent>.reparam`` (the deploy-time name official code bases use), else a flat name."""
+    mods = [str(n.target) for n in region.nodes if n.op == "call_module"]
+    convs = [n for n in region.nodes if n.op == "call_module" and _is_weighted_target(n)]
+    if len(convs) == 1 and not any(_is_weighted_fn(n) for n in region.nodes):
+        return str(convs[0].target)
+    parts = [m.split(".") for m in mods]
+    common: list[str] = []
+    if parts:
+        for level in zip(*parts):
+            if all(p == level[0] for p in level):
+                common.append(level[0])
+            else:
+                break
+        if len(common) == min(len(p) for p in parts):  # every module is the prefix itself: go one up
+            common = common[:-1]
+    return ".".join(common + ["reparam"]) if common or len(mods) > 1 else ""
+
+
+def _is_weighted_target(n: fx.Node) -> bool:
+    try:
+        mod = n.graph.owning_module.get_submodule(str(n.target))
+    except AttributeError:
+        return False
+    return type(mod) in (nn.Conv2d, nn.Linear)
+
+
+def _is_weighted_fn(n: fx.Node) -> bool:
+    return n.op == "call_function" and n.target in (F.conv2d, torch.conv2d, F.linear)
+
+
+def _delete_unused_attrs(gm: fx.GraphModule, before: set[str]) -> None:
+    """Drop parameters / buffers / constants that only dead nodes read (DO-Conv's D and W once
+    the composed kernel is folded), unless a module still called owns them."""
+    still = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
+    called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    for target in before - still:
+        owner, _, name = target.rpartition(".")
+        if any(c == owner or c.startswith(owner + ".") or owner.startswith(c + ".") for c in called if owner):
+            continue
+        try:
+            mod = gm.get_submodule(owner) if owner else gm
+        except AttributeError:
+            continue
+        if hasattr(mod, name):
+            delattr(mod, name)
+
+
+def _rename(gm: fx.GraphModule, wanted: dict[fx.Node, str]) -> None:
+    """Move each folded module to its wanted path when that path is free after dead-code removal."""
+    for node, path in wanted.items():
+        if not path or node.graph is not gm.graph or node.op != "call_module":
+            continue
+        try:
+            gm.get_submodule(path)
+            continue  # taken (the original is still used)
+        except AttributeError:
+            pass
+        module = gm.get_submodule(str(node.target))  # missing parents are created as plain containers
+        if not gm.add_submodule(path, module):
+            continue
+        old = str(node.target)
+        node.target = path
+        gm.delete_submodule(old)
+
+
+def _dead_code(graph: fx.Graph) -> None:
+    """Dead-code elimination that also drops writes (``y[..] = v``) into tensors nobody reads."""
+    import operator
+
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(list(graph.nodes)):
+            if node.op in ("placeholder", "output"):
+                continue
+            if node.op == "call_function" and node.target is operator.setitem:
+                target = node.args[0]
+                if isinstance(target, fx.Node) and target.op != "placeholder" and all(
+                        u.op == "call_function" and (u.target is operator.setitem or _is_meta_use(u))
+                        for u in target.users):
+                    graph.erase_node(node)
+                    changed = True
+                continue
+            if node.users:
+                continue
+            if node.op == "call_method" and str(node.target).endswith("_"):
+                continue
+            if node.op != "get_attr" and node.is_impure():
+                continue
+            graph.erase_node(node)
+            changed = True
+
+
+# ---------------------------------------------------------------------------------
+# whole-model comparison
+# ---------------------------------------------------------------------------------
+@torch.no_grad()
+def _compare(original: nn.Module, folded: nn.Module, x: Tensor) -> tuple[float, float]:
+    """Max relative error (max |a-b| / max |a| over all outputs): (float64 copies, caller's dtype)."""
+    a64 = tree_flatten(to_double(original).eval()(x.to(FOLD_DTYPE)))[0]
+    b64 = tree_flatten(to_double(folded).eval()(x.to(FOLD_DTYPE)))[0]
+    a32 = tree_flatten(original(x))[0]
+    b32 = tree_flatten(folded(x))[0]
+    return _max_rel(a64, b64), _max_rel(a32, b32)
+
+
+def _max_rel(a: list, b: list) -> float:
+    if len(a) != len(b):
+        return float("inf")
+    worst = 0.0
+    for u, v in zip(a, b):
+        if isinstance(u, Tensor):
+            if not isinstance(v, Tensor) or u.shape != v.shape:
+                return float("inf")
+            if u.numel() == 0:
+                continue
+            d = (u.double() - v.double()).abs().max() / u.double().abs().max().clamp_min(1e-30)
+            worst = max(worst, float(d))
+    return worst
+
+
+__all__ = ["fold_graph", "GraphFoldResult", "RegionInfo"]

@@ -1,0 +1,407 @@
+"""The generic graph folder on blocks it has never seen (tests/unseen_blocks.py), on every edgerep
+block (against the per-block kernel algebra), and on structures it must refuse."""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import pickle
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import edgerep
+import edgerep.blocks as blocks
+from edgerep.errors import FoldError
+from edgerep.fold.graph import fold_graph
+from edgerep.fold.graph_cost import measure_cost
+
+from unseen_blocks import (
+    BasicBlock,
+    DataDependent,
+    DOConv2dLike,
+    ExpandChain,
+    FiveBranchAsym,
+    ForeignDBB,
+    MixConvLike,
+    MobileOneUnit,
+    OfficialRepVGGBlock,
+    ScaledResidualFC,
+    SerialBiasPadded,
+    TinyNet,
+    randomize_bn,
+)
+
+RTOL = 1e-5
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def n_bn(m: nn.Module) -> int:
+    return sum(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.modules())
+
+
+@torch.no_grad()
+def check_exact(model: nn.Module, x: torch.Tensor, result) -> None:
+    ref, out = model(x), result.module(x)
+    assert out.shape == ref.shape
+    assert rel_err(ref, out) < RTOL, rel_err(ref, out)
+    assert result.max_rel_error is not None and result.max_rel_error < RTOL
+
+
+# ---------------------------------------------------------------------------------
+# foreign blocks, folded with no per-block code
+# ---------------------------------------------------------------------------------
+def _official_repvgg_deploy(block: OfficialRepVGGBlock) -> nn.Module:
+    d = copy.deepcopy(block)
+    d.switch_to_deploy()
+    return d
+
+
+def _official_mobileone_deploy(unit: MobileOneUnit) -> nn.Module:
+    d = copy.deepcopy(unit)
+    d.dw.reparameterize()
+    d.pw.reparameterize()
+    return d
+
+
+@pytest.mark.parametrize("stride,cout", [(1, 6), (1, 4), (2, 6)])
+def test_official_repvgg_matches_official_fold(stride: int, cout: int) -> None:
+    m = randomize_bn(OfficialRepVGGBlock(4, cout, 3, stride, 1), seed=stride)
+    x = torch.randn(2, 4, 11, 10)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    official = _official_repvgg_deploy(m)
+    assert r.convs_after == measure_cost(official, x).convs == 1
+    assert r.convs_before == 2
+    conv = r.module.get_submodule(_only_conv_path(r.module))
+    torch.testing.assert_close(conv.weight, official.rbr_reparam.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(conv.bias, official.rbr_reparam.bias, rtol=1e-5, atol=1e-6)
+    branches = 3 if (stride == 1 and cout == 4) else 2
+    assert [reg.kind for reg in r.folded_regions] == [f"{branches}-branch sum"]
+    assert n_bn(r.module) == 0
+
+
+def _only_conv_path(m: nn.Module) -> str:
+    paths = [n for n, x in m.named_modules() if isinstance(x, nn.Conv2d)]
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def test_official_mobileone_keeps_depthwise_and_matches_official_fold() -> None:
+    m = randomize_bn(MobileOneUnit(6, 8, k=3))
+    x = torch.randn(2, 6, 9, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    official = _official_mobileone_deploy(m)
+    assert r.convs_after == measure_cost(official, x).convs == 2
+    assert r.convs_before == 3 + 1 + 3  # dw: 3 KxK + 1x1 scale; pw: 3 1x1
+    convs = [x for x in r.module.modules() if isinstance(x, nn.Conv2d)]
+    assert sorted(c.groups for c in convs) == [1, 6]  # depthwise stays depthwise
+    assert r.params_after == sum(p.numel() for p in official.parameters())
+    assert r.flops_after == measure_cost(official, x).flops < r.flops_before
+
+
+def test_five_branch_asymmetric_block_folds_to_one_5x5() -> None:
+    m = randomize_bn(FiveBranchAsym(5))
+    x = torch.randn(2, 5, 12, 7)  # non-square: both axes' borders matter
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert r.convs_after == 1 and r.convs_before == 4
+    conv = r.module.get_submodule(_only_conv_path(r.module))
+    assert conv.kernel_size == (5, 5) and conv.padding == (2, 2)
+    assert r.folded_regions[0].kind == "5-branch sum"
+    assert isinstance(r.module.act, nn.SiLU)  # the non-linearity is kept
+
+
+@pytest.mark.parametrize("cin,cout,stride", [(4, 4, 1), (4, 6, 2)])
+def test_foreign_dbb_with_bn_and_pad_folds_to_one_conv(cin: int, cout: int, stride: int) -> None:
+    m = randomize_bn(ForeignDBB(cin, cout, 3, stride))
+    x = torch.randn(2, cin, 10, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert (r.convs_before, r.convs_after) == (5, 1)
+    assert r.refused_regions == []
+    assert n_bn(r.module) == 0
+    assert "setitem" not in r.module.code  # the border writes went with the folded branch
+    assert r.folded_regions[0].kind == "4-branch sum"
+
+
+def test_dbb_pad_with_wrong_value_is_refused_and_still_exact() -> None:
+    import torch.nn.functional as F
+
+    class WrongFill(nn.Module):
+        """BN, then pad writing beta (not the BN's zero-input value) into the border."""
+
+        def __init__(self, c: int):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(c)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.pad(self.bn(x), [1, 1, 1, 1])
+            v = self.bn.bias.detach().view(1, -1, 1, 1)
+            y[:, :, :1, :] = v
+            y[:, :, -1:, :] = v
+            y[:, :, :, :1] = v
+            y[:, :, :, -1:] = v
+            return y
+
+    m = randomize_bn(nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), WrongFill(4), nn.Conv2d(4, 4, 3), nn.ReLU()))
+    x = torch.randn(2, 4, 8, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert any("border" in why for _, why in r.refused_regions), r.refused_regions
+    assert r.convs_after == 2
+
+
+def test_doconv_kernel_composition_is_constant_folded() -> None:
+    m = DOConv2dLike(4, 6).eval()
+    x = torch.randn(2, 4, 9, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    conv = r.module.get_submodule(_only_conv_path(r.module))
+    torch.testing.assert_close(conv.weight, m.composed_kernel(), rtol=1e-5, atol=1e-6)
+    assert r.params_after == 6 * 4 * 9 + 6 < r.params_before  # D, W, d_diag are gone
+    assert "einsum" not in r.module.code
+
+
+def test_resnet_basic_block_folds_conv_bn_and_keeps_the_residual_add() -> None:
+    m = randomize_bn(BasicBlock(4, 8, stride=2))
+    x = torch.randn(2, 4, 10, 10)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert (r.convs_before, r.convs_after) == (3, 3)
+    assert sorted(reg.kind for reg in r.folded_regions) == ["conv1x1+bn", "conv3x3+bn", "conv3x3+bn"]
+    assert n_bn(r.module) == 0
+    assert "iadd" in r.module.code or "+=" in r.module.code or "add" in r.module.code
+    # the downsample conv+BN became a conv in place of the original conv
+    assert isinstance(r.module.get_submodule("downsample.0"), nn.Conv2d)
+
+
+def test_expandnet_chain_folds_to_one_3x3() -> None:
+    m = randomize_bn(ExpandChain(4, r=4))
+    x = torch.randn(2, 4, 8, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert (r.convs_before, r.convs_after) == (3, 1)
+    assert r.flops_after < r.flops_before / 10
+
+
+def test_mixconv_split_concat_folds_to_one_depthwise_conv() -> None:
+    m = randomize_bn(MixConvLike(6))
+    x = torch.randn(2, 6, 9, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    conv = r.module.get_submodule(_only_conv_path(r.module))
+    assert conv.groups == 6 and conv.kernel_size == (5, 5)
+    assert "split" not in r.module.code and "cat" not in r.module.code
+
+
+def test_linear_chain_with_bn1d_and_layer_scale_folds_to_one_linear() -> None:
+    m = randomize_bn(ScaledResidualFC(6))
+    x = torch.randn(5, 6)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    lins = [x for x in r.module.modules() if isinstance(x, nn.Linear)]
+    assert len(lins) == 1 and n_bn(r.module) == 0
+
+
+# ---------------------------------------------------------------------------------
+# refusals: left unfolded, reported, model still exact
+# ---------------------------------------------------------------------------------
+def test_serial_biased_1x1_into_padded_3x3_is_refused_and_reported() -> None:
+    m = randomize_bn(SerialBiasPadded(4))
+    x = torch.randn(2, 4, 8, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert len(r.refused_regions) == 1
+    where, why = r.refused_regions[0]
+    assert where == "conv" and "bias" in why and "pad" in why
+    # each side still folds on its own: 1x1+BN and 3x3+BN
+    assert sorted(reg.kind for reg in r.folded_regions) == ["conv1x1+bn", "conv3x3+bn"]
+    assert r.convs_after == 2 and n_bn(r.module) == 0
+
+
+def test_data_dependent_forward_falls_back_to_children() -> None:
+    m = randomize_bn(DataDependent(4))
+    x = torch.randn(2, 4, 8, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert any(w == "<model>" and "not traceable" in why for w, why in r.refused_regions)
+    assert {tuple(reg.where) for reg in r.folded_regions} == {("branch.conv", "branch.bn"),
+                                                              ("extra.conv", "extra.bn")}
+    assert n_bn(r.module) == 0
+
+
+def test_untraceable_submodule_is_opaque_and_folded_on_its_own() -> None:
+    m = randomize_bn(nn.Sequential(OfficialRepVGGBlock(4, 4), DataDependent(4), OfficialRepVGGBlock(4, 4)))
+    x = torch.randn(2, 4, 8, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert any(n.startswith("1: not traceable") for n in r.notes), r.notes
+    assert r.convs_after == 4 and n_bn(r.module) == 0  # 1 + 2 (unsummed: data-dependent) + 1
+
+
+def test_training_mode_is_refused_with_its_path() -> None:
+    m = randomize_bn(nn.Sequential(OfficialRepVGGBlock(4, 4), OfficialRepVGGBlock(4, 4)))
+    m[1].rbr_dense.bn.train()
+    with pytest.raises(FoldError, match=r"1\.rbr_dense\.bn"):
+        fold_graph(m, torch.randn(1, 4, 6, 6))
+
+
+def test_dilated_branches_fold_and_nonlinearity_splits_regions() -> None:
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(4, 4, 3, 1, 1)
+            self.b = nn.Conv2d(4, 4, 3, 1, 2, dilation=2)
+            self.c = nn.Conv2d(4, 4, 3, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = self.a(x) + self.b(x)  # 3x3 + 3x3 dilated 2: one 5x5 with holes
+            return y, self.c(torch.relu(y))  # never folded across the ReLU
+
+    m = Mixed().eval()
+    x = torch.randn(1, 4, 8, 8)
+    r = fold_graph(m, x)
+    assert r.refused_regions == []
+    assert r.convs_after == 2
+    assert {c.kernel_size for c in r.module.modules() if isinstance(c, nn.Conv2d)} == {(5, 5), (3, 3)}
+    for a, b in zip(m(x), r.module(x)):
+        assert rel_err(a, b) < RTOL
+
+
+# ---------------------------------------------------------------------------------
+# the result object
+# ---------------------------------------------------------------------------------
+def test_result_is_picklable_reloadable_and_reports_counts() -> None:
+    m = randomize_bn(TinyNet())
+    x = torch.randn(2, 3, 16, 16)
+    before = copy.deepcopy(m.state_dict())
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    for k, v in m.state_dict().items():  # the input model is untouched
+        assert torch.equal(v, before[k])
+    d = r.to_dict()
+    json.dumps(d)
+    assert d["convs_before"] == 19 and d["convs_after"] == 8
+    assert d["params_after"] < d["params_before"] and d["flops_after"] < d["flops_before"]
+    assert all(reg["became"].startswith(("Conv2d", "Linear")) for reg in d["folded_regions"])
+    # state_dict round trip into a second fold of a fresh model (same structure)
+    other = fold_graph(randomize_bn(TinyNet(), seed=7), x).module
+    buf = io.BytesIO()
+    torch.save(r.module.state_dict(), buf)
+    buf.seek(0)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    assert rel_err(m(x), other(x)) < RTOL
+    clone = pickle.loads(pickle.dumps(r.module))
+    assert rel_err(m(x), clone(x)) < RTOL
+    assert n_bn(r.module) == 0 and not list(r.module.buffers())
+
+
+def test_fold_model_uses_the_graph_folder_on_unseen_models() -> None:
+    m = randomize_bn(TinyNet())
+    x = torch.randn(1, 3, 16, 16)
+    folded = edgerep.fold_model(m, x)
+    assert rel_err(m(x), folded(x)) < RTOL
+    assert measure_cost(folded, x).convs == 8 and n_bn(folded) == 0
+
+
+# ---------------------------------------------------------------------------------
+# agreement with the per-block kernel algebra on every edgerep block
+# ---------------------------------------------------------------------------------
+EDGEREP_BLOCKS = {
+    "RepVGGBlock": lambda B: B(4, 4, 3),
+    "RepVGGBlock-s2-g2": lambda B: B(4, 6, 3, stride=2, groups=2),
+    "QARepVGGBlock": lambda B: B(4, 4, 3),
+    "ACBlock": lambda B: B(4, 6, 3),
+    "ACBlock-k5": lambda B: B(4, 4, 5),
+    "DiverseBranchBlock": lambda B: B(4, 4, 3),
+    "DiverseBranchBlock-s2": lambda B: B(4, 6, 3, stride=2),
+    "DiverseBranchBlock-dw": lambda B: B(4, 4, 3, groups=4),
+    "DOConv2d": lambda B: B(4, 6, 3),
+    "ExpandConv2d": lambda B: B(4, 6, 3),
+    "MixConv2d": lambda B: B(6, 6, (3, 5, 7)),
+    "MobileOneStage": lambda B: B(4, 4, 3, num_conv_branches=2),
+    "PolyScaleConv2d": lambda B: B(4, 4),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGEREP_BLOCKS))
+def test_agrees_with_per_block_algebra(case: str) -> None:
+    name = case.split("-")[0]
+    cls = getattr(blocks, name, None)
+    if cls is None:
+        pytest.skip(f"edgerep.blocks.{name} does not exist yet")
+    from edgerep.blocks.testing import randomize_
+
+    block = randomize_(EDGEREP_BLOCKS[case](cls), seed=3)
+    cin = next(m for m in block.modules() if isinstance(m, nn.Conv2d) or hasattr(m, "W"))
+    cin = getattr(block, "in_channels", None) or cin.in_channels
+    x = torch.randn(2, cin, 11, 9)
+    r = fold_graph(block, x)
+    check_exact(block, x, r)
+    assert r.refused_regions == [], r.refused_regions
+    deploy = block.to_deploy()
+    assert r.convs_after == measure_cost(deploy, x).convs
+    assert rel_err(deploy(x), r.module(x)) < RTOL
+    if hasattr(block, "equivalent_kernel") and r.convs_after == 1:
+        k = block.equivalent_kernel()
+        conv = r.module.get_submodule(_only_conv_path(r.module))
+        w = conv.weight.double()
+        if conv.groups != k.groups:
+            from edgerep.fold.kernel import ConvKernel, to_dense
+
+            w = to_dense(ConvKernel(w, conv.bias.double(), groups=conv.groups)).weight
+            kw = to_dense(k).weight
+        else:
+            kw = k.weight
+        scale = kw.abs().max()
+        assert float((w.detach() - kw).abs().max() / scale) < RTOL
+        assert float((conv.bias.detach().double() - k.bias).abs().max() / k.bias.abs().max().clamp_min(1e-12)) < RTOL
+
+
+# ---------------------------------------------------------------------------------
+# property: any set of parallel conv+BN branches on one grid folds to one exact conv
+# ---------------------------------------------------------------------------------
+class RandomBranches(nn.Module):
+    def __init__(self, cin: int, cout: int, shapes: list[tuple[int, int]], stride: int, groups: int,
+                 identity: bool):
+        super().__init__()
+        self.branches = nn.ModuleList()
+        for kh, kw in shapes:
+            self.branches.append(nn.Sequential(
+                nn.Conv2d(cin, cout, (kh, kw), stride, (kh // 2, kw // 2), groups=groups, bias=False),
+                nn.BatchNorm2d(cout)))
+        self.idbn = nn.BatchNorm2d(cin) if identity else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.branches[0](x)
+        for b in self.branches[1:]:
+            y = y + b(x)
+        if self.idbn is not None:
+            y = y + self.idbn(x)
+        return torch.relu(y)
+
+
+@settings(max_examples=15)
+@given(shapes=st.lists(st.tuples(st.sampled_from([1, 3, 5]), st.sampled_from([1, 3, 5])), min_size=1, max_size=4),
+       stride=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]), identity=st.booleans(),
+       h=st.integers(5, 10), w=st.integers(5, 10), seed=st.integers(0, 100))
+def test_property_parallel_branches_fold_exactly(shapes, stride, groups, identity, h, w, seed) -> None:
+    torch.manual_seed(seed)
+    identity = identity and stride == 1
+    m = randomize_bn(RandomBranches(4, 4, shapes, stride, groups, identity), seed=seed)
+    x = torch.randn(2, 4, h, w)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert r.convs_after == 1 and r.refused_regions == []
+    conv = r.module.get_submodule(_only_conv_path(r.module))
+    assert conv.kernel_size == (max(s[0] for s in shapes), max(s[1] for s in shapes))
+    assert conv.groups == groups
