@@ -48,11 +48,31 @@ def artifacts(tmp_path_factory):
     return net, d / "m.onnx"
 
 
+def _qdq(onnx_path):
+    """A QDQ INT8 copy (symmetric, per-channel weights) by onnxruntime's static quantizer, made once."""
+    out = onnx_path.with_name("m.int8.onnx")
+    if not out.exists():
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                rng = np.random.default_rng(0)
+                self.it = iter([{"input": rng.standard_normal((1, *SHAPE)).astype(np.float32)} for _ in range(8)])
+
+            def get_next(self):
+                return next(self.it, None)
+
+        quantize_static(str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out
+
+
 def _ort(precision: str = "fp32") -> Callable:
     def make(net, onnx_path):
         from edgerep.engines.onnxruntime_engine import OrtEngine
 
-        return OrtEngine(onnx_path, precision=precision, threads=1)
+        path = _qdq(onnx_path) if precision == "int8" else onnx_path
+        return OrtEngine(path, precision=precision, threads=1)
 
     return make
 
@@ -81,6 +101,7 @@ ENGINES = [
     pytest.param((lambda net, p: TorchEngine(net), 1e-5), id="torch-cpu-fp32"),
     pytest.param((lambda net, p: TorchEngine(net, precision="fp16"), 2e-2), id="torch-cpu-fp16"),
     pytest.param((_ort("fp32"), 1e-4), id="onnxruntime-cpu-fp32", marks=no_ort),
+    pytest.param((_ort("int8"), 0.06), id="onnxruntime-cpu-int8", marks=no_ort),
     pytest.param((lambda net, p: TorchEngine(net, device="cuda"), 1e-3), id="torch-cuda-fp32",
                  marks=[no_cuda, pytest.mark.gpu]),
     pytest.param((lambda net, p: TorchEngine(net, device="cuda", precision="fp16"), 2e-2), id="torch-cuda-fp16",
