@@ -30,6 +30,7 @@ from unseen_blocks import (
     MobileOneUnit,
     OfficialRepVGGBlock,
     ScaledResidualFC,
+    SeparableNoAct,
     SerialBiasPadded,
     TinyNet,
     randomize_bn,
@@ -226,6 +227,19 @@ def test_serial_biased_1x1_into_padded_3x3_is_refused_and_reported() -> None:
     # each side still folds on its own: 1x1+BN and 3x3+BN
     assert sorted(reg.kind for reg in r.folded_regions) == ["conv1x1+bn", "conv3x3+bn"]
     assert r.convs_after == 2 and n_bn(r.module) == 0
+
+
+def test_costly_collapse_is_folded_in_parts() -> None:
+    m = randomize_bn(SeparableNoAct(16, 16))
+    x = torch.randn(2, 16, 8, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert len(r.refused_regions) == 1 and "MACs" in r.refused_regions[0][1]
+    assert [reg.where for reg in r.folded_regions] == [["pw", "bn"]]
+    assert r.convs_after == 2 and r.flops_after == r.flops_before and n_bn(r.module) == 0
+    full = fold_graph(m, x, max_cost_growth=None)  # asked for: one dense conv, exact
+    check_exact(m, x, full)
+    assert full.convs_after == 1 and full.flops_after > 5 * r.flops_after
 
 
 def test_data_dependent_forward_falls_back_to_children() -> None:

@@ -426,3 +426,17 @@ class TinyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.s4(self.s3(self.s2(self.s1(self.stem(x)))))
         return self.head(torch.flatten(self.pool(x), 1))
+
+
+class SeparableNoAct(nn.Module):
+    """Xception-style separable conv: depthwise 3x3 then pointwise 1x1 with nothing in between.
+    Exactly foldable, but one dense 3x3 would cost ~9x the MACs: it must stay two convs (pw + BN fold)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.dw = nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False)
+        self.pw = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.pw(self.dw(x))))

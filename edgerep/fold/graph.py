@@ -20,7 +20,15 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_flatten
 
 from edgerep.errors import FoldError
-from edgerep.fold.graph_affine import Affine, Analyzer, _is_meta_use, _max_groups, describe_region, where
+from edgerep.fold.graph_affine import (
+    Affine,
+    Analyzer,
+    _is_meta_use,
+    _max_groups,
+    collapsed_macs,
+    describe_region,
+    where,
+)
 from edgerep.fold.graph_cost import Cost, measure_cost
 from edgerep.fold.graph_trace import RootUntraceable, is_standard_leaf, record, to_double, trace_with_fallback
 from edgerep.fold.kernel import FOLD_DTYPE
@@ -83,20 +91,23 @@ class GraphFoldResult:
 # ---------------------------------------------------------------------------------
 # public entry point
 # ---------------------------------------------------------------------------------
-def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True,
-               rtol: float = 1e-5) -> GraphFoldResult:
+def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, rtol: float = 1e-5,
+               max_cost_growth: float | None = 2.0) -> GraphFoldResult:
     """Fold every exactly-foldable affine region of ``model`` into one conv / linear.
 
     ``model`` must be in eval mode (``FoldError`` naming the module otherwise) and is not modified.
     With ``verify`` every collapsed region is recomputed in float64 (must agree to 1e-6) and the
     whole folded model is compared with the original (float64 copies, to ``rtol``); a
     region that fails is left unfolded and reported. Raises ``FoldError`` only when not even the
-    unfolded model reproduces the original.
+    unfolded model reproduces the original. A region whose single conv would cost more than
+    ``max_cost_growth`` times the multiply-accumulates of its original ops (a depthwise conv then a
+    pointwise one, a low-rank 1x1 -> KxK pair) is folded in parts instead (``None``: always collapse);
+    official reparam blocks shrink or grow by at most ~1.3x.
     """
     _require_eval(model)
     x = example_input.detach()
     before = measure_cost(model, x)
-    result = _fold_any(copy.deepcopy(model), x, verify, "")
+    result = _fold_any(copy.deepcopy(model), x, _Opts(verify, max_cost_growth), "")
     if verify:
         f64, f32 = _compare(model, result.module, x)
         # the folded weights are stored in the caller's dtype, so even in float64 the whole model
@@ -136,18 +147,31 @@ def _require_eval(model: nn.Module) -> None:
 # tracing strategy: whole model first; untraceable submodules opaque (folded on their own);
 # an untraceable top-level forward: fold each child on its own
 # ---------------------------------------------------------------------------------
-def _fold_any(work: nn.Module, x: Tensor, verify: bool, prefix: str) -> GraphFoldResult:
+@dataclass(frozen=True)
+class _Opts:
+    verify: bool
+    max_cost_growth: float | None
+
+
+def _fold_any(work: nn.Module, x: Tensor, opts: _Opts, prefix: str) -> GraphFoldResult:
     if is_standard_leaf(work):
         return GraphFoldResult(work)
     try:
         gm, opaque = trace_with_fallback(work)
     except RootUntraceable as e:
-        return _fold_children(work, x, verify, prefix, str(e))
-    result = _fold_traced(gm, x, verify, prefix)
+        return _fold_children(work, x, opts, prefix, str(e))
+    snapshot = copy.deepcopy(work)
+    try:
+        result = _fold_traced(gm, x, opts.verify, prefix, opts.max_cost_growth)
+    except FoldError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. the traced graph does not run in float64
+        why = f"traced graph could not be folded ({type(e).__name__}: {str(e).strip()[:160]})"
+        return _fold_children(snapshot, x, opts, prefix, why)
     for path, why in opaque.items():
         result.notes.append(f"{_join(prefix, path)}: not traceable ({why}); folded on its own")
     if opaque:
-        _fold_opaque(result, x, set(opaque), verify, prefix)
+        _fold_opaque(result, x, set(opaque), opts, prefix)
     return result
 
 
@@ -155,7 +179,7 @@ def _join(prefix: str, path: str) -> str:
     return f"{prefix}.{path}" if prefix and path else (prefix or path)
 
 
-def _fold_children(work: nn.Module, x: Tensor, verify: bool, prefix: str, why: str) -> GraphFoldResult:
+def _fold_children(work: nn.Module, x: Tensor, opts: _Opts, prefix: str, why: str) -> GraphFoldResult:
     """Fold each direct child on the input it receives when ``work`` runs on ``x``."""
     inputs: dict[str, Tensor] = {}
     handles = []
@@ -172,11 +196,12 @@ def _fold_children(work: nn.Module, x: Tensor, verify: bool, prefix: str, why: s
             h.remove()
     result = GraphFoldResult(work)
     result.refused_regions.append((prefix or "<model>", f"forward not traceable ({why}); its submodules were "
-                                                        "folded one by one"))
+                                                        "folded one by one" if "traced graph" not in why else
+                                   f"{why}; its submodules were folded one by one"))
     for name, child in list(work.named_children()):
         if name not in inputs:
             continue
-        sub = _fold_any(child, inputs[name], verify, _join(prefix, name))
+        sub = _fold_any(child, inputs[name], opts, _join(prefix, name))
         if sub.folded_regions:
             setattr(work, name, sub.module)
         result.folded_regions += sub.folded_regions
@@ -185,7 +210,7 @@ def _fold_children(work: nn.Module, x: Tensor, verify: bool, prefix: str, why: s
     return result
 
 
-def _fold_opaque(result: GraphFoldResult, x: Tensor, opaque: set[str], verify: bool, prefix: str) -> None:
+def _fold_opaque(result: GraphFoldResult, x: Tensor, opaque: set[str], opts: _Opts, prefix: str) -> None:
     gm = result.module
     assert isinstance(gm, fx.GraphModule)
     wanted = [n for n in gm.graph.nodes if n.op == "call_module" and n.target in opaque]
@@ -201,7 +226,7 @@ def _fold_opaque(result: GraphFoldResult, x: Tensor, opaque: set[str], verify: b
         sub_x = env[args[0].name]
         if not isinstance(sub_x, Tensor):
             continue
-        sub = _fold_any(gm.get_submodule(node.target), sub_x.to(x.dtype), verify, _join(prefix, str(node.target)))
+        sub = _fold_any(gm.get_submodule(node.target), sub_x.to(x.dtype), opts, _join(prefix, str(node.target)))
         if sub.folded_regions:
             _set_submodule(gm, str(node.target), sub.module)
         result.folded_regions += sub.folded_regions
@@ -218,16 +243,23 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
 # ---------------------------------------------------------------------------------
 # one traced graph: analyse, verify regions, rewrite
 # ---------------------------------------------------------------------------------
-def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str) -> GraphFoldResult:
+def _numel(v: Any) -> int:
+    return int(v.numel()) if isinstance(v, Tensor) else 0
+
+
+def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str,
+                 max_cost_growth: float | None) -> GraphFoldResult:
     gm64 = to_double(gm)
     env = record(gm64, x)
     env_rand = record(gm64, _random_like(x)) if verify else None
     forced: set[str] = set()
+    split: set[str] = set()
     failed: list[tuple[str, str]] = []
     for _ in range(len(gm.graph.nodes) + 1):
-        analysis = Analyzer(gm, env, forced, value_tol=REGION_RTOL_F64).run()
+        analysis = Analyzer(gm, env, forced, value_tol=REGION_RTOL_F64, split_at=split).run()
         bad = []
         checks: dict[fx.Node, float] = {}
+        n_split = len(split)
         for end in analysis.materialize:
             region = analysis.regions[end]
             if not region.needs_rewrite():
@@ -238,7 +270,17 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str) -> Gr
             checks[end] = err
             if verify and not err <= REGION_RTOL_F64:
                 bad.append(end)
-        if not bad:
+                continue
+            if max_cost_growth is not None and region.joins and region.macs > 0:
+                cost = collapsed_macs(region, _numel(env.get(end.name)))
+                if cost > max_cost_growth * region.macs:
+                    # e.g. a depthwise conv composed with a pointwise one: one dense conv costs more
+                    split.update(j.name for j in region.joins)
+                    failed.append((_join(prefix, where(end)),
+                                   f"{describe_region(region)} ({', '.join(region.labels)}) would become one conv "
+                                   f"costing {cost / region.macs:.1f}x the MACs of the original "
+                                   f"(> max_cost_growth={max_cost_growth:g}); its parts were folded separately"))
+        if not bad and len(split) == n_split:
             break
         for end in bad:
             forced.add(end.name)

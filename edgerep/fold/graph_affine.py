@@ -70,6 +70,8 @@ class Affine:
     labels: tuple[str, ...] = ()
     terms: int = 1
     computed: bool = False  # a weight came from a constant-folded computation
+    macs: int = 0  # multiply-accumulates of the original conv / linear / pool ops in the region
+    joins: tuple[fx.Node, ...] = ()  # where a conv was composed in series, or branches were summed
 
     @property
     def is_identity(self) -> bool:
@@ -96,6 +98,15 @@ class Analysis:
 def where(node: fx.Node) -> str:
     """A human name for a node: the module path for module calls, else the node name."""
     return str(node.target) if node.op == "call_module" else node.name
+
+
+def collapsed_macs(a: Affine, end_numel: int) -> int:
+    """Multiply-accumulates of the one conv / linear the region collapses to."""
+    if a.kernel is not None:
+        return end_numel * int(_max_groups(a.kernel).weight[0].numel())
+    if a.linear is not None:
+        return end_numel * int(a.linear[0].shape[1])
+    return 0
 
 
 def describe_region(a: Affine) -> str:
@@ -174,8 +185,9 @@ class Analyzer:
     that failed numerical verification)."""
 
     def __init__(self, gm: fx.GraphModule, env: dict[str, Any], forced: set[str] | None = None,
-                 value_tol: float = 1e-6):
+                 value_tol: float = 1e-6, split_at: set[str] | None = None):
         self.gm = gm
+        self.split_at = split_at or set()  # nodes that start a new region (what feeds them ends there)
         self.value_tol = value_tol
         self.env = env
         self.forced = forced or set()
@@ -242,6 +254,9 @@ class Analyzer:
             if self.is_const(node):
                 a.values[node] = Const(self.env.get(node.name))
                 continue
+            if node.name in self.split_at:
+                for n in inputs:
+                    self.need(n)
             try:
                 if node.name in self.forced:
                     raise NotAffine()
@@ -344,6 +359,7 @@ class Analyzer:
             raise NotAffine()
         if k.in_channels != (x.kernel.out_channels if x.kernel is not None else self.channels(x)):
             raise NotAffine()
+        joins = x.joins
         if x.kernel is None:
             out = k.double()
         elif _is_plain_identity(x.kernel):
@@ -351,7 +367,14 @@ class Analyzer:
             out = replace(kk, padding=(kk.padding[0] + x.kernel.padding[0], kk.padding[1] + x.kernel.padding[1]))
         else:
             out = compose(x.kernel, k)
-        return replace(x, kernel=out, labels=x.labels + (label,), computed=x.computed or computed)
+            joins = joins + (node,)
+        macs = x.macs + self.numel(node) * int(k.weight[0].numel())
+        return replace(x, kernel=out, labels=x.labels + (label,), computed=x.computed or computed, macs=macs,
+                       joins=joins)
+
+    def numel(self, node: fx.Node) -> int:
+        v = self.env.get(node.name)
+        return int(v.numel()) if isinstance(v, Tensor) else 0
 
     def channel_affine(self, x: Affine, scale: Tensor, shift: Tensor, label: str) -> Affine:
         """``x * scale + shift`` per channel (dim 1 of a 4-D map, or the last dim of a linear value)."""
@@ -418,10 +441,10 @@ def _bn_module(an: Analyzer, node: fx.Node, mod: nn.modules.batchnorm._BatchNorm
 
 def _linear_module(an: Analyzer, node: fx.Node, mod: nn.Linear) -> Affine:
     b = mod.bias.detach() if mod.bias is not None else None
-    return _apply_linear(an, an.input_affine(node.args[0]), mod.weight.detach(), b, False)
+    return _apply_linear(an, node, an.input_affine(node.args[0]), mod.weight.detach(), b, False)
 
 
-def _apply_linear(an: Analyzer, x: Affine, w: Tensor, b: Tensor | None, computed: bool) -> Affine:
+def _apply_linear(an: Analyzer, node: fx.Node, x: Affine, w: Tensor, b: Tensor | None, computed: bool) -> Affine:
     if not _is_linear_domain(an, x):
         raise NotAffine()
     w1, b1 = an.as_linear(x)
@@ -429,8 +452,9 @@ def _apply_linear(an: Analyzer, x: Affine, w: Tensor, b: Tensor | None, computed
     b2 = torch.zeros(w2.shape[0], dtype=FOLD_DTYPE) if b is None else b.to(FOLD_DTYPE)
     if w2.shape[1] != w1.shape[0]:
         raise NotAffine()
+    joins = x.joins + ((node,) if x.linear is not None else ())
     return replace(x, linear=(w2 @ w1, w2 @ b1 + b2), labels=x.labels + ("linear",),
-                   computed=x.computed or computed)
+                   computed=x.computed or computed, macs=x.macs + an.numel(node) * int(w2.shape[1]), joins=joins)
 
 
 def _identity_module(an: Analyzer, node: fx.Node, mod: nn.Module) -> Affine:
@@ -521,7 +545,7 @@ def _linear_fn(an: Analyzer, node: fx.Node) -> Affine:
     w = _const_tensor(an, w_arg)
     if w is None or w.dim() != 2:
         raise NotAffine()
-    return _apply_linear(an, x, w, _const_tensor(an, b_arg), _is_computed(w_arg) or _is_computed(b_arg))
+    return _apply_linear(an, node, x, w, _const_tensor(an, b_arg), _is_computed(w_arg) or _is_computed(b_arg))
 
 
 def _batch_norm_fn(an: Analyzer, node: fx.Node) -> Affine:
@@ -558,7 +582,7 @@ def _identity_fn(an: Analyzer, node: fx.Node) -> Affine:
     return replace(x, labels=x.labels + ("identity",))
 
 
-def _combine(an: Analyzer, a: Affine, b: Affine, sign: float, label: str) -> Affine:
+def _combine(an: Analyzer, node: fx.Node, a: Affine, b: Affine, sign: float, label: str) -> Affine:
     if a.src is not b.src:
         raise NotAffine()
     if _is_linear_domain(an, a) or _is_linear_domain(an, b):
@@ -568,13 +592,13 @@ def _combine(an: Analyzer, a: Affine, b: Affine, sign: float, label: str) -> Aff
             raise NotAffine()
         lin = (wa + sign * wb, ba + sign * bb)
         return Affine(a.src, None, lin, a.nodes + b.nodes, a.labels + b.labels + (label,), a.terms + b.terms,
-                      a.computed or b.computed)
+                      a.computed or b.computed, a.macs + b.macs, a.joins + b.joins + (node,))
     ka, kb = _match_dilation(an.as_kernel(a), an.as_kernel(b))
     if sign != 1.0:
         kb = scale_channels(kb, torch.tensor(sign, dtype=FOLD_DTYPE))
     k = add_kernels(ka, kb)
     return Affine(a.src, k, None, a.nodes + b.nodes, a.labels + b.labels + (label,), a.terms + b.terms,
-                  a.computed or b.computed)
+                  a.computed or b.computed, a.macs + b.macs, a.joins + b.joins + (node,))
 
 
 def _match_dilation(a: ConvKernel, b: ConvKernel) -> tuple[ConvKernel, ConvKernel]:
@@ -613,7 +637,7 @@ def _add_like(sign: float, label: str) -> Callable[[Analyzer, fx.Node], Affine]:
         alpha = node.kwargs.get("alpha", 1)
         va, vb = an.val(a_arg), an.val(b_arg)
         if isinstance(va, Affine) and isinstance(vb, Affine):
-            return _combine(an, va, vb if alpha == 1 else _scaled(an, vb, alpha), sign, label)
+            return _combine(an, node, va, vb if alpha == 1 else _scaled(an, vb, alpha), sign, label)
         if isinstance(va, Affine) and isinstance(vb, Const) and isinstance(vb.value, Tensor):
             return _shift(an, va, vb.value * alpha, 1.0, sign, label)
         if isinstance(vb, Affine) and isinstance(va, Const) and isinstance(va.value, Tensor) and alpha == 1:
@@ -671,12 +695,14 @@ def _cat(an: Analyzer, node: fx.Node) -> Affine:
     nodes = tuple(n for v in vals for n in v.nodes)
     labels = tuple(lab for v in vals for lab in v.labels) + ("cat",)
     computed = any(v.computed for v in vals)
+    macs = sum(v.macs for v in vals)
+    joins = tuple(j for v in vals for j in v.joins) + (node,)
     if nd == 4 and dim in (1, -3) and not any(_is_linear_domain(an, v) for v in vals):
         k = concat_kernels(*[an.as_kernel(v) for v in vals])
-        return Affine(src, k, None, nodes, labels, len(vals), computed)
+        return Affine(src, k, None, nodes, labels, len(vals), computed, macs, joins)
     if dim in (-1, nd - 1) and all(_is_linear_domain(an, v) for v in vals):
         ws, bs = zip(*[an.as_linear(v) for v in vals])
-        return Affine(src, None, (torch.cat(ws), torch.cat(bs)), nodes, labels, len(vals), computed)
+        return Affine(src, None, (torch.cat(ws), torch.cat(bs)), nodes, labels, len(vals), computed, macs, joins)
     raise NotAffine()
 
 
@@ -872,4 +898,5 @@ _METHOD_RULES: dict[str, Callable[[Analyzer, fx.Node], Any]] = {
 }
 
 __all__ = ["Analyzer", "Analysis", "Affine", "Const", "NotAffine", "describe_region", "where", "real_users",
+           "collapsed_macs",
            "_max_groups"]
