@@ -53,6 +53,9 @@ def test_unknown_profile_lists_known_names():
     assert "jetson-orin-nanoo" in str(e.value) and "jetson-orin-nano" in e.value.one_line()
     with pytest.raises(ProfileError, match="not found"):
         load_profile("/nonexistent/dir/x.toml")
+    with pytest.raises(ProfileError, match="not found"):
+        load_profile("nothing-like-it.toml")
+    assert load_profile("dgpu.toml").name == "dgpu"  # a shipped profile by its file name
 
 
 @pytest.mark.parametrize("toml, field", [

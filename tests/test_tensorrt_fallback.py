@@ -120,3 +120,16 @@ def test_missing_inputs_skip_with_reason(onnx_files, tmp_path):
     assert by["onnxruntime-int8-cpu"].status == "skipped" and "policy 'cpu'" in by["onnxruntime-int8-cpu"].reason
     assert by["torch-fp32-cpu"].status == "skipped" and "torch model" in by["torch-fp32-cpu"].reason
     assert all(isinstance(r, BuiltEngine) for r in res)
+
+
+@no_trt
+def test_skipped_engines_name_no_stand_in(onnx_files, tmp_path):
+    net, fp32, _ = onnx_files
+    res = build_engines(load_profile("jetson-orin-nano"), fp32_onnx=fp32, int8_onnx={}, torch_model=net,
+                        out_dir=tmp_path)
+    by = {r.spec.key: r for r in res}
+    # TensorRT int8 -> onnxruntime int8, but no QDQ file was given: skipped, and nothing stands in
+    assert by["tensorrt-int8-cuda0"].status == "skipped" and by["tensorrt-int8-cuda0"].actual is None
+    assert "no INT8 QDQ ONNX" in by["tensorrt-int8-cuda0"].reason
+    assert by["tensorrt-fp16-cuda0"].status == "skipped" and by["tensorrt-fp16-cuda0"].actual is None
+    assert by["tensorrt-fp16-cuda0"].to_dict()["actual"]["backend"] == "tensorrt"

@@ -27,6 +27,7 @@ def test_plan_and_sidecar_paths(tmp_path):
     p = pc.plan_path(tmp_path, "/x/model.int8.tensorrt.onnx", "int8", "dla:0")
     assert p == tmp_path / "model.int8.dla0.plan"
     assert pc.plan_path(tmp_path, "m.onnx", "fp16", "cuda:0").name == "m.fp16.cuda0.plan"
+    assert pc.plan_path(tmp_path, "model.int8.trt.onnx", "int8", "cuda:0").name == "model.int8.cuda0.plan"
     assert pc.sidecar_path(p).name == "model.int8.dla0.plan.json"
 
 

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", "-t", default="x86-cpu", help="profile name or .toml path (default x86-cpu)")
     p.add_argument("--int8", action="append", default=[], metavar="[POLICY=]FILE",
                    help="QDQ INT8 ONNX, per policy (tensorrt=..., cpu=...); a bare FILE serves every policy. "
-                        "Default: MODEL's siblings *.int8.<policy>.onnx when present")
+                        "Default: MODEL's siblings as deploy names them (model.int8.trt.onnx, model.int8.onnx) "
+                        "or *.int8.<policy>.onnx")
     p.add_argument("--checkpoint", type=Path, help="checkpoint for the torch reference engine (else torch is skipped)")
     p.add_argument("--arch", help="architecture of a plain state_dict checkpoint")
     p.add_argument("--out", type=Path, help="where plans and build.json go (default engines/out/<model>-<target>)")
@@ -58,8 +59,9 @@ def _int8_files(args: argparse.Namespace) -> dict[str, Path]:
             files.setdefault(pol, bare)
     if not args.int8 and args.model is not None:
         stem = args.model.name.replace(".fp32.onnx", "").replace(".onnx", "")
-        for pol in ("tensorrt", "cpu"):
-            for cand in (f"{stem}.int8.{pol}.onnx", f"{stem}.{pol}.int8.onnx"):
+        names = {"tensorrt": ("int8.tensorrt", "int8.trt", "tensorrt.int8"), "cpu": ("int8.cpu", "int8", "cpu.int8")}
+        for pol, middles in names.items():  # `edgerep deploy` bundles: model.int8.trt.onnx, model.int8.onnx
+            for cand in (f"{stem}.{m}.onnx" for m in middles):
                 f = args.model.with_name(cand)
                 if f.is_file():
                     files.setdefault(pol, f)

@@ -32,7 +32,7 @@ class BuiltEngine:
     status: str  # "built" | "cached" | "skipped" | "fallback"
     reason: str = ""
     artifact: Path | None = None  # plan path (TensorRT) or ONNX path (onnxruntime); None for torch
-    actual: EngineSpec | None = None  # what runs instead, for a fallback (else == spec)
+    actual: EngineSpec | None = None  # what runs instead, for a fallback (None: the spec itself, or nothing)
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -108,7 +108,7 @@ def build_engines(profile: TargetProfile, *, fp32_onnx: str | os.PathLike[str] |
                     None)
         if why and (same is not None or actual in wanted):
             results.append(BuiltEngine(spec, None, "skipped", f"{why}, and {actual.key} is already in this "
-                                       "profile's list", actual=actual))
+                                       "profile's list"))
             continue
         say(f"building {actual.key}" + (f" (for {spec.key})" if actual != spec else ""))
         t0 = time.perf_counter()
@@ -122,7 +122,8 @@ def build_engines(profile: TargetProfile, *, fp32_onnx: str | os.PathLike[str] |
             r = BuiltEngine(actual, None, "skipped", e.one_line())
         r.seconds = time.perf_counter() - t0
         if actual != spec:
-            r.actual, r.spec = actual, spec
+            r.spec = spec
+            r.actual = actual if r.engine is not None else None  # nothing stands in for a skipped engine
             if r.engine is not None:
                 r.status = "fallback"
             r.reason = why if not r.reason else f"{why}; {r.reason}"

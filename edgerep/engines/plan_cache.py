@@ -91,7 +91,7 @@ def slug(text: str) -> str:
 def plan_path(out_dir: str | os.PathLike[str], onnx_path: str | os.PathLike[str], precision: str, device: str) -> Path:
     """``<out_dir>/<onnx stem>.<precision>.<device>.plan``, e.g. ``model.int8.cuda0.plan``."""
     stem = Path(onnx_path).name
-    suffixes = (".onnx", ".int8", ".fp32", ".fp16", ".tensorrt", ".cpu", ".qdq")
+    suffixes = (".onnx", ".int8", ".fp32", ".fp16", ".tensorrt", ".trt", ".cpu", ".qdq")
     while any(stem.endswith(s) and len(stem) > len(s) for s in suffixes):
         stem = next(stem[: -len(s)] for s in suffixes if stem.endswith(s) and len(stem) > len(s))
     return Path(out_dir) / f"{stem}.{precision}.{device.replace(':', '')}.plan"

@@ -128,10 +128,11 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> TargetProfile:
     """A profile by name (``jetson-orin-nano``) or by path to a TOML file; ``ProfileError`` if absent or bad."""
     text = str(name_or_path)
     p = Path(text)
-    if p.suffix == ".toml" or os.sep in text or p.is_file():
-        if not p.is_file():
-            raise ProfileError(f"{p}: profile file not found")
+    if p.is_file():
         return _load_file(p)
+    if os.sep in text or (p.suffix == ".toml" and not any((d / p.name).is_file() for d in profile_dirs())):
+        raise ProfileError(f"{p}: profile file not found")
+    text = p.stem if p.suffix == ".toml" else text  # "dgpu.toml" also names the shipped profile
     for d in profile_dirs():
         f = d / f"{text}.toml"
         if f.is_file():
