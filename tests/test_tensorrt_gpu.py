@@ -42,7 +42,8 @@ def model_files(tmp_path_factory):
 
     quantize_static(str(d / "m.onnx"), str(d / "m.int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "QuantizeBias": False})  # TensorRT: symmetric, zero point 0, float bias
     return net, d / "m.onnx", d / "m.int8.onnx"
 
 
