@@ -64,8 +64,14 @@ class RepVGG(nn.Module):
         return self.linear(self.gap(x).flatten(1))
 
 
-def _official_widths(a: float, b: float) -> tuple[int, ...]:
-    return (min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b))
+def scale_width(w: int, scale: float) -> int:
+    """``w`` times ``scale``, kept a multiple of 4 (so groupwise layers still divide); exact at 1.0."""
+    return w if scale == 1.0 else max(4, int(round(w * scale / 4)) * 4)
+
+
+def _official_widths(a: float, b: float, scale: float = 1.0) -> tuple[int, ...]:
+    w = (min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b))
+    return tuple(scale_width(v, scale) for v in w)
 
 
 _A_DEPTHS = (2, 4, 14, 1)
@@ -89,9 +95,11 @@ def _register_official(prefix: str, family: str, block_fn: BlockFn, what: str) -
     for variant, (depths, a, b, groups) in _OFFICIAL.items():
         gmap = {layer: groups for layer in _GROUPWISE_LAYERS} if groups > 1 else None
 
-        def factory(num_classes: int = 1000, in_channels: int = 3, _d=depths, _a=a, _b=b, _g=gmap) -> RepVGG:
-            return RepVGG(_official_widths(_a, _b), _d, num_classes, in_channels, override_groups_map=_g,
-                          block_fn=block_fn)
+        def factory(num_classes: int = 1000, in_channels: int = 3, width_scale: float = 1.0,
+                    _d=depths, _a=a, _b=b, _g=gmap) -> RepVGG:
+            """The official configuration; ``width_scale`` != 1 shrinks every width (tests, quick trials)."""
+            return RepVGG(_official_widths(_a, _b, width_scale), _d, num_classes, in_channels,
+                          override_groups_map=_g, block_fn=block_fn)
 
         desc = f"{what}-{variant}, ImageNet" + (f", groupwise g{groups}" if groups > 1 else "")
         register_model(f"{prefix}_{variant.lower()}", family, desc, IMAGENET, 1000)(factory)

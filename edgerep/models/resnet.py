@@ -7,6 +7,7 @@ from typing import Callable
 from torch import Tensor, nn
 
 from edgerep.models.registry import register_model
+from edgerep.models.repvgg import scale_width
 
 #: conv_fn(in, out, stride, act) -> a KxK block with BN inside and ``act`` after it
 ConvFn = Callable[[int, int, int, nn.Module], nn.Module]
@@ -66,13 +67,15 @@ class ResNet(nn.Module):
 
 
 @register_model("resnet18_acnet", "acnet", "ResNet-18 with ACNet 3x3 blocks (ImageNet)", (3, 224, 224), 1000)
-def resnet18_acnet(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
-    return ResNet(acnet_conv, num_classes=num_classes, in_channels=in_channels)
+def resnet18_acnet(num_classes: int = 1000, in_channels: int = 3, width_scale: float = 1.0) -> ResNet:
+    widths = tuple(scale_width(w, width_scale) for w in (64, 128, 256, 512))
+    return ResNet(acnet_conv, widths, num_classes=num_classes, in_channels=in_channels)
 
 
 @register_model("resnet18_dbb", "dbb", "ResNet-18 with Diverse Branch Blocks (ImageNet)", (3, 224, 224), 1000)
-def resnet18_dbb(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
-    return ResNet(dbb_conv, num_classes=num_classes, in_channels=in_channels)
+def resnet18_dbb(num_classes: int = 1000, in_channels: int = 3, width_scale: float = 1.0) -> ResNet:
+    widths = tuple(scale_width(w, width_scale) for w in (64, 128, 256, 512))
+    return ResNet(dbb_conv, widths, num_classes=num_classes, in_channels=in_channels)
 
 
 @register_model("resnet_acnet_cifar", "acnet", "ResNet-18-style, ACNet blocks, 3x32x32 (CIFAR stem, x1/4 width)",
