@@ -178,3 +178,29 @@ def test_build_or_reuse_without_tensorrt_says_why(fp32_onnx, tmp_path):
     with pytest.raises(EngineError, match="TensorRT unavailable"):
         te.build_or_reuse(src, tmp_path, te.BuildSettings("fp16"))
     assert not list(tmp_path.glob("*.plan"))
+
+
+def test_qdq_files_tensorrt_would_reject_are_refused_before_building(fp32_onnx, tmp_path):
+    pytest.importorskip("edgerep.quant.lint", reason="the INT8 linter is not in this checkout")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    _, src = fp32_onnx
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.it = iter([{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(src), str(tmp_path / "u8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # asymmetric uint8: CPU-only
+    quantize_static(str(src), str(tmp_path / "s8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+    with pytest.raises(EngineError) as e:
+        te.check_tensorrt_qdq(tmp_path / "u8.onnx")
+    line = e.value.one_line()
+    assert "u8.onnx: not a TensorRT-ready QDQ file" in line and "zero point" in line and "\n" not in line
+    te.check_tensorrt_qdq(tmp_path / "s8.onnx")  # symmetric int8, float bias: accepted

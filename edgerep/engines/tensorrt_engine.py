@@ -26,7 +26,7 @@ from edgerep.engines.plan_cache import (PlanSidecar, StalePlanError, atomic_writ
 from edgerep.errors import EngineError
 
 __all__ = ["BuildSettings", "BuildResult", "StalePlanError", "TensorRTEngine", "build_plan", "build_or_reuse",
-           "fp16_onnx", "gpu_info", "require_tensorrt", "tensorrt_status", "TRT11_ONLY", "REMOVED_IN_11"]
+           "check_tensorrt_qdq", "fp16_onnx", "gpu_info", "require_tensorrt", "tensorrt_status", "TRT11_ONLY", "REMOVED_IN_11"]
 
 # Names this module uses that exist in 10.x but not in 11.x; each use is behind a major-version check.
 REMOVED_IN_11: dict[str, str] = {
@@ -246,6 +246,8 @@ def build_plan(onnx_path: str | os.PathLike[str], plan_file: str | os.PathLike[s
     logger = _make_logger(trt)
     strong = settings.strongly_typed(major)
     source = onnx_path
+    if settings.precision == "int8":
+        check_tensorrt_qdq(onnx_path)
     if major >= 11 and settings.precision == "fp16":
         # 11.x has no FP16 flag: FP16 means an FP16 ONNX, built strongly typed [TENSORRT.md §2]
         source = fp16_onnx(onnx_path, plan_file.with_name(plan_file.name + ".fp16.onnx"))
@@ -318,6 +320,22 @@ def build_plan(onnx_path: str | os.PathLike[str], plan_file: str | os.PathLike[s
         build_seconds=round(time.perf_counter() - t0, 3))
     write_sidecar(plan_file, sidecar)
     return sidecar
+
+
+def check_tensorrt_qdq(path: str | os.PathLike[str]) -> None:
+    """Refuse a QDQ file TensorRT would reject or misread (asymmetric / uint8 zero points, ...), before a build.
+
+    Uses the INT8 linter (``edgerep.quant.lint``) when it is installed; the first error names the node and rule.
+    """
+    try:
+        from edgerep.quant.lint import lint_errors, lint_tensorrt_qdq
+    except ImportError:
+        return
+    errors = lint_errors(lint_tensorrt_qdq(path))
+    if errors:
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise EngineError(f"{path}: not a TensorRT-ready QDQ file: {errors[0]}{more}",
+                          hint="write it with `edgerep quantize` (tensorrt policy: int8, symmetric, zero point 0)")
 
 
 def reuse_problem(plan_file: Path, onnx_path: Path, settings: BuildSettings) -> str | None:
