@@ -16,8 +16,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from edgerep.blocks.base import FoldedConv, ReparamBlock
 from edgerep.errors import FoldError
-from edgerep.fold.kernel import ConvKernel, bn_scale_shift, fuse_bn, fuse_linear_bn, pad_kernel, regroup, to_dense
+from edgerep.fold.kernel import (
+    ConvKernel,
+    add_kernels,
+    bn_scale_shift,
+    fuse_bn,
+    fuse_linear_bn,
+    pad_kernel,
+    regroup,
+    to_dense,
+)
 from edgerep.quant.thresholds import DOMINANT_SHARE, MAX_OUTLIER_CHANNELS, OUTLIER_CHANNEL_RATIO
 from edgerep.quant.weight_stats import channel_absmax
 
@@ -160,12 +170,6 @@ def _fuse_pair(parent: nn.Module, name: str, layer: nn.Module, bn_name: str, bn:
 
 
 def _fold_block(parent: nn.Module, name: str, block: nn.Module, path: str, layers: list[FoldedLayer]) -> None:
-    try:
-        deploy = block.to_deploy()
-    except FoldError as e:
-        raise e.at(path) from None
-    deploy.eval()
-    subs = [(n, m) for n, m in deploy.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     note = ""
     try:
         bk = block.branch_kernels()
@@ -173,6 +177,19 @@ def _fold_block(parent: nn.Module, name: str, block: nn.Module, path: str, layer
         raise e.at(path) from None
     except NotImplementedError:
         bk, note = None, "no branch information (the block does not list its branches)"
+    try:
+        if (isinstance(block, ReparamBlock) and type(block).to_deploy is ReparamBlock.to_deploy
+                and isinstance(bk, dict) and bk and all(isinstance(v, ConvKernel) for v in bk.values())):
+            # the base class's fold, without computing the branch kernels a second time
+            w = next(block.parameters())
+            deploy = FoldedConv(add_kernels(*bk.values()).to_conv2d(dtype=w.dtype, device=w.device),
+                                getattr(block, "act", nn.Identity()))
+        else:
+            deploy = block.to_deploy()
+    except FoldError as e:
+        raise e.at(path) from None
+    deploy.eval()
+    subs = [(n, m) for n, m in deploy.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     per_sub: dict[str, dict[str, ConvKernel]] = {}
     if isinstance(bk, dict) and bk and all(isinstance(v, ConvKernel) for v in bk.values()):
         if len(subs) == 1:
@@ -326,8 +343,7 @@ def attribute(layer: FoldedLayer, max_channels: int = MAX_OUTLIER_CHANNELS,
     for c in picked:
         row = w[c]
         flat_i = int(row.abs().reshape(-1).argmax())
-        tap = list(torch.unravel_index(torch.tensor(flat_i), row.shape))
-        tap = [int(t) for t in tap]
+        tap = _unravel(flat_i, tuple(row.shape))
         peak_val = float(row[tuple(tap)])
         shares = []
         for key, a in aligned.items():
@@ -356,6 +372,15 @@ def attribute(layer: FoldedLayer, max_channels: int = MAX_OUTLIER_CHANNELS,
     else:
         summary = f"no outlier channels (largest channel range is {float(ch.max()) / med if med > 0 else 0:.1f}x the median)"
     return LayerAttribution(True, "", words, len(outliers), channels, dominant, dshare, summary)
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> list[int]:
+    """Index tuple of a flat position (torch.unravel_index imports sympy: seconds, for nothing)."""
+    out = []
+    for n in reversed(shape):
+        out.append(flat % n)
+        flat //= n
+    return out[::-1]
 
 
 def _sentence(layer: str, c: int, dom: BranchShare, shares: list[BranchShare], ref_key: str) -> str:

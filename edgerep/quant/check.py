@@ -102,7 +102,8 @@ class CheckReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        return {
+        """Plain JSON-ready data (non-finite numbers, e.g. the SQNR of an exact tensor, become null)."""
+        return _clean({
             "format": "edgerep.check/1",
             "model": self.model,
             "input_shape": list(self.input_shape),
@@ -115,11 +116,17 @@ class CheckReport:
             "thresholds": T.as_dict(),
             "timings_s": self.timings,
             "layers": [layer.to_dict() for layer in self.layers],
-        }
+        })
 
 
-def _finite(v: float | None) -> float | None:
-    return None if v is None else (v if math.isfinite(v) else (1e9 if v > 0 else -1e9))
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
 
 
 def _verdicts(w: WeightStats, a: ActivationStats | None, s: LayerSensitivity | None) -> tuple[str, str, list[str]]:
@@ -151,7 +158,7 @@ def _verdicts(w: WeightStats, a: ActivationStats | None, s: LayerSensitivity | N
     if s is not None:
         plain.append(note(g(s.plain.sqnr_db, *ssq), f"model output SQNR {s.plain.sqnr_db:.1f} dB with only this "
                                                    "layer INT8"))
-        fixed.append(g(s.fixed.sqnr_db, *ssq))
+        fixed.append(g(s.best.sqnr_db, *ssq))
     return T.worst(*plain), T.worst(*fixed), reasons
 
 
@@ -173,12 +180,12 @@ def _advice(layer: FoldedLayer, w: WeightStats, a: ActivationStats | None, s: La
         out.append(Advice("percentile", f"calibrate activations with {a.percentile:g}-percentile clipping: input SQNR "
                                         f"{a.sqnr_minmax_db:.1f} -> {a.sqnr_percentile_db:.1f} dB"))
     if s is not None and g(s.plain.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) != "ok" and \
-            g(s.fixed.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) == "ok" and not any(
+            g(s.best.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) == "ok" and not any(
                 x.kind == "per_channel" for x in out):
         method = a.best_method if a is not None else "min-max"
         out.append(Advice("per_channel", f"use per-channel weight scales ({method} activation calibration): with only "
                                          f"this layer INT8 the model output goes {s.plain.sqnr_db:.1f} -> "
-                                         f"{s.fixed.sqnr_db:.1f} dB"))
+                                         f"{s.best.sqnr_db:.1f} dB"))
     side = attr.dominant_branch
     if side is not None and layer.branches and len(layer.branches) > 1:
         k = layer.branches[side].kernel_size
@@ -190,8 +197,8 @@ def _advice(layer: FoldedLayer, w: WeightStats, a: ActivationStats | None, s: La
                               f"the outlier channels' peak weights"))
     if fixed == "bad":
         why = []
-        if s is not None and g(s.fixed.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) == "bad":
-            why.append(f"alone in INT8 (with fixes) it leaves the model output at {s.fixed.sqnr_db:.1f} dB")
+        if s is not None and g(s.best.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) == "bad":
+            why.append(f"alone in INT8 (with fixes) it leaves the model output at {s.best.sqnr_db:.1f} dB")
         if a is not None and a.out_sqnr_w_per_channel_worst_db is not None and g(
                 a.out_sqnr_w_per_channel_worst_db, T.CHANNEL_SQNR_OK_DB, T.CHANNEL_SQNR_BAD_DB) == "bad":
             why.append(f"per-channel INT8 leaves output channel {a.out_worst_channel} at "
@@ -248,8 +255,8 @@ def _summary(layers: list[LayerReport]) -> dict:
 def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_batches: Iterable | None = None,
                 eval_batches: Iterable | None = None, sensitivity: bool = True,
                 progress: Callable[[str], None] | None = None, calib_limit: int | None = 256,
-                eval_limit: int | None = 32, percentile: float = T.ACT_PERCENTILE,
-                out_images: int | None = 32, labels_batches: Iterable | None = None) -> CheckReport:
+                eval_limit: int | None = 16, percentile: float = T.ACT_PERCENTILE,
+                out_images: int | None = 16, labels_batches: Iterable | None = None) -> CheckReport:
     """Check a train-time (or plain) model for INT8 friendliness, layer by layer.
 
     ``example_input``: one input batch (NCHW), used to verify the fold and, without data, for
@@ -305,9 +312,9 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
         fp32 = None
         if sensitivity:
             t = time.perf_counter()
-            ref, fp = reference_outputs(folded, evals)
-            fp32 = fp.to_dict() if fp else None
-            sens = layer_sensitivity(folded, flayers, evals, act, ref, say)
+            ref = reference_outputs(folded, evals, flayers)
+            fp32 = ref.fidelity.to_dict() if ref.fidelity else None
+            sens = layer_sensitivity(folded, flayers, evals, act, ref, say, skip_fixed_above=T.SENS_SQNR_OK_DB)
             timings["sensitivity"] = time.perf_counter() - t
 
         reports: list[LayerReport] = []

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from edgerep.errors import DataError
 from edgerep.quant.attribution import FoldedLayer
 from edgerep.quant.thresholds import ACT_PERCENTILE
-from edgerep.quant.weight_stats import _db, fake_quant, quantize_weight
+from edgerep.quant.weight_stats import _db, fake_quant, quant_noise, quantize_weight
 
 Batch = tuple[Tensor, Tensor | None]
 HIST_BINS = 4096
@@ -155,6 +155,11 @@ class _Acc:
     out_noise_ch: Tensor | None = None
 
 
+def _sumsq(t: Tensor) -> float:
+    """sum(t^2): squares in the tensor's dtype, accumulated in float64."""
+    return float((t * t).sum(dtype=torch.float64))
+
+
 def _layer_out(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
     if isinstance(module, nn.Conv2d):
         return F.conv2d(x, w, module.bias, module.stride, module.padding, module.dilation, module.groups)
@@ -178,12 +183,12 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
 
         def hook(_m, inputs):
             x = _first_input(inputs).detach()
-            xd = x.double()
             acc.n += x.numel()
-            acc.s1 += float(xd.sum())
-            acc.s2 += float((xd * xd).sum())
-            acc.mn = min(acc.mn, float(x.min()))
-            acc.mx = max(acc.mx, float(x.max()))
+            acc.s1 += float(x.sum(dtype=torch.float64))
+            acc.s2 += _sumsq(x)
+            mn, mx = torch.aminmax(x)
+            acc.mn = min(acc.mn, float(mn))
+            acc.mx = max(acc.mx, float(mx))
             acc.hist.add(x.abs().reshape(-1))
         return hook
 
@@ -199,7 +204,8 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
 
     amax = {n: max(abs(a.mn), abs(a.mx)) if a.n else 0.0 for n, a in accs.items()}
     amax_p = {n: min(a.hist.percentile(percentile), amax[n]) for n, a in accs.items()}
-    wq = {layer.name: (quantize_weight(layer.module.weight, False), quantize_weight(layer.module.weight, True))
+    wq = {layer.name: (quantize_weight(layer.module.weight.detach().double(), False).to(layer.module.weight.dtype),
+                       quantize_weight(layer.module.weight.detach().double(), True).to(layer.module.weight.dtype))
           for layer in layers}
     seen = {"images": 0}
 
@@ -209,22 +215,23 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
 
         def hook(module, inputs, output):
             x = _first_input(inputs).detach()
-            xd = x.double()
-            acc.sig += float((xd * xd).sum())
-            acc.noise_mm += float(((xd - fake_quant(x, am).double()) ** 2).sum())
-            acc.noise_pct += float(((xd - fake_quant(x, ap).double()) ** 2).sum())
+            acc.sig += _sumsq(x)
+            acc.noise_mm += _sumsq(quant_noise(x, am))
+            acc.noise_pct += _sumsq(quant_noise(x, ap))
             acc.clipped += int((x.abs() > ap).sum())
             if out_images is not None and seen["images"] >= out_images:
                 return
+            if out_images is not None and seen["images"] + x.shape[0] > out_images:
+                keep = out_images - seen["images"]
+                x, output = x[:keep], output[:keep]
             y = output.detach()
-            yd = y.double()
-            dt = yd - _layer_out(module, x, wq[layer.name][0]).double()
-            dc = yd - _layer_out(module, x, wq[layer.name][1]).double()
-            acc.out_sig += float((yd * yd).sum())
-            acc.out_noise_t += float((dt * dt).sum())
-            acc.out_noise_c += float((dc * dc).sum())
+            dt = y - _layer_out(module, x, wq[layer.name][0])
+            dc = y - _layer_out(module, x, wq[layer.name][1])
+            acc.out_sig += _sumsq(y)
+            acc.out_noise_t += _sumsq(dt)
+            acc.out_noise_c += _sumsq(dc)
             dims = [d for d in range(y.dim()) if d != 1]
-            s_ch, n_ch = (yd * yd).sum(dim=dims), (dc * dc).sum(dim=dims)
+            s_ch, n_ch = (y * y).sum(dim=dims, dtype=torch.float64), (dc * dc).sum(dim=dims, dtype=torch.float64)
             acc.out_sig_ch = s_ch if acc.out_sig_ch is None else acc.out_sig_ch + s_ch
             acc.out_noise_ch = n_ch if acc.out_noise_ch is None else acc.out_noise_ch + n_ch
         return hook
@@ -280,11 +287,17 @@ class LayerSensitivity:
     weights + the better input clipping."""
 
     plain: Fidelity
-    fixed: Fidelity
+    fixed: Fidelity | None  # None: not run, the plain run was already fine
     input_quantized: bool  # False when no calibration data gave the input a range
 
+    @property
+    def best(self) -> Fidelity:
+        """The fixed run, or the plain one where the fixed run was skipped."""
+        return self.fixed if self.fixed is not None else self.plain
+
     def to_dict(self) -> dict:
-        return {"plain": self.plain.to_dict(), "fixed": self.fixed.to_dict(), "input_quantized": self.input_quantized}
+        return {"plain": self.plain.to_dict(), "fixed": self.fixed.to_dict() if self.fixed else None,
+                "input_quantized": self.input_quantized}
 
 
 def _fidelity(ref: list[Tensor], got: list[Tensor], labels: list[Tensor | None]) -> Fidelity:
@@ -301,52 +314,110 @@ def _fidelity(ref: list[Tensor], got: list[Tensor], labels: list[Tensor | None])
     return Fidelity(sq, cos, agree, top1)
 
 
+#: skip the prefix cache when the cached layer outputs would exceed this many bytes
+PREFIX_CACHE_BYTES = 2 * 1024 ** 3
+
+
+@dataclass
+class Reference:
+    """fp32 outputs of the model on the evaluation batches, plus every layer's output per batch
+    (so a sensitivity run can replay the layers that run before the quantized one)."""
+
+    outputs: list[Tensor]
+    order: list[str]  # layer names in execution order
+    cache: dict[str, list[Tensor]] | None  # None: replay not possible (a layer ran != once per batch)
+    fidelity: Fidelity | None
+
+
 @torch.no_grad()
-def reference_outputs(model: nn.Module, batches: list[Batch]) -> tuple[list[Tensor], Fidelity | None]:
-    """fp32 outputs on ``batches`` and, with labels, the fp32 accuracy (as a Fidelity of itself)."""
+def reference_outputs(model: nn.Module, batches: list[Batch], layers: list[FoldedLayer] | None = None) -> Reference:
+    """fp32 outputs on ``batches``; with ``layers``, also record their execution order and outputs."""
     model.eval()
-    outs = [_forward(model, x) for x, _ in batches]
+    layers = layers or []
+    order: list[str] = []
+    cache: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
+
+    def rec(name: str):
+        def hook(_m, _inputs, output):
+            cache[name].append(output.detach().clone())  # clone: later in-place ops must not touch it
+            if len(cache[name]) == 1:
+                order.append(name)
+        return hook
+
+    handles = [layer.module.register_forward_hook(rec(layer.name)) for layer in layers]
+    try:
+        outs = [_forward(model, x) for x, _ in batches]
+    finally:
+        for h in handles:
+            h.remove()
     labels = [y for _, y in batches]
-    return outs, (_fidelity(outs, outs, labels) if outs else None)
+    ok = all(len(v) in (0, len(batches)) for v in cache.values()) and len(set(order)) == len(order)
+    size = sum(t.numel() * t.element_size() for v in cache.values() for t in v)
+    return Reference(outs, order, cache if ok and size <= PREFIX_CACHE_BYTES else None,
+                     _fidelity(outs, outs, labels) if outs else None)
 
 
 @torch.no_grad()
-def _run_with(model: nn.Module, layer: FoldedLayer, w: Tensor, amax: float | None,
-              batches: list[Batch]) -> list[Tensor]:
+def _run_with(model: nn.Module, layer: FoldedLayer, w: Tensor, amax: float | None, batches: list[Batch],
+              replay: dict[nn.Module, list[Tensor]]) -> list[Tensor]:
+    """Run with ``layer`` quantized; modules in ``replay`` return their recorded fp32 output instead
+    of computing it (they run before ``layer``, so their output cannot change)."""
     mod = layer.module
     orig = mod.weight.data.clone()
     handle = None
     if amax is not None:
         handle = mod.register_forward_pre_hook(lambda _m, inputs: (fake_quant(inputs[0], amax),) + tuple(inputs[1:]))
+    state = {"b": 0}
+    for m, outs in replay.items():
+        m.forward = (lambda *a, _o=outs, **k: _o[state["b"]].clone())  # type: ignore[method-assign]
     mod.weight.data.copy_(w)
     try:
-        return [_forward(model, x) for x, _ in batches]
+        res = []
+        for b, (x, _) in enumerate(batches):
+            state["b"] = b
+            res.append(_forward(model, x))
+        return res
     finally:
         mod.weight.data.copy_(orig)
+        for m in replay:
+            del m.forward
         if handle is not None:
             handle.remove()
 
 
 def layer_sensitivity(model: nn.Module, layers: list[FoldedLayer], batches: list[Batch],
-                      act: dict[str, ActivationStats] | None = None, ref: list[Tensor] | None = None,
-                      progress: Callable[[str], None] | None = None) -> dict[str, LayerSensitivity]:
+                      act: dict[str, ActivationStats] | None = None, ref: Reference | None = None,
+                      progress: Callable[[str], None] | None = None,
+                      skip_fixed_above: float | None = None) -> dict[str, LayerSensitivity]:
     """For each layer alone: fake-quantize its weight (and input, when ``act`` has its range), run
-    the model, and compare with fp32. Two runs per layer (plain and fixed INT8)."""
+    the model, and compare with fp32. Up to two runs per layer: plain INT8, then fixed INT8 unless
+    the plain run already reaches ``skip_fixed_above`` dB (fixes only add precision). The layers
+    that execute before it are replayed from the fp32 run instead of recomputed."""
     act = act or {}
-    if ref is None:
-        ref, _ = reference_outputs(model, batches)
+    if ref is None or (ref.cache is None and ref.order == [] and layers):
+        ref = reference_outputs(model, batches, layers)
     labels = [y for _, y in batches]
+    by_name = {layer.name: layer for layer in layers}
     out: dict[str, LayerSensitivity] = {}
     for i, layer in enumerate(layers):
+        replay: dict[nn.Module, list[Tensor]] = {}
+        if ref.cache is not None and layer.name in ref.order:
+            for name in ref.order[:ref.order.index(layer.name)]:
+                replay[by_name[name].module] = ref.cache[name]
         w = layer.module.weight.detach()
         st = act.get(layer.name)
-        plain = _run_with(model, layer, quantize_weight(w, False), st.amax if st else None, batches)
-        fixed = _run_with(model, layer, quantize_weight(w, True), st.best_amax if st else None, batches)
-        out[layer.name] = LayerSensitivity(_fidelity(ref, plain, labels), _fidelity(ref, fixed, labels), st is not None)
+        wd = w.double()
+        plain = _fidelity(ref.outputs, _run_with(model, layer, quantize_weight(wd, False).to(w.dtype),
+                                                 st.amax if st else None, batches, replay), labels)
+        fixed = None
+        if skip_fixed_above is None or plain.sqnr_db < skip_fixed_above:
+            fixed = _fidelity(ref.outputs, _run_with(model, layer, quantize_weight(wd, True).to(w.dtype),
+                                                     st.best_amax if st else None, batches, replay), labels)
+        out[layer.name] = LayerSensitivity(plain, fixed, st is not None)
         if progress:
             progress(f"sensitivity {i + 1}/{len(layers)}: {layer.name}")
     return out
 
 
 __all__ = ["as_batches", "ActivationStats", "activation_stats", "Fidelity", "LayerSensitivity",
-           "layer_sensitivity", "reference_outputs"]
+           "layer_sensitivity", "reference_outputs", "Reference"]

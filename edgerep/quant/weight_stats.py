@@ -84,39 +84,56 @@ class WeightStats:
         return d
 
 
-def weight_stats(w: Tensor, k_sigma: float = K_SIGMA, qmax: int = QMAX_8BIT, bins: int = 81) -> WeightStats:
-    """Statistics of one (folded) weight tensor, computed in float64."""
-    w = w.detach().to(torch.float64)
-    flat = w.reshape(-1)
-    mean = float(flat.mean())
-    std = float(flat.std(unbiased=False))
-    centred = flat - mean
-    kurt = float((centred ** 4).mean() / std ** 4 - 3.0) if std > 0 else 0.0
-    beyond = float((centred.abs() > k_sigma * std).double().mean()) if std > 0 else 0.0
-    ch = channel_absmax(w)
-    med = float(ch.median())
-    spread = float(ch.max() / med) if med > 0 else (math.inf if float(ch.max()) > 0 else 1.0)
+def quant_noise(x: Tensor, amax: Tensor | float, qmax: int = QMAX_8BIT) -> Tensor:
+    """``x - fake_quant(x, amax)`` with fewer passes over memory (the tensor is large)."""
+    amax_t = torch.as_tensor(amax, dtype=x.dtype, device=x.device)
+    scale = torch.where(amax_t > 0, amax_t / qmax, torch.ones_like(amax_t))
+    r = x / scale
+    q = torch.round(r).clamp_(-qmax, qmax)
+    return q.sub_(r).mul_(scale)
 
-    q_t = quantize_weight(w, per_channel=False, qmax=qmax)
-    q_c = quantize_weight(w, per_channel=True, qmax=qmax)
+
+def weight_stats(w: Tensor, k_sigma: float = K_SIGMA, qmax: int = QMAX_8BIT, bins: int = 81) -> WeightStats:
+    """Statistics of one (folded) weight tensor: float32 elementwise (the weight's deploy dtype),
+    sums accumulated in float64."""
+    w = w.detach().float()
+    flat = w.reshape(-1)
+    n = flat.numel()
+    mean = float(flat.sum(dtype=torch.float64)) / n
+    centred = flat - mean
+    c2 = centred * centred
+    var = float(c2.sum(dtype=torch.float64)) / n
+    std = math.sqrt(var)
+    kurt = float((c2 * c2).sum(dtype=torch.float64)) / n / var ** 2 - 3.0 if var > 0 else 0.0
+    beyond = float((c2 > (k_sigma * k_sigma) * var).sum()) / n if var > 0 else 0.0
+    del centred, c2
     rows = w.reshape(w.shape[0], -1)
-    err_c = ((rows - q_c.reshape(w.shape[0], -1)) ** 2).sum(dim=1)
-    sig_c = (rows ** 2).sum(dim=1)
-    per_ch = [_db(float(s), float(e)) for s, e in zip(sig_c, err_c)]
+    ch = rows.abs().amax(dim=1)
+    med = float(ch.median())
+    amax = float(ch.max())
+    spread = amax / med if med > 0 else (math.inf if amax > 0 else 1.0)
+
+    sig_c = (rows * rows).sum(dim=1, dtype=torch.float64)
+    e_t = quant_noise(rows, amax, qmax)
+    e_c = quant_noise(rows, ch.reshape(-1, 1), qmax)
+    err_c = (e_c * e_c).sum(dim=1, dtype=torch.float64)
+    signal = float(sig_c.sum())
+    per_ch = [_db(float(s_), float(e_)) for s_, e_ in zip(sig_c, err_c)]
     live = [(v, i) for i, v in enumerate(per_ch) if float(sig_c[i]) > 0]
     worst_db, worst_i = min(live) if live else (math.inf, 0)
 
-    amax = float(flat.abs().max())
-    edges = torch.linspace(-amax, amax, bins + 1, dtype=torch.float64) if amax > 0 else torch.linspace(-1, 1, bins + 1)
-    counts = torch.histc(flat, bins=bins, min=float(edges[0]), max=float(edges[-1]))
+    lo, hi = (-amax, amax) if amax > 0 else (-1.0, 1.0)
+    counts = torch.histc(flat, bins=bins, min=lo, max=hi)
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
     return WeightStats(
         shape=list(w.shape), min=float(flat.min()), max=float(flat.max()), absmax=amax, mean=mean, std=std,
         kurtosis=kurt, channel_spread=spread, beyond_k_sigma=beyond, k_sigma=k_sigma,
-        sqnr_per_tensor_db=sqnr_db(w, q_t), sqnr_per_channel_db=sqnr_db(w, q_c),
+        sqnr_per_tensor_db=_db(signal, float((e_t * e_t).sum(dtype=torch.float64))),
+        sqnr_per_channel_db=_db(signal, float(err_c.sum())),
         sqnr_worst_channel_db=worst_db, worst_channel=int(worst_i),
         channel_absmax=[float(v) for v in ch],
         histogram={"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
     )
 
 
-__all__ = ["fake_quant", "channel_absmax", "quantize_weight", "sqnr_db", "WeightStats", "weight_stats"]
+__all__ = ["fake_quant", "quant_noise", "channel_absmax", "quantize_weight", "sqnr_db", "WeightStats", "weight_stats"]
