@@ -200,7 +200,21 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], wh
 # ------------------------------------------------------------------------------------------
 # reading the file
 # ------------------------------------------------------------------------------------------
+def _sniff(path: Path) -> None:
+    """Refuse files that are not torch.save output before the unpickler sees them."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path}: unreadable or truncated checkpoint (zip archive without its "
+                                  "central directory)", hint="re-download or re-save the file")
+        return
+    if not head.startswith(b"\x80"):  # the legacy (pre-1.6) format is a bare pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
+
+
 def _torch_load(path: Path, trust: bool) -> Any:
+    _sniff(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
