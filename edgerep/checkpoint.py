@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -154,15 +154,28 @@ def _first(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + more
 
 
-def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str], model_keys: set[str]) -> str:
-    from edgerep.checkpoint_formats import FOLDED_MARKERS, OFFICIAL_MARKERS
+def _block_family(keys: Iterable[str]) -> str:
+    from edgerep.checkpoint_formats import detect_layout
 
-    if any(m in k for k in unexpected for m in OFFICIAL_MARKERS):
-        return "the checkpoint uses an official code base's key names that did not map onto this architecture"
+    keys = list(keys)
+    fam = detect_layout(dict.fromkeys(keys))
+    if fam:
+        return fam
+    segs = {p for k in keys for p in k.split(".")}
+    return "repvgg" if {"dense", "one_by_one"} & segs else "other"
+
+
+def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str], model_keys: set[str]) -> str:
+    from edgerep.checkpoint_formats import FOLDED_MARKERS
+
     if any(m in k for k in unexpected for m in FOLDED_MARKERS) or (
             unexpected and all(k.endswith(".bias") or ".conv." in k for k in unexpected)
             and any(".bn." in k or "running_" in k for k in missing)):
         return "the checkpoint is folded (deploy form) but the model is train-time, or the reverse"
+    if unexpected and missing:
+        a, b = _block_family(unexpected), _block_family(missing)
+        if a != b:
+            return f"wrong --arch: the checkpoint holds {a} blocks where the model has {b} blocks"
     prefixes_model = {k.split(".")[0] for k in model_keys}
     if unexpected and missing and not ({k.split(".")[0] for k in unexpected} & prefixes_model):
         return "wrong --arch: the checkpoint and the model share no top-level module names"

@@ -35,6 +35,27 @@ def map_repvgg(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return _rename_segments(sd, {"rbr_dense": "dense", "rbr_1x1": "one_by_one", "rbr_identity": "identity"})
 
 
+def map_mobileone(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """apple/ml-mobileone: ``rbr_conv.{i}.{conv,bn}``, ``rbr_scale.{conv,bn}``, ``rbr_skip``.
+    edgerep's ``MobileOneStage`` and ``models.mobileone`` keep these names and the official
+    stage layout (depthwise and pointwise units alternating), so nothing is renamed."""
+    return dict(sd)
+
+
+def map_acnet(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """DingXiaoH/ACNet ``ACBlock``: ``square_{conv,bn}``, ``ver_{conv,bn}``, ``hor_{conv,bn}`` - the
+    names of edgerep's ``ACBlock``, so nothing is renamed (an official ``last_bn`` stays
+    unexpected: edgerep's ACBlock has none, and the key check says so)."""
+    return dict(sd)
+
+
+def map_dbb(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """DingXiaoH/DiverseBranchBlock: ``dbb_origin``, ``dbb_1x1``, ``dbb_avg.{conv,bn.bn,avgbn}``,
+    ``dbb_1x1_kxk.{idconv1,conv1,bn1.bn,conv2,bn2}`` - the names of edgerep's
+    ``DiverseBranchBlock`` (whose identity tensor is not persistent, like the official one)."""
+    return dict(sd)
+
+
 def map_folded(sd: Mapping[str, torch.Tensor]) -> StateDict:
     """Deploy-form checkpoints: ``rbr_reparam`` / ``reparam_conv`` / ``fused_conv`` / ``dbb_reparam``
     (one conv per block) -> edgerep's folded block ``FoldedConv.conv``."""
@@ -44,6 +65,9 @@ def map_folded(sd: Mapping[str, torch.Tensor]) -> StateDict:
 #: layout name -> (segments that identify it, mapping)
 LAYOUTS: dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, torch.Tensor]], StateDict]]] = {
     "repvgg": (("rbr_dense", "rbr_1x1", "rbr_identity"), map_repvgg),
+    "mobileone": (("rbr_conv", "rbr_scale", "rbr_skip"), map_mobileone),
+    "acnet": (("square_conv", "ver_conv", "hor_conv"), map_acnet),
+    "dbb": (("dbb_origin", "dbb_1x1", "dbb_avg", "dbb_1x1_kxk"), map_dbb),
 }
 
 

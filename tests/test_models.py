@@ -59,6 +59,17 @@ def test_repvgg_a0_matches_the_published_parameter_counts():
     assert round(count_params(fold_model(m, generic=False)) / 1e6, 2) == 8.31
 
 
+def test_mobileone_s0_folds_to_the_published_size_and_official_layout():
+    # MobileOne paper, Table 7 / ml-mobileone: S0 has 2.1M parameters after re-parameterization
+    m = create_model("mobileone_s0").eval()
+    assert round(count_params(fold_model(m, generic=False)) / 1e6, 1) == 2.1
+    keys = m.state_dict()
+    # the official layout: depthwise and pointwise units alternate inside a stage
+    assert keys["stage1.0.rbr_conv.3.conv.weight"].shape == (48, 1, 3, 3)
+    assert keys["stage1.1.rbr_conv.0.conv.weight"].shape == (48, 48, 1, 1)
+    assert "stage1.1.rbr_skip.running_var" in keys
+
+
 def test_groupwise_variant_groups_every_other_layer():
     m = create_model("repvgg_b1g4")
     # layer index 1 is stage1.0 (dense), 2 is stage1.1 (groups 4), 3 dense, 4 groups 4
