@@ -173,3 +173,5 @@ def test_build_command_table_and_errors(digits_files, tmp_path, capsys, monkeypa
     assert "missing.onnx: ONNX file not found" in capsys.readouterr().err
     assert main(["build", str(d / "digits.fp32.onnx"), "--int8", str(tmp_path / "no.onnx")]) == 2
     assert "--int8 file not found" in capsys.readouterr().err
+    assert main(["build", str(d / "digits.int8.cpu.onnx")]) == 2
+    assert "is a QDQ (INT8) file; MODEL is the FP32 ONNX" in capsys.readouterr().err

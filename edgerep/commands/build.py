@@ -77,6 +77,9 @@ def _input_shape(onnx_path: Path) -> tuple[int, ...]:
         m = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as e:
         raise EdgerepError(f"{onnx_path}: not a readable ONNX file: {str(e).splitlines()[0] if str(e) else e}")
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node):
+        raise EdgerepError(f"{onnx_path}: is a QDQ (INT8) file; MODEL is the FP32 ONNX",
+                           hint=f"edgerep build MODEL.fp32.onnx --int8 {onnx_path}")
     dims = m.graph.input[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
     if len(shape) != 4:
