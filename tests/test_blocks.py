@@ -151,6 +151,21 @@ def test_expandconv_folds_exactly(geo, expansion):
     assert sum(isinstance(c, nn.Conv2d) for c in folded.modules()) == 1
 
 
+@given(st.lists(st.sampled_from([1, 3, 5]), min_size=2, max_size=3), st.sampled_from([1, 2]), st.integers(1, 5),
+       st.integers(1, 5), st.integers(1, 10), st.integers(1, 10), st.integers(0, 2**16))
+def test_expandconv_kernel_chain_grows_the_kernel(chain, stride, cin, cout, h, w, seed):
+    """ExpandNet's 3x3 + 3x3 -> 5x5: a chain of KxKs (input padded once) folds to one larger conv."""
+    torch.manual_seed(seed)
+    m = ExpandConv2d(cin, cout, tuple(chain), stride, act=nn.Identity(), expansion=2).eval()
+    with torch.no_grad():
+        for c in m.modules():
+            if isinstance(c, nn.Conv2d) and c.bias is not None:
+                c.bias.normal_()
+    folded = assert_folds_exactly(m, torch.randn(2, cin, h, w))
+    conv = next(c for c in folded.modules() if isinstance(c, nn.Conv2d))
+    assert conv.kernel_size == (sum(k - 1 for k in chain) + 1,) * 2 and conv.stride == (stride, stride)
+
+
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 3), st.integers(0, 2**16))
 def test_expandlinear_folds_exactly(fin, fout, expansion, seed):
     torch.manual_seed(seed)
@@ -287,3 +302,24 @@ def test_odd_kernel_is_required():
     for cls in (RepVGGBlock, QARepVGGBlock, ACBlock, DiverseBranchBlock, MobileOneStage, MobileOneBlock):
         with pytest.raises(ValueError, match="odd"):
             cls(2, 2, 4)
+
+
+def _single_conv_blocks() -> list[nn.Module]:
+    return [RepVGGBlock(4, 4, 3), QARepVGGBlock(4, 4, 3, groups=2), ACBlock(4, 6, 5, 2), DiverseBranchBlock(4, 4, 3),
+            DiverseBranchBlock(4, 4, 3, groups=4), MobileOneStage(4, 4, 3, num_conv_branches=3),
+            DOConv2d(4, 6, 3, groups=2), ExpandConv2d(4, 6, 3), MixConv2d(6, 6, (1, 3, 5)),
+            MixConv2d(6, 6, (3, 5), mode="concat"), PolyScaleConv2d.bounded3x3(4, 4), ConvBNAct(4, 4, 3)]
+
+
+@pytest.mark.parametrize("block", _single_conv_blocks(), ids=lambda b: type(b).__name__)
+def test_branch_kernels_are_named_and_sum_to_the_folded_conv(block):
+    """The contract ``edgerep check`` relies on: named branches on one grid whose sum is the fold."""
+    m = randomize_(block, seed=11)
+    ks = m.branch_kernels()
+    assert ks and all(isinstance(n, str) and n for n in ks)
+    x = torch.randn(2, m.in_channels, 7, 6, dtype=torch.float64)
+    branch_sum = sum(k.apply(x) for k in ks.values())
+    assert rel_err(branch_sum, m.equivalent_kernel().apply(x)) <= 1e-10
+    folded = m.to_deploy()
+    with torch.no_grad():
+        assert rel_err(m.act(branch_sum.float()), folded(x.float())) <= 1e-5

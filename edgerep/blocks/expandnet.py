@@ -16,19 +16,34 @@ class ExpandConv2d(ReparamBlock):
     """``expand`` (1x1, in -> r*in, no bias) -> ``conv`` (KxK, wide, stride, dilation) -> ``project``
     (1x1 -> out, bias); folds to one KxK conv. The receptive field is the KxK's: only one kernel > 1.
 
+    ``kernel_size`` may also be a chain of odd sizes, e.g. ``(3, 3)``: ``conv`` is then an
+    ``nn.Sequential`` of KxK convs whose first pads the input by ``K_eff // 2`` and the others pad
+    nothing (stride on the last), folding to one ``K_eff = sum(k - 1) + 1`` conv (3x3 + 3x3 -> 5x5).
     The first 1x1 has no bias on purpose: the KxK zero-pads its output, and a bias there would
     make the border differ from any single conv. ``act`` defaults to ReLU. Branch name:
     ``1x1-kxk-1x1``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...] = 3, stride: int = 1,
                  dilation: int = 1, act: nn.Module | None = None, expansion: int = 4, bias: bool = True):
         super().__init__()
-        check_odd(kernel_size, "ExpandConv2d")
+        chain = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if not chain:
+            raise ValueError("ExpandConv2d needs at least one kernel size")
+        for k in chain:
+            check_odd(k, "ExpandConv2d")
+        if len(chain) > 1 and dilation != 1:
+            raise ValueError("a chain of KxK convs folds only without dilation")
+        k_eff = sum(k - 1 for k in chain) + 1
         wide = max(1, expansion) * in_channels
-        self.in_channels, self.out_channels, self.stride, self.kernel_size = in_channels, out_channels, stride, kernel_size
+        self.in_channels, self.out_channels, self.stride, self.kernel_size = in_channels, out_channels, stride, k_eff
         self.expand = nn.Conv2d(in_channels, wide, 1, bias=False)
-        self.conv = nn.Conv2d(wide, wide, kernel_size, stride, dilation * (kernel_size // 2), dilation, bias=True)
+        if len(chain) == 1:
+            self.conv: nn.Module = nn.Conv2d(wide, wide, k_eff, stride, dilation * (k_eff // 2), dilation, bias=True)
+        else:
+            self.conv = nn.Sequential(*(
+                nn.Conv2d(wide, wide, k, stride if i == len(chain) - 1 else 1, k_eff // 2 if i == 0 else 0, bias=True)
+                for i, k in enumerate(chain)))
         self.project = nn.Conv2d(wide, out_channels, 1, bias=bias)
         self.act = act if act is not None else nn.ReLU()
 
@@ -36,8 +51,11 @@ class ExpandConv2d(ReparamBlock):
         return self.act(self.project(self.conv(self.expand(x))))
 
     def branch_kernels(self) -> dict[str, ConvKernel]:
-        first = compose(ConvKernel.from_conv(self.expand), ConvKernel.from_conv(self.conv))
-        return {"1x1-kxk-1x1": compose(first, ConvKernel.from_conv(self.project))}
+        convs = [self.conv] if isinstance(self.conv, nn.Conv2d) else list(self.conv)
+        k = ConvKernel.from_conv(self.expand)
+        for c in convs:
+            k = compose(k, ConvKernel.from_conv(c))
+        return {"1x1-kxk-1x1": compose(k, ConvKernel.from_conv(self.project))}
 
 
 class ExpandLinear(nn.Module):
