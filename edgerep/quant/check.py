@@ -142,6 +142,11 @@ def _verdicts(w: WeightStats, a: ActivationStats | None, s: LayerSensitivity | N
     wsq, asq, ssq = (T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB), (T.ACT_SQNR_OK_DB, T.ACT_SQNR_BAD_DB), \
         (T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB)
     plain = [note(g(w.sqnr_per_tensor_db, *wsq), f"per-tensor weight SQNR {w.sqnr_per_tensor_db:.1f} dB")]
+    med = w.sqnr_per_tensor_median_channel_db
+    if med < w.sqnr_per_tensor_db - 3.0:  # outlier channels hide how the ordinary ones fare
+        top = max(range(len(w.channel_absmax)), key=w.channel_absmax.__getitem__) if w.channel_absmax else 0
+        plain.append(note(g(med, *wsq), f"per-tensor INT8 leaves the median output channel's weights at {med:.1f} dB "
+                                        f"(the range is set by channel {top})"))
     fixed = [g(w.sqnr_per_channel_db, *wsq)]
     if a is not None:
         plain.append(note(g(a.sqnr_minmax_db, *asq), f"min-max input SQNR {a.sqnr_minmax_db:.1f} dB"))
@@ -169,12 +174,14 @@ def _advice(layer: FoldedLayer, w: WeightStats, a: ActivationStats | None, s: La
     name = layer.name
     if verdict == "ok":
         return [Advice("ok", "INT8 with per-tensor weights and min-max calibration is fine here")]
-    w_plain_bad = g(w.sqnr_per_tensor_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) != "ok" or (
+    w_plain_bad = g(min(w.sqnr_per_tensor_db, w.sqnr_per_tensor_median_channel_db), T.WEIGHT_SQNR_OK_DB,
+                    T.WEIGHT_SQNR_BAD_DB) != "ok" or (
         a is not None and a.out_sqnr_w_per_tensor_db is not None
         and g(a.out_sqnr_w_per_tensor_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) != "ok")
-    if w_plain_bad and g(w.sqnr_per_channel_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) == "ok":
+    if w_plain_bad and fixed != "bad" and g(w.sqnr_per_channel_db, T.WEIGHT_SQNR_OK_DB, T.WEIGHT_SQNR_BAD_DB) == "ok":
         out.append(Advice("per_channel", f"use per-channel weight scales: weight SQNR {w.sqnr_per_tensor_db:.1f} -> "
-                                         f"{w.sqnr_per_channel_db:.1f} dB"))
+                                         f"{w.sqnr_per_channel_db:.1f} dB (median channel "
+                                         f"{w.sqnr_per_tensor_median_channel_db:.1f} dB per-tensor)"))
     if a is not None and g(a.sqnr_minmax_db, T.ACT_SQNR_OK_DB, T.ACT_SQNR_BAD_DB) != "ok" and \
             a.sqnr_percentile_db - a.sqnr_minmax_db >= T.ACT_PERCENTILE_GAIN_DB:
         out.append(Advice("percentile", f"calibrate activations with {a.percentile:g}-percentile clipping: input SQNR "

@@ -128,24 +128,55 @@ def make_hostile(model: nn.Module, *, input_shape: tuple[int, int, int], produce
                         {"factor": factor})
 
 
-def build_hostile_model(kind: str = "repvgg", *, seed: int = 0, factor: float = 0.01, n_channels: int = 3,
-                        input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
-                        widths: tuple[int, ...] = (16, 32, 48, 64, 64),
-                        depths: tuple[int, ...] = (1, 2, 3, 1)) -> HostileModel:
-    """A small RepVGG (``kind="repvgg"``) or QARepVGG (``"qarepvgg"``) with the same seeded collapse
-    in ``stage2.0`` and ``stage3.1``; the consumers ``stage2.1`` and ``stage3.2`` have identity branches."""
+DEFAULT_WIDTHS = (16, 32, 48, 64, 64)
+DEFAULT_DEPTHS = (1, 2, 3, 1)
+
+
+def hostile_arch(kind: str = "repvgg", num_classes: int = 10, in_channels: int = 3,
+                 widths: tuple[int, ...] = DEFAULT_WIDTHS, depths: tuple[int, ...] = DEFAULT_DEPTHS) -> nn.Module:
+    """The bare small RepVGG / QARepVGG architecture of ``build_hostile_model`` (a checkpoint
+    ``arch`` factory: ``edgerep.quant.hostile:hostile_arch``)."""
     from edgerep.models.repvgg import RepVGG, qarepvgg_block, repvgg_block
 
     fns = {"repvgg": repvgg_block, "qarepvgg": qarepvgg_block}
     if kind not in fns:
         raise ValueError(f"kind must be one of {sorted(fns)}, got {kind!r}")
+    return RepVGG(tuple(widths), tuple(depths), num_classes=num_classes, in_channels=in_channels, block_fn=fns[kind])
+
+
+def build_hostile_model(kind: str = "repvgg", *, seed: int = 0, factor: float = 0.01, n_channels: int = 3,
+                        input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
+                        widths: tuple[int, ...] = DEFAULT_WIDTHS,
+                        depths: tuple[int, ...] = DEFAULT_DEPTHS) -> HostileModel:
+    """A small RepVGG (``kind="repvgg"``) or QARepVGG (``"qarepvgg"``) with the same seeded collapse
+    in ``stage2.0`` and ``stage3.1``; the consumers ``stage2.1`` and ``stage3.2`` have identity branches."""
     torch.manual_seed(seed)
-    model = RepVGG(widths, depths, num_classes=num_classes, in_channels=input_shape[0], block_fn=fns[kind])
+    model = hostile_arch(kind, num_classes, input_shape[0], widths, depths)
     g = torch.Generator().manual_seed(seed + 1)
     producers = {"stage2.0": sorted(torch.randperm(widths[2], generator=g)[:n_channels].tolist()),
                  "stage3.1": sorted(torch.randperm(widths[3], generator=g)[:n_channels].tolist())}
-    return make_hostile(model, input_shape=input_shape, producers=producers, factor=factor, seed=seed)
+    h = make_hostile(model, input_shape=input_shape, producers=producers, factor=factor, seed=seed)
+    h.notes.update({"kind": kind, "seed": seed, "arch_kwargs": {"kind": kind, "num_classes": num_classes,
+                                                              "in_channels": input_shape[0], "widths": list(widths),
+                                                              "depths": list(depths)}})
+    return h
 
 
-__all__ = ["HostileModel", "MECHANISM", "make_hostile", "build_hostile_model", "collapse_channels",
+def save_hostile_checkpoint(path, kind: str = "repvgg", **kwargs) -> HostileModel:
+    """Build a hostile model (or its QARepVGG control) and save it as an edgerep checkpoint that
+    ``edgerep check`` / ``deploy`` load (inputs are standard-normal: mean 0, std 1)."""
+    from edgerep.checkpoint import CheckpointMeta, save_checkpoint
+
+    h = build_hostile_model(kind, **kwargs)
+    c = h.input_shape[0]
+    meta = CheckpointMeta(arch="edgerep.quant.hostile:hostile_arch", arch_kwargs=h.notes["arch_kwargs"],
+                          input_shape=h.input_shape, mean=(0.0,) * c, std=(1.0,) * c,
+                          extra={"hostile": {"mechanism": h.mechanism, "collapsed": h.collapsed,
+                                             "expected_layers": h.expected_layers, "factor": h.notes["factor"]}})
+    save_checkpoint(path, h.model, meta)
+    return h
+
+
+__all__ = ["HostileModel", "MECHANISM", "make_hostile", "build_hostile_model", "hostile_arch",
+           "save_hostile_checkpoint", "collapse_channels",
            "recalibrate_bn", "synthetic_batches"]

@@ -74,6 +74,9 @@ class WeightStats:
     sqnr_per_channel_db: float
     sqnr_worst_channel_db: float  # per-channel quantization, the worst single channel
     worst_channel: int
+    #: per-tensor quantization, SQNR of the median output channel: a few outlier channels hold most
+    #: of the energy, so the whole-tensor SQNR hides that every ordinary channel lost its precision
+    sqnr_per_tensor_median_channel_db: float
     channel_absmax: list[float] = field(repr=False, default_factory=list)
     histogram: dict = field(repr=False, default_factory=dict)  # counts over symmetric bins
 
@@ -118,6 +121,9 @@ def weight_stats(w: Tensor, k_sigma: float = K_SIGMA, qmax: int = QMAX_8BIT, bin
     e_c = quant_noise(rows, ch.reshape(-1, 1), qmax)
     err_c = (e_c * e_c).sum(dim=1, dtype=torch.float64)
     signal = float(sig_c.sum())
+    err_t_c = (e_t * e_t).sum(dim=1, dtype=torch.float64)
+    live_t = sorted(_db(float(s_), float(e_)) for s_, e_ in zip(sig_c, err_t_c) if float(s_) > 0)
+    median_t = live_t[(len(live_t) - 1) // 2] if live_t else math.inf
     per_ch = [_db(float(s_), float(e_)) for s_, e_ in zip(sig_c, err_c)]
     live = [(v, i) for i, v in enumerate(per_ch) if float(sig_c[i]) > 0]
     worst_db, worst_i = min(live) if live else (math.inf, 0)
@@ -128,9 +134,9 @@ def weight_stats(w: Tensor, k_sigma: float = K_SIGMA, qmax: int = QMAX_8BIT, bin
     return WeightStats(
         shape=list(w.shape), min=float(flat.min()), max=float(flat.max()), absmax=amax, mean=mean, std=std,
         kurtosis=kurt, channel_spread=spread, beyond_k_sigma=beyond, k_sigma=k_sigma,
-        sqnr_per_tensor_db=_db(signal, float((e_t * e_t).sum(dtype=torch.float64))),
+        sqnr_per_tensor_db=_db(signal, float(err_t_c.sum())),
         sqnr_per_channel_db=_db(signal, float(err_c.sum())),
-        sqnr_worst_channel_db=worst_db, worst_channel=int(worst_i),
+        sqnr_worst_channel_db=worst_db, worst_channel=int(worst_i), sqnr_per_tensor_median_channel_db=median_t,
         channel_absmax=[float(v) for v in ch],
         histogram={"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
     )

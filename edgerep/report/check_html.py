@@ -68,7 +68,7 @@ def plot_sqnr_bars(report, path: Path) -> Path:
         tick.set_color(_COLOURS[r.verdict])
     ax.set_ylabel("SQNR (dB), 8-bit symmetric")
     ax.set_title("INT8 SQNR per folded layer (label colour = plain-INT8 verdict)")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     return path
