@@ -11,6 +11,7 @@ import json
 import platform
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -130,6 +131,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     from edgerep.bundle import atomic_bundle, check_output_path
 
     say = progress or (lambda step, msg: None)
+    _check_options(opts)
     t_start = time.perf_counter()
     _seed_everything(opts.seed)
     if opts.threads:
@@ -165,9 +167,18 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         calib_ds = open_dataset("synthetic", split="calib", meta=meta)
     if calib_ds is not None and len(calib_ds) == 0:
         raise DataError(f"{calib_spec}: the calibration split is empty")
+    warnings_out: list[str] = []
+    if len(calib_ds) < opts.calib_samples:  # proceed: a small set still calibrates, but say so loudly
+        msg = (f"calibration data {calib_spec or 'synthetic'} has {len(calib_ds)} samples, fewer than the "
+               f"{opts.calib_samples} asked (--calib-samples); calibrating on all {len(calib_ds)}")
+        warnings_out.append(msg)
+        say("load", "warning: " + msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    _check_input_shape(model, input_shape, ckpt_path)
 
     report: dict[str, Any] = {
         "schema": "edgerep.report/1",
+        "warnings": warnings_out,
         "kind": "deploy",
         "created_unix": time.time(),
         "model": {
@@ -324,6 +335,33 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         manifest["files"] = files
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return DeployResult(out=out, report=report, passed=passed, files=files)
+
+
+def _check_options(opts: DeployOptions) -> None:
+    """Refuse numeric options that cannot work, naming the flag, before any work."""
+    if opts.calib_samples < 1:
+        raise EdgerepError(f"--calib-samples must be positive, got {opts.calib_samples}")
+    if opts.batch < 1:
+        raise EdgerepError(f"--batch must be positive, got {opts.batch}")
+    if opts.eval_samples is not None and opts.eval_samples < 1:
+        raise EdgerepError(f"--eval-samples must be positive, got {opts.eval_samples}")
+    if not opts.bench_seconds >= 0:
+        raise EdgerepError(f"--bench-seconds must be >= 0, got {opts.bench_seconds}")
+
+
+def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
+    """One forward pass on a zero input: a meta.input_shape that does not fit the model is a user-fixable error."""
+    import torch
+
+    from edgerep.errors import CheckpointError
+
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    except (RuntimeError, ValueError, IndexError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{ckpt_path}: meta.input_shape {tuple(input_shape)} does not fit the model ({first})",
+                              hint="fix meta.input_shape (C, H, W) or pass the checkpoint's real --arch") from None
 
 
 def _relative(path, root: Path) -> str | None:
