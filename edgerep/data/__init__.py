@@ -34,7 +34,8 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
     if s == "synthetic":
         from edgerep.data.synthetic import SyntheticDataset
 
-        return SyntheticDataset(Preprocess.from_meta(meta), n=limit or 256)
+        c, h, w = tuple(getattr(meta, "input_shape", None) or (3, 224, 224))
+        return SyntheticDataset(Preprocess((c, h, w), (0.0,) * c, (1.0,) * c), n=limit or 256)
     path = Path(s)
     if not path.exists():
         raise DataError(f"data {s!r}: no such file or directory",
