@@ -56,6 +56,14 @@ class CheckpointMeta:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "checkpoint") -> "CheckpointMeta":
         """Validate and build; a bad field raises ``CheckpointError`` naming it."""
+        try:
+            return cls._from_dict(d, where)
+        except (TypeError, ValueError, OverflowError) as e:  # e.g. input_shape ["a", 16, 16], mean None
+            raise CheckpointError(f"{where}: meta has a field of the wrong type or value ({_short(str(e))})",
+                                  hint="meta.input_shape is 3 positive ints, mean/std lists of floats") from None
+
+    @classmethod
+    def _from_dict(cls, d: Mapping[str, Any], where: str) -> "CheckpointMeta":
         if not isinstance(d, Mapping):
             raise CheckpointError(f"{where}: 'meta' is a {type(d).__name__}, expected a dict")
         known = {f.name for f in fields(cls)}
@@ -186,6 +194,17 @@ def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str], 
     return "wrong --arch or a different model definition"
 
 
+def check_finite(tensors: Mapping[str, Any], where: str) -> None:
+    """Refuse NaN / Inf in floating-point weights or BN statistics, naming the first bad tensor."""
+    bad = [k for k, v in tensors.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        n = int((~torch.isfinite(tensors[bad[0]])).sum())
+        raise CheckpointError(f"{where}: {len(bad)} tensors hold NaN or Inf ({_first(bad)}; {n} bad values in "
+                              f"{bad[0]})", hint="the training run diverged or the file is damaged; "
+                              "use an earlier checkpoint") from None
+
+
 def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], where: str) -> None:
     """``model.load_state_dict`` that fails with one line naming the first bad keys and a likely cause."""
     own = model.state_dict()
@@ -204,6 +223,7 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], wh
         cause = _likely_cause(missing, unexpected, shapes, set(own))
         raise CheckpointError(f"{where}: weights do not fit the architecture: {'; '.join(parts)}",
                               hint=f"likely cause: {cause}")
+    check_finite(sd, where)
     full = {k: v for k, v in sd.items() if k in own}
     for k in own:  # older files without num_batches_tracked
         full.setdefault(k, own[k])
@@ -237,7 +257,9 @@ def _torch_load(path: Path, trust: bool) -> Any:
                 f"{path}: contains pickled Python objects (e.g. a whole nn.Module); loading it would run code "
                 "named by the file", hint="save model.state_dict() instead, or pass --trust-checkpoint if you "
                 "trust where the file came from") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_short(msg)})") from None
+        why = msg.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in msg else msg
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a pickle edgerep will not run "
+                              f"({_short(why)})", hint="pass a checkpoint saved with torch.save(state_dict)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         msg = _short(str(e))
         if "zip" in msg.lower() or "central directory" in msg.lower() or isinstance(e, EOFError):
@@ -245,6 +267,9 @@ def _torch_load(path: Path, trust: bool) -> Any:
                                   hint="re-download or re-save the file") from None
         raise CheckpointError(f"{path}: cannot read checkpoint ({msg})") from None
     except Exception as e:  # e.g. a trusted pickle naming a class that does not exist here
+        if not trust:  # the weights-only reader met bytes it cannot parse (a text file, an image...)
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_short(str(e))})",
+                                  hint="pass a checkpoint saved with torch.save(state_dict)") from None
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {_short(str(e))})") from None
 
 
@@ -392,6 +417,7 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, trust: bool = 
         return _load_edgerep(obj, path, arch)
     if isinstance(obj, nn.Module) or (isinstance(obj, Mapping) and isinstance(obj.get("model"), nn.Module)):
         model = obj if isinstance(obj, nn.Module) else obj["model"]
+        check_finite(model.state_dict(), str(path))
         meta = default_meta(arch, arch_kwargs) if arch and ":" not in arch else CheckpointMeta(arch="pickled-module")
         if input_shape is not None:
             meta.input_shape = tuple(int(v) for v in input_shape)
