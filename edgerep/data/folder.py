@@ -59,8 +59,10 @@ class ImageFolderDataset(Dataset):
             with Image.open(path) as im:
                 im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
                 a = np.asarray(im, dtype=np.float32) / 255.0
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"{path}: cannot read image ({e})") from None
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            # PIL raises SyntaxError for broken PNG chunks, ValueError for modes it cannot convert
+            raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
+                            hint="remove or re-save the file") from None
         return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:

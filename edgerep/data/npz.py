@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -19,17 +20,31 @@ from edgerep.data.base import Dataset, Preprocess
 from edgerep.errors import DataError
 
 
+#: what reading a damaged zip member can raise (zipfile, zlib, numpy's header parser)
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, SyntaxError, KeyError,
+                NotImplementedError, TypeError, OverflowError, MemoryError)
+
+
 class _Member:
     """One ``.npy`` inside the zip: dtype, shape, and a forward-only row reader."""
 
     def __init__(self, zf: zipfile.ZipFile, key: str, path: Path):
         self.zf, self.name, self.path = zf, key + ".npy", path
-        with self._open() as f:
-            self.shape, self.fortran, self.dtype, self.offset = self._header(f)
+        try:
+            with self._open() as f:
+                self.shape, self.fortran, self.dtype, self.offset = self._header(f)
+        except _READ_ERRORS as e:
+            raise DataError(f"{path}: array {key!r} is not a readable .npy member ({type(e).__name__}: "
+                            f"{str(e)[:120]})", hint="re-save it with np.savez") from None
         if self.fortran:
             raise DataError(f"{path}: array {key!r} is Fortran-ordered; save it C-ordered (np.ascontiguousarray)")
         if self.dtype.hasobject:
             raise DataError(f"{path}: array {key!r} holds Python objects; only numeric arrays are read")
+        if self.dtype.kind not in "iuf" or self.dtype.fields is not None:
+            raise DataError(f"{path}: array {key!r} has dtype {self.dtype}; only integer or float arrays are read",
+                            hint="store images as uint8 (raw pixels) or float32 (preprocessed), labels as int64")
+        if any(d < 0 for d in self.shape):
+            raise DataError(f"{path}: array {key!r} has a negative dimension in its shape {self.shape}")
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def _open(self) -> IO[bytes]:
@@ -45,15 +60,19 @@ class _Member:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop``; reads forward from the member start (zip streams cannot seek cheaply)."""
-        with self._open() as f:
-            skip = self.offset + start * self.row_bytes
-            while skip > 0:
-                chunk = f.read(min(skip, 1 << 24))
-                if not chunk:
-                    raise DataError(f"{self.path}: {self.name} is truncated")
-                skip -= len(chunk)
-            want = (stop - start) * self.row_bytes
-            buf = f.read(want)
+        try:
+            with self._open() as f:
+                skip = self.offset + start * self.row_bytes
+                while skip > 0:
+                    chunk = f.read(min(skip, 1 << 24))
+                    if not chunk:
+                        raise DataError(f"{self.path}: {self.name} is truncated")
+                    skip -= len(chunk)
+                want = (stop - start) * self.row_bytes
+                buf = f.read(want)
+        except _READ_ERRORS as e:  # bad CRC, bad deflate stream, cut-off member
+            raise DataError(f"{self.path}: {self.name} is corrupt ({type(e).__name__}: {str(e)[:120]})",
+                            hint="re-save or re-download the file") from None
         if len(buf) != want:
             raise DataError(f"{self.path}: {self.name} is truncated")
         return np.frombuffer(buf, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
@@ -67,7 +86,7 @@ class NpzDataset(Dataset):
         self.path = Path(path)
         try:
             self.zf = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile) as e:
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
             raise DataError(f"{self.path}: not a readable .npz file ({e})") from None
         keys = {n[:-4] for n in self.zf.namelist() if n.endswith(".npy")}
         xk = f"x_{split}" if f"x_{split}" in keys else "x"
@@ -98,7 +117,16 @@ class NpzDataset(Dataset):
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         x = self.x.read(start, stop)
-        y = self.y.read(start, stop).astype(np.int64) if self.y is not None else None
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0]) + start
+            raise DataError(f"{self.path}: 'x' row {bad} holds NaN or Inf", hint="clean the data set")
+        y = None
+        if self.y is not None:
+            y = self.y.read(start, stop)
+            if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+                raise DataError(f"{self.path}: 'y' holds non-integer labels (rows {start}..{stop - 1})",
+                                hint="store labels as integers: y.astype(np.int64)")
+            y = y.astype(np.int64)
         return self._prepare(x), y
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
