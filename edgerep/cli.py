@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("EDGEREP_DEBUG") == "1"
+    from edgerep.bundle import Terminated
     from edgerep.errors import EdgerepError
 
     try:
@@ -102,8 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgerep {args.command}: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print(f"edgerep {args.command}: interrupted; nothing partial was left at the output path", file=sys.stderr)
         return 130
+    except Terminated:  # SIGTERM while a bundle was being written: its temporary directory is already gone
+        if debug:
+            traceback.print_exc()
+        print(f"edgerep {args.command}: terminated (SIGTERM); nothing partial was left at the output path",
+              file=sys.stderr)
+        return 143
     except Exception as exc:  # an edgerep bug, or an input we did not foresee: still one line
         if debug:
             traceback.print_exc()
