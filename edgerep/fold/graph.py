@@ -68,7 +68,7 @@ class GraphFoldResult:
     convs_before: int = 0
     convs_after: int = 0
     max_rel_error: float | None = None  # whole model, caller's dtype
-    max_rel_error_f64: float | None = None  # whole model, float64 (exactness of the fold itself)
+    max_rel_error_f64: float | None = None  # whole model in float64, measured when float32 exceeds rtol
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -109,25 +109,26 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
     before = measure_cost(model, x)
     result = _fold_any(copy.deepcopy(model), x, _Opts(verify, max_cost_growth), "")
     if verify:
-        f64, f32 = _compare(model, result.module, x)
-        # the folded weights are stored in the caller's dtype, so even in float64 the whole model
-        # differs by that rounding (~1e-7 per layer for float32); regions were checked exactly above
-        if not f64 <= rtol:
-            # should never happen (every region was checked); never hand back an inexact model
-            fallback = copy.deepcopy(model)
-            f64b, f32b = _compare(model, fallback, x)
-            if not f64b <= rtol:
-                raise FoldError(f"even the unfolded copy differs from the model (rel error {f64b:.3g})",
-                                path=type(model).__name__)
-            refused = list(result.refused_regions) + [
-                ("<model>", f"whole-model check failed after folding (float64 rel error {f64:.3g}); "
-                            f"nothing was folded")]
-            result = GraphFoldResult(fallback, [], refused)
-            f64, f32 = f64b, f32b
+        # float32 first; float64 copies only to tell rounding from a real difference (the folded
+        # weights are stored in the caller's dtype, so float64 also sees ~1e-7 per layer)
+        f32, f64 = _compare(model, result.module, x, double=False), None
+        if not f32 <= rtol:
+            f64 = _compare(model, result.module, x, double=True)
+            if not f64 <= rtol:
+                # should never happen (every region was checked); never hand back an inexact model
+                fallback = copy.deepcopy(model)
+                if not _compare(model, fallback, x, double=True) <= rtol:
+                    raise FoldError("even the unfolded copy differs from the model (non-deterministic forward?)",
+                                    path=type(model).__name__)
+                refused = list(result.refused_regions) + [
+                    ("<model>", f"whole-model check failed after folding (float64 rel error {f64:.3g}); "
+                                "nothing was folded")]
+                result = GraphFoldResult(fallback, [], refused)
+                f32, f64 = _compare(model, fallback, x, double=False), None
+            else:
+                result.notes.append(f"float32 rel error {f32:.3g} exceeds rtol={rtol:g} although the fold is exact "
+                                    f"in float64 ({f64:.3g}): float32 rounding of a deep model")
         result.max_rel_error, result.max_rel_error_f64 = f32, f64
-        if f32 > rtol:
-            result.notes.append(f"float32 rel error {f32:.3g} exceeds rtol={rtol:g} although the fold is exact in "
-                                f"float64 ({f64:.3g}): float32 rounding of a deep model")
     result.module.eval()
     after = measure_cost(result.module, x)
     result.params_before, result.params_after = before.params, after.params
@@ -160,14 +161,15 @@ def _fold_any(work: nn.Module, x: Tensor, opts: _Opts, prefix: str) -> GraphFold
         gm, opaque = trace_with_fallback(work)
     except RootUntraceable as e:
         return _fold_children(work, x, opts, prefix, str(e))
-    snapshot = copy.deepcopy(work)
     try:
         result = _fold_traced(gm, x, opts.verify, prefix, opts.max_cost_growth)
     except FoldError:
         raise
     except Exception as e:  # noqa: BLE001 - e.g. the traced graph does not run in float64
         why = f"traced graph could not be folded ({type(e).__name__}: {str(e).strip()[:160]})"
-        return _fold_children(snapshot, x, opts, prefix, why)
+        # analysis and checks run before any rewrite, and the GraphModule only shares the leaf
+        # modules it calls (never modified), so ``work`` is still the untouched copy
+        return _fold_children(work, x, opts, prefix, why)
     for path, why in opaque.items():
         result.notes.append(f"{_join(prefix, path)}: not traceable ({why}); folded on its own")
     if opaque:
@@ -481,13 +483,14 @@ def _dead_code(graph: fx.Graph) -> None:
 # whole-model comparison
 # ---------------------------------------------------------------------------------
 @torch.no_grad()
-def _compare(original: nn.Module, folded: nn.Module, x: Tensor) -> tuple[float, float]:
-    """Max relative error (max |a-b| / max |a| over all outputs): (float64 copies, caller's dtype)."""
-    a64 = tree_flatten(to_double(original).eval()(x.to(FOLD_DTYPE)))[0]
-    b64 = tree_flatten(to_double(folded).eval()(x.to(FOLD_DTYPE)))[0]
-    a32 = tree_flatten(original(x))[0]
-    b32 = tree_flatten(folded(x))[0]
-    return _max_rel(a64, b64), _max_rel(a32, b32)
+def _compare(original: nn.Module, folded: nn.Module, x: Tensor, double: bool) -> float:
+    """Max relative error (max |a-b| / max |a| over all outputs), in float64 copies or as they are."""
+    if double:
+        a = tree_flatten(to_double(original).eval()(x.to(FOLD_DTYPE)))[0]
+        b = tree_flatten(to_double(folded).eval()(x.to(FOLD_DTYPE)))[0]
+    else:
+        a, b = tree_flatten(original(x))[0], tree_flatten(folded(x))[0]
+    return _max_rel(a, b)
 
 
 def _max_rel(a: list, b: list) -> float:

@@ -5,16 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
 
-aten = torch.ops.aten
+_CONVS = {F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d}
+_LINEAR = {F.linear}
+_MATMULS = {torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.mm, Tensor.mm, torch.bmm, Tensor.bmm}
+_ADDMM = {torch.addmm, Tensor.addmm}
 
 
 @dataclass
 class Cost:
-    """Parameters, executed convolutions / matmuls, and FLOPs (2 per multiply-accumulate of
-    conv and matmul ops, for the whole example batch)."""
+    """Parameters, executed convolutions / matmuls (linear layers included), and FLOPs (2 per
+    multiply-accumulate of conv and matmul ops, for the whole example batch)."""
 
     params: int
     convs: int
@@ -22,27 +26,34 @@ class Cost:
     flops: int
 
 
-class _CostMode(TorchDispatchMode):
+class _CostMode(TorchFunctionMode):
+    """Counts at the torch-function level: cheap (no dispatcher slow path) and sees functional calls."""
+
     def __init__(self) -> None:
         super().__init__()
         self.convs = 0
         self.matmuls = 0
         self.flops = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        out = func(*args, **(kwargs or {}))
-        if func is aten.convolution.default:
-            w = args[1]
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in _CONVS:
+            w = args[1] if len(args) > 1 else kwargs["weight"]
             self.convs += 1
             self.flops += 2 * out.numel() * int(w[0].numel())
-        elif func in (aten.mm.default, aten.addmm.default):
-            a, b = (args[0], args[1]) if func is aten.mm.default else (args[1], args[2])
+        elif func in _LINEAR:
+            w = args[1] if len(args) > 1 else kwargs["weight"]
             self.matmuls += 1
-            self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-        elif func is aten.bmm.default:
-            a, b = args[0], args[1]
+            self.flops += 2 * out.numel() * int(w.shape[-1])
+        elif func in _MATMULS:
+            a = args[0]
             self.matmuls += 1
-            self.flops += 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+            self.flops += 2 * out.numel() * int(a.shape[-1])
+        elif func in _ADDMM:
+            a = args[1] if len(args) > 1 else kwargs["mat1"]
+            self.matmuls += 1
+            self.flops += 2 * out.numel() * int(a.shape[-1])
         return out
 
 
