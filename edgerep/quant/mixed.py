@@ -53,7 +53,7 @@ def mixed_precision(nodes: Sequence[str], score: Callable[..., Score], max_drop:
         sens.append((s.drop, s.error, n))
     sens.sort(key=lambda t: (-t[0], -t[1]))
     res.sensitivity = [{"node": n, "drop_alone": round(d, 4), "error_alone": e} for d, e, n in sens]
-    limit = max_excluded if max_excluded is not None else max(1, len(nodes) // 2)
+    limit = max_excluded if max_excluded is not None else len(nodes)
     excluded: list[str] = []
     for d, e, n in sens[:limit]:
         excluded.append(n)

@@ -210,6 +210,31 @@ def toposort(model) -> None:
     model.graph.node.extend(ordered)
 
 
+PASS_THROUGH = ("Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Transpose",
+                "Squeeze", "Unsqueeze", "Pad", "Resize", "Slice")
+
+
+def expand_exclusions(model, exclude: Iterable[str]) -> list[str]:
+    """``exclude`` plus the pass-through ops (ReLU, pooling, reshapes) feeding each excluded node.
+
+    Excluding only the conv leaves its *input* quantized by the producer's Q/DQ pair; for the
+    layer to really see float activations the ops between it and the previous conv must stay
+    float too. (onnxruntime then runs the previous conv with a float output.)
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    names = {n.name: n for n in model.graph.node}
+    out = list(dict.fromkeys(exclude))
+    for name in list(out):
+        node = names.get(name)
+        t = node.input[0] if node is not None and node.input else None
+        while t in producers and producers[t].op_type in PASS_THROUGH:
+            p = producers[t]
+            if p.name not in out:
+                out.append(p.name)
+            t = p.input[0]
+    return out
+
+
 def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: CalibrationResult, config: QdqConfig,
               *, exclude_nodes: Iterable[str] = (), only_nodes: Iterable[str] | None = None) -> QdqInfo:
     """Quantize ``fp32_path`` to a QDQ file at ``out_path`` with ``calibration``'s ranges.
@@ -229,6 +254,7 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     unknown = [n for n in exclude if n not in {x.name for x in model.graph.node}]
     if unknown:
         raise EdgerepError(f"{fp32_path}: nodes to keep in float not in the graph: {', '.join(unknown)}")
+    exclude = expand_exclusions(model, exclude)
     corrected = correct_biases(model, calibration, config, exclude) if config.bias_correction else {}
     extra = {
         "ActivationSymmetric": bool(config.symmetric_activations or config.activation == "s8"),
@@ -260,5 +286,6 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     onnx.save(qmodel, str(out_path))
     quantized = [n for n in names if n not in exclude and (not only or n in only)]
     return QdqInfo(path=str(out_path), config=config.to_dict(), quantized_nodes=quantized,
-                   excluded_nodes=[n for n in names if n not in quantized], add_inputs_quantized=added,
+                   excluded_nodes=[n for n in names if n not in quantized] + [n for n in exclude if n not in names],
+                   add_inputs_quantized=added,
                    bias_corrected=corrected)

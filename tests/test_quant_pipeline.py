@@ -1,0 +1,133 @@
+"""quantize_model end to end on real onnxruntime sessions: accuracy as deployed, the AVX2
+saturation trap, a quant-hostile RepVGG, mixed precision and the calibration cache."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from edgerep.engines.onnxruntime_engine import OrtEngine
+from edgerep.quant.calibrate import ArrayDataset, calibrate
+from edgerep.quant.cpu_features import detect_cpu_features
+from edgerep.quant.pipeline import quantize_model
+from edgerep.quant.qdq import QdqConfig, write_qdq
+from test_quant_helpers import (dataset, digits_splits, export_folded, flattened_onnx, hostile_digits,
+                                reference_fn, top1, torch_top1, trained_digits)
+
+
+def _deployed_top1(res, split="test") -> float:
+    """Top-1 of the CPU file on a fresh, optimized session with the policy's session config."""
+    x, y = digits_splits()[split]
+    eng = OrtEngine(res.files["cpu"], precision="int8", optimization="all",
+                    session_config=res.cpu_policy.session_config)
+    return top1(eng.run(x), y)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qdigits")
+    model = trained_digits()
+    fp32 = export_folded(model, d / "model.fp32.onnx")
+    res = quantize_model(fp32, dataset("calib"), dataset("test"), d / "out", reference=reference_fn(model),
+                         cache_dir=d / "cache")
+    return model, fp32, res, d
+
+
+def test_digits_int8_as_deployed_is_within_half_a_point_of_unfolded_fp32(digits_run):
+    model, _, res, _ = digits_run
+    fp32_top1 = torch_top1(model)
+    int8_top1 = _deployed_top1(res)
+    assert int8_top1 >= fp32_top1 - 0.5, (int8_top1, fp32_top1, res.cpu_policy)
+    assert res.reference["top1"] == pytest.approx(fp32_top1)
+    assert res.cpu_policy.top1 == pytest.approx(int8_top1)  # what it reports is what a user gets
+    assert res.files["cpu"].name == "model.int8.onnx" and res.files["tensorrt"].name == "model.int8.trt.onnx"
+    ops = {n.op_type for n in onnx.load(res.files["cpu"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert res.lint == [] and res.to_dict()["lint_passed"]
+    chosen = next(c for c in res.candidates if c.policy == res.cpu_policy.name)
+    assert chosen.accepted and all(c.reason for c in res.candidates)
+    d = res.to_dict()
+    assert d["cpu_policy"]["reason"] and d["calibration"]["key"] and d["candidates"]
+
+
+def test_calibration_runs_once_and_is_reused(digits_run):
+    model, fp32, res, d = digits_run
+    assert not res.calibration["was_cached"]
+    again = quantize_model(fp32, dataset("calib"), dataset("test"), d / "again", reference=reference_fn(model),
+                           cache_dir=d / "cache", targets=("tensorrt",))
+    assert again.calibration["was_cached"] and again.calibration["key"] == res.calibration["key"]
+    assert set(again.files) == {"tensorrt"} and again.cpu_policy is None
+
+
+def test_saturating_policy_is_measured_on_the_optimized_session_and_rejected(tmp_path):
+    cpu = detect_cpu_features()
+    if not cpu.u8s8_saturates:
+        pytest.skip(f"this CPU ({cpu.int8_dot}) has no int16-saturating u8s8 kernels")
+    # every weight at its channel's maximum (sign kept); equalization off, as it would rescale them
+    path = flattened_onnx(trained_digits(), tmp_path / "flat.onnx", alpha=1.0)
+    x = digits_splits()["test"][0]
+    unlabeled = ArrayDataset(x, None, name="digits8-unlabeled")
+    res = quantize_model(path, dataset("calib"), unlabeled, tmp_path / "out", targets=("cpu",), max_drop=1.0,
+                         equalize=False)
+    s8 = next(c for c in res.candidates if c.policy == "s8s8")
+    # the number in the report is the optimized session's, recomputed here independently
+    cal = calibrate(path, dataset("calib"), method="mse")
+    write_qdq(path, tmp_path / "s8s8.onnx", cal, QdqConfig(activation="s8", weight="s8"))
+    ref = OrtEngine(path).run(x).argmax(1)
+    fused = (OrtEngine(tmp_path / "s8s8.onnx", optimization="all").run(x).argmax(1) == ref).mean() * 100
+    simulated = (OrtEngine(tmp_path / "s8s8.onnx", optimization="disable").run(x).argmax(1) == ref).mean() * 100
+    assert simulated >= 99.0 > fused + 3  # the trap: the simulation looks fine, the fused kernels are not
+    assert not s8.accepted and s8.agreement < 97 and "saturation" in s8.reason
+    assert s8.agreement == pytest.approx(fused)
+    chosen = res.cpu_policy
+    eng = OrtEngine(res.files["cpu"], optimization="all", session_config=chosen.session_config)
+    assert (eng.run(x).argmax(1) == ref).mean() * 100 >= 99.0
+    assert chosen.name != "s8s8" and chosen.drop <= 1.0
+
+
+def test_quant_hostile_repvgg_plain_ptq_vs_edgerep(tmp_path):
+    model = hostile_digits()
+    fp32_top1 = torch_top1(model)
+    path = export_folded(model, tmp_path / "hostile.onnx")
+    x, y = digits_splits()["test"]
+    # plain PTQ: min-max ranges, per-tensor weights, no equalization or bias correction
+    # (x64 precision session so that saturation is not what we measure)
+    cal = calibrate(path, dataset("calib"), method="minmax")
+    write_qdq(path, tmp_path / "plain.onnx", cal, QdqConfig(activation="u8", per_channel=False, bias_correction=False))
+    plain = top1(OrtEngine(tmp_path / "plain.onnx", session_config={"session.x64quantprecision": "1"}).run(x), y)
+    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out", reference=reference_fn(model),
+                         targets=("cpu",))
+    ours = _deployed_top1(res)
+    assert plain < fp32_top1 - 20, (plain, fp32_top1)
+    assert ours >= fp32_top1 - 1.0, (ours, fp32_top1, res.cpu_policy)
+    assert res.equalization["applied"] and res.equalization["range_ratio_before"] > 50
+
+
+def test_mixed_precision_keeps_the_sensitive_layers_in_fp32(tmp_path):
+    model = hostile_digits()
+    path = export_folded(model, tmp_path / "hostile.onnx")
+    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out", reference=reference_fn(model),
+                         targets=("cpu",), method="minmax", equalize=False, bias_correction=False, max_drop=1.0)
+    assert all(not c.accepted for c in res.candidates[:-1])  # plain per-channel PTQ fails on this model
+    assert res.excluded_nodes and all(e["why"] and e["precision"] == "fp32" for e in res.excluded_nodes)
+    excluded = {e["node"] for e in res.excluded_nodes}
+    qmodel = onnx.load(res.files["cpu"])
+    float_inits = {i.name for i in qmodel.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    kept = [n for n in qmodel.graph.node if n.name in excluded]
+    assert len(kept) == len(excluded)
+    assert all(n.input[1] in float_inits for n in kept)  # FP32 weights, no DequantizeLinear: not INT8
+    assert _deployed_top1(res) >= torch_top1(model) - 1.0
+    assert "FP32" in res.cpu_policy.reason
+
+
+def test_bad_arguments(tmp_path):
+    from edgerep.errors import EdgerepError
+
+    with pytest.raises(EdgerepError, match="not found"):
+        quantize_model(tmp_path / "none.onnx", dataset("calib"), None, tmp_path)
+    path = export_folded(trained_digits(), tmp_path / "m.onnx")
+    with pytest.raises(EdgerepError, match="targets"):
+        quantize_model(path, dataset("calib"), None, tmp_path, targets=("gpu",))
+    with pytest.raises(EdgerepError, match="method"):
+        quantize_model(path, dataset("calib"), None, tmp_path, method="best")
+    assert np.isfinite(torch_top1(trained_digits()))
