@@ -106,6 +106,10 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
     """
     _require_eval(model)
     x = example_input.detach()
+    device = x.device
+    if device.type != "cpu":  # the kernel algebra runs on CPU in float64; the result goes back
+        model = copy.deepcopy(model).cpu()
+        x = x.cpu()
     before = measure_cost(model, x)
     result = _fold_any(copy.deepcopy(model), x, _Opts(verify, max_cost_growth), "")
     if verify:
@@ -131,6 +135,7 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
         result.max_rel_error, result.max_rel_error_f64 = f32, f64
     result.module.eval()
     after = measure_cost(result.module, x)
+    result.module.to(device)
     result.params_before, result.params_after = before.params, after.params
     result.flops_before, result.flops_after = before.flops, after.flops
     result.convs_before, result.convs_after = before.convs, after.convs
@@ -162,7 +167,7 @@ def _fold_any(work: nn.Module, x: Tensor, opts: _Opts, prefix: str) -> GraphFold
     except RootUntraceable as e:
         return _fold_children(work, x, opts, prefix, str(e))
     try:
-        result = _fold_traced(gm, x, opts.verify, prefix, opts.max_cost_growth)
+        result, opaque_inputs = _fold_traced(gm, x, opts.verify, prefix, opts.max_cost_growth, set(opaque))
     except FoldError:
         raise
     except Exception as e:  # noqa: BLE001 - e.g. the traced graph does not run in float64
@@ -173,7 +178,7 @@ def _fold_any(work: nn.Module, x: Tensor, opts: _Opts, prefix: str) -> GraphFold
     for path, why in opaque.items():
         result.notes.append(f"{_join(prefix, path)}: not traceable ({why}); folded on its own")
     if opaque:
-        _fold_opaque(result, x, set(opaque), opts, prefix)
+        _fold_opaque(result, x, opaque_inputs, opts, prefix)
     return result
 
 
@@ -212,25 +217,17 @@ def _fold_children(work: nn.Module, x: Tensor, opts: _Opts, prefix: str, why: st
     return result
 
 
-def _fold_opaque(result: GraphFoldResult, x: Tensor, opaque: set[str], opts: _Opts, prefix: str) -> None:
+def _fold_opaque(result: GraphFoldResult, x: Tensor, inputs: dict[str, Any], opts: _Opts, prefix: str) -> None:
+    """Fold each opaque (untraceable) submodule on its own, on the input it saw in the traced run."""
     gm = result.module
-    assert isinstance(gm, fx.GraphModule)
-    wanted = [n for n in gm.graph.nodes if n.op == "call_module" and n.target in opaque]
-    if not wanted:
-        return
-    env = record(to_double(gm), x)
-    for node in wanted:
-        args = [a for a in node.args]
-        if len(args) != 1 or node.kwargs or not isinstance(args[0], fx.Node):
-            result.refused_regions.append((_join(prefix, str(node.target)), "not traceable and called with several "
-                                                                            "inputs; left as it is"))
-            continue
-        sub_x = env[args[0].name]
+    for target, sub_x in inputs.items():
         if not isinstance(sub_x, Tensor):
+            result.refused_regions.append((_join(prefix, target), "not traceable and not called with one tensor; "
+                                                                  "left as it is"))
             continue
-        sub = _fold_any(gm.get_submodule(node.target), sub_x.to(x.dtype), opts, _join(prefix, str(node.target)))
+        sub = _fold_any(gm.get_submodule(target), sub_x.to(x.dtype), opts, _join(prefix, target))
         if sub.folded_regions:
-            _set_submodule(gm, str(node.target), sub.module)
+            _set_submodule(gm, target, sub.module)
         result.folded_regions += sub.folded_regions
         result.refused_regions += sub.refused_regions
         result.notes += sub.notes
@@ -249,8 +246,10 @@ def _numel(v: Any) -> int:
     return int(v.numel()) if isinstance(v, Tensor) else 0
 
 
-def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str,
-                 max_cost_growth: float | None) -> GraphFoldResult:
+def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_cost_growth: float | None,
+                 opaque: set[str]) -> tuple[GraphFoldResult, dict[str, Any]]:
+    """Analyse, verify and rewrite one traced graph. Also returns the (float64) input each opaque
+    submodule received, for folding it on its own (a shared one: its first call)."""
     gm64 = to_double(gm)
     env = record(gm64, x)
     env_rand = record(gm64, _random_like(x)) if verify else None
@@ -288,6 +287,11 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str,
             forced.add(end.name)
             failed.append((_join(prefix, where(end)), f"collapsed region differs from the original by "
                                                       f"{checks[end]:.3g} (relative, float64); left unfolded"))
+    opaque_inputs: dict[str, Any] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and n.target in opaque and str(n.target) not in opaque_inputs:
+            one = len(n.args) == 1 and not n.kwargs and isinstance(n.args[0], fx.Node)
+            opaque_inputs[str(n.target)] = env.get(n.args[0].name) if one else None
     result = GraphFoldResult(gm)
     result.refused_regions += [(_join(prefix, w), r) for w, r in analysis.refused] + failed
     dtype = _model_dtype(gm, x)
@@ -326,7 +330,7 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str,
         node.type = None
     graph.lint()
     gm.recompile()
-    return result
+    return result, opaque_inputs
 
 
 def _random_like(x: Tensor) -> Tensor:
