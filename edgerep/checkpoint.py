@@ -233,6 +233,22 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], wh
 # ------------------------------------------------------------------------------------------
 # reading the file
 # ------------------------------------------------------------------------------------------
+def _check_crc(path: Path) -> None:
+    """torch.load does not verify the archive's CRC-32s: flipped bytes in a tensor would load as other weights."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(e).__name__}: {_short(str(e))})",
+                              hint="re-download or re-save the file") from None
+    except Exception as e:  # zlib.error and friends from a damaged member
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {_short(str(e))})",
+                              hint="re-download or re-save the file") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint (CRC-32 mismatch in {bad})",
+                              hint="the file changed after it was written; re-download or re-save it")
+
+
 def _sniff(path: Path) -> None:
     """Refuse files that are not torch.save output before the unpickler sees them."""
     with open(path, "rb") as f:
@@ -241,6 +257,7 @@ def _sniff(path: Path) -> None:
         if not zipfile.is_zipfile(path):
             raise CheckpointError(f"{path}: unreadable or truncated checkpoint (zip archive without its "
                                   "central directory)", hint="re-download or re-save the file")
+        _check_crc(path)
         return
     if not head.startswith(b"\x80"):  # the legacy (pre-1.6) format is a bare pickle
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
