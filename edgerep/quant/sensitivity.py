@@ -2,8 +2,8 @@
 input, the layer-output error of quantized weights, and the model-output error when only that
 layer is INT8 (the rest fp32).
 
-Two passes over the calibration set: the first finds each input's range (min-max, and a
-percentile from a histogram of |x| whose range doubles as it grows), the second measures the
+Two passes over the calibration set: the first finds each input's range (min-max, and the
+exact percentile of |x| from the few largest values kept per layer), the second measures the
 SQNR exactly under the two clipping ranges. Fake quantization is in torch (see ``weight_stats``).
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from edgerep.quant.thresholds import ACT_PERCENTILE
 from edgerep.quant.weight_stats import _db, fake_quant, quant_noise, quantize_weight
 
 Batch = tuple[Tensor, Tensor | None]
-HIST_BINS = 4096
 
 
 def as_batches(source: Any, limit: int | None = None, batch_size: int = 32) -> list[Batch]:
@@ -106,34 +105,33 @@ class ActivationStats:
         return d
 
 
-class _Hist:
-    """Histogram of |x| over [0, R] with a fixed bin count; R doubles (bins merge) as data grows."""
+class _TopK:
+    """The ``k`` largest values of |x| seen so far, with ``k`` sized from the total element count so
+    that the ``p``-th percentile is exact (numpy's linear interpolation) at the end."""
 
-    def __init__(self, bins: int = HIST_BINS):
-        self.bins = bins
-        self.range = 0.0
-        self.counts = torch.zeros(bins, dtype=torch.float64)
+    def __init__(self, percentile: float):
+        self.p = percentile
+        self.k = 0
+        self.values = torch.empty(0)
 
-    def add(self, a: Tensor) -> None:
-        amax = float(a.max()) if a.numel() else 0.0
-        if amax <= 0.0 and self.range == 0.0:
-            self.counts[0] += a.numel()
-            return
-        if self.range == 0.0:
-            self.range = amax
-        while amax > self.range:
-            half = self.counts.reshape(-1, 2).sum(dim=1)
-            self.counts = torch.cat([half, torch.zeros(self.bins - half.numel(), dtype=torch.float64)])
-            self.range *= 2.0
-        self.counts += torch.histc(a.float(), bins=self.bins, min=0.0, max=self.range).to(torch.float64)
+    def add(self, a: Tensor, total: int) -> None:
+        self.k = max(self.k, min(total, int(math.ceil((1.0 - self.p / 100.0) * total)) + 2))
+        pool = torch.cat([self.values, a.reshape(-1).float()])
+        self.values = torch.topk(pool, min(self.k, pool.numel()), sorted=True).values
 
-    def percentile(self, p: float) -> float:
-        total = float(self.counts.sum())
-        if total == 0 or self.range == 0.0:
+    def percentile(self, n: int) -> float:
+        """The percentile over all ``n`` values seen (linear interpolation between order statistics)."""
+        if n == 0:
             return 0.0
-        cum = torch.cumsum(self.counts, 0)
-        i = int(torch.searchsorted(cum, torch.tensor(p / 100.0 * total, dtype=torch.float64)))
-        return min(self.bins, i + 1) * self.range / self.bins
+        pos = self.p / 100.0 * (n - 1)
+        lo = int(math.floor(pos))
+        frac = pos - lo
+
+        def asc(j: int) -> float:  # j-th smallest value, from the kept largest ones
+            return float(self.values[n - 1 - j])
+
+        hi = min(lo + 1, n - 1)
+        return asc(lo) + frac * (asc(hi) - asc(lo))
 
 
 @dataclass
@@ -143,7 +141,7 @@ class _Acc:
     s2: float = 0.0
     mn: float = math.inf
     mx: float = -math.inf
-    hist: _Hist = field(default_factory=_Hist)
+    top: _TopK | None = None
     sig: float = 0.0
     noise_mm: float = 0.0
     noise_pct: float = 0.0
@@ -176,6 +174,7 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
     two extra convs per layer); None uses them all.
     """
     accs = {layer.name: _Acc() for layer in layers}
+    total_samples = sum(int(x.shape[0]) for x, _ in batches)
     model.eval()
 
     def pass1(layer: FoldedLayer):
@@ -189,7 +188,9 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
             mn, mx = torch.aminmax(x)
             acc.mn = min(acc.mn, float(mn))
             acc.mx = max(acc.mx, float(mx))
-            acc.hist.add(x.abs().reshape(-1))
+            if acc.top is None:
+                acc.top = _TopK(percentile)
+            acc.top.add(x.abs(), x.numel() // max(1, x.shape[0]) * total_samples)
         return hook
 
     handles = [layer.module.register_forward_pre_hook(pass1(layer)) for layer in layers]
@@ -203,7 +204,7 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
         progress("activation ranges measured")
 
     amax = {n: max(abs(a.mn), abs(a.mx)) if a.n else 0.0 for n, a in accs.items()}
-    amax_p = {n: min(a.hist.percentile(percentile), amax[n]) for n, a in accs.items()}
+    amax_p = {n: min(a.top.percentile(a.n), amax[n]) if a.top is not None else 0.0 for n, a in accs.items()}
     wq = {layer.name: (quantize_weight(layer.module.weight.detach().double(), False).to(layer.module.weight.dtype),
                        quantize_weight(layer.module.weight.detach().double(), True).to(layer.module.weight.dtype))
           for layer in layers}

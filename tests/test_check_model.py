@@ -1,0 +1,149 @@
+"""``check_model`` on the trained digits demo: its per-layer SQNR numbers against an independent
+computation (edgerep's own fold_model, numpy fake-quant), and the report's contract."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgerep.quant.check import check_model
+from edgerep.quant.sensitivity import Reference, as_batches, layer_sensitivity, reference_outputs
+from edgerep.quant.attribution import fold_for_check
+
+CKPT = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repvgg_digits.pt"
+N_CALIB, N_EVAL = 48, 16
+
+
+def np_q(x: np.ndarray, amax: float) -> np.ndarray:
+    s = amax / 127.0 if amax > 0 else 1.0
+    return np.clip(np.round(x / s), -127, 127) * s
+
+
+def np_sqnr(ref: np.ndarray, q: np.ndarray) -> float:
+    ref, q = ref.astype(np.float64), q.astype(np.float64)
+    return 10 * math.log10((ref ** 2).sum() / ((ref - q) ** 2).sum())
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.data import open_dataset
+
+    ck = load_checkpoint(CKPT)
+    calib = list(open_dataset("digits", split="calib", meta=ck.meta).batches(16, N_CALIB))
+    evals = list(open_dataset("digits", split="test", meta=ck.meta).batches(16, N_EVAL))
+    before = copy.deepcopy(ck.model.state_dict())
+    report = check_model(ck.model, example_input=ck.example_input(2), calib_batches=calib, eval_batches=evals)
+    return ck, calib, evals, report, before
+
+
+def test_report_sqnr_matches_an_independent_computation(demo):
+    import edgerep
+
+    ck, calib, evals, report, _ = demo
+    folded = edgerep.fold_model(ck.model, generic=False)  # the project's folder, not check's own
+    layers = [(n, m) for n, m in folded.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == len(report.layers)
+    inputs: dict[str, list[np.ndarray]] = {n: [] for n, _ in layers}
+    hooks = [m.register_forward_pre_hook(lambda _m, i, n=n: inputs[n].append(i[0].detach().numpy().copy()))
+             for n, m in layers]
+    with torch.no_grad():
+        for x, _ in calib:
+            folded(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    for (name, mod), r in zip(layers, report.layers):
+        w = mod.weight.detach().numpy().astype(np.float64)
+        assert abs(r.weight.sqnr_per_tensor_db - np_sqnr(w, np_q(w, np.abs(w).max()))) < 0.1, r.name
+        rows = w.reshape(w.shape[0], -1)
+        qc = np.stack([np_q(row, np.abs(row).max()) for row in rows])
+        assert abs(r.weight.sqnr_per_channel_db - np_sqnr(rows, qc)) < 0.1, r.name
+        x = np.concatenate([a.reshape(-1) for a in inputs[name]])
+        amax = float(np.abs(x).max())
+        assert math.isclose(r.activation.amax, amax, rel_tol=1e-6)
+        assert abs(r.activation.sqnr_minmax_db - np_sqnr(x, np_q(x, amax))) < 0.1, r.name
+        p = float(np.percentile(np.abs(x), 99.99))
+        assert abs(r.activation.sqnr_percentile_db - np_sqnr(x, np_q(x, p))) < 0.1, r.name
+
+    # sensitivity, plain: only this layer's weight (per-tensor) and input (min-max) in INT8
+    xs = torch.cat([torch.from_numpy(x) for x, _ in evals])
+    with torch.no_grad():
+        ref = folded(xs).numpy()
+    for (name, mod), r in zip(layers, report.layers):
+        m2 = copy.deepcopy(folded)
+        sub = dict(m2.named_modules())[name]
+        w = sub.weight.detach().numpy().astype(np.float64)
+        with torch.no_grad():
+            sub.weight.copy_(torch.from_numpy(np_q(w, np.abs(w).max())))
+        amax = r.activation.amax
+        sub.register_forward_pre_hook(lambda _m, i, a=amax: (torch.from_numpy(np_q(i[0].numpy(), a)).float(),))
+        with torch.no_grad():
+            got = m2(xs).numpy()
+        assert abs(r.sensitivity.plain.sqnr_db - np_sqnr(ref, got)) < 0.1, name
+
+
+def test_report_contract_and_model_untouched(demo):
+    ck, calib, evals, report, before = demo
+    after = ck.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not ck.model.training
+    d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert d["format"] == "edgerep.check/1"
+    assert [layer["name"] for layer in d["layers"]] == [r.name for r in report.layers]
+    assert d["layers"][0]["name"] == "stage0" and d["layers"][-1]["name"] == "linear"
+    for layer in d["layers"]:
+        assert layer["verdict"] in ("ok", "warn", "bad")
+        assert layer["advice"] and layer["metrics"]["weight"]["sqnr_per_tensor_db"] is not None
+    s = d["summary"]
+    assert sum(s["counts"].values()) == len(report.layers)
+    assert s["worst_layer"] in [r.name for r in report.layers]
+    assert d["data"] == {"calib_images": N_CALIB, "eval_images": N_EVAL, "eval_source": "eval", "labels": True}
+    # fp32 top-1 is the train-time model's accuracy on exactly the eval images
+    with torch.no_grad():
+        hits = sum(int((ck.model(torch.from_numpy(x)).argmax(1).numpy() == y).sum()) for x, y in evals)
+    assert math.isclose(d["fp32"]["top1"], hits / N_EVAL)
+    assert d["fp32"]["top1_agreement"] == 1.0 and d["fp32"]["sqnr_db"] is None  # compared with itself: exact
+    # ... and INT8-friendly: RepVGG's BN-scaled identity still costs some layers a few dB, but none is bad
+    assert report.passed
+
+
+def test_replaying_earlier_layers_changes_nothing():
+    """Sensitivity replays the fp32 output of layers that run before the quantized one; an in-place
+    residual add after a conv must not corrupt the replayed tensors."""
+
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 6, 3, padding=1)
+            self.b = nn.Conv2d(6, 6, 3, padding=1)
+            self.c = nn.Conv2d(6, 6, 1)
+            self.fc = nn.Linear(6, 4)
+
+        def forward(self, x):
+            y = self.a(x)
+            z = self.b(torch.relu(y))
+            z += y  # in place, on b's output
+            z = self.c(z)
+            z.relu_()
+            return self.fc(z.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Res().eval()
+    folded, layers = fold_for_check(model)
+    batches = as_batches([torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)])
+    ref = reference_outputs(folded, batches, layers)
+    assert ref.cache is not None and ref.order == ["a", "b", "c", "fc"]
+    fast = layer_sensitivity(folded, layers, batches, ref=ref)
+    slow = layer_sensitivity(folded, layers, batches, ref=Reference(ref.outputs, ref.order, None, ref.fidelity))
+    for name in ref.order:
+        assert math.isclose(fast[name].plain.sqnr_db, slow[name].plain.sqnr_db, rel_tol=1e-9), name
+        assert math.isclose(fast[name].fixed.sqnr_db, slow[name].fixed.sqnr_db, rel_tol=1e-9), name
+    with torch.no_grad():  # and the model still computes what it did
+        x = batches[0][0]
+        assert torch.allclose(folded(x), model(x), atol=1e-5)
