@@ -155,6 +155,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     from edgerep.engines.profiles import load_profile
 
     profile = load_profile(opts.target)
+    _check_engines_available(profile)
 
     calib_spec, eval_spec = _resolve_data(opts, meta)
     from edgerep.data import open_dataset
@@ -347,6 +348,25 @@ def _check_options(opts: DeployOptions) -> None:
         raise EdgerepError(f"--eval-samples must be positive, got {opts.eval_samples}")
     if not opts.bench_seconds >= 0:
         raise EdgerepError(f"--bench-seconds must be >= 0, got {opts.bench_seconds}")
+
+
+def _check_engines_available(profile) -> None:
+    """A profile with ``fallback = "none"`` forbids stand-ins: an engine that cannot run here (no TensorRT,
+    no GPU) is then a user-fixable error, raised before any work instead of a bundle without that engine."""
+    if getattr(profile, "fallback", None) != "none":
+        return
+    from edgerep.engines import factory
+    from edgerep.engines import tensorrt_engine as te
+    from edgerep.engines.torch_engine import cuda_available
+    from edgerep.errors import EngineError
+
+    trt_ok, cuda_ok, providers = te.tensorrt_status(), cuda_available(), factory._ort_providers()
+    for spec in profile.engines:
+        _, why = factory._resolve(spec, profile, trt_ok, cuda_ok, providers)
+        if why:
+            raise EngineError(f"target {profile.name}: engine {spec.key} cannot run on this machine ({why}) and the "
+                              "profile says fallback = \"none\"", hint="deploy on the target hardware, or use a "
+                              "profile whose fallback is onnxruntime-cpu")
 
 
 def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
