@@ -266,3 +266,25 @@ def test_truncated_and_foreign_files(tmp_path):
 def test_edgerep_checkpoint_with_contradicting_arch(tmp_path):
     save_checkpoint(tmp_path / "ok.pt", create_model("repvgg_digits"), default_meta("repvgg_digits"))
     assert "drop --arch" in _one_line_error(load_checkpoint, tmp_path / "ok.pt", arch="acnet_digits")
+
+
+@pytest.mark.parametrize("arch,marker,layout", [
+    ("mobileone_digits", "reparam_conv", "mobileone"),  # apple/ml-mobileone deploy blocks
+    ("acnet_digits", "fused_conv", "acnet"),  # DingXiaoH/ACNet deploy ACBlock
+    ("dbb_digits", "dbb_reparam", "dbb"),  # DingXiaoH/DiverseBranchBlock deploy DBB
+])
+def test_official_train_and_deploy_layouts_of_other_families(tmp_path, arch, marker, layout):
+    model = randomize_(create_model(arch), seed=6)
+    torch.save(model.state_dict(), tmp_path / "train.pth")
+    train = load_checkpoint(tmp_path / "train.pth", arch=arch)
+    assert train.source_format == f"official:{layout}"
+    folded = fold_model(model, generic=False)
+    # the official deploy form names each block's single conv `marker` where edgerep says `conv`
+    deploy_sd = {".".join(marker if p == "conv" else p for p in k.split(".")): v
+                 for k, v in folded.state_dict().items()}
+    torch.save(deploy_sd, tmp_path / "deploy.pth")
+    deploy = load_checkpoint(tmp_path / "deploy.pth", arch=arch)
+    assert deploy.meta.folded
+    with torch.no_grad():
+        assert torch.equal(train.model(X), model(X))
+        torch.testing.assert_close(deploy.model(X), model(X), rtol=1e-4, atol=1e-4)
