@@ -53,11 +53,14 @@ def test_fold_json_writes_a_folded_checkpoint_that_reads_back(tmp_path, capsys):
                                    rtol=1e-4, atol=1e-4)
 
 
-def test_fold_table_shows_before_and_after(tmp_path, capsys):
-    assert main(["fold", str(DEMO), "-o", str(tmp_path / "f.pt"), "--blocks-only"]) == 0
+def test_default_fold_with_graph_folder_prints_table_and_reads_back(tmp_path, capsys):
+    # no --blocks-only: edgerep's blocks, then the traced-graph folder, as users run it
+    assert main(["fold", str(DEMO), "-o", str(tmp_path / "f.pt")]) == 0
     text = capsys.readouterr().out
-    for word in ("parameters", "conv layers", "max abs error", "92,906", "82,850"):
+    for word in ("parameters", "conv layers", "max abs error", "92,906", "82,850", "read back"):
         assert word in text
+    back = load_checkpoint(tmp_path / "f.pt")
+    assert back.meta.folded and back.meta.extra["fold_generic"] is True
 
 
 def test_an_inexact_fold_is_refused_and_nothing_is_written(tmp_path, capsys):
