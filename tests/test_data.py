@@ -148,3 +148,13 @@ def test_unknown_spec_is_a_data_error(tmp_path):
     (tmp_path / "x.csv").write_text("1,2")
     with pytest.raises(DataError, match="not a directory or .npz"):
         open_dataset(tmp_path / "x.csv")
+
+
+def test_npz_batches_can_be_read_again_and_out_of_order(tmp_path):
+    x = np.arange(20 * 4, dtype=np.uint8).reshape(20, 1, 2, 2)
+    np.savez_compressed(tmp_path / "s.npz", x=x, y=np.arange(20))
+    ds = open_dataset(tmp_path / "s.npz", meta=CheckpointMeta("m", input_shape=(1, 2, 2), mean=(0.0,), std=(1.0,)))
+    first = [y.tolist() for _, y in ds.batches(6)]
+    again = [y.tolist() for _, y in ds.batches(6)]  # the stream rewinds for a second pass
+    assert first == again == [list(range(0, 6)), list(range(6, 12)), list(range(12, 18)), [18, 19]]
+    assert ds._read(3, 5)[1].tolist() == [3, 4] and ds._read(15, 16)[1].tolist() == [15]

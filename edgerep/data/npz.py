@@ -46,6 +46,8 @@ class _Member:
         if any(d < 0 for d in self.shape):
             raise DataError(f"{path}: array {key!r} has a negative dimension in its shape {self.shape}")
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._f: IO[bytes] | None = None
+        self._row = 0
 
     def _open(self) -> IO[bytes]:
         return self.zf.open(self.name)
@@ -59,23 +61,32 @@ class _Member:
         return tuple(shape), fortran, np.dtype(dtype), f.tell()
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop``; reads forward from the member start (zip streams cannot seek cheaply)."""
-        try:
-            with self._open() as f:
-                skip = self.offset + start * self.row_bytes
-                while skip > 0:
-                    chunk = f.read(min(skip, 1 << 24))
-                    if not chunk:
-                        raise DataError(f"{self.path}: {self.name} is truncated")
-                    skip -= len(chunk)
-                want = (stop - start) * self.row_bytes
-                buf = f.read(want)
-        except _READ_ERRORS as e:  # bad CRC, bad deflate stream, cut-off member
-            raise DataError(f"{self.path}: {self.name} is corrupt ({type(e).__name__}: {str(e)[:120]})",
-                            hint="re-save or re-download the file") from None
+        """Rows ``start:stop``. A zip member streams forward only, so one open handle is kept and
+        consecutive batches continue where the last stopped (reading a file front to back is O(N));
+        going backwards reopens the member."""
+        if self._f is None or start < self._row:
+            self.close()
+            self._f, self._row = self._open(), 0
+            self._skip(self.offset)
+        self._skip((start - self._row) * self.row_bytes)
+        want = (stop - start) * self.row_bytes
+        buf = self._f.read(want)
         if len(buf) != want:
             raise DataError(f"{self.path}: {self.name} is truncated")
+        self._row = stop
         return np.frombuffer(buf, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            chunk = self._f.read(min(n, 1 << 24))
+            if not chunk:
+                raise DataError(f"{self.path}: {self.name} is truncated")
+            n -= len(chunk)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
 
 class NpzDataset(Dataset):
