@@ -70,6 +70,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def default_cache_dir() -> Path:
+    """Calibration ranges are reused across deploys: ``$EDGEREP_CACHE`` or ``~/.cache/edgerep``."""
+    import os
+
+    root = os.environ.get("EDGEREP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgerep")
+    return Path(root) / "calibration"
+
+
 def default_out(checkpoint: Path) -> Path:
     """Bundles go to engines/out/<checkpoint stem>/ under the current directory."""
     return Path("engines") / "out" / Path(checkpoint).stem
@@ -235,18 +243,27 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
         # ---- calibrate + quantize --------------------------------------------------------
         say(step("quantize"), "calibrating and writing QDQ INT8 files")
+        import shutil
+
         from edgerep.quant.pipeline import quantize_model
+
+        cache_dir = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
 
         targets = tuple(getattr(profile, "quant_targets", None) or ("cpu", "tensorrt"))
         qres = quantize_model(
             fp32_onnx, calib_ds, eval_ds, tmp, targets=targets, method=opts.calib_method,
             max_drop=opts.max_drop if opts.max_drop is not None else 0.5, reference=reference,
-            cache_dir=opts.cache_dir, calib_samples=opts.calib_samples, eval_samples=opts.eval_samples,
+            cache_dir=cache_dir, calib_samples=opts.calib_samples, eval_samples=opts.eval_samples,
             threads=opts.threads, progress=lambda msg: say("quantize", msg))
         qdict = qres.to_dict()
         report["quantization"] = qdict
         for policy, path in qres.files.items():
             files[f"int8_onnx_{policy}"] = Path(path).name
+        cache_file = (qdict.get("calibration") or {}).get("cache_path")
+        if cache_file and Path(cache_file).is_file():  # the ranges travel with the bundle
+            (tmp / "calibration").mkdir(exist_ok=True)
+            shutil.copy2(cache_file, tmp / "calibration" / Path(cache_file).name)
+            files["calibration_cache"] = f"calibration/{Path(cache_file).name}"
 
         # ---- build engines -------------------------------------------------------------------
         say(step("build"), f"building engines for target {profile.name}")
