@@ -22,12 +22,11 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from edgerep.data.base import IMAGENET_MEAN, IMAGENET_STD
 from edgerep.errors import CheckpointError
 
 FORMAT_VERSION = 1
 MAGIC = "edgerep_checkpoint"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: common keys under which training scripts nest their state_dict
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "model_ema", "params")
 
