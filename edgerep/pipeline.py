@@ -36,8 +36,7 @@ class DeployOptions:
     target: str = "x86-cpu"
     max_drop: float | None = None  # gate: top-1 points vs unfolded FP32
     force: bool = False
-    arch: str | None = None
-    trust_checkpoint: bool = False
+    load: dict = field(default_factory=dict)  # load_checkpoint kwargs: arch, arch_kwargs, input_shape, trust
     calib_samples: int = 256
     eval_samples: int | None = None
     calib_method: str = "auto"
@@ -157,7 +156,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     say(step("load"), f"loading {ckpt_path}")
     from edgerep.checkpoint import load_checkpoint
 
-    loaded = load_checkpoint(ckpt_path, arch=opts.arch, trust=opts.trust_checkpoint)
+    loaded = load_checkpoint(ckpt_path, **opts.load)
     model, meta = loaded.model.eval(), loaded.meta
     input_shape = tuple(int(d) for d in meta.input_shape)
     from edgerep.engines.profiles import load_profile

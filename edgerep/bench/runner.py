@@ -46,8 +46,7 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
         ckpt = Path(manifest["inputs"]["checkpoint"])
         shape = None
         if ckpt.exists():
-            loaded = load_checkpoint(ckpt, arch=manifest.get("settings", {}).get("arch"),
-                                     trust=bool(manifest.get("settings", {}).get("trust_checkpoint")))
+            loaded = load_checkpoint(ckpt, **(manifest.get("settings", {}).get("load") or {}))
             engines.append(("baseline", TorchEngine(loaded.model.eval(), precision="fp32")))
             shape = tuple(loaded.meta.input_shape)
         else:

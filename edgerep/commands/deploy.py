@@ -45,10 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gate: max top-1 drop vs the unfolded FP32 model, in points; exit 1 if exceeded "
                         "(also the budget for automatic mixed precision)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
-    p.add_argument("--arch", help="architecture for a plain state_dict: a zoo name or package.module:factory")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow a checkpoint that is a whole pickled module. Unpickling RUNS CODE from the file: "
-                        "only for files you made yourself")
+    from edgerep.commands.fold import add_checkpoint_arguments
+
+    add_checkpoint_arguments(p)  # --arch, --arch-kwargs, --input-shape, --trust-checkpoint
     p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256)")
     p.add_argument("--eval-samples", type=int, help="evaluate on at most this many samples (default all)")
     p.add_argument("--calib-method", default="auto",
@@ -65,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerep.commands.fold import parse_checkpoint_arguments
     from edgerep.pipeline import DeployOptions, deploy
     from edgerep.report.console import print_engine_table, step_progress
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     opts = DeployOptions(
         checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
         eval_data=args.eval_data, target=args.target, max_drop=args.max_drop, force=args.force,
-        arch=args.arch, trust_checkpoint=args.trust_checkpoint, calib_samples=args.calib_samples,
+        load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_method=args.calib_method, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
         seed=args.seed, cache_dir=args.cache_dir, metric=args.metric,
