@@ -444,3 +444,12 @@ def test_property_parallel_branches_fold_exactly(shapes, stride, groups, identit
     conv = r.module.get_submodule(_only_conv_path(r.module))
     assert conv.kernel_size == (max(s[0] for s in shapes), max(s[1] for s in shapes))
     assert conv.groups == groups
+
+
+def test_constant_example_input_still_checks_kernels() -> None:
+    """An all-zeros example only shows biases; the folder then checks on a random input too, so a
+    region that is wrong away from zero is still caught (here: a correct fold must pass)."""
+    m = randomize_bn(FiveBranchAsym(4))
+    r = fold_graph(m, torch.zeros(1, 4, 7, 7))
+    x = torch.randn(1, 4, 7, 7)
+    assert rel_err(m(x), r.module(x)) < RTOL and r.convs_after == 1

@@ -170,6 +170,8 @@ def _max_groups(k: ConvKernel) -> ConvKernel:
     for g in range(math.gcd(out, cin), 1, -1):
         if out % g or cin % g:
             continue
+        if nz[: out // g, cin // g:].any():  # the first block row already reads other groups
+            continue
         blocks = nz.view(g, out // g, g, cin // g)
         off = blocks.clone()
         idx = torch.arange(g)
@@ -370,7 +372,7 @@ class Analyzer:
             kk = k.double()
             out = replace(kk, padding=(kk.padding[0] + x.kernel.padding[0], kk.padding[1] + x.kernel.padding[1]))
         else:
-            out = compose(x.kernel, k)
+            out = _compose(x.kernel, k)
             joins = joins + (node,)
         macs = x.macs + self.numel(node) * int(k.weight[0].numel())
         return replace(x, kernel=out, labels=x.labels + (label,), computed=x.computed or computed, macs=macs,
@@ -389,6 +391,31 @@ class Analyzer:
             return replace(x, linear=(w * scale.view(-1, 1), b * scale + shift), labels=x.labels + (label,))
         k = self.as_kernel(x)
         return replace(x, kernel=scale_channels(k, scale, shift), labels=x.labels + (label,))
+
+
+def _compose(a: ConvKernel, b: ConvKernel) -> ConvKernel:
+    """``b(a(x))`` as one kernel, with the kernel algebra's rules.
+
+    A 1x1 whose output was padded with its own bias (DBB's BN-and-pad, recorded here as padding on
+    the 1x1) is handed to ``compose`` in the form it documents: an unpadded 1x1 and a padded second
+    conv with ``first_output_padded_with_bias`` -- exact only when the second conv adds no zero
+    padding of its own (or the bias is zero). That also keeps the cheap pointwise path; a
+    depthwise second conv (DBB's average pool) is composed per channel instead of densely.
+    """
+    a, b = a.double(), b.double()
+    pointwise = a.kernel_size == (1, 1) and a.stride == (1, 1)
+    if not pointwise or a.padding == (0, 0):
+        return compose(a, b)
+    if b.padding != (0, 0) and bool(a.bias.abs().max() > 0):
+        return compose(a, b)  # zeros around a bias ring: the algebra refuses it with the reason
+    a0 = replace(a, padding=(0, 0))
+    b1 = replace(b, padding=(b.padding[0] + a.padding[0], b.padding[1] + a.padding[1]))
+    if b1.groups == b1.in_channels == b1.out_channels and b1.groups > 1 and a0.out_channels == b1.in_channels:
+        dense_a = to_dense(a0).weight[:, :, 0, 0]  # (d, c)
+        w = b1.weight[:, 0][:, None] * dense_a[:, :, None, None]  # (d, c, kh, kw)
+        bias = b1.bias + a0.bias * b1.weight.sum(dim=(1, 2, 3))
+        return ConvKernel(w, bias, b1.stride, b1.padding, b1.dilation, 1)
+    return compose(a0, b1, first_output_padded_with_bias=True)
 
 
 def _is_plain_identity(k: ConvKernel) -> bool:
