@@ -37,9 +37,10 @@ class DeployOptions:
     max_drop: float | None = None  # gate: top-1 points vs unfolded FP32
     force: bool = False
     load: dict = field(default_factory=dict)  # load_checkpoint kwargs: arch, arch_kwargs, input_shape, trust
-    calib_samples: int = 256
+    calib_samples: int | None = None  # default: the recipe's, else 256
     eval_samples: int | None = None
-    calib_method: str = "auto"
+    calib_method: str | None = None  # default: the recipe's, else "auto"
+    calib_recipe: str | None = None  # name in calibration/ or a TOML path
     bench_seconds: float = 1.0
     bench_warmup: int = 10
     batch: int = 1
@@ -109,10 +110,18 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _resolve_data(opts: DeployOptions, meta) -> tuple[str | None, str | None]:
-    calib = opts.calib_data or opts.data or getattr(meta, "dataset", None)
-    evaluate = opts.eval_data or opts.data or getattr(meta, "dataset", None)
-    return calib, evaluate
+def _resolve_calibration(opts: DeployOptions, meta) -> tuple[str | None, str, int, str, str | None]:
+    """(calibration data spec, its split, samples, method, recipe source): flags, then recipe, then defaults."""
+    recipe = None
+    if opts.calib_recipe:
+        from edgerep.recipes import load_recipe
+
+        recipe = load_recipe(opts.calib_recipe)
+    spec = opts.calib_data or opts.data or (recipe.data if recipe else None) or getattr(meta, "dataset", None)
+    split = recipe.split if recipe and spec == recipe.data else "calib"
+    samples = opts.calib_samples or (recipe.samples if recipe else 256)
+    method = opts.calib_method or (recipe.method if recipe else "auto")
+    return spec, split, samples, method, (recipe.source if recipe else None)
 
 
 class TorchReference:
@@ -164,10 +173,11 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     profile = load_profile(opts.target)
     _check_engines_available(profile)
 
-    calib_spec, eval_spec = _resolve_data(opts, meta)
+    calib_spec, calib_split, calib_samples, calib_method, recipe_source = _resolve_calibration(opts, meta)
+    eval_spec = opts.eval_data or opts.data or getattr(meta, "dataset", None)
     from edgerep.data import open_dataset
 
-    calib_ds = open_dataset(calib_spec, split="calib", meta=meta) if calib_spec else None
+    calib_ds = open_dataset(calib_spec, split=calib_split, meta=meta) if calib_spec else None
     eval_ds = open_dataset(eval_spec, split="test", meta=meta) if eval_spec else None
     if calib_ds is None:
         say("load", "no calibration data named (--data) and the checkpoint names no data set: "
@@ -176,9 +186,10 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     if calib_ds is not None and len(calib_ds) == 0:
         raise DataError(f"{calib_spec}: the calibration split is empty")
     warnings_out: list[str] = []
-    if len(calib_ds) < opts.calib_samples:  # proceed: a small set still calibrates, but say so loudly
+    asked = opts.calib_samples is not None or recipe_source is not None
+    if asked and len(calib_ds) < calib_samples:  # proceed: a small set still calibrates, but say so loudly
         msg = (f"calibration data {calib_spec or 'synthetic'} has {len(calib_ds)} samples, fewer than the "
-               f"{opts.calib_samples} asked (--calib-samples); calibrating on all {len(calib_ds)}")
+               f"{calib_samples} asked (--calib-samples or recipe); calibrating on all {len(calib_ds)}")
         warnings_out.append(msg)
         say("load", "warning: " + msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
@@ -195,8 +206,10 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
             "classes": len(meta.class_names or []) or None, "dataset": meta.dataset,
         },
         "target": {"name": profile.name, "description": getattr(profile, "description", "")},
-        "data": {"calibration": calib_spec or "synthetic", "evaluation": eval_spec,
-                 "calibration_samples": min(opts.calib_samples, len(calib_ds)),
+        "data": {"calibration": calib_spec or "synthetic", "calibration_split": calib_split,
+                 "calibration_recipe": recipe_source, "calibration_method": calib_method,
+                 "evaluation": eval_spec,
+                 "calibration_samples": min(calib_samples, len(calib_ds)),
                  "evaluation_samples": (min(opts.eval_samples or len(eval_ds), len(eval_ds)) if eval_ds else 0)},
     }
 
@@ -250,9 +263,9 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
         targets = tuple(getattr(profile, "quant_targets", None) or ("cpu", "tensorrt"))
         qres = quantize_model(
-            fp32_onnx, calib_ds, eval_ds, tmp, targets=targets, method=opts.calib_method,
+            fp32_onnx, calib_ds, eval_ds, tmp, targets=targets, method=calib_method,
             max_drop=opts.max_drop if opts.max_drop is not None else 0.5, reference=reference,
-            cache_dir=cache_dir, calib_samples=opts.calib_samples, eval_samples=opts.eval_samples,
+            cache_dir=cache_dir, calib_samples=calib_samples, eval_samples=opts.eval_samples,
             threads=opts.threads, progress=lambda msg: say("quantize", msg))
         qdict = qres.to_dict()
         report["quantization"] = qdict
@@ -356,7 +369,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
 def _check_options(opts: DeployOptions) -> None:
     """Refuse numeric options that cannot work, naming the flag, before any work."""
-    if opts.calib_samples < 1:
+    if opts.calib_samples is not None and opts.calib_samples < 1:
         raise EdgerepError(f"--calib-samples must be positive, got {opts.calib_samples}")
     if opts.batch < 1:
         raise EdgerepError(f"--batch must be positive, got {opts.batch}")

@@ -48,11 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from edgerep.commands.fold import add_checkpoint_arguments
 
     add_checkpoint_arguments(p)  # --arch, --arch-kwargs, --input-shape, --trust-checkpoint
-    p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256)")
+    p.add_argument("--calib-recipe", metavar="NAME|TOML",
+                   help="calibration recipe: a name in calibration/ (e.g. digits) or a TOML path; flags win over it")
+    p.add_argument("--calib-samples", type=int, help="calibration samples (default: the recipe's, else 256)")
     p.add_argument("--eval-samples", type=int, help="evaluate on at most this many samples (default all)")
-    p.add_argument("--calib-method", default="auto",
-                   choices=["auto", "minmax", "percentile", "entropy", "mse"],
-                   help="activation range method (default auto: the best on the calibration data)")
+    p.add_argument("--calib-method", choices=["auto", "minmax", "percentile", "entropy", "mse"],
+                   help="activation range method (default: the recipe's, else auto: the best on the calibration data)")
     p.add_argument("--batch", type=int, default=1, help="batch size for latency (default 1)")
     p.add_argument("--bench-seconds", type=float, default=1.0, help="time budget per engine for latency (s)")
     p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: all cores)")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from edgerep.pipeline import DeployOptions, deploy
     from edgerep.report.console import print_engine_table, step_progress
 
-    if args.calib_samples <= 0:
+    if args.calib_samples is not None and args.calib_samples <= 0:
         from edgerep.errors import EdgerepError
 
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
         eval_data=args.eval_data, target=args.target, max_drop=args.max_drop, force=args.force,
         load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
-        eval_samples=args.eval_samples, calib_method=args.calib_method, batch=args.batch,
+        eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
         seed=args.seed, cache_dir=args.cache_dir, metric=args.metric,
     )
