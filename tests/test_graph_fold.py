@@ -446,10 +446,27 @@ def test_property_parallel_branches_fold_exactly(shapes, stride, groups, identit
     assert conv.groups == groups
 
 
-def test_constant_example_input_still_checks_kernels() -> None:
-    """An all-zeros example only shows biases; the folder then checks on a random input too, so a
-    region that is wrong away from zero is still caught (here: a correct fold must pass)."""
+def test_constant_example_input_still_checks_kernels(monkeypatch) -> None:
+    """An all-zeros example only shows biases; the folder then also checks on a random input, so a
+    kernel that is wrong away from zero is caught. The fault is injected into the algebra's branch
+    sum (weights 1% off, biases right): the region must be refused and the model stay exact."""
+    import dataclasses
+
+    import edgerep.fold.graph_affine as ga
+
+    real = ga.add_kernels
+
+    def slightly_wrong(*ks):
+        k = real(*ks)
+        return dataclasses.replace(k, weight=k.weight * 1.01)
+
     m = randomize_bn(FiveBranchAsym(4))
+    monkeypatch.setattr(ga, "add_kernels", slightly_wrong)
     r = fold_graph(m, torch.zeros(1, 4, 7, 7))
+    assert any("differs" in why for _, why in r.refused_regions), r.refused_regions
     x = torch.randn(1, 4, 7, 7)
+    assert rel_err(m(x), r.module(x)) < RTOL
+    assert r.convs_after == 4 and n_bn(r.module) == 1  # each conv branch folds its BN; the identity BN stays
+    monkeypatch.setattr(ga, "add_kernels", real)
+    r = fold_graph(m, torch.zeros(1, 4, 7, 7))
     assert rel_err(m(x), r.module(x)) < RTOL and r.convs_after == 1
