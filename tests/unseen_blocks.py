@@ -165,7 +165,9 @@ class OfficialMobileOneBlock(nn.Module):
             k, b = _fuse_bn_tensor(self.rbr_conv[ix].conv.weight, self.rbr_conv[ix].bn)
             kernel_conv = kernel_conv + k
             bias_conv = bias_conv + b
-        return (kernel_conv + kernel_scale + kernel_identity).detach(), (bias_conv + bias_scale + bias_identity).detach()
+        kernel = kernel_conv + kernel_scale + kernel_identity
+        bias = bias_conv + bias_scale + bias_identity
+        return kernel.detach(), bias.detach()
 
 
 class MobileOneUnit(nn.Module):

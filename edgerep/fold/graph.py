@@ -28,9 +28,10 @@ from edgerep.fold.graph_affine import (
     _max_groups,
     collapsed_macs,
     describe_region,
+    owner_path,
     where,
 )
-from edgerep.fold.graph_cost import Cost, measure_cost
+from edgerep.fold.graph_cost import measure_cost
 from edgerep.fold.graph_trace import RootUntraceable, is_standard_leaf, record, to_double, trace_with_fallback
 from edgerep.fold.kernel import FOLD_DTYPE
 
@@ -400,7 +401,8 @@ def _free_name(gm: nn.Module, base: str) -> str:
 def _wanted_name(region: Affine) -> str:
     """Where the folded module should live: in place of the region's only conv / linear, else
     ``<common parent>.reparam`` (the deploy-time name official code bases use), else a flat name."""
-    mods = [str(n.target) for n in region.nodes if n.op == "call_module"]
+    mods = [str(n.target) if n.op == "call_module" else f"{owner_path(n)}.{n.name}".lstrip(".")
+            for n in region.nodes if n.op == "call_module" or _is_weighted_fn(n)]
     convs = [n for n in region.nodes if n.op == "call_module" and _is_weighted_target(n)]
     if len(convs) == 1 and not any(_is_weighted_fn(n) for n in region.nodes):
         return str(convs[0].target)

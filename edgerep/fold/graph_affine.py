@@ -99,9 +99,22 @@ class Analysis:
     absorbed: set[fx.Node] = field(default_factory=set)  # mutations (setitem) folded into a region
 
 
+def owner_path(node: fx.Node) -> str:
+    """The path of the module whose forward created the node ("" for the model's own forward)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1]
+    return str(path[0]) if isinstance(path, tuple) else str(path)
+
+
 def where(node: fx.Node) -> str:
-    """A human name for a node: the module path for module calls, else the node name."""
-    return str(node.target) if node.op == "call_module" else node.name
+    """A human name for a node: the module path for module calls, else ``owner:node`` (e.g.
+    ``dbb_avg.bn:pad``), or the node name in the model's own forward."""
+    if node.op == "call_module":
+        return str(node.target)
+    owner = owner_path(node)
+    return f"{owner}:{node.name}" if owner else node.name
 
 
 def collapsed_macs(a: Affine, end_numel: int) -> int:
@@ -928,6 +941,5 @@ _METHOD_RULES: dict[str, Callable[[Analyzer, fx.Node], Any]] = {
     "contiguous": _contiguous,
 }
 
-__all__ = ["Analyzer", "Analysis", "Affine", "Const", "NotAffine", "describe_region", "where", "real_users",
-           "collapsed_macs",
-           "_max_groups"]
+__all__ = ["Analyzer", "Analysis", "Affine", "Const", "NotAffine", "describe_region", "where", "owner_path",
+           "real_users", "collapsed_macs", "_max_groups"]
