@@ -147,3 +147,22 @@ def test_replaying_earlier_layers_changes_nothing():
     with torch.no_grad():  # and the model still computes what it did
         x = batches[0][0]
         assert torch.allclose(folded(x), model(x), atol=1e-5)
+
+
+def test_kept_inputs_and_a_second_pass_give_the_same_numbers():
+    from edgerep.quant.hostile import build_hostile_model, synthetic_batches
+    from edgerep.quant.sensitivity import activation_stats
+
+    h = build_hostile_model("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 2, 2, 1))
+    folded, layers = fold_for_check(h.model)
+    batches = as_batches(synthetic_batches(h.input_shape, n_batches=2, batch_size=8, seed=1))
+    kept = activation_stats(folded, layers, batches, out_images=4)
+    rerun = activation_stats(folded, layers, batches, out_images=4, cache_bytes=0)
+    assert kept.keys() == rerun.keys() and len(kept) == len(layers)
+    for name in kept:
+        a, b = kept[name].to_dict(), rerun[name].to_dict()
+        for k in a:
+            if isinstance(a[k], float):
+                assert math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12), (name, k)
+            else:
+                assert a[k] == b[k], (name, k)
