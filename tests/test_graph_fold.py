@@ -26,6 +26,7 @@ from unseen_blocks import (
     ExpandChain,
     FiveBranchAsym,
     ForeignDBB,
+    FunctionalBlock,
     MixConvLike,
     MobileOneUnit,
     OfficialRepVGGBlock,
@@ -202,6 +203,21 @@ def test_mixconv_split_concat_folds_to_one_depthwise_conv() -> None:
     conv = r.module.get_submodule(_only_conv_path(r.module))
     assert conv.groups == 6 and conv.kernel_size == (5, 5)
     assert "split" not in r.module.code and "cat" not in r.module.code
+
+
+def test_functional_style_block_folds_to_one_conv() -> None:
+    m = FunctionalBlock(4).eval()
+    x = torch.randn(2, 4, 9, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert (r.convs_before, r.convs_after) == (2, 1) and r.refused_regions == []
+    assert r.folded_regions[0].kind == "4-branch sum"
+
+
+def test_wrong_example_input_is_a_user_error() -> None:
+    m = randomize_bn(OfficialRepVGGBlock(4, 4))
+    with pytest.raises(FoldError, match=r"example input of shape \(1, 3, 8, 8\)"):
+        fold_graph(m, torch.randn(1, 3, 8, 8))
 
 
 def test_linear_chain_with_bn1d_and_layer_scale_folds_to_one_linear() -> None:

@@ -442,3 +442,26 @@ class SeparableNoAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.bn(self.pw(self.dw(x))))
+
+
+class FunctionalBlock(nn.Module):
+    """Everything written with functions: conv2d / batch_norm / avg_pool2d calls on raw parameters,
+    add with alpha, subtraction, division and negation by constants, a per-channel learned scale."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.w3 = nn.Parameter(torch.randn(c, c, 3, 3, generator=g) * 0.2)
+        self.w1 = nn.Parameter(torch.randn(c, c, 1, 1, generator=g) * 0.2)
+        self.scale = nn.Parameter(torch.rand(c, generator=g) + 0.5)
+        self.gamma = nn.Parameter(torch.rand(c, generator=g) + 0.5)
+        self.beta = nn.Parameter(torch.rand(c, generator=g) - 0.5)
+        self.register_buffer("mean", torch.rand(c, generator=g) - 0.5)
+        self.register_buffer("var", torch.rand(c, generator=g) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.batch_norm(F.conv2d(x, self.w3, None, 1, 1), self.mean, self.var, self.gamma, self.beta, False, 0.1,
+                         1e-5)
+        b = F.conv2d(x, self.w1) * self.scale.view(1, -1, 1, 1)
+        y = torch.add(a, b, alpha=0.5) - x / 2 + (-F.avg_pool2d(x, 3, 1, 1))
+        return F.relu(y)

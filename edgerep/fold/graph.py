@@ -112,7 +112,13 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
     if device.type != "cpu":  # the kernel algebra runs on CPU in float64; the result goes back
         model = copy.deepcopy(model).cpu()
         x = x.cpu()
-    before = measure_cost(model, x)
+    try:
+        before = measure_cost(model, x)
+    except Exception as e:  # noqa: BLE001 - a user's model on a user's input: say which and why
+        raise FoldError(f"the model does not run on the example input of shape {tuple(x.shape)} "
+                        f"({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})",
+                        path=type(model).__name__, hint="pass an input the model accepts, e.g. the checkpoint's "
+                                                        "input_shape with a batch dimension") from e
     result = _fold_any(copy.deepcopy(model), x, _Opts(verify, max_cost_growth), "")
     if verify:
         # float32 first; float64 copies only to tell rounding from a real difference (the folded
