@@ -27,6 +27,7 @@ from unseen_blocks import (
     FiveBranchAsym,
     ForeignDBB,
     FunctionalBlock,
+    InvertedResidual,
     MixConvLike,
     MobileOneUnit,
     OfficialRepVGGBlock,
@@ -184,6 +185,18 @@ def test_resnet_basic_block_folds_conv_bn_and_keeps_the_residual_add() -> None:
     assert "iadd" in r.module.code or "+=" in r.module.code or "add" in r.module.code
     # the downsample conv+BN became a conv in place of the original conv
     assert isinstance(r.module.get_submodule("downsample.0"), nn.Conv2d)
+
+
+def test_mobilenet_v2_blocks_fold_conv_bn_keep_depthwise_and_residual() -> None:
+    m = randomize_bn(nn.Sequential(InvertedResidual(8, 8, 1, 4), InvertedResidual(8, 12, 2, 2)))
+    x = torch.randn(2, 8, 9, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert (r.convs_before, r.convs_after) == (6, 6) and n_bn(r.module) == 0
+    assert sorted(c.groups for c in r.module.modules() if isinstance(c, nn.Conv2d)) == [1, 1, 1, 1, 16, 32]
+    assert r.refused_regions == []
+    again = fold_graph(r.module, x)  # folding a folded model changes nothing
+    assert again.folded_regions == [] and again.convs_after == 6 and again.params_after == r.params_after
 
 
 def test_expandnet_chain_folds_to_one_3x3() -> None:

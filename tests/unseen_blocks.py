@@ -465,3 +465,25 @@ class FunctionalBlock(nn.Module):
         b = F.conv2d(x, self.w1) * self.scale.view(1, -1, 1, 1)
         y = torch.add(a, b, alpha=0.5) - x / 2 + (-F.avg_pool2d(x, 3, 1, 1))
         return F.relu(y)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block, torchvision style: Conv-BN-ReLU6 containers, a linear (no activation)
+    projection, and the residual add when the shape allows."""
+
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden = inp * expand_ratio
+        self.use_res_connect = stride == 1 and inp == oup
+        self.conv = nn.Sequential(
+            nn.Sequential(nn.Conv2d(inp, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)),
+            nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+                          nn.ReLU6(inplace=True)),
+            nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(oup),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
