@@ -23,13 +23,14 @@ def test_quantize_onnx_with_npz_data(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((out / "quantize.json").read_text())
     assert printed["cpu_policy"]["name"] == saved["cpu_policy"]["name"]
-    assert saved["lint_passed"] and saved["calibration"]["method"] == "mse"
+    auto = saved["calibration"]["auto_logit_error"]
+    assert saved["lint_passed"] and saved["calibration"]["method"] == min(auto, key=auto.get)
     assert saved["candidates"] and all(c["reason"] for c in saved["candidates"])
     assert saved["reference"]["held_out"] and saved["reference"]["top1"] > 90  # the npz reached the model as is
     assert saved["cpu_policy"]["drop"] <= 0.5
     for f in ("model.int8.onnx", "model.int8.trt.onnx"):
         onnx.checker.check_model(onnx.load(out / f))
-    assert list((out / "cache").glob("calib-mse-*.json"))
+    assert {p.name.split("-")[1] for p in (out / "cache").glob("calib-*.json")} == {"mse", "percentile", "minmax"}
 
 
 def test_quantize_bad_input_exits_2(tmp_path, capsys):

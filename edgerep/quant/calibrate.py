@@ -244,22 +244,39 @@ def calibrate(model_path: str | Path, dataset, *, method: str = "mse", batch_siz
     ``limit`` caps the number of calibration samples. With ``cache_dir``, a JSON cache keyed by
     model hash + ``dataset.fingerprint()`` + method + settings is read if present, written if not.
     """
-    if method not in METHODS:
-        raise EdgerepError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    return calibrate_many(model_path, dataset, (method,), batch_size=batch_size, limit=limit,
+                          percentile=percentile, cache_dir=cache_dir, progress=progress)[method]
+
+
+def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *, batch_size: int = 32,
+                   limit: int | None = 512, percentile: float = 99.99, cache_dir: str | Path | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict[str, CalibrationResult]:
+    """``calibrate`` for several methods from ONE streaming pass over the data (each cached alone)."""
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise EdgerepError(f"--method {bad[0] if bad else ''!r}: expected one of {', '.join(METHODS)}")
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EdgerepError(f"{model_path}: ONNX model not found")
     t0 = time.perf_counter()
-    settings = {"batch_size": int(batch_size), "limit": limit, "percentile": percentile if method == "percentile" else None}
     fp = dataset.fingerprint() if hasattr(dataset, "fingerprint") else repr(dataset)
-    key = cache_key(model_hash(model_path), fp, method, settings)
-    cache_path = Path(cache_dir) / f"calib-{method}-{key[:16]}.json" if cache_dir is not None else None
-    if cache_path is not None and cache_path.is_file():
-        hit = _load_cache(cache_path, key)
+    msha = model_hash(model_path)
+    out: dict[str, CalibrationResult] = {}
+    todo: dict[str, tuple[str, dict, Path | None]] = {}
+    for method in dict.fromkeys(methods):
+        settings = {"batch_size": int(batch_size), "limit": limit,
+                    "percentile": percentile if method == "percentile" else None}
+        key = cache_key(msha, fp, method, settings)
+        cache_path = Path(cache_dir) / f"calib-{method}-{key[:16]}.json" if cache_dir is not None else None
+        hit = _load_cache(cache_path, key) if cache_path is not None and cache_path.is_file() else None
         if hit is not None:
+            out[method] = hit
             if progress:
                 progress(f"calibration: reused {cache_path.name}")
-            return hit
+        else:
+            todo[method] = (key, settings, cache_path)
+    if not todo:
+        return out
 
     import onnxruntime as ort
 
@@ -272,7 +289,11 @@ def calibrate(model_path: str | Path, dataset, *, method: str = "mse", batch_siz
         sess = ort.InferenceSession(str(tmp / "augmented.onnx"), so, providers=["CPUExecutionProvider"])
         out_names = [o.name for o in sess.get_outputs()]
         stats = {n: _Stats() for n in names}
-        ort_cal = _ort_calibrator(model_path, method, tmp, {"percentile": percentile}) if method != "mse" else None
+        ort_cals = {}
+        for m in todo:
+            if m != "mse":
+                (tmp / m).mkdir()
+                ort_cals[m] = _ort_calibrator(model_path, m, tmp / m, {"percentile": percentile})
         samples = 0
         for x, _y in dataset.batches(batch_size, limit=limit):
             x = np.ascontiguousarray(x, dtype=np.float32)
@@ -280,15 +301,16 @@ def calibrate(model_path: str | Path, dataset, *, method: str = "mse", batch_siz
             for n, v in zip(out_names, outs):
                 if n in stats:
                     stats[n].update(v)
-            if ort_cal is not None:
+            for cal in ort_cals.values():
                 with contextlib.redirect_stdout(io.StringIO()):
-                    ort_cal.collect_data(_OneBatchReader({input_name: x}))
+                    cal.collect_data(_OneBatchReader({input_name: x}))
             samples += len(x)
         if samples == 0:
             raise DataError(f"calibration data set {getattr(dataset, 'name', '?')!r} yielded no samples")
-        if ort_cal is not None:
+        all_ranges: dict[str, dict[str, tuple[float, float]]] = {}
+        for m, cal in ort_cals.items():
             with contextlib.redirect_stdout(io.StringIO()):
-                td = ort_cal.compute_data()
+                td = cal.compute_data()
             ranges = {}
             for n in names:
                 if n in td.data:
@@ -296,17 +318,22 @@ def calibrate(model_path: str | Path, dataset, *, method: str = "mse", batch_siz
                     ranges[n] = (float(np.asarray(lo).min()), float(np.asarray(hi).max()))
                 else:
                     ranges[n] = stats[n].range_for("minmax")
-        else:
-            ranges = {n: s.range_for("mse") for n, s in stats.items()}
-    result = CalibrationResult(method=method, key=key, ranges=ranges,
-                               channel_means={n: s.channel_means() for n, s in stats.items()},
-                               cache_path=str(cache_path) if cache_path else None, was_cached=False,
-                               samples=samples, seconds=time.perf_counter() - t0, settings=settings)
-    if cache_path is not None:
-        _save_cache(cache_path, result)
+            all_ranges[m] = ranges
+        if "mse" in todo:
+            all_ranges["mse"] = {n: s.range_for("mse") for n, s in stats.items()}
+    means = {n: s.channel_means() for n, s in stats.items()}
+    seconds = time.perf_counter() - t0
+    for m, (key, settings, cache_path) in todo.items():
+        res = CalibrationResult(method=m, key=key, ranges=all_ranges[m], channel_means=means,
+                                cache_path=str(cache_path) if cache_path else None, was_cached=False,
+                                samples=samples, seconds=seconds, settings=settings)
+        if cache_path is not None:
+            _save_cache(cache_path, res)
+        out[m] = res
     if progress:
-        progress(f"calibration: {method} on {samples} samples, {len(ranges)} tensors, {result.seconds:.1f}s")
-    return result
+        progress(f"calibration: {', '.join(todo)} on {samples} samples, {len(names)} tensors, {seconds:.1f}s "
+                 "(one pass)")
+    return {m: out[m] for m in dict.fromkeys(methods)}
 
 
 class ArrayDataset:

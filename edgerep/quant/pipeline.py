@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgerep.errors import DataError, EdgerepError
-from edgerep.quant.calibrate import METHODS, CalibrationResult, calibrate
+from edgerep.quant.calibrate import METHODS, CalibrationResult, calibrate, calibrate_many
 from edgerep.quant.cpu_features import CpuFeatures, detect_cpu_features
 from edgerep.quant.mixed import Score, mixed_precision
 from edgerep.quant.policy import TENSORRT, CpuPolicy, cpu_candidates
@@ -25,7 +25,7 @@ from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 
 CPU_FILE = "model.int8.onnx"
 TRT_FILE = "model.int8.trt.onnx"
-AUTO_METHOD = "mse"
+AUTO_METHODS = ("mse", "percentile", "minmax")  # one pass; the lowest simulated logit error wins
 TIE = 0.10  # latencies within 10% are a tie; the ISA's expected order breaks it
 
 
@@ -245,7 +245,7 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
         tmp = Path(tmpd)
         # 1. cross-layer equalization (exact; checked on real data)
         src = fp32_onnx
-        x_cal, _ = _collect(calib, min(calib_samples or 64, 64), batch_size)
+        x_cal, _ = _collect(calib, min(calib_samples or 128, 128), batch_size)
         if equalize:
             import onnx
 
@@ -272,11 +272,18 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
             else:
                 result.equalization = {"applied": False, "why_not": "no conv -> ReLU -> conv pairs", "pairs": []}
 
-        # 2. calibrate once
-        cal_method = AUTO_METHOD if method == "auto" else method
-        cal = calibrate(src, calib, method=cal_method, batch_size=batch_size, limit=calib_samples,
-                        cache_dir=cache_dir, progress=say)
-        result.calibration = cal.summary() | {"requested": method}
+        # 2. calibrate once (auto: several range methods from the same pass, judged on calibration data)
+        if method == "auto":
+            cals = calibrate_many(src, calib, AUTO_METHODS, batch_size=batch_size, limit=calib_samples,
+                                  cache_dir=cache_dir, progress=say)
+            errors = _auto_errors(src, cals, x_cal, tmp, threads)
+            cal = cals[min(errors, key=lambda m: (errors[m], AUTO_METHODS.index(m)))]
+            say("calibration auto: " + ", ".join(f"{m} {e:.2e}" for m, e in errors.items()) + f" -> {cal.method}")
+            result.calibration = cal.summary() | {"requested": "auto", "auto_logit_error": errors}
+        else:
+            cal = calibrate(src, calib, method=method, batch_size=batch_size, limit=calib_samples,
+                            cache_dir=cache_dir, progress=say)
+            result.calibration = cal.summary() | {"requested": method}
 
         # 3. evaluation data and reference outputs
         eval_ds = evaluate if evaluate is not None else calib
@@ -295,6 +302,23 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
             _tensorrt_target(result, src, cal, judge, out_dir, budget, max_drop, bias_correction, say)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _auto_errors(src: Path, cals: dict[str, CalibrationResult], x: np.ndarray, tmp: Path,
+                 threads: int | None) -> dict[str, float]:
+    """Relative logit MSE of each method's ranges, as symmetric int8 QDQ simulated in float, on
+    calibration samples (never the evaluation set): range quality alone, before any kernel choice."""
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+
+    ref = OrtEngine(src, threads=threads).run(x).astype(np.float64)
+    ms = float(np.mean(ref ** 2)) or 1.0
+    errors = {}
+    for m, c in cals.items():
+        p = tmp / f"auto-{m}.onnx"
+        write_qdq(src, p, c, TENSORRT)
+        out = OrtEngine(p, threads=threads, optimization="disable").run(x)
+        errors[m] = float(np.mean((out - ref) ** 2) / ms)
+    return errors
 
 
 def _variant(cfg: QdqConfig, bias_correction: bool) -> QdqConfig:
