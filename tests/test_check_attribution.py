@@ -134,3 +134,51 @@ def test_plain_layers_and_unknown_blocks():
     assert a.available and a.branches == {"conv": "conv (no branches)"}
     b = attribute(opaque)
     assert not b.available and b.note.startswith("no branch information")
+
+
+def _families():
+    import edgerep.blocks as B
+
+    return {
+        "mobileone": lambda: B.MobileOneBlock(8, 8, num_conv_branches=2),
+        "doconv": lambda: B.DOConv2d(8, 8),
+        "expandnet": lambda: B.ExpandConv2d(8, 8),
+        "mixconv": lambda: B.MixConv2d(8, 8),
+        "psconv": lambda: B.PolyScaleConv2d(8, 8),
+        "expand_ac_dbb": lambda: B.ExpandACDBBBlock(8, 8),
+        "res2net_ac": lambda: B.Res2NetACBlock(8, 8),
+        "dense_ac": lambda: B.DenseACBlock(8, 8),
+    }
+
+
+@pytest.mark.parametrize("family", sorted(_families()))
+def test_every_family_folds_for_check_with_branches(family):
+    from edgerep.blocks.testing import randomize_
+
+    model = randomize_(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _families()[family]()), seed=1)
+    folded, layers = fold_for_check(model)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        ref = model(x)
+        assert (folded(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert len(layers) >= 2
+    for layer in layers[1:]:
+        a = attribute(layer)
+        assert a.available, (layer.name, a.note)
+
+
+def test_mobileone_depthwise_identity_bn_is_found_per_stage():
+    import edgerep.blocks as B
+
+    torch.manual_seed(0)
+    block = B.MobileOneBlock(8, 8, num_conv_branches=2)
+    _randomize_bn(block)
+    with torch.no_grad():
+        block.dw.rbr_skip.running_var[2] = 1e-4
+    block.eval()
+    _, layers = fold_for_check(nn.Sequential(block))
+    assert [l.name for l in layers] == ["0.dw.conv", "0.pw.conv"]
+    a = attribute(layers[0])
+    assert a.dominant_branch == "identity" and a.branches["identity"] == "identity-BN"
+    assert a.channels[0].channel == 2
+    assert a.branches["conv.0"] == "over-parameterized 3x3 conv+BN #0"

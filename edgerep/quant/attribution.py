@@ -60,8 +60,12 @@ class FoldedLayer:
 
 
 def find_branch_bn(block: nn.Module, key: str, out_channels: int) -> _BN | None:
-    """The BN that scales branch ``key`` of ``block`` (its last BN), or None when there is none."""
-    names = BRANCH_MODULES.get(key, ()) + (key,)
+    """The BN that scales branch ``key`` of ``block`` (its last BN), or None when there is none.
+
+    Looks under the family's module names for the key (``BRANCH_MODULES``), the key itself and
+    ``rbr_<key>`` (MobileOne's ``conv.0`` is ``rbr_conv.0``); a dotted key (``dbb.1x1``) is
+    looked up inside its prefix module."""
+    names = BRANCH_MODULES.get(key, ()) + (key, f"rbr_{key}")
     for name in names:
         try:
             m = block.get_submodule(name)
@@ -71,6 +75,12 @@ def find_branch_bn(block: nn.Module, key: str, out_channels: int) -> _BN | None:
         if bns:
             return bns[-1]
         return None
+    if "." in key:
+        prefix, last = key.rsplit(".", 1)
+        try:
+            return find_branch_bn(block.get_submodule(prefix), last, out_channels)
+        except (AttributeError, ValueError):
+            return None
     return None
 
 
@@ -81,18 +91,18 @@ def _as_kernel4(weight: Tensor, bias: Tensor | None) -> ConvKernel:
     return ConvKernel(w.reshape(w.shape[0], -1, 1, 1), b)
 
 
-def _match_stages(bk: dict, subs: list[tuple[str, nn.Module]]) -> dict[str, dict[str, ConvKernel]]:
+def _match_stages(bk: dict, subs: list[tuple[str, nn.Module]]) -> dict[str, tuple[str, dict[str, ConvKernel]]]:
     """Blocks folding to several layers (MobileOne) give ``{stage: {branch: kernel}}``; pair the
-    stages with the deploy module's layers by name, else by order."""
-    out: dict[str, dict[str, ConvKernel]] = {}
+    stages with the deploy module's layers by name, else by order. Values: (stage, branches)."""
+    out: dict[str, tuple[str, dict[str, ConvKernel]]] = {}
     keys = list(bk)
     for sub_name, _ in subs:
         hit = next((k for k in keys if sub_name == k or sub_name.startswith(k + ".") or sub_name.endswith("." + k)
                     or k in sub_name.split(".")), None)
         if hit is not None:
-            out[sub_name] = bk[hit]
+            out[sub_name] = (hit, bk[hit])
     if not out and len(keys) == len(subs):
-        out = {s: bk[k] for (s, _), k in zip(subs, keys)}
+        out = {s: (k, bk[k]) for (s, _), k in zip(subs, keys)}
     return out
 
 
@@ -190,24 +200,33 @@ def _fold_block(parent: nn.Module, name: str, block: nn.Module, path: str, layer
         raise e.at(path) from None
     deploy.eval()
     subs = [(n, m) for n, m in deploy.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    per_sub: dict[str, dict[str, ConvKernel]] = {}
+    per_sub: dict[str, tuple[nn.Module, dict[str, ConvKernel]]] = {}
     if isinstance(bk, dict) and bk and all(isinstance(v, ConvKernel) for v in bk.values()):
         if len(subs) == 1:
-            per_sub = {subs[0][0]: bk}
+            per_sub = {subs[0][0]: (block, bk)}
         else:
             note = "no branch information (the block folds to several layers but lists one set of branches)"
     elif isinstance(bk, dict) and bk and all(isinstance(v, dict) for v in bk.values()):
-        per_sub = _match_stages(bk, subs)
+        for sub_name, (stage, kernels) in _match_stages(bk, subs).items():
+            try:
+                owner = block.get_submodule(stage)
+            except (AttributeError, ValueError):
+                owner = block
+            per_sub[sub_name] = (owner, kernels)
     for sub_name, m in subs:
         lname = path if len(subs) == 1 else f"{path}.{sub_name}"
-        branches = per_sub.get(sub_name)
+        owner, branches = per_sub.get(sub_name, (block, None))
         out_ch = m.weight.shape[0]
         bns = {}
         if branches:
             for key in branches:
-                bn = find_branch_bn(block, key, out_ch)
+                bn = find_branch_bn(owner, key, out_ch)
                 if bn is not None:
                     bns[key] = bn
+            if len(branches) == 1 and not bns:  # a single conv+BN block: its (only) BN
+                only = [b for b in owner.modules() if isinstance(b, _BN) and b.num_features == out_ch]
+                if len(only) == 1:
+                    bns[next(iter(branches))] = only[0]
         layers.append(FoldedLayer(lname, "reparam block", type(block).__name__, m, branches, bns,
                                   note if branches is None else ""))
     setattr(parent, name, deploy)
@@ -278,7 +297,14 @@ def describe_branch(key: str, kernel: ConvKernel, has_bn: bool) -> str:
     if k in ("conv+bn", "linear+bn"):
         return key
     if k in ("conv", "linear"):
-        return f"{key} (no branches)"
+        return f"{key}{bn}" if has_bn else f"{key} (no branches)"
+    if k.startswith("conv.") and k[5:].isdigit():  # MobileOne's over-parameterized KxK branches
+        return f"over-parameterized {kh}x{kw} conv{bn} #{k[5:]}"
+    if "." in key:
+        prefix, last = key.rsplit(".", 1)
+        inner = describe_branch(last, kernel, has_bn)
+        if not inner.startswith("branch '"):
+            return f"{inner} (in {prefix})"
     return f"branch '{key}' ({kh}x{kw}{', BN' if has_bn else ''})"
 
 
