@@ -499,3 +499,53 @@ def test_constant_example_input_still_checks_kernels(monkeypatch) -> None:
     monkeypatch.setattr(ga, "add_kernels", real)
     r = fold_graph(m, torch.zeros(1, 4, 7, 7))
     assert rel_err(m(x), r.module(x)) < RTOL and r.convs_after == 1
+
+
+# ---------------------------------------------------------------------------------
+# property: random serial / parallel affine chains never come back inexact
+# ---------------------------------------------------------------------------------
+OPS = st.sampled_from(["conv1", "conv1b", "conv3", "conv3p0", "conv1x3", "bn", "pad1", "avg3", "avg2s2", "scale"])
+
+
+class RandomChain(nn.Module):
+    """Two parallel chains of affine ops on one input, summed when their shapes agree, then ReLU."""
+
+    def __init__(self, c: int, left: list[str], right: list[str]):
+        super().__init__()
+        self.left = nn.Sequential(*[self._op(o, c) for o in left])
+        self.right = nn.Sequential(*[self._op(o, c) for o in right])
+
+    @staticmethod
+    def _op(name: str, c: int) -> nn.Module:
+        return {
+            "conv1": lambda: nn.Conv2d(c, c, 1, bias=False),
+            "conv1b": lambda: nn.Conv2d(c, c, 1, bias=True),
+            "conv3": lambda: nn.Conv2d(c, c, 3, 1, 1, bias=True),
+            "conv3p0": lambda: nn.Conv2d(c, c, 3, 1, 0, bias=False),
+            "conv1x3": lambda: nn.Conv2d(c, c, (1, 3), 1, (0, 1), bias=False),
+            "bn": lambda: nn.BatchNorm2d(c),
+            "pad1": lambda: nn.ZeroPad2d(1),
+            "avg3": lambda: nn.AvgPool2d(3, 1, 1),
+            "avg2s2": lambda: nn.AvgPool2d(2, 2),
+            "scale": lambda: nn.Identity(),
+        }[name]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.left(x), self.right(x)
+        y = a + b if a.shape == b.shape else a
+        return torch.relu(y)
+
+
+@settings(max_examples=25)
+@given(left=st.lists(OPS, min_size=1, max_size=4), right=st.lists(OPS, min_size=0, max_size=3),
+       seed=st.integers(0, 50))
+def test_property_random_chains_fold_exactly_or_are_refused(left, right, seed) -> None:
+    torch.manual_seed(seed)
+    m = randomize_bn(RandomChain(3, left, right), seed=seed)
+    x = torch.randn(2, 3, 9, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert r.convs_after <= r.convs_before
+    # what was refused was still folded in parts: no BN after a conv survives
+    for w, why in r.refused_regions:
+        assert why and w

@@ -78,12 +78,13 @@ class Affine:
         return self.kernel is None and self.linear is None
 
     def needs_rewrite(self) -> bool:
-        """Collapse when it removes work: several ops with a conv / linear / pool among them, a weight
-        computed in forward (DO-Conv), or a chain of no-ops. A channel selection or a lone BN is
-        left as it is rather than turned into a new conv."""
+        """Collapse when it removes work: several ops with a conv / linear among them, a weight
+        computed in forward (DO-Conv), or a chain of no-ops. A channel selection, a lone BN or a
+        BN + pool pair is left as it is rather than turned into a new conv."""
         if self.is_identity:
             return len(self.nodes) >= 2
-        return (len(self.nodes) >= 2 and self.macs > 0) or (self.computed and len(self.nodes) >= 1)
+        weighted = any(lab.startswith(("conv", "linear")) for lab in self.labels)
+        return (len(self.nodes) >= 2 and weighted) or (self.computed and len(self.nodes) >= 1)
 
 
 def source(node: fx.Node) -> Affine:
