@@ -107,10 +107,10 @@ class NpzDataset(Dataset):
                             hint="save with np.savez(path, x=images, y=labels)")
         self.x = _Member(self.zf, xk, self.path)
         self.y = _Member(self.zf, yk, self.path) if yk in keys else None
-        if self.y is not None and (len(self.y.shape) != 1 or self.y.shape[0] != self.x.shape[0]):
-            raise DataError(f"{self.path}: 'y' has shape {self.y.shape}, expected ({self.x.shape[0]},)")
         if len(self.x.shape) not in (3, 4):
             raise DataError(f"{self.path}: 'x' has shape {self.x.shape}; expected (N,C,H,W), (N,H,W,C) or (N,H,W)")
+        if self.y is not None and (len(self.y.shape) != 1 or self.y.shape[0] != self.x.shape[0]):
+            raise DataError(f"{self.path}: 'y' has shape {self.y.shape}, expected ({self.x.shape[0]},)")
         self.pre = preprocess or Preprocess.from_meta(None, default_shape=self._guess_shape())
         self.has_labels = self.y is not None
         self.class_names = class_names
