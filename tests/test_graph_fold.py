@@ -30,6 +30,7 @@ from unseen_blocks import (
     InvertedResidual,
     MixConvLike,
     MobileOneUnit,
+    OfficialACBlock,
     OfficialRepVGGBlock,
     ScaledResidualFC,
     SeparableNoAct,
@@ -161,6 +162,35 @@ def test_dbb_pad_with_wrong_value_is_refused_and_still_exact() -> None:
     check_exact(m, x, r)
     assert any("border" in why for _, why in r.refused_regions), r.refused_regions
     assert r.convs_after == 2
+
+
+@pytest.mark.parametrize("padding,stride", [(1, 1), (0, 1), (0, 2)])
+def test_official_acblock_incl_crop_variant_folds_to_one_conv(padding: int, stride: int) -> None:
+    m = randomize_bn(OfficialACBlock(4, 5, 3, stride, padding))
+    x = torch.randn(2, 4, 10, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert (r.convs_before, r.convs_after) == (3, 1) and r.refused_regions == []
+    conv = r.module.get_submodule(_only_conv_path(r.module))
+    assert conv.kernel_size == (3, 3) and conv.padding == (padding, padding)
+
+
+def test_crop_then_padded_conv_is_not_folded() -> None:
+    class CropPad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, 1, 1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x[:, :, 1:-1, 1:-1]))
+
+    m = randomize_bn(CropPad())
+    x = torch.randn(1, 3, 8, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert any("crop" in why for _, why in r.refused_regions)
+    assert [reg.where for reg in r.folded_regions] == [["conv", "bn"]]
 
 
 def test_doconv_kernel_composition_is_constant_folded() -> None:

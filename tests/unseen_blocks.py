@@ -487,3 +487,38 @@ class InvertedResidual(nn.Module):
         if self.use_res_connect:
             return x + self.conv(x)
         return self.conv(x)
+
+
+class OfficialACBlock(nn.Module):
+    """ACNet's ACBlock the official way (DingXiaoH/ACNet acb.py), incl. its crop variant: with
+    ``padding < kernel_size // 2`` the 1xK / Kx1 branches read a cropped input."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1):
+        super().__init__()
+        self.square_conv = nn.Conv2d(in_channels, out_channels, (kernel_size, kernel_size), stride, padding,
+                                     bias=False)
+        self.square_bn = nn.BatchNorm2d(out_channels)
+        if padding - kernel_size // 2 >= 0:
+            self.crop = 0
+            hor_padding = [padding - kernel_size // 2, padding]
+            ver_padding = [padding, padding - kernel_size // 2]
+        else:
+            self.crop = kernel_size // 2 - padding
+            hor_padding = [0, padding]
+            ver_padding = [padding, 0]
+        self.ver_conv = nn.Conv2d(in_channels, out_channels, (kernel_size, 1), stride, ver_padding, bias=False)
+        self.hor_conv = nn.Conv2d(in_channels, out_channels, (1, kernel_size), stride, hor_padding, bias=False)
+        self.ver_bn = nn.BatchNorm2d(out_channels)
+        self.hor_bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        square_outputs = self.square_bn(self.square_conv(input))
+        if self.crop > 0:
+            ver_input = input[:, :, :, self.crop:-self.crop]
+            hor_input = input[:, :, self.crop:-self.crop, :]
+        else:
+            ver_input = input
+            hor_input = input
+        vertical_outputs = self.ver_bn(self.ver_conv(ver_input))
+        horizontal_outputs = self.hor_bn(self.hor_conv(hor_input))
+        return square_outputs + vertical_outputs + horizontal_outputs

@@ -274,6 +274,10 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_c
             region = analysis.regions[end]
             if not region.needs_rewrite():
                 continue
+            if region.kernel is not None and min(region.kernel.padding) < 0:
+                forced.add(end.name)  # ends in a crop no conv absorbed: keep those ops as they are
+                bad.append(end)
+                continue
             err = _region_error(region, end, env)
             if env_rand is not None:
                 err = max(err, _region_error(region, end, env_rand))
@@ -293,6 +297,8 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_c
         if not bad and len(split) == n_split:
             break
         for end in bad:
+            if end.name in forced:
+                continue
             forced.add(end.name)
             failed.append((_join(prefix, where(end)), f"collapsed region differs from the original by "
                                                       f"{checks[end]:.3g} (relative, float64); left unfolded"))
@@ -370,6 +376,8 @@ def _region_error(region: Affine, end: fx.Node, env: dict[str, Any]) -> float:
         return float("inf")
     if region.kernel is not None:
         k = region.kernel
+        if min(k.padding) < 0:  # a crop that nothing brought back to a real conv
+            return float("inf")
         out = F.conv2d(src, k.weight, k.bias, k.stride, k.padding, k.dilation, k.groups)
     elif region.linear is not None:
         out = F.linear(src, *region.linear)

@@ -384,6 +384,7 @@ class Analyzer:
             out = k.double()
         elif _is_plain_identity(x.kernel):
             kk = k.double()
+            _check_crop_then_pad(x.kernel, kk)
             out = replace(kk, padding=(kk.padding[0] + x.kernel.padding[0], kk.padding[1] + x.kernel.padding[1]))
         else:
             out = _compose(x.kernel, k)
@@ -417,6 +418,7 @@ def _compose(a: ConvKernel, b: ConvKernel) -> ConvKernel:
     depthwise second conv (DBB's average pool) is composed per channel instead of densely.
     """
     a, b = a.double(), b.double()
+    _check_crop_then_pad(a, b)
     pointwise = a.kernel_size == (1, 1) and a.stride == (1, 1)
     if not pointwise or a.padding == (0, 0):
         return compose(a, b)
@@ -430,6 +432,15 @@ def _compose(a: ConvKernel, b: ConvKernel) -> ConvKernel:
         bias = b1.bias + a0.bias * b1.weight.sum(dim=(1, 2, 3))
         return ConvKernel(w, bias, b1.stride, b1.padding, b1.dilation, 1)
     return compose(a0, b1, first_output_padded_with_bias=True)
+
+
+def _check_crop_then_pad(a: ConvKernel, b: ConvKernel) -> None:
+    """A cropped map (negative padding) then a conv that zero-pads it: the zeros land where the
+    uncropped map has data, so no single conv reproduces it."""
+    for i, axis in enumerate(("rows", "columns")):
+        if a.padding[i] < 0 and b.padding[i] > 0:
+            raise FoldError(f"a crop of {-a.padding[i]} {axis} then a conv zero-padding them again: the zeros "
+                            "fall inside the uncropped map, no single conv reproduces it")
 
 
 def _is_plain_identity(k: ConvKernel) -> bool:
@@ -796,6 +807,9 @@ def _getitem(an: Analyzer, node: fx.Node) -> Affine:
     if isinstance(v, Split) and isinstance(idx, int):
         lo, hi = v.bounds[idx]
         return _select_channels(an, node, v.base, lo, hi)
+    if isinstance(v, Affine) and isinstance(idx, tuple) and len(idx) == 4 and not _is_linear_domain(an, v) and (
+            idx[0] == slice(None) and idx[1] == slice(None)):
+        return _crop(an, v, idx[2], idx[3])
     if isinstance(v, Affine) and isinstance(idx, tuple) and len(idx) >= 2 and not _is_linear_domain(an, v):
         if idx[0] != slice(None) or not isinstance(idx[1], slice) or idx[1].step not in (None, 1):
             raise NotAffine()
@@ -807,6 +821,25 @@ def _getitem(an: Analyzer, node: fx.Node) -> Affine:
             raise NotAffine()
         return _select_channels(an, node, v, lo, hi)
     raise NotAffine()
+
+
+def _crop(an: Analyzer, x: Affine, rows: Any, cols: Any) -> Affine:
+    """``y[:, :, a:-a, b:-b]`` (ACNet's crop before its 1xK / Kx1 convs): the same conv with
+    ``a*stride`` less padding; negative padding is fine inside a region as long as a branch sum
+    or an unpadded conv brings it back to a real conv."""
+    _, _, h, w = _value_shape(an, x)
+    crops = []
+    for sl, n in ((rows, h), (cols, w)):
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            raise NotAffine()
+        start, stop, _ = sl.indices(n)
+        if start != n - stop or start < 0:
+            raise NotAffine()
+        crops.append(start)
+    c = _value_shape(an, x)[1]
+    k = x.kernel if x.kernel is not None else identity_kernel(c, 1, groups=c)
+    pad = (k.padding[0] - crops[0] * k.stride[0], k.padding[1] - crops[1] * k.stride[1])
+    return replace(x, kernel=replace(k.double(), padding=pad), labels=x.labels + ("crop",))
 
 
 def _pad_fn(an: Analyzer, node: fx.Node) -> Affine:
@@ -829,6 +862,8 @@ def _pad(an: Analyzer, node: fx.Node, x: Affine, pad: list[int], value: float) -
     left, right, top, bottom = (int(p) for p in pad)
     if left != right or top != bottom or min(pad) < 0:
         raise NotAffine()
+    if x.kernel is not None and min(x.kernel.padding) < 0:
+        raise NotAffine()  # a crop then a pad is not a conv's padding
     c = _value_shape(an, x)[1]
     fill = torch.full((c,), float(value), dtype=FOLD_DTYPE)
     setitems = [u for u in node.users if _is_setitem(u)]
