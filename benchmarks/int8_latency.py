@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=60, help="timed runs per engine (in rounds of 5)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--calib", type=int, default=32, help="synthetic calibration samples")
+    ap.add_argument("--policy", action="append",
+                    help="restrict the CPU policies tried (repeatable), e.g. --policy u8s8-w7: synthetic data "
+                         "with random weights is a weak accuracy check, so pin the policy trained models need")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 return model(torch.from_numpy(x)).numpy()
 
         res = quantize_model(tmp / "fp32.onnx", calib, verify, tmp / "q", targets=("cpu",), max_drop=None,
-                             reference=ref, threads=threads, progress=log)
+                             reference=ref, threads=threads, progress=log,
+                             cpu_policies=tuple(args.policy) if args.policy else None)
         pol = res.cpu_policy
         fp32 = OrtEngine(tmp / "fp32.onnx", threads=threads)
         int8 = OrtEngine(res.files["cpu"], precision="int8", threads=threads, session_config=pol.session_config)

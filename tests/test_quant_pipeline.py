@@ -59,6 +59,10 @@ def test_calibration_runs_once_and_is_reused(digits_run):
                            cache_dir=d / "cache", targets=("tensorrt",))
     assert again.calibration["was_cached"] and again.calibration["key"] == res.calibration["key"]
     assert set(again.files) == {"tensorrt"} and again.cpu_policy is None
+    pinned = quantize_model(fp32, dataset("calib"), dataset("test"), d / "pinned", reference=reference_fn(model),
+                            cache_dir=d / "cache", targets=("cpu",), cpu_policies=("u8s8-x64prec",))
+    assert [c.policy for c in pinned.candidates] == ["u8s8-x64prec"] and pinned.calibration["was_cached"]
+    assert pinned.cpu_policy.session_config == {"session.x64quantprecision": "1"}
 
 
 def test_saturating_policy_is_measured_on_the_optimized_session_and_rejected(tmp_path):
@@ -130,6 +134,8 @@ def test_bad_arguments(tmp_path):
     path = export_folded(trained_digits(), tmp_path / "m.onnx")
     with pytest.raises(EdgerepError, match="targets"):
         quantize_model(path, dataset("calib"), None, tmp_path, targets=("gpu",))
+    with pytest.raises(EdgerepError, match="cpu policy"):
+        quantize_model(path, dataset("calib"), None, tmp_path, cpu_policies=("fp4",))
     with pytest.raises(EdgerepError, match="method"):
         quantize_model(path, dataset("calib"), None, tmp_path, method="best")
     assert np.isfinite(torch_top1(trained_digits()))

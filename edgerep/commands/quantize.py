@@ -57,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default OUT/cache)")
     p.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="skip bias correction")
+    p.add_argument("--cpu-policy", action="append", dest="cpu_policy",
+                   help="only try this CPU policy (repeatable; still verified), e.g. u8s8-w7")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores, max 8)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -139,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
                          cache_dir=args.cache_dir or out / "cache", progress=log,
                          calib_samples=args.calib_samples, eval_samples=args.eval_samples,
                          equalize=not args.no_equalize, bias_correction=not args.no_bias_correction,
-                         threads=args.threads)
+                         threads=args.threads,
+                         cpu_policies=tuple(args.cpu_policy) if args.cpu_policy else None)
     d = res.to_dict()
     (out / "quantize.json").write_text(json.dumps(d, indent=2, default=str) + "\n")
     if args.json:

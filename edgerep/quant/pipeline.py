@@ -217,14 +217,14 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
                    cache_dir: Path | None = None, progress: Callable[[str], None] | None = None,
                    calib_samples: int | None = 256, eval_samples: int | None = None, equalize: bool = True,
                    bias_correction: bool = True, threads: int | None = None, cpu: CpuFeatures | None = None,
-                   batch_size: int = 64) -> QuantizeResult:
+                   batch_size: int = 64, cpu_policies: tuple[str, ...] | None = None) -> QuantizeResult:
     """Calibrate ``fp32_onnx`` once on ``calib`` and write a verified QDQ file per target into ``out_dir``.
 
     ``evaluate`` (held-out, labelled if possible) is what every CPU candidate is verified on; without
     it the calibration data is used (and the report says so). ``max_drop`` (accuracy points vs the
     ``reference``, default the FP32 ONNX model) is the acceptance budget; when no policy meets it,
     the most sensitive layers stay in float. ``max_drop=None`` accepts within 0.5 points and never
-    excludes layers.
+    excludes layers. ``cpu_policies`` restricts the CPU candidates to these names (still verified).
     """
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)
@@ -238,6 +238,10 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
         raise EdgerepError(f"method {method!r}: expected auto or one of {', '.join(METHODS)}")
     budget = 0.5 if max_drop is None else float(max_drop)
     cpu = cpu or detect_cpu_features()
+    known = [p.name for p in cpu_candidates(cpu)]
+    if cpu_policies is not None and (not cpu_policies or any(p not in known for p in cpu_policies)):
+        raise EdgerepError(f"cpu policy {', '.join(cpu_policies) or '(none)'}: this CPU ({cpu.int8_dot}) offers "
+                           f"{', '.join(known)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     result = QuantizeResult(calibration={}, max_drop=max_drop, cpu=cpu.to_dict())
 
@@ -297,7 +301,8 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
         x1 = np.ascontiguousarray(x_ev[:1])
 
         if "cpu" in targets:
-            _cpu_target(result, src, cal, judge, x1, tmp, out_dir, cpu, budget, max_drop, bias_correction, say)
+            _cpu_target(result, src, cal, judge, x1, tmp, out_dir, cpu, budget, max_drop, bias_correction, say,
+                        cpu_policies)
         if "tensorrt" in targets:
             _tensorrt_target(result, src, cal, judge, out_dir, budget, max_drop, bias_correction, say)
     result.seconds = time.perf_counter() - t0
@@ -329,10 +334,12 @@ def _variant(cfg: QdqConfig, bias_correction: bool) -> QdqConfig:
 
 def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge: _Judge, x1: np.ndarray,
                 tmp: Path, out_dir: Path, cpu: CpuFeatures, budget: float, max_drop: float | None,
-                bias_correction: bool, say) -> None:
+                bias_correction: bool, say, only: tuple[str, ...] | None = None) -> None:
     cands: list[tuple[CpuPolicy, Candidate, Path]] = []
     engines = {}
     for pol in cpu_candidates(cpu):
+        if only is not None and pol.name not in only:
+            continue
         cfg = _variant(pol.qdq, bias_correction)
         path = tmp / f"cpu-{pol.name}.onnx"
         info = write_qdq(src, path, cal, cfg)
