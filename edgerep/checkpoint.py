@@ -424,6 +424,9 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, trust: bool = 
     user-fixable problem raises ``CheckpointError`` with one line naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file",
+                              hint="name the .pt / .pth / .pt2 file inside it")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".pt2":
