@@ -124,7 +124,8 @@ def _png_as_ckpt(d):
 
 
 def _npz_as_ckpt(d):
-    np.savez(d / "arrays.pt", x=np.zeros(3))
+    with open(d / "arrays.pt", "wb") as f:  # (np.savez would append .npz to a path)
+        np.savez(f, x=np.zeros(3))
     return d / "arrays.pt", []
 
 
@@ -187,14 +188,14 @@ def _directory(d):
 
 CHECKPOINT_ROWS = {
     "missing file": (lambda d: (d / "nope.pt", []), ["nope.pt", "no such checkpoint file"]),
-    "a directory": (_directory, ["adir.pt"]),
+    "a directory": (_directory, ["adir.pt", "is a directory"]),
     "empty file": (_write("empty.pt", b""), ["empty.pt", "not a PyTorch checkpoint"]),
     "truncated download": (_truncated, ["t.pt", "truncated", "re-download"]),
     "flipped bytes (CRC mismatch)": (_crc_flip, ["flip.pt", "CRC-32"]),
     "random bytes": (_write("rand.pt", np.random.default_rng(0).bytes(4096)), ["rand.pt", "not a PyTorch"]),
     "text file": (_write("notes.pt", b"hello, I am not a checkpoint\n"), ["notes.pt", "not a PyTorch checkpoint"]),
     "an image": (_png_as_ckpt, ["img.pt", "not a PyTorch checkpoint"]),
-    "an .npz zip": (_npz_as_ckpt, ["arrays.pt"]),
+    "an .npz zip": (_npz_as_ckpt, ["arrays.pt", "cannot read checkpoint"]),
     "garbage .pt2": (_write("prog.pt2", b"junk" * 64), ["prog.pt2", "torch.export"]),
     "pickled module without --trust-checkpoint": (_pickled_module, ["module.pt", "--trust-checkpoint"]),
     "plain state_dict without --arch": (_plain_sd(None), ["plain.pt", "--arch"]),
@@ -204,7 +205,7 @@ CHECKPOINT_ROWS = {
     "--arch module that does not import": (_plain_sd("nosuchpkg.mod:make"), ["nosuchpkg", "cannot import"]),
     "meta.arch unknown": (_meta(arch="no_such_arch"), ["no_such_arch", "edgerep zoo"]),
     "meta.arch_kwargs rejected": (_meta(arch_kwargs={"no_such_kwarg": 1}), ["no_such_kwarg"]),
-    "meta.input_shape wrong type": (_meta(input_shape=["a", 16, 16]), ["meta.pt", "meta"]),
+    "meta.input_shape wrong type": (_meta(input_shape=["a", 16, 16]), ["meta.pt", "wrong type"]),
     "meta.input_shape wrong rank": (_meta(input_shape=[16, 16]), ["meta.input_shape"]),
     "meta.std zero": (_meta(std=[0.0]), ["meta.std"]),
     "meta.format_version newer": (_meta(format_version=99), ["format_version", "upgrade edgerep"]),
