@@ -166,3 +166,21 @@ def test_kept_inputs_and_a_second_pass_give_the_same_numbers():
                 assert math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12), (name, k)
             else:
                 assert a[k] == b[k], (name, k)
+
+
+def test_replay_units_skip_the_activation_and_agree_with_full_runs():
+    from edgerep.quant.hostile import build_hostile_model, synthetic_batches
+    from edgerep.quant.sensitivity import replay_units
+
+    h = build_hostile_model("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 2, 2, 1))
+    folded, layers = fold_for_check(h.model)
+    units = replay_units(folded, layers)
+    mods = dict(folded.named_modules())
+    assert units["stage2.1"] is mods["stage2.1"]  # the folded block (conv + ReLU), not just its conv
+    assert units["linear"] is mods["linear"]
+    batches = as_batches(synthetic_batches(h.input_shape, n_batches=2, batch_size=4, seed=2))
+    ref = reference_outputs(folded, batches, layers)
+    fast = layer_sensitivity(folded, layers, batches, ref=ref)
+    slow = layer_sensitivity(folded, layers, batches, ref=Reference(ref.outputs, ref.order, None, ref.fidelity))
+    for name in ref.order:
+        assert math.isclose(fast[name].plain.sqnr_db, slow[name].plain.sqnr_db, rel_tol=1e-9), name

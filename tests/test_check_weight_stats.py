@@ -82,3 +82,19 @@ def test_sqnr_of_exact_and_zero_tensors():
     assert torch.equal(quantize_weight(z, True), z)
     st_ = weight_stats(torch.zeros(3, 2, 1, 1))
     assert st_.absmax == 0.0
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=5), st.sampled_from([90.0, 99.0, 99.9, 99.99, 100.0]),
+       st.integers(0, 10_000))
+def test_streamed_percentile_equals_numpy(batch_sizes, p, seed):
+    """The percentile kept from the largest values per batch is numpy's, however the data is split."""
+    from edgerep.quant.sensitivity import _TopK
+
+    g = np.random.default_rng(seed)
+    chunks = [np.abs(g.standard_t(3, size=n)).astype(np.float32) for n in batch_sizes]
+    total = sum(batch_sizes)
+    top = _TopK(p)
+    for c in chunks:
+        top.add(torch.from_numpy(c), total)
+    expected = float(np.percentile(np.concatenate(chunks).astype(np.float64), p))
+    assert math.isclose(top.percentile(total), expected, rel_tol=1e-5, abs_tol=1e-6)

@@ -116,7 +116,17 @@ class _TopK:
 
     def add(self, a: Tensor, total: int) -> None:
         self.k = max(self.k, min(total, int(math.ceil((1.0 - self.p / 100.0) * total)) + 2))
-        pool = torch.cat([self.values, a.reshape(-1).float()])
+        a = a.reshape(-1).float()
+        if self.values.numel() >= self.k:  # only values above the current k-th largest can enter
+            a = a[a >= self.values[self.k - 1]]
+        elif a.numel() > 64 * self.k:  # first batch: pre-filter with a threshold from a strided sample
+            stride = a.numel() // (16 * self.k)
+            sample = a[::stride]
+            t = torch.topk(sample, max(1, self.k // (2 * stride)), sorted=True).values[-1]
+            cand = a[a >= t]
+            if cand.numel() >= self.k:
+                a = cand
+        pool = torch.cat([self.values, a])
         self.values = torch.topk(pool, min(self.k, pool.numel()), sorted=True).values
 
     def percentile(self, n: int) -> float:
@@ -340,41 +350,70 @@ PREFIX_CACHE_BYTES = 2 * 1024 ** 3
 
 @dataclass
 class Reference:
-    """fp32 outputs of the model on the evaluation batches, plus every layer's output per batch
-    (so a sensitivity run can replay the layers that run before the quantized one)."""
+    """fp32 outputs of the model on the evaluation batches, plus, per layer, the recorded output of
+    its replay unit (so a sensitivity run can replay what runs before the quantized layer)."""
 
     outputs: list[Tensor]
     order: list[str]  # layer names in execution order
-    cache: dict[str, list[Tensor]] | None  # None: replay not possible (a layer ran != once per batch)
+    cache: dict[str, list[Tensor]] | None  # None: replay not possible (a unit ran != once per batch)
     fidelity: Fidelity | None
+    units: dict[str, nn.Module] = field(default_factory=dict)  # layer name -> module whose output is replayed
+
+
+def replay_units(model: nn.Module, layers: list[FoldedLayer]) -> dict[str, nn.Module]:
+    """For each layer, the largest submodule that contains it and no other layer (e.g. a folded
+    block's conv + activation): replaying that skips the activation too. The model itself never."""
+    paths = {id(m): p for p, m in model.named_modules()}
+    lpaths = {layer.name: paths.get(id(layer.module)) for layer in layers}
+    mods = dict(model.named_modules())
+    out: dict[str, nn.Module] = {}
+    for layer in layers:
+        p = lpaths[layer.name]
+        unit = layer.module
+        if p:
+            parts = p.split(".")
+            for i in range(1, len(parts)):  # shortest ancestor first
+                anc = ".".join(parts[:i])
+                inside = [q for q in lpaths.values() if q is not None and (q == anc or q.startswith(anc + "."))]
+                if len(inside) == 1:
+                    unit = mods[anc]
+                    break
+        out[layer.name] = unit
+    return out
 
 
 @torch.no_grad()
 def reference_outputs(model: nn.Module, batches: list[Batch], layers: list[FoldedLayer] | None = None) -> Reference:
-    """fp32 outputs on ``batches``; with ``layers``, also record their execution order and outputs."""
+    """fp32 outputs on ``batches``; with ``layers``, also record their execution order and the
+    outputs of their replay units."""
     model.eval()
     layers = layers or []
+    units = replay_units(model, layers)
     order: list[str] = []
     cache: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
+    valid = {"ok": True}
 
     def rec(name: str):
         def hook(_m, _inputs, output):
+            if not isinstance(output, Tensor):
+                valid["ok"] = False
+                return
             cache[name].append(output.detach().clone())  # clone: later in-place ops must not touch it
             if len(cache[name]) == 1:
                 order.append(name)
         return hook
 
-    handles = [layer.module.register_forward_hook(rec(layer.name)) for layer in layers]
+    handles = [units[layer.name].register_forward_hook(rec(layer.name)) for layer in layers]
     try:
         outs = [_forward(model, x) for x, _ in batches]
     finally:
         for h in handles:
             h.remove()
     labels = [y for _, y in batches]
-    ok = all(len(v) in (0, len(batches)) for v in cache.values()) and len(set(order)) == len(order)
+    ok = valid["ok"] and all(len(v) in (0, len(batches)) for v in cache.values()) and len(set(order)) == len(order)
     size = sum(t.numel() * t.element_size() for v in cache.values() for t in v)
     return Reference(outs, order, cache if ok and size <= PREFIX_CACHE_BYTES else None,
-                     _fidelity(outs, outs, labels) if outs else None)
+                     _fidelity(outs, outs, labels) if outs else None, units)
 
 
 @torch.no_grad()
@@ -423,7 +462,7 @@ def layer_sensitivity(model: nn.Module, layers: list[FoldedLayer], batches: list
         replay: dict[nn.Module, list[Tensor]] = {}
         if ref.cache is not None and layer.name in ref.order:
             for name in ref.order[:ref.order.index(layer.name)]:
-                replay[by_name[name].module] = ref.cache[name]
+                replay[ref.units.get(name, by_name[name].module)] = ref.cache[name]
         w = layer.module.weight.detach()
         st = act.get(layer.name)
         wd = w.double()
