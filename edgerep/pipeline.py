@@ -148,6 +148,9 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
     say = progress or (lambda step, msg: None)
     _check_options(opts)
+    from edgerep.bench.accuracy import load_user_metric
+
+    early_metric = load_user_metric(opts.metric) if opts.metric else None  # a bad --metric fails before any work
     t_start = time.perf_counter()
     _seed_everything(opts.seed)
     if opts.threads:
@@ -286,12 +289,12 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
                               progress=lambda msg: say("build", msg))
 
         # ---- bench + evaluate -------------------------------------------------------------
-        from edgerep.bench.accuracy import collect_outputs, load_user_metric, score
+        from edgerep.bench.accuracy import collect_outputs, score
         from edgerep.bench.entry import engine_entry
         from edgerep.bench.latency import host_info, measure
         from edgerep.engines.torch_engine import TorchEngine
 
-        user_metric = load_user_metric(opts.metric) if opts.metric else None
+        user_metric = early_metric
         x_bench = np.random.default_rng(opts.seed).standard_normal((opts.batch, *input_shape)).astype(np.float32)
         if real_x is not None and opts.batch <= real_x.shape[0]:
             x_bench = np.ascontiguousarray(real_x[:opts.batch])
@@ -377,6 +380,9 @@ def _check_options(opts: DeployOptions) -> None:
         raise EdgerepError(f"--eval-samples must be positive, got {opts.eval_samples}")
     if not opts.bench_seconds >= 0:
         raise EdgerepError(f"--bench-seconds must be >= 0, got {opts.bench_seconds}")
+    if opts.cache_dir is not None and Path(opts.cache_dir).exists() and not Path(opts.cache_dir).is_dir():
+        raise EdgerepError(f"--cache-dir {opts.cache_dir}: exists and is not a directory",
+                           hint="choose a directory for the calibration cache")
 
 
 def _check_engines_available(profile) -> None:
