@@ -7,6 +7,7 @@ command runs, so ``edgerep --help`` starts without importing torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -32,6 +33,15 @@ typical use:
   edgerep deploy checkpoint.pt                 # everything, into engines/out/<name>/
   edgerep gate engines/out/<name>/report.json --max-drop 0.5
 """
+
+
+#: errno values that are the machine's state, not an edgerep bug: one line naming the file, exit 2
+_USER_OS_ERRORS = {
+    errno.EACCES: "check the file's permissions", errno.EPERM: "check the file's permissions",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOSPC: "free some space", errno.EDQUOT: "disk quota exceeded; free some space",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+}
 
 
 def _command_module(name: str):
@@ -102,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgerep {args.command}: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `edgerep ... | head` closed the pipe: not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
@@ -113,13 +129,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgerep {args.command}: terminated (SIGTERM); nothing partial was left at the output path",
               file=sys.stderr)
         return 143
-    except Exception as exc:  # an edgerep bug, or an input we did not foresee: still one line
+    except OSError as exc:
+        if exc.errno not in _USER_OS_ERRORS:
+            return _internal(args.command, exc, debug)
         if debug:
             traceback.print_exc()
-        else:
-            print(f"edgerep {args.command}: internal error: {type(exc).__name__}: {exc} "
-                  "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
-        return 3
+        where = exc.filename or "output"
+        print(f"edgerep {args.command}: error: {where}: {exc.strerror or exc} "
+              f"({_USER_OS_ERRORS[exc.errno]})", file=sys.stderr)
+        return 2
+    except Exception as exc:  # an edgerep bug, or an input we did not foresee: still one line
+        return _internal(args.command, exc, debug)
+
+
+def _internal(command: str, exc: BaseException, debug: bool) -> int:
+    """An edgerep bug, or an input we did not foresee: one line (or the traceback with --debug), exit 3."""
+    if debug:
+        traceback.print_exc()
+    else:
+        print(f"edgerep {command}: internal error: {type(exc).__name__}: {exc} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":
