@@ -548,6 +548,35 @@ def test_no_space_left_while_writing_the_bundle(tmp_path, capsys, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
+@pytest.mark.parametrize("err,words", [(errno.EACCES, "permissions"), (errno.EROFS, "read-only")])
+def test_os_error_while_writing_the_bundle(err, words, tmp_path, capsys, monkeypatch):
+    """Permission denied / read-only file system mid-write (simulated): one line naming the file, exit 2."""
+    def refuse(obj, f, *a, **k):  # noqa: ARG001
+        name = f.name if isinstance(f.name, str) else os.readlink(f"/proc/self/fd/{f.name}")  # os.fdopen'd file
+        raise OSError(err, os.strerror(err), name)
+
+    monkeypatch.setattr(torch, "save", refuse)
+    out = tmp_path / "bundle"
+    line = expect_error(capsys, ["deploy", DEMO, "--out", out, *FAST], [os.strerror(err), words])
+    assert "model.folded.pt" in line
+    nothing_left(out)
+
+
+def test_bad_metric_fails_before_any_work(tmp_path, capsys):
+    out = tmp_path / "bundle"
+    expect_error(capsys, ["deploy", DEMO, "--out", out, "--metric", "nosuchpkg.metrics:f1", *FAST],
+                 ["--metric", "nosuchpkg"])
+    nothing_left(out)
+
+
+def test_cache_dir_is_a_file(tmp_path, capsys):
+    (tmp_path / "cache").write_text("x")
+    out = tmp_path / "bundle"
+    expect_error(capsys, ["deploy", DEMO, "--out", out, "--cache-dir", tmp_path / "cache", *FAST],
+                 ["--cache-dir", "not a directory"])
+    nothing_left(out)
+
+
 @pytest.mark.parametrize("sig,code,words", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 def test_signal_mid_deploy(sig, code, words, tmp_path):
     out = tmp_path / "bundle"
