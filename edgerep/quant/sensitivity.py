@@ -86,6 +86,8 @@ class ActivationStats:
     sqnr_minmax_db: float
     sqnr_percentile_db: float
     clipped_share_percentile: float  # share of values beyond the percentile range
+    #: more percentiles of |x| (50, 90, 99, 99.9): exact up to SAMPLE_CAP values, else from a strided sample
+    abs_percentiles: dict = field(default_factory=dict)
     out_sqnr_w_per_tensor_db: float | None = None  # layer output, weights INT8 per tensor (input fp32)
     out_sqnr_w_per_channel_db: float | None = None
     out_sqnr_w_per_channel_worst_db: float | None = None  # the worst output channel of the above
@@ -152,6 +154,8 @@ class _Acc:
     mn: float = math.inf
     mx: float = -math.inf
     top: _TopK | None = None
+    sample: list = field(default_factory=list)
+    sampled: int = 0
     noise_mm: float = 0.0
     noise_pct: float = 0.0
     out_sig: float = 0.0
@@ -171,6 +175,10 @@ def _layer_out(module: nn.Module, x: Tensor, w: Tensor) -> Tensor:
         return F.conv2d(x, w, module.bias, module.stride, module.padding, module.dilation, module.groups)
     return F.linear(x, w, module.bias)
 
+
+#: the informational percentiles of |x| use every value, or an evenly strided sample of SAMPLE_CAP values
+SAMPLE_CAP = 500_000
+INFO_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 #: keep every layer's calibration input in memory (instead of a second forward pass) up to this size
 INPUT_CACHE_BYTES = 2 * 1024 ** 3
@@ -208,7 +216,14 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
             acc.mx = max(acc.mx, float(mx))
             if acc.top is None:
                 acc.top = _TopK(percentile)
-            acc.top.add(x.abs(), x.numel() // max(1, x.shape[0]) * total_samples)
+            ax = x.abs()
+            total = x.numel() // max(1, x.shape[0]) * total_samples
+            acc.top.add(ax, total)
+            if acc.sampled < SAMPLE_CAP:
+                stride = max(1, -(-total // SAMPLE_CAP))
+                piece = ax.reshape(-1)[::stride].clone()
+                acc.sample.append(piece)
+                acc.sampled += piece.numel()
             keep = x.shape[0] if out_images is None else max(0, min(x.shape[0], out_images - state["images"]))
             if keep:  # clones: later in-place ops must not change what we measure
                 pairs[layer.name].append((x[:keep].clone(), output[:keep].detach().clone()))
@@ -286,6 +301,11 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
         clipped = int((a.top.values > ap).sum()) if a.top is not None else 0
         st = ActivationStats(a.n, a.mn, a.mx, mean, std, amax[layer.name], percentile, ap,
                              _db(a.s2, a.noise_mm), _db(a.s2, a.noise_pct), clipped / a.n)
+        if a.sample:
+            smp = torch.cat(a.sample).double()
+            q = torch.quantile(smp[:16_000_000], torch.tensor([p / 100 for p in INFO_PERCENTILES], dtype=torch.float64))
+            st.abs_percentiles = {f"{p:g}": float(v) for p, v in zip(INFO_PERCENTILES, q)}
+            a.sample.clear()
         if a.out_sig_ch is not None:
             st.out_sqnr_w_per_tensor_db = _db(a.out_sig, a.out_noise_t)
             st.out_sqnr_w_per_channel_db = _db(a.out_sig, a.out_noise_c)

@@ -155,7 +155,8 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]]) -> str:
                 f"{_n(w.sqnr_per_tensor_db)} / {_n(w.sqnr_per_channel_db)}", _n(w.channel_spread, "{:.1f}x"),
                 _n(w.kurtosis), _n(100 * w.beyond_k_sigma, "{:.2f}%"),
                 f"{_n(a.sqnr_minmax_db)} / {_n(a.sqnr_percentile_db)}" if a else "-",
-                f"{_n(a.min, '{:.3g}')} .. {_n(a.max, '{:.3g}')}" if a else "-",
+                (f"{_n(a.min, '{:.3g}')} .. {_n(a.max, '{:.3g}')} (|x| p99.9 "
+                 f"{_n(a.abs_percentiles.get('99.9'), '{:.3g}')}, p99.99 {_n(a.amax_percentile, '{:.3g}')})") if a else "-",
                 _n(a.out_sqnr_w_per_channel_worst_db) if a else "-",
                 (f"{_n(sen.plain.sqnr_db)} / {_n(sen.fixed.sqnr_db) if sen.fixed else '='}" if sen else "-"),
                 _e(r.attribution.branches.get(dom, dom)) if dom else "-",
