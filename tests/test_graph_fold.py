@@ -20,6 +20,7 @@ from edgerep.fold.graph import fold_graph
 from edgerep.fold.graph_cost import measure_cost
 
 from unseen_blocks import (
+    AssembledKernel,
     BasicBlock,
     DataDependent,
     DOConv2dLike,
@@ -202,6 +203,15 @@ def test_doconv_kernel_composition_is_constant_folded() -> None:
     torch.testing.assert_close(conv.weight, m.composed_kernel(), rtol=1e-5, atol=1e-6)
     assert r.params_after == 6 * 4 * 9 + 6 < r.params_before  # D, W, d_diag are gone
     assert "einsum" not in r.module.code
+
+
+def test_kernel_assembled_by_item_assignment_is_constant_folded() -> None:
+    m = randomize_bn(AssembledKernel(4))
+    x = torch.randn(2, 4, 7, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert r.convs_after == 1 and r.refused_regions == [] and n_bn(r.module) == 0
+    assert "setitem" not in r.module.code and "zeros" not in r.module.code
 
 
 def test_resnet_basic_block_folds_conv_bn_and_keeps_the_residual_add() -> None:

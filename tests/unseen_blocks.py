@@ -522,3 +522,23 @@ class OfficialACBlock(nn.Module):
         vertical_outputs = self.ver_bn(self.ver_conv(ver_input))
         horizontal_outputs = self.hor_bn(self.hor_conv(hor_input))
         return square_outputs + vertical_outputs + horizontal_outputs
+
+
+class AssembledKernel(nn.Module):
+    """Builds its 3x3 kernel in forward by writing a learned 1x3 row and the ends of a 3x1 column
+    into a zero kernel (a hand-rolled ACNet cross), then conv + BN."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.w_hor = nn.Parameter(torch.randn(c, c, 1, 3, generator=g) * 0.3)
+        self.w_ver = nn.Parameter(torch.randn(c, c, 3, 1, generator=g) * 0.3)
+        self.bn = nn.BatchNorm2d(c)
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.zeros(self.c, self.c, 3, 3, dtype=x.dtype, device=x.device)
+        k[:, :, 1:2, :] = self.w_hor
+        k[:, :, 0:1, 1:2] = self.w_ver[:, :, 0:1]
+        k[:, :, 2:3, 1:2] = self.w_ver[:, :, 2:3]
+        return torch.relu(self.bn(F.conv2d(x, k, None, 1, 1)))

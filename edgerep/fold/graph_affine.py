@@ -216,6 +216,7 @@ class Analyzer:
         self._const_memo: dict[fx.Node, bool] = {}
         # tensors written in place (y[...] = v, x.add_(...)): their recorded value is not what readers see
         self.mutated: set[fx.Node] = set()
+        self._order = {n: i for i, n in enumerate(gm.graph.nodes)}
         for n in gm.graph.nodes:
             if n.args and isinstance(n.args[0], fx.Node) and (
                     _is_setitem(n) or (n.op == "call_method" and str(n.target).endswith(_INPLACE_SUFFIX))):
@@ -332,17 +333,32 @@ class Analyzer:
             ok = node not in self.mutated
         elif node.op in ("call_function", "call_method") and _is_meta_use(node):
             ok = True
-        elif node.op in ("call_function", "call_method") and not _is_setitem(node) and node not in self.mutated:
+        elif node.op in ("call_function", "call_method") and not _is_setitem(node):
             name = getattr(node.target, "__name__", str(node.target))
             ok = "rand" not in name and not name.endswith(_INPLACE_SUFFIX)
             inputs = _flat_nodes((node.args, node.kwargs))
             if ok and not inputs and node.op == "call_method":
                 ok = False
             ok = ok and all(self.is_const(n) for n in inputs)
+            if ok and node in self.mutated:
+                ok = self._built_then_read(node)
         else:
             ok = False
         self._const_memo[node] = ok
         return ok
+
+    def _built_then_read(self, node: fx.Node) -> bool:
+        """A constant written in place (``k = zeros(..); k[..] = w``) is still a constant when only
+        constant ``y[..] = v`` writes touch it and every other reader comes after the last write:
+        the recorder keeps its value as of the last write."""
+        writes = [u for u in node.users if _is_setitem(u) and u.args[0] is node]
+        others = [u for u in node.users if u not in writes]
+        if any(n.op == "call_method" and str(n.target).endswith(_INPLACE_SUFFIX) for n in others):
+            return False
+        if not all(all(self.is_const(m) for m in _flat_nodes(w.args[1:])) for w in writes):
+            return False
+        last = max(self._order[w] for w in writes)
+        return all(self._order[u] > last for u in others)
 
     def const_value(self, node: fx.Node) -> Any:
         if not self.is_const(node):
