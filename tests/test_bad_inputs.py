@@ -367,6 +367,28 @@ def test_bad_data_per_role_flag(flag, tmp_path, capsys):
     nothing_left(out)
 
 
+def test_image_without_read_permission(tmp_path, monkeypatch):
+    """EACCES on one image (simulated: tests run as root here, where chmod 000 does not stop reads)."""
+    from PIL import Image
+
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.data import open_dataset
+    from edgerep.errors import DataError
+
+    root = _folder(tmp_path, {"0/a.png": _png_bytes(), "1/locked.png": _png_bytes()})
+    real_open = Image.open
+
+    def guarded(fp, *a, **k):
+        if str(fp).endswith("locked.png"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(fp))
+        return real_open(fp, *a, **k)
+
+    monkeypatch.setattr(Image, "open", guarded)
+    ds = open_dataset(root, split="calib", meta=load_checkpoint(DEMO).meta)
+    with pytest.raises(DataError, match="locked.png: cannot read image .*Permission denied"):
+        list(ds.batches(4))
+
+
 def test_mixed_mode_images_are_converted(tmp_path):
     """Gray, RGB, RGBA, palette, 1-bit, gray+alpha and 16-bit PNGs in one folder: all read as the model's
     channels, finite and in range."""
@@ -600,6 +622,13 @@ def test_signal_mid_deploy(sig, code, words, tmp_path):
 # ------------------------------------------------------------------------------------------
 # --debug shows the traceback (before or after the command name)
 # ------------------------------------------------------------------------------------------
+def test_debug_shows_traceback_of_a_data_error(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", images=np.zeros((2, 8, 8), np.uint8))
+    rc, err = run_cli(capsys, "deploy", "--debug", DEMO, "--data", tmp_path / "d.npz", "--out", tmp_path / "b")
+    assert rc == 2 and "Traceback (most recent call last)" in err and "DataError" in err
+    assert err.strip().splitlines()[-1].startswith("edgerep deploy: error:") and "no array 'x'" in err
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_debug_shows_traceback(where, tmp_path, capsys):
     (tmp_path / "t.pt").write_bytes(DEMO.read_bytes()[:1000])
