@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--budget", type=float, default=60.0, help="seconds; prints within/over budget")
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu (the budget's case) or cuda")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgerep.models import create_model
     from edgerep.quant.check import check_model
 
-    model = create_model(args.arch).eval()
+    model = create_model(args.arch).eval().to(args.device)
     g = torch.Generator().manual_seed(0)
     shape = (3, args.size, args.size)
     calib = [torch.randn(min(args.batch, args.calib - i), *shape, generator=g) for i in range(0, args.calib, args.batch)]
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     out = {
         "arch": args.arch, "input": list(shape), "calib_images": args.calib, "eval_images": args.eval,
-        "threads": args.threads, "layers": len(report.layers), "seconds_total": round(total, 2),
+        "threads": args.threads, "device": args.device, "layers": len(report.layers), "seconds_total": round(total, 2),
         "cpu_seconds": round(cpu, 2),
         "seconds_by_stage": {k: round(v, 2) for k, v in report.timings.items() if k != "total"},
         "budget_s": args.budget, "within_budget": total <= args.budget,
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(f"edgerep check {args.arch} {args.size}x{args.size}, {args.calib} calibration + {args.eval} "
-              f"sensitivity images, {args.threads} threads, {len(report.layers)} layers")
+              f"sensitivity images, {args.device}, {args.threads} threads, {len(report.layers)} layers")
         for k, v in out["seconds_by_stage"].items():
             print(f"  {k:12s} {v:7.2f} s")
         print(f"  {'total':12s} {total:7.2f} s  ({'within' if out['within_budget'] else 'OVER'} the "

@@ -119,6 +119,11 @@ class CheckReport:
         })
 
 
+def _to(batches: list, device: torch.device) -> list:
+    """Inputs onto the model's device (labels stay on the CPU, where outputs are compared)."""
+    return [(x.to(device), y) for x, y in batches]
+
+
 def _clean(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -280,7 +285,8 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
         raise EdgerepError(f"check_model needs an nn.Module, got {type(train_model).__name__}")
     if not isinstance(example_input, torch.Tensor):
         example_input = torch.as_tensor(example_input)
-    example_input = example_input.float()
+    device = next(iter(train_model.parameters()), torch.empty(0)).device
+    example_input = example_input.float().to(device)
     was_training = train_model.training
     train_model.eval()
     try:
@@ -305,8 +311,8 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
         timings["weights"] = time.perf_counter() - t
         say("weight statistics and attribution done")
 
-        calib = as_batches(calib_batches, calib_limit)
-        evals = as_batches(eval_batches if eval_batches is not None else labels_batches, eval_limit)
+        calib = _to(as_batches(calib_batches, calib_limit), device)
+        evals = _to(as_batches(eval_batches if eval_batches is not None else labels_batches, eval_limit), device)
         if not evals:
             evals = as_batches(calib, eval_limit) if calib else [(example_input, None)]
         act: dict[str, ActivationStats] = {}

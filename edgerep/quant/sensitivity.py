@@ -119,6 +119,8 @@ class _TopK:
     def add(self, a: Tensor, total: int) -> None:
         self.k = max(self.k, min(total, int(math.ceil((1.0 - self.p / 100.0) * total)) + 2))
         a = a.reshape(-1).float()
+        if self.values.device != a.device:
+            self.values = self.values.to(a.device)
         if self.values.numel() >= self.k:  # only values above the current k-th largest can enter
             a = a[a >= self.values[self.k - 1]]
         elif a.numel() > 64 * self.k:  # first batch: pre-filter with a threshold from a strided sample
@@ -303,7 +305,8 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
                              _db(a.s2, a.noise_mm), _db(a.s2, a.noise_pct), clipped / a.n)
         if a.sample:
             smp = torch.cat(a.sample).double()
-            q = torch.quantile(smp[:16_000_000], torch.tensor([p / 100 for p in INFO_PERCENTILES], dtype=torch.float64))
+            q = torch.quantile(smp[:16_000_000], torch.tensor([p / 100 for p in INFO_PERCENTILES], dtype=torch.float64,
+                                                              device=smp.device))
             st.abs_percentiles = {f"{p:g}": float(v) for p, v in zip(INFO_PERCENTILES, q)}
             a.sample.clear()
         if a.out_sig_ch is not None:
@@ -351,8 +354,8 @@ class LayerSensitivity:
 
 
 def _fidelity(ref: list[Tensor], got: list[Tensor], labels: list[Tensor | None]) -> Fidelity:
-    r = torch.cat([t.double().reshape(t.shape[0], -1) for t in ref])
-    g = torch.cat([t.double().reshape(t.shape[0], -1) for t in got])
+    r = torch.cat([t.detach().double().cpu().reshape(t.shape[0], -1) for t in ref])
+    g = torch.cat([t.detach().double().cpu().reshape(t.shape[0], -1) for t in got])
     sq = _db(float((r * r).sum()), float(((r - g) ** 2).sum()))
     cos = float(F.cosine_similarity(r, g, dim=1, eps=1e-30).mean())
     agree = top1 = None
