@@ -589,3 +589,24 @@ def test_property_random_chains_fold_exactly_or_are_refused(left, right, seed) -
     # what was refused was still folded in parts: no BN after a conv survives
     for w, why in r.refused_regions:
         assert why and w
+
+
+def test_same_padding_folds_and_reflect_padding_is_left_alone() -> None:
+    class Pads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 3, 3, padding="same")
+            self.b = nn.Conv2d(3, 3, (1, 5), padding="same", dilation=2)
+            self.bn = nn.BatchNorm2d(3)
+            self.c = nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")
+            self.bn2 = nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn2(self.c(self.bn(self.a(x) + self.b(x))))
+
+    m = randomize_bn(Pads())
+    x = torch.randn(1, 3, 9, 10)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert r.convs_after == 2 and n_bn(r.module) == 1  # the reflect-padded conv keeps its BN
+    assert r.module.c.padding_mode == "reflect"

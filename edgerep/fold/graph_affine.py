@@ -494,8 +494,28 @@ def _is_linear_domain(an: Analyzer, x: Affine) -> bool:
 # module rules
 # ---------------------------------------------------------------------------------
 def _conv_module(an: Analyzer, node: fx.Node, mod: nn.Conv2d) -> Affine:
-    k = ConvKernel.from_conv(mod)
+    if mod.padding_mode != "zeros":
+        raise NotAffine()  # reflect / replicate / circular padding is no zero-padded conv
+    if isinstance(mod.padding, str):  # 'valid' / 'same' (odd effective kernel: symmetric)
+        k = ConvKernel(mod.weight.detach().to(FOLD_DTYPE),
+                       (mod.bias.detach() if mod.bias is not None else mod.weight.new_zeros(mod.out_channels))
+                       .to(FOLD_DTYPE), mod.stride, _string_padding(mod.padding, mod.kernel_size, mod.dilation),
+                       mod.dilation, mod.groups)
+    else:
+        k = ConvKernel.from_conv(mod)
     return an.apply_conv(node, an.input_affine(node.args[0]), k, f"conv{k.kernel_size[0]}x{k.kernel_size[1]}")
+
+
+def _string_padding(padding: str, kernel_size: Any, dilation: Any) -> tuple[int, int]:
+    if padding == "valid":
+        return (0, 0)
+    out = []
+    for k, d in zip(_pair(kernel_size), _pair(dilation)):
+        total = d * (k - 1)
+        if total % 2:
+            raise NotAffine()  # 'same' with an even kernel pads one side more: no symmetric conv
+        out.append(total // 2)
+    return (out[0], out[1])
 
 
 def _bn_module(an: Analyzer, node: fx.Node, mod: nn.modules.batchnorm._BatchNorm) -> Affine:
@@ -597,13 +617,10 @@ def _conv2d_fn(an: Analyzer, node: fx.Node) -> Affine:
     w = _const_tensor(an, w_arg)
     b = _const_tensor(an, b_arg)
     padding = _arg(node, 4, "padding", 0)
-    if isinstance(padding, str):
-        if padding == "valid":
-            padding = 0
-        else:
-            raise NotAffine()
     if w is None or w.dim() != 4:
         raise NotAffine()
+    if isinstance(padding, str):
+        padding = _string_padding(padding, tuple(w.shape[2:]), _arg(node, 5, "dilation", 1))
     k = ConvKernel(w.to(FOLD_DTYPE), (b if b is not None else w.new_zeros(w.shape[0])).to(FOLD_DTYPE),
                    _pair(_arg(node, 3, "stride", 1)), _pair(padding), _pair(_arg(node, 5, "dilation", 1)),
                    int(_arg(node, 6, "groups", 1)))
