@@ -98,10 +98,11 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
     """Fold every exactly-foldable affine region of ``model`` into one conv / linear.
 
     ``model`` must be in eval mode (``FoldError`` naming the module otherwise) and is not modified.
-    With ``verify`` every collapsed region is recomputed in float64 (must agree to 1e-6) and the
-    whole folded model is compared with the original (float64 copies, to ``rtol``); a
-    region that fails is left unfolded and reported. Raises ``FoldError`` only when not even the
-    unfolded model reproduces the original. A region whose single conv would cost more than
+    With ``verify`` every collapsed region is recomputed in float64 (must agree to 1e-6 relative)
+    and the whole folded model is compared with the original on ``example_input`` (max relative
+    error ``rtol``; float64 copies decide when float32 rounding alone exceeds it); a region that
+    fails is left unfolded and reported. Raises ``FoldError`` only when not even the unfolded
+    model reproduces the original, or when the model does not run on ``example_input``. A region whose single conv would cost more than
     ``max_cost_growth`` times the multiply-accumulates of its original ops (a depthwise conv then a
     pointwise one, a low-rank 1x1 -> KxK pair) is folded in parts instead (``None``: always collapse);
     official reparam blocks shrink or grow by at most ~1.3x.
@@ -168,6 +169,7 @@ class _Opts:
 
 
 def _fold_any(work: nn.Module, x: Tensor, opts: _Opts, prefix: str) -> GraphFoldResult:
+    """Fold ``work`` (a copy we own) traced whole; fall back to its children when it cannot be."""
     if is_standard_leaf(work):
         return GraphFoldResult(work)
     try:
