@@ -67,7 +67,8 @@ class CalibrationResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], path: str | None) -> "CalibrationResult":
-        return cls(method=d["method"], key=d["key"], ranges={k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()},
+        ranges = {k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()}
+        return cls(method=d["method"], key=d["key"], ranges=ranges,
                    channel_means={k: list(v) for k, v in d.get("channel_means", {}).items()}, cache_path=path,
                    was_cached=True, samples=int(d.get("samples", 0)), seconds=0.0, settings=d.get("settings", {}))
 

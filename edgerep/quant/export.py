@@ -12,9 +12,14 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from edgerep.errors import EdgerepError
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -39,7 +44,7 @@ class ExportReport:
         return asdict(self)
 
 
-def _simplify(model, input_shape):
+def _simplify(model):
     """onnxslim when installed, else onnxruntime's basic (standard-ONNX-only) offline optimizer."""
     try:
         import onnxslim
@@ -62,7 +67,7 @@ def _simplify(model, input_shape):
         return onnx.load(dst), "onnxruntime-basic"
 
 
-def export_onnx(model, path: str | Path, input_shape: tuple[int, ...], *, dynamic_batch: bool = True,
+def export_onnx(model: "torch.nn.Module", path: str | Path, input_shape: tuple[int, ...], *, dynamic_batch: bool = True,
                 opset: int = 17, simplify: bool = True, atol: float = 1e-4) -> ExportReport:
     """Export ``model`` (eval mode) to ``path`` with input ``input`` and output ``logits``.
 
@@ -96,7 +101,7 @@ def export_onnx(model, path: str | Path, input_shape: tuple[int, ...], *, dynami
         proto = onnx.load(raw)
     simplifier = "none"
     if simplify:
-        proto, simplifier = _simplify(proto, shape)
+        proto, simplifier = _simplify(proto)
     proto.producer_name = "edgerep"
     try:
         onnx.checker.check_model(proto, full_check=True)

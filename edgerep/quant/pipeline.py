@@ -370,12 +370,12 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
     say("cpu candidates latency (ms, interleaved): " + ", ".join(f"{k} {v:.3f}" for k, v in lat.items()))
     engines.clear()
     result.candidates = [c for _, c, _ in cands]
-    accepted = [(i, t) for i, t in enumerate(cands) if t[1].accepted]
+    accepted = [t for t in cands if t[1].accepted]
     excluded: list[str] = []
     if accepted:
-        fastest = min(t[1].latency_ms for _, t in accepted)
+        fastest = min(t[1].latency_ms for t in accepted)
         # within TIE of the fastest, the earliest (expected-fastest for this ISA) wins
-        i, (pol, cand, path) = next((i, t) for i, t in accepted if t[1].latency_ms <= fastest * (1 + TIE))
+        pol, cand, path = next(t for t in accepted if t[1].latency_ms <= fastest * (1 + TIE))
         others = [c.policy for c in result.candidates if c.accepted and c.policy != pol.name]
         rejected = [c.policy for c in result.candidates if not c.accepted]
         reason = (f"{cpu.int8_dot}: fastest policy whose accuracy holds on the optimized session "
@@ -415,8 +415,9 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
     dst = out_dir / CPU_FILE
     shutil.copyfile(final_path, dst)
     result.files["cpu"] = dst
-    result.cpu_policy = CpuPolicyChoice(cand.policy, reason, dict(pol.session_config), _variant(pol.qdq, bias_correction).to_dict(),
-                                        cand.drop, cand.top1, cand.latency_ms)
+    result.cpu_policy = CpuPolicyChoice(cand.policy, reason, dict(pol.session_config),
+                                        _variant(pol.qdq, bias_correction).to_dict(), cand.drop, cand.top1,
+                                        cand.latency_ms)
     say(f"cpu policy: {cand.policy} ({reason})")
 
 

@@ -180,7 +180,8 @@ def _add_qdq_on_adds(model, calibration: CalibrationResult) -> int:
                 numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), s_name),
                 numpy_helper.from_array(np.array(0, dtype=np.int8), z_name)])
             q_out, dq_out = f"{t}_addQ", f"{t}_addDQ"
-            new_nodes += [helper.make_node("QuantizeLinear", [t, s_name, z_name], [q_out], name=f"{t}_AddQuantizeLinear"),
+            new_nodes += [helper.make_node("QuantizeLinear", [t, s_name, z_name], [q_out],
+                                           name=f"{t}_AddQuantizeLinear"),
                           helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
                                            name=f"{t}_AddDequantizeLinear")]
             existing[t] = dq_out
