@@ -610,3 +610,21 @@ def test_same_padding_folds_and_reflect_padding_is_left_alone() -> None:
     check_exact(m, x, r)
     assert r.convs_after == 2 and n_bn(r.module) == 1  # the reflect-padded conv keeps its BN
     assert r.module.c.padding_mode == "reflect"
+
+
+def test_token_linears_with_identity_and_layer_scale_fold_to_one_linear() -> None:
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(8, 32), nn.Linear(32, 8), nn.Linear(8, 8)
+            self.ls = nn.Parameter(torch.rand(8) + 0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x + self.b(self.a(x)) * self.ls + self.c(x) * 0.5)
+
+    m = Tokens().eval()
+    x = torch.randn(2, 5, 8)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert [reg.became for reg in r.folded_regions] == ["Linear(8->8)"]
+    assert r.params_after == 8 * 8 + 8 and r.flops_after < r.flops_before / 8
