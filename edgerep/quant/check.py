@@ -289,6 +289,9 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
     example_input = example_input.float().to(device)
     was_training = train_model.training
     train_model.eval()
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    # CUDA convs default to TF32 (10-bit mantissa): its noise would blur the INT8 measurements
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         t = time.perf_counter()
         folded, flayers = fold_for_check(train_model)
@@ -359,6 +362,7 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
         )
     finally:
         train_model.train(was_training)
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 __all__ = ["check_model", "CheckReport", "LayerReport", "Advice"]
