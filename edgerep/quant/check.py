@@ -30,7 +30,7 @@ from edgerep.quant.sensitivity import (
 from edgerep.quant.weight_stats import WeightStats, weight_stats
 
 #: advice kinds, most serious first (the summary's top advice follows this order)
-ADVICE_ORDER = ("retrain_qarepvgg", "keep_fp16", "per_channel", "percentile", "ok")
+ADVICE_ORDER = ("retrain_qarepvgg", "retrain", "keep_fp16", "per_channel", "percentile", "ok")
 
 
 @dataclass
@@ -202,11 +202,15 @@ def _advice(layer: FoldedLayer, w: WeightStats, a: ActivationStats | None, s: La
     if side is not None and layer.branches and len(layer.branches) > 1:
         k = layer.branches[side].kernel_size
         biggest = max(b.kernel_size[0] * b.kernel_size[1] for b in layer.branches.values())
+        share = f"the {attr.branches[side]} branch makes {100 * attr.dominant_share:.0f}% of the outlier channels' " \
+                "peak weights"
         if k[0] * k[1] < biggest and side in layer.branch_bns:
-            out.append(Advice("retrain_qarepvgg",
-                              f"retrain with QARepVGG blocks (no BN on the identity / 1x1 branches, one BN after "
-                              f"the sum): the {attr.branches[side]} branch makes {100 * attr.dominant_share:.0f}% of "
-                              f"the outlier channels' peak weights"))
+            if side in ("identity", "1x1"):  # RepVGG / MobileOne style side branches
+                out.append(Advice("retrain_qarepvgg", "retrain with QARepVGG blocks (no BN on the identity / 1x1 "
+                                                      f"branches, one BN after the sum): {share}"))
+            else:
+                out.append(Advice("retrain", f"retrain with one BN after the branch sum (QARepVGG-style) or "
+                                             f"weight decay on that branch's BN gamma: {share}"))
     if fixed == "bad":
         why = []
         if s is not None and g(s.best.sqnr_db, T.SENS_SQNR_OK_DB, T.SENS_SQNR_BAD_DB) == "bad":
@@ -246,6 +250,7 @@ def _summary(layers: list[LayerReport]) -> dict:
                 by_kind.setdefault(a.kind, []).append(r.name)
     words = {
         "retrain_qarepvgg": "retrain with QARepVGG blocks (side-branch BN outliers in {})",
+        "retrain": "retrain with one BN after the branch sum (side-branch BN outliers in {})",
         "keep_fp16": "keep in FP16: {}",
         "per_channel": "use per-channel weight scales ({})",
         "percentile": "calibrate activations with percentile clipping ({})",
