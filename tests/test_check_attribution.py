@@ -182,3 +182,24 @@ def test_mobileone_depthwise_identity_bn_is_found_per_stage():
     assert a.dominant_branch == "identity" and a.branches["identity"] == "identity-BN"
     assert a.channels[0].channel == 2
     assert a.branches["conv.0"] == "over-parameterized 3x3 conv+BN #0"
+
+
+def test_advice_names_the_right_retraining_for_the_family():
+    from edgerep.quant.check import check_model
+
+    torch.manual_seed(0)
+    ac = ACBlock(8, 12)
+    _randomize_bn(ac)
+    with torch.no_grad():
+        ac.hor_bn.weight[4] = 80.0
+    rep = RepVGGBlock(8, 8)
+    _randomize_bn(rep)
+    with torch.no_grad():
+        rep.identity.running_var[3] = 1e-4
+    for block, kind in ((ac, "retrain"), (rep, "retrain_qarepvgg")):
+        model = nn.Sequential(block).eval()
+        report = check_model(model, example_input=torch.randn(4, 8, 10, 10), sensitivity=False)
+        layer = report.layers[0]
+        assert layer.verdict == "bad"  # the median channel keeps almost nothing under per-tensor INT8
+        assert kind in {a.kind for a in layer.advice}
+        assert {"retrain", "retrain_qarepvgg"} - {kind} & {a.kind for a in layer.advice} == set()
