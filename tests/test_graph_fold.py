@@ -27,6 +27,7 @@ from unseen_blocks import (
     ExpandChain,
     FiveBranchAsym,
     ForeignDBB,
+    FrozenBatchNorm2d,
     FunctionalBlock,
     InvertedResidual,
     MixConvLike,
@@ -203,6 +204,16 @@ def test_doconv_kernel_composition_is_constant_folded() -> None:
     torch.testing.assert_close(conv.weight, m.composed_kernel(), rtol=1e-5, atol=1e-6)
     assert r.params_after == 6 * 4 * 9 + 6 < r.params_before  # D, W, d_diag are gone
     assert "einsum" not in r.module.code
+
+
+def test_frozen_batchnorm_written_as_arithmetic_folds_into_the_conv() -> None:
+    m = nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1, bias=False), FrozenBatchNorm2d(6), nn.ReLU()).eval()
+    x = torch.randn(2, 3, 9, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert [reg.where[0] for reg in r.folded_regions] == ["0"] and not list(r.module.buffers())
+    conv = r.module.get_submodule("0")
+    assert isinstance(conv, nn.Conv2d) and conv.bias is not None
 
 
 def test_kernel_assembled_by_item_assignment_is_constant_folded() -> None:

@@ -542,3 +542,25 @@ class AssembledKernel(nn.Module):
         k[:, :, 0:1, 1:2] = self.w_ver[:, :, 0:1]
         k[:, :, 2:3, 1:2] = self.w_ver[:, :, 2:3]
         return torch.relu(self.bn(F.conv2d(x, k, None, 1, 1)))
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """torchvision's FrozenBatchNorm2d: BN written as ``x * scale + bias`` from buffers."""
+
+    def __init__(self, n: int, eps: float = 1e-5):
+        super().__init__()
+        g = torch.Generator().manual_seed(n)
+        self.eps = eps
+        self.register_buffer("weight", torch.rand(n, generator=g) + 0.5)
+        self.register_buffer("bias", torch.rand(n, generator=g) - 0.5)
+        self.register_buffer("running_mean", torch.rand(n, generator=g) - 0.5)
+        self.register_buffer("running_var", torch.rand(n, generator=g) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.reshape(1, -1, 1, 1)
+        b = self.bias.reshape(1, -1, 1, 1)
+        rv = self.running_var.reshape(1, -1, 1, 1)
+        rm = self.running_mean.reshape(1, -1, 1, 1)
+        scale = w * (rv + self.eps).rsqrt()
+        bias = b - rm * scale
+        return x * scale + bias
