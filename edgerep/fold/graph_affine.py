@@ -262,7 +262,10 @@ class Analyzer:
                 a.values[node] = source(node)
                 continue
             if node.op == "get_attr":
-                a.values[node] = Const(self.env.get(node.name))
+                if self.is_const(node):
+                    a.values[node] = Const(self.env.get(node.name))
+                else:  # a buffer written in place during forward: not a constant
+                    a.values[node] = source(node) if isinstance(self.env.get(node.name), Tensor) else Meta()
                 continue
             if node.op == "output":
                 for n in _flat_nodes(node.args):
