@@ -392,6 +392,10 @@ def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str
 
 
 def _load_export(path: Path, input_shape: tuple | None) -> LoadedCheckpoint:
+    if not zipfile.is_zipfile(path):  # a .pt2 is a zip archive; refuse junk before torch.export logs a traceback
+        raise CheckpointError(f"{path}: not a readable torch.export program (not a zip archive)",
+                              hint="save it with torch.export.save, or re-download it")
+    _check_crc(path)
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
