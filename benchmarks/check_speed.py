@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     model = create_model(args.arch).eval().to(args.device)
     g = torch.Generator().manual_seed(0)
     shape = (3, args.size, args.size)
-    calib = [torch.randn(min(args.batch, args.calib - i), *shape, generator=g) for i in range(0, args.calib, args.batch)]
-    evals = [torch.randn(min(args.batch, args.eval - i), *shape, generator=g) for i in range(0, args.eval, args.batch)]
+    calib = [torch.randn(min(args.batch, args.calib - i), *shape, generator=g)
+             for i in range(0, args.calib, args.batch)]
+    evals = [torch.randn(min(args.batch, args.eval - i), *shape, generator=g)
+             for i in range(0, args.eval, args.batch)]
     load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
     report = check_model(model, example_input=calib[0][:2], calib_batches=calib, eval_batches=evals,

@@ -17,7 +17,8 @@ def np_quant(w: np.ndarray, amax) -> np.ndarray:
 
 
 def np_sqnr(ref: np.ndarray, q: np.ndarray) -> float:
-    return 10 * math.log10(float((ref.astype(np.float64) ** 2).sum()) / float(((ref - q).astype(np.float64) ** 2).sum()))
+    ref, q = ref.astype(np.float64), q.astype(np.float64)
+    return 10 * math.log10(float((ref ** 2).sum()) / float(((ref - q) ** 2).sum()))
 
 
 @given(st.integers(1, 6), st.integers(1, 40), st.floats(0.01, 100.0), st.integers(0, 10_000))

@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None,
                    help="calibration / evaluation data: digits, a class-folder directory or an .npz "
                         "(default: the checkpoint's meta.dataset, else none)")
-    p.add_argument("--no-data", action="store_true", help="ignore meta.dataset: weights and random-input sensitivity only")
+    p.add_argument("--no-data", action="store_true",
+                   help="ignore meta.dataset: weights and random-input sensitivity only")
     p.add_argument("--calib-split", default="calib", help="split used for activation statistics (default calib)")
     p.add_argument("--eval-split", default="test", help="split used for sensitivity and top-1 (default test)")
     p.add_argument("--calib-limit", type=int, default=64, help="calibration images (default 64)")
@@ -169,10 +170,12 @@ def print_report(report, title: str = "edgerep check") -> None:
     s = report.summary
     c, cf = s["counts"], s["counts_with_fixes"]
     fp = report.fp32 or {}
-    top1 = f", fp32 top-1 {100 * fp['top1']:.1f}% on {report.data.get('eval_images')} images" if fp.get("top1") is not None else ""
+    top1 = (f", fp32 top-1 {100 * fp['top1']:.1f}% on {report.data.get('eval_images')} images"
+            if fp.get("top1") is not None else "")
     console.print(f"\n{s['layers']} layers: plain INT8 {c['ok']} ok / {c['warn']} warn / {c['bad']} bad; with fixes "
                   f"{cf['ok']} ok / {cf['warn']} warn / {cf['bad']} bad. Worst: {s['worst_layer']}{top1}.")
     for line in s["top_advice"]:
         console.print(f"advice: {line}")
-    console.print(("[green]PASS[/]" if report.passed else "[bold red]FAIL[/]")
-                  + f" ({report.timings.get('total', 0):.1f}s, {report.data.get('calib_images', 0)} calibration images)")
+    verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    console.print(f"{verdict} ({report.timings.get('total', 0):.1f}s, "
+                  f"{report.data.get('calib_images', 0)} calibration images)")

@@ -396,7 +396,8 @@ def attribute(layer: FoldedLayer, max_channels: int = MAX_OUTLIER_CHANNELS,
                    + (f"the {words[dominant]} branch gives {100 * dshare:.0f}% of their peak weights"
                       if dominant else "no single branch dominates them"))
     else:
-        summary = f"no outlier channels (largest channel range is {float(ch.max()) / med if med > 0 else 0:.1f}x the median)"
+        top = float(ch.max()) / med if med > 0 else 0.0
+        summary = f"no outlier channels (largest channel range is {top:.1f}x the median)"
     return LayerAttribution(True, "", words, len(outliers), channels, dominant, dshare, summary)
 
 

@@ -4,13 +4,14 @@ layer is INT8 (the rest fp32).
 
 One pass over the calibration set finds each input's range (min-max, and the exact percentile
 of |x| from the few largest values kept per layer) and keeps the inputs; the SQNR under the two
-clipping ranges is then measured exactly on them (a second pass when they do not fit in memory). Fake quantization is in torch (see ``weight_stats``).
+clipping ranges is then measured exactly on them (a second pass when they do not fit in memory).
+Fake quantization is in torch (see ``weight_stats``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch

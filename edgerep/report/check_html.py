@@ -58,7 +58,8 @@ def plot_sqnr_bars(report, path: Path) -> Path:
     for i, (label, vals) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(n)]
         ax.bar(xs, [_clip(v) for v in vals], width, label=label)
-    ax.axhline(T.WEIGHT_SQNR_OK_DB, color=_COLOURS["ok"], ls="--", lw=1, label=f"weights ok >= {T.WEIGHT_SQNR_OK_DB:g} dB")
+    ax.axhline(T.WEIGHT_SQNR_OK_DB, color=_COLOURS["ok"], ls="--", lw=1,
+               label=f"weights ok >= {T.WEIGHT_SQNR_OK_DB:g} dB")
     ax.axhline(T.WEIGHT_SQNR_BAD_DB, color=_COLOURS["bad"], ls="--", lw=1,
                label=f"weights bad < {T.WEIGHT_SQNR_BAD_DB:g} dB")
     ax.axhline(T.SENS_SQNR_BAD_DB, color=_COLOURS["bad"], ls=":", lw=1, label=f"output bad < {T.SENS_SQNR_BAD_DB:g} dB")
@@ -156,7 +157,8 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]]) -> str:
                 _n(w.kurtosis), _n(100 * w.beyond_k_sigma, "{:.2f}%"),
                 f"{_n(a.sqnr_minmax_db)} / {_n(a.sqnr_percentile_db)}" if a else "-",
                 (f"{_n(a.min, '{:.3g}')} .. {_n(a.max, '{:.3g}')} (|x| p99.9 "
-                 f"{_n(a.abs_percentiles.get('99.9'), '{:.3g}')}, p99.99 {_n(a.amax_percentile, '{:.3g}')})") if a else "-",
+                 f"{_n(a.abs_percentiles.get('99.9'), '{:.3g}')}, p99.99 {_n(a.amax_percentile, '{:.3g}')})")
+                if a else "-",
                 _n(a.out_sqnr_w_per_channel_worst_db) if a else "-",
                 (f"{_n(sen.plain.sqnr_db)} / {_n(sen.fixed.sqnr_db) if sen.fixed else '='}" if sen else "-"),
                 _e(r.attribution.branches.get(dom, dom)) if dom else "-",
@@ -181,6 +183,7 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]]) -> str:
         figs.append("<h2>Branch attribution</h2>" + "".join(
             f'<img src="{_e(f)}" alt="attribution of {_e(n)}">' for n, f in images["attribution"]))
     fp = report.fp32 or {}
+    timings = {k: round(v, 2) for k, v in report.timings.items()}
     thr = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in T.as_dict().items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgerep check: {_e(report.model)}</title>
@@ -211,7 +214,7 @@ Fold max relative error {report.fold_max_rel_error:.1e}.</p>
 <h2>Flagged layers</h2>{''.join(details) or '<p>none</p>'}
 {''.join(figs)}
 <h2>Thresholds</h2><table>{thr}</table>
-<p style="color:#777">edgerep check, format edgerep.check/1; timings {_e({k: round(v, 2) for k, v in report.timings.items()})}</p>
+<p style="color:#777">edgerep check, format edgerep.check/1; timings {_e(timings)}</p>
 </body></html>
 """
 
