@@ -139,3 +139,20 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(EdgerepError, match="method"):
         quantize_model(path, dataset("calib"), None, tmp_path, method="best")
     assert np.isfinite(torch_top1(trained_digits()))
+
+
+def test_static_batch_onnx_is_calibrated_and_verified_in_its_own_batch(tmp_path):
+    from edgerep import fold_model
+    from edgerep.quant.export import export_onnx
+
+    model = trained_digits()
+    export_onnx(fold_model(model), tmp_path / "b3.onnx", (3, 1, 8, 8), dynamic_batch=False)
+    res = quantize_model(tmp_path / "b3.onnx", dataset("calib"), dataset("test"), tmp_path / "out",
+                         reference=reference_fn(model), calib_samples=64)
+    assert res.calibration["samples"] == 63  # 21 batches of 3; the ragged 64th sample is skipped
+    x, y = digits_splits()["test"]
+    eng = OrtEngine(res.files["cpu"], session_config=res.cpu_policy.session_config)
+    n = len(x) - len(x) % 3
+    out = np.concatenate([eng.run(x[i:i + 3]) for i in range(0, n, 3)])
+    assert top1(out, y[:n]) >= torch_top1(model) - 1.0
+    assert res.lint == []

@@ -289,6 +289,10 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
         so.log_severity_level = 3
         sess = ort.InferenceSession(str(tmp / "augmented.onnx"), so, providers=["CPUExecutionProvider"])
         out_names = [o.name for o in sess.get_outputs()]
+        dim0 = sess.get_inputs()[0].shape[0]
+        static = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+        if static:
+            batch_size = static
         stats = {n: _Stats() for n in names}
         ort_cals = {}
         for m in todo:
@@ -298,6 +302,8 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
         samples = 0
         for x, _y in dataset.batches(batch_size, limit=limit):
             x = np.ascontiguousarray(x, dtype=np.float32)
+            if static and len(x) != static:
+                continue  # the model takes exactly `static` samples: a ragged last batch is skipped
             outs = sess.run(None, {input_name: x})
             for n, v in zip(out_names, outs):
                 if n in stats:

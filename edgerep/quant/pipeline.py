@@ -106,11 +106,32 @@ class QuantizeResult:
 
 
 # ---- measurement -------------------------------------------------------------------------------
+def static_batch(path: Path) -> int | None:
+    """The ONNX input's fixed batch size, or None when the batch axis is dynamic."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].dim_value > 0 else None
+
+
+def run_batched(engine, x: np.ndarray, batch: int, static: bool = False) -> np.ndarray:
+    """``engine.run`` over ``x`` in batches; a static-batch model gets its last batch zero-padded."""
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        n = len(xb)
+        if static and n < batch:
+            xb = np.concatenate([xb, np.zeros((batch - n, *xb.shape[1:]), dtype=xb.dtype)])
+        outs.append(engine.run(xb)[:n])
+    return np.concatenate(outs)
+
+
 class _Judge:
     """Scores ONNX files on fixed evaluation data against fixed reference outputs."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray, batch: int, threads: int | None):
-        self.x, self.y, self.ref, self.batch, self.threads = x, y, ref, batch, threads
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray, batch: int, threads: int | None,
+                 static: bool = False):
+        self.x, self.y, self.ref, self.batch, self.threads, self.static = x, y, ref, batch, threads, static
         self.classifier = ref.ndim == 2
         self.ref_top1 = self._top1(ref)
         self.ref_ms = float(np.mean(ref.astype(np.float64) ** 2)) or 1.0
@@ -121,7 +142,7 @@ class _Judge:
         return float((out.argmax(1) == self.y).mean() * 100.0)
 
     def outputs(self, engine) -> np.ndarray:
-        return np.concatenate([engine.run(self.x[i:i + self.batch]) for i in range(0, len(self.x), self.batch)])
+        return run_batched(engine, self.x, self.batch, self.static)
 
     def score_outputs(self, out: np.ndarray) -> Score:
         err = float(np.mean((out.astype(np.float64) - self.ref) ** 2) / self.ref_ms)
@@ -194,7 +215,8 @@ def _collect(dataset, limit: int | None, batch: int) -> tuple[np.ndarray, np.nda
     return x, y
 
 
-def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarray, batch: int) -> tuple[np.ndarray, str]:
+def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarray, batch: int,
+                       static: bool = False) -> tuple[np.ndarray, str]:
     if reference is not None:
         outs = []
         for i in range(0, len(x), batch):
@@ -208,7 +230,7 @@ def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarra
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
     eng = OrtEngine(fp32_path, precision="fp32")
-    return np.concatenate([eng.run(x[i:i + batch]) for i in range(0, len(x), batch)]), "onnxruntime FP32"
+    return run_batched(eng, x, batch, static), "onnxruntime FP32"
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
@@ -243,6 +265,10 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
         raise EdgerepError(f"cpu policy {', '.join(cpu_policies) or '(none)'}: this CPU ({cpu.int8_dot}) offers "
                            f"{', '.join(known)}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    fixed = static_batch(fp32_onnx)
+    static = fixed is not None
+    if static:
+        batch_size = fixed  # a static-batch model runs only that batch; calibration drops a ragged tail
     result = QuantizeResult(calibration={}, max_drop=max_drop, cpu=cpu.to_dict())
 
     with tempfile.TemporaryDirectory(prefix="edgerep-quant-") as tmpd:
@@ -260,8 +286,8 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
             eq = equalize_model(model)
             if eq.pairs:
                 onnx.save(model, str(tmp / "model.eq.onnx"))
-                a = OrtEngine(fp32_onnx, threads=threads).run(x_cal)
-                b = OrtEngine(tmp / "model.eq.onnx", threads=threads).run(x_cal)
+                a = run_batched(OrtEngine(fp32_onnx, threads=threads), x_cal, batch_size, static)
+                b = run_batched(OrtEngine(tmp / "model.eq.onnx", threads=threads), x_cal, batch_size, static)
                 dev = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
                 info = eq.to_dict() | {"max_rel_deviation": dev}
                 if dev <= 1e-4:
@@ -280,7 +306,7 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
         if method == "auto":
             cals = calibrate_many(src, calib, AUTO_METHODS, batch_size=batch_size, limit=calib_samples,
                                   cache_dir=cache_dir, progress=say)
-            errors = _auto_errors(src, cals, x_cal, tmp, threads)
+            errors = _auto_errors(src, cals, x_cal, tmp, threads, batch_size, static)
             cal = cals[min(errors, key=lambda m: (errors[m], AUTO_METHODS.index(m)))]
             say("calibration auto: " + ", ".join(f"{m} {e:.2e}" for m, e in errors.items()) + f" -> {cal.method}")
             result.calibration = cal.summary() | {"requested": "auto", "auto_logit_error": errors}
@@ -292,13 +318,15 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
         # 3. evaluation data and reference outputs
         eval_ds = evaluate if evaluate is not None else calib
         x_ev, y_ev = _collect(eval_ds, eval_samples, batch_size)
-        ref, ref_src = _reference_outputs(reference, fp32_onnx, x_ev, batch_size)
-        judge = _Judge(x_ev, y_ev, ref, batch_size, threads)
+        ref, ref_src = _reference_outputs(reference, fp32_onnx, x_ev, batch_size, static)
+        judge = _Judge(x_ev, y_ev, ref, batch_size, threads, static)
         fp32_score = judge.score(fp32_onnx)
         result.reference = {"source": ref_src, "top1": judge.ref_top1, "samples": int(len(x_ev)),
                             "data": getattr(eval_ds, "name", "?"), "held_out": evaluate is not None,
                             "onnx_fp32_top1": fp32_score.top1, "onnx_fp32_drop": fp32_score.drop}
-        x1 = np.ascontiguousarray(x_ev[:1])
+        x1 = np.ascontiguousarray(x_ev[:batch_size] if static else x_ev[:1])
+        if len(x1) < batch_size and static:
+            x1 = np.concatenate([x1, np.zeros((batch_size - len(x1), *x1.shape[1:]), np.float32)])
 
         if "cpu" in targets:
             _cpu_target(result, src, cal, judge, x1, tmp, out_dir, cpu, budget, max_drop, bias_correction, say,
@@ -310,18 +338,18 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
 
 
 def _auto_errors(src: Path, cals: dict[str, CalibrationResult], x: np.ndarray, tmp: Path,
-                 threads: int | None) -> dict[str, float]:
+                 threads: int | None, batch: int, static: bool) -> dict[str, float]:
     """Relative logit MSE of each method's ranges, as symmetric int8 QDQ simulated in float, on
     calibration samples (never the evaluation set): range quality alone, before any kernel choice."""
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
-    ref = OrtEngine(src, threads=threads).run(x).astype(np.float64)
+    ref = run_batched(OrtEngine(src, threads=threads), x, batch, static).astype(np.float64)
     ms = float(np.mean(ref ** 2)) or 1.0
     errors = {}
     for m, c in cals.items():
         p = tmp / f"auto-{m}.onnx"
         write_qdq(src, p, c, TENSORRT)
-        out = OrtEngine(p, threads=threads, optimization="disable").run(x)
+        out = run_batched(OrtEngine(p, threads=threads, optimization="disable"), x, batch, static)
         errors[m] = float(np.mean((out - ref) ** 2) / ms)
     return errors
 
