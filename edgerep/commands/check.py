@@ -160,8 +160,11 @@ def print_report(report, title: str = "edgerep check") -> None:
                       f"(with fixes: [{colour[r.verdict_with_fixes]}]{r.verdict_with_fixes}[/])")
         for why in r.reasons:
             console.print(f"   {why}")
-        for ch in r.attribution.channels[:3] if r.attribution.outlier_channels else []:
-            console.print(f"   [cyan]{ch.sentence}[/]")
+        if r.attribution.outlier_channels:
+            for ch in r.attribution.channels[:3]:
+                console.print(f"   [cyan]{ch.sentence}[/]")
+        elif r.attribution.channels:  # no outliers: the largest channel, for context
+            console.print(f"   [dim]largest channel, for context: {r.attribution.channels[0].sentence}[/]")
         if not r.attribution.available:
             console.print(f"   [dim]{r.attribution.note}[/]")
         for adv in r.advice:

@@ -170,6 +170,8 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]]) -> str:
         items = [f"<li>{_e(x)}</li>" for x in r.reasons]
         if r.attribution.outlier_channels:
             items += [f'<li class="attr">{_e(ch.sentence)}</li>' for ch in r.attribution.channels]
+        elif r.attribution.channels:
+            items.append(f"<li>largest channel, for context: {_e(r.attribution.channels[0].sentence)}</li>")
         elif not r.attribution.available:
             items.append(f"<li>{_e(r.attribution.note)}</li>")
         items += [f'<li class="adv">&rarr; {_e(a.text)}</li>' for a in r.advice if a.kind != "ok"]
