@@ -156,3 +156,20 @@ def test_static_batch_onnx_is_calibrated_and_verified_in_its_own_batch(tmp_path)
     out = np.concatenate([eng.run(x[i:i + 3]) for i in range(0, n, 3)])
     assert top1(out, y[:n]) >= torch_top1(model) - 1.0
     assert res.lint == []
+
+
+def test_tensorrt_file_gets_mixed_precision_and_stays_lint_clean(tmp_path):
+    model = hostile_digits()
+    path = export_folded(model, tmp_path / "hostile.onnx")
+    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out", reference=reference_fn(model),
+                         targets=("tensorrt",), method="minmax", equalize=False, bias_correction=False, max_drop=1.0)
+    trt = [e for e in res.excluded_nodes if e["target"] == "tensorrt"]
+    assert trt and all(e["precision"] == "fp16" for e in trt) and res.tensorrt["excluded"]
+    assert res.tensorrt["simulated_drop"] <= 1.0
+    assert res.lint == []
+    qmodel = onnx.load(res.files["tensorrt"])
+    weights_dq = {n.input[1] for n in qmodel.graph.node if n.op_type in ("Conv", "Gemm")}
+    producers = {o: n for n in qmodel.graph.node for o in n.output}
+    kept = {n.name for n in qmodel.graph.node if n.op_type in ("Conv", "Gemm")
+            and n.input[1] not in producers}  # float weights: TensorRT picks FP16/FP32 for these
+    assert kept == set(res.tensorrt["excluded"]) and len(weights_dq) > len(kept)
