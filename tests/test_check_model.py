@@ -186,3 +186,19 @@ def test_replay_units_skip_the_activation_and_agree_with_full_runs():
     slow = layer_sensitivity(folded, layers, batches, ref=Reference(ref.outputs, ref.order, None, ref.fidelity))
     for name in ref.order:
         assert math.isclose(fast[name].plain.sqnr_db, slow[name].plain.sqnr_db, rel_tol=1e-9), name
+
+
+def test_html_page_with_data_and_sensitivity(demo, tmp_path):
+    from edgerep.report.check_html import write_check_html
+
+    _, _, _, report, _ = demo
+    page = write_check_html(report, tmp_path / "page")
+    html = page.read_text()
+    assert page.name == "check.html" and "PASS" in html and "fp32 top-1" in html
+    for r in report.layers:
+        assert f"<td>{r.name}</td>" in html
+    assert (tmp_path / "page" / "check_sqnr.png").stat().st_size > 2000
+    assert len(list((tmp_path / "page").glob("check_weights_*.png"))) == 3
+    # rewriting replaces the page and its plots, leaving no stale files or temporary folders
+    write_check_html(report, tmp_path / "page")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page"]
