@@ -309,6 +309,13 @@ def _npz(**arrays):
     return build
 
 
+def _data_file(name: str, data: bytes):
+    def build(d):
+        (d / name).write_bytes(data)
+        return d / name
+    return build
+
+
 def _npz_corrupt_member(d):
     x, y = _digits_uint8(20)
     np.savez(d / "data.npz", x=x, y=y)  # stored, not compressed: the bytes of x sit in the file as is
@@ -329,10 +336,8 @@ DATA_ROWS = {
     "truncated image": (lambda d: _folder(d, {"0/a.png": _png_bytes()[:40], "1/b.png": _png_bytes()}),
                         ["a.png", "cannot read image"]),
     "text file named .png": (lambda d: _folder(d, {"0/a.png": b"not an image"}), ["a.png", "cannot read image"]),
-    "unsupported data file": (lambda d: (d / "data.txt").write_text("1,2,3") and d / "data.txt",
-                              ["data.txt", "not a directory or .npz"]),
-    ".npz that is not a zip": (lambda d: (d / "data.npz").write_bytes(b"garbage") and d / "data.npz",
-                               ["data.npz", "not a readable .npz"]),
+    "unsupported data file": (_data_file("data.txt", b"1,2,3"), ["data.txt", "not a directory or .npz"]),
+    ".npz that is not a zip": (_data_file("data.npz", b"garbage"), ["data.npz", "not a readable .npz"]),
     ".npz with wrong keys": (_npz(images=_X, labels=_Y), ["data.npz", "no array 'x'", "np.savez"]),
     ".npz x of strings": (_npz(x=np.full((4, 8, 8), "a"), y=_Y[:4]), ["data.npz", "dtype"]),
     ".npz x complex": (_npz(x=np.zeros((4, 8, 8), np.complex64), y=_Y[:4]), ["data.npz", "dtype"]),
