@@ -25,13 +25,13 @@ from edgerep.fold.graph_affine import (
     Affine,
     Analyzer,
     _is_meta_use,
-    _max_groups,
     collapsed_macs,
     describe_region,
     owner_path,
     where,
 )
 from edgerep.fold.graph_cost import measure_cost
+from edgerep.fold.graph_kernels import max_groups
 from edgerep.fold.graph_trace import RootUntraceable, is_standard_leaf, record, to_double, trace_with_fallback
 from edgerep.fold.kernel import FOLD_DTYPE
 
@@ -394,7 +394,7 @@ def _region_error(region: Affine, end: fx.Node, env: dict[str, Any]) -> float:
 
 def _materialize(region: Affine, dtype: torch.dtype) -> tuple[nn.Module, str]:
     if region.kernel is not None:
-        k = _max_groups(region.kernel)
+        k = max_groups(region.kernel)
         conv = k.to_conv2d(dtype=dtype)
         kh, kw = k.kernel_size
         return conv, (f"Conv2d({k.in_channels}->{k.out_channels}, {kh}x{kw}, stride {k.stride[0]}, "

@@ -8,7 +8,6 @@ are the kernel algebra's; this module only reads the graph and decides where reg
 """
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -18,18 +17,22 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from edgerep.errors import FoldError
+from edgerep.fold.graph_kernels import (
+    check_crop_then_pad,
+    compose_exact,
+    is_plain_identity,
+    match_dilation,
+    max_groups,
+)
 from edgerep.fold.kernel import (
     FOLD_DTYPE,
     ConvKernel,
     add_kernels,
     avgpool_kernel,
     bn_scale_shift,
-    compose,
     concat_kernels,
-    dilate_kernel,
     fuse_bn,
     identity_kernel,
-    regroup,
     scale_channels,
     to_dense,
 )
@@ -121,7 +124,7 @@ def where(node: fx.Node) -> str:
 def collapsed_macs(a: Affine, end_numel: int) -> int:
     """Multiply-accumulates of the one conv / linear the region collapses to."""
     if a.kernel is not None:
-        return end_numel * int(_max_groups(a.kernel).weight[0].numel())
+        return end_numel * int(max_groups(a.kernel).weight[0].numel())
     if a.linear is not None:
         return end_numel * int(a.linear[0].shape[1])
     return 0
@@ -172,28 +175,6 @@ def _pair(v: Any) -> tuple[int, int]:
         return (v, v)
     t = tuple(int(i) for i in v)
     return (t[0], t[0]) if len(t) == 1 else (t[0], t[1])
-
-
-def _max_groups(k: ConvKernel) -> ConvKernel:
-    """The largest grouping under which the kernel is exactly block-diagonal (a depthwise fold
-    stays depthwise, a MixConv concat of depthwise convs becomes one depthwise conv)."""
-    dense = to_dense(k)
-    out, cin = dense.out_channels, dense.in_channels
-    nz = (dense.weight != 0).flatten(2).any(-1)  # (out, cin)
-    best = 1
-    for g in range(math.gcd(out, cin), 1, -1):
-        if out % g or cin % g:
-            continue
-        if nz[: out // g, cin // g:].any():  # the first block row already reads other groups
-            continue
-        blocks = nz.view(g, out // g, g, cin // g)
-        off = blocks.clone()
-        idx = torch.arange(g)
-        off[idx, :, idx, :] = False
-        if not off.any():
-            best = g
-            break
-    return regroup(dense, best) if best > 1 else dense
 
 
 # ---------------------------------------------------------------------------------
@@ -401,12 +382,12 @@ class Analyzer:
         joins = x.joins
         if x.kernel is None:
             out = k.double()
-        elif _is_plain_identity(x.kernel):
+        elif is_plain_identity(x.kernel):
             kk = k.double()
-            _check_crop_then_pad(x.kernel, kk)
+            check_crop_then_pad(x.kernel, kk)
             out = replace(kk, padding=(kk.padding[0] + x.kernel.padding[0], kk.padding[1] + x.kernel.padding[1]))
         else:
-            out = _compose(x.kernel, k)
+            out = compose_exact(x.kernel, k)
             joins = joins + (node,)
         macs = x.macs + self.numel(node) * int(k.weight[0].numel())
         return replace(x, kernel=out, labels=x.labels + (label,), computed=x.computed or computed, macs=macs,
@@ -425,50 +406,6 @@ class Analyzer:
             return replace(x, linear=(w * scale.view(-1, 1), b * scale + shift), labels=x.labels + (label,))
         k = self.as_kernel(x)
         return replace(x, kernel=scale_channels(k, scale, shift), labels=x.labels + (label,))
-
-
-def _compose(a: ConvKernel, b: ConvKernel) -> ConvKernel:
-    """``b(a(x))`` as one kernel, with the kernel algebra's rules.
-
-    A 1x1 whose output was padded with its own bias (DBB's BN-and-pad, recorded here as padding on
-    the 1x1) is handed to ``compose`` in the form it documents: an unpadded 1x1 and a padded second
-    conv with ``first_output_padded_with_bias`` -- exact only when the second conv adds no zero
-    padding of its own (or the bias is zero). That also keeps the cheap pointwise path; a
-    depthwise second conv (DBB's average pool) is composed per channel instead of densely.
-    """
-    a, b = a.double(), b.double()
-    _check_crop_then_pad(a, b)
-    pointwise = a.kernel_size == (1, 1) and a.stride == (1, 1)
-    if not pointwise or a.padding == (0, 0):
-        return compose(a, b)
-    if b.padding != (0, 0) and bool(a.bias.abs().max() > 0):
-        return compose(a, b)  # zeros around a bias ring: the algebra refuses it with the reason
-    a0 = replace(a, padding=(0, 0))
-    b1 = replace(b, padding=(b.padding[0] + a.padding[0], b.padding[1] + a.padding[1]))
-    if b1.groups == b1.in_channels == b1.out_channels and b1.groups > 1 and a0.out_channels == b1.in_channels:
-        dense_a = to_dense(a0).weight[:, :, 0, 0]  # (d, c)
-        w = b1.weight[:, 0][:, None] * dense_a[:, :, None, None]  # (d, c, kh, kw)
-        bias = b1.bias + a0.bias * b1.weight.sum(dim=(1, 2, 3))
-        return ConvKernel(w, bias, b1.stride, b1.padding, b1.dilation, 1)
-    return compose(a0, b1, first_output_padded_with_bias=True)
-
-
-def _check_crop_then_pad(a: ConvKernel, b: ConvKernel) -> None:
-    """A cropped map (negative padding) then a conv that zero-pads it: the zeros land where the
-    uncropped map has data, so no single conv reproduces it."""
-    for i, axis in enumerate(("rows", "columns")):
-        if a.padding[i] < 0 and b.padding[i] > 0:
-            raise FoldError(f"a crop of {-a.padding[i]} {axis} then a conv zero-padding them again: the zeros "
-                            "fall inside the uncropped map, no single conv reproduces it")
-
-
-def _is_plain_identity(k: ConvKernel) -> bool:
-    if k.kernel_size != (1, 1) or k.stride != (1, 1) or k.out_channels != k.in_channels:
-        return False
-    if k.bias.abs().max() != 0:
-        return False
-    ident = identity_kernel(k.out_channels, 1, groups=k.groups, dtype=k.weight.dtype)
-    return bool(torch.equal(k.weight, ident.weight))
 
 
 def _per_channel(c: Tensor, x_shape: tuple[int, ...], linear: bool) -> Tensor:
@@ -685,24 +622,12 @@ def _combine(an: Analyzer, node: fx.Node, a: Affine, b: Affine, sign: float, lab
         lin = (wa + sign * wb, ba + sign * bb)
         return Affine(a.src, None, lin, a.nodes + b.nodes, a.labels + b.labels + (label,), a.terms + b.terms,
                       a.computed or b.computed, a.macs + b.macs, a.joins + b.joins + (node,))
-    ka, kb = _match_dilation(an.as_kernel(a), an.as_kernel(b))
+    ka, kb = match_dilation(an.as_kernel(a), an.as_kernel(b))
     if sign != 1.0:
         kb = scale_channels(kb, torch.tensor(sign, dtype=FOLD_DTYPE))
     k = add_kernels(ka, kb)
     return Affine(a.src, k, None, a.nodes + b.nodes, a.labels + b.labels + (label,), a.terms + b.terms,
                   a.computed or b.computed, a.macs + b.macs, a.joins + b.joins + (node,))
-
-
-def _match_dilation(a: ConvKernel, b: ConvKernel) -> tuple[ConvKernel, ConvKernel]:
-    """Branches with different dilations: a 1x1 takes the other's (it has no taps to spread);
-    otherwise both become undilated sparse kernels (PSConv's 3x3 d=2 is a 5x5 with holes)."""
-    if a.dilation == b.dilation:
-        return a, b
-    if a.kernel_size == (1, 1):
-        return replace(a, dilation=b.dilation), b
-    if b.kernel_size == (1, 1):
-        return a, replace(b, dilation=a.dilation)
-    return dilate_kernel(a), dilate_kernel(b)
 
 
 def _shift(an: Analyzer, x: Affine, c: Tensor, sign_x: float, sign_c: float, label: str) -> Affine:
@@ -834,7 +759,7 @@ def _select_channels(an: Analyzer, node: fx.Node, x: Affine, lo: int, hi: int) -
     k = x.kernel.double()
     dense = to_dense(k)
     out = replace(dense, weight=dense.weight[lo:hi], bias=dense.bias[lo:hi])
-    return replace(x, kernel=_max_groups(out), labels=x.labels + ("split",))
+    return replace(x, kernel=max_groups(out), labels=x.labels + ("split",))
 
 
 def _getitem(an: Analyzer, node: fx.Node) -> Affine:
@@ -1014,4 +939,4 @@ _METHOD_RULES: dict[str, Callable[[Analyzer, fx.Node], Any]] = {
 }
 
 __all__ = ["Analyzer", "Analysis", "Affine", "Const", "NotAffine", "describe_region", "where", "owner_path",
-           "real_users", "collapsed_macs", "_max_groups"]
+           "real_users", "collapsed_macs", "max_groups"]
