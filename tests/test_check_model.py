@@ -202,3 +202,13 @@ def test_html_page_with_data_and_sensitivity(demo, tmp_path):
     # rewriting replaces the page and its plots, leaving no stale files or temporary folders
     write_check_html(report, tmp_path / "page")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["page"]
+
+
+def test_data_that_does_not_fit_the_model_is_a_one_line_data_error():
+    from edgerep.errors import DataError
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with pytest.raises(DataError, match=r"example_input of shape \(1, 1, 8, 8\)"):
+        check_model(model, example_input=torch.randn(1, 1, 8, 8))
+    with pytest.raises(DataError, match=r"calibration batch of shape \(2, 5, 8, 8\)"):
+        check_model(model, example_input=torch.randn(1, 3, 8, 8), calib_batches=[torch.randn(2, 5, 8, 8)])

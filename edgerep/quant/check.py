@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from edgerep.errors import EdgerepError, FoldError
+from edgerep.errors import DataError, EdgerepError, FoldError
 from edgerep.quant import thresholds as T
 from edgerep.quant.attribution import FoldedLayer, LayerAttribution, attribute, fold_for_check
 from edgerep.quant.sensitivity import (
@@ -117,6 +118,17 @@ class CheckReport:
             "timings_s": self.timings,
             "layers": [layer.to_dict() for layer in self.layers],
         })
+
+
+@contextmanager
+def _data_errors(what: str, shape: tuple):
+    """A batch the model cannot run (wrong shape or channels) is the user's data: DataError, one line."""
+    try:
+        yield
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{what} of shape {shape} does not run through the model: {first}",
+                        hint="check the data's input shape / channels against the checkpoint's meta.input_shape") from e
 
 
 def _to(batches: list, device: torch.device) -> list:
@@ -302,7 +314,7 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
         folded, flayers = fold_for_check(train_model)
         if not flayers:
             raise EdgerepError(f"{type(train_model).__name__}: no Conv2d / Linear layer found to check")
-        with torch.no_grad():
+        with torch.no_grad(), _data_errors("example_input", tuple(example_input.shape)):
             a = train_model(example_input)
             b = folded(example_input)
         a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
@@ -326,14 +338,16 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
         act: dict[str, ActivationStats] = {}
         if calib:
             t = time.perf_counter()
-            act = activation_stats(folded, flayers, calib, percentile, out_images, say)
+            with _data_errors("calibration batch", tuple(calib[0][0].shape)):
+                act = activation_stats(folded, flayers, calib, percentile, out_images, say)
             timings["activations"] = time.perf_counter() - t
 
         sens: dict[str, LayerSensitivity] = {}
         fp32 = None
         if sensitivity:
             t = time.perf_counter()
-            ref = reference_outputs(folded, evals, flayers)
+            with _data_errors("evaluation batch", tuple(evals[0][0].shape)):
+                ref = reference_outputs(folded, evals, flayers)
             fp32 = ref.fidelity.to_dict() if ref.fidelity else None
             sens = layer_sensitivity(folded, flayers, evals, act, ref, say, skip_fixed_above=T.SENS_SQNR_OK_DB)
             timings["sensitivity"] = time.perf_counter() - t
