@@ -57,6 +57,8 @@ def test_engine_errors(fp32, tmp_path):
     _, path = fp32
     with pytest.raises(EngineError, match="not found"):
         OrtEngine(tmp_path / "missing.onnx")
+    with pytest.raises(EngineError, match="precision"):
+        OrtEngine(path, precision="int4")
     with pytest.raises(EngineError, match="optimization"):
         OrtEngine(path, optimization="max")
     with pytest.raises(EngineError, match="providers"):

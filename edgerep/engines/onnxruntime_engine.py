@@ -36,6 +36,8 @@ class OrtEngine:
         self.path = Path(path)
         if not self.path.is_file():
             raise EngineError(f"{self.path}: ONNX file not found")
+        if precision not in ("fp32", "fp16", "int8", "mixed"):
+            raise EngineError(f"precision={precision!r}: expected fp32, fp16, int8 or mixed")
         if optimization not in OPT_LEVELS:
             raise EngineError(f"optimization={optimization!r}: expected one of {', '.join(OPT_LEVELS)}")
         self.precision = precision
