@@ -61,6 +61,22 @@ def _fold_children(module: nn.Module, prefix: str) -> None:
             _fold_children(child, path)
 
 
+def needs_graph_pass(model: nn.Module) -> bool:
+    """Whether the traced-graph folder could still find something after the per-block fold.
+
+    It can only when a BatchNorm is left, or some module's forward is code edgerep has not
+    seen (a class from outside torch and edgerep). Skipping it otherwise saves seconds per
+    deploy on large nets, since tracing and verifying every region costs real time.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return True
+        mod = type(m).__module__ or ""
+        if not (mod.startswith("torch.") or mod.startswith("edgerep.")):
+            return True
+    return False
+
+
 def fold_model(model: nn.Module, example_input: torch.Tensor | None = None, *, generic: bool = True) -> nn.Module:
     """A new module in which every foldable train-time structure is one plain conv / linear.
 
@@ -77,13 +93,10 @@ def fold_model(model: nn.Module, example_input: torch.Tensor | None = None, *, g
     else:
         _fold_children(folded, "")
     folded.eval()
-    if generic and example_input is not None:
-        try:
-            from edgerep.fold import graph
-        except ImportError:  # the graph folder is optional while it is being built
-            graph = None
-        if graph is not None:
-            folded = graph.fold_graph(folded, example_input).module
+    if generic and example_input is not None and needs_graph_pass(folded):
+        from edgerep.fold import graph
+
+        folded = graph.fold_graph(folded, example_input).module
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded
