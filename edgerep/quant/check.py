@@ -285,7 +285,7 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
                 eval_batches: Iterable | None = None, sensitivity: bool = True,
                 progress: Callable[[str], None] | None = None, calib_limit: int | None = 256,
                 eval_limit: int | None = 16, percentile: float = T.ACT_PERCENTILE,
-                out_images: int | None = 16, labels_batches: Iterable | None = None) -> CheckReport:
+                out_images: int | None = 8, labels_batches: Iterable | None = None) -> CheckReport:
     """Check a train-time (or plain) model for INT8 friendliness, layer by layer.
 
     ``example_input``: one input batch (NCHW), used to verify the fold and, without data, for
