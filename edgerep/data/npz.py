@@ -64,6 +64,14 @@ class _Member:
         """Rows ``start:stop``. A zip member streams forward only, so one open handle is kept and
         consecutive batches continue where the last stopped (reading a file front to back is O(N));
         going backwards reopens the member."""
+        try:
+            return self._read(start, stop)
+        except _READ_ERRORS as e:  # bad CRC (checked at the member's end), bad deflate stream
+            self.close()
+            raise DataError(f"{self.path}: {self.name} is corrupt ({type(e).__name__}: {str(e)[:120]})",
+                            hint="re-save or re-download the file") from None
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
         if self._f is None or start < self._row:
             self.close()
             self._f, self._row = self._open(), 0
