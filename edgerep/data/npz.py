@@ -33,7 +33,9 @@ class _Member:
         try:
             with self._open() as f:
                 self.shape, self.fortran, self.dtype, self.offset = self._header(f)
-        except _READ_ERRORS as e:
+        except Exception as e:  # numpy parses the header with ast/tokenize: damaged bytes raise almost anything
+            if isinstance(e, DataError):
+                raise
             raise DataError(f"{path}: array {key!r} is not a readable .npy member ({type(e).__name__}: "
                             f"{str(e)[:120]})", hint="re-save it with np.savez") from None
         if self.fortran:
@@ -117,6 +119,8 @@ class NpzDataset(Dataset):
         self.y = _Member(self.zf, yk, self.path) if yk in keys else None
         if len(self.x.shape) not in (3, 4):
             raise DataError(f"{self.path}: 'x' has shape {self.x.shape}; expected (N,C,H,W), (N,H,W,C) or (N,H,W)")
+        if 0 in self.x.shape[1:]:
+            raise DataError(f"{self.path}: 'x' has shape {self.x.shape}: images with no pixels")
         if self.y is not None and (len(self.y.shape) != 1 or self.y.shape[0] != self.x.shape[0]):
             raise DataError(f"{self.path}: 'y' has shape {self.y.shape}, expected ({self.x.shape[0]},)")
         self.pre = preprocess or Preprocess.from_meta(None, default_shape=self._guess_shape())
