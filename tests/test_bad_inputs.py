@@ -372,6 +372,23 @@ def test_bad_data_per_role_flag(flag, tmp_path, capsys):
     nothing_left(out)
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_damaged_deep_inside_a_member(compressed, tmp_path):
+    """Damage far from the header is met mid-read (zip checks a member's CRC at its end): one DataError."""
+    from edgerep.data import open_dataset
+    from edgerep.errors import DataError
+
+    x = np.random.default_rng(0).integers(0, 255, (3000, 8, 8), dtype=np.uint8)
+    (np.savez_compressed if compressed else np.savez)(tmp_path / "big.npz", x=x, y=np.zeros(3000, np.int64))
+    raw = bytearray((tmp_path / "big.npz").read_bytes())
+    raw[len(raw) * 2 // 5:len(raw) * 2 // 5 + 8] = b"\x00\xff" * 4
+    (tmp_path / "big.npz").write_bytes(bytes(raw))
+    ds = open_dataset(tmp_path / "big.npz", split="calib")  # the header is intact
+    with pytest.raises(DataError, match="big.npz: x.npy is corrupt"):
+        for _ in ds.batches(256):
+            pass
+
+
 def test_image_without_read_permission(tmp_path, monkeypatch):
     """EACCES on one image (simulated: tests run as root here, where chmod 000 does not stop reads)."""
     from PIL import Image
