@@ -69,3 +69,18 @@ def test_same_network_in_qarepvgg_form_passes(control):
         assert r.attribution.outlier_channels == 0
         assert r.weight.channel_spread < 3
     assert not any(a.kind == "retrain_qarepvgg" for r in report.layers for a in r.advice)
+
+
+def test_make_hostile_picks_producers_that_feed_identity_blocks():
+    from edgerep.quant.hostile import hostile_arch, make_hostile
+
+    torch.manual_seed(1)
+    model = hostile_arch("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 3, 3, 1))
+    h = make_hostile(model, input_shape=(3, 16, 16), n_blocks=2, n_channels=2,
+                     batches=synthetic_batches((3, 16, 16), n_batches=2, batch_size=8))
+    assert len(h.collapsed) == 2 and len(h.expected_layers) == 2
+    mods = dict(model.named_modules())
+    for producer, consumer in zip(h.collapsed, h.expected_layers):
+        assert mods[consumer].identity is not None
+        assert mods[consumer].identity.running_var[h.collapsed[producer]].max() < 1e-3
+    assert not model.training
