@@ -242,7 +242,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         # ---- check ---------------------------------------------------------------------
         if opts.run_check:
             say(step("check"), "checking INT8 friendliness per layer and branch")
-            report["check"] = _run_check(model, example, calib_ds, tmp, files)
+            report["check"] = _run_check(model, example, calib_ds, eval_ds, tmp, files)
 
         # ---- export --------------------------------------------------------------------
         say(step("export"), "exporting ONNX")
@@ -451,7 +451,7 @@ def _cpu_session_config(qres) -> dict | None:
     return getattr(pol, "session_config", None) or (pol.get("session_config") if isinstance(pol, dict) else None)
 
 
-def _run_check(model, example, calib_ds, tmp: Path, files: dict) -> dict:
+def _run_check(model, example, calib_ds, eval_ds, tmp: Path, files: dict) -> dict:
     """The quantization-friendliness check; its HTML page goes into the bundle."""
     from edgerep.quant.check import check_model
 
@@ -460,7 +460,8 @@ def _run_check(model, example, calib_ds, tmp: Path, files: dict) -> dict:
         import torch
 
         calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
-    rep = check_model(model, example_input=example[:1], calib_batches=calib, sensitivity=True)
+    # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
+    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=eval_ds, sensitivity=True)
     try:
         from edgerep.report.check_html import write_check_html
 
