@@ -33,10 +33,14 @@ def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
                 m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
 
 
-def _time_rounds(fns: dict, rounds: int, per_round: int) -> dict[str, list[float]]:
+def _time_rounds(fns: dict, rounds: int, per_round: int, settle: int = 3) -> dict[str, list[float]]:
+    """Interleaved rounds; after each switch ``settle`` untimed runs let the previous engine's
+    spinning worker threads (torch's OpenMP pool, onnxruntime's) go idle and refill the caches."""
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
+            for _ in range(settle):
+                f()
             for _ in range(per_round):
                 t = time.perf_counter()
                 f()
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         fns = {"torch-eager-unfolded-fp32": lambda: model(xt), "ort-fp32": lambda: fp32.run(x1),
                "ort-int8": lambda: int8.run(x1)}
         with torch.inference_mode():
-            _time_rounds(fns, 1, 3)  # warm-up
+            _time_rounds(fns, 1, 3, settle=0)  # warm-up
             per_round = 5
             times = _time_rounds(fns, max(1, args.iters // per_round), per_round)
     med = {k: float(np.median(v)) for k, v in times.items()}
