@@ -193,6 +193,8 @@ def interleaved_latency_ms(engines: dict[str, Any], x1: np.ndarray, rounds: int 
     t_end = time.perf_counter() + budget_s
     for r in range(rounds):
         for k, e in engines.items():
+            for _ in range(2):  # settle: the previous session's spinning threads go idle
+                e.run(x1)
             for _ in range(per_round):
                 t = time.perf_counter()
                 e.run(x1)
