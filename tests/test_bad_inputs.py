@@ -538,8 +538,6 @@ def test_corrupt_onnx_engine(corrupt_onnx):
         OrtEngine(corrupt_onnx, precision="fp32")
 
 
-@pytest.mark.xfail(strict=True, reason="edgerep/commands/quantize.py _onnx_meta calls onnx.load unguarded: "
-                                       "exit 3 (internal error) today; fix requested from its owner")
 def test_corrupt_onnx_quantize(corrupt_onnx, tmp_path, capsys):
     expect_error(capsys, ["quantize", corrupt_onnx, "--data", "digits", "--out", tmp_path / "q"], ["broken.onnx"])
 

@@ -111,18 +111,9 @@ ENGINES = [
 ]
 
 
-# Known gaps of OrtEngine (edgerep/engines/onnxruntime_engine.py, owned by the INT8 work) against this contract,
-# reported to its owner: describe() names the engine under "engine" not "name", and run() lets onnxruntime's
-# multi-line InvalidArgument through instead of an EngineError. Marked so the rest of its contract still gates.
-ORT_GAPS = {"test_describe": "OrtEngine.describe() has no 'name' key",
-            "test_wrong_input_shape_is_one_line_edgerep_error": "OrtEngine.run() does not check the input shape"}
-
-
 @pytest.fixture(params=ENGINES)
 def case(request, artifacts):
     make, tol = request.param
-    if request.node.callspec.id.startswith("onnxruntime") and request.node.originalname in ORT_GAPS:
-        request.applymarker(pytest.mark.xfail(reason=ORT_GAPS[request.node.originalname], strict=False))
     net, onnx_path = artifacts
     return make(net, onnx_path), net, tol
 

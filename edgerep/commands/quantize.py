@@ -80,7 +80,15 @@ def _onnx_meta(path: Path, shape: str | None):
         except ValueError:
             raise EdgerepError(f"--input-shape {shape!r}: expected C,H,W integers") from None
     else:
-        m = onnx.load(str(path), load_external_data=False)
+        try:
+            m = onnx.load(str(path), load_external_data=False)
+        except FileNotFoundError:
+            raise EdgerepError(f"{path}: no such ONNX file") from None
+        except Exception as e:  # protobuf DecodeError and friends: the file is not a readable ONNX model
+            raise EdgerepError(f"{path}: not a readable ONNX file ({type(e).__name__})",
+                               hint="re-export it, or pass the checkpoint instead") from None
+        if not m.graph.input:
+            raise EdgerepError(f"{path}: the ONNX graph has no input")
         d = m.graph.input[0].type.tensor_type.shape.dim
         dims = tuple(x.dim_value for x in d[1:])
         if len(dims) != 3 or not all(dims):

@@ -65,6 +65,7 @@ class OrtEngine:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EngineError(f"{self.path}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = tuple(self.session.get_inputs()[0].shape)  # ints, or names for dynamic axes
         self.output_name = self.session.get_outputs()[0].name
         self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else self.providers[0]
         self._ort_version = ort.__version__
@@ -72,13 +73,23 @@ class OrtEngine:
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """Run one float32 NCHW batch; returns the first output as float32."""
         x = np.ascontiguousarray(inputs, dtype=np.float32)
+        self._check(x)
         return self.session.run([self.output_name], {self.input_name: x})[0].astype(np.float32, copy=False)
+
+    def _check(self, x: np.ndarray) -> None:
+        """A wrong input shape is a one-line EngineError, not onnxruntime's multi-line InvalidArgument."""
+        want = self.input_shape
+        if x.ndim != len(want) or any(isinstance(w, int) and w > 0 and w != g for w, g in zip(want, x.shape)):
+            shown = "x".join(str(w) if isinstance(w, int) and w > 0 else "N" for w in want)
+            raise EngineError(f"{self.path.name}: input of shape {tuple(x.shape)} does not fit the model's "
+                              f"input {shown}")
 
     def describe(self) -> dict[str, Any]:
         from edgerep.quant.cpu_features import detect_cpu_features
 
         cpu = detect_cpu_features()
         return {
+            "name": self.name,
             "engine": self.name,
             "path": str(self.path),
             "precision": self.precision,
