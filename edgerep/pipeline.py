@@ -174,7 +174,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     from edgerep.engines.profiles import load_profile
 
     profile = load_profile(opts.target)
-    _check_engines_available(profile)
+    check_engines_available(profile)
 
     calib_spec, calib_split, calib_samples, calib_method, recipe_source = _resolve_calibration(opts, meta)
     eval_spec = opts.eval_data or opts.data or getattr(meta, "dataset", None)
@@ -385,23 +385,20 @@ def _check_options(opts: DeployOptions) -> None:
                            hint="choose a directory for the calibration cache")
 
 
-def _check_engines_available(profile) -> None:
+def check_engines_available(profile) -> None:
     """A profile with ``fallback = "none"`` forbids stand-ins: an engine that cannot run here (no TensorRT,
     no GPU) is then a user-fixable error, raised before any work instead of a bundle without that engine."""
     if getattr(profile, "fallback", None) != "none":
         return
-    from edgerep.engines import factory
-    from edgerep.engines import tensorrt_engine as te
-    from edgerep.engines.torch_engine import cuda_available
+    from edgerep.engines.factory import unavailable_engines
     from edgerep.errors import EngineError
 
-    trt_ok, cuda_ok, providers = te.tensorrt_status(), cuda_available(), factory._ort_providers()
-    for spec in profile.engines:
-        _, why = factory._resolve(spec, profile, trt_ok, cuda_ok, providers)
-        if why:
-            raise EngineError(f"target {profile.name}: engine {spec.key} cannot run on this machine ({why}) and the "
-                              "profile says fallback = \"none\"", hint="deploy on the target hardware, or use a "
-                              "profile whose fallback is onnxruntime-cpu")
+    missing = unavailable_engines(profile)
+    if missing:
+        spec, why = missing[0]
+        raise EngineError(f"target {profile.name}: engine {spec.key} cannot run on this machine ({why}) and the "
+                          "profile says fallback = \"none\"", hint="deploy on the target hardware, or use a "
+                          "profile whose fallback is onnxruntime-cpu")
 
 
 def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
@@ -462,13 +459,10 @@ def _run_check(model, example, calib_ds, eval_ds, tmp: Path, files: dict) -> dic
         calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
     # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
     rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=eval_ds, sensitivity=True)
-    try:
-        from edgerep.report.check_html import write_check_html
+    from edgerep.report.check_html import write_check_html
 
-        page = write_check_html(rep, tmp / "check")
-        files["check_html"] = str(Path(page).relative_to(tmp))
-    except ImportError:
-        pass
+    page = write_check_html(rep, tmp / "check")
+    files["check_html"] = str(Path(page).relative_to(tmp))
     d = rep.to_dict()
     return {"summary": d.get("summary"), "layers": d.get("layers")}
 

@@ -502,6 +502,17 @@ def tiny_onnx(tmp_path_factory) -> Path:
 
 
 @pytest.mark.skipif("_gpu_stack_present()", reason="TensorRT and a GPU are present: nothing is missing here")
+def test_build_for_gpu_target_without_fallback_is_refused(tiny_onnx, tmp_path, capsys):
+    """`edgerep build` refuses a fallback = "none" profile whose engines cannot run here, like deploy."""
+    text = (ROOT / "engines" / "dgpu.toml").read_text().replace('fallback = "onnxruntime-cpu"', 'fallback = "none"')
+    (tmp_path / "strict.toml").write_text(text.replace('name = "dgpu"', 'name = "strict-gpu"'))
+    out = tmp_path / "b"
+    expect_error(capsys, ["build", tiny_onnx, "--target", tmp_path / "strict.toml", "--out", out],
+                 ["strict-gpu", "cannot run on this machine", "fallback"])
+    assert not out.exists()
+
+
+@pytest.mark.skipif("_gpu_stack_present()", reason="TensorRT and a GPU are present: nothing is missing here")
 def test_gpu_target_falls_back_and_says_why(tiny_onnx, tmp_path, capsys):
     """The shipped GPU profile (fallback onnxruntime-cpu) on a machine without TensorRT/GPU: exit 0, and every
     TensorRT engine is reported as a fallback or skipped with the reason."""

@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         raise EdgerepError(f"{args.model}: ONNX file not found")
     profile = load_profile(args.target)
+    from edgerep.pipeline import check_engines_available
+
+    check_engines_available(profile)  # fallback = "none" and an engine cannot run here: exit 2, naming it
     shape = _input_shape(args.model)
     int8 = _int8_files(args)
     torch_model = None

@@ -75,6 +75,21 @@ def _resolve(spec: EngineSpec, profile: TargetProfile, trt_ok: tuple[bool, str],
     return EngineSpec("onnxruntime", precision, "cpu", policy), f"{reason}; {profile.fallback} stands in"
 
 
+def unavailable_engines(profile: TargetProfile) -> list[tuple[EngineSpec, str]]:
+    """The engines of ``profile`` that cannot run on this machine as asked, each with why
+    (a stand-in may still run for them, per the profile's ``fallback``)."""
+    from edgerep.engines import tensorrt_engine as te
+    from edgerep.engines.torch_engine import cuda_available
+
+    trt_ok, cuda_ok, providers = te.tensorrt_status(), cuda_available(), _ort_providers()
+    out = []
+    for spec in profile.engines:
+        _, why = _resolve(spec, profile, trt_ok, cuda_ok, providers)
+        if why:
+            out.append((spec, why))
+    return out
+
+
 def build_engines(profile: TargetProfile, *, fp32_onnx: str | os.PathLike[str] | None,
                   int8_onnx: dict[str, Path] | None, torch_model: nn.Module | None,
                   out_dir: str | os.PathLike[str], ort_session_config: dict[str, str] | None = None,

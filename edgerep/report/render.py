@@ -26,8 +26,15 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
         lat = e.get("latency") or {}
         acc = e.get("accuracy") or {}
         drop = e.get("drop_vs_unfolded")
+        name = e.get("name", "?")
+        if e is report.get("baseline"):
+            name += " unfolded"
+        elif e.get("status") == "fallback":
+            name += f" (for {e.get('requested')})"
+        elif e.get("status") == "skipped":
+            name = f"{e.get('requested') or name} (skipped)"
         rows.append({
-            "engine": e.get("name", "?") + (" unfolded" if e is report.get("baseline") else ""),
+            "engine": name,
             "precision": e.get("precision", "?"),
             "status": e.get("status", "built"),
             "p50": _num(lat.get("p50_ms")),
