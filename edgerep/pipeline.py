@@ -34,7 +34,7 @@ class DeployOptions:
     calib_data: str | None = None
     eval_data: str | None = None
     target: str = "x86-cpu"
-    max_drop: float | None = None  # gate: top-1 points vs unfolded FP32
+    max_drop: float | None = 0.5  # gate: top-1 points vs unfolded FP32 (None: no gate)
     force: bool = False
     load: dict = field(default_factory=dict)  # load_checkpoint kwargs: arch, arch_kwargs, input_shape, trust
     calib_samples: int | None = None  # default: the recipe's, else 256

@@ -28,7 +28,8 @@ examples:
   edgerep deploy model.pt --arch repvgg_a0 --data images/ --target jetson-orin-nano --max-drop 1.0
   edgerep deploy model.pt --out bundle/ --force --json
 
-exit codes: 0 ok, 1 the --max-drop gate failed (bundle still written), 2 bad input.
+exit codes: 0 ok, 1 an engine lost more than --max-drop top-1 points (the bundle is still written,
+its report says which and why), 2 bad input.
 """
 
 
@@ -41,9 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-data", help="evaluation data only (overrides --data)")
     p.add_argument("--target", default="x86-cpu",
                    help="target profile name (see engines/*.toml) or a TOML path (default x86-cpu)")
-    p.add_argument("--max-drop", type=float,
-                   help="gate: max top-1 drop vs the unfolded FP32 model, in points; exit 1 if exceeded "
-                        "(also the budget for automatic mixed precision)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="gate: max top-1 drop vs the unfolded FP32 model, in points (default 0.5); exit 1 if any "
+                        "engine exceeds it. Also the budget for automatic mixed precision. A negative value "
+                        "disables the gate")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     from edgerep.commands.fold import add_checkpoint_arguments
 
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
     opts = DeployOptions(
         checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
-        eval_data=args.eval_data, target=args.target, max_drop=args.max_drop, force=args.force,
+        eval_data=args.eval_data, target=args.target, max_drop=args.max_drop if args.max_drop >= 0 else None, force=args.force,
         load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
