@@ -80,14 +80,35 @@ def to_markdown(report: dict) -> str:
     notes = [f"- `{r['engine']}/{r['precision']}`: {r['note']}" for r in engine_rows(report) if r["note"]]
     if notes:
         lines += ["", "Notes:", ""] + notes
+    cands = q.get("candidates") or []
+    if cands:
+        lines += ["", "CPU INT8 policies tried (accuracy on the optimized onnxruntime session, as deployed):", "",
+                  "| policy | top-1 % | QDQ simulation top-1 % | drop | latency ms | accepted | why |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in cands:
+            pol = c.get("policy") or {}
+            name = pol.get("name") if isinstance(pol, dict) else pol
+            lines.append(f"| {name} | {_num(c.get('top1'), '{:.2f}')} | {_num(c.get('simulated_top1'), '{:.2f}')} | "
+                         f"{_num(c.get('drop'), '{:+.2f}')} | {_num(c.get('latency_ms'))} | "
+                         f"{'yes' if c.get('accepted') else 'no'} | {c.get('reason', '')} |")
     gate = report.get("gate")
     if gate:
         lines += ["", f"Gate: **{'PASSED' if gate.get('passed') else 'FAILED'}**", ""]
         lines += [f"- {'ok' if c['passed'] else 'FAIL'}: {c['message']}" for c in gate.get("checks", [])]
     check = report.get("check") or {}
     if check.get("summary"):
-        s = check["summary"]
-        lines += ["", "## Quantization friendliness", "", "```", json.dumps(s, indent=2, default=str)[:3000], "```"]
+        sm = check["summary"]
+        counts = sm.get("counts") or {}
+        lines += ["", "## Quantization friendliness (edgerep check)", "",
+                  f"{sm.get('layers')} folded layers under plain INT8: " +
+                  ", ".join(f"{v} {k}" for k, v in counts.items()) +
+                  (f"; with the advised fixes: " + ", ".join(f"{v} {k}" for k, v in
+                                                             (sm.get("counts_with_fixes") or {}).items())
+                   if sm.get("counts_with_fixes") else "") +
+                  (f"; worst layer `{sm.get('worst_layer')}` ({sm.get('worst_layer_verdict')})" if sm.get("worst_layer")
+                   else "")]
+        lines += [f"- advice: {a}" for a in sm.get("top_advice") or []]
+        lines += ["", "The per-layer page with plots is `check/check.html` in the bundle."]
     return "\n".join(lines) + "\n"
 
 
