@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"edgerep bench: {report['model']['name']}")
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             t.add_row(e["name"], e["precision"], bs, f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}",
                       f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{s['throughput_ips']:.0f}",
                       "baseline" if e is report.get("baseline") else (f"{sp:.2f}x" if sp else "–"))
-    from edgerep.report.console import _console
+    from edgerep.report.console import make_console
 
-    _console().print(t)
+    make_console().print(t)
     return 0

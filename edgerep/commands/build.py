@@ -88,7 +88,7 @@ def _input_shape(onnx_path: Path) -> tuple[int, ...]:
 
 
 def _list() -> int:
-    from rich.console import Console
+    from edgerep.report.console import make_console
     from rich.table import Table
 
     from edgerep.engines.profiles import list_profiles
@@ -99,7 +99,7 @@ def _list() -> int:
     for p in list_profiles():
         t.add_row(p.name, ", ".join(e.key for e in p.engines), ",".join(map(str, p.batch_sizes)), p.fallback,
                   p.description)
-    Console().print(t)
+    make_console().print(t)
     return 0
 
 
@@ -171,7 +171,7 @@ def _smoke_check(model: Path, shape: tuple[int, ...], built, rows: list[dict]) -
 
 
 def _print_table(target: str, rows: list[dict], out: Path) -> None:
-    from rich.console import Console
+    from edgerep.report.console import make_console
     from rich.table import Table
 
     t = Table(title=f"edgerep build: {target}")
@@ -189,7 +189,7 @@ def _print_table(target: str, rows: list[dict], out: Path) -> None:
         for why in (r["reason"], chk.get("error")):
             if why:
                 notes.append(f"  {i}. {why}")
-    c = Console()
+    c = make_console()
     c.print(t)
     if notes:
         c.print("why:", highlight=False)

@@ -309,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    from rich.console import Console
+    from edgerep.report.console import make_console
     from rich.table import Table
 
     colour = {"ok": "green", "warn": "yellow", "missing": "red", "info": "cyan"}
@@ -323,5 +323,5 @@ def run(args: argparse.Namespace) -> int:
             t.add_section()
         t.add_row(f"[{colour[f['status']]}]{f['status']}[/]", f"{f['section']}: {f['item']}", f["value"],
                   f["meaning"])
-    Console().print(t)
+    make_console().print(t)
     return 0

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    from rich.console import Console
+    from edgerep.report.console import make_console
     from rich.table import Table
 
     rep = result["fold"]
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("conv layers", str(rep["convs_before"]), str(rep["convs_after"]))
     t.add_row("max abs error", "", f"{rep['max_abs_error']:.3e}")
     t.add_row("max rel error", "", f"{rep['max_rel_error']:.3e}")
-    console = Console()
+    console = make_console()
     console.print(t)
     console.print(f"input {tuple(rep['input_shape'])}, folded in {result['fold_seconds']:.2f}s; "
                   f"wrote {result['out']} (read back, max abs error {result['readback_max_abs_error']:.1e})")

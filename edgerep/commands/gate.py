@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        from rich.console import Console
+        from edgerep.report.console import make_console
         from rich.table import Table
 
         t = Table(title="edgerep gate: " + ("PASSED" if result.passed else "FAILED"))
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             t.add_row("[green]ok[/]" if c.passed else "[red]FAIL[/]", c.name, c.engine,
                       "n/a" if c.value is None else f"{c.value:.4g}",
                       "" if c.threshold is None else f"{c.threshold:g}")
-        Console().print(t)
+        make_console().print(t)
         for c in result.failures:
             print(f"gate: FAIL: {c.message}", file=sys.stderr)
     return 0 if result.passed else 1

@@ -115,8 +115,6 @@ def run(args: argparse.Namespace) -> int:
         meta = _onnx_meta(args.model, args.input_shape)
         data = args.data
     else:
-        import torch
-
         from edgerep.checkpoint import load_checkpoint
         from edgerep.fold.model import fold_model, verify_fold
         from edgerep.quant.export import export_onnx
@@ -132,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
         fp32 = out / "model.fp32.onnx"
         export_onnx(folded, fp32, tuple(meta.input_shape))
 
-        def reference(x, _m=model):
-            with torch.inference_mode():
-                return _m(torch.from_numpy(x)).float().numpy()
+        from edgerep.pipeline import TorchReference
+
+        reference = TorchReference(model)  # the UNFOLDED model is what every INT8 candidate is compared to
 
         log(f"folded and exported {fp32} (fold error {rep.max_rel_error:.1e} relative)")
     if not data:
@@ -164,10 +162,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(res) -> None:
-    from rich.console import Console
+    from edgerep.report.console import make_console
     from rich.table import Table
 
-    con = Console()
+    con = make_console()
     ref = res.reference
     t = Table(title=f"CPU policies on {res.cpu.get('model_name')} ({res.cpu.get('int8_dot')}), "
                     f"measured on the optimized onnxruntime session")

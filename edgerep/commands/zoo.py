@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
+    from edgerep.report.console import make_console
     from rich.table import Table
 
     t = Table(title=f"edgerep zoo ({len(rows)} models)")
@@ -59,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
         if args.params:
             cells += [f"{r['params_train']:,}", f"{r['params_folded']:,}"]
         t.add_row(*cells, r["description"])
-    Console().print(t)
+    make_console().print(t)
     return 0

@@ -47,7 +47,7 @@ class LintIssue:
 def lint_tensorrt_qdq(path: str | Path) -> list[LintIssue]:
     """All TensorRT-readiness issues of the QDQ file at ``path`` (empty list: ready)."""
     import onnx
-    from onnx import TensorProto, numpy_helper
+    from onnx import numpy_helper
 
     path = Path(path)
     try:

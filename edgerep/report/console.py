@@ -12,7 +12,7 @@ from rich.table import Table
 from edgerep.report.render import COLUMNS, engine_rows
 
 
-def _console(stderr: bool = False) -> Console:
+def make_console(stderr: bool = False) -> Console:
     """A console that does not squeeze tables to 80 columns when writing to a file or CI log."""
     c = Console(stderr=stderr)
     return c if c.is_terminal else Console(stderr=stderr, width=140)
@@ -21,7 +21,7 @@ def _console(stderr: bool = False) -> Console:
 @contextmanager
 def step_progress(quiet: bool = False) -> Iterator[Callable[[str, str], None]]:
     """A ``(step, message)`` callback that shows a spinner with the current step on stderr."""
-    console = _console(stderr=True)
+    console = make_console(stderr=True)
     if quiet:
         yield lambda step, msg: None
         return
@@ -42,7 +42,7 @@ def print_engine_table(report: dict, title: str = "edgerep") -> None:
     for r in engine_rows(report):
         verdict = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(r["verdict"], r["verdict"])
         table.add_row(*[verdict if k == "verdict" else r[k] for k, _ in COLUMNS])
-    console = _console()
+    console = make_console()
     console.print(table)
     fold = report.get("fold") or {}
     if fold:

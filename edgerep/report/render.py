@@ -102,7 +102,7 @@ def to_markdown(report: dict) -> str:
         lines += ["", "## Quantization friendliness (edgerep check)", "",
                   f"{sm.get('layers')} folded layers under plain INT8: " +
                   ", ".join(f"{v} {k}" for k, v in counts.items()) +
-                  (f"; with the advised fixes: " + ", ".join(f"{v} {k}" for k, v in
+                  ("; with the advised fixes: " + ", ".join(f"{v} {k}" for k, v in
                                                              (sm.get("counts_with_fixes") or {}).items())
                    if sm.get("counts_with_fixes") else "") +
                   (f"; worst layer `{sm.get('worst_layer')}` ({sm.get('worst_layer_verdict')})" if sm.get("worst_layer")
