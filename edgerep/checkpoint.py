@@ -377,11 +377,18 @@ def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str
     if arch is None:
         raise CheckpointError(f"{path}: a plain state_dict carries no architecture",
                               hint="pass --arch NAME (see `edgerep zoo`) or --arch package.module:factory")
+    raw = sd
     sd, layout, folded = to_edgerep_layout(sd)
     kwargs = _with_inferred_classes(arch, dict(arch_kwargs or {}), sd)
+    if layout is not None and set(raw) == set(build_arch(arch, kwargs).state_dict()):
+        # the architecture itself uses the official names (e.g. a user's own factory): load as is
+        sd, layout, folded = dict(raw), None, False
     meta = default_meta(arch, kwargs)
     if input_shape is not None:
         meta.input_shape = tuple(int(v) for v in input_shape)
+        c = meta.input_shape[0]
+        if len(meta.mean) != c:  # the default preprocessing was for another channel count
+            meta.mean, meta.std = (0.5,) * c, (0.5,) * c
     meta.folded = folded
     meta.extra["source_layout"] = layout or "edgerep"
     model = build_arch(arch, kwargs)

@@ -126,3 +126,21 @@ def test_killing_deploy_leaves_no_bundle(tmp_path, sig):
     assert p.returncode != 0
     assert not out.exists()
     assert not [q for q in tmp_path.iterdir() if ".edgerep-tmp-" in q.name]
+
+
+def test_unknown_architecture_deploys_through_the_graph_folder(tmp_path):
+    """A state_dict of a net edgerep has no code for (official-style blocks written as plain modules),
+    loaded with --arch package.module:factory, folds through the traced-graph folder and deploys."""
+    import torch
+    from unseen_blocks import randomize_bn, tinynet_digits
+
+    model = randomize_bn(tinynet_digits(), seed=3)
+    torch.save(model.state_dict(), tmp_path / "foreign.pt")
+    out = tmp_path / "bundle"
+    rc = main(["deploy", str(tmp_path / "foreign.pt"), "--arch", "unseen_blocks:tinynet_digits",
+               "--input-shape", "1,16,16", "--data", "digits", "--out", str(out), *FAST,
+               "--eval-samples", "64", "--max-drop", "-1"])
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["fold"]["convs_after"] < r["fold"]["convs_before"] and r["fold"]["max_rel_error"] < 1e-5
+    assert {e["precision"] for e in r["engines"] if e["status"] == "built"} >= {"fp32", "int8"}

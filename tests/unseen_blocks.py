@@ -185,6 +185,11 @@ class MobileOneUnit(nn.Module):
 # ---------------------------------------------------------------------------------
 # A 5-branch asymmetric block (ACNet style, plus 1x1 and identity; each with BN)
 # ---------------------------------------------------------------------------------
+def tinynet_digits() -> TinyNet:
+    """A factory for ``--arch unseen_blocks:tinynet_digits``: TinyNet on 1x16x16 digits, 10 classes."""
+    return TinyNet(c=8, classes=10, in_channels=1)
+
+
 class FiveBranchAsym(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
@@ -415,9 +420,9 @@ class ScaledResidualFC(nn.Module):
 class TinyNet(nn.Module):
     """A small whole network mixing the foreign blocks (stem, stages, head)."""
 
-    def __init__(self, c: int = 8, classes: int = 5):
+    def __init__(self, c: int = 8, classes: int = 5, in_channels: int = 3):
         super().__init__()
-        self.stem = OfficialRepVGGBlock(3, c, 3, 2, 1)
+        self.stem = OfficialRepVGGBlock(in_channels, c, 3, 2, 1)
         self.s1 = FiveBranchAsym(c)
         self.s2 = ForeignDBB(c, c)
         self.s3 = BasicBlock(c, 2 * c, 2)
