@@ -382,7 +382,7 @@ def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str
     kwargs = _with_inferred_classes(arch, dict(arch_kwargs or {}), sd)
     if layout is not None and set(raw) == set(build_arch(arch, kwargs).state_dict()):
         # the architecture itself uses the official names (e.g. a user's own factory): load as is
-        sd, layout, folded = dict(raw), None, False
+        sd, folded = dict(raw), False
     meta = default_meta(arch, kwargs)
     if input_shape is not None:
         meta.input_shape = tuple(int(v) for v in input_shape)
