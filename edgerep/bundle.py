@@ -62,19 +62,28 @@ def check_output_path(out: Path, force: bool) -> None:
 
 
 @contextmanager
-def _sigterm_as_exception() -> Iterator[None]:
+def _signals_as_exceptions() -> Iterator[dict]:
+    """SIGTERM raises ``Terminated``, SIGINT ``KeyboardInterrupt``, and both are remembered in the
+    yielded dict: Python drops an exception raised while a finalizer (``__del__``) runs, so the
+    bundle writer checks the record again before it commits."""
+    seen: dict = {}
+
     def handler(signum, frame):  # noqa: ARG001
+        seen["signal"] = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(f"signal {signum}")
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield seen
         return
     try:
-        yield
+        yield seen
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextmanager
@@ -108,7 +117,7 @@ def atomic_bundle(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     except OSError as e:
         raise EdgerepError(f"{parent}: cannot create output directory ({e.strerror})") from None
     check_output_path(out, force)
-    with _lock(parent, out.name), _sigterm_as_exception():
+    with _lock(parent, out.name), _signals_as_exceptions() as signals:
         check_output_path(out, force)  # re-check under the lock
         clean_stale_temps(parent, out.name)
         tmp = parent / f".{out.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -121,6 +130,10 @@ def atomic_bundle(out: str | Path, *, force: bool = False) -> Iterator[Path]:
                     raise EdgerepError(f"{out}: no space left on the device while writing the bundle",
                                        hint="free some space; nothing was written at the output path") from None
                 raise
+            if signals.get("signal") == signal.SIGINT:  # the interrupt was swallowed somewhere: do not commit
+                raise KeyboardInterrupt
+            if signals.get("signal") is not None:
+                raise Terminated(f"signal {signals['signal']}")
             old = None
             if out.exists():
                 old = parent / f".{out.name}{TMP_MARK}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"

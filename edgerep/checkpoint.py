@@ -485,7 +485,7 @@ def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None
     import time
 
     from edgerep.errors import FoldError
-    from edgerep.fold.model import fold_model, verify_fold
+    from edgerep.fold.model import fold_model_with_report, verify_fold
 
     loaded = load_checkpoint(src, arch=arch, trust=trust, arch_kwargs=arch_kwargs, input_shape=input_shape)
     meta = loaded.meta
@@ -495,7 +495,7 @@ def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None
                               hint="save a state_dict and pass --arch NAME")
     x = loaded.example_input(batch)
     t0 = time.perf_counter()
-    folded = fold_model(loaded.model, x if generic else None, generic=generic)
+    folded, graph_report = fold_model_with_report(loaded.model, x if generic else None, generic=generic)
     fold_seconds = time.perf_counter() - t0
     rep = verify_fold(loaded.model, folded, x)
     if not rep.max_rel_error <= tolerance:
@@ -512,4 +512,4 @@ def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None
         raise CheckpointError(f"{out}: the folded checkpoint reads back differently ({readback:.2e})")
     return {"checkpoint": str(src), "out": str(out), "arch": meta.arch, "source_format": loaded.source_format,
             "fold": rep.to_dict(), "fold_seconds": fold_seconds, "readback_max_abs_error": readback,
-            "tolerance": tolerance}
+            "tolerance": tolerance, "graph": graph_report}

@@ -218,10 +218,10 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
     # ---- fold + verify ---------------------------------------------------------------
     say(step("fold"), "folding and verifying")
-    from edgerep.fold.model import fold_model, verify_fold
+    from edgerep.fold.model import fold_model_with_report, verify_fold
 
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(opts.seed))
-    folded = fold_model(model, example)
+    folded, graph_report = fold_model_with_report(model, example)
     fold_rep = verify_fold(model, folded, example)
     real_x = None
     if eval_ds is not None:
@@ -234,6 +234,9 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
                         f"(tolerance {FOLD_TOLERANCE:.0e}); refusing to ship an inexact fold", path=meta.arch)
     fold_rep.seconds = time.perf_counter() - timings["fold"]
     report["fold"] = fold_rep.to_dict()
+    if graph_report is not None:  # regions the traced-graph folder collapsed or left unfolded, with reasons
+        report["fold"]["graph"] = {k: graph_report[k] for k in ("folded_regions", "refused_regions", "flops_before",
+                                                                "flops_after", "notes") if k in graph_report}
 
     reference = TorchReference(model)
     with atomic_bundle(out, force=opts.force) as tmp:

@@ -132,3 +132,21 @@ def test_clean_stale_temps_keeps_live_writers(tmp_path):
     dead.mkdir()
     removed = clean_stale_temps(tmp_path, "b")
     assert removed == [dead] and live.exists()
+
+
+@pytest.mark.parametrize("sig,exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, BaseException)])
+def test_swallowed_signal_still_prevents_the_commit(tmp_path, sig, exc):
+    """Python drops an exception raised inside a finalizer; the writer remembers the signal and refuses
+    to rename the half-done bundle into place anyway."""
+    import time as _time
+
+    out = tmp_path / "bundle"
+    with pytest.raises(exc):
+        with atomic_bundle(out) as tmp:
+            (tmp / "part").write_text("half")
+            try:
+                os.kill(os.getpid(), sig)
+                _time.sleep(0.5)
+            except BaseException:  # swallowed, as in a __del__
+                pass
+    assert not out.exists() and _leftovers(tmp_path, "bundle") == []

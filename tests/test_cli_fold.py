@@ -142,3 +142,19 @@ def test_shipped_demo_checkpoints_are_accurate_small_and_fold_exactly(path):
     from edgerep.fold.model import fold_model
 
     assert _accuracy(fold_model(loaded.model, generic=False), loaded.meta) == pytest.approx(acc, abs=1 / 539)
+
+
+def test_fold_unknown_architecture_reports_graph_regions(tmp_path, capsys):
+    """`edgerep fold --arch package.module:factory` on blocks edgerep has no code for: the traced-graph
+    folder's regions (what folded into what) are in the report and the folded checkpoint reads back."""
+    import json
+
+    from unseen_blocks import randomize_bn, tinynet_digits
+
+    torch.save(randomize_bn(tinynet_digits(), seed=3).state_dict(), tmp_path / "foreign.pt")
+    assert main(["fold", str(tmp_path / "foreign.pt"), "--arch", "unseen_blocks:tinynet_digits",
+                 "--input-shape", "1,16,16", "-o", str(tmp_path / "folded.pt"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    kinds = [g["kind"] for g in r["graph"]["folded_regions"]]
+    assert "5-branch sum" in kinds and r["graph"]["refused_regions"] == []
+    assert r["fold"]["convs_after"] < r["fold"]["convs_before"] and r["readback_max_abs_error"] == 0.0

@@ -93,6 +93,15 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("max rel error", "", f"{rep['max_rel_error']:.3e}")
     console = make_console()
     console.print(t)
+    graph = result.get("graph")
+    if graph:  # what the traced-graph folder did beyond the blocks edgerep knows
+        console.print(f"graph folder: {len(graph['folded_regions'])} region(s) folded, "
+                      f"FLOPs {graph['flops_before']:,} -> {graph['flops_after']:,}")
+        for r in graph["folded_regions"]:
+            console.print(f"  folded {r['kind']} at {r['where'][0]}{' ...' if len(r['where']) > 1 else ''} "
+                          f"-> {r['became']}")
+        for where, why in graph["refused_regions"]:
+            console.print(f"  [yellow]left unfolded[/] {where}: {why}")
     console.print(f"input {tuple(rep['input_shape'])}, folded in {result['fold_seconds']:.2f}s; "
                   f"wrote {result['out']} (read back, max abs error {result['readback_max_abs_error']:.1e})")
     return 0

@@ -86,6 +86,13 @@ def fold_model(model: nn.Module, example_input: torch.Tensor | None = None, *, g
     model is never modified. Raises ``FoldError`` naming the module path when a structure
     cannot fold exactly; never returns an inexact model silently.
     """
+    return fold_model_with_report(model, example_input, generic=generic)[0]
+
+
+def fold_model_with_report(model: nn.Module, example_input: torch.Tensor | None = None, *,
+                           generic: bool = True) -> tuple[nn.Module, dict | None]:
+    """``fold_model`` plus what the traced-graph folder did (regions folded and refused, with
+    reasons; ``None`` when the graph pass had nothing to do)."""
     _check_eval(model)
     folded = copy.deepcopy(model)
     if hasattr(folded, "to_deploy") and callable(folded.to_deploy):
@@ -93,13 +100,15 @@ def fold_model(model: nn.Module, example_input: torch.Tensor | None = None, *, g
     else:
         _fold_children(folded, "")
     folded.eval()
+    graph_report = None
     if generic and example_input is not None and needs_graph_pass(folded):
         from edgerep.fold import graph
 
-        folded = graph.fold_graph(folded, example_input).module
+        result = graph.fold_graph(folded, example_input)
+        folded, graph_report = result.module, result.to_dict()
     for p in folded.parameters():
         p.requires_grad_(False)
-    return folded
+    return folded, graph_report
 
 
 @torch.no_grad()
