@@ -67,17 +67,6 @@ def test_cpu_isa_meaning(tmp_path, text, best, status, word):
     assert facts[("cpu", "AVX512-VNNI")]["value"] == ("yes" if "avx512_vnni" in text else "no")
 
 
-def test_fallback_parser_agrees_with_quant_cpu_features():
-    from edgerep.quant.cpu_features import parse_cpuinfo
-
-    for text, machine in ((X86_AVX2, "x86_64"), (X86_VNNI, "x86_64"), (X86_AMX, "x86_64"), (ORIN, "aarch64")):
-        mine = doctor.parse_isa(text, machine)
-        theirs = parse_cpuinfo(text, machine)
-        assert mine["int8_dot"] == theirs.int8_dot and mine["cores"] == theirs.cores
-        assert (mine["avx512_vnni"], mine["amx_int8"], mine["arm_dotprod"]) == (
-            theirs.avx512_vnni, theirs.amx_int8, theirs.arm_dotprod)
-
-
 def test_suggested_target():
     assert doctor.suggest_target(None, []) == "x86-cpu"
     assert doctor.suggest_target(None, [{"name": "RTX 4090"}]) == "dgpu"

@@ -76,12 +76,9 @@ def host_info() -> dict:
     """The facts that decide CPU latency, recorded beside every measurement."""
     info = {"machine": platform.machine(), "processor": platform.processor() or None,
             "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        from edgerep.quant.cpu_features import detect_cpu_features  # written with the INT8 policy
+    from edgerep.quant.cpu_features import detect_cpu_features  # all False where /proc/cpuinfo is absent
 
-        info["cpu_features"] = detect_cpu_features().to_dict()
-    except (ImportError, OSError):  # no /proc/cpuinfo (macOS): timing still works
-        pass
+    info["cpu_features"] = detect_cpu_features().to_dict()
     import torch
 
     info["torch_threads"] = torch.get_num_threads()

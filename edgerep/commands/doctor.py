@@ -57,46 +57,13 @@ def _version(dist: str) -> str | None:
 
 # ----------------------------------------------------------------------------------------------- CPU
 def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """INT8-relevant CPU flags, from edgerep.quant.cpu_features when present, else read here."""
-    try:
-        from edgerep.quant.cpu_features import detect_cpu_features
+    """INT8-relevant CPU flags: the same detector the quantizer chooses its CPU policy with."""
+    from edgerep.quant.cpu_features import detect_cpu_features
 
-        f = detect_cpu_features(cpuinfo)
-        return {"arch": f.arch, "model": f.model_name, "cores": f.cores, "avx2": f.avx2,
-                "avx512_vnni": f.avx512_vnni, "avx_vnni": f.avx_vnni, "amx_int8": f.amx_int8,
-                "arm_dotprod": f.arm_dotprod, "arm_i8mm": f.arm_i8mm, "int8_dot": f.int8_dot}
-    except ImportError:
-        pass
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        text = ""
-    return parse_isa(text)
-
-
-def parse_isa(text: str, machine: str | None = None) -> dict[str, Any]:
-    """The INT8-relevant flags of a /proc/cpuinfo text (used when edgerep.quant.cpu_features is absent)."""
-    flags: set[str] = set()
-    model, cores = "", 0
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "processor":
-            cores += 1
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-        elif key in ("model name", "hardware") and not model:
-            model = value.strip()
-    machine = (machine or platform.machine()).lower()
-    arm = "asimd" in flags or machine in ("aarch64", "arm64")
-    d = {"arch": "aarch64" if arm else machine, "model": model or "unknown", "cores": cores,
-         "avx2": "avx2" in flags, "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
-         "amx_int8": "amx_int8" in flags, "arm_dotprod": arm and "asimddp" in flags,
-         "arm_i8mm": arm and "i8mm" in flags}
-    order = ["amx_int8", "avx512_vnni", "avx_vnni", "arm_i8mm", "arm_dotprod", "avx2"]
-    best = next((k for k in order if d[k]), "neon" if arm else "none")
-    d["int8_dot"] = {"amx_int8": "amx"}.get(best, best)
-    return d
+    f = detect_cpu_features(cpuinfo)
+    return {"arch": f.arch, "model": f.model_name, "cores": f.cores, "avx2": f.avx2,
+            "avx512_vnni": f.avx512_vnni, "avx_vnni": f.avx_vnni, "amx_int8": f.amx_int8,
+            "arm_dotprod": f.arm_dotprod, "arm_i8mm": f.arm_i8mm, "int8_dot": f.int8_dot}
 
 
 _ISA_MEANING = {
