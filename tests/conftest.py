@@ -7,9 +7,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-# One intra-op thread: the test models are tiny (threads only add sync cost) and results stay
-# deterministic; benchmarks, not tests, measure multi-threaded speed.
-torch.set_num_threads(1)
 
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -18,5 +15,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_one_thread():
+    """Seeded, and one intra-op thread for every test (set again each time, since a deploy with
+    --threads changes it): the test models are tiny, so threads only add sync cost; benchmarks,
+    not tests, measure multi-threaded speed."""
     torch.manual_seed(0)
+    torch.set_num_threads(1)

@@ -13,21 +13,10 @@ from torch import nn
 
 from edgerep.blocks import (ACBlock, ConvBNAct, DiverseBranchBlock, DOConv2d, ExpandConv2d, ExpandLinear, MixConv2d,
                             MobileOneBlock, MobileOneStage, PolyScaleConv2d, QARepVGGBlock, RepMLPBlock, RepVGGBlock)
-from edgerep.blocks.testing import has_train_time_state, randomize_
+from edgerep.blocks.testing import rel_err, has_train_time_state, randomize_
 from edgerep.fold.model import fold_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs run fastest single-threaded (2 threads on a busy 2-core box cost 10x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / a.double().abs().max().clamp_min(1e-30))
 
 
 def assert_folds_exactly(model: nn.Module, x: torch.Tensor) -> nn.Module:

@@ -20,13 +20,6 @@ from edgerep.models import create_model
 from edgerep.models.repvgg import DIGITS_DEPTHS, DIGITS_WIDTHS, SMALL_STRIDES
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 X = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(7))
 

@@ -19,13 +19,6 @@ DEMO = ROOT / "examples" / "checkpoints" / "repvgg_digits.pt"
 DEMOS = [DEMO, ROOT / "examples" / "checkpoints" / "acnet_digits.pt"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _accuracy(model, meta, split="test") -> float:
     correct = total = 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,20 +11,10 @@ from torch import nn
 
 from edgerep.blocks import (DBBBasicBlock, DenseACBlock, ExpandACDBBBlock, PSACBlock, Res2NetACBlock,
                             ReparamBlock)
-from edgerep.blocks.testing import has_train_time_state, randomize_
+from edgerep.blocks.testing import rel_err, has_train_time_state, randomize_
 from edgerep.fold.model import fold_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / a.double().abs().max().clamp_min(1e-30))
 
 
 def seeded(seed: int, *shape: int) -> torch.Tensor:

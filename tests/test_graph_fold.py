@@ -15,6 +15,7 @@ from torch import nn
 
 import edgerep
 import edgerep.blocks as blocks
+from edgerep.blocks.testing import rel_err
 from edgerep.errors import FoldError
 from edgerep.fold.graph import fold_graph
 from edgerep.fold.graph_cost import measure_cost
@@ -43,10 +44,6 @@ from unseen_blocks import (
 
 RTOL = 1e-5
 
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / a.abs().max())
 
 
 def n_bn(m: nn.Module) -> int:
@@ -458,7 +455,7 @@ def test_agrees_with_per_block_algebra(case: str) -> None:
     cls = getattr(blocks, name, None)
     if cls is None:
         pytest.skip(f"edgerep.blocks.{name} does not exist yet")
-    from edgerep.blocks.testing import randomize_
+    from edgerep.blocks.testing import rel_err, randomize_
 
     block = randomize_(factory(cls), seed=3)
     x = torch.randn(*shape)

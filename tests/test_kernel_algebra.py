@@ -18,13 +18,6 @@ from edgerep.fold.kernel import (ConvKernel, add_kernels, avgpool_kernel, bn_as_
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-10) -> bool:
     assert a.shape == b.shape, (a.shape, b.shape)

@@ -14,14 +14,6 @@ from edgerep.models import UnknownModelError, create_model, get_model_info, list
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These nets are tiny: one intra-op thread is fastest and does not fight neighbours on a busy box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SMALL_NETS = [m.name for m in list_models() if m.input_shape[1] <= 32]
 BIG_NETS = [m.name for m in list_models() if m.input_shape[1] > 32]

@@ -42,3 +42,9 @@ def has_train_time_state(model: nn.Module) -> list[str]:
              if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     found += [f"buffer {name}" for name, _ in model.named_buffers()]
     return found
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |a| in float64: how the fold tests measure exactness."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
