@@ -7,7 +7,8 @@ from dataclasses import replace
 from torch import Tensor, nn
 
 from edgerep.blocks.base import ReparamBlock
-from edgerep.blocks.layers import BNAndPad, IdentityBasedConv1x1, check_odd, conv_bn, conv_bn_kernel
+from edgerep.blocks.layers import (BNAndPad, IdentityBasedConv1x1, check_odd, conv_bn, conv_bn_kernel,
+                                   sum_branches)
 from edgerep.fold.kernel import ConvKernel, avgpool_kernel, compose, fuse_bn
 
 __all__ = ["DiverseBranchBlock"]
@@ -67,10 +68,7 @@ class DiverseBranchBlock(ReparamBlock):
         self.act = act if act is not None else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.dbb_origin(x) + self.dbb_avg(x) + self.dbb_1x1_kxk(x)
-        if self.dbb_1x1 is not None:
-            y = y + self.dbb_1x1(x)
-        return self.act(y)
+        return self.act(sum_branches(x, self.dbb_origin, self.dbb_avg, self.dbb_1x1_kxk, self.dbb_1x1))
 
     def branch_kernels(self) -> dict[str, ConvKernel]:
         p = (self.kernel_size // 2,) * 2

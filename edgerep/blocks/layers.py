@@ -103,3 +103,12 @@ def check_odd(kernel_size: int, who: str) -> None:
 
 
 __all__ = ["conv_bn", "conv_bn_kernel", "BNAndPad", "IdentityBasedConv1x1", "check_odd"]
+
+
+def sum_branches(x: Tensor, *branches: nn.Module | None) -> Tensor:
+    """The train-time parallel branches' outputs on ``x``, summed; absent (``None``) branches skipped."""
+    present = [b for b in branches if b is not None]
+    y = present[0](x)
+    for b in present[1:]:
+        y = y + b(x)
+    return y

@@ -8,7 +8,7 @@ from dataclasses import replace
 from torch import Tensor, nn
 
 from edgerep.blocks.base import FoldedConv, ReparamBlock
-from edgerep.blocks.layers import check_odd, conv_bn, conv_bn_kernel
+from edgerep.blocks.layers import check_odd, conv_bn, conv_bn_kernel, sum_branches
 from edgerep.fold.kernel import ConvKernel, bn_as_kernel
 
 __all__ = ["MobileOneStage", "MobileOneBlock"]
@@ -41,12 +41,7 @@ class MobileOneStage(ReparamBlock):
         self.act = act if act is not None else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.rbr_skip(x) if self.rbr_skip is not None else 0
-        if self.rbr_scale is not None:
-            y = y + self.rbr_scale(x)
-        for branch in self.rbr_conv:
-            y = y + branch(x)
-        return self.act(y)
+        return self.act(sum_branches(x, self.rbr_skip, self.rbr_scale, *self.rbr_conv))
 
     def branch_kernels(self) -> dict[str, ConvKernel]:
         out = {f"conv.{i}": conv_bn_kernel(b) for i, b in enumerate(self.rbr_conv)}

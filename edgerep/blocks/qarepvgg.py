@@ -7,7 +7,7 @@ from dataclasses import replace
 from torch import Tensor, nn
 
 from edgerep.blocks.base import ReparamBlock
-from edgerep.blocks.layers import check_odd, conv_bn, conv_bn_kernel
+from edgerep.blocks.layers import check_odd, conv_bn, conv_bn_kernel, sum_branches
 from edgerep.fold.kernel import ConvKernel, bn_scale_shift, identity_kernel, scale_channels
 
 __all__ = ["QARepVGGBlock"]
@@ -40,12 +40,7 @@ class QARepVGGBlock(ReparamBlock):
         self.act = act if act is not None else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.dense(x)
-        if self.one_by_one is not None:
-            y = y + self.one_by_one(x)
-        if self.identity is not None:
-            y = y + self.identity(x)
-        return self.act(self.bn(y))
+        return self.act(self.bn(sum_branches(x, self.dense, self.one_by_one, self.identity)))
 
     def branch_kernels(self) -> dict[str, ConvKernel]:
         scale, shift = bn_scale_shift(self.bn)

@@ -6,7 +6,7 @@ from dataclasses import replace
 from torch import Tensor, nn
 
 from edgerep.blocks.base import ReparamBlock
-from edgerep.blocks.layers import check_odd, conv_bn, conv_bn_kernel
+from edgerep.blocks.layers import check_odd, conv_bn, conv_bn_kernel, sum_branches
 from edgerep.fold.kernel import ConvKernel, bn_as_kernel
 
 __all__ = ["RepVGGBlock", "conv_bn", "conv_bn_kernel"]
@@ -36,12 +36,7 @@ class RepVGGBlock(ReparamBlock):
         self.act = act if act is not None else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.dense(x)
-        if self.one_by_one is not None:
-            y = y + self.one_by_one(x)
-        if self.identity is not None:
-            y = y + self.identity(x)
-        return self.act(y)
+        return self.act(sum_branches(x, self.dense, self.one_by_one, self.identity))
 
     def branch_kernels(self) -> dict[str, ConvKernel]:
         out = {"dense": conv_bn_kernel(self.dense)}
