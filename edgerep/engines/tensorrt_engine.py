@@ -417,10 +417,7 @@ def fp16_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
         if vi.type.tensor_type.elem_type != TensorProto.FLOAT:
             continue
         casted = vi.name + "__fp16"
-        for node in g.node:
-            for j, name in enumerate(node.input):
-                if name == vi.name:
-                    node.input[j] = casted
+        _rename_tensor(g.node, vi.name, casted, outputs=False)
         new_nodes.append(helper.make_node("Cast", [vi.name], [casted], to=TensorProto.FLOAT16,
                                           name=f"edgerep_cast_in_{vi.name}"))
     tail = []
@@ -428,13 +425,7 @@ def fp16_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
         if vo.type.tensor_type.elem_type != TensorProto.FLOAT:
             continue
         produced = vo.name + "__fp16"
-        for node in g.node:
-            for j, name in enumerate(node.output):
-                if name == vo.name:
-                    node.output[j] = produced
-            for j, name in enumerate(node.input):  # an output that also feeds another node
-                if name == vo.name:
-                    node.input[j] = produced
+        _rename_tensor(g.node, vo.name, produced, outputs=True)  # inputs too: an output may feed another node
         tail.append(helper.make_node("Cast", [produced], [vo.name], to=TensorProto.FLOAT,
                                      name=f"edgerep_cast_out_{vo.name}"))
     nodes = new_nodes + list(g.node) + tail
@@ -446,6 +437,15 @@ def fp16_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
     dst = Path(dst)
     atomic_write(dst, model.SerializeToString())
     return dst
+
+
+def _rename_tensor(nodes, old: str, new: str, *, outputs: bool) -> None:
+    """Point every node input (and, with ``outputs``, every node output) named ``old`` at ``new``."""
+    for node in nodes:
+        for field in (node.input, node.output) if outputs else (node.input,):
+            for j, name in enumerate(field):
+                if name == old:
+                    field[j] = new
 
 
 # ----------------------------------------------------------------------------------------------- run
