@@ -10,6 +10,7 @@ from edgerep.engines.onnxruntime_engine import OrtEngine
 from edgerep.quant.calibrate import ArrayDataset, calibrate
 from edgerep.quant.cpu_features import detect_cpu_features
 from edgerep.quant.pipeline import quantize_model
+from edgerep.quant.policy import cpu_candidates
 from edgerep.quant.qdq import QdqConfig, write_qdq
 from test_quant_helpers import (dataset, digits_splits, export_folded, flattened_onnx, hostile_digits,
                                 reference_fn, top1, torch_top1, trained_digits)
@@ -59,10 +60,13 @@ def test_calibration_runs_once_and_is_reused(digits_run):
                            cache_dir=d / "cache", targets=("tensorrt",))
     assert again.calibration["was_cached"] and again.calibration["key"] == res.calibration["key"]
     assert set(again.files) == {"tensorrt"} and again.cpu_policy is None
+    # pin the policy this host offers last (u8s8-x64prec on AVX2 without VNNI, u8s8-w7 with VNNI / on ARM)
+    last = cpu_candidates(detect_cpu_features())[-1]
     pinned = quantize_model(fp32, dataset("calib"), dataset("test"), d / "pinned", reference=reference_fn(model),
-                            cache_dir=d / "cache", targets=("cpu",), cpu_policies=("u8s8-x64prec",))
-    assert [c.policy for c in pinned.candidates] == ["u8s8-x64prec"] and pinned.calibration["was_cached"]
-    assert pinned.cpu_policy.session_config == {"session.x64quantprecision": "1"}
+                            cache_dir=d / "cache", targets=("cpu",), cpu_policies=(last.name,))
+    assert [c.policy for c in pinned.candidates] == [last.name] and pinned.calibration["was_cached"]
+    assert pinned.cpu_policy.session_config == last.session_config
+    assert pinned.cpu_policy.qdq["reduce_range"] == last.qdq.reduce_range
 
 
 def test_saturating_policy_is_measured_on_the_optimized_session_and_rejected(tmp_path):
