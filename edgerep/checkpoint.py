@@ -41,6 +41,9 @@ class CheckpointMeta:
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     layout: str = "NCHW"
+    scale: float = 1.0 / 255.0  # 8-bit pixel value * scale, then (x - mean) / std
+    resize: str = "direct"  # or "shorter:N" (shorter side to N, centre crop H x W)
+    channel_order: str = "rgb"
     class_names: list | None = None
     dataset: str | None = None
     folded: bool = False
@@ -84,6 +87,21 @@ class CheckpointMeta:
             kw[name] = vals
         if any(s <= 0 for s in kw["std"]):
             raise CheckpointError(f"{where}: meta.std must be positive, got {kw['std']}")
+        kw["scale"] = float(kw.get("scale", cls.scale))
+        if not (kw["scale"] > 0 and kw["scale"] < float("inf")):
+            raise CheckpointError(f"{where}: meta.scale must be a positive number, got {kw['scale']}")
+        kw["resize"] = str(kw.get("resize", cls.resize))
+        kw["channel_order"] = str(kw.get("channel_order", cls.channel_order))
+        from edgerep.data.base import CHANNEL_ORDERS, check_resize
+        from edgerep.errors import DataError
+
+        try:
+            check_resize(kw["resize"])
+        except DataError as e:
+            raise CheckpointError(f"{where}: meta.{e}") from None
+        if kw["channel_order"] not in CHANNEL_ORDERS:
+            raise CheckpointError(f"{where}: meta.channel_order {kw['channel_order']!r} is not one of "
+                                  f"{', '.join(CHANNEL_ORDERS)}")
         if kw.get("layout", "NCHW") != "NCHW":
             raise CheckpointError(f"{where}: meta.layout {kw['layout']!r} is not supported (only NCHW)")
         if not isinstance(kw.get("arch_kwargs", {}), Mapping):
@@ -95,6 +113,51 @@ class CheckpointMeta:
             kw["class_names"] = [str(c) for c in kw["class_names"]]
         kw["folded"] = bool(kw.get("folded", False))
         return cls(**kw)
+
+
+PREPROCESSING_FIELDS = ("mean", "std", "scale", "resize", "channel_order")
+PREPROCESSING_FLAGS = "--mean, --std (and --scale, --resize, --channel-order)"
+
+
+def preprocessing_known(meta: Any) -> bool:
+    """Whether ``meta``'s preprocessing was stated (by the checkpoint, flags or a recipe), not guessed."""
+    return getattr(meta, "extra", {}).get("preprocessing_source", "checkpoint") != "default"
+
+
+def preprocessing_of(meta: CheckpointMeta) -> dict[str, Any]:
+    """The preprocessing as report.json records it."""
+    return {"input_shape": list(meta.input_shape), "mean": list(meta.mean), "std": list(meta.std),
+            "scale": meta.scale, "resize": meta.resize, "channel_order": meta.channel_order,
+            "source": meta.extra.get("preprocessing_source", "checkpoint")}
+
+
+def apply_preprocessing(meta: CheckpointMeta, overrides: Mapping[str, Any] | None, source: str = "flags",
+                        where: str = "--mean/--std") -> CheckpointMeta:
+    """``meta`` with the given preprocessing fields replaced (one value broadcasts to every channel);
+    marks the preprocessing as stated by ``source``. Bad values raise ``CheckpointError``."""
+    given = {k: v for k, v in (overrides or {}).items() if k in PREPROCESSING_FIELDS and v is not None}
+    if not given:
+        return meta
+    c = int(meta.input_shape[0])
+    d = meta.to_dict()
+    for k, v in given.items():
+        if k in ("mean", "std"):
+            vals = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+            if len(vals) == 1:
+                vals = vals * c
+            if len(vals) != c:
+                raise CheckpointError(f"{where}: --{k} has {len(vals)} values for {c} input channels",
+                                      hint="give one value per channel, or one for all")
+            d[k] = vals
+        else:
+            d[k] = v
+    if "mean" not in given or "std" not in given:  # only part stated: the rest must not stay a guess
+        if not preprocessing_known(meta):
+            missing = [k for k in ("mean", "std") if k not in given]
+            raise CheckpointError(f"{where}: the checkpoint carries no preprocessing; --{' and --'.join(missing)} "
+                                  "must be given too")
+    d["extra"] = {**meta.extra, "preprocessing_source": source}
+    return CheckpointMeta.from_dict(d, where)
 
 
 @dataclass
@@ -150,7 +213,8 @@ def default_meta(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> Che
             shape = (int(kw["in_channels"]), shape[1], shape[2])
     mean = IMAGENET_MEAN if shape[0] == 3 else (0.5,) * shape[0]
     std = IMAGENET_STD if shape[0] == 3 else (0.5,) * shape[0]
-    return CheckpointMeta(arch=arch, arch_kwargs=dict(arch_kwargs or {}), input_shape=shape, mean=mean, std=std)
+    return CheckpointMeta(arch=arch, arch_kwargs=dict(arch_kwargs or {}), input_shape=shape, mean=mean, std=std,
+                          extra={"preprocessing_source": "default"})  # a guess: data that needs it is refused
 
 
 # ------------------------------------------------------------------------------------------
@@ -356,6 +420,11 @@ def _with_inferred_classes(arch: str, kwargs: dict, sd: Mapping[str, torch.Tenso
 
 def _load_edgerep(obj: Mapping, path: Path, arch: str | None) -> LoadedCheckpoint:
     meta = CheckpointMeta.from_dict(obj.get("meta"), str(path))
+    saved = obj.get("meta", {}).get("extra", {}) or {}
+    if saved.get("preprocessing_source") != "default" and "mean" in obj.get("meta", {}):
+        meta.extra["preprocessing_source"] = "checkpoint"
+    else:
+        meta.extra["preprocessing_source"] = "default"
     if arch is not None and arch != meta.arch:
         raise CheckpointError(f"{path}: the checkpoint is a {meta.arch!r}, not --arch {arch!r}",
                               hint="edgerep checkpoints carry their architecture; drop --arch")
@@ -389,6 +458,7 @@ def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str
         c = meta.input_shape[0]
         if len(meta.mean) != c:  # the default preprocessing was for another channel count
             meta.mean, meta.std = (0.5,) * c, (0.5,) * c
+            meta.extra["preprocessing_source"] = "default"
     meta.folded = folded
     meta.extra["source_layout"] = layout or "edgerep"
     model = build_arch(arch, kwargs)
@@ -419,21 +489,30 @@ def _load_export(path: Path, input_shape: tuple | None) -> LoadedCheckpoint:
         raise CheckpointError(f"{path}: the program records no (N, C, H, W) example input",
                               hint="pass --input-shape C,H,W")
     model = ep.module()
-    meta = CheckpointMeta(arch="torch.export", input_shape=tuple(int(s) for s in shape))
+    meta = CheckpointMeta(arch="torch.export", input_shape=tuple(int(s) for s in shape),
+                          extra={"preprocessing_source": "default"})
     if meta.input_shape[0] != 3:
         meta.mean, meta.std = (0.5,) * meta.input_shape[0], (0.5,) * meta.input_shape[0]
     return LoadedCheckpoint(model, meta, "torch.export", path)
 
 
 def load_checkpoint(path: str | Path, *, arch: str | None = None, trust: bool = False,
-                    arch_kwargs: Mapping[str, Any] | None = None,
-                    input_shape: tuple | None = None) -> LoadedCheckpoint:
+                    arch_kwargs: Mapping[str, Any] | None = None, input_shape: tuple | None = None,
+                    preprocessing: Mapping[str, Any] | None = None) -> LoadedCheckpoint:
     """Load any accepted checkpoint format into an eval-mode model plus metadata.
 
     ``arch`` (registry name or ``package.module:factory``) is required for plain state_dicts.
-    ``trust=True`` allows unpickling a whole module (this runs code from the file). Every
-    user-fixable problem raises ``CheckpointError`` with one line naming the file.
+    ``trust=True`` allows unpickling a whole module (this runs code from the file).
+    ``preprocessing`` (mean, std, scale, resize, channel_order) overrides what the file carries.
+    Every user-fixable problem raises ``CheckpointError`` with one line naming the file.
     """
+    loaded = _load_any(Path(path), arch, trust, arch_kwargs, input_shape)
+    loaded.meta = apply_preprocessing(loaded.meta, preprocessing)
+    return loaded
+
+
+def _load_any(path: Path, arch: str | None, trust: bool, arch_kwargs: Mapping[str, Any] | None,
+              input_shape: tuple | None) -> LoadedCheckpoint:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file",
@@ -449,6 +528,7 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None, trust: bool = 
         model = obj if isinstance(obj, nn.Module) else obj["model"]
         check_finite(model.state_dict(), str(path))
         meta = default_meta(arch, arch_kwargs) if arch and ":" not in arch else CheckpointMeta(arch="pickled-module")
+        meta.extra["preprocessing_source"] = "default"
         if input_shape is not None:
             meta.input_shape = tuple(int(v) for v in input_shape)
         return LoadedCheckpoint(model.eval(), meta, "pickled-module", path)
@@ -479,7 +559,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
 
 def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None,
                     arch_kwargs: Mapping[str, Any] | None = None, input_shape: tuple | None = None,
-                    trust: bool = False, tolerance: float = 1e-4, batch: int = 2, generic: bool = True) -> dict:
+                    trust: bool = False, tolerance: float = 1e-4, batch: int = 2, generic: bool = True,
+                    preprocessing: Mapping[str, Any] | None = None) -> dict:
     """Load ``src``, fold it, verify on a seeded input, save an edgerep checkpoint with ``folded=True``
     at ``out`` and read it back. Returns a JSON-ready report; an inexact fold raises ``FoldError``."""
     import time
@@ -487,7 +568,8 @@ def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None
     from edgerep.errors import FoldError
     from edgerep.fold.model import fold_model_with_report, verify_fold
 
-    loaded = load_checkpoint(src, arch=arch, trust=trust, arch_kwargs=arch_kwargs, input_shape=input_shape)
+    loaded = load_checkpoint(src, arch=arch, trust=trust, arch_kwargs=arch_kwargs, input_shape=input_shape,
+                             preprocessing=preprocessing)
     meta = loaded.meta
     if loaded.source_format in ("torch.export", "pickled-module") and (arch is None or ":" in (arch or "")):
         raise CheckpointError(f"{src}: a {loaded.source_format} has no registry architecture, so a folded "

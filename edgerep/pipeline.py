@@ -30,15 +30,18 @@ class DeployOptions:
 
     checkpoint: Path
     out: Path | None = None
-    data: str | None = None  # data set spec for both calibration and evaluation
-    calib_data: str | None = None
-    eval_data: str | None = None
+    data: str | None = None  # one data set, split into calibration / selection / test (edgerep.data.splits)
+    calib_data: str | None = None  # calibration (activation ranges) only
+    val_data: str | None = None  # selection (every choice) only
+    eval_data: str | None = None  # test (reported and gated) only
+    allow_overlap: bool = False  # named sets may share samples (the report then says: optimistic)
+    accuracy_gate: bool = True  # False: a latency-only run, no accuracy verdict asked for
     target: str = "x86-cpu"
     max_drop: float | None = 0.5  # gate: top-1 points vs unfolded FP32 (None: no gate)
     force: bool = False
     load: dict = field(default_factory=dict)  # load_checkpoint kwargs: arch, arch_kwargs, input_shape, trust
     calib_samples: int | None = None  # default: the recipe's, else 256
-    eval_samples: int | None = None
+    eval_samples: int | None = None  # caps the test set (and the selection set)
     calib_method: str | None = None  # default: the recipe's, else "auto"
     calib_recipe: str | None = None  # name in calibration/ or a TOML path
     bench_seconds: float = 1.0
@@ -110,18 +113,41 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _resolve_calibration(opts: DeployOptions, meta) -> tuple[str | None, str, int, str, str | None]:
-    """(calibration data spec, its split, samples, method, recipe source): flags, then recipe, then defaults."""
+SELECTION_CAP = 1024  # selection samples by default: every choice is scored on all of them, per candidate
+
+
+@dataclass
+class CalibrationPlan:
+    """Where calibration data comes from and how much: flags, then the recipe, then defaults."""
+
+    spec: str | None  # named for calibration only (--calib-data or the recipe's data), else None
+    split: str
+    samples: int
+    method: str
+    recipe: Any = None
+
+
+def resolve_calibration(opts: DeployOptions) -> CalibrationPlan:
+    """The calibration plan of ``opts`` (the recipe is read here; a bad one is exit 2)."""
     recipe = None
     if opts.calib_recipe:
         from edgerep.recipes import load_recipe
 
         recipe = load_recipe(opts.calib_recipe)
-    spec = opts.calib_data or opts.data or (recipe.data if recipe else None) or getattr(meta, "dataset", None)
-    split = recipe.split if recipe and spec == recipe.data else "calib"
+    spec = opts.calib_data or (recipe.data if recipe and recipe.data != opts.data else None)
+    split = recipe.split if recipe and (spec or opts.data) == recipe.data else "calib"
     samples = opts.calib_samples or (recipe.samples if recipe else 256)
     method = opts.calib_method or (recipe.method if recipe else "auto")
-    return spec, split, samples, method, (recipe.source if recipe else None)
+    return CalibrationPlan(spec, split, samples, method, recipe)
+
+
+def resolve_data(opts: DeployOptions, meta, plan: CalibrationPlan, say=lambda msg: None):
+    """The three disjoint sets (``edgerep.data.splits.DataSplits``) of a deploy."""
+    from edgerep.data.splits import resolve_splits
+
+    data = opts.data or (plan.recipe.data if plan.recipe and not plan.spec else None) or getattr(meta, "dataset", None)
+    return resolve_splits(data=data, calib=plan.spec, val=opts.val_data, test=opts.eval_data,
+                          calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap, say=say)
 
 
 class TorchReference:
@@ -176,27 +202,41 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     profile = load_profile(opts.target)
     check_engines_available(profile)
 
-    calib_spec, calib_split, calib_samples, calib_method, recipe_source = _resolve_calibration(opts, meta)
-    eval_spec = opts.eval_data or opts.data or getattr(meta, "dataset", None)
-    from edgerep.data import open_dataset
+    plan = resolve_calibration(opts)
+    if plan.recipe is not None and plan.recipe.preprocessing:  # flags (applied at load) win over the recipe
+        from edgerep.checkpoint import apply_preprocessing
 
-    calib_ds = open_dataset(calib_spec, split=calib_split, meta=meta) if calib_spec else None
-    eval_ds = open_dataset(eval_spec, split="test", meta=meta) if eval_spec else None
-    if calib_ds is None:
-        say("load", "no calibration data named (--data) and the checkpoint names no data set: "
-                    "calibrating on synthetic inputs, INT8 accuracy is NOT representative")
-        calib_ds = open_dataset("synthetic", split="calib", meta=meta)
-    if calib_ds is not None and len(calib_ds) == 0:
-        raise DataError(f"{calib_spec}: the calibration split is empty")
+        given = (opts.load.get("preprocessing") or {})
+        meta = apply_preprocessing(meta, {**plan.recipe.preprocessing, **given},
+                                   source="flags+recipe" if given else "recipe", where=plan.recipe.source)
+    splits = resolve_data(opts, meta, plan, say=lambda msg: say("load", msg))
+    calib_ds, select_ds, test_ds = splits.calibration, splits.selection, splits.test
+    for ds in (calib_ds, select_ds, test_ds):
+        if ds.note and ds.note not in splits.notes:
+            splits.notes.append(ds.note)
+            say("load", ds.note)
     warnings_out: list[str] = []
-    asked = opts.calib_samples is not None or recipe_source is not None
+    if not test_ds.has_labels:
+        msg = ("no labelled test data (--data / --eval-data): no accuracy is measured"
+               + ("; the gate fails with 'no accuracy measured' (pass --no-accuracy-gate for a latency-only run)"
+                  if opts.accuracy_gate else " (latency-only run: --no-accuracy-gate)"))
+        warnings_out.append(msg)
+        say("load", "warning: " + msg)
+    if not calib_ds.has_labels and calib_ds.name == "synthetic":
+        msg = "calibrating on synthetic inputs: INT8 ranges, and so INT8 accuracy, are NOT representative"
+        warnings_out.append(msg)
+        say("load", "warning: " + msg)
+    calib_samples = plan.samples
+    asked = opts.calib_samples is not None or plan.recipe is not None
     if asked and len(calib_ds) < calib_samples:  # proceed: a small set still calibrates, but say so loudly
-        msg = (f"calibration data {calib_spec or 'synthetic'} has {len(calib_ds)} samples, fewer than the "
+        msg = (f"calibration data {splits.sources['calibration'].spec} has {len(calib_ds)} samples, fewer than the "
                f"{calib_samples} asked (--calib-samples or recipe); calibrating on all {len(calib_ds)}")
         warnings_out.append(msg)
         say("load", "warning: " + msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
     _check_input_shape(model, input_shape, ckpt_path)
+    select_limit = opts.eval_samples or SELECTION_CAP
+    from edgerep.checkpoint import preprocessing_of
 
     report: dict[str, Any] = {
         "schema": "edgerep.report/1",
@@ -209,12 +249,19 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
             "classes": len(meta.class_names or []) or None, "dataset": meta.dataset,
         },
         "target": {"name": profile.name, "description": getattr(profile, "description", "")},
-        "data": {"calibration": calib_spec or "synthetic", "calibration_split": calib_split,
-                 "calibration_recipe": recipe_source, "calibration_method": calib_method,
-                 "evaluation": eval_spec,
+        "preprocessing": preprocessing_of(meta),
+        "splits": splits.to_report(),
+        "data": {"calibration": splits.sources["calibration"].spec, "calibration_split": plan.split,
+                 "calibration_recipe": plan.recipe.source if plan.recipe else None, "calibration_method": plan.method,
+                 "selection": splits.sources["selection"].spec, "evaluation": splits.sources["test"].spec,
                  "calibration_samples": min(calib_samples, len(calib_ds)),
-                 "evaluation_samples": (min(opts.eval_samples or len(eval_ds), len(eval_ds)) if eval_ds else 0)},
+                 "selection_samples": min(select_limit, len(select_ds)),
+                 "evaluation_samples": min(opts.eval_samples or len(test_ds), len(test_ds)),
+                 "labelled": bool(test_ds.has_labels)},
     }
+    if splits.overlap:
+        warnings_out.append("calibration, selection and test sets share samples (--allow-overlap): "
+                            "accuracy figures are optimistic")
 
     # ---- fold + verify ---------------------------------------------------------------
     say(step("fold"), "folding and verifying")
@@ -223,12 +270,10 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(opts.seed))
     folded, graph_report = fold_model_with_report(model, example)
     fold_rep = verify_fold(model, folded, example)
-    real_x = None
-    if eval_ds is not None:
-        real_x = next(iter(eval_ds.batches(16, limit=16)))[0]
-        real_rep = verify_fold(model, folded, torch.from_numpy(real_x))
-        if real_rep.max_rel_error > fold_rep.max_rel_error:
-            fold_rep.max_rel_error, fold_rep.max_abs_error = real_rep.max_rel_error, real_rep.max_abs_error
+    real_x = next(iter(select_ds.batches(16, limit=16)))[0]  # real inputs, never the test set's
+    real_rep = verify_fold(model, folded, torch.from_numpy(real_x))
+    if real_rep.max_rel_error > fold_rep.max_rel_error:
+        fold_rep.max_rel_error, fold_rep.max_abs_error = real_rep.max_rel_error, real_rep.max_abs_error
     if not (fold_rep.max_rel_error <= FOLD_TOLERANCE):
         raise FoldError(f"folded model differs from the original by {fold_rep.max_rel_error:.2e} relative "
                         f"(tolerance {FOLD_TOLERANCE:.0e}); refusing to ship an inexact fold", path=meta.arch)
@@ -245,7 +290,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         # ---- check ---------------------------------------------------------------------
         if opts.run_check:
             say(step("check"), "checking INT8 friendliness per layer and branch")
-            report["check"] = _run_check(model, example, calib_ds, eval_ds, tmp, files)
+            report["check"] = _run_check(model, example, calib_ds, select_ds, tmp, files)
 
         # ---- export --------------------------------------------------------------------
         say(step("export"), "exporting ONNX")
@@ -268,10 +313,11 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
 
         targets = tuple(getattr(profile, "quant_targets", None) or ("cpu", "tensorrt"))
+        # every choice is made on the selection set; the test set is read only after this
         qres = quantize_model(
-            fp32_onnx, calib_ds, eval_ds, tmp, targets=targets, method=calib_method,
+            fp32_onnx, calib_ds, select_ds, tmp, targets=targets, method=plan.method,
             max_drop=opts.max_drop if opts.max_drop is not None else 0.5, reference=reference,
-            cache_dir=cache_dir, calib_samples=calib_samples, eval_samples=opts.eval_samples,
+            cache_dir=cache_dir, calib_samples=calib_samples, eval_samples=select_limit,
             threads=opts.threads, progress=lambda msg: say("quantize", msg))
         qdict = qres.to_dict()
         report["quantization"] = qdict
@@ -299,14 +345,13 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
         user_metric = early_metric
         x_bench = np.random.default_rng(opts.seed).standard_normal((opts.batch, *input_shape)).astype(np.float32)
-        if real_x is not None and opts.batch <= real_x.shape[0]:
+        if opts.batch <= real_x.shape[0]:
             x_bench = np.ascontiguousarray(real_x[:opts.batch])
         baseline_engine = TorchEngine(model, device="cpu", precision="fp32")
-        ref_out, labels = (None, None)
         eval_limit = opts.eval_samples
-        if eval_ds is not None:
-            say(step("evaluate"), "evaluating the unfolded FP32 reference")
-            ref_out, labels = collect_outputs(baseline_engine, eval_ds.batches(64, limit=eval_limit))
+        eval_ds = test_ds
+        say(step("evaluate"), f"evaluating the unfolded FP32 reference on the test set ({len(test_ds)} samples)")
+        ref_out, labels = collect_outputs(baseline_engine, eval_ds.batches(64, limit=eval_limit))
         classifier = ref_out is not None and ref_out.ndim == 2
         say(step("bench"), "timing the unfolded torch baseline")
         base_entry = {"name": "torch-cpu", "precision": "fp32", "device": "cpu", "status": "built",
@@ -315,6 +360,8 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
                                          seconds=opts.bench_seconds).to_dict()}
         if ref_out is not None:
             base_entry["accuracy"] = score(ref_out, labels, ref_out, user_metric, classifier).to_dict()
+            if classifier:
+                base_entry["accuracy"]["classes"] = int(ref_out.shape[1])
         report["baseline"] = base_entry
         engines_out = []
         for b in built:
@@ -339,7 +386,9 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         if opts.max_drop is not None:
             from edgerep.bench.gate import GateThresholds, evaluate_gate
 
-            g = evaluate_gate(report, GateThresholds(max_drop=opts.max_drop))
+            th = GateThresholds(max_drop=opts.max_drop if opts.accuracy_gate else None,
+                                require_accuracy=opts.accuracy_gate)
+            g = evaluate_gate(report, th)
             report["gate"] = g.to_dict()
             passed = g.passed
             failed_engines = {c.engine for c in g.failures}
@@ -350,13 +399,19 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         # ---- write ------------------------------------------------------------------------
         say(step("write"), "writing the bundle")
         report["timings_s"] = _durations(timings, t_start)
+        splits.write(tmp / "splits.json")
+        files["splits"] = "splits.json"
         manifest = {
             "schema": "edgerep.manifest/1",
             "versions": _versions(),
             "inputs": {"checkpoint": str(ckpt_path), "checkpoint_sha256": report["model"]["sha256"],
-                       "calibration_data": calib_spec, "calibration_fingerprint": calib_ds.fingerprint(),
-                       "evaluation_data": eval_spec,
-                       "evaluation_fingerprint": eval_ds.fingerprint() if eval_ds is not None else None},
+                       "calibration_data": splits.sources["calibration"].spec,
+                       "calibration_fingerprint": calib_ds.fingerprint(),
+                       "selection_data": splits.sources["selection"].spec,
+                       "selection_fingerprint": select_ds.fingerprint(),
+                       "evaluation_data": splits.sources["test"].spec,
+                       "evaluation_fingerprint": test_ds.fingerprint()},
+            "preprocessing": report["preprocessing"],
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
             "seed": opts.seed,
             "target_profile": _profile_dict(profile),
@@ -451,8 +506,9 @@ def _cpu_session_config(qres) -> dict | None:
     return getattr(pol, "session_config", None) or (pol.get("session_config") if isinstance(pol, dict) else None)
 
 
-def _run_check(model, example, calib_ds, eval_ds, tmp: Path, files: dict) -> dict:
-    """The quantization-friendliness check; its HTML page goes into the bundle."""
+def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict) -> dict:
+    """The quantization-friendliness check; its HTML page goes into the bundle. Its sensitivity
+    figures are measured on the selection set (never the calibration or the test set)."""
     from edgerep.quant.check import check_model
 
     calib = None
@@ -461,7 +517,7 @@ def _run_check(model, example, calib_ds, eval_ds, tmp: Path, files: dict) -> dic
 
         calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
     # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
-    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=eval_ds, sensitivity=True)
+    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds, sensitivity=True)
     from edgerep.report.check_html import write_check_html
 
     page = write_check_html(rep, tmp / "check")

@@ -22,11 +22,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+DEFAULT_MAX_DROP = 0.5  # deploy's default: a bare `edgerep gate report.json` gates what deploy gates
+SANITY_FACTOR = 2.0  # an unfolded FP32 baseline at or below this multiple of chance is a broken set-up
+
+
 @dataclass
 class GateThresholds:
-    """What must hold. ``None`` disables a check. Drops are in top-1 percentage points."""
+    """What must hold. ``None`` disables a check. Drops are in top-1 percentage points.
 
-    max_drop: float | None = None  # top-1 drop vs the unfolded FP32 model, per engine
+    The defaults are deploy's: top-1 drop <= 0.5 points, an exact fold, a baseline that beats chance
+    clearly, and an accuracy measured at all (``require_accuracy=False`` for a latency-only run)."""
+
+    max_drop: float | None = DEFAULT_MAX_DROP  # top-1 drop vs the unfolded FP32 model, per engine
+    require_accuracy: bool = True  # no labelled test data -> fail "no accuracy measured"
+    baseline_sanity: bool = True  # unfolded FP32 top-1 <= 2x chance -> fail (preprocessing or labels wrong)
     min_top1: float | None = None  # absolute top-1 (%) floor
     min_cosine: float | None = None  # fidelity vs unfolded, for models without labels
     min_sqnr_db: float | None = None
@@ -60,6 +69,9 @@ class GateThresholds:
             elif k == "baseline":
                 if not isinstance(v, str):
                     raise EdgerepError(f"{path}: gate.baseline must be a path string")
+            elif k in ("require_accuracy", "baseline_sanity"):
+                if not isinstance(v, bool):
+                    raise EdgerepError(f"{path}: gate.{k} must be true or false")
             elif not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise EdgerepError(f"{path}: gate.{k} must be a number, got {v!r}")
         return cls(**table)
@@ -139,6 +151,27 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
         add("fold_exact", "fold", v, th.max_fold_rel_error, v <= th.max_fold_rel_error,
             f"fold max relative error {v:.2e} (limit {th.max_fold_rel_error:.0e})")
 
+    base_acc = (report.get("baseline") or {}).get("accuracy") or {}
+    labelled = base_acc.get("top1") is not None
+    if th.require_accuracy and not labelled:
+        add("accuracy_measured", "baseline", None, None, False,
+            "no accuracy measured: the report has no top-1 on labelled test data (name labelled data with "
+            "--data / --eval-data, or gate a latency-only run with --no-accuracy-gate)")
+    classes = base_acc.get("classes")
+    if th.baseline_sanity and labelled and classes:
+        chance = 100.0 / float(classes)
+        top1 = float(base_acc["top1"])
+        ok = top1 > SANITY_FACTOR * chance
+        add("baseline_sanity", "baseline", top1, SANITY_FACTOR * chance, ok,
+            f"the unfolded FP32 model scores {top1:.2f}% on the test set, "
+            + (f"above {SANITY_FACTOR:g}x chance ({chance:.2f}% for {classes} classes)" if ok else
+               f"at most {SANITY_FACTOR:g}x chance ({chance:.2f}% for {classes} classes): the preprocessing "
+               "(--mean/--std/--scale/--resize/--channel-order) or the labels (class order) are likely wrong, "
+               "so no drop measured against it means anything"))
+    int8_failure = ((report.get("quantization") or {}).get("int8_failure"))
+    if int8_failure:
+        add("int8_is_int8", "onnxruntime-cpu/int8", None, None, False, f"INT8 failed: {int8_failure}")
+
     engines = _selected(report, th.engines)
     if not engines:
         add("engines_present", "-", None, None, False,
@@ -149,8 +182,10 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
         acc = e.get("accuracy") or {}
         lat = e.get("latency") or {}
         drop = e.get("drop_vs_unfolded")
-        if th.max_drop is not None:
-            if drop is None:
+        if th.max_drop is not None and th.require_accuracy:
+            if drop is None and not labelled:
+                pass  # said once above ("no accuracy measured")
+            elif drop is None:
                 add("max_drop", key, None, th.max_drop, False,
                     f"{key}: no top-1 drop in the report (no labelled evaluation data?)")
             else:

@@ -19,27 +19,49 @@ the engines, manifest.json (versions, input hashes, settings, seeds) and report.
 It is written to a temporary directory and renamed into place whole: an interrupted deploy
 leaves nothing at the output path, and an existing bundle is kept unless --force.
 
+Data comes in three disjoint sets: calibration (activation ranges), selection (every choice:
+calibration method, CPU policy, layers kept in float) and test (only reported and gated, read
+after every choice is final). --data names one set that is split: digits has calib/val/test; a
+folder with calib/, val/, test/ sub-folders or an .npz with x_calib/x_val/x_test uses them; one
+unsplit folder or .npz is split deterministically (stratified, 20/20/60) and the output says so.
+--calib-data / --val-data / --eval-data name a set per role; named sets that share samples are
+refused unless --allow-overlap. splits.json in the bundle lists every sample of each set.
 When the checkpoint names its data set (edgerep's demo checkpoints do), no --data is needed.
+Without labelled data there is no accuracy verdict: the gate fails unless --no-accuracy-gate.
+
+Preprocessing is never guessed: an edgerep checkpoint carries it; for a plain state_dict, .pt2 or
+pickled module with image data, pass --mean and --std (and --scale, --resize, --channel-order) as
+the model was trained, or deploy stops with exit 2 naming them.
 Where the target wants TensorRT and it is absent, deploy falls back to onnxruntime on the CPU and
 says so in the table and the report.
 
 examples:
   edgerep deploy examples/checkpoints/repvgg_digits.pt
-  edgerep deploy model.pt --arch repvgg_a0 --data images/ --target jetson-orin-nano --max-drop 1.0
+  edgerep deploy model.pt --arch repvgg_a0 --data images/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \
+      --resize shorter:256 --target jetson-orin-nano --max-drop 1.0
+  edgerep deploy model.pt --arch mypkg.nets:build --input-shape 1,16,16 --data digits --mean 0 --std 1
+  edgerep deploy model.pt --arch repvgg_a0 --data synthetic --no-accuracy-gate   # latency only
   edgerep deploy model.pt --out bundle/ --force --json
 
-exit codes: 0 ok, 1 an engine lost more than --max-drop top-1 points (the bundle is still written,
-its report says which and why), 2 bad input.
+exit codes: 0 ok, 1 the gate failed: an engine lost more than --max-drop top-1 points, no accuracy
+was measured, the unfolded baseline is at chance, or INT8 kept most layers in float (the bundle is
+still written, its report says which and why), 2 bad input.
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="edgerep checkpoint, plain state_dict (with --arch), or .pt2")
     p.add_argument("-o", "--out", type=Path, help="bundle directory (default engines/out/<checkpoint name>)")
-    p.add_argument("--data", help="data for calibration and evaluation: digits, a folder of class "
-                                   "sub-folders, or a .npz with x, y (default: the data set the checkpoint names)")
-    p.add_argument("--calib-data", help="calibration data only (overrides --data)")
-    p.add_argument("--eval-data", help="evaluation data only (overrides --data)")
+    p.add_argument("--data", help="data split into calibration / selection / test: digits, a folder of class "
+                                   "sub-folders, a .npz with x, y, or synthetic (latency only) (default: the data "
+                                   "set the checkpoint names)")
+    p.add_argument("--calib-data", help="calibration set only: sets activation ranges (overrides --data)")
+    p.add_argument("--val-data", help="selection set only: every choice is scored on it (overrides --data)")
+    p.add_argument("--eval-data", help="test set only: reported and gated, never used to choose (overrides --data)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="accept named sets that share samples; the report then says its numbers are optimistic")
+    p.add_argument("--no-accuracy-gate", action="store_true",
+                   help="a latency-only run: no accuracy verdict is asked for (e.g. with --data synthetic)")
     p.add_argument("--target", default="x86-cpu",
                    help="target profile name (see engines/*.toml) or a TOML path (default x86-cpu)")
     p.add_argument("--max-drop", type=float, default=0.5,
@@ -77,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
     opts = DeployOptions(
         checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
-        eval_data=args.eval_data, target=args.target, max_drop=args.max_drop if args.max_drop >= 0 else None, force=args.force,
+        val_data=args.val_data, eval_data=args.eval_data, allow_overlap=args.allow_overlap,
+        accuracy_gate=not args.no_accuracy_gate, target=args.target, max_drop=args.max_drop if args.max_drop >= 0 else None, force=args.force,
         load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
@@ -88,7 +111,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.report, indent=2, default=str))
     else:
+        print_data_summary(result.report)
         print_engine_table(result.report, title=f"edgerep deploy -> {result.out}")
     if result.passed is False:
         return 1
     return 0
+
+
+def print_data_summary(report: dict) -> None:
+    """Two lines before the table: the preprocessing used and the three sets' sizes and sources."""
+    pre = report.get("preprocessing") or {}
+    if pre:
+        mean = ",".join(f"{v:g}" for v in pre.get("mean", []))
+        std = ",".join(f"{v:g}" for v in pre.get("std", []))
+        scale = pre.get("scale")
+        scale_s = "1/255" if scale and abs(scale * 255 - 1) < 1e-12 else f"{scale:g}"
+        print(f"preprocessing ({pre.get('source')}): input {'x'.join(map(str, pre.get('input_shape', [])))}, "
+              f"pixels x {scale_s}, mean {mean}, std {std}, resize {pre.get('resize')}, {pre.get('channel_order')}")
+    sp = report.get("splits") or {}
+    if sp:
+        parts = [f"{r} {sp[r]['count']} ({sp[r]['source']}, {sp[r]['how']})" for r in ("calibration", "selection",
+                                                                                       "test") if r in sp]
+        print("data: " + "; ".join(parts) + " -> splits.json")
+        if sp.get("note"):
+            print(f"data: {sp['note']}")

@@ -31,6 +31,16 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
                    help='constructor arguments for --arch as a JSON object, e.g. \'{"num_classes": 10}\'')
     p.add_argument("--input-shape", metavar="C,H,W", default=None,
                    help="input shape when the checkpoint does not carry one (plain state_dict, .pt2)")
+    g = p.add_argument_group("preprocessing (how raw pixels become model input; the checkpoint's own win "
+                             "unless given; required when it carries none and the data is images)")
+    g.add_argument("--mean", metavar="M[,M,...]", help="per-channel mean after scaling, one value or one per "
+                   "channel, e.g. 0.485,0.456,0.406 (ImageNet on [0, 1]) or 0 with --std 1 for plain [0, 1] input")
+    g.add_argument("--std", metavar="S[,S,...]", help="per-channel std after scaling, one value or one per channel")
+    g.add_argument("--scale", metavar="X", help="multiplies 8-bit pixel values before mean/std (default 1/255, "
+                   "i.e. [0, 1]; 1 keeps 0..255); a fraction like 1/255 is accepted")
+    g.add_argument("--resize", metavar="RULE", help="direct (default: straight to H x W) or shorter:N (shorter side "
+                   "to N, then a centre crop of H x W, e.g. shorter:256 for a 224 crop)")
+    g.add_argument("--channel-order", choices=["rgb", "bgr"], help="channel order the model expects (default rgb)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that is a whole pickled module. Unpickling RUNS CODE named by the file, "
                         "so only pass this for files from a source you trust; prefer saving a state_dict")
@@ -56,7 +66,50 @@ def parse_checkpoint_arguments(args: argparse.Namespace) -> dict:
             shape = ()
         if len(shape) != 3 or min(shape) < 1:
             raise EdgerepError(f"--input-shape {args.input_shape!r}: expected three positive integers C,H,W")
-    return {"arch": args.arch, "arch_kwargs": kwargs, "input_shape": shape, "trust": args.trust_checkpoint}
+    pre = parse_preprocessing_arguments(args)
+    return {"arch": args.arch, "arch_kwargs": kwargs, "input_shape": shape, "trust": args.trust_checkpoint,
+            **({"preprocessing": pre} if pre else {})}
+
+
+def _floats(flag: str, text: str) -> list[float]:
+    from edgerep.errors import EdgerepError
+
+    vals = []
+    for part in str(text).split(","):
+        num, _, den = part.strip().partition("/")
+        try:
+            v = float(num) / (float(den) if den else 1.0)
+        except (ValueError, ZeroDivisionError):
+            raise EdgerepError(f"{flag} {text!r}: expected comma-separated numbers (fractions like 1/255 allowed)"
+                               ) from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise EdgerepError(f"{flag} {text!r}: not a finite number")
+        vals.append(v)
+    return vals
+
+
+def parse_preprocessing_arguments(args: argparse.Namespace) -> dict:
+    """--mean/--std/--scale/--resize/--channel-order as ``load_checkpoint(preprocessing=...)``; bad values exit 2."""
+    from edgerep.data.base import check_resize
+    from edgerep.errors import EdgerepError
+
+    pre: dict = {}
+    for flag in ("mean", "std"):
+        if getattr(args, flag, None) is not None:
+            pre[flag] = _floats(f"--{flag}", getattr(args, flag))
+    if pre.get("std") is not None and any(v <= 0 for v in pre["std"]):
+        raise EdgerepError(f"--std {args.std!r}: every value must be positive")
+    if getattr(args, "scale", None) is not None:
+        vals = _floats("--scale", args.scale)
+        if len(vals) != 1 or vals[0] <= 0:
+            raise EdgerepError(f"--scale {args.scale!r}: expected one positive number such as 1/255")
+        pre["scale"] = vals[0]
+    if getattr(args, "resize", None) is not None:
+        check_resize(args.resize)
+        pre["resize"] = args.resize
+    if getattr(args, "channel_order", None) is not None:
+        pre["channel_order"] = args.channel_order
+    return pre
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,11 +12,19 @@ Check a report written by `edgerep deploy` or `edgerep bench` against thresholds
 listing every check that failed. Thresholds come from flags or from a TOML file (a [gate]
 table with the same names as the flags, underscores for dashes); flags win over the file.
 
+With no flags the gate applies deploy's defaults, so a CI line copied without flags still gates
+accuracy: every engine's top-1 drop <= 0.5 points, the fold exact (relative error <= 1e-4), the
+unfolded FP32 baseline clearly above chance (> 2x; else preprocessing or labels are wrong), an
+accuracy measured at all (labelled test data), and a real INT8 model (not mostly kept in float).
+--no-accuracy-gate turns the accuracy checks off for a latency-only run.
+
 Engines are selected by glob over "name/precision", e.g. "onnxruntime-cpu/int8".
 Accuracy drops are in top-1 percentage points against the UNFOLDED FP32 model.
 
 examples:
-  edgerep gate engines/out/repvgg_digits/report.json --max-drop 0.5
+  edgerep gate engines/out/repvgg_digits/report.json            # deploy's defaults
+  edgerep gate engines/out/repvgg_digits/report.json --max-drop 1.0
+  edgerep gate bundle/ --no-accuracy-gate --max-latency-ms 5    # latency only (synthetic data)
   edgerep gate bundle/ --config gate.toml --junit gate.xml --markdown gate.md
   edgerep gate new/report.json --baseline main/report.json --max-latency-regression-pct 10
 
@@ -35,7 +43,10 @@ exit codes: 0 all checks passed, 1 a check failed, 2 bad input (missing report, 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("report", help="report.json, or a bundle directory holding one")
     p.add_argument("--config", type=Path, help="gate.toml with a [gate] table")
-    p.add_argument("--max-drop", type=float, help="max top-1 drop vs the unfolded FP32 model (points)")
+    p.add_argument("--max-drop", type=float,
+                   help="max top-1 drop vs the unfolded FP32 model (points; default 0.5, as deploy)")
+    p.add_argument("--no-accuracy-gate", action="store_true",
+                   help="a latency-only run: no drop, no 'accuracy measured' and no baseline-sanity check")
     p.add_argument("--min-top1", type=float, help="minimum top-1 accuracy (%%)")
     p.add_argument("--min-cosine", type=float, help="minimum output cosine vs unfolded (models without labels)")
     p.add_argument("--min-sqnr-db", type=float, help="minimum output SQNR vs unfolded (dB)")
@@ -61,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
                    max_latency_regression_pct=args.max_latency_regression_pct,
                    max_accuracy_regression=args.max_accuracy_regression, engines=args.engines,
                    baseline=args.baseline)
+    if args.no_accuracy_gate:
+        th = GateThresholds(**{**vars(th), "max_drop": None, "require_accuracy": False, "baseline_sanity": False})
     report = load_report(args.report)
     baseline = None
     if th.baseline:

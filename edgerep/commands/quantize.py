@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = "calibrate once and write a QDQ INT8 ONNX file per target policy"
@@ -26,6 +27,12 @@ with the measured numbers as the reason.
 Before calibration, cross-layer equalization rescales conv -> ReLU -> conv pairs (exact), and
 each quantized layer's bias is corrected for its weights' rounding error. When no policy meets
 --max-drop, the most sensitive layers stay in float (FP32 on onnxruntime, FP16 on TensorRT).
+If that takes more than half the quantizable layers, the result is not an INT8 model: exit 1.
+
+Data: --data is split like deploy's (calibration / selection / test; see `edgerep deploy --help`):
+ranges come from the calibration set, every choice is scored on the selection set (--val-data),
+and the test set is never read here. Without labels the budget applies to the outputs' cosine
+(100 * (1 - cosine), about 20 dB SQNR at 0.5) instead of top-1 agreement, which flips on noise.
 
 CKPT is an edgerep checkpoint (or a state_dict with --arch): it is folded, verified and exported
 first, and the unfolded FP32 model is the accuracy reference. MODEL.onnx is used as is (the ONNX
@@ -34,7 +41,7 @@ hash + data fingerprint + method + settings, and reused when the key matches.
 
 examples:
   edgerep quantize examples/checkpoints/repvgg_digits.pt --data digits -o out/q
-  edgerep quantize model.onnx --data calib.npz --eval-data test.npz --method entropy -o out/q
+  edgerep quantize model.onnx --data calib.npz --val-data val.npz --method entropy -o out/q
   edgerep quantize model.pt --arch repvgg_a0 --data images/ --max-drop 1.0 --targets cpu --json -o out/q
   edgerep quantize model.onnx --data calib.npz --cpu-policy u8s8-w7 -o out/q   # pin (still verified)
 """
@@ -44,7 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="checkpoint (.pt) or FP32 ONNX file (.onnx)")
     p.add_argument("--data", help="calibration data: digits, a folder of class sub-folders, or a .npz with x (and y)"
                                    " (default: the data set the checkpoint names)")
-    p.add_argument("--eval-data", help="held-out evaluation data (default: --data's test split where it has one)")
+    p.add_argument("--val-data", "--eval-data", dest="val_data",
+                   help="selection data: every choice (method, CPU policy, layers kept in float) is scored on it "
+                        "(default: --data's val split, or a deterministic split of --data)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
     p.add_argument("--method", default="auto", choices=["auto", "minmax", "percentile", "entropy", "mse"],
                    help="activation range method (default auto: mse, percentile and minmax from one pass, "
@@ -97,7 +106,6 @@ def _onnx_meta(path: Path, shape: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgerep.data import open_dataset
     from edgerep.errors import EdgerepError
     from edgerep.quant.pipeline import quantize_model
 
@@ -137,14 +145,10 @@ def run(args: argparse.Namespace) -> int:
         log(f"folded and exported {fp32} (fold error {rep.max_rel_error:.1e} relative)")
     if not data:
         raise EdgerepError("--data: no calibration data named and the checkpoint names no data set")
-    calib = open_dataset(data, split="calib", meta=meta)
-    eval_spec = args.eval_data or data
-    try:
-        evaluate = open_dataset(eval_spec, split="test", meta=meta)
-    except EdgerepError:
-        evaluate = None
-    if evaluate is not None and len(evaluate) == 0:
-        evaluate = None
+    from edgerep.data.splits import resolve_splits
+
+    splits = resolve_splits(data=data, val=args.val_data, meta=meta, say=log)
+    calib, evaluate = splits.calibration, splits.selection
     res = quantize_model(fp32, calib, evaluate, out, targets=targets, method=args.method,
                          max_drop=None if args.max_drop < 0 else args.max_drop, reference=reference,
                          cache_dir=args.cache_dir or out / "cache", progress=log,
@@ -156,8 +160,11 @@ def run(args: argparse.Namespace) -> int:
     (out / "quantize.json").write_text(json.dumps(d, indent=2, default=str) + "\n")
     if args.json:
         print(json.dumps(d, indent=2, default=str))
-        return 0
+        return 1 if res.int8_failure else 0
     _print_table(res)
+    if res.int8_failure:
+        print(f"edgerep quantize: INT8 failed: {res.int8_failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -26,6 +26,7 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
     class_names = getattr(meta, "class_names", None) or None
     s = str(spec)
     if s == "digits":
+        _require_preprocessing(meta, "digits (raw 8x8 pixels)")
         from edgerep.data.digits import DEFAULT_SHAPE, DigitsDataset, digits_mean_std
 
         shape = tuple(getattr(meta, "input_shape", None) or DEFAULT_SHAPE)
@@ -43,10 +44,26 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
     if path.is_dir():
         from edgerep.data.folder import ImageFolderDataset
 
+        _require_preprocessing(meta, f"{s} (images)")
         return ImageFolderDataset(path, split, Preprocess.from_meta(meta) if meta is not None else None, class_names)
     if path.suffix.lower() == ".npz":
         from edgerep.data.npz import NpzDataset
 
-        return NpzDataset(path, split, Preprocess.from_meta(meta) if meta is not None else None, class_names)
+        ds = NpzDataset(path, split, Preprocess.from_meta(meta) if meta is not None else None, class_names)
+        if ds.raw_pixels:
+            _require_preprocessing(meta, f"{s} (integer pixels)")
+        else:
+            ds.note = f"{path.name}: float x is read as model-ready tensors (no scaling, resize or mean/std applied)"
+        return ds
     raise DataError(f"data {s!r}: not a directory or .npz file",
                     hint=f"use a folder of class sub-folders, an .npz file, or one of {', '.join(BUILTIN)}")
+
+
+def _require_preprocessing(meta: Any, what: str) -> None:
+    """Raw pixels need the model's preprocessing; a checkpoint that carries none gets no silent guess."""
+    from edgerep.checkpoint import PREPROCESSING_FLAGS, preprocessing_known
+
+    if meta is not None and not preprocessing_known(meta):
+        raise DataError(f"data {what}: the checkpoint carries no preprocessing, and edgerep will not guess it",
+                        hint=f"pass {PREPROCESSING_FLAGS} as the model was trained, e.g. --mean 0 --std 1 for "
+                             "inputs in [0, 1], or --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet")

@@ -14,19 +14,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+RESIZE_HELP = "direct (to H x W) or shorter:N (shorter side to N, then a centre crop of H x W)"
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """How raw pixels become model input: resize to (H, W), scale to [0, 1], then (x - mean) / std per channel."""
+    """How raw pixels become model input: resize, reorder channels, ``x = pixel * scale``, then
+    ``(x - mean) / std`` per channel. ``scale`` applies to 8-bit pixel values (1/255 maps them to [0, 1])."""
 
     input_shape: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    scale: float = 1.0 / 255.0
+    resize: str = "direct"
+    channel_order: str = "rgb"
 
     @classmethod
     def from_meta(cls, meta: Any, default_shape: tuple[int, int, int] = (3, 224, 224),
                   default_mean: tuple[float, ...] = IMAGENET_MEAN,
                   default_std: tuple[float, ...] = IMAGENET_STD) -> "Preprocess":
-        """Take input_shape / mean / std from a ``CheckpointMeta`` (or anything with those attributes)."""
+        """Take input_shape / mean / std / scale / resize / channel order from a ``CheckpointMeta``
+        (or anything with those attributes)."""
         shape = tuple(getattr(meta, "input_shape", None) or default_shape)
         if len(shape) != 3:
             raise DataError(f"input_shape must be (C, H, W), got {shape}")
@@ -36,16 +45,65 @@ class Preprocess:
         mean, std = _per_channel(mean, c, "mean"), _per_channel(std, c, "std")
         if any(s <= 0 for s in std):
             raise DataError(f"std must be positive, got {std}")
-        return cls((c, int(shape[1]), int(shape[2])), mean, std)
+        scale = float(getattr(meta, "scale", None) or 1.0 / 255.0)
+        resize = str(getattr(meta, "resize", None) or "direct")
+        order = str(getattr(meta, "channel_order", None) or "rgb")
+        check_resize(resize)
+        if order not in CHANNEL_ORDERS:
+            raise DataError(f"channel order {order!r}: expected one of {', '.join(CHANNEL_ORDERS)}")
+        return cls((c, int(shape[1]), int(shape[2])), mean, std, scale, resize, order)
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
-        """``x``: float NCHW in [0, 1] -> normalized float32."""
+        """``x``: float NCHW pixels divided by their 8-bit maximum (in [0, 1]) -> model input, float32."""
+        x = x.astype(np.float32)
+        if self.channel_order == "bgr" and x.shape[1] == 3:
+            x = x[:, ::-1]
+        factor = 255.0 * self.scale
+        if factor != 1.0:
+            x = x * np.float32(factor)
         m = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
         s = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
-        return ((x.astype(np.float32) - m) / s).astype(np.float32)
+        return np.ascontiguousarray((x - m) / s, dtype=np.float32)
+
+    def resize_batch(self, x: np.ndarray) -> np.ndarray:
+        """Float NCHW -> NC x H x W by this preprocessing's resize rule (bilinear, ``align_corners=False``)."""
+        h, w = self.input_shape[1:]
+        shorter = shorter_side(self.resize)
+        if shorter is None and tuple(x.shape[2:]) == (h, w):
+            return x
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if shorter is None:
+            return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False).numpy()
+        ih, iw = t.shape[2:]
+        r = shorter / min(ih, iw)
+        nh, nw = max(h, round(ih * r)), max(w, round(iw * r))
+        if (nh, nw) != (ih, iw):
+            t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False)
+        top, left = (nh - h) // 2, (nw - w) // 2
+        return t[:, :, top:top + h, left:left + w].contiguous().numpy()
 
     def to_dict(self) -> dict:
-        return {"input_shape": list(self.input_shape), "mean": list(self.mean), "std": list(self.std)}
+        return {"input_shape": list(self.input_shape), "mean": list(self.mean), "std": list(self.std),
+                "scale": self.scale, "resize": self.resize, "channel_order": self.channel_order}
+
+
+def shorter_side(resize: str) -> int | None:
+    """``shorter:N`` -> N; ``direct`` -> None."""
+    return int(resize.split(":", 1)[1]) if resize.startswith("shorter:") else None
+
+
+def check_resize(resize: str) -> None:
+    """Refuse a resize rule other than ``direct`` or ``shorter:N`` (N a positive int)."""
+    if resize == "direct":
+        return
+    if resize.startswith("shorter:"):
+        tail = resize.split(":", 1)[1]
+        if tail.isdigit() and int(tail) > 0:
+            return
+    raise DataError(f"resize {resize!r}: expected {RESIZE_HELP}")
 
 
 def _per_channel(v: tuple[float, ...], c: int, field: str) -> tuple[float, ...]:
@@ -69,6 +127,7 @@ class Dataset:
     name: str = "dataset"
     has_labels: bool = True
     class_names: list[str] | None = None
+    note: str | None = None  # what a user must know about how it is read (printed and reported)
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -91,6 +150,66 @@ class Dataset:
         """A short hash of the data and its preprocessing; calibration caches key on it."""
         blob = json.dumps(self._identity(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def sample_ids(self) -> list[str]:
+        """One stable id per sample, in ``batches`` order (what ``splits.json`` lists)."""
+        return [f"{self.name}#{i}" for i in range(len(self))]
+
+    def sample_digests(self) -> list[str]:
+        """A content hash per sample (raw bytes before preprocessing): named sets that share one overlap."""
+        return [hashlib.sha256(x.tobytes()).hexdigest()[:20]
+                for xb, _ in self.batches(256) for x in xb]
+
+    def labels(self) -> np.ndarray | None:
+        """Every label in order, or None for unlabelled data (used for stratified splits)."""
+        if not self.has_labels:
+            return None
+        ys = [y for _, y in self.batches(256)]
+        return np.concatenate(ys).astype(np.int64) if ys else np.zeros(0, np.int64)
+
+    def _read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows at sorted indices ``rows``, read as contiguous runs (forward-only readers stay O(N))."""
+        xs, ys = [], []
+        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+        for a, b in zip(starts, list(starts[1:]) + [len(rows)]):
+            x, y = self._read(int(rows[a]), int(rows[b - 1]) + 1)
+            xs.append(x)
+            if y is not None:
+                ys.append(y)
+        return np.concatenate(xs), (np.concatenate(ys) if ys else None)
+
+
+class Subset(Dataset):
+    """The rows ``indices`` (sorted) of ``parent``: one part of a deterministic split."""
+
+    def __init__(self, parent: Dataset, indices: np.ndarray, role: str):
+        self.parent, self.role = parent, role
+        self.indices = np.asarray(sorted(int(i) for i in indices), dtype=np.int64)
+        self.has_labels, self.class_names = parent.has_labels, parent.class_names
+        self.pre = getattr(parent, "pre", None)
+        self.name = f"{parent.name}[{role}]"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.parent._read_rows(self.indices[start:stop])
+
+    def _identity(self) -> dict:
+        return {"parent": self.parent._identity(), "role": self.role,
+                "indices": hashlib.sha256(self.indices.tobytes()).hexdigest()[:16]}
+
+    def sample_ids(self) -> list[str]:
+        ids = self.parent.sample_ids()
+        return [ids[i] for i in self.indices]
+
+    def sample_digests(self) -> list[str]:
+        d = self.parent.sample_digests()
+        return [d[i] for i in self.indices]
+
+    def labels(self) -> np.ndarray | None:
+        y = self.parent.labels()
+        return None if y is None else y[self.indices]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} n={len(self)}>"

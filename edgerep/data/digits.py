@@ -5,8 +5,12 @@ Preprocessing (documented, and stored in every checkpoint trained on it): pixel 
 are scaled to [0, 1], resized with bilinear interpolation (``align_corners=False``, as
 ``torch.nn.functional.interpolate``) from 8x8 to the model's H x W (16x16 by default),
 replicated to C channels, then normalized with the checkpoint's mean / std.
-Split: per class, a seeded permutation (numpy ``RandomState(0)``) puts 30% in ``test``,
-10% in ``calib`` and the rest (60%) in ``train``. ``test`` is for evaluation only.
+Split: per class, a seeded permutation (numpy ``RandomState(0)``) puts the first 20% in ``test``,
+the next 10% in ``val``, the next 10% in ``calib`` and the rest (60%) in ``train``. ``calib`` sets
+activation ranges, ``val`` makes every choice (calibration method, CPU policy, layers kept in
+float), ``test`` is only reported and gated. (``val`` was carved out of an earlier 30% ``test``, so
+``train`` and ``calib`` are what the demo checkpoints were trained and calibrated on.)
+Sample ids are ``digits/<index>``, the index into scikit-learn's ``load_digits()`` order.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ import numpy as np
 from edgerep.data.base import Dataset, Preprocess
 from edgerep.errors import DataError
 
-SPLITS = ("train", "calib", "test")
-FRACTIONS = {"test": 0.3, "calib": 0.1}
+SPLITS = ("train", "calib", "val", "test")
+FRACTIONS = {"test": 0.2, "val": 0.1, "calib": 0.1}
 SEED = 0
 DEFAULT_SHAPE = (1, 16, 16)
 CLASS_NAMES = [str(i) for i in range(10)]
@@ -42,10 +46,12 @@ def split_indices() -> dict[str, np.ndarray]:
     for c in range(10):
         idx = rng.permutation(np.flatnonzero(y == c))
         n_test = int(round(FRACTIONS["test"] * len(idx)))
+        n_held = int(round((FRACTIONS["test"] + FRACTIONS["val"]) * len(idx)))
         n_calib = int(round(FRACTIONS["calib"] * len(idx)))
         out["test"] += idx[:n_test].tolist()
-        out["calib"] += idx[n_test:n_test + n_calib].tolist()
-        out["train"] += idx[n_test + n_calib:].tolist()
+        out["val"] += idx[n_test:n_held].tolist()
+        out["calib"] += idx[n_held:n_held + n_calib].tolist()
+        out["train"] += idx[n_held + n_calib:].tolist()
     return {s: np.array(sorted(v), dtype=np.int64) for s, v in out.items()}
 
 
@@ -88,9 +94,26 @@ class DigitsDataset(Dataset):
         return len(self._idx)
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._rows(self._idx[start:stop])
+
+    def _read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._rows(self._idx[rows])
+
+    def _rows(self, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images, y = _raw()
-        sel = self._idx[start:stop]
-        return self.pre.normalize(resize_digits(images[sel], self.pre.input_shape)), y[sel]
+        c = self.pre.input_shape[0]
+        x = np.repeat(np.ascontiguousarray(images[sel], dtype=np.float32)[:, None], c, axis=1)
+        return self.pre.normalize(self.pre.resize_batch(x)), y[sel]
+
+    def sample_ids(self) -> list[str]:
+        return [f"digits/{i}" for i in self._idx]
+
+    def sample_digests(self) -> list[str]:
+        images = _raw()[0]
+        return [hashlib.sha256(images[i].tobytes()).hexdigest()[:20] for i in self._idx]
+
+    def labels(self) -> np.ndarray:
+        return _raw()[1][self._idx]
 
     def _identity(self) -> dict:
         return {"set": "digits", "split": self.split, "seed": SEED,

@@ -1,9 +1,11 @@
 """An image folder: one sub-folder per class, images read with Pillow one batch at a time.
 
-``root/<class>/*.png|jpg|...``; if ``root/<split>/`` exists it is used instead of ``root``.
+``root/<class>/*.png|jpg|...``; if ``root/<split>/`` exists it is used instead of ``root``
+(``calib/``, ``val/``, ``test/``: see ``edgerep.data.splits``). Sample ids are image paths relative
+to ``root``.
 Labels follow the checkpoint's ``class_names`` when given (so they match the model's outputs),
-else the sorted sub-folder names. Each image is converted to L or RGB, resized to H x W with
-bilinear filtering, scaled to [0, 1] and normalized with the checkpoint's mean / std.
+else the sorted sub-folder names. Each image is converted to L or RGB, resized by the preprocessing's rule
+(bilinear; ``direct`` or shorter side + centre crop), then scaled and normalized (``Preprocess``).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: str | Path, split: str = "test", preprocess: Preprocess | None = None,
                  class_names: list[str] | None = None):
         root = Path(root)
+        self.base = root
         if (root / split).is_dir():
             root = root / split
         self.root, self.split = root, split
@@ -54,10 +57,21 @@ class ImageFolderDataset(Dataset):
     def _load(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
+        from edgerep.data.base import shorter_side
+
         c, h, w = self.pre.input_shape
+        shorter = shorter_side(self.pre.resize)
         try:
             with Image.open(path) as im:
-                im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+                im = im.convert("L" if c == 1 else "RGB")
+                if shorter is None:
+                    im = im.resize((w, h), Image.BILINEAR)
+                else:  # shorter side to N, then a centre crop of H x W
+                    r = shorter / min(im.size)
+                    nw, nh = max(w, round(im.size[0] * r)), max(h, round(im.size[1] * r))
+                    im = im.resize((nw, nh), Image.BILINEAR)
+                    left, top = (nw - w) // 2, (nh - h) // 2
+                    im = im.crop((left, top, left + w, top + h))
                 a = np.asarray(im, dtype=np.float32) / 255.0
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             # PIL raises SyntaxError for broken PNG chunks, ValueError for modes it cannot convert
@@ -69,6 +83,22 @@ class ImageFolderDataset(Dataset):
         rows = self.files[start:stop]
         x = np.stack([self._load(p) for p, _ in rows])
         return self.pre.normalize(x), np.array([y for _, y in rows], dtype=np.int64)
+
+    def sample_ids(self) -> list[str]:
+        return [p.relative_to(self.base).as_posix() for p, _ in self.files]
+
+    def sample_digests(self) -> list[str]:
+        out = []
+        for p, _ in self.files:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out.append(h.hexdigest()[:20])
+        return out
+
+    def labels(self) -> np.ndarray:
+        return np.array([y for _, y in self.files], dtype=np.int64)
 
     def _identity(self) -> dict:
         h = hashlib.sha256()

@@ -171,12 +171,29 @@ class NpzDataset(Dataset):
                 x = x.mean(axis=1, keepdims=True)
             else:
                 raise DataError(f"{self.path}: 'x' has {x.shape[1]} channels, the model takes {c}")
-        if x.shape[2:] != (h, w):
-            import torch
-            import torch.nn.functional as F
+        return self.pre.normalize(self.pre.resize_batch(x))
 
-            x = F.interpolate(torch.from_numpy(x), size=(h, w), mode="bilinear", align_corners=False).numpy()
-        return self.pre.normalize(x)
+    @property
+    def raw_pixels(self) -> bool:
+        """Integer ``x`` is raw pixels that need preprocessing; float ``x`` is model-ready."""
+        return not np.issubdtype(self.x.dtype, np.floating)
+
+    def sample_ids(self) -> list[str]:
+        key = self.x.name[:-4]
+        prefix = f"{self.path.name}#" if key == "x" else f"{self.path.name}#{key}/"
+        return [f"{prefix}{i}" for i in range(len(self))]
+
+    def sample_digests(self) -> list[str]:
+        out = []
+        for start in range(0, len(self), 256):
+            rows = self.x.read(start, min(len(self), start + 256))
+            out += [hashlib.sha256(r.tobytes()).hexdigest()[:20] for r in rows]
+        return out
+
+    def labels(self) -> np.ndarray | None:
+        if self.y is None:
+            return None
+        return self.y.read(0, len(self)).astype(np.int64)
 
     def _identity(self) -> dict:
         h = hashlib.sha256()

@@ -24,5 +24,11 @@ class SyntheticDataset(Dataset):
                 for i in range(start, stop)]
         return np.stack(rows), None
 
+    def sample_ids(self) -> list[str]:
+        return [f"synthetic/{self.seed}/{i}" for i in range(self.n)]
+
+    def labels(self) -> None:
+        return None
+
     def _identity(self) -> dict:
         return {"set": "synthetic", "n": self.n, "seed": self.seed, "input_shape": list(self.pre.input_shape)}

@@ -165,9 +165,12 @@ def _build_one(spec: EngineSpec, profile: TargetProfile, *, fp32_onnx, int8_onnx
             raise EngineError(f"onnxruntime engine unavailable: {e}") from None
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if spec.device_kind == "cuda"
                      else ["CPUExecutionProvider"])
+        config, note = ort_session_config, ""
+        if spec.precision == "int8" and Path(onnx) != int8_onnx.get("cpu"):
+            config, note = standin_session_config()  # not the CPU policy's file: the policy's config is not its own
         eng = OrtEngine(onnx, precision=spec.precision, threads=profile.threads,
-                        session_config=ort_session_config, providers=providers)
-        return BuiltEngine(spec, eng, "built", artifact=Path(onnx))
+                        session_config=config, providers=providers)
+        return BuiltEngine(spec, eng, "built", note, artifact=Path(onnx))
 
     from edgerep.engines import tensorrt_engine as te
 
@@ -176,6 +179,19 @@ def _build_one(spec: EngineSpec, profile: TargetProfile, *, fp32_onnx, int8_onnx
     eng = te.TensorRTEngine(result.plan)
     return BuiltEngine(spec, eng, "cached" if result.reused else "built", artifact=result.plan,
                        details={"sidecar": str(result.sidecar_path)})
+
+
+def standin_session_config(cpu=None) -> tuple[dict[str, str] | None, str]:
+    """onnxruntime session options for running the TensorRT QDQ file (8-bit symmetric weights) on this
+    CPU: where u8*s8 pair sums saturate int16 (AVX2 without VNNI), the precise x64 path, else none."""
+    from edgerep.quant.cpu_features import detect_cpu_features
+    from edgerep.quant.policy import X64_PRECISION
+
+    cpu = cpu or detect_cpu_features()
+    if cpu.u8s8_saturates:
+        return dict(X64_PRECISION), (f"the TensorRT QDQ file runs with session.x64quantprecision=1: {cpu.int8_dot} "
+                                     "kernels would saturate its 8-bit weights")
+    return None, ""
 
 
 def _onnx_for(spec: EngineSpec, fp32_onnx, int8_onnx: dict[str, Path]) -> Path:

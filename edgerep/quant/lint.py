@@ -129,6 +129,8 @@ def lint_tensorrt_qdq(path: str | Path) -> list[LintIssue]:
                     if c.op_type == "Gemm":
                         tb = next((a.i for a in c.attribute if a.name == "transB"), 0)
                         want = 0 if tb else 1
+                    elif c.op_type == "MatMul":  # weights (..., K, N): the output channels are the last axis
+                        want = _weight_rank(n, inits, producers) - 1
                     if c.op_type in WEIGHTED and c.input[1] == n.output[0] and axis != want:
                         add("error", "axis", n.name, f"per-channel axis {axis} on {c.op_type} weights; expected {want} "
                             "(output channels)")
@@ -149,6 +151,15 @@ def lint_tensorrt_qdq(path: str | Path) -> list[LintIssue]:
                     "(TensorRT runs the Add in higher precision)")
     # weighted ops whose weights have no DQ stay in float: informative only (mixed precision)
     return issues
+
+
+def _weight_rank(dq, inits: dict, producers: dict) -> int:
+    """Rank of the weight a DequantizeLinear feeds (from its initializer, directly or through a Q); 2 if unknown."""
+    src = dq.input[0]
+    if src not in inits and src in producers and producers[src].op_type == "QuantizeLinear":
+        src = producers[src].input[0]
+    init = inits.get(src)
+    return len(init.dims) if init is not None and hasattr(init, "dims") else 2
 
 
 def lint_errors(issues: list[LintIssue]) -> list[LintIssue]:

@@ -85,6 +85,7 @@ class QuantizeResult:
     cpu: dict[str, Any] = field(default_factory=dict)
     max_drop: float | None = None
     seconds: float = 0.0
+    int8_failure: str | None = None  # set when meeting the budget kept most layers in float: not an INT8 model
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class QuantizeResult:
             "cpu": dict(self.cpu),
             "max_drop": self.max_drop,
             "seconds": round(self.seconds, 3),
+            "int8_failure": self.int8_failure,
         }
 
 
@@ -151,11 +153,12 @@ class _Judge:
         if self.classifier:
             agree = float((out.argmax(1) == self.ref.argmax(1)).mean() * 100.0)
             top1 = self._top1(out)
-            drop = (self.ref_top1 - top1) if top1 is not None else 100.0 - agree
-            return Score(drop=drop, error=err, top1=top1, agreement=agree)
-        a, b = out.ravel().astype(np.float64), self.ref.ravel()
-        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-        return Score(drop=100.0 * (1.0 - cos), error=err)
+            if top1 is not None:
+                return Score(drop=self.ref_top1 - top1, error=err, top1=top1, agreement=agree)
+            # no labels: top-1 agreement flips on noise when logits are near-uniform (random or low-margin
+            # nets), so the budget applies to the logits' fidelity instead
+            return Score(drop=cosine_loss(out, self.ref, centered=True), error=err, agreement=agree)
+        return Score(drop=cosine_loss(out, self.ref), error=err)
 
     def engine(self, path: Path, session_config: dict[str, str] | None = None, optimization: str = "all"):
         from edgerep.engines.onnxruntime_engine import OrtEngine
@@ -165,6 +168,17 @@ class _Judge:
 
     def score(self, path: Path, session_config: dict[str, str] | None = None, optimization: str = "all") -> Score:
         return self.score_outputs(self.outputs(self.engine(path, session_config, optimization)))
+
+
+def cosine_loss(out: np.ndarray, ref: np.ndarray, centered: bool = False) -> float:
+    """``100 * (1 - cosine)`` of outputs vs reference, in "points" like a top-1 drop: 0.5 is about a
+    20 dB output SQNR. ``centered`` removes each row's mean first (logits are shift-invariant)."""
+    a, b = out.astype(np.float64), ref.astype(np.float64)
+    if centered and a.ndim == 2:
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+    a, b = a.ravel(), b.ravel()
+    cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+    return 100.0 * (1.0 - cos)
 
 
 def latency_ms(engine, x1: np.ndarray, iters: int = 30, warmup: int = 5, budget_s: float = 1.5) -> float:
@@ -244,8 +258,10 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
                    batch_size: int = 64, cpu_policies: tuple[str, ...] | None = None) -> QuantizeResult:
     """Calibrate ``fp32_onnx`` once on ``calib`` and write a verified QDQ file per target into ``out_dir``.
 
-    ``evaluate`` (held-out, labelled if possible) is what every CPU candidate is verified on; without
-    it the calibration data is used (and the report says so). ``max_drop`` (accuracy points vs the
+    ``evaluate`` is the *selection* set (held out from calibration and from the test set that is
+    reported, labelled if possible): every choice is scored on it; without it the calibration data is
+    used (and the report says so). Without labels the budget applies to the outputs' cosine
+    (``cosine_loss``), not to top-1 agreement. ``max_drop`` (accuracy points vs the
     ``reference``, default the FP32 ONNX model) is the acceptance budget; when no policy meets it,
     the most sensitive layers stay in float. ``max_drop=None`` accepts within 0.5 points and never
     excludes layers. ``cpu_policies`` restricts the CPU candidates to these names (still verified).
@@ -325,6 +341,10 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
         fp32_score = judge.score(fp32_onnx)
         result.reference = {"source": ref_src, "top1": judge.ref_top1, "samples": int(len(x_ev)),
                             "data": getattr(eval_ds, "name", "?"), "held_out": evaluate is not None,
+                            "role": "selection" if evaluate is not None else "calibration",
+                            "labelled": y_ev is not None,
+                            "measure": "top-1 drop" if (y_ev is not None and judge.classifier) else
+                                       "100 * (1 - cosine) of the outputs",
                             "onnx_fp32_top1": fp32_score.top1, "onnx_fp32_drop": fp32_score.drop}
         x1 = np.ascontiguousarray(x_ev[:batch_size] if static else x_ev[:1])
         if len(x1) < batch_size and static:
@@ -442,6 +462,13 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
             result.candidates.append(cand)
             reason += (f"; kept {len(excluded)} layer(s) in FP32 -> drop {s.drop:.2f}"
                        + ("" if mp.met else " (budget still not met)"))
+            if 2 * len(excluded) > len(nodes):
+                result.int8_failure = (f"meeting the {budget:g}-point budget kept {len(excluded)} of {len(nodes)} "
+                                       "quantizable layers in FP32: this is not an INT8 model (see the layers kept "
+                                       "in float and the check's sensitivity table)")
+                cand.accepted = False
+                cand.reason += "; more than half the layers in FP32: rejected as INT8"
+                say(f"INT8 FAILED: {result.int8_failure}")
     dst = out_dir / CPU_FILE
     shutil.copyfile(final_path, dst)
     result.files["cpu"] = dst
@@ -482,7 +509,10 @@ def _tensorrt_target(result: QuantizeResult, src: Path, cal: CalibrationResult, 
         mp = mixed_precision(nodes, score, budget, start=s)
         tmp.unlink(missing_ok=True)
         excluded = [e["node"] for e in mp.excluded]
-        result.excluded_nodes += [e | {"target": "tensorrt", "precision": "fp16"} for e in mp.excluded]
+        # measured here in FP32 (simulation); on the engine they run in FP16 when the plan enables it
+        result.excluded_nodes += [e | {"target": "tensorrt", "precision": "fp32",
+                                       "on_engine": "fp16 if the TensorRT profile enables FP16, else fp32"}
+                                  for e in mp.excluded]
         info = write_qdq(src, dst, cal, cfg, exclude_nodes=excluded)
         s = judge.score(dst, optimization="disable")
     result.lint = lint_tensorrt_qdq(dst)

@@ -3,8 +3,9 @@
 onnxruntime.quantization's ``QDQQuantizer`` places Q/DQ on weighted ops (Conv, Gemm, MatMul, ...)
 from *our* cached ranges, so calibration runs once for every policy. On top of it: optional
 empirical bias correction (weights' quantization error times the calibrated per-channel input
-mean, subtracted from the bias) and Q/DQ on residual ``Add`` inputs (TensorRT fuses conv+add in
-INT8 only then; onnxruntime's QDQ quantizer does not quantize Add).
+mean, subtracted from the bias of every quantized layer) and Q/DQ on residual ``Add`` inputs
+(TensorRT fuses conv+add in INT8 only then; onnxruntime's QDQ quantizer does not quantize Add);
+a bias ``Add`` after a MatMul is left alone.
 """
 from __future__ import annotations
 
@@ -94,19 +95,24 @@ def fake_quant_weight(w: np.ndarray, config: QdqConfig, axis: int = 0) -> np.nda
 
 
 def correct_biases(model, calibration: CalibrationResult, config: QdqConfig,
-                   exclude: Iterable[str] = ()) -> dict[str, float]:
-    """Subtract each conv's expected output shift from weight rounding (dW . E[x]) from its bias.
+                   exclude: Iterable[str] = (), only: Iterable[str] | None = None) -> dict[str, float]:
+    """Subtract each quantized conv's expected output shift from weight rounding (dW . E[x]) from its bias.
 
-    ``E[x]`` per input channel comes from calibration; border effects of padding are ignored.
-    Modifies ``model`` in place; returns node -> max |correction| for the report.
+    Only nodes whose weights are quantized are corrected: not ``exclude``, and with ``only`` given,
+    just those (a float layer's bias must stay as it was). ``E[x]`` per input channel comes from
+    calibration; border effects of padding are ignored. Modifies ``model`` in place; returns
+    node -> max |correction| for the report.
     """
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     skip = set(exclude)
+    keep = set(only) if only else None
     done: dict[str, float] = {}
     for node in model.graph.node:
-        if node.name in skip or node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+        if node.name in skip or (keep is not None and node.name not in keep):
+            continue
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
             continue
         w_name, b_name, x_name = node.input[1], node.input[2], node.input[0]
         mu = calibration.channel_means.get(x_name)
@@ -146,12 +152,30 @@ def correct_biases(model, calibration: CalibrationResult, config: QdqConfig,
     return done
 
 
+def residual_adds(model) -> list:
+    """The Add nodes that join two activations (residual / branch sums), not a bias Add whose other
+    input is a constant (MatMul -> Add, as exporters write Linear layers)."""
+    inits = {i.name for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def constant(t: str) -> bool:
+        p = producers.get(t)
+        while p is not None and p.op_type == "DequantizeLinear":  # a quantized initializer is still constant
+            t = p.input[0]
+            p = producers.get(t)
+        return t in inits or (p is not None and p.op_type == "Constant")
+
+    return [n for n in model.graph.node if n.op_type == "Add" and len(n.input) == 2
+            and not any(constant(t) for t in n.input)]
+
+
 def _add_qdq_on_adds(model, calibration: CalibrationResult) -> int:
-    """Q/DQ (int8, zero point 0, per-tensor) on every activation input of every Add."""
+    """Q/DQ (int8, zero point 0, per-tensor) on both inputs of every residual Add (``residual_adds``)."""
     from onnx import helper, numpy_helper
 
     inits = {i.name for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
+    residual = {id(n) for n in residual_adds(model)}
     # existing Q -> DQ pairs keyed by the float tensor they quantize
     existing: dict[str, str] = {}
     for n in model.graph.node:
@@ -162,7 +186,7 @@ def _add_qdq_on_adds(model, calibration: CalibrationResult) -> int:
     count = 0
     new_nodes = []
     for node in list(model.graph.node):
-        if node.op_type != "Add":
+        if id(node) not in residual:
             continue
         for k, t in enumerate(node.input):
             if t in inits or (t in producers and producers[t].op_type == "DequantizeLinear"):
@@ -256,7 +280,8 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     if unknown:
         raise EdgerepError(f"{fp32_path}: nodes to keep in float not in the graph: {', '.join(unknown)}")
     exclude = expand_exclusions(model, exclude)
-    corrected = correct_biases(model, calibration, config, exclude) if config.bias_correction else {}
+    only = list(only_nodes) if only_nodes is not None else []
+    corrected = correct_biases(model, calibration, config, exclude, only or None) if config.bias_correction else {}
     extra = {
         "ActivationSymmetric": bool(config.symmetric_activations or config.activation == "s8"),
         "WeightSymmetric": config.weight == "s8",
@@ -267,7 +292,6 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     from onnxruntime.quantization.registry import QDQRegistry
 
     op_types = sorted(QDQRegistry.keys())
-    only = list(only_nodes) if only_nodes is not None else []
     log = logging.getLogger()
     level = log.level
     log.setLevel(logging.ERROR)
