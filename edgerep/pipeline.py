@@ -127,27 +127,34 @@ class CalibrationPlan:
     recipe: Any = None
 
 
-def resolve_calibration(opts: DeployOptions) -> CalibrationPlan:
-    """The calibration plan of ``opts`` (the recipe is read here; a bad one is exit 2)."""
+def resolve_calibration(opts: DeployOptions, meta) -> CalibrationPlan:
+    """The calibration plan of ``opts`` (the recipe is read here; a bad one is exit 2). A recipe whose
+    data is the deploy's data set only picks its split; other data becomes the calibration set."""
     recipe = None
     if opts.calib_recipe:
         from edgerep.recipes import load_recipe
 
         recipe = load_recipe(opts.calib_recipe)
-    spec = opts.calib_data or (recipe.data if recipe and recipe.data != opts.data else None)
-    split = recipe.split if recipe and (spec or opts.data) == recipe.data else "calib"
+    data = _data_spec(opts, meta, recipe)
+    spec = opts.calib_data or (recipe.data if recipe and recipe.data != data else None)
+    split = recipe.split if recipe and (spec or data) == recipe.data else "calib"
     samples = opts.calib_samples or (recipe.samples if recipe else 256)
     method = opts.calib_method or (recipe.method if recipe else "auto")
     return CalibrationPlan(spec, split, samples, method, recipe)
+
+
+def _data_spec(opts: DeployOptions, meta, recipe) -> str | None:
+    """The data set the roles not named by a flag come from: --data, the checkpoint's, the recipe's."""
+    return opts.data or getattr(meta, "dataset", None) or (recipe.data if recipe else None)
 
 
 def resolve_data(opts: DeployOptions, meta, plan: CalibrationPlan, say=lambda msg: None):
     """The three disjoint sets (``edgerep.data.splits.DataSplits``) of a deploy."""
     from edgerep.data.splits import resolve_splits
 
-    data = opts.data or (plan.recipe.data if plan.recipe and not plan.spec else None) or getattr(meta, "dataset", None)
-    return resolve_splits(data=data, calib=plan.spec, val=opts.val_data, test=opts.eval_data,
-                          calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap, say=say)
+    return resolve_splits(data=_data_spec(opts, meta, plan.recipe), calib=plan.spec, val=opts.val_data,
+                          test=opts.eval_data, calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap,
+                          say=say)
 
 
 class TorchReference:
@@ -202,7 +209,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     profile = load_profile(opts.target)
     check_engines_available(profile)
 
-    plan = resolve_calibration(opts)
+    plan = resolve_calibration(opts, meta)
     if plan.recipe is not None and plan.recipe.preprocessing:  # flags (applied at load) win over the recipe
         from edgerep.checkpoint import apply_preprocessing
 

@@ -76,3 +76,11 @@ def test_score_with_and_without_labels():
     r = score(out, None, ref, user_metric=lambda o, y, rf: {"l1": float(np.abs(o - rf).sum())})
     assert r.top1 is None and r.user == {"l1": 2.0}
     assert r.to_dict()["sqnr_db"] is not None
+
+
+def test_top1_ties_are_broken_like_argmax_never_in_the_models_favour():
+    """INT8 logits tie exactly; a tie between the label and a lower class index is not a hit."""
+    logits = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0], [3.0, 3.0, 3.0]], dtype=np.float32)
+    labels = np.array([1, 2, 2])
+    assert metrics.topk_correct(logits, labels, 1) == int((logits.argmax(1) == labels).sum()) == 0
+    assert metrics.topk_correct(logits, labels, 2) == 2  # rows 0 and 1 (row 2: classes 0, 1 come first)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from edgerep.errors import EdgerepError
-from edgerep.pipeline import DeployOptions, _resolve_calibration
+from edgerep.pipeline import DeployOptions, resolve_calibration
 from edgerep.recipes import RECIPE_DIR, load_recipe
 
 
@@ -19,11 +19,26 @@ def test_digits_recipe_drives_calibration_and_flags_win():
     class Meta:
         dataset = "digits"
 
-    opts = DeployOptions(checkpoint="x.pt", calib_recipe="digits")
-    assert _resolve_calibration(opts, Meta())[:4] == ("digits", "calib", 179, "auto")
-    opts = DeployOptions(checkpoint="x.pt", calib_recipe="digits", calib_samples=64, calib_method="entropy")
-    assert _resolve_calibration(opts, Meta())[:4] == ("digits", "calib", 64, "entropy")
-    assert _resolve_calibration(DeployOptions(checkpoint="x.pt"), Meta())[:4] == ("digits", "calib", 256, "auto")
+    def plan(**kw):
+        p = resolve_calibration(DeployOptions(checkpoint="x.pt", **kw), Meta())
+        return p.spec, p.split, p.samples, p.method
+
+    # the recipe's data is the deploy's data set: it only picks the split (the roles share one source)
+    assert plan(calib_recipe="digits") == (None, "calib", 179, "auto")
+    assert plan(calib_recipe="digits", calib_samples=64, calib_method="entropy") == (None, "calib", 64, "entropy")
+    assert plan() == (None, "calib", 256, "auto")
+    # other data: the recipe's data becomes the calibration set
+    assert plan(calib_recipe="digits", data="x.npz") == ("digits", "calib", 179, "auto")
+    assert plan(calib_recipe="digits", calib_data="c.npz")[:2] == ("c.npz", "calib")
+
+
+def test_recipe_preprocessing_table(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text("[calibration]\ndata = 'digits'\n[preprocessing]\nmean = 0\nstd = [1.0]\nscale = 0.5\n")
+    assert load_recipe(p).preprocessing == {"mean": [0.0], "std": [1.0], "scale": 0.5}
+    p.write_text("[calibration]\ndata = 'digits'\n[preprocessing]\nmeen = 0\n")
+    with pytest.raises(EdgerepError, match="meen"):
+        load_recipe(p)
 
 
 @pytest.mark.parametrize("body,match", [

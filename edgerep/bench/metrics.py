@@ -7,11 +7,12 @@ import numpy as np
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
-    """How many rows have their label among the ``k`` largest logits."""
+    """How many rows have their label among the ``k`` largest logits. Ties (common in INT8 outputs) go
+    to the lower class index, as ``argmax`` does, so top-1 never counts a tie in the model's favour."""
     if logits.ndim != 2:
         logits = logits.reshape(logits.shape[0], -1)
     k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     return int((top == labels.reshape(-1, 1)).any(axis=1).sum())
 
 

@@ -59,6 +59,7 @@ class RoleSource:
 
     spec: str
     how: str  # "named", "split <name>", "stratified <k>-way split", "synthetic"
+    split: str | None = None  # the source's own split read whole (disjoint from its other splits)
 
 
 @dataclass
@@ -139,8 +140,9 @@ def resolve_splits(*, data: str | None, calib: str | None = None, val: str | Non
         if spec is not None:
             split = calib_split if role == "calibration" else SPLIT_NAME[role]
             sets[role] = _open(spec, split, meta, role)
-            sources[role] = RoleSource(str(spec), "named" + (f" (split {split})" if _has_split(str(spec), split)
-                                                             else ""))
+            own = _has_split(str(spec), split)
+            sources[role] = RoleSource(str(spec), "named" + (f" (split {split})" if own else ""),
+                                       split if own else None)
     rest = [r for r in ROLES if r not in sets]
     if rest:
         spec = data if data is not None else "synthetic"
@@ -158,7 +160,7 @@ def resolve_splits(*, data: str | None, calib: str | None = None, val: str | Non
             for r in own:
                 split = calib_split if r == "calibration" else SPLIT_NAME[r]
                 sets[r] = _open(spec, split, meta, r)
-                sources[r] = RoleSource(spec, f"split {split}")
+                sources[r] = RoleSource(spec, f"split {split}", split)
             cut = [r for r in rest if r not in own]
             if cut and own:
                 _cut_from_own_split(spec, sets, sources, own, cut, notes, say)
@@ -224,7 +226,8 @@ def _overlaps(sets: dict[str, Dataset], sources: dict[str, RoleSource], allow: b
     for i, a in enumerate(ROLES):
         for b in ROLES[i + 1:]:
             sa, sb = sources[a], sources[b]
-            if sa.spec == sb.spec and not sa.how.startswith("named") and not sb.how.startswith("named"):
+            if sa.spec == sb.spec and (not sa.how.startswith("named") and not sb.how.startswith("named")
+                                       or None not in (sa.split, sb.split) and sa.split != sb.split):
                 continue  # parts of one deterministic split, or the source's own splits: disjoint by construction
             if "synthetic" in (sa.spec, sb.spec):
                 continue
@@ -239,3 +242,4 @@ def _overlaps(sets: dict[str, Dataset], sources: dict[str, RoleSource], allow: b
                                     "--allow-overlap to accept optimistic numbers")
                 out[f"{a}/{b}"] = shared
     return out
+
