@@ -420,10 +420,7 @@ def _with_inferred_classes(arch: str, kwargs: dict, sd: Mapping[str, torch.Tenso
 
 def _load_edgerep(obj: Mapping, path: Path, arch: str | None) -> LoadedCheckpoint:
     meta = CheckpointMeta.from_dict(obj.get("meta"), str(path))
-    saved = obj.get("meta", {}).get("extra", {}) or {}
-    if saved.get("preprocessing_source") != "default" and "mean" in obj.get("meta", {}):
-        meta.extra["preprocessing_source"] = "checkpoint"
-    else:
+    if "mean" not in obj.get("meta", {}):  # written without preprocessing: the class defaults are a guess
         meta.extra["preprocessing_source"] = "default"
     if arch is not None and arch != meta.arch:
         raise CheckpointError(f"{path}: the checkpoint is a {meta.arch!r}, not --arch {arch!r}",

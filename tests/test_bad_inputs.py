@@ -440,10 +440,11 @@ def test_fewer_calibration_samples_than_asked_warns_and_proceeds(tmp_path, capsy
                       "--calib-samples", "64", "--bench-seconds", "0.05", "--calib-method", "minmax",
                       "--cache-dir", tmp_path / "cache")
     assert rc == 0, err[-2000:]
-    assert "has 20 samples, fewer than the 64 asked" in err
+    assert "has 4 samples, fewer than the 64 asked" in err
     report = json.loads((out / "report.json").read_text())
     assert any("fewer than the 64 asked" in w for w in report["warnings"])
-    assert report["data"]["calibration_samples"] == 20
+    # one unsplit .npz: 20% of it calibrates (the rest selects and tests), all of which is used
+    assert report["data"]["calibration_samples"] == report["splits"]["calibration"]["count"] == 4
     assert not [p for p in tmp_path.iterdir() if TMP_MARK in p.name]
 
 

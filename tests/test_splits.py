@@ -24,11 +24,14 @@ def test_stratified_split_is_a_partition_in_proportion_per_class(labels, seed, k
     allidx = np.concatenate(list(parts.values()))
     assert sorted(allidx.tolist()) == list(range(len(y)))  # disjoint and complete
     total = sum(weights.values())
+    cum = np.cumsum([weights[r] / total for r in ("test", "selection", "calibration") if r in weights])
+    sizes = np.diff([0, *[int(round(c * len(y))) for c in cum]])
+    assert [len(parts[r]) for r in ("test", "selection", "calibration") if r in parts] == sizes.tolist()
     for c in np.unique(y):
         n_c = int((y == c).sum())
         for r, idx in parts.items():
             got = int((y[idx] == c).sum())
-            assert abs(got - weights[r] / total * n_c) <= 1.0 + 1e-9  # rounding of cumulative cuts
+            assert abs(got - weights[r] / total * n_c) <= 1.0 + n_c / len(y) + 1e-9  # rank-order cuts
     assert {r: v.tolist() for r, v in stratified_split(y, len(y), weights, seed).items()} == \
         {r: v.tolist() for r, v in parts.items()}  # deterministic
 

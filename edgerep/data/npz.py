@@ -143,14 +143,15 @@ class NpzDataset(Dataset):
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0]) + start
             raise DataError(f"{self.path}: 'x' row {bad} holds NaN or Inf", hint="clean the data set")
-        y = None
-        if self.y is not None:
-            y = self.y.read(start, stop)
-            if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
-                raise DataError(f"{self.path}: 'y' holds non-integer labels (rows {start}..{stop - 1})",
-                                hint="store labels as integers: y.astype(np.int64)")
-            y = y.astype(np.int64)
+        y = self._labels(start, stop) if self.y is not None else None
         return self._prepare(x), y
+
+    def _labels(self, start: int, stop: int) -> np.ndarray:
+        y = self.y.read(start, stop)
+        if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise DataError(f"{self.path}: 'y' holds non-integer labels (rows {start}..{stop - 1})",
+                            hint="store labels as integers: y.astype(np.int64)")
+        return y.astype(np.int64)
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         c, h, w = self.pre.input_shape
@@ -191,9 +192,7 @@ class NpzDataset(Dataset):
         return out
 
     def labels(self) -> np.ndarray | None:
-        if self.y is None:
-            return None
-        return self.y.read(0, len(self)).astype(np.int64)
+        return None if self.y is None else self._labels(0, len(self))
 
     def _identity(self) -> dict:
         h = hashlib.sha256()

@@ -37,20 +37,28 @@ def stratified_split(labels: np.ndarray | None, n: int, weights: dict[str, float
                      seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     """Sorted row indices per role: per class (or over all rows without labels), a seeded permutation
     cut at rounded cumulative shares, so every class is spread over the roles in proportion."""
-    roles = [r for r in ("test", "selection", "calibration") if r in weights]  # test first: small classes go there
+    roles = [r for r in ("test", "selection", "calibration") if r in weights]
     total = sum(weights[r] for r in roles)
     groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
     rng = np.random.RandomState(seed)
-    out: dict[str, list[int]] = {r: [] for r in roles}
+    # each sample gets its class-relative rank (i + 0.5) / n_c in a seeded permutation; all samples are
+    # ordered by rank and cut at the cumulative shares: every role gets round(share * n) samples and
+    # about its share of every class, even when classes are smaller than the number of roles
+    order, rank = [], []
     for idx in groups:
         idx = rng.permutation(idx)
-        cum, start = 0.0, 0
-        for r in roles:
-            cum += weights[r] / total
-            stop = int(round(cum * len(idx)))
-            out[r] += idx[start:stop].tolist()
-            start = stop
-    return {r: np.array(sorted(v), dtype=np.int64) for r, v in out.items()}
+        order.append(idx)
+        rank.append((np.arange(len(idx)) + 0.5) / len(idx))
+    order_all = np.concatenate(order) if order else np.zeros(0, np.int64)
+    rank_all = np.concatenate(rank) if rank else np.zeros(0)
+    ranked = order_all[np.lexsort((rng.random_sample(len(rank_all)), rank_all))]
+    out, cum, start = {}, 0.0, 0
+    for r in roles:
+        cum += weights[r] / total
+        stop = int(round(cum * n))
+        out[r] = np.sort(ranked[start:stop]).astype(np.int64)
+        start = stop
+    return out
 
 
 @dataclass
@@ -179,6 +187,9 @@ def resolve_splits(*, data: str | None, calib: str | None = None, val: str | Non
                     say(msg)
     for r in ROLES:
         if len(sets[r]) == 0:
+            for ds in sets.values():  # a damaged file is the better message: read everything once
+                for _ in ds.batches(256):
+                    pass
             raise DataError(f"the {r} set ({sources[r].spec}, {sources[r].how}) is empty",
                             hint=f"name a non-empty set with {FLAG[r]}")
     overlap = _overlaps(sets, sources, allow_overlap)
