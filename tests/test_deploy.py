@@ -138,7 +138,7 @@ def test_unknown_architecture_deploys_through_the_graph_folder(tmp_path):
     torch.save(model.state_dict(), tmp_path / "foreign.pt")
     out = tmp_path / "bundle"
     rc = main(["deploy", str(tmp_path / "foreign.pt"), "--arch", "unseen_blocks:tinynet_digits",
-               "--input-shape", "1,16,16", "--data", "digits", "--out", str(out), *FAST,
+               "--input-shape", "1,16,16", "--data", "digits", "--mean", "0.5", "--std", "0.5", "--out", str(out), *FAST,
                "--eval-samples", "64", "--max-drop", "-1"])
     assert rc == 0
     r = json.loads((out / "report.json").read_text())

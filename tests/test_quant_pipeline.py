@@ -168,7 +168,7 @@ def test_tensorrt_file_gets_mixed_precision_and_stays_lint_clean(tmp_path):
     res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out", reference=reference_fn(model),
                          targets=("tensorrt",), method="minmax", equalize=False, bias_correction=False, max_drop=1.0)
     trt = [e for e in res.excluded_nodes if e["target"] == "tensorrt"]
-    assert trt and all(e["precision"] == "fp16" for e in trt) and res.tensorrt["excluded"]
+    assert trt and all(e["precision"] == "fp32" and "fp16" in e["on_engine"] for e in trt) and res.tensorrt["excluded"]
     assert res.tensorrt["simulated_drop"] <= 1.0
     assert res.lint == []
     qmodel = onnx.load(res.files["tensorrt"])
