@@ -24,9 +24,10 @@ calibration, keep the layer in FP16, or retrain with QARepVGG blocks. Thresholds
 docs/check.md (edgerep/quant/thresholds.py) and written into every JSON report.
 
 Data: --data takes the same specs as deploy ("digits", a class-folder directory, an .npz);
-by default the checkpoint's own data set (meta.dataset) when it names one. Calibration reads
-the "calib" split, sensitivity the "test" split. Without data only weights and sensitivity on
-seeded random inputs are measured.
+by default the checkpoint's own data set (meta.dataset) when it names one. It is split as deploy
+splits it: activation statistics come from the calibration set, sensitivity from the selection set
+(digits' "val"; see `edgerep deploy --help`); the test set is never read. Without data only weights
+and sensitivity on seeded random inputs are measured.
 
 examples:
   edgerep check examples/checkpoints/repvgg_digits.pt
@@ -46,8 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the checkpoint's meta.dataset, else none)")
     p.add_argument("--no-data", action="store_true",
                    help="ignore meta.dataset: weights and random-input sensitivity only")
-    p.add_argument("--calib-split", default="calib", help="split used for activation statistics (default calib)")
-    p.add_argument("--eval-split", default="test", help="split used for sensitivity and top-1 (default test)")
     p.add_argument("--calib-limit", type=int, default=64, help="calibration images (default 64)")
     p.add_argument("--eval-limit", type=int, default=16, help="images for per-layer sensitivity (default 16)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
@@ -82,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
     spec = None if args.no_data else (args.data or ck.meta.dataset)
     calib = evals = None
     if spec:
-        from edgerep.data import open_dataset
+        from edgerep.data.splits import resolve_splits
 
-        calib = open_dataset(spec, split=args.calib_split, meta=ck.meta).batches(args.batch_size, args.calib_limit)
-        evals = open_dataset(spec, split=args.eval_split, meta=ck.meta).batches(args.batch_size, args.eval_limit)
+        splits = resolve_splits(data=spec, meta=ck.meta)  # the same sets deploy would use
+        calib = splits.calibration.batches(args.batch_size, args.calib_limit)
+        evals = splits.selection.batches(args.batch_size, args.eval_limit)
     quiet = args.json
     progress = None
     if not quiet:
