@@ -49,11 +49,19 @@ def trained_digits() -> nn.Module:
     torch.set_num_threads(1)  # a shared 2-core box: one thread trains faster than two fighting
     model = tiny_repvgg()
     x, y = (torch.from_numpy(a) for a in digits_splits()["train"])
-    opt = torch.optim.Adam(model.parameters(), 4e-3)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+    fit(model, x, y, epochs=8, lr=4e-3, step_size=3)
+    torch.set_num_threads(threads)
+    return model.eval()
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
+        step_size: int | None = None) -> nn.Module:
+    """Adam, batch 64, seeded shuffles (and a halving step schedule every ``step_size`` epochs)."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=0.5) if step_size else None
     g = torch.Generator().manual_seed(0)
     model.train()
-    for _epoch in range(8):
+    for _epoch in range(epochs):
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 64):
             j = perm[i:i + 64]
@@ -61,8 +69,8 @@ def trained_digits() -> nn.Module:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        sched.step()
-    torch.set_num_threads(threads)
+        if sched is not None:
+            sched.step()
     return model.eval()
 
 

@@ -44,19 +44,11 @@ def trained_small_net() -> nn.Module:
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny net on a shared 2-core box: one thread trains fastest
+    from test_quant_helpers import fit
+
     model = small_net()
     x, y = digits_01("train")
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(10):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            j = perm[i:i + 64]
-            loss = nn.functional.cross_entropy(model(x[j]), y[j])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit(model, x, y, epochs=10, lr=1e-2)
     torch.set_num_threads(threads)
     return model.eval()
 
