@@ -1,0 +1,83 @@
+"""Numbers for people: one place that rounds percentages, latencies and accuracy figures."""
+from __future__ import annotations
+
+import math
+
+#: below this many images an accuracy figure gets a small-sample caveat
+SMALL_SAMPLE = 100
+
+DASH = "–"
+
+
+def _bad(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def pct(v: float | None, signed: bool = False) -> str:
+    """A percentage (already in %) with 2 decimals: ``99.07%``."""
+    if _bad(v):
+        return DASH
+    return f"{v:+.2f}%" if signed else f"{v:.2f}%"
+
+
+def points(v: float | None, signed: bool = True) -> str:
+    """Top-1 percentage points with 2 decimals: ``+0.19``."""
+    if _bad(v):
+        return DASH
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def ms(v: float | None) -> str:
+    """A latency in ms with 3 significant digits, never in scientific notation."""
+    if _bad(v):
+        return DASH
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def count(v: float | None) -> str:
+    """A count or rate without decimals, with thousands separators: ``12,466``."""
+    return DASH if _bad(v) else f"{v:,.0f}"
+
+
+def sci(v: float | None) -> str:
+    """A small error: ``4.24e-07``."""
+    return DASH if _bad(v) else f"{v:.2e}"
+
+
+def correct_of(top1: float | None, samples: int | None) -> int | None:
+    """How many images a top-1 percentage stands for."""
+    if _bad(top1) or not samples:
+        return None
+    return int(round(top1 * samples / 100.0))
+
+
+def accuracy(top1: float | None, samples: int | None) -> str:
+    """Top-1 with the sample count beside it: ``99.07% (534 of 539)``; a caveat when few images."""
+    if _bad(top1):
+        return DASH
+    n = correct_of(top1, samples)
+    if n is None:
+        return pct(top1)
+    return f"{pct(top1)} ({n} of {samples}{', few images' if samples < SMALL_SAMPLE else ''})"
+
+
+def small_sample_note(samples: int | None, what: str = "this figure") -> str:
+    """A caveat sentence when ``samples`` is small (empty otherwise)."""
+    if not samples or samples >= SMALL_SAMPLE:
+        return ""
+    step = 100.0 / samples
+    return (f"{what} uses only {samples} images: one image moves it by {step:.2f} points, "
+            "so read it as a rough sign, not an accuracy")
+
+
+def seconds(v: float | None) -> str:
+    """A duration: ``1.9 s``."""
+    return DASH if _bad(v) else (f"{v:.2f} s" if v < 10 else f"{v:.0f} s")
+
+
+def words_of(d: dict, fmt=None) -> str:
+    """A flat dict as ``key value, key value`` (never a Python repr)."""
+    fmt = fmt or (lambda v: v)
+    return ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in d.items())

@@ -1,0 +1,276 @@
+"""report.html: one self-contained page per bundle, verdict first, plots embedded, JSON one link away."""
+from __future__ import annotations
+
+from edgerep.report import fmt
+from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
+from edgerep.report.plots import float_layers
+from edgerep.report.rows import engine_entries, engine_rows
+
+SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
+            ("#fold", "fold"), ("#data", "data"), ("#host", "versions & host")]
+
+
+def _verdict(report: dict) -> str:
+    gate = report.get("gate")
+    rows = engine_entries(report)
+    if not gate:
+        head, cls = badge("NOT GATED", "neutral"), ""
+        items = ["<li>no gate ran (deploy with <code>--max-drop</code>, or run <code>edgerep gate</code>)</li>"]
+    else:
+        ok = gate.get("passed")
+        head, cls = badge("PASSED" if ok else "FAILED", "ok" if ok else "bad"), "ok" if ok else "bad"
+        checks = sorted(gate.get("checks", []), key=lambda c: c.get("passed", True))
+        items = [f'<li class="{"ok" if c.get("passed") else "fail"}">{"ok" if c.get("passed") else "FAIL"}: '
+                 f'{esc(str(c.get("message", "")))}</li>' for c in checks]
+    items += [f'<li class="fail">warning: {esc(str(w))}</li>' for w in report.get("warnings") or []]
+    headline = _headline(report, rows)
+    return (f'<section id="verdict" class="verdict {cls}"><b>Gate</b> {head} {headline}'
+            f"<ul>{''.join(items)}</ul></section>")
+
+
+def _headline(report: dict, rows) -> str:
+    """One sentence on the INT8 engine people ship: accuracy with its sample count, drop, speed-up."""
+    int8 = [e for _, e, b in rows if not b and e.get("precision") == "int8" and e.get("accuracy")]
+    if not int8:
+        return ""
+    e = int8[0]
+    acc = e["accuracy"]
+    bits = [f"{esc(e.get('name', '?'))} INT8: top-1 {esc(fmt.accuracy(acc.get('top1'), acc.get('samples')))}",
+            f"drop {esc(fmt.points(e.get('drop_vs_unfolded')))} points vs the unfolded model"]
+    sp = e.get("speedup_vs_unfolded")
+    if isinstance(sp, (int, float)) and sp > 0:
+        bits.append(f"p50 {sp:.1f}x faster than the unfolded model")
+    return '<span class="muted">— ' + "; ".join(bits) + "</span>"
+
+
+def _engines(report: dict) -> str:
+    rows = engine_rows(report)
+    has_scen = any(r["scenario"] for r in rows)
+    has_noise = any(r["noise"] for r in rows)
+    head = ["engine", "precision"] + (["scenario"] if has_scen else []) + \
+        ["p50 ms", "p90 ms", "p99 ms", "img/s"] + (["noise"] if has_noise else []) + \
+        ["top-1 (correct of images)", "drop vs unfolded (points)", "verdict", "note"]
+    body, classes = [], []
+    for r in rows:
+        verdict = {"pass": badge("pass", "ok"), "fail": badge("FAIL", "bad")}.get(r["verdict"], esc(r["verdict"]))
+        noise = f'<span class="noise" title="{esc(r["noise"])}">{esc(r["noise"])}</span>' if r["noise"] else ""
+        cells = [esc(r["engine"]), esc(r["precision"])] + ([esc(r["scenario"])] if has_scen else []) + \
+            [esc(r["p50"]), esc(r["p90"]), esc(r["p99"]), esc(r["throughput"])] + ([noise] if has_noise else []) + \
+            [esc(r["top1_n"]), esc(r["drop"]), verdict, esc(r["note"])]
+        body.append(cells)
+        classes.append({"pass": "pass", "fail": "fail"}.get(r["verdict"], ""))
+    first_num = 2 + has_scen
+    numeric = list(range(first_num, first_num + 4)) + [first_num + 4 + has_noise, first_num + 5 + has_noise]
+    note = ""
+    lat = [((e.get("latency") or {}).get("iterations"), (e.get("latency") or {}).get("batch")) for _, e, _ in
+           engine_entries(report)]
+    if lat and lat[0][0]:
+        note = (f'<p class="muted">Latency: batch {esc(str(lat[0][1] or 1))}, percentiles over each engine\'s '
+                f"timed runs; see the <a href=\"#plot-latency\">latency plot</a>. Accuracy: top-1 on the held-out "
+                f'test split against the <b>unfolded</b> FP32 model; see the <a href="#plot-accuracy">accuracy plot</a>.</p>')
+    return ('<h2 id="engines">Engines</h2>' + table(head, body, numeric=numeric, row_class=classes, raw=True) + note)
+
+
+_CAPTIONS = {
+    "latency.png": ("plot-latency", "latency per engine",
+                    "Log scale: bar = median (p50) per batch, whisker = p90 to p99; hatched = a run marked noisy."),
+    "accuracy.png": ("plot-accuracy", "accuracy and drop per engine",
+                     "Left: top-1 on the test split. Right: points lost against the unfolded model; "
+                     "dashed = the gate's limit."),
+    "sqnr.png": ("plot-sqnr", "INT8 SQNR per layer",
+                 "Higher is better. Weight SQNR per-tensor and per-channel, and the model output's SQNR when "
+                 "only that layer is INT8 (from the INT8-friendliness check)."),
+}
+
+
+def _plots(plots: dict[str, bytes]) -> str:
+    if not plots:
+        return '<h2 id="plots">Plots</h2><p class="muted">nothing to plot (no latency or accuracy measured)</p>'
+    figs = []
+    for name, png in plots.items():
+        anchor, alt, cap = _CAPTIONS.get(name, (name.split(".")[0], name, ""))
+        figs.append(png_figure(png, alt, cap, anchor))
+    return '<h2 id="plots">Plots</h2>' + "".join(figs)
+
+
+def _int8(report: dict, links: dict[str, str]) -> str:
+    q = report.get("quantization") or {}
+    out = ['<h2 id="int8">INT8</h2>']
+    pol = q.get("cpu_policy") or {}
+    if pol:
+        out.append(f"<p>CPU policy <b>{esc(str(pol.get('name')))}</b>: {esc(str(pol.get('reason', '')))}</p>")
+    cal = q.get("calibration") or {}
+    if cal:
+        cached = "reused from the cache" if cal.get("was_cached") else "computed"
+        out.append(f"<p>Calibration: {esc(str(cal.get('method')))} ranges from {esc(str(cal.get('samples')))} "
+                   f"images ({cached}, key <code>{esc(str(cal.get('key', ''))[:16])}</code>).</p>")
+    eq = q.get("equalization") or {}
+    if eq.get("applied"):
+        out.append(f"<p>Cross-layer equalization: {len(eq.get('pairs') or [])} layer pairs, largest channel range "
+                   f"ratio {eq.get('range_ratio_before', 0):.1f} &rarr; {eq.get('range_ratio_after', 0):.1f}.</p>")
+    cands = q.get("candidates") or []
+    if cands:
+        sim = any(c.get("simulated_top1") is not None for c in cands)
+        n = (q.get("reference") or {}).get("samples")
+        head = ["policy", "top-1 on the optimized session"] + (["QDQ simulation top-1"] if sim else []) + \
+            ["drop (points)", "latency ms", "accepted", "why"]
+        rows = []
+        for c in cands:
+            p = c.get("policy")
+            p = p.get("name") if isinstance(p, dict) else p
+            rows.append([str(p), fmt.accuracy(c.get("top1"), n)] +
+                        ([fmt.pct(c.get("simulated_top1"))] if sim else []) +
+                        [fmt.points(c.get("drop"), signed=False), fmt.ms(c.get("latency_ms")),
+                         "yes" if c.get("accepted") else "no", str(c.get("reason", ""))])
+        out.append("<h3>CPU policies tried</h3>" + table(head, rows, numeric=[1, 2, 3] + ([4] if sim else [])))
+        out.append('<p class="muted">Each policy is measured on the optimized onnxruntime session, the fused INT8 '
+                   "kernels that will run. The QDQ simulation (graph optimizations off) is measured only for a "
+                   "rejected policy, to tell kernel saturation from bad ranges.</p>")
+    trt = q.get("tensorrt") or {}
+    if trt:
+        out.append(f"<p>TensorRT QDQ file: simulated top-1 {esc(fmt.pct(trt.get('simulated_top1')))}, drop "
+                   f"{esc(fmt.points(trt.get('simulated_drop')))} points (QDQ simulated in float; the plan itself "
+                   "is measured in the engine table where TensorRT exists).</p>")
+    out.append('<h3 id="float-layers">Layers kept in float</h3>')
+    excl = q.get("excluded_nodes") or []
+    if excl:
+        out.append(table(["ONNX node", "target", "precision", "why"],
+                         [[str(e.get("node")), str(e.get("target", "")), str(e.get("precision", "")),
+                           str(e.get("why", ""))] for e in excl]))
+    else:
+        out.append("<p>None: every quantizable layer runs in INT8 (the accuracy budget held without exclusions).</p>")
+    out.append(_check(report, links))
+    return "".join(out)
+
+
+def _check(report: dict, links: dict[str, str]) -> str:
+    check = report.get("check") or {}
+    sm = check.get("summary") or {}
+    link = links.get("check_html")
+    more = f' The per-layer page with plots: <a href="{esc(link)}">check.html</a>.' if link else ""
+    if not sm:
+        return f'<h3 id="check">INT8 friendliness</h3><p class="muted">The check did not run.{more}</p>'
+    c, cf = sm.get("counts") or {}, sm.get("counts_with_fixes") or {}
+    kept = float_layers(report)
+    rows, classes = [], []
+    for l in check.get("layers") or []:
+        w = (l.get("metrics") or {}).get("weight") or {}
+        kind = {"ok": "ok", "warn": "warn", "bad": "bad"}
+        rows.append([esc(l.get("name", "?")), esc(l.get("block", "")),
+                     badge(l.get("verdict", "?"), kind.get(l.get("verdict"), "neutral")),
+                     badge(l.get("verdict_with_fixes", "?"), kind.get(l.get("verdict_with_fixes"), "neutral")),
+                     esc(_db(w.get("sqnr_per_tensor_db"))), esc(_db(w.get("sqnr_per_channel_db"))),
+                     "float" if l.get("name") in kept else "INT8",
+                     esc("; ".join(l.get("reasons") or []) or "-")])
+        classes.append("")
+    advice = "".join(f"<li>{esc(a)}</li>" for a in sm.get("top_advice") or [])
+    return (f'<h3 id="check">INT8 friendliness (edgerep check)</h3><p>{esc(str(sm.get("layers")))} folded layers. '
+            f"Plain INT8 (per-tensor weights): {c.get('ok', 0)} ok, {c.get('warn', 0)} warn, {c.get('bad', 0)} bad; "
+            f"with the advised fixes: {cf.get('ok', 0)} ok, {cf.get('warn', 0)} warn, {cf.get('bad', 0)} bad. "
+            f"Worst layer: <b>{esc(str(sm.get('worst_layer')))}</b>.{more} "
+            f'See also the <a href="#plot-sqnr">SQNR plot</a>.</p>'
+            + (f"<ul>{advice}</ul>" if advice else "")
+            + table(["layer", "block", "plain INT8", "with fixes", "W SQNR tensor (dB)", "W SQNR channel (dB)",
+                     "deployed as", "reasons"], rows, numeric=[4, 5], raw=True))
+
+
+def _db(v) -> str:
+    return fmt.DASH if not isinstance(v, (int, float)) else ("exact" if v == float("inf") else f"{v:.1f}")
+
+
+def _fold(report: dict) -> str:
+    f = report.get("fold") or {}
+    if not f:
+        return '<h2 id="fold">Fold</h2><p class="muted">no fold in this report</p>'
+    rows = [("convolutions", f"{f.get('convs_before')} → {f.get('convs_after')}"),
+            ("parameters", f"{fmt.count(f.get('params_before'))} → {fmt.count(f.get('params_after'))}"),
+            ("max error vs the unfolded model", f"{fmt.sci(f.get('max_abs_error'))} absolute, "
+                                                f"{fmt.sci(f.get('max_rel_error'))} relative"),
+            ("fold time", fmt.seconds(f.get("seconds")))]
+    notes = "".join(f"<li>{esc(str(n))}</li>" for n in f.get("notes") or [])
+    return '<h2 id="fold">Fold</h2>' + kv_table(rows) + (f"<ul>{notes}</ul>" if notes else "")
+
+
+def _data(report: dict) -> str:
+    out = ['<h2 id="data">Data and preprocessing</h2>']
+    splits = report.get("splits") or {}
+    split_rows = [(k, v) for k, v in splits.items() if isinstance(v, dict)]
+    if split_rows:
+        use = {"calibration": "sets the activation ranges", "selection": "decides every choice (method, policy, "
+               "layers kept in float)", "test": "only reported and gated"}
+        out.append(table(["split", "images", "used for", "fingerprint", "source"],
+                         [[k, fmt.count(v.get("count")), use.get(k, ""), str(v.get("fingerprint") or ""),
+                           str(v.get("source") or "")] for k, v in split_rows], numeric=[1]))
+        if splits.get("note"):
+            out.append(f'<p class="muted">{esc(str(splits["note"]))}</p>')
+    else:
+        d = report.get("data") or {}
+        if d:
+            rows = [("calibration", f"{d.get('calibration')} ({d.get('calibration_split') or 'calib'} split), "
+                                    f"{fmt.count(d.get('calibration_samples'))} images"),
+                    ("evaluation", f"{d.get('evaluation')}, {fmt.count(d.get('evaluation_samples'))} images")]
+            if d.get("calibration_recipe"):
+                rows.append(("calibration recipe", str(d["calibration_recipe"])))
+            out.append(kv_table(rows))
+    pre = report.get("preprocessing") or {}
+    m = report.get("model") or {}
+    if pre:
+        def seq(v):
+            return ", ".join(f"{x:g}" if isinstance(x, (int, float)) else str(x) for x in v) if v else fmt.DASH
+
+        out.append("<h3>Preprocessing</h3>" + kv_table([
+            ("input shape (C, H, W)", seq(pre.get("input_shape"))), ("mean", seq(pre.get("mean"))),
+            ("std", seq(pre.get("std"))), ("scale", str(pre.get("scale", fmt.DASH))),
+            ("resize", str(pre.get("resize") or "none")), ("channel order", str(pre.get("channel_order") or fmt.DASH)),
+            ("taken from", str(pre.get("source") or fmt.DASH))]))
+    elif m.get("input_shape"):
+        out.append(f"<p>Input shape (C, H, W): {esc(', '.join(str(x) for x in m['input_shape']))}.</p>")
+    return "".join(out)
+
+
+def _host(report: dict, manifest: dict | None) -> str:
+    out = ['<h2 id="host">Versions and host</h2>']
+    m = report.get("model") or {}
+    t = report.get("target") or {}
+    rows = [("model", f"{m.get('name', '?')} ({m.get('arch', '?')}, {m.get('source_format', '?')} checkpoint)"),
+            ("checkpoint", f"{m.get('checkpoint', '?')} (sha256 {str(m.get('sha256', ''))[:16]})")]
+    if t:
+        rows.append(("target", f"{t.get('name')}: {t.get('description', '')}"))
+    versions = (manifest or {}).get("versions") or {}
+    if versions:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    h = report.get("host") or {}
+    cpu = h.get("cpu_features") or {}
+    if h:
+        rows.append(("host", f"{cpu.get('model_name') or h.get('processor') or h.get('machine')}, "
+                             f"{h.get('cpu_count')} cores, INT8 dot product: {cpu.get('int8_dot') or 'none'}, "
+                             f"python {h.get('python')}, torch threads {h.get('torch_threads')}"))
+    out.append(kv_table(rows))
+    tm = report.get("timings_s") or {}
+    if tm:
+        out.append("<h3>Time per step</h3>" + table(list(tm), [[fmt.seconds(v) for v in tm.values()]],
+                                                    numeric=range(len(tm))))
+    return "".join(out)
+
+
+def to_html(report: dict, plots: dict[str, bytes] | None = None, *, manifest: dict | None = None,
+            links: dict[str, str] | None = None) -> str:
+    """The whole page. ``links``: name -> relative path of the files beside it (check_html, json, md)."""
+    from edgerep.report.plots import report_plots
+
+    plots = report_plots(report) if plots is None else plots
+    links = dict(links or {})
+    m = report.get("model") or {}
+    files = [(links[k], t) for k, t in (("check_html", "check.html"), ("json", "report.json"),
+                                        ("md", "report.md"), ("manifest", "manifest.json")) if links.get(k)]
+    nav = list(SECTIONS) + files
+    kind = report.get("kind", "deploy")
+    body = (f"<h1>edgerep {esc(kind)} report: {esc(str(m.get('name', '?')))}</h1>"
+            f'<p class="sub">{esc(str(m.get("arch", "")))} · target {esc(str((report.get("target") or {}).get("name", "?")))}'
+            + (" · files: " + " · ".join(f'<a href="{esc(h)}">{esc(t)}</a>' for h, t in files) if files else "")
+            + "</p>" + _verdict(report) + _engines(report) + _plots(plots) + _int8(report, links) + _fold(report)
+            + _data(report) + _host(report, manifest)
+            + f"<footer>edgerep report, schema {esc(str(report.get('schema', '?')))}. Every number above is in "
+            + (f'<a href="{esc(links["json"])}">report.json</a>' if links.get("json") else "report.json")
+            + ".</footer>")
+    return page(f"edgerep: {m.get('name', '')}", body, nav)

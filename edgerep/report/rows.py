@@ -1,0 +1,82 @@
+"""The engine rows every view of a report shares (terminal table, Markdown, HTML, plots, diff)."""
+from __future__ import annotations
+
+from edgerep.report import fmt
+
+
+def engine_entries(report: dict) -> list[tuple[str, dict, bool]]:
+    """``(label, entry, is_baseline)`` per engine, the unfolded torch baseline first."""
+    out = []
+    base = report.get("baseline")
+    for e in [base] + list(report.get("engines", [])):
+        if not e:
+            continue
+        out.append((engine_label(e, e is base), e, e is base))
+    return out
+
+
+def engine_label(e: dict, is_baseline: bool = False) -> str:
+    """``onnxruntime-cpu`` / ``torch-cpu unfolded`` / ``onnxruntime-cpu (for tensorrt-int8-gpu)``."""
+    name = e.get("name", "?")
+    if is_baseline:
+        return name + " unfolded"
+    if e.get("status") == "fallback":
+        return f"{name} (for {e.get('requested')})"
+    if e.get("status") == "skipped":
+        return f"{e.get('requested') or name} (skipped)"
+    return name
+
+
+def engine_key(e: dict) -> str:
+    """``name/precision``: how the gate and the diff match engines across reports."""
+    return f"{e.get('name')}/{e.get('precision')}"
+
+
+def noise_mark(lat: dict) -> str:
+    """``noisy`` (with the reason) when the latency run said so, else empty."""
+    if not lat.get("noisy"):
+        return ""
+    why = lat.get("noise_reason")
+    return f"noisy: {why}" if why else "noisy"
+
+
+def engine_rows(report: dict) -> list[dict[str, str]]:
+    """One row per engine (the unfolded torch baseline first): the table deploy prints."""
+    rows = []
+    for label, e, is_base in engine_entries(report):
+        lat = e.get("latency") or {}
+        acc = e.get("accuracy") or {}
+        samples = acc.get("samples")
+        rows.append({
+            "engine": label,
+            "key": engine_key(e),
+            "precision": e.get("precision", "?"),
+            "status": e.get("status", "built"),
+            "scenario": str(lat.get("scenario") or ""),
+            "p50": fmt.ms(lat.get("p50_ms")),
+            "p90": fmt.ms(lat.get("p90_ms")),
+            "p99": fmt.ms(lat.get("p99_ms")),
+            "throughput": fmt.count(lat.get("throughput_ips")),
+            "noise": noise_mark(lat),
+            "top1": fmt.points(acc.get("top1"), signed=False),
+            "top1_n": fmt.accuracy(acc.get("top1"), samples),
+            "samples": "" if samples is None else str(samples),
+            "agreement": fmt.points(acc.get("top1_agreement"), signed=False),
+            "drop": "baseline" if is_base else fmt.points(e.get("drop_vs_unfolded")),
+            "verdict": e.get("verdict", ""),
+            "note": e.get("reason", "") or "",
+        })
+    return rows
+
+
+#: the columns of the terminal and Markdown engine table: (row key, heading)
+COLUMNS = [("engine", "engine"), ("precision", "precision"), ("p50", "p50 ms"), ("p99", "p99 ms"),
+           ("throughput", "img/s"), ("top1", "top-1 %"), ("drop", "drop vs unfolded"), ("verdict", "verdict")]
+
+
+def gate_threshold(report: dict, name: str) -> float | None:
+    """The limit a named gate check used (e.g. ``max_drop``), when the report was gated."""
+    for c in (report.get("gate") or {}).get("checks", []):
+        if c.get("name") == name and c.get("threshold") is not None:
+            return float(c["threshold"])
+    return None
