@@ -527,7 +527,7 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict) -> d
     rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds, sensitivity=True)
     from edgerep.report.check_html import write_check_html
 
-    page = write_check_html(rep, tmp / "check")
+    page = write_check_html(rep, tmp / "check", report_link="../report.html")
     files["check_html"] = str(Path(page).relative_to(tmp))
     d = rep.to_dict()
     return {"summary": d.get("summary"), "layers": d.get("layers")}

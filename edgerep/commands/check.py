@@ -172,11 +172,12 @@ def print_report(report, title: str = "edgerep check") -> None:
                 console.print(f"   -> {adv.text}")
     s = report.summary
     c, cf = s["counts"], s["counts_with_fixes"]
-    fp = report.fp32 or {}
-    top1 = (f", fp32 top-1 {100 * fp['top1']:.1f}% on {report.data.get('eval_images')} images"
-            if fp.get("top1") is not None else "")
+    from edgerep.report.check_html import fp32_sentence
+
     console.print(f"\n{s['layers']} layers: plain INT8 {c['ok']} ok / {c['warn']} warn / {c['bad']} bad; with fixes "
-                  f"{cf['ok']} ok / {cf['warn']} warn / {cf['bad']} bad. Worst: {s['worst_layer']}{top1}.")
+                  f"{cf['ok']} ok / {cf['warn']} warn / {cf['bad']} bad. Worst: {s['worst_layer']}.")
+    if fp32_sentence(report):
+        console.print(fp32_sentence(report).replace("fp32 top-1", "Sensitivity images: fp32 top-1", 1) + ".")
     for line in s["top_advice"]:
         console.print(f"advice: {line}")
     verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"

@@ -168,25 +168,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def reference_line(ref: dict) -> str:
+    """``reference: the unfolded FP32 model, top-1 99.07% (534 of 539 images, digits:test)``."""
+    from edgerep.report import fmt as F
+
+    source = str(ref.get("source") or "reference")
+    if source.startswith("reference (") and source.endswith(")"):
+        source = "the " + source[len("reference ("):-1]
+    n = ref.get("samples")
+    if ref.get("top1") is None:
+        return f"reference: {source} (no labelled evaluation data)"
+    got = F.correct_of(ref.get("top1"), n)
+    count = f"{got} of {n} images" if got is not None else "images unknown"
+    where = f", {ref['data']}" if ref.get("data") else ""
+    caveat = F.small_sample_note(n, "the reference")
+    return f"reference: {source}, top-1 {F.pct(ref.get('top1'))} ({count}{where})" + (f"; {caveat}" if caveat else "")
+
+
 def _print_table(res) -> None:
+    from edgerep.report import fmt as F
     from edgerep.report.console import make_console
     from rich.table import Table
 
     con = make_console()
     ref = res.reference
+    n = ref.get("samples")
     t = Table(title=f"CPU policies on {res.cpu.get('model_name')} ({res.cpu.get('int8_dot')}), "
                     f"measured on the optimized onnxruntime session")
-    for col in ("policy", "top-1", "drop", "agree", "latency ms", "verdict"):
+    for col in ("policy", "top-1 (correct of images)", "drop (points)", "agreement", "latency ms", "verdict"):
         t.add_column(col)
     for c in res.candidates:
-        t.add_row(c.policy, "-" if c.top1 is None else f"{c.top1:.2f}", f"{c.drop:.2f}",
-                  "-" if c.agreement is None else f"{c.agreement:.1f}", f"{c.latency_ms:.3f}",
-                  "[green]accepted[/]" if c.accepted else "[red]rejected[/]")
+        t.add_row(c.policy, F.accuracy(c.top1, n), F.points(c.drop, signed=False), F.pct(c.agreement),
+                  F.ms(c.latency_ms), "[green]accepted[/]" if c.accepted else "[red]rejected[/]")
     con.print(t)
     for c in res.candidates:
         con.print(f"  {c.policy}: {c.reason}")
-    con.print(f"reference: {ref.get('source')} top-1 {ref.get('top1')} on {ref.get('samples')} samples "
-              f"({ref.get('data')})")
+    con.print(reference_line(ref))
     if res.cpu_policy:
         con.print(f"[bold]cpu policy[/]: {res.cpu_policy.name} - {res.cpu_policy.reason}")
         if res.cpu_policy.session_config:
@@ -196,7 +213,7 @@ def _print_table(res) -> None:
     if "tensorrt" in res.files:
         errs = [i for i in res.lint if i.severity == "error"]
         con.print(f"tensorrt: {res.files['tensorrt']} lint {'passed' if not errs else 'FAILED'}; simulated drop "
-                  f"{res.tensorrt.get('simulated_drop')}")
+                  f"{F.points(res.tensorrt.get('simulated_drop'), signed=False)} points")
         for i in res.lint[:10]:
             con.print(f"  {i}")
     cal = res.calibration

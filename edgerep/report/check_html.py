@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from edgerep.quant import thresholds as T
+from edgerep.report import fmt
 
 #: how many of the worst layers get weight histograms
 WORST_LAYERS = 3
@@ -142,8 +143,25 @@ def _badge(v: str) -> str:
     return f'<span class="v" style="background:{_COLOURS[v]}">{_e(v)}</span>'
 
 
-def render_html(report, images: dict[str, str | list[tuple[str, str]]]) -> str:
-    """The page's HTML, linking the PNG files named in ``images``."""
+def fp32_sentence(report, lead: str = "") -> str:
+    """``fp32 top-1 87.50% (14 of 16 images; ...caveat)`` from the check's sensitivity images, or ''."""
+    fp = report.fp32 or {}
+    if fp.get("top1") is None:
+        return ""
+    n = report.data.get("eval_images")
+    top1 = 100 * fp["top1"]
+    got = fmt.correct_of(top1, n)
+    if got is None:
+        return f"{lead}fp32 top-1 {fmt.pct(top1)}"
+    text = f"{lead}fp32 top-1 {fmt.pct(top1)} ({got} of {n} images"
+    caveat = fmt.small_sample_note(n, "this check")
+    if caveat:
+        return f"{text}; {caveat}; deploy measures the whole test split)"
+    return text + ")"
+
+
+def render_html(report, images: dict[str, str | list[tuple[str, str]]], report_link: str | None = None) -> str:
+    """The page's HTML, linking the PNG files named in ``images`` (and the deploy report, when given)."""
     s = report.summary
     c, cf = s["counts"], s["counts_with_fixes"]
     rows = []
@@ -184,8 +202,9 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]]) -> str:
     if images.get("attribution"):
         figs.append("<h2>Branch attribution</h2>" + "".join(
             f'<img src="{_e(f)}" alt="attribution of {_e(n)}">' for n, f in images["attribution"]))
-    fp = report.fp32 or {}
-    timings = {k: round(v, 2) for k, v in report.timings.items()}
+    timings = ", ".join(f"{k} {fmt.seconds(v)}" for k, v in report.timings.items())
+    back = (f'<p>Part of a deploy bundle: the <a href="{_e(report_link)}">deploy report</a> has the engines, '
+            "latency and test-split accuracy.</p>") if report_link else ""
     thr = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in T.as_dict().items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgerep check: {_e(report.model)}</title>
@@ -204,8 +223,8 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
 activations): {c['ok']} ok, {c['warn']} warn, {c['bad']} bad. With fixes (per-channel weights, better clipping):
 {cf['ok']} ok, {cf['warn']} warn, {cf['bad']} bad. Worst layer: <b>{_e(s['worst_layer'])}</b>.
 Calibration images: {_e(report.data.get('calib_images'))}, sensitivity images: {_e(report.data.get('eval_images'))}
-({_e(report.data.get('eval_source'))}){f", fp32 top-1 {100 * fp['top1']:.1f}%" if fp.get('top1') is not None else ''}.
-Fold max relative error {report.fold_max_rel_error:.1e}.</p>
+({_e(report.data.get('eval_source'))}){_e(fp32_sentence(report, ", "))}.
+Fold max relative error {report.fold_max_rel_error:.1e}.</p>{back}
 <h2>Advice</h2><ul>{''.join(f'<li class="adv">{_e(x)}</li>' for x in s['top_advice'])}</ul>
 <h2>Layers</h2>
 <table><tr><th>layer</th><th>block</th><th>plain</th><th>fixed</th><th>W SQNR tensor / channel (dB)</th>
@@ -216,13 +235,16 @@ Fold max relative error {report.fold_max_rel_error:.1e}.</p>
 <h2>Flagged layers</h2>{''.join(details) or '<p>none</p>'}
 {''.join(figs)}
 <h2>Thresholds</h2><table>{thr}</table>
-<p style="color:#777">edgerep check, format edgerep.check/1; timings {_e(timings)}</p>
+<p style="color:#777">edgerep check, format edgerep.check/1. Time per step: {_e(timings)}.</p>
 </body></html>
 """
 
 
-def write_check_html(report, out_dir: str | Path) -> Path:
-    """Write ``out_dir/check.html`` and its PNGs (``check_*.png``); returns the HTML path."""
+def write_check_html(report, out_dir: str | Path, report_link: str | None = None) -> Path:
+    """Write ``out_dir/check.html`` and its PNGs (``check_*.png``); returns the HTML path.
+
+    ``report_link``: the deploy report's path relative to the page, when the page is part of a bundle.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".check-", dir=out_dir.parent))
@@ -243,7 +265,7 @@ def write_check_html(report, out_dir: str | Path) -> Path:
             name = f"check_attribution_{i}.png"
             plot_attribution(r, tmp / name)
             images["attribution"].append((r.name, name))
-        (tmp / "check.html").write_text(render_html(report, images), encoding="utf-8")
+        (tmp / "check.html").write_text(render_html(report, images, report_link), encoding="utf-8")
         for old in out_dir.glob("check_*.png"):
             old.unlink()
         for f in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".html"):  # the page last
@@ -253,4 +275,4 @@ def write_check_html(report, out_dir: str | Path) -> Path:
     return out_dir / "check.html"
 
 
-__all__ = ["write_check_html", "render_html", "plot_sqnr_bars", "plot_weights", "plot_attribution"]
+__all__ = ["write_check_html", "render_html", "fp32_sentence", "plot_sqnr_bars", "plot_weights", "plot_attribution"]

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.table import Table
 
-from edgerep.report.render import COLUMNS, engine_rows
+from edgerep.report.rows import COLUMNS, engine_rows
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -36,12 +36,21 @@ def step_progress(quiet: bool = False) -> Iterator[Callable[[str, str], None]]:
 
 
 def print_engine_table(report: dict, title: str = "edgerep") -> None:
+    """The engine table (top-1 with its image count, noise marks when a run was noisy), then notes and the gate."""
+    rows = engine_rows(report)
+    cols = [(k, "top-1 (correct of images)" if k == "top1" else h) for k, h in COLUMNS]
+    cols = [("top1_n" if k == "top1" else k, h) for k, h in cols]
+    if any(r["scenario"] for r in rows):
+        cols.insert(2, ("scenario", "scenario"))
+    if any(r["noise"] for r in rows):
+        cols.insert(-3, ("noise", "noise"))
     table = Table(title=title)
-    for _, head in COLUMNS:
-        table.add_column(head, justify="right" if head not in ("engine", "precision", "verdict") else "left")
-    for r in engine_rows(report):
+    for k, head in cols:
+        table.add_column(head, justify="left" if k in ("engine", "precision", "verdict", "scenario", "noise")
+                         else "right")
+    for r in rows:
         verdict = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(r["verdict"], r["verdict"])
-        table.add_row(*[verdict if k == "verdict" else r[k] for k, _ in COLUMNS])
+        table.add_row(*[verdict if k == "verdict" else r[k] for k, _ in cols])
     console = make_console()
     console.print(table)
     fold = report.get("fold") or {}
