@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "build": "build engines (onnxruntime, TensorRT) for a target profile from an ONNX file",
     "bench": "measure latency and throughput of a model or bundle on every engine",
     "gate": "fail CI (exit 1) when a report's accuracy or latency regresses",
+    "diff": "show what changed between two reports: accuracy, latency beyond noise, INT8 verdicts, files, settings",
     "doctor": "show versions, devices and CPU features that decide what runs fast here",
     "zoo": "list the architectures edgerep can build and load",
 }
@@ -32,6 +33,7 @@ Add --debug before the command to see the full traceback of an error.
 typical use:
   edgerep deploy checkpoint.pt                 # everything, into engines/out/<name>/
   edgerep gate engines/out/<name>/report.json --max-drop 0.5
+  edgerep diff main-bundle/ engines/out/<name>/ --markdown diff.md
 """
 
 

@@ -424,6 +424,8 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
             "target_profile": _profile_dict(profile),
             "cpu_policy": qdict.get("cpu_policy"),
             "files": files,
+            # what `edgerep diff` compares when only report.json and manifest.json are kept
+            "sha256": {rel: sha256_file(tmp / rel) for rel in files.values() if (tmp / rel).is_file()},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         from edgerep.report.render import write_reports

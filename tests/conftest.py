@@ -21,3 +21,18 @@ def _seed_and_one_thread():
     not tests, measure multi-threaded speed."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory):
+    """One deploy of the shipped digits demo (check included), shared by the report, diff and browser tests."""
+    from pathlib import Path
+
+    from edgerep.cli import main
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repvgg_digits.pt"
+    out = tmp_path_factory.mktemp("demo") / "bundle"
+    rc = main(["deploy", str(demo), "--out", str(out), "--bench-seconds", "0.2", "--calib-samples", "128",
+               "--max-drop", "0.5", "--cache-dir", str(out.parent / "cache")])
+    assert rc == 0
+    return out

@@ -16,7 +16,8 @@ from edgerep.report.rows import engine_entries, gate_threshold
 _OK, _BAD, _BASE, _WARN = "#2e7d32", "#c62828", "#8c959f", "#b26a00"
 
 
-def _fig(w: float, h: float):
+def new_figure(w: float, h: float):
+    """A matplotlib Figure on the Agg canvas (no display, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -25,7 +26,8 @@ def _fig(w: float, h: float):
     return fig
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes, laid out tight."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -47,7 +49,7 @@ def latency_png(report: dict) -> bytes | None:
     rows = [(lab, e, b) for lab, e, b in engine_entries(report) if _finite((e.get("latency") or {}).get("p50_ms"))]
     if not rows:
         return None
-    fig = _fig(8.8, 0.62 * len(rows) + 1.5)
+    fig = new_figure(8.8, 0.62 * len(rows) + 1.5)
     ax = fig.add_subplot(111)
     ys = list(range(len(rows)))[::-1]
     hi = 0.0
@@ -77,7 +79,7 @@ def latency_png(report: dict) -> bytes | None:
     ax.set_title(f"latency, batch {lat0.get('batch', 1)}" + (f", {scen} scenario" if scen else ""), fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.25)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def accuracy_png(report: dict) -> bytes | None:
@@ -85,7 +87,7 @@ def accuracy_png(report: dict) -> bytes | None:
     rows = [(lab, e, b) for lab, e, b in engine_entries(report) if (e.get("accuracy") or {}).get("top1") is not None]
     if not rows:
         return None
-    fig = _fig(9.6, 0.55 * len(rows) + 1.6)
+    fig = new_figure(9.6, 0.55 * len(rows) + 1.6)
     ax1, ax2 = fig.add_subplot(121), fig.add_subplot(122)
     ys = list(range(len(rows)))[::-1]
     vals = [e["accuracy"]["top1"] for _, e, _ in rows]
@@ -115,7 +117,7 @@ def accuracy_png(report: dict) -> bytes | None:
     ax2.set_yticklabels([])
     ax2.set_title("drop vs the unfolded model (points)", fontsize=10)
     ax2.set_xlabel("top-1 points lost")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def float_layers(report: dict) -> dict[str, list[dict]]:
@@ -151,7 +153,7 @@ def sqnr_png(report: dict) -> bytes | None:
     if not series:
         return None
     n = len(layers)
-    fig = _fig(max(8.8, 0.55 * n + 3), 3.9)
+    fig = new_figure(max(8.8, 0.55 * n + 3), 3.9)
     ax = fig.add_subplot(111)
     width = 0.8 / len(series)
     for i, (label, vals, colour) in enumerate(series):
@@ -171,7 +173,7 @@ def sqnr_png(report: dict) -> bytes | None:
     ax.set_title("INT8 SQNR per folded layer (label colour = plain-INT8 verdict; \"(float)\" = kept in float)",
                  fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def report_plots(report: dict) -> dict[str, bytes]:
