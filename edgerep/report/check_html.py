@@ -212,14 +212,14 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]], report_l
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
-td:first-child, td:nth-child(2), td:last-child {{ text-align: left; }}
+td:first-child, td:nth-child(2), td:last-child, th:first-child, th:nth-child(2), th:last-child {{ text-align: left; }}
 .v {{ color: white; padding: 1px 6px; border-radius: 3px; font-size: 12px; }}
 .attr {{ color: #1a237e; }} .adv {{ font-weight: 600; }}
 img {{ max-width: 100%; display: block; margin: 1em 0; }}
 </style></head><body>
 <h1>edgerep check: {_e(report.model)} {'<span class="v" style="background:#2e7d32">PASS</span>' if report.passed
                                           else '<span class="v" style="background:#c62828">FAIL</span>'}</h1>
-<p>{s['layers']} folded layers, input {_e(tuple(report.input_shape))}. Plain INT8 (per-tensor weights, min-max
+<p>{s['layers']} folded layers, input {_e(' x '.join(str(v) for v in report.input_shape))}. Plain INT8 (per-tensor weights, min-max
 activations): {c['ok']} ok, {c['warn']} warn, {c['bad']} bad. With fixes (per-channel weights, better clipping):
 {cf['ok']} ok, {cf['warn']} warn, {cf['bad']} bad. Worst layer: <b>{_e(s['worst_layer'])}</b>.
 Calibration images: {_e(report.data.get('calib_images'))}, sensitivity images: {_e(report.data.get('eval_images'))}

@@ -7,7 +7,7 @@ from pathlib import Path
 from edgerep.report import fmt
 from edgerep.report.diff import ReportDiff, accuracy_words, latency_words
 from edgerep.report.html_base import badge, esc, page, png_figure, table
-from edgerep.report.plots import new_figure, png_bytes
+from edgerep.report.plots import new_figure, percent_axis, png_bytes
 
 
 def diff_png(d: ReportDiff) -> bytes | None:
@@ -38,7 +38,7 @@ def diff_png(d: ReportDiff) -> bytes | None:
     ax1.set_title("latency: grey = base, colour = new (red slower, green faster)", fontsize=9)
     tops = [v for e in rows for v in (e.top1_base, e.top1_new) if v is not None]
     lo = max(0.0, min(tops) - 3.0) if tops else 0.0
-    ax2.set_xlim(lo, 100.0 + (100.0 - lo) * 0.25)
+    percent_axis(ax2, lo)
     ax2.set_yticks(ys)
     ax2.set_yticklabels([])
     ax2.set_xlabel("top-1 %")
@@ -59,7 +59,7 @@ def to_html(d: ReportDiff, *, out_dir: Path | None = None, base_html: Path | Non
             new_html: Path | None = None) -> str:
     """The page; ``out_dir`` is where it will be written, so links to both reports' pages are relative."""
     if not d.checks:
-        verdict, cls = badge("NO THRESHOLDS", "neutral"), ""
+        verdict, cls = badge("no thresholds given", "neutral"), ""
     else:
         verdict, cls = (badge("PASSED", "ok"), "ok") if d.passed else (badge("FAILED", "bad"), "bad")
     checks = "".join(f'<li class="{"ok" if c.passed else "fail"}">{"ok" if c.passed else "FAIL"}: {esc(c.message)}</li>'
@@ -69,7 +69,7 @@ def to_html(d: ReportDiff, *, out_dir: Path | None = None, base_html: Path | Non
     head = (f"<h1>edgerep diff: {esc(d.model)}</h1>"
             f'<p class="sub">base {_link(base_html, out_dir, d.base_label)} (gate {gate[d.gate_base]}) &rarr; '
             f"new {_link(new_html, out_dir, d.new_label)} (gate {gate[d.gate_new]})</p>"
-            f'<section id="verdict" class="verdict {cls}"><b>Thresholds</b> {verdict} '
+            f'<section id="verdict" class="verdict {cls}"><b>Verdict</b> {verdict} '
             f'<span class="muted">{d.changed()} change(s)</span>'
             + (f"<ul>{checks}</ul>" if checks else "") + notes + "</section>")
     rows, classes = [], []

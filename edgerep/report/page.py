@@ -36,7 +36,7 @@ def _headline(report: dict, rows) -> str:
     e = int8[0]
     acc = e["accuracy"]
     bits = [f"{esc(e.get('name', '?'))} INT8: top-1 {esc(fmt.accuracy(acc.get('top1'), acc.get('samples')))}",
-            f"drop {esc(fmt.points(e.get('drop_vs_unfolded')))} points vs the unfolded model"]
+            f"drop {esc(fmt.points(e.get('drop_vs_unfolded'), signed=False))} points vs the unfolded model"]
     sp = e.get("speedup_vs_unfolded")
     if isinstance(sp, (int, float)) and sp > 0:
         bits.append(f"p50 {sp:.1f}x faster than the unfolded model")
@@ -47,16 +47,17 @@ def _engines(report: dict) -> str:
     rows = engine_rows(report)
     has_scen = any(r["scenario"] for r in rows)
     has_noise = any(r["noise"] for r in rows)
+    has_note = any(r["note"] for r in rows)
     head = ["engine", "precision"] + (["scenario"] if has_scen else []) + \
         ["p50 ms", "p90 ms", "p99 ms", "img/s"] + (["noise"] if has_noise else []) + \
-        ["top-1 (correct of images)", "drop vs unfolded (points)", "verdict", "note"]
+        ["top-1 (correct of images)", "drop vs unfolded (points)", "verdict"] + (["note"] if has_note else [])
     body, classes = [], []
     for r in rows:
         verdict = {"pass": badge("pass", "ok"), "fail": badge("FAIL", "bad")}.get(r["verdict"], esc(r["verdict"]))
         noise = f'<span class="noise" title="{esc(r["noise"])}">{esc(r["noise"])}</span>' if r["noise"] else ""
         cells = [esc(r["engine"]), esc(r["precision"])] + ([esc(r["scenario"])] if has_scen else []) + \
             [esc(r["p50"]), esc(r["p90"]), esc(r["p99"]), esc(r["throughput"])] + ([noise] if has_noise else []) + \
-            [esc(r["top1_n"]), esc(r["drop"]), verdict, esc(r["note"])]
+            [esc(r["top1_n"]), esc(r["drop"]), verdict] + ([esc(r["note"])] if has_note else [])
         body.append(cells)
         classes.append({"pass": "pass", "fail": "fail"}.get(r["verdict"], ""))
     first_num = 2 + has_scen

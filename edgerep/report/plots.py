@@ -40,11 +40,23 @@ def _colour(e: dict, is_base: bool) -> str:
     return _BAD if e.get("verdict") == "fail" else _OK
 
 
+def percent_axis(ax, lo: float) -> None:
+    """An x axis from ``lo`` to a little past 100 (room for labels) whose ticks stop at 100."""
+    ax.set_xlim(lo, 100.0 + (100.0 - lo) * 0.25)
+    ax.set_xticks([t for t in ax.get_xticks() if lo <= t <= 100.0])
+
+
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 
 
 def latency_png(report: dict) -> bytes | None:
+    """The latency figure as PNG; None without latency."""
+    fig = latency_figure(report)
+    return None if fig is None else png_bytes(fig)
+
+
+def latency_figure(report: dict):
     """Horizontal p50 bars (log scale) with a whisker from p90 to p99 per engine; None without latency."""
     rows = [(lab, e, b) for lab, e, b in engine_entries(report) if _finite((e.get("latency") or {}).get("p50_ms"))]
     if not rows:
@@ -79,7 +91,7 @@ def latency_png(report: dict) -> bytes | None:
     ax.set_title(f"latency, batch {lat0.get('batch', 1)}" + (f", {scen} scenario" if scen else ""), fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.25)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    return png_bytes(fig)
+    return fig
 
 
 def accuracy_png(report: dict) -> bytes | None:
@@ -95,7 +107,7 @@ def accuracy_png(report: dict) -> bytes | None:
         ax1.barh(y, v, 0.55, color=_colour(e, b))
         ax1.text(v, y, f" {fmt.pct(v)}", va="center", fontsize=8)
     lo = max(0.0, min(vals) - 3.0)
-    ax1.set_xlim(lo, 100.0 + (100.0 - lo) * 0.22)
+    percent_axis(ax1, lo)
     n = rows[0][1]["accuracy"].get("samples")
     ax1.set_title(f"top-1 on the test split ({n} images)" if n else "top-1", fontsize=10)
     ax1.set_xlabel("top-1 %")
