@@ -17,3 +17,15 @@ fi
 # The published TensorRT 10.x API listing, read by tests/test_tensorrt_api_names.py. --no-deps:
 # its metadata pulls the tensorrt wheel, whose native libraries are fetched from outside PyPI.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "tensorrt-stubs>=10.0,<11" || true
+# The page tests' browser driver (the [browser] extra) and Chromium (tests/test_browser_pages.py). Neither
+# is fatal: where either is missing the tests skip and say why. Chromium comes from the distribution: only
+# when missing and apt-get exists.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[browser]" \
+  || echo "setup: could not install playwright; the browser tests will be skipped" >&2
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+    && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } \
+    >/dev/null 2>&1 || echo "setup: could not install chromium; the browser tests will be skipped" >&2
+fi

@@ -1,0 +1,44 @@
+"""The CI example's edgerep commands parse with today's CLI, and its diff really gets a baseline: the
+artifact a push to main keeps is the one pull requests restore, holding the file the diff reads."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from edgerep.cli import build_parser
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ci" / "github-actions-edgerep.yml"
+
+
+def _commands(text: str) -> list[list[str]]:
+    """Every `edgerep ...` command line, folded (`>-`) lines and trailing backslashes joined."""
+    text = re.sub(r"\\\n\s*", " ", text)
+    text = re.sub(r"run: >-\n((?:\s{10,}.*\n)+)", lambda m: "run: " + " ".join(m.group(1).split()) + "\n", text)
+    out = []
+    for line in text.splitlines():
+        m = re.search(r"(?:run:\s*)?(edgerep \w+ .*)$", line.strip())
+        if m and not line.strip().startswith("#"):
+            out.append(shlex.split(m.group(1))[1:])
+    return out
+
+
+def test_every_edgerep_command_in_the_example_parses():
+    cmds = _commands(EXAMPLE.read_text())
+    assert {c[0] for c in cmds} >= {"deploy", "gate", "diff"}
+    for argv in cmds:
+        args = build_parser(only=argv[0]).parse_args(argv)  # SystemExit (a failed test) on an unknown flag
+        assert args.command == argv[0]
+
+
+def test_the_diff_baseline_is_the_artifact_main_keeps():
+    text = EXAMPLE.read_text()
+    kept = re.search(r"upload-artifact@v4\n\s+with:\n\s+name: (\S+)\n\s+path: \|\n((?:\s+bundle/\S+\n)+)", text)
+    restored = re.search(r"download-artifact@v4\n\s+with:\n\s+name: (\S+)\n\s+path: (\S+)\n\s+run-id: (.+)", text)
+    assert kept and restored and kept.group(1) == restored.group(1)
+    kept_files = {Path(p.strip()).name for p in kept.group(2).split()}
+    assert {"report.json", "manifest.json"} <= kept_files
+    diff = next(c for c in _commands(text) if c[0] == "diff")
+    assert diff[1] == f"{restored.group(2)}/report.json"  # the restored artifact's own file
+    assert "steps.base.outputs.run_id" in restored.group(3)  # main's run, not this one
+    assert "--branch main" in text and "--status success" in text
