@@ -274,6 +274,8 @@ def _facts(side: Side) -> dict[str, Any]:
         "splits": {k: {"count": v.get("count"), "fingerprint": v.get("fingerprint")}
                    for k, v in (r.get("splits") or {}).items() if isinstance(v, dict)},
     }
+    if "max_drop" in facts["settings"]:  # said once
+        facts["quantization"].pop("max drop")
     return {k: v for k, v in _flat(facts).items() if v not in (None, "", {})}
 
 

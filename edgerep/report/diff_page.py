@@ -62,8 +62,11 @@ def to_html(d: ReportDiff, *, out_dir: Path | None = None, base_html: Path | Non
         verdict, cls = badge("no thresholds given", "neutral"), ""
     else:
         verdict, cls = (badge("PASSED", "ok"), "ok") if d.passed else (badge("FAILED", "bad"), "bad")
-    checks = "".join(f'<li class="{"ok" if c.passed else "fail"}">{"ok" if c.passed else "FAIL"}: {esc(c.message)}</li>'
-                     for c in sorted(d.checks, key=lambda c: c.passed))
+    failed = "".join(f'<li class="fail">FAIL: {esc(c.message)}</li>' for c in d.failures)
+    passed = [c for c in d.checks if c.passed]
+    checks = (f"<ul>{failed}</ul>" if failed else "") + (
+        f"<details><summary>{len(passed)} check(s) passed</summary><ul>"
+        + "".join(f'<li class="ok">ok: {esc(c.message)}</li>' for c in passed) + "</ul></details>" if passed else "")
     notes = "".join(f'<p class="muted">{esc(n)}</p>' for n in d.notes)
     gate = {None: "not gated", True: "passed", False: "FAILED"}
     head = (f"<h1>edgerep diff: {esc(d.model)}</h1>"
@@ -71,7 +74,7 @@ def to_html(d: ReportDiff, *, out_dir: Path | None = None, base_html: Path | Non
             f"new {_link(new_html, out_dir, d.new_label)} (gate {gate[d.gate_new]})</p>"
             f'<section id="verdict" class="verdict {cls}"><b>Verdict</b> {verdict} '
             f'<span class="muted">{d.changed()} change(s)</span>'
-            + (f"<ul>{checks}</ul>" if checks else "") + notes + "</section>")
+            + checks + notes + "</section>")
     rows, classes = [], []
     for e in d.engines:
         rows.append([e.key + ("" if e.presence == "both" else f" ({e.presence})"),
