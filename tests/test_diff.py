@@ -24,6 +24,10 @@ def _edit(bundle, fn):
     (bundle / "report.json").write_text(json.dumps(r))
 
 
+def _samples(bundle) -> int:
+    return _int8(json.loads((bundle / "report.json").read_text()))["accuracy"]["samples"]
+
+
 def _int8(r):
     return next(e for e in r["engines"] if e["precision"] == "int8")
 
@@ -76,7 +80,7 @@ def test_diff_names_every_change(worse, tmp_path, capsys):
     md = capsys.readouterr().out
     assert md == md_path.read_text()
     row = next(l for l in md.splitlines() if l.startswith("| `onnxruntime-cpu/int8`"))
-    assert "-0.56 (3 images fewer)" in row and "+100.0%, slower" in row
+    assert f"{-300.0 / _samples(base):+.2f} (3 images fewer)" in row and "+100.0%, slower" in row
     assert "`stage0`: plain ok → bad, with fixes ok → warn" in md
     assert "`/stage0/conv/Conv (cpu)` now kept in float" in md
     assert "`model.int8.onnx`" in md and "settings.max_drop: 0.5 → 0.1" in md
@@ -85,13 +89,15 @@ def test_diff_names_every_change(worse, tmp_path, capsys):
 
 def test_thresholds_fail_like_the_gate(worse, capsys):
     base, new = worse
-    rc = main(["diff", str(base), str(new), "--max-accuracy-regression", "0.5", "--max-latency-regression-pct", "10"])
+    loss = 300.0 / _samples(base)  # 3 images
+    rc = main(["diff", str(base), str(new), "--max-accuracy-regression", f"{loss / 2:.2f}",
+               "--max-latency-regression-pct", "10"])
     out = capsys.readouterr().out
     assert rc == 1
     assert "**Thresholds failed** (2 of" in out
-    assert "❌ onnxruntime-cpu/int8: top-1" in out and "(-0.56 points, limit -0.5)" in out
+    assert "❌ onnxruntime-cpu/int8: top-1" in out and f"({-loss:+.2f} points, limit -{loss / 2:.2f})" in out
     assert "❌ onnxruntime-cpu/int8: p50" in out and "and beyond noise" in out
-    assert main(["diff", str(base), str(new), "--max-accuracy-regression", "0.6",
+    assert main(["diff", str(base), str(new), "--max-accuracy-regression", f"{loss + 0.1:.2f}",
                  "--max-latency-regression-pct", "150"]) == 0
 
 

@@ -25,6 +25,12 @@ def test_report_html_is_one_page_verdict_first_with_links(demo_bundle):
         assert f'id="{anchor}"' in html, anchor
     assert 'href="check/check.html"' in html and (demo_bundle / "check/check.html").exists()
     assert 'href="report.json"' in html
+    # the three splits, each with its image count, and the file naming every sample
+    r = _report(demo_bundle)
+    for name, split in r["splits"].items():
+        if isinstance(split, dict) and "count" in split:
+            assert f"<td>{name}</td><td class=num>{split['count']:,}</td>" in html
+    assert 'href="splits.json"' in html and (demo_bundle / "splits.json").exists() and "disjoint" in html
     # self-contained: plots embedded, nothing fetched from the network
     assert html.count("data:image/png;base64,") == 3
     assert not re.search(r'(src|href)="https?://', html)

@@ -17,7 +17,7 @@ from typing import Any
 from edgerep.errors import EdgerepError
 from edgerep.report import fmt
 from edgerep.report.plots import float_layers
-from edgerep.report.rows import engine_entries, engine_key
+from edgerep.report.rows import engine_entries, engine_key, split_entries
 
 #: smallest latency change (percent) that can count as real, whatever the runs' spread
 NOISE_FLOOR_PCT = 5.0
@@ -272,7 +272,7 @@ def _facts(side: Side) -> dict[str, Any]:
                  "cores": host.get("cpu_count")},
         "preprocessing": {k: v for k, v in (r.get("preprocessing") or {}).items()},
         "splits": {k: {"count": v.get("count"), "fingerprint": v.get("fingerprint")}
-                   for k, v in (r.get("splits") or {}).items() if isinstance(v, dict)},
+                   for k, v in split_entries(r)},
     }
     if "max_drop" in facts["settings"]:  # said once
         facts["quantization"].pop("max drop")
@@ -363,9 +363,10 @@ def latency_words(e: EngineDiff) -> str:
     if e.latency_pct is None:
         return "n/a" + (f" ({e.noisy})" if e.noisy else "")
     if e.latency == "too noisy":
-        return f"{e.latency_pct:+.1f}%, too noisy to judge (spread ±{e.noise_pct:.0f}%)"
-    s = f"{e.latency_pct:+.1f}%, {e.latency} (±{e.noise_pct:.0f}%)"
-    return s + (" · noisy run" if e.noisy else "")
+        s = f"{e.latency_pct:+.1f}%, too noisy to judge (spread ±{e.noise_pct:.0f}%)"
+    else:
+        s = f"{e.latency_pct:+.1f}%, {e.latency} (±{e.noise_pct:.0f}%)"
+    return s + (f" · noisy run ({e.noisy})" if e.noisy else "")
 
 
 def accuracy_words(e: EngineDiff) -> str:

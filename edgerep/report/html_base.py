@@ -38,7 +38,7 @@ tr.fail td { background: #fdecea; } tr.pass td { background: #f0f8f0; }
 .verdict.ok { border-color: var(--ok); background: #f3faf3; }
 .verdict.bad { border-color: var(--bad); background: #fdf3f2; }
 .verdict ul { margin: .3em 0 0; padding-left: 1.3em; }
-li.fail { color: var(--bad); font-weight: 600; }
+li.fail, p.fail { color: var(--bad); font-weight: 600; }
 .noise { color: var(--warn); font-weight: 600; }
 figure { margin: .6em 0 1.2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }

@@ -4,7 +4,7 @@ from __future__ import annotations
 from edgerep.report import fmt
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
-from edgerep.report.rows import engine_entries, engine_rows
+from edgerep.report.rows import engine_entries, engine_rows, split_entries
 
 SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
             ("#fold", "fold"), ("#data", "data"), ("#host", "versions & host")]
@@ -192,16 +192,26 @@ def _fold(report: dict) -> str:
     return '<h2 id="fold">Fold</h2>' + kv_table(rows) + (f"<ul>{notes}</ul>" if notes else "")
 
 
-def _data(report: dict) -> str:
+def _data(report: dict, links: dict[str, str]) -> str:
     out = ['<h2 id="data">Data and preprocessing</h2>']
     splits = report.get("splits") or {}
-    split_rows = [(k, v) for k, v in splits.items() if isinstance(v, dict)]
+    split_rows = split_entries(report)
     if split_rows:
         use = {"calibration": "sets the activation ranges", "selection": "decides every choice (method, policy, "
                "layers kept in float)", "test": "only reported and gated"}
-        out.append(table(["split", "images", "used for", "fingerprint", "source"],
-                         [[k, fmt.count(v.get("count")), use.get(k, ""), str(v.get("fingerprint") or ""),
-                           str(v.get("source") or "")] for k, v in split_rows], numeric=[1]))
+        out.append(table(["split", "images", "used for", "source", "labelled", "fingerprint"],
+                         [[k, fmt.count(v.get("count")), use.get(k, ""),
+                           " ".join(str(x) for x in (v.get("source"), v.get("how")) if x),
+                           {True: "yes", False: "no"}.get(v.get("labelled"), fmt.DASH),
+                           str(v.get("fingerprint") or "")] for k, v in split_rows], numeric=[1]))
+        overlap = splits.get("overlap") or {}
+        if overlap:
+            out.append('<p class="fail"><b>The splits overlap:</b> ' + esc(", ".join(
+                f"{k} {v}" for k, v in overlap.items())) + "</p>")
+        elif len(split_rows) > 1:
+            out.append('<p class="muted">The splits are disjoint.'
+                       + (f' Every sample of each is named in <a href="{esc(links["splits"])}">splits.json</a>.'
+                          if links.get("splits") else "") + "</p>")
         if splits.get("note"):
             out.append(f'<p class="muted">{esc(str(splits["note"]))}</p>')
     else:
@@ -217,11 +227,17 @@ def _data(report: dict) -> str:
     m = report.get("model") or {}
     if pre:
         def seq(v):
-            return ", ".join(f"{x:g}" if isinstance(x, (int, float)) else str(x) for x in v) if v else fmt.DASH
+            return ", ".join(f"{x:.4g}" if isinstance(x, (int, float)) else str(x) for x in v) if v else fmt.DASH
+
+        def scale(v):
+            if not isinstance(v, (int, float)) or v <= 0:
+                return str(v) if v is not None else fmt.DASH
+            inv = 1.0 / v
+            return f"1/{round(inv)}" if abs(inv - round(inv)) < 1e-6 and inv > 1 else f"{v:.4g}"
 
         out.append("<h3>Preprocessing</h3>" + kv_table([
             ("input shape (C, H, W)", seq(pre.get("input_shape"))), ("mean", seq(pre.get("mean"))),
-            ("std", seq(pre.get("std"))), ("scale", str(pre.get("scale", fmt.DASH))),
+            ("std", seq(pre.get("std"))), ("scale", scale(pre.get("scale"))),
             ("resize", str(pre.get("resize") or "none")), ("channel order", str(pre.get("channel_order") or fmt.DASH)),
             ("taken from", str(pre.get("source") or fmt.DASH))]))
     elif m.get("input_shape"):
@@ -263,14 +279,15 @@ def to_html(report: dict, plots: dict[str, bytes] | None = None, *, manifest: di
     links = dict(links or {})
     m = report.get("model") or {}
     files = [(links[k], t) for k, t in (("check_html", "check.html"), ("json", "report.json"),
-                                        ("md", "report.md"), ("manifest", "manifest.json")) if links.get(k)]
+                                        ("md", "report.md"), ("manifest", "manifest.json"),
+                                        ("splits", "splits.json")) if links.get(k)]
     nav = list(SECTIONS) + files
     kind = report.get("kind", "deploy")
     body = (f"<h1>edgerep {esc(kind)} report: {esc(str(m.get('name', '?')))}</h1>"
             f'<p class="sub">{esc(str(m.get("arch", "")))} · target {esc(str((report.get("target") or {}).get("name", "?")))}'
             + (" · files: " + " · ".join(f'<a href="{esc(h)}">{esc(t)}</a>' for h, t in files) if files else "")
             + "</p>" + _verdict(report) + _engines(report) + _plots(plots) + _int8(report, links) + _fold(report)
-            + _data(report) + _host(report, manifest)
+            + _data(report, links) + _host(report, manifest)
             + f"<footer>edgerep report, schema {esc(str(report.get('schema', '?')))}. Every number above is in "
             + (f'<a href="{esc(links["json"])}">report.json</a>' if links.get("json") else "report.json")
             + ".</footer>")

@@ -7,7 +7,7 @@ from pathlib import Path
 from edgerep.report import fmt as F
 from edgerep.report.page import to_html
 from edgerep.report.plots import report_plots
-from edgerep.report.rows import COLUMNS, engine_rows
+from edgerep.report.rows import COLUMNS, engine_rows, split_entries
 
 
 def to_markdown(report: dict) -> str:
@@ -28,7 +28,7 @@ def to_markdown(report: dict) -> str:
         lines.append(f"- fold: {fold.get('convs_before')} -> {fold.get('convs_after')} convs, "
                      f"{F.count(fold.get('params_before'))} -> {F.count(fold.get('params_after'))} parameters, "
                      f"max error {F.sci(fold.get('max_abs_error'))} abs / {F.sci(fold.get('max_rel_error'))} rel")
-    splits = {k: v for k, v in (report.get("splits") or {}).items() if isinstance(v, dict)}
+    splits = dict(split_entries(report))
     data = report.get("data") or {}
     if splits:
         lines.append("- data: " + ", ".join(f"{k} {F.count(v.get('count'))} images" for k, v in splits.items()))
@@ -89,7 +89,8 @@ def to_markdown(report: dict) -> str:
 
 def _links(out_dir: Path) -> dict[str, str]:
     """The files beside report.html that the page may link (only those that exist)."""
-    cand = {"check_html": "check/check.html", "json": "report.json", "md": "report.md", "manifest": "manifest.json"}
+    cand = {"check_html": "check/check.html", "json": "report.json", "md": "report.md", "manifest": "manifest.json",
+            "splits": "splits.json"}
     return {k: v for k, v in cand.items() if (out_dir / v).exists() or k in ("json", "md")}
 
 

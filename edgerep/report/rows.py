@@ -80,3 +80,9 @@ def gate_threshold(report: dict, name: str) -> float | None:
         if c.get("name") == name and c.get("threshold") is not None:
             return float(c["threshold"])
     return None
+
+
+def split_entries(report: dict) -> list[tuple[str, dict]]:
+    """``(name, split)`` for each data split the report names (calibration, selection, test), in order."""
+    splits = report.get("splits") or {}
+    return [(k, v) for k, v in splits.items() if isinstance(v, dict) and "count" in v]
