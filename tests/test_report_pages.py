@@ -96,3 +96,25 @@ def test_latency_plot_is_log_scale_and_readable():
     assert ax.get_xscale() == "log"
     texts = [t.get_text() for t in ax.texts]
     assert any("p50 0.03 ms" in t for t in texts) and any("p50 0.6 ms" in t for t in texts)
+
+
+def test_console_table_reads_well(demo_bundle, capsys):
+    """The terminal table: top-1 with its image count, the pages' paths at the end."""
+    from edgerep.report.console import print_engine_table
+
+    r = _report(demo_bundle)
+    print_engine_table(r, bundle=demo_bundle)
+    out = capsys.readouterr().out
+    acc = r["baseline"]["accuracy"]
+    assert f"{acc['top1']:.2f}% ({fmt.correct_of(acc['top1'], acc['samples'])} of {acc['samples']})" in out
+    assert f"report: {demo_bundle / 'report.html'}" in out and "check.html" in out
+
+
+def test_quantize_reference_line_is_rounded_with_its_count():
+    from edgerep.commands.quantize import reference_line
+
+    line = reference_line({"source": "reference (unfolded FP32 model)", "top1": 99.07235621521335, "samples": 539,
+                           "data": "digits:test"})
+    assert line == "reference: the unfolded FP32 model, top-1 99.07% (534 of 539 images, digits:test)"
+    few = reference_line({"source": "onnx fp32", "top1": 87.5, "samples": 16})
+    assert "(14 of 16 images)" in few and "one image moves it by 6.25 points" in few

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.report, indent=2, default=str))
     else:
         print_data_summary(result.report)
-        print_engine_table(result.report, title=f"edgerep deploy -> {result.out}")
+        print_engine_table(result.report, title=f"edgerep deploy -> {result.out}", bundle=result.out)
     if result.passed is False:
         return 1
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -35,7 +36,7 @@ def step_progress(quiet: bool = False) -> Iterator[Callable[[str, str], None]]:
         yield update
 
 
-def print_engine_table(report: dict, title: str = "edgerep") -> None:
+def print_engine_table(report: dict, title: str = "edgerep", bundle: Path | None = None) -> None:
     """The engine table (top-1 with its image count, noise marks when a run was noisy), then notes and the gate."""
     rows = engine_rows(report)
     cols = [(k, "top-1 (correct of images)" if k == "top1" else h) for k, h in COLUMNS]
@@ -69,3 +70,7 @@ def print_engine_table(report: dict, title: str = "edgerep") -> None:
         for c in gate.get("checks", []):
             if not c["passed"]:
                 console.print(f"  [red]FAIL[/] {c['message']}")
+    if bundle is not None and (Path(bundle) / "report.html").exists():
+        check = Path(bundle) / "check" / "check.html"
+        console.print(f"report: {Path(bundle) / 'report.html'}" + (f" (INT8 check: {check})" if check.exists() else ""),
+                      soft_wrap=True)
