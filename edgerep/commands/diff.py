@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgerep.errors import EdgerepError
-    from edgerep.report.diff import NOISE_FLOOR_PCT, apply_thresholds, diff_reports, load_side, to_markdown
+    from edgerep.report.diff import NOISE_FLOOR_PCT, apply_thresholds, diff_reports, load_side
+    from edgerep.report.diff_md import to_markdown
 
     floor = NOISE_FLOOR_PCT if args.noise_floor_pct is None else args.noise_floor_pct
     for flag, v in (("--noise-floor-pct", floor), ("--max-accuracy-regression", args.max_accuracy_regression),

@@ -5,6 +5,7 @@ Latency: a p50 change counts as real only when it is larger than the noise band 
 larger of ``noise_floor_pct`` (default 5%) and each run's own spread, ``(p90 - p50) / p50`` (or its
 coefficient of variation when a run has no p90). In words: the new median must fall outside where
 the slower half of the other run's samples lay. A run that marked itself ``noisy`` says so.
+Views: ``edgerep.report.diff_md`` (Markdown) and ``edgerep.report.diff_page`` (HTML).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from typing import Any
 
 from edgerep.errors import EdgerepError
 from edgerep.report import fmt
-from edgerep.report.plots import float_layers
 from edgerep.report.rows import engine_entries, engine_key, split_entries
 
 #: smallest latency change (percent) that can count as real, whatever the runs' spread
@@ -350,89 +350,3 @@ def apply_thresholds(d: ReportDiff, *, max_accuracy_regression: float | None = N
                 f"{e.key}: p50 {fmt.ms(e.p50_base)} → {fmt.ms(e.p50_new)} ms ({e.latency_pct:+.1f}%, limit "
                 f"+{max_latency_regression_pct:g}%, noise band ±{e.noise_pct:.0f}%){why}"))
     return d
-
-
-# ---- Markdown -------------------------------------------------------------------------------------
-
-#: at most this many items per list in the Markdown (a PR comment stays short)
-MD_ITEMS = 8
-
-
-def latency_words(e: EngineDiff) -> str:
-    """``+3.1%, within noise (±61%)`` / ``+42.0%, slower`` / ``n/a``."""
-    if e.latency_pct is None:
-        return "n/a" + (f" ({e.noisy})" if e.noisy else "")
-    if e.latency == "too noisy":
-        s = f"{e.latency_pct:+.1f}%, too noisy to judge (spread ±{e.noise_pct:.0f}%)"
-    else:
-        s = f"{e.latency_pct:+.1f}%, {e.latency} (±{e.noise_pct:.0f}%)"
-    return s + (f" · noisy run ({e.noisy})" if e.noisy else "")
-
-
-def accuracy_words(e: EngineDiff) -> str:
-    """``-0.19 (1 image fewer)`` / ``+0.00``."""
-    if e.top1_delta is None:
-        return fmt.DASH
-    s = fmt.points(e.top1_delta)
-    n = e.images_delta
-    if n:
-        s += f" ({abs(n)} image{'s' if abs(n) != 1 else ''} {'more' if n > 0 else 'fewer'})"
-    return s
-
-
-def _arrow(a: str, b: str) -> str:
-    return a if a == b else f"{a} → {b}"
-
-
-def _gate_word(v: bool | None) -> str:
-    return "not gated" if v is None else ("passed" if v else "FAILED")
-
-
-def _short(v: Any, n: int = 40) -> str:
-    s = fmt.DASH if v is None else str(v)
-    return s if len(s) <= n else s[:n - 1] + "…"
-
-
-def to_markdown(d: ReportDiff) -> str:
-    """A short Markdown summary for a pull-request comment."""
-    verdict = "" if not d.checks else (" — thresholds **passed**" if d.passed else
-                                       f" — **FAILED** ({len(d.failures)} of {len(d.checks)} checks)")
-    lines = [f"### edgerep diff: `{d.model}`, {d.changed()} change{'s' if d.changed() != 1 else ''}{verdict}", "",
-             f"Base `{d.base_label}` (gate {_gate_word(d.gate_base)}) → new `{d.new_label}` "
-             f"(gate {_gate_word(d.gate_new)}).", ""]
-    lines += ["| engine | top-1 | Δ top-1 (points) | drop vs unfolded | p50 ms | Δ p50 |", "|---|---|---|---|---|---|"]
-    for e in d.engines:
-        name = e.key + ("" if e.presence == "both" else f" ({e.presence})")
-        n = e.samples_new or e.samples_base
-        top1 = _arrow(fmt.pct(e.top1_base), fmt.pct(e.top1_new)) + (f" of {n}" if n else "")
-        drop = "baseline" if e.key.endswith(" unfolded") else _arrow(fmt.points(e.drop_base, False),
-                                                                     fmt.points(e.drop_new, False))
-        lines.append(f"| `{name}` | {top1} | {accuracy_words(e)} | {drop} | "
-                     f"{_arrow(fmt.ms(e.p50_base), fmt.ms(e.p50_new))} | {latency_words(e)} |")
-    if d.checks:
-        limits = ", ".join(sorted({f"{c.name} {c.threshold:g}" for c in d.checks}))
-        if d.passed:
-            lines += ["", f"All {len(d.checks)} threshold checks passed ({limits})."]
-        else:
-            lines += ["", f"**Thresholds failed** ({len(d.failures)} of {len(d.checks)}; {limits})", ""]
-            lines += [f"- ❌ {c.message}" for c in d.failures]
-
-    def block(title: str, items: list[str]) -> None:
-        if not items:
-            return
-        nonlocal lines
-        lines += ["", f"**{title}** ({len(items)})", ""] + [f"- {x}" for x in items[:MD_ITEMS]]
-        if len(items) > MD_ITEMS:
-            lines.append(f"- … and {len(items) - MD_ITEMS} more (see `edgerep diff --html` or `--json`)")
-
-    block("INT8 verdicts changed", [f"`{l['name']}`: plain {_arrow(*map(str, l['plain']))}, with fixes "
-                                    f"{_arrow(*map(str, l['fixed']))}" for l in d.layers])
-    block("Layers kept in float", [f"`{f['node']}` {f['change']}" + (f": {f['why']}" if f["why"] else "")
-                                   for f in d.float_layers])
-    block("Files changed", [f"`{f['name']}` {_short(f['base'])} → {_short(f['new'])}" for f in d.files])
-    block("Settings and versions", [f"{s['key']}: {_short(s['base'])} → {_short(s['new'])}" for s in d.settings])
-    if d.notes:
-        lines += [""] + [f"> {n}" for n in d.notes]
-    lines += ["", f"<sub>Latency: a p50 change is real when it is beyond the pair's noise band (the larger of "
-                  f"{d.noise_floor_pct:g}% and each run's (p90 − p50) / p50).</sub>"]
-    return "\n".join(lines) + "\n"

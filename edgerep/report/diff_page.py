@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 from edgerep.report import fmt
-from edgerep.report.diff import ReportDiff, accuracy_words, latency_words
+from edgerep.report.diff import ReportDiff
+from edgerep.report.diff_md import accuracy_words, latency_words
 from edgerep.report.html_base import badge, esc, page, png_figure, table
 from edgerep.report.plots import new_figure, percent_axis, png_bytes
 
