@@ -19,7 +19,7 @@ def diff_png(d: ReportDiff) -> bytes | None:
     fig = new_figure(9.6, 0.62 * len(rows) + 1.7)
     ax1, ax2 = fig.add_subplot(121), fig.add_subplot(122)
     ys = list(range(len(rows)))[::-1]
-    colours = {"slower": "#c62828", "faster": "#2e7d32"}
+    colours = {"slower": "#c62828", "faster": "#2e7d32", "too noisy": "#b26a00"}
     for y, e in zip(ys, rows):
         for dy, v, c in ((0.18, e.p50_base, "#8c959f"), (-0.18, e.p50_new, colours.get(e.latency, "#5c6bc0"))):
             if v:
@@ -36,7 +36,8 @@ def diff_png(d: ReportDiff) -> bytes | None:
     ax1.set_yticks(ys)
     ax1.set_yticklabels([e.key.replace("/", "\n", 1) for e in rows], fontsize=8)
     ax1.set_xlabel("p50 ms per batch (log scale)")
-    ax1.set_title("latency: grey = base, colour = new (red slower, green faster)", fontsize=9)
+    ax1.set_title("latency: grey = base; new: red slower, green faster,\nblue within noise, amber too noisy to judge",
+                  fontsize=9)
     tops = [v for e in rows for v in (e.top1_base, e.top1_new) if v is not None]
     lo = max(0.0, min(tops) - 3.0) if tops else 0.0
     percent_axis(ax2, lo)
