@@ -137,6 +137,7 @@ def test_noisy_runs_and_missing_fields(demo_bundle, tmp_path, capsys):
                                                    noise_reason="cv 0.4 > 0.1"))
     assert main(["diff", str(old), str(new)]) == 0
     md = capsys.readouterr().out
+    assert "Files changed" not in md and "the base report has no file hashes" in md
     row = next(l for l in md.splitlines() if l.startswith("| `onnxruntime-cpu/int8`"))
     assert "noisy run" in row
 

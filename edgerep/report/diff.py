@@ -291,6 +291,8 @@ def _settings(base: Side, new: Side) -> list[dict]:
 
 
 def _files(base: Side, new: Side) -> list[dict]:
+    if not base.hashes or not new.hashes:  # one side kept no hashes (an older bundle): nothing to compare
+        return []
     out = []
     for name in list(base.hashes) + [k for k in new.hashes if k not in base.hashes]:
         a, b = base.hashes.get(name), new.hashes.get(name)
@@ -315,6 +317,10 @@ def diff_reports(base: Side, new: Side, *, noise_floor_pct: float = NOISE_FLOOR_
     if len(ns) > 1:
         d.notes.append(f"the test sets differ in size ({', '.join(str(n) for n in sorted(ns))} images): "
                        "accuracy changes mix the model and the data")
+    for side, who in ((base, "base"), (new, "new")):
+        if not side.hashes:
+            d.notes.append(f"the {who} report has no file hashes beside it (no manifest.json with sha256, no bundle "
+                           "files): files not compared")
     bands = [e.noise_pct for e in d.engines if e.noise_pct is not None]
     if bands and max(bands) > NOISY_BAND_PCT:
         worst = max(d.engines, key=lambda e: e.noise_pct or 0.0)
