@@ -195,16 +195,21 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]], report_l
         items += [f'<li class="adv">&rarr; {_e(a.text)}</li>' for a in r.advice if a.kind != "ok"]
         details.append(f"<h3>{_e(r.name)} {_badge(r.verdict)} with fixes {_badge(r.verdict_with_fixes)}</h3>"
                        f"<ul>{''.join(items)}</ul>")
-    figs = [f'<h2>SQNR per layer</h2><img src="{_e(images["sqnr"])}" alt="SQNR per layer">']
+    figs = [f'<h2 id="sqnr">SQNR per layer</h2><img src="{_e(images["sqnr"])}" alt="SQNR per layer">']
     if images.get("weights"):
-        figs.append("<h2>Weights of the worst layers</h2>" + "".join(
+        figs.append("<h2 id=\"weights\">Weights of the worst layers</h2>" + "".join(
             f'<img src="{_e(f)}" alt="weights of {_e(n)}">' for n, f in images["weights"]))
     if images.get("attribution"):
-        figs.append("<h2>Branch attribution</h2>" + "".join(
+        figs.append("<h2 id=\"attribution\">Branch attribution</h2>" + "".join(
             f'<img src="{_e(f)}" alt="attribution of {_e(n)}">' for n, f in images["attribution"]))
     timings = ", ".join(f"{k} {fmt.seconds(v)}" for k, v in report.timings.items())
     back = (f'<p>Part of a deploy bundle: the <a href="{_e(report_link)}">deploy report</a> has the engines, '
             "latency and test-split accuracy.</p>") if report_link else ""
+    sections = [("advice", "advice"), ("layers", "layers"), ("flagged", "flagged layers"), ("sqnr", "SQNR plot")]
+    sections += [(k, t) for k, t in (("weights", "weights"), ("attribution", "attribution")) if images.get(k)]
+    sections.append(("thresholds", "thresholds"))
+    nav = " · ".join(f'<a href="#{k}">{t}</a>' for k, t in sections) + (
+        f' · <a href="{_e(report_link)}">deploy report</a>' if report_link else "")
     thr = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in T.as_dict().items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgerep check: {_e(report.model)}</title>
@@ -215,26 +220,28 @@ td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
 td:first-child, td:nth-child(2), td:last-child, th:first-child, th:nth-child(2), th:last-child {{ text-align: left; }}
 .v {{ color: white; padding: 1px 6px; border-radius: 3px; font-size: 12px; }}
 .attr {{ color: #1a237e; }} .adv {{ font-weight: 600; }}
+p.nav {{ font-size: 14px; }} p.nav a {{ color: #0550ae; }}
 img {{ max-width: 100%; display: block; margin: 1em 0; }}
 </style></head><body>
 <h1>edgerep check: {_e(report.model)} {'<span class="v" style="background:#2e7d32">PASS</span>' if report.passed
                                           else '<span class="v" style="background:#c62828">FAIL</span>'}</h1>
+<p class="nav">{nav}</p>
 <p>{s['layers']} folded layers, input {_e(' x '.join(str(v) for v in report.input_shape))}. Plain INT8 (per-tensor weights, min-max
 activations): {c['ok']} ok, {c['warn']} warn, {c['bad']} bad. With fixes (per-channel weights, better clipping):
 {cf['ok']} ok, {cf['warn']} warn, {cf['bad']} bad. Worst layer: <b>{_e(s['worst_layer'])}</b>.
 Calibration images: {_e(report.data.get('calib_images'))}, sensitivity images: {_e(report.data.get('eval_images'))}
 ({_e(report.data.get('eval_source'))}){_e(fp32_sentence(report, ", "))}.
 Fold max relative error {report.fold_max_rel_error:.1e}.</p>{back}
-<h2>Advice</h2><ul>{''.join(f'<li class="adv">{_e(x)}</li>' for x in s['top_advice'])}</ul>
-<h2>Layers</h2>
+<h2 id="advice">Advice</h2><ul>{''.join(f'<li class="adv">{_e(x)}</li>' for x in s['top_advice'])}</ul>
+<h2 id="layers">Layers</h2>
 <table><tr><th>layer</th><th>block</th><th>plain</th><th>fixed</th><th>W SQNR tensor / channel (dB)</th>
 <th>channel spread</th><th>kurtosis</th><th>&gt; {T.K_SIGMA:g} sigma</th><th>input SQNR min-max / pct (dB)</th>
 <th>input range</th><th>worst out-channel (dB)</th><th>model out, layer INT8 plain / fixed (dB)</th>
 <th>dominant branch</th></tr>
 {''.join(rows)}</table>
-<h2>Flagged layers</h2>{''.join(details) or '<p>none</p>'}
+<h2 id="flagged">Flagged layers</h2>{''.join(details) or '<p>none</p>'}
 {''.join(figs)}
-<h2>Thresholds</h2><table>{thr}</table>
+<h2 id="thresholds">Thresholds</h2><table>{thr}</table>
 <p style="color:#777">edgerep check, format edgerep.check/1. Time per step: {_e(timings)}.</p>
 </body></html>
 """
