@@ -1,0 +1,54 @@
+"""Accuracy as counts that add up across shards: a merge sums (correct, total), never averages of averages.
+
+Fidelity merges the same way: sums of per-sample cosines, of reference energy and of error energy.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgerep.bench import metrics
+
+FIELDS = ("samples", "correct1", "correct5", "agree", "cos_sum", "signal", "noise")
+
+
+def shard_counts(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> dict:
+    """The additive counts of one shard's outputs (``None`` where labels or the reference are absent)."""
+    n = int(outputs.shape[0])
+    c: dict = {k: None for k in FIELDS}
+    c["samples"] = n
+    classifier = outputs.ndim == 2
+    if labels is not None and classifier:
+        c["correct1"] = metrics.topk_correct(outputs, labels, 1) if n else 0
+        c["correct5"] = metrics.topk_correct(outputs, labels, 5) if n else 0
+    if reference is not None and n:
+        r = reference.reshape(n, -1).astype(np.float64)
+        o = outputs.reshape(n, -1).astype(np.float64)
+        c["cos_sum"] = metrics.cosine(r, o) * n
+        c["signal"] = float((r ** 2).sum())
+        c["noise"] = float(((r - o) ** 2).sum())
+        if classifier:
+            c["agree"] = int((r.argmax(1) == o.argmax(1)).sum())
+    return c
+
+
+def merge(parts: list[dict]) -> dict:
+    """Sum the counts of several shards (a field is None if any shard lacks it)."""
+    out: dict = {}
+    for k in FIELDS:
+        vals = [p.get(k) for p in parts]
+        out[k] = None if not parts or any(v is None for v in vals) else sum(vals)
+    return out
+
+
+def accuracy(c: dict) -> dict:
+    """Counts -> the report's accuracy fields: samples, top1, top5 (%), cosine, sqnr_db, top1_agreement (%)."""
+    n = c.get("samples") or 0
+    pct = (lambda k: 100.0 * c[k] / n if n and c.get(k) is not None else None)
+    sqnr = None
+    if c.get("noise") is not None:
+        sqnr = 999.0 if c["noise"] == 0 else (10.0 * math.log10(c["signal"] / c["noise"]) if c["signal"] else -999.0)
+    return {"samples": n, "top1": pct("correct1"), "top5": pct("correct5"),
+            "cosine": c["cos_sum"] / n if n and c.get("cos_sum") is not None else None,
+            "sqnr_db": sqnr, "top1_agreement": pct("agree")}

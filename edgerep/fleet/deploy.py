@@ -1,0 +1,231 @@
+"""`edgerep fleet deploy` as a library call: ship a bundle to every node of each target, build, time and
+score there, and merge one report (a row per node x engine) and one gate on the CI side.
+
+Faults never hang it: each target has a deadline, a node that dies or does not answer in time leaves
+rows saying ``lost: <reason>`` (its work optionally retried once elsewhere), a target no node
+advertises gets a ``no node for target`` row, and the partial report is written either way.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgerep.errors import EdgerepError
+from edgerep.fleet import resource_name
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FleetOptions:
+    """Everything `edgerep fleet deploy` can be told."""
+
+    bundle: Path
+    address: str
+    targets: list[str] | None = None  # default: the bundle's own target
+    data: str | None = None  # default: the bundle's evaluation data
+    out: Path | None = None
+    force: bool = False
+    shard: bool = False  # split the test split across the nodes of each target instead of every node scoring all
+    retries: int = 0
+    timeout_s: float = 600.0  # per target
+    eval_samples: int | None = None
+    batch: int = 1
+    bench_seconds: float = 1.0
+    warmup: int = 10
+    thresholds: Any = None  # edgerep.bench.gate.GateThresholds; default max_drop 0.5
+
+
+@dataclass
+class FleetResult:
+    out: Path
+    report: dict
+    passed: bool
+    junit: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    target: str
+    node: Any  # NodeInfo
+    shards: list[int]
+    bench: bool
+    ref: Any = None
+    attempt: int = 0
+    retry_of: str | None = None  # label of the node whose work this job redoes
+
+
+def default_out(bundle: Path) -> Path:
+    """``<bundle>.fleet`` beside the bundle."""
+    return bundle.parent / f"{bundle.name}.fleet"
+
+
+def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetResult:
+    """Run the fleet deploy; the output folder appears whole (atomically), partial results included."""
+    from edgerep.bundle import atomic_bundle, check_output_path
+    from edgerep.fleet import cluster
+    from edgerep.fleet.payload import load_reference, make_shards, payload, read_bundle
+
+    say = progress or (lambda _m: None)
+    marks: dict[str, float] = {}
+    t_all = time.perf_counter()
+    if opts.retries < 0 or opts.timeout_s <= 0 or opts.batch < 1:
+        raise EdgerepError("--retries must be >= 0, --timeout > 0 and --batch >= 1")
+    bundle = read_bundle(opts.bundle)
+    out = Path(opts.out) if opts.out else default_out(bundle.path)
+    check_output_path(out, opts.force)
+    targets = list(opts.targets or ([bundle.target] if bundle.target else []))
+    if not targets:
+        raise EdgerepError(f"{bundle.path}: the manifest names no target; pass --targets")
+
+    t = time.perf_counter()
+    say(f"connecting to {opts.address}")
+    ray = cluster.connect(opts.address)
+    nodes = [n for n in cluster.list_nodes(ray) if n.alive]
+    by_target = {tg: [n for n in nodes if tg in n.targets] for tg in targets}
+    marks["connect"] = time.perf_counter() - t
+
+    # ---- reference (once, here) and the shards ------------------------------------------------
+    t = time.perf_counter()
+    ref = load_reference(bundle)
+    from edgerep.data import open_dataset
+    from edgerep.pipeline import TorchReference
+
+    spec = opts.data or (bundle.manifest.get("inputs") or {}).get("evaluation_data")
+    dataset = open_dataset(spec, split="test", meta=ref.meta) if spec else None
+    n_shards = max([len(v) for v in by_target.values()] + [1]) if opts.shard else 1
+    shards_meta: list[dict] = []
+    shard_refs: list[Any] = []
+    x_bench = None
+    if dataset is not None:
+        say(f"reading {spec} (test split) and running the reference ({ref.source.split(' ')[0]}) once")
+        for s in make_shards(dataset, TorchReference(ref.model), n_shards, limit=opts.eval_samples):
+            from edgerep.fleet.counts import shard_counts
+
+            if x_bench is None and len(s["x"]) >= opts.batch:
+                x_bench = np.ascontiguousarray(s["x"][:opts.batch])
+            shards_meta.append({"index": s["index"], "start": s["start"], "stop": s["stop"],
+                                "reference": shard_counts(s["ref"], s["y"], None)})
+            shard_refs.append(ray.put(s))
+    if x_bench is None:
+        x_bench = np.random.default_rng(0).standard_normal((opts.batch, *ref.meta.input_shape)).astype(np.float32)
+    marks["reference_and_shards"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    files_ref = ray.put(payload(bundle))
+    job_spec = {"fp32": bundle.fp32, "int8": dict(bundle.int8), "session_config": bundle.session_config,
+                "bench": {"enabled": True, "seconds": opts.bench_seconds, "warmup": opts.warmup}, "x_bench": x_bench}
+    marks["ship"] = time.perf_counter() - t
+
+    # ---- submit, wait with a deadline per target, retry lost work once if asked ------------------
+    from edgerep.fleet.node import run_job
+
+    remote = ray.remote(run_job)
+
+    def submit(job: _Job) -> _Job:
+        spec_j = {**job_spec, "target": job.target, "bench": {**job_spec["bench"], "enabled": job.bench}}
+        job.ref = remote.options(num_cpus=0, max_retries=0, resources={resource_name(job.target): 1},
+                                 scheduling_strategy=cluster.on_node(job.node.node_id)).remote(
+            files_ref, spec_j, [shard_refs[i] for i in job.shards])
+        return job
+
+    jobs: list[_Job] = []
+    for tg in targets:
+        for k, node in enumerate(by_target[tg]):
+            mine = list(range(len(shard_refs)))[k::len(by_target[tg])] if opts.shard else list(range(len(shard_refs)))
+            jobs.append(submit(_Job(tg, node, mine, bench=True)))
+        say(f"{tg}: {len(by_target[tg])} node(s)" + (", sharded" if opts.shard else ""))
+    t = time.perf_counter()
+    deadline = {tg: time.monotonic() + opts.timeout_s for tg in targets}
+    done: list[tuple[_Job, dict]] = []
+    lost: list[tuple[_Job, str]] = []
+    pending = list(jobs)
+    while pending:
+        now = time.monotonic()
+        for j in [j for j in pending if now >= deadline[j.target]]:
+            ray.cancel(j.ref, force=True)
+            pending.remove(j)
+            lost.append((j, f"no result within --timeout {opts.timeout_s:g} s"))
+            say(f"{j.target} on {j.node.label}: lost (timeout)")
+        if not pending:
+            break
+        wait_s = max(0.05, min(deadline[j.target] for j in pending) - time.monotonic())
+        ready, _ = ray.wait([j.ref for j in pending], num_returns=1, timeout=wait_s)
+        for r in ready:
+            j = next(j for j in pending if j.ref == r)
+            pending.remove(j)
+            try:
+                done.append((j, ray.get(r)))
+                say(f"{j.target} on {j.node.label}: done")
+            except Exception as e:  # node died, worker crashed, task failed: the node's rows say why
+                why = _why_lost(e)
+                say(f"{j.target} on {j.node.label}: lost ({why})")
+                retry = _retry_job(j, why, opts, ray, cluster) if j.attempt < opts.retries else None
+                if retry is not None:
+                    pending.append(submit(retry))
+                    say(f"{j.target}: retrying {j.node.label}'s work on {retry.node.label}")
+                lost.append((j, why))
+    marks["remote"] = time.perf_counter() - t
+
+    # ---- merge, gate, write ------------------------------------------------------------------
+    from edgerep.fleet.gate import gate_fleet, junit_xml
+    from edgerep.fleet.report import build_report, markdown
+
+    report = build_report(bundle=bundle, ref=ref, data=spec, targets=targets, by_target=by_target, done=done,
+                          lost=lost, shards=shards_meta, sharded=opts.shard, batch=opts.batch)
+    from edgerep.bench.gate import GateThresholds
+
+    th = opts.thresholds or GateThresholds(max_drop=0.5)
+    result = gate_fleet(report, th)
+    report["gate"] = result.to_dict()
+    xml = junit_xml(report, result)
+    marks["total"] = time.perf_counter() - t_all
+    report["timings_s"] = {k: round(v, 3) for k, v in marks.items()}
+    import json
+
+    with atomic_bundle(out, force=opts.force) as tmp:
+        for tg, label, files in report.pop("_artifacts"):
+            d = tmp / "engines" / tg / label
+            for rel, data in files.items():
+                p = d / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (tmp / "report.md").write_text(markdown(report))
+        (tmp / "gate.xml").write_text(xml)
+    return FleetResult(out=out.resolve(), report=report, passed=result.passed, junit=xml, timings=marks)
+
+
+def _why_lost(e: BaseException) -> str:
+    """One line for the ``lost:`` row: the Ray error's kind and its first sentence."""
+    name = type(e).__name__
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = first.split(". ")[0][:160]
+    if "NodeDied" in name or "node it was running on is dead" in first:
+        return "node died or disconnected (NodeDiedError)"
+    if "WorkerCrashed" in name:
+        return "worker process crashed or was killed (WorkerCrashedError)"
+    if "TaskCancelled" in name:
+        return "cancelled"
+    cause = getattr(e, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {str(cause).splitlines()[0][:160] if str(cause) else ''}"
+    return f"{name}: {first}"
+
+
+def _retry_job(job: _Job, why: str, opts: FleetOptions, ray: Any, cluster: Any) -> _Job | None:
+    """The retry of a lost job: its shards on another live node of the target (sharded), or the same node
+    again when it is still alive; None when no node can take it."""
+    alive = [n for n in cluster.list_nodes(ray) if n.alive and job.target in n.targets]
+    others = [n for n in alive if n.node_id != job.node.node_id]
+    same = [n for n in alive if n.node_id == job.node.node_id]
+    if opts.shard and others:
+        return _Job(job.target, others[0], job.shards, bench=False, attempt=job.attempt + 1, retry_of=job.node.label)
+    if same:
+        return _Job(job.target, same[0], job.shards, bench=job.bench, attempt=job.attempt + 1, retry_of=job.node.label)
+    return None

@@ -1,0 +1,119 @@
+"""What runs on a fleet device: a version probe, and one job that builds a target's engines from the
+shipped ONNX files, times them and scores them on the shards it was given.
+
+Plain functions: the CI side wraps them with ``ray.remote``, so Ray refers to them by module name and
+each node runs its own installed edgerep. Inputs are bytes, numpy arrays and plain dicts.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def probe() -> dict[str, Any]:
+    """This node's versions (edgerep, torch, onnxruntime, TensorRT, JetPack when known), CPU and ISA."""
+    import edgerep
+    from edgerep.commands.doctor import _jetson, cpu_isa
+    from edgerep.engines.tensorrt_engine import trt_version
+
+    isa = cpu_isa()
+    jetson = _jetson()
+    return {"edgerep": edgerep.__version__, "torch": _dist_version("torch"),
+            "onnxruntime": _dist_version("onnxruntime"), "tensorrt": trt_version(),
+            "jetpack": jetson.get("jetpack") if jetson else None, "ray": _dist_version("ray"),
+            "hostname": socket.gethostname(), "cpu": isa.get("model"), "arch": isa.get("arch"),
+            "int8_isa": isa.get("int8_dot")}
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _write_payload(files: dict[str, bytes], work: Path) -> dict[str, Path]:
+    from edgerep.fleet.payload import safe_relative
+
+    out = {}
+    for name, data in files.items():
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"fleet payload: {name} is {type(data).__name__}, not bytes")
+        p = work / safe_relative(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(bytes(data))
+        out[name] = p
+    return out
+
+
+def run_job(files: dict[str, bytes], spec: dict[str, Any], shard_refs: list[Any]) -> dict[str, Any]:
+    """Build ``spec["target"]``'s engines here, time them (``spec["bench"]``) and score them on the shards.
+
+    Returns plain data: the node, its versions, one row per engine of the profile (with per-shard
+    counts), and the built plans / sidecars as ``{relative path: bytes}``.
+    """
+    import ray
+
+    from edgerep.engines.factory import build_engines
+    from edgerep.engines.profiles import load_profile
+    from edgerep.fleet.counts import shard_counts
+    from edgerep.fleet.measure import host_facts, outputs, time_engine
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    work = Path(tempfile.mkdtemp(prefix="edgerep-fleet-"))
+    try:
+        paths = _write_payload(files, work)
+        profile = load_profile(spec["target"])
+        int8 = {pol: paths[name] for pol, name in (spec.get("int8") or {}).items() if name in paths}
+        t = time.perf_counter()
+        built = build_engines(profile, fp32_onnx=paths[spec["fp32"]], int8_onnx=int8, torch_model=None,
+                              out_dir=work / "engines", ort_session_config=spec.get("session_config"))
+        timings["build"] = time.perf_counter() - t
+        t = time.perf_counter()
+        shards = [ray.get(r) for r in shard_refs]
+        timings["receive_shards"] = time.perf_counter() - t
+        bench = spec.get("bench") or {}
+        x_bench = spec.get("x_bench")
+        rows = []
+        for b in built:
+            actual = b.actual or b.spec
+            reason = b.reason or ""
+            if b.spec.backend == "torch" and b.engine is None:
+                reason = "nodes get ONNX files only; torch runs on the CI side (the reference)"
+            row: dict[str, Any] = {"name": f"{actual.backend}-{actual.device_kind}", "precision": actual.precision,
+                                   "device": actual.device, "status": b.status, "reason": reason,
+                                   "requested": b.spec.key, "build_seconds": round(b.seconds, 3), "counts": {}}
+            if b.engine is not None:
+                row["describe"] = b.engine.describe()
+                if bench.get("enabled", True) and x_bench is not None:
+                    t = time.perf_counter()
+                    row["latency"] = time_engine(b.engine, x_bench, warmup=int(bench.get("warmup", 10)),
+                                                 seconds=float(bench.get("seconds", 1.0)))
+                    timings["bench"] = timings.get("bench", 0.0) + time.perf_counter() - t
+                t = time.perf_counter()
+                for s in shards:
+                    row["counts"][str(s["index"])] = shard_counts(outputs(b.engine, s["x"]), s["y"], s["ref"])
+                timings["evaluate"] = timings.get("evaluate", 0.0) + time.perf_counter() - t
+            rows.append(row)
+        artifacts = {str(p.relative_to(work / "engines")): p.read_bytes()
+                     for p in sorted((work / "engines").rglob("*")) if p.is_file()} \
+            if (work / "engines").is_dir() else {}
+        timings["total"] = time.perf_counter() - t0
+        return {"node_id": _node_id(), "hostname": socket.gethostname(), "pid": os.getpid(), "versions": probe(),
+                "host": host_facts(), "rows": rows, "artifacts": artifacts, "shards": [s["index"] for s in shards],
+                "timings_s": {k: round(v, 3) for k, v in timings.items()}}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

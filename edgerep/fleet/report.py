@@ -1,0 +1,160 @@
+"""The merged fleet report: a row per node x engine (plus, when sharded, a merged row per target x
+engine), the reference measured once on the CI side, and each node's versions and CPU."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edgerep.fleet.counts import accuracy, merge
+
+
+def _label(res: dict) -> str:
+    return f"{res['hostname']}-{res['node_id'][:8]}"
+
+
+def _expected_engines(target: str) -> list[dict]:
+    """The engines a target's profile lists (for rows of nodes that never answered)."""
+    try:
+        from edgerep.engines.profiles import load_profile
+
+        return [{"name": f"{s.backend}-{s.device_kind}", "precision": s.precision, "device": s.device,
+                 "requested": s.key} for s in load_profile(target).engines]
+    except Exception:  # a target this CI side has no profile for: one row stands for all its engines
+        return [{"name": "*", "precision": "*", "device": "?", "requested": "*"}]
+
+
+def _scored(row: dict, counts: dict | None, ref_counts: dict | None) -> dict:
+    """``row`` with accuracy from its counts and the drop vs the unfolded model on the same samples."""
+    if not counts or not counts.get("samples"):
+        return row
+    acc = accuracy(counts)
+    row["accuracy"] = acc
+    ref_top1 = accuracy(ref_counts)["top1"] if ref_counts else None
+    if acc["top1"] is not None and ref_top1 is not None:
+        row["drop_vs_unfolded"] = round(ref_top1 - acc["top1"], 4)
+    elif acc["top1_agreement"] is not None:
+        row["drop_vs_unfolded"] = round(100.0 - acc["top1_agreement"], 4)
+    return row
+
+
+def build_report(*, bundle: Any, ref: Any, data: str | None, targets: list[str], by_target: dict,
+                 done: list, lost: list, shards: list[dict], sharded: bool, batch: int) -> dict:
+    """One report from the finished and the lost jobs (``_artifacts`` holds the plans to write)."""
+    ref_by_shard = {s["index"]: s["reference"] for s in shards}
+    all_ref = merge(list(ref_by_shard.values())) if shards else None
+    rows: list[dict] = []
+    nodes: dict[str, dict] = {}
+    artifacts = []
+    merged_counts: dict[tuple, dict[int, dict]] = {}  # (target, requested) -> shard -> counts
+    engine_of: dict[tuple, dict] = {}
+    recovered: dict[tuple, str] = {}  # (target, lost node label) -> node that redid its shards
+    answered = set()
+    for job, res in done:
+        label = _label(res)
+        nodes[label] = {"node_id": res["node_id"], "hostname": res["hostname"], "versions": res["versions"],
+                        "host": res["host"], "timings_s": res["timings_s"]}
+        redo_elsewhere = job.retry_of is not None and job.retry_of != label
+        if redo_elsewhere:
+            recovered[(job.target, job.retry_of)] = label
+        else:
+            answered.add((job.target, label))
+            artifacts.append((job.target, label, res["artifacts"]))
+        for r in res["rows"]:
+            key = (job.target, r["requested"])
+            engine_of.setdefault(key, {k: r[k] for k in ("name", "precision", "device", "status", "reason",
+                                                          "requested")})
+            for i, c in r["counts"].items():
+                merged_counts.setdefault(key, {})[int(i)] = c
+            if redo_elsewhere:
+                continue
+            row = {"target": job.target, "node": label, "node_id": res["node_id"], "hostname": res["hostname"],
+                   "scope": "shard" if sharded else "node", "shards": res["shards"],
+                   **{k: v for k, v in r.items() if k != "counts"}}
+            if job.retry_of:
+                row["note"] = "answered on a retry"
+            counts = merge(list(r["counts"].values())) if r["counts"] else None
+            rows.append(_scored(row, counts, merge([ref_by_shard[int(i)] for i in r["counts"]]) if counts else None))
+    for job, why in lost:
+        if (job.target, job.node.label) in answered or job.retry_of is not None and job.retry_of != job.node.label:
+            continue  # a retry on the same node answered; or a failed retry, whose original row already says lost
+        for e in _expected_engines(job.target):
+            row = {"target": job.target, "node": job.node.label, "node_id": job.node.node_id,
+                   "hostname": job.node.hostname, "scope": "node", **e, "status": "lost", "reason": f"lost: {why}"}
+            if (job.target, job.node.label) in recovered:
+                row["recovered_by"] = recovered[(job.target, job.node.label)]
+            rows.append(row)
+    for tg in targets:
+        if not by_target.get(tg):
+            rows += [{"target": tg, "node": "-", "scope": "node", **e, "status": "no node",
+                      "reason": "no node for target (no live node advertises edgerep-target:" + tg + ")"}
+                     for e in _expected_engines(tg)]
+    if sharded and shards:
+        want = set(ref_by_shard)
+        for (tg, req), per in sorted(merged_counts.items()):
+            e = engine_of[(tg, req)]
+            if e["status"] == "skipped":
+                continue
+            row = {"target": tg, "node": f"merged ({len(per)} shard(s))", "scope": "merged", **e}
+            missing = sorted(want - set(per))
+            if missing:
+                row.update(status="lost", reason=f"lost: shard(s) {missing} never came back")
+            rows.append(_scored(row, merge([per[i] for i in sorted(per)]), all_ref))
+    return {
+        "schema": "edgerep.fleet-report/1", "kind": "fleet", "created_unix": time.time(),
+        "bundle": str(bundle.path), "model": bundle.report.get("model") or {"name": bundle.name},
+        "fold": bundle.report.get("fold"), "data": {"evaluation": data, "split": "test", "sharded": sharded,
+                                                   "shards": shards and [{k: s[k] for k in ("index", "start", "stop")}
+                                                                         for s in shards]},
+        "reference": {"source": ref.source, "accuracy": accuracy(all_ref) if all_ref else None,
+                      "measured_on": "the CI side, once"},
+        "bench": {"batch": batch}, "targets": targets, "nodes": nodes, "rows": rows, "_artifacts": artifacts,
+    }
+
+
+COLUMNS = ("target", "node", "engine", "precision", "status", "p50 ms", "p99 ms", "img/s", "top-1 %", "samples",
+           "drop", "note")
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """The report's rows as table cells, in COLUMNS order."""
+    out = []
+    for r in report.get("rows", []):
+        lat = r.get("latency") or {}
+        acc = r.get("accuracy") or {}
+        f = (lambda v, p=3: "" if v is None else f"{v:.{p}f}")
+        note = r.get("reason") or r.get("note") or ""
+        if r.get("recovered_by"):
+            note += f" (shards re-ran on {r['recovered_by']})"
+        out.append([r["target"], r["node"], r["name"], r["precision"], r["status"], f(lat.get("p50_ms")),
+                    f(lat.get("p99_ms")), f(lat.get("throughput_ips"), 0), f(acc.get("top1"), 2),
+                    str(acc.get("samples", "")) if acc else "", "" if r.get("drop_vs_unfolded") is None
+                    else f"{r['drop_vs_unfolded']:+.2f}", note])
+    return out
+
+
+def node_lines(report: dict) -> list[str]:
+    """One line per node: versions, CPU and ISA (every latency names its machine)."""
+    out = []
+    for label, n in sorted((report.get("nodes") or {}).items()):
+        v = n.get("versions") or {}
+        out.append(f"{label}: edgerep {v.get('edgerep')}, torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, "
+                   f"TensorRT {v.get('tensorrt') or 'none'}, JetPack {v.get('jetpack') or 'n/a'}; "
+                   f"{v.get('cpu')} ({v.get('arch')}, INT8 ISA {v.get('int8_isa')})")
+    return out
+
+
+def markdown(report: dict) -> str:
+    """report.md: the rows, the reference, the nodes and the gate."""
+    ref = report.get("reference") or {}
+    acc = ref.get("accuracy") or {}
+    lines = [f"# edgerep fleet deploy: {report.get('model', {}).get('name', '')}", "",
+             f"Reference (unfolded FP32, {ref.get('measured_on')}): {ref.get('source')}; top-1 "
+             f"{acc.get('top1') if acc else 'n/a'} on {acc.get('samples', 0) if acc else 0} test samples.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table_rows(report)]
+    lines += ["", "## Nodes", ""] + [f"- {s}" for s in node_lines(report)]
+    gate = report.get("gate") or {}
+    if gate:
+        lines += ["", "## Gate: " + ("PASSED" if gate.get("passed") else "FAILED"), ""]
+        lines += [f"- {c['message']}" for c in gate.get("checks", []) if not c["passed"]]
+    return "\n".join(lines) + "\n"
