@@ -7,6 +7,7 @@ each node runs its own installed edgerep. Inputs are bytes, numpy arrays and pla
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import socket
@@ -82,6 +83,10 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], shard_refs: list[Any]
         built = build_engines(profile, fp32_onnx=paths[spec["fp32"]], int8_onnx=int8, torch_model=None,
                               out_dir=work / "engines", ort_session_config=spec.get("session_config"))
         timings["build"] = time.perf_counter() - t
+        (work / "engines").mkdir(exist_ok=True)  # what was built here travels back beside the plans
+        (work / "engines" / "engines.json").write_text(json.dumps(
+            {"node_id": _node_id(), "hostname": socket.gethostname(), "target": profile.name,
+             "engines": [b.to_dict() for b in built]}, indent=2, default=str) + "\n")
         t = time.perf_counter()
         shards = [ray.get(r) for r in shard_refs]
         timings["receive_shards"] = time.perf_counter() - t

@@ -1,0 +1,218 @@
+"""Fleet on a real Ray cluster on this machine, loopback only: a head and two nodes joined as `x86-cpu`.
+
+One module-scoped cluster serves every test (started and stopped by process id; never `ray stop`).
+The node-killing test runs last. Ray comes from the `edgerep[fleet]` extra (scripts/setup.sh).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgerep[fleet]')")
+
+from edgerep.cli import main  # noqa: E402
+from edgerep.fleet import cluster  # noqa: E402
+from edgerep.fleet.deploy import FleetOptions, fleet_deploy  # noqa: E402
+from edgerep.fleet.local import LocalFleet  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "checkpoints" / "repvgg_digits.pt"
+ENV = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+       "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A real (quick) deploy of the demo checkpoint: FP32 ONNX, the CPU QDQ file, the calibration cache."""
+    from edgerep.pipeline import DeployOptions, deploy
+
+    out = tmp_path_factory.mktemp("fleet") / "bundle"
+    deploy(DeployOptions(checkpoint=DEMO, out=out, run_check=False, calib_samples=64, calib_method="minmax",
+                         bench_seconds=0.02, eval_samples=64, max_drop=None, threads=1,
+                         cache_dir=out.parent / "cache"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Head + two `x86-cpu` nodes on 127.0.0.1, stopped by process group at the end whatever happens."""
+    f = LocalFleet(["x86-cpu", "x86-cpu"], env=ENV, log_dir=tmp_path_factory.mktemp("ray-logs"))
+    try:
+        f.start(timeout=120)
+        yield f
+    finally:
+        f.stop()
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgerep", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **ENV})
+
+
+def _local_top1(bundle: Path, policy_file: str, precision: str) -> float:
+    """Top-1 of one ONNX file of the bundle on the whole digits test split, here, in one process."""
+    from edgerep.bench.accuracy import collect_outputs, score
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.data import open_dataset
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    meta = load_checkpoint(bundle / "model.folded.pt").meta
+    eng = OrtEngine(bundle / policy_file, precision=precision,
+                    session_config=(manifest.get("cpu_policy") or {}).get("session_config"))
+    out, labels = collect_outputs(eng, open_dataset("digits", split="test", meta=meta).batches(64))
+    return score(out, labels, None).top1
+
+
+def test_nodes_listen_on_loopback_only(fleet):
+    ray_mod = cluster.connect(fleet.address)
+    addrs = {n["NodeManagerAddress"] for n in ray_mod.nodes() if n["Alive"]}
+    assert addrs == {"127.0.0.1"}
+
+
+def test_join_refuses_a_tensorrt_profile_this_host_cannot_run(fleet):
+    r = _cli("fleet", "join", "--address", fleet.address, "--target", "dgpu", "--temp-dir", fleet.temp_dir)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "--target dgpu" in line and "TensorRT" in line and "tensorrt-int8-cuda0" in line
+    alive = [n for n in cluster.list_nodes(cluster.connect(fleet.address)) if n.alive and n.targets]
+    assert len(alive) == 2 and all(n.targets == ["x86-cpu"] for n in alive)  # nothing joined
+
+
+def test_status_lists_nodes_targets_versions_busy(fleet):
+    r = _cli("fleet", "status", "--address", fleet.address, "--json")
+    assert r.returncode == 0, r.stderr
+    nodes = json.loads(r.stdout)
+    import edgerep
+    import onnxruntime
+    import torch
+
+    devices = [n for n in nodes if n["targets"]]
+    assert len(devices) == 2 and len(nodes) == 3  # the head advertises no target
+    for n in devices:
+        assert n["alive"] and n["targets"] == ["x86-cpu"] and n["busy"] == []
+        v = n["versions"]
+        assert v["edgerep"] == edgerep.__version__ and v["torch"] == torch.__version__
+        assert v["onnxruntime"] == onnxruntime.__version__ and v["tensorrt"] is None and v["int8_isa"]
+    assert len({n["node_id"] for n in devices}) == 2
+
+
+def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["fleet", "deploy", str(bundle), "--address", fleet.address, "--targets", "x86-cpu,jetson-orin-nano",
+               "--out", str(out), "--bench-seconds", "0.05", "--junit", str(tmp_path / "gate.xml")])
+    assert rc == 1  # jetson-orin-nano has no node: the gate fails, but everything else is there
+    report = json.loads((out / "report.json").read_text())
+    rows = report["rows"]
+    x86 = [r for r in rows if r["target"] == "x86-cpu"]
+    node_ids = {n.node_id for n in cluster.list_nodes(cluster.connect(fleet.address)) if n.targets}
+    assert {r["node_id"] for r in x86} == node_ids
+    built = [r for r in x86 if r["status"] == "built"]
+    assert sorted((r["name"], r["precision"]) for r in built) == sorted(
+        [("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")] * 2)  # a row per node x engine
+    fp32_local = _local_top1(bundle, "model.fp32.onnx", "fp32")
+    for r in built:
+        assert r["latency"]["p50_ms"] > 0 and r["accuracy"]["samples"] == 539
+        assert r["hostname"] and r["node"].endswith(r["node_id"][:8])
+        if r["precision"] == "fp32":
+            assert r["accuracy"]["top1"] == fp32_local  # the node scores what this machine scores
+    assert report["reference"]["accuracy"]["samples"] == 539
+    torch_rows = [r for r in x86 if r["name"] == "torch-cpu"]
+    assert len(torch_rows) == 2 and all(r["status"] == "skipped" for r in torch_rows)
+    nano = [r for r in rows if r["target"] == "jetson-orin-nano"]
+    assert nano and all(r["status"] == "no node" and "no node for target" in r["reason"] for r in nano)
+    for r in built:  # what each node built came back into OUT/engines/<target>/<node>/
+        side = json.loads((out / "engines" / "x86-cpu" / r["node"] / "engines.json").read_text())
+        assert side["node_id"] == r["node_id"]
+    xml = (tmp_path / "gate.xml").read_text()
+    assert xml == (out / "gate.xml").read_text()
+    assert 'name="onnxruntime-cpu/int8"' in xml and xml.count("<testcase") == 1 + 2 + 4  # fold, x86 x2, nano x4
+    assert "no node for target" in xml and report["gate"]["passed"] is False
+
+
+def test_sharded_top1_equals_single_node_to_the_last_image(fleet, bundle, tmp_path):
+    single = fleet_deploy(FleetOptions(bundle=bundle, address=fleet.address, out=tmp_path / "one",
+                                       bench_seconds=0.02))
+    sharded = fleet_deploy(FleetOptions(bundle=bundle, address=fleet.address, out=tmp_path / "sharded",
+                                        shard=True, bench_seconds=0.02))
+    assert single.passed and sharded.passed
+    merged = {(r["name"], r["precision"]): r for r in sharded.report["rows"] if r["scope"] == "merged"}
+    shard_rows = [r for r in sharded.report["rows"] if r["scope"] == "shard" and r["status"] == "built"]
+    assert set(merged) == {("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")}
+    for key, m in merged.items():
+        parts = [r for r in shard_rows if (r["name"], r["precision"]) == key]
+        assert len(parts) == 2 and sorted(len(r["shards"]) for r in parts) == [1, 1]
+        assert sum(r["accuracy"]["samples"] for r in parts) == m["accuracy"]["samples"] == 539
+        assert all(r["accuracy"]["samples"] < 539 for r in parts)
+        one = [r for r in single.report["rows"] if (r["name"], r["precision"]) == key]
+        assert len(one) == 2 and all(r["accuracy"]["top1"] == m["accuracy"]["top1"] for r in one)
+    assert merged[("onnxruntime-cpu", "fp32")]["accuracy"]["top1"] == _local_top1(bundle, "model.fp32.onnx", "fp32")
+
+
+def test_a_target_timeout_gives_lost_rows_not_a_hang(fleet, bundle, tmp_path):
+    t0 = time.monotonic()
+    res = fleet_deploy(FleetOptions(bundle=bundle, address=fleet.address, out=tmp_path / "out", timeout_s=2.0,
+                                    bench_seconds=5.0))
+    assert time.monotonic() - t0 < 40
+    assert not res.passed
+    rows = res.report["rows"]
+    assert rows and all(r["status"] == "lost" and "within --timeout 2 s" in r["reason"] for r in rows)
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["gate"]["passed"] is False
+    _wait_idle(fleet)
+
+
+def _wait_idle(fleet, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(n.busy for n in cluster.list_nodes(cluster.connect(fleet.address)) if n.alive):
+        assert time.monotonic() < deadline, "fleet nodes stayed busy"
+        time.sleep(0.2)
+
+
+def test_killed_node_rows_lost_the_rest_intact(fleet, bundle, tmp_path):
+    """Runs last: kills node1's whole process group while both nodes are measuring."""
+    ray_mod = cluster.connect(fleet.address)
+    victim_id = None
+    result: dict = {}
+
+    def run() -> None:
+        result["res"] = fleet_deploy(FleetOptions(bundle=bundle, address=fleet.address, out=tmp_path / "out",
+                                                  bench_seconds=2.0, timeout_s=120))
+
+    th = threading.Thread(target=run)
+    t0 = time.monotonic()
+    th.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # both nodes hold their fleet slot: the jobs are running
+        busy = [n for n in cluster.list_nodes(ray_mod) if n.alive and n.busy]
+        if len(busy) == 2:
+            break
+        time.sleep(0.1)
+    assert len(busy) == 2, "the fleet jobs never started"
+    pid_node = {}
+    for name in ("node0", "node1"):
+        pid_node[name] = fleet.procs[name].pid
+    before = {n.node_id for n in cluster.list_nodes(ray_mod) if n.alive and n.targets}
+    fleet.kill("node1")
+    th.join(timeout=120)
+    assert not th.is_alive(), "fleet deploy hung after a node died"
+    after = {n.node_id for n in cluster.list_nodes(ray_mod) if n.alive and n.targets}
+    victim_id = (before - after).pop() if before - after else None
+    res = result["res"]
+    rows = res.report["rows"]
+    lost = [r for r in rows if r["status"] == "lost"]
+    kept = [r for r in rows if r["status"] == "built"]
+    assert lost and all(r["reason"].startswith("lost: ") for r in lost)
+    if victim_id is not None:
+        assert {r["node_id"] for r in lost} == {victim_id}
+    assert {r["node_id"] for r in kept} == after and len(kept) == 2  # the survivor's two engines, measured
+    assert all(r["accuracy"]["samples"] == 539 for r in kept)
+    assert not res.passed and any(c["name"] == "node_lost" and not c["passed"] for c in res.report["gate"]["checks"])
+    assert (tmp_path / "out" / "report.json").is_file() and time.monotonic() - t0 < 120
