@@ -13,7 +13,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" \
     || .venv/bin/python -m pip install -q --disable-pip-version-check "torch>=2.1,<3" --index-url https://download.pytorch.org/whl/cpu
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,fleet]"
 # The published TensorRT 10.x API listing, read by tests/test_tensorrt_api_names.py. --no-deps:
 # its metadata pulls the tensorrt wheel, whose native libraries are fetched from outside PyPI.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "tensorrt-stubs>=10.0,<11" || true

@@ -176,43 +176,68 @@ def _wait_idle(fleet, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def test_killed_node_rows_lost_the_rest_intact(fleet, bundle, tmp_path):
-    """Runs last: kills node1's whole process group while both nodes are measuring."""
-    ray_mod = cluster.connect(fleet.address)
-    victim_id = None
+def _run_in_thread(fleet, **kw):
     result: dict = {}
 
     def run() -> None:
-        result["res"] = fleet_deploy(FleetOptions(bundle=bundle, address=fleet.address, out=tmp_path / "out",
-                                                  bench_seconds=2.0, timeout_s=120))
+        result["res"] = fleet_deploy(FleetOptions(address=fleet.address, **kw))
 
     th = threading.Thread(target=run)
-    t0 = time.monotonic()
     th.start()
+    ray_mod = cluster.connect(fleet.address)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # both nodes hold their fleet slot: the jobs are running
-        busy = [n for n in cluster.list_nodes(ray_mod) if n.alive and n.busy]
-        if len(busy) == 2:
-            break
+        if len([n for n in cluster.list_nodes(ray_mod) if n.alive and n.busy]) == 2:
+            return th, result
         time.sleep(0.1)
-    assert len(busy) == 2, "the fleet jobs never started"
-    pid_node = {}
-    for name in ("node0", "node1"):
-        pid_node[name] = fleet.procs[name].pid
+    raise AssertionError("the fleet jobs never started")
+
+
+def test_retry_reruns_a_lost_shard_on_another_node(fleet, bundle, tmp_path):
+    """--retries 1 --shard: node1's job dies (its worker killed); node0 re-runs node1's shard; top-1 complete."""
+    th, result = _run_in_thread(fleet, bundle=bundle, out=tmp_path / "out", shard=True, retries=1,
+                                bench_seconds=2.0, timeout_s=120)
+    deadline = time.monotonic() + 30
+    while not (pids := fleet.worker_pids("node1")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids, "no ray::run_job worker on node1"
+    for pid in pids:
+        os.kill(pid, 9)
+    th.join(timeout=120)
+    assert not th.is_alive()
+    res = result["res"]
+    rows = res.report["rows"]
+    lost = [r for r in rows if r["status"] == "lost"]
+    assert lost and all(r["scope"] == "node" and r.get("recovered_by") for r in lost)
+    survivor = lost[0]["recovered_by"]
+    assert survivor != lost[0]["node"] and any(r["node"] == survivor and r["status"] == "built" for r in rows)
+    merged = [r for r in rows if r["scope"] == "merged"]
+    assert len(merged) == 2 and all(r["status"] == "built" and r["accuracy"]["samples"] == 539 for r in merged)
+    fp32 = next(r for r in merged if r["precision"] == "fp32")
+    assert fp32["accuracy"]["top1"] == _local_top1(bundle, "model.fp32.onnx", "fp32")
+    assert res.passed  # the retry recovered the lost work
+    _wait_idle(fleet)
+
+
+def test_killed_node_rows_lost_the_rest_intact(fleet, bundle, tmp_path):
+    """Runs last: kills node1's whole process group while both nodes are measuring."""
+    ray_mod = cluster.connect(fleet.address)
+    t0 = time.monotonic()
     before = {n.node_id for n in cluster.list_nodes(ray_mod) if n.alive and n.targets}
+    th, result = _run_in_thread(fleet, bundle=bundle, out=tmp_path / "out", bench_seconds=1.0, timeout_s=120)
     fleet.kill("node1")
     th.join(timeout=120)
     assert not th.is_alive(), "fleet deploy hung after a node died"
     after = {n.node_id for n in cluster.list_nodes(ray_mod) if n.alive and n.targets}
-    victim_id = (before - after).pop() if before - after else None
     res = result["res"]
     rows = res.report["rows"]
     lost = [r for r in rows if r["status"] == "lost"]
     kept = [r for r in rows if r["status"] == "built"]
-    assert lost and all(r["reason"].startswith("lost: ") for r in lost)
-    if victim_id is not None:
-        assert {r["node_id"] for r in lost} == {victim_id}
-    assert {r["node_id"] for r in kept} == after and len(kept) == 2  # the survivor's two engines, measured
-    assert all(r["accuracy"]["samples"] == 539 for r in kept)
+    assert lost and all(r["reason"].startswith("lost: ") and not r.get("recovered_by") for r in lost)
+    if before - after:  # Ray has noticed the death by now (it usually has)
+        assert {r["node_id"] for r in lost} == before - after
+    assert len({r["node_id"] for r in lost}) == 1 and len(lost) == 3  # every engine of the profile
+    assert len(kept) == 2 and {r["node_id"] for r in kept} == before - {r["node_id"] for r in lost}
+    assert all(r["accuracy"]["samples"] == 539 and r["latency"]["p50_ms"] > 0 for r in kept)
     assert not res.passed and any(c["name"] == "node_lost" and not c["passed"] for c in res.report["gate"]["checks"])
     assert (tmp_path / "out" / "report.json").is_file() and time.monotonic() - t0 < 120

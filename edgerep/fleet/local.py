@@ -4,6 +4,7 @@ every Ray node of the machine). Used by the tests and benchmarks/fleet_overhead.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,6 +124,25 @@ class LocalFleet:
                     self.procs[name].wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def worker_pids(self, name: str, task: str = "run_job") -> list[int]:
+        """Process ids of node ``name``'s Ray workers running ``task`` now (named ``ray::<task>``; each worker
+        has its own process group, its parent is the node's raylet)."""
+        pgid = self.procs[name].pid
+        out = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if not (d / "cmdline").read_bytes().startswith(f"ray::{task}".encode()):
+                    continue
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if os.getpgid(ppid) == pgid:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
 
     def __enter__(self) -> "LocalFleet":
         return self.start()
