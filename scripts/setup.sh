@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up edgerep in ./.venv on a fresh machine: the CPU build of torch first (a bare `torch`
-# requirement would pull a multi-GB CUDA build), then edgerep with its dev extras.
+# requirement would pull a multi-GB CUDA build), then edgerep with its dev and fleet (Ray) extras.
 # Jetson / GPU users: install your platform's torch first and skip the torch line.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -177,8 +177,17 @@ def _build_one(spec: EngineSpec, profile: TargetProfile, *, fp32_onnx, int8_onnx
     settings = te.BuildSettings.from_profile(profile, spec)
     result = te.build_or_reuse(onnx, out, settings, rebuild=rebuild, timing_cache_dir=timing_cache_dir, log=say)
     eng = te.TensorRTEngine(result.plan)
-    return BuiltEngine(spec, eng, "cached" if result.reused else "built", artifact=result.plan,
-                       details={"sidecar": str(result.sidecar_path)})
+    side = result.sidecar
+    details: dict[str, Any] = {"sidecar": str(result.sidecar_path)}
+    reason = ""
+    if side.dla_subgraphs is not None:  # a DLA plan: where its layers run, from the engine inspector
+        from edgerep.engines.dla_placement import DlaPlacement
+
+        placement = DlaPlacement([f"subgraph {i}" for i in range(side.dla_subgraphs)], list(side.gpu_fallback_layers))
+        details["dla_placement"] = {"dla_subgraphs": side.dla_subgraphs, "gpu_fallback_layers": side.gpu_fallback_layers}
+        reason = f"DLA: {placement.summary()}"
+    return BuiltEngine(spec, eng, "cached" if result.reused else "built", reason=reason, artifact=result.plan,
+                       details=details)
 
 
 def standin_session_config(cpu=None) -> tuple[dict[str, str] | None, str]:

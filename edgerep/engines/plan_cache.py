@@ -23,7 +23,8 @@ SIDECAR_VERSION = 1
 SIDECAR_KEYS = ("format", "tensorrt_version", "gpu_name", "compute_capability", "onnx_sha256", "onnx_path",
                 "precision", "device", "dla_core", "gpu_fallback", "strongly_typed", "workspace_mb", "opt_level",
                 "batch_min", "batch_opt", "batch_max", "input_name", "input_shape", "output_name",
-                "timing_cache", "build_seconds", "created", "edgerep_version")
+                "timing_cache", "build_seconds", "created", "edgerep_version", "static_batch", "dla_subgraphs",
+                "gpu_fallback_layers")
 
 
 class StalePlanError(EngineError):
@@ -54,6 +55,9 @@ class PlanSidecar:
     output_name: str = ""
     timing_cache: str = ""
     build_seconds: float = 0.0
+    static_batch: bool = False  # the ONNX fixed the batch: the plan takes that batch whatever the profile says
+    dla_subgraphs: int | None = None  # DLA plans: DLA subgraphs the engine inspector shows (None: not inspected)
+    gpu_fallback_layers: list[str] = field(default_factory=list)  # DLA plans: compute layers that run on the GPU
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     edgerep_version: str = field(default_factory=lambda: _edgerep_version())
     format: int = SIDECAR_VERSION
@@ -166,6 +170,18 @@ def read_sidecar(plan: str | os.PathLike[str]) -> PlanSidecar:
         raise EngineError(f"{p}: plan sidecar lacks field '{missing[0]}'")
     known = {k: v for k, v in data.items() if k in PlanSidecar.__dataclass_fields__}
     return PlanSidecar(**known)
+
+
+def settings_problems(sidecar: PlanSidecar, want: dict[str, Any]) -> list[str]:
+    """The build settings in ``want`` that the plan was not built with (empty: it stands for this build).
+
+    ``want`` holds ``precision``, ``device``, ``dla_core``, ``gpu_fallback``, ``workspace_mb``,
+    ``opt_level`` and ``batch_min`` / ``batch_opt`` / ``batch_max``; a plan from a static-batch ONNX
+    ignores the batch range (it takes the ONNX's batch, and a changed ONNX changes its hash).
+    """
+    have = sidecar.build_settings()
+    keys = [k for k in want if not (sidecar.static_batch and k.startswith("batch_"))]
+    return [f"{k} {have.get(k)!r} -> {want[k]!r}" for k in keys if have.get(k) != want[k]]
 
 
 def compatibility_problems(sidecar: PlanSidecar, *, tensorrt_version: str, gpu_name: str,

@@ -21,12 +21,12 @@ from typing import Any, Callable
 import numpy as np
 
 from edgerep.engines.plan_cache import (PlanSidecar, StalePlanError, atomic_write, ensure_compatible, file_sha256,
-                                        load_timing_cache, plan_path, read_sidecar, sidecar_path, timing_cache_path,
-                                        write_sidecar)
+                                        load_timing_cache, plan_path, read_sidecar, settings_problems, sidecar_path,
+                                        timing_cache_path, write_sidecar)
 from edgerep.errors import EngineError
 
 __all__ = ["BuildSettings", "BuildResult", "StalePlanError", "TensorRTEngine", "build_plan", "build_or_reuse",
-           "check_tensorrt_qdq", "fp16_onnx", "gpu_info", "require_tensorrt", "tensorrt_status", "TRT11_ONLY", "REMOVED_IN_11"]
+           "check_tensorrt_qdq", "cuda_index", "fp16_onnx", "gpu_info", "use_device", "require_tensorrt", "tensorrt_status", "TRT11_ONLY", "REMOVED_IN_11"]
 
 # Names this module uses that exist in 10.x but not in 11.x; each use is behind a major-version check.
 REMOVED_IN_11: dict[str, str] = {
@@ -113,6 +113,28 @@ def gpu_info(device_index: int = 0) -> tuple[str, str] | None:
         return None
 
 
+def cuda_index(device: str) -> int:
+    """``cuda:N`` -> N; ``cuda`` / ``dla:N`` / ``cpu`` -> 0 (the DLA of a Jetson is driven through GPU 0)."""
+    kind, _, idx = str(device).partition(":")
+    return int(idx) if kind == "cuda" and idx.isdigit() else 0
+
+
+def use_device(index: int) -> None:
+    """Make CUDA device ``index`` current in this thread: TensorRT builds and deserializes on the current device."""
+    if _torch_cuda():
+        import torch
+
+        torch.cuda.set_device(index)
+        return
+    cudart = _cudart()
+    if cudart is None:
+        raise EngineError("TensorRT needs a CUDA device: install torch with CUDA or cuda-python")
+    err = cudart.cudaSetDevice(index)[0]
+    if int(err) != 0:
+        raise EngineError(f"CUDA device {index} cannot be selected (cudaSetDevice error {int(err)})",
+                          hint="check the profile's device (cuda:N) against `edgerep doctor`")
+
+
 def tensorrt_status() -> tuple[bool, str]:
     """``(True, "")`` when real TensorRT and a CUDA GPU are here, else ``(False, why not)``."""
     trt, why = _import_trt()
@@ -196,6 +218,18 @@ class BuildSettings:
                    opt_level=profile.opt_level, dla_core=int(spec.device.split(":")[1]) if dla else None,
                    batch_min=lo, batch_opt=opt, batch_max=hi)
 
+    @property
+    def gpu_index(self) -> int:
+        """The CUDA device the plan is built for: N of ``cuda:N``; DLA cores sit beside GPU 0 (Jetson)."""
+        return cuda_index(self.device)
+
+    def reuse_settings(self) -> dict[str, Any]:
+        """What a plan's sidecar must record for the plan to stand for this build (see ``settings_problems``)."""
+        return {"precision": self.precision, "device": self.device, "dla_core": self.dla_core,
+                "gpu_fallback": self.gpu_fallback and self.dla_core is not None, "workspace_mb": self.workspace_mb,
+                "opt_level": self.opt_level, "batch_min": self.batch_min, "batch_opt": self.batch_opt,
+                "batch_max": self.batch_max}
+
     def strongly_typed(self, major: int) -> bool:
         """11.x is always strongly typed; on 10.x we stay weakly typed so FP16/INT8 flags pick precisions."""
         return major >= 11
@@ -240,9 +274,12 @@ def build_plan(onnx_path: str | os.PathLike[str], plan_file: str | os.PathLike[s
     say = log or (lambda _m: None)
     major, minor = trt_major(trt)
     onnx_path, plan_file = Path(onnx_path), Path(plan_file)
-    info = gpu_info(0)
-    assert info is not None  # require_tensorrt checked it
+    info = gpu_info(settings.gpu_index)
+    if info is None:
+        raise EngineError(f"profile asks for {settings.device}, but no CUDA device {settings.gpu_index} is visible",
+                          hint="`edgerep doctor` lists the devices; fix the engine's device in the profile")
     gpu_name, cc = info
+    use_device(settings.gpu_index)  # chosen before any TensorRT object exists
     logger = _make_logger(trt)
     strong = settings.strongly_typed(major)
     source = onnx_path
@@ -284,6 +321,7 @@ def build_plan(onnx_path: str | os.PathLike[str], plan_file: str | os.PathLike[s
                               f"core(s) on this {gpu_name}", hint="use a profile without dla engines here")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(settings.dla_core)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # so the inspector can say where layers ran
         if settings.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
@@ -308,7 +346,15 @@ def build_plan(onnx_path: str | os.PathLike[str], plan_file: str | os.PathLike[s
     if serialized is None:  # NVIDIA's samples check this too
         raise EngineError(f"{source}: TensorRT {trt.__version__} failed to build a {settings.precision} plan for "
                           f"{settings.device}: {logger.last_error()}")
-    atomic_write(plan_file, bytes(memoryview(serialized)))
+    plan_bytes = bytes(memoryview(serialized))
+    placement = _dla_placement_of(trt, plan_bytes, settings, logger) if dla else None
+    if placement is not None and not placement.dla_subgraphs:
+        raise EngineError(f"{source}: TensorRT {trt.__version__} put no layer of this {settings.precision} network on "
+                          f"DLA core {settings.dla_core} (every layer fell back to the GPU: "
+                          f"{', '.join(placement.gpu_layers[:3])}...); refusing to call it a DLA plan",
+                          hint="INT8 on DLA from explicit Q/DQ is unconfirmed on this TensorRT; use the GPU "
+                               "int8 engine, or FP16 on DLA")
+    atomic_write(plan_file, plan_bytes)
     atomic_write(tc_path, bytes(memoryview(config.get_timing_cache().serialize())))
     sidecar = PlanSidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc,
@@ -317,20 +363,39 @@ def build_plan(onnx_path: str | os.PathLike[str], plan_file: str | os.PathLike[s
         strongly_typed=strong, workspace_mb=settings.workspace_mb, opt_level=settings.opt_level,
         batch_min=batch_min, batch_opt=batch_opt, batch_max=batch_max, input_name=inp.name,
         input_shape=list(in_shape[1:]), output_name=out_name, timing_cache=str(tc_path),
-        build_seconds=round(time.perf_counter() - t0, 3))
+        build_seconds=round(time.perf_counter() - t0, 3), static_batch=in_shape[0] >= 0,
+        dla_subgraphs=len(placement.dla_subgraphs) if placement is not None else None,
+        gpu_fallback_layers=list(placement.gpu_layers) if placement is not None else [])
     write_sidecar(plan_file, sidecar)
+    if placement is not None:
+        say(f"DLA core {settings.dla_core}: {placement.summary()}")
     return sidecar
+
+
+def _dla_placement_of(trt: Any, plan: bytes, settings: BuildSettings, logger: Any) -> Any:
+    """Deserialize a fresh DLA plan and ask the engine inspector where each layer runs."""
+    from edgerep.engines.dla_placement import dla_placement
+
+    runtime = trt.Runtime(logger)
+    runtime.DLA_core = int(settings.dla_core)
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise EngineError(f"TensorRT {trt.__version__} could not load the DLA plan it just built: {logger.last_error()}")
+    inspector = engine.create_engine_inspector()
+    return dla_placement(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
 def check_tensorrt_qdq(path: str | os.PathLike[str]) -> None:
     """Refuse a QDQ file TensorRT would reject or misread (asymmetric / uint8 zero points, ...), before a build.
 
-    Uses the INT8 linter (``edgerep.quant.lint``) when it is installed; the first error names the node and rule.
+    Uses the INT8 linter (``edgerep.quant.lint``); the first error names the node and rule. A linter that cannot
+    be imported is an error too, never a silently skipped check.
     """
     try:
         from edgerep.quant.lint import lint_errors, lint_tensorrt_qdq
-    except ImportError:
-        return
+    except ImportError as e:  # never build an INT8 plan unchecked because the linter could not load
+        raise EngineError(f"{path}: the TensorRT QDQ lint cannot run ({e}), so this INT8 file is not checked",
+                          hint="reinstall edgerep with its dependencies (onnx); the lint guards every INT8 build") from None
     errors = lint_errors(lint_tensorrt_qdq(path))
     if errors:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -348,17 +413,15 @@ def reuse_problem(plan_file: Path, onnx_path: Path, settings: BuildSettings) -> 
         return "no plan yet"
     side = read_sidecar(plan_file)
     trt = require_tensorrt()
-    info = gpu_info(0)
-    assert info is not None
+    info = gpu_info(settings.gpu_index)
+    if info is None:
+        return f"no CUDA device {settings.gpu_index} here"
     ensure_compatible(plan_file, side, tensorrt_version=str(trt.__version__), gpu_name=info[0],
                       compute_capability=info[1])
     if side.onnx_sha256 != file_sha256(onnx_path):
         return "the ONNX file changed"
-    want = {"precision": settings.precision, "device": settings.device, "dla_core": settings.dla_core,
-            "workspace_mb": settings.workspace_mb, "opt_level": settings.opt_level}
-    have = side.build_settings()
-    diff = [k for k, v in want.items() if have.get(k) != v]
-    return f"settings changed: {', '.join(diff)}" if diff else None
+    diff = settings_problems(side, settings.reuse_settings())
+    return f"settings changed: {'; '.join(diff)}" if diff else None
 
 
 def build_or_reuse(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], settings: BuildSettings, *,
@@ -524,12 +587,23 @@ class _CudaPythonIO:
         self._check(self.cudart.cudaStreamSynchronize(self.stream)[0], "cudaStreamSynchronize")
         return out.astype(np.float32, copy=False)
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """Free the buffers and destroy the stream (idempotent)."""
         for p in getattr(self, "_bufs", []):
             try:
                 self.cudart.cudaFree(p)
             except Exception:
                 pass
+        self._bufs = []
+        stream, self.stream = getattr(self, "stream", None), None
+        if stream is not None:
+            try:
+                self.cudart.cudaStreamDestroy(stream)
+            except Exception:
+                pass
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class TensorRTEngine:
@@ -539,12 +613,16 @@ class TensorRTEngine:
     (larger than its max batch), so ``run`` accepts any batch like the other engines.
     """
 
-    def __init__(self, plan_file: str | os.PathLike[str], *, device_index: int = 0):
+    def __init__(self, plan_file: str | os.PathLike[str], *, device_index: int | None = None):
         trt = require_tensorrt()
         self.plan = Path(plan_file)
         self.sidecar = read_sidecar(self.plan)
+        if device_index is None:  # the device the plan was built for (cuda:N in the profile)
+            device_index = cuda_index(self.sidecar.device)
         info = gpu_info(device_index)
-        assert info is not None
+        if info is None:
+            raise EngineError(f"{self.plan}: built for {self.sidecar.device}, but CUDA device {device_index} is not "
+                              "visible here")
         ensure_compatible(self.plan, self.sidecar, tensorrt_version=str(trt.__version__), gpu_name=info[0],
                           compute_capability=info[1])
         self._trt = trt
@@ -552,6 +630,7 @@ class TensorRTEngine:
         self.precision = self.sidecar.precision
         self.device = self.sidecar.device
         self._logger = _make_logger(trt)
+        use_device(device_index)  # TensorRT deserializes onto the current device: choose it first
         runtime = trt.Runtime(self._logger)
         if self.sidecar.dla_core is not None:
             runtime.DLA_core = int(self.sidecar.dla_core)
