@@ -56,6 +56,7 @@ class _Job:
     shards: list[int]
     bench: bool
     ref: Any = None
+    submitted: float = 0.0  # perf_counter at submission: the CI side's wall time of the job
     attempt: int = 0
     retry_of: str | None = None  # label of the node whose work this job redoes
 
@@ -131,7 +132,8 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
         spec_j = {**job_spec, "target": job.target, "bench": {**job_spec["bench"], "enabled": job.bench}}
         job.ref = remote.options(num_cpus=0, max_retries=0, resources={resource_name(job.target): 1},
                                  scheduling_strategy=cluster.on_node(job.node.node_id)).remote(
-            files_ref, spec_j, [shard_refs[i] for i in job.shards])
+            files_ref, spec_j, *[shard_refs[i] for i in job.shards])
+        job.submitted = time.perf_counter()
         return job
 
     jobs: list[_Job] = []
@@ -160,7 +162,9 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
             j = next(j for j in pending if j.ref == r)
             pending.remove(j)
             try:
-                done.append((j, ray.get(r)))
+                res = ray.get(r)
+                res["timings_s"]["ci_wall"] = round(time.perf_counter() - j.submitted, 3)
+                done.append((j, res))
                 say(f"{j.target} on {j.node.label}: done")
             except Exception as e:  # node died, worker crashed, task failed: the node's rows say why
                 why = _why_lost(e)

@@ -40,9 +40,13 @@ def probe() -> dict[str, Any]:
 
 
 def _node_id() -> str:
-    import ray
+    """This Ray node's id ("local" outside Ray)."""
+    try:
+        import ray
 
-    return ray.get_runtime_context().get_node_id()
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    except ImportError:
+        return "local"
 
 
 def _write_payload(files: dict[str, bytes], work: Path) -> dict[str, Path]:
@@ -59,14 +63,15 @@ def _write_payload(files: dict[str, bytes], work: Path) -> dict[str, Path]:
     return out
 
 
-def run_job(files: dict[str, bytes], spec: dict[str, Any], shard_refs: list[Any]) -> dict[str, Any]:
-    """Build ``spec["target"]``'s engines here, time them (``spec["bench"]``) and score them on the shards.
+def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, Any]) -> dict[str, Any]:
+    """Build ``spec["target"]``'s engines here, time them (``spec["bench"]``) and score them on ``shards``.
+
+    Ray resolves the shards (passed as object refs, top-level arguments) before the call, so the same
+    function runs in-process for a local comparison (benchmarks/fleet_overhead.py).
 
     Returns plain data: the node, its versions, one row per engine of the profile (with per-shard
     counts), and the built plans / sidecars as ``{relative path: bytes}``.
     """
-    import ray
-
     from edgerep.engines.factory import build_engines
     from edgerep.engines.profiles import load_profile
     from edgerep.fleet.counts import shard_counts
@@ -87,9 +92,6 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], shard_refs: list[Any]
         (work / "engines" / "engines.json").write_text(json.dumps(
             {"node_id": _node_id(), "hostname": socket.gethostname(), "target": profile.name,
              "engines": [b.to_dict() for b in built]}, indent=2, default=str) + "\n")
-        t = time.perf_counter()
-        shards = [ray.get(r) for r in shard_refs]
-        timings["receive_shards"] = time.perf_counter() - t
         bench = spec.get("bench") or {}
         x_bench = spec.get("x_bench")
         rows = []
@@ -119,6 +121,7 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], shard_refs: list[Any]
         timings["total"] = time.perf_counter() - t0
         return {"node_id": _node_id(), "hostname": socket.gethostname(), "pid": os.getpid(), "versions": probe(),
                 "host": host_facts(), "rows": rows, "artifacts": artifacts, "shards": [s["index"] for s in shards],
+                "finished_unix": time.time(),
                 "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     finally:
         shutil.rmtree(work, ignore_errors=True)
