@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +46,11 @@ def local_run(bundle_dir: Path, bench_seconds: float) -> dict:
             "total": time.perf_counter() - t0, "rows": res["rows"]}
 
 
+def _fleet_phases(res, wall: float) -> dict:
+    n = max(res.report["nodes"].values(), key=lambda v: v["timings_s"]["ci_wall"])["timings_s"]
+    return {"wall": wall, "ci": res.report["timings_s"], "node": n}
+
+
 def fleet_run(bundle_dir: Path, nodes: int, bench_seconds: float, shard: bool) -> dict:
     from edgerep.fleet.deploy import FleetOptions, fleet_deploy
     from edgerep.fleet.local import LocalFleet
@@ -55,16 +61,21 @@ def fleet_run(bundle_dir: Path, nodes: int, bench_seconds: float, shard: bool) -
     try:
         f.start(timeout=120)
         t_up = time.perf_counter() - t0
+        runs = {}
         with tempfile.TemporaryDirectory() as d:
-            fleet_deploy(FleetOptions(bundle=bundle_dir, address=f.address, out=Path(d) / "warm", shard=shard,
-                                      bench_seconds=0.01))  # first contact: Ray starts worker processes once
-            t1 = time.perf_counter()
-            res = fleet_deploy(FleetOptions(bundle=bundle_dir, address=f.address, out=Path(d) / "out",
-                                            shard=shard, bench_seconds=bench_seconds))
-            wall = time.perf_counter() - t1
-        return {"cluster_start": t_up, "wall": wall, "ci": res.report["timings_s"],
-                "nodes": {k: v["timings_s"] for k, v in res.report["nodes"].items()},
-                "host": next(iter(res.report["nodes"].values()))["versions"], "passed": res.passed}
+            for name in ("cold", "warm"):  # cold: the first deploy after start-up, Ray starts its worker processes
+                t1 = time.perf_counter()
+                res = fleet_deploy(FleetOptions(bundle=bundle_dir, address=f.address, out=Path(d) / name,
+                                                shard=shard, bench_seconds=bench_seconds))
+                runs[name] = _fleet_phases(res, time.perf_counter() - t1)
+            if nodes == 1:  # the command as CI runs it: a new process (imports, connect) on the warm cluster
+                t1 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "edgerep", "fleet", "deploy", str(bundle_dir), "--address",
+                                f.address, "--out", str(Path(d) / "cli"), "--bench-seconds", str(bench_seconds)],
+                               env={**os.environ, **env}, check=True, capture_output=True, timeout=300)
+                runs["cli"] = time.perf_counter() - t1
+        return {"cluster_start": t_up, **runs, "host": next(iter(res.report["nodes"].values()))["versions"],
+                "passed": res.passed}
     finally:
         f.stop()
 
@@ -77,31 +88,39 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    local = local_run(args.bundle, args.bench_seconds)
+    cold = local_run(args.bundle, args.bench_seconds)  # first call in this process: imports, first sessions
+    warm = local_run(args.bundle, args.bench_seconds)
     one = fleet_run(args.bundle, 1, args.bench_seconds, shard=False)
     two = fleet_run(args.bundle, 2, args.bench_seconds, shard=True)
     h = one["host"]
     print(f"# fleet overhead: {args.bundle.name}, bench {args.bench_seconds:g} s per engine; "
           f"{h.get('cpu')} ({h.get('arch')}, INT8 ISA {h.get('int8_isa')}), {os.cpu_count()} cores, "
           f"edgerep {h.get('edgerep')}, ray {h.get('ray')}, onnxruntime {h.get('onnxruntime')}")
-    print("| phase | local (no Ray) | fleet, 1 node | fleet, 2 nodes sharded |\n|---|---|---|---|")
-    n1 = next(iter(one["nodes"].values()))
-    n2 = max(two["nodes"].values(), key=lambda t: t["ci_wall"])
-    rows = [("reference + test shards (CI side)", local["reference_and_shards"], one["ci"]["reference_and_shards"],
-             two["ci"]["reference_and_shards"]),
-            ("connect to the cluster", 0.0, one["ci"]["connect"], two["ci"]["connect"]),
-            ("put bundle files in the object store", 0.0, one["ci"]["ship"], two["ci"]["ship"]),
-            ("node: build engines", local["node"]["build"], n1["build"], n2["build"]),
-            ("node: bench", local["node"].get("bench", 0), n1.get("bench", 0), n2.get("bench", 0)),
-            ("node: evaluate", local["node"].get("evaluate", 0), n1.get("evaluate", 0), n2.get("evaluate", 0)),
-            ("node: whole job", local["job"], n1["total"], n2["total"]),
-            ("scheduling + transfers (job wall on CI - on node)", 0.0, n1["ci_wall"] - n1["total"],
-             n2["ci_wall"] - n2["total"]),
-            ("wall, end to end", local["total"], one["wall"], two["wall"]),
-            ("(cluster start-up, once)", 0.0, one["cluster_start"], two["cluster_start"])]
-    for name, *vals in rows:
-        print(f"| {name} | " + " | ".join(f"{v:.2f} s" for v in vals) + " |")
-    print(json.dumps({"local": {k: v for k, v in local.items() if k != "rows"}, "fleet1": one, "fleet2": two},
+    cols = [("local, cold", cold, None), ("local, warm", warm, None), ("fleet 1 node, cold", None, one["cold"]),
+            ("fleet 1 node, warm", None, one["warm"]), ("fleet 2 nodes sharded, warm", None, two["warm"])]
+    print("| phase | " + " | ".join(c[0] for c in cols) + " |\n|---|" + "---|" * len(cols))
+
+    def cell(loc, fl, what):
+        if loc is not None:
+            v = {"prep": loc["reference_and_shards"], "connect": 0.0, "ship": 0.0, "build": loc["node"]["build"],
+                 "bench": loc["node"].get("bench", 0.0), "evaluate": loc["node"].get("evaluate", 0.0),
+                 "job": loc["job"], "sched": 0.0, "wall": loc["total"]}[what]
+        else:
+            n = fl["node"]
+            v = {"prep": fl["ci"]["reference_and_shards"], "connect": fl["ci"]["connect"], "ship": fl["ci"]["ship"],
+                 "build": n["build"], "bench": n.get("bench", 0.0), "evaluate": n.get("evaluate", 0.0),
+                 "job": n["total"], "sched": n["ci_wall"] - n["total"], "wall": fl["wall"]}[what]
+        return f"{v:.2f} s"
+
+    for label, what in (("reference + test shards (CI side)", "prep"), ("connect to the cluster", "connect"),
+                        ("bundle files into the object store", "ship"), ("job: build engines", "build"),
+                        ("job: bench (2 engines)", "bench"), ("job: evaluate", "evaluate"), ("job: whole", "job"),
+                        ("scheduling, worker start, transfers", "sched"), ("wall, end to end", "wall")):
+        print(f"| {label} | " + " | ".join(cell(c[1], c[2], what) for c in cols) + " |")
+    print(f"\ncluster start-up (once, not per deploy): head + 1 node {one['cluster_start']:.1f} s, "
+          f"head + 2 nodes {two['cluster_start']:.1f} s; `edgerep fleet deploy` as a new process on the warm "
+          f"1-node cluster: {one['cli']:.1f} s wall")
+    print(json.dumps({"local_cold": {k: v for k, v in cold.items() if k != "rows"}, "fleet1": one, "fleet2": two},
                      default=str), file=sys.stderr)
     return 0
 
