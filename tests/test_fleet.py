@@ -72,6 +72,16 @@ def _local_top1(bundle: Path, policy_file: str, precision: str) -> float:
     return score(out, labels, None).top1
 
 
+def test_payload_is_onnx_and_json_never_the_checkpoint(bundle):
+    from edgerep.fleet.payload import payload, read_bundle
+
+    files = payload(read_bundle(bundle))
+    assert set(files) == {"model.fp32.onnx", "model.int8.onnx"} | {n for n in files if n.startswith("calibration/")}
+    assert any(n.startswith("calibration/") and n.endswith(".json") for n in files)
+    assert (bundle / "model.folded.pt").is_file() and all(not n.endswith((".pt", ".pth", ".pt2")) for n in files)
+    assert all(isinstance(v, bytes) for v in files.values())
+
+
 def test_nodes_listen_on_loopback_only(fleet):
     ray_mod = cluster.connect(fleet.address)
     addrs = {n["NodeManagerAddress"] for n in ray_mod.nodes() if n["Alive"]}
@@ -82,7 +92,8 @@ def test_join_refuses_a_tensorrt_profile_this_host_cannot_run(fleet):
     r = _cli("fleet", "join", "--address", fleet.address, "--target", "dgpu", "--temp-dir", fleet.temp_dir)
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip().splitlines()[-1]
-    assert "--target dgpu" in line and "TensorRT" in line and "tensorrt-int8-cuda0" in line
+    assert "--target dgpu" in line and "tensorrt-int8-cuda0, tensorrt-fp16-cuda0: only TensorRT type stubs" in line
+    assert "stands in" not in line  # a fallback is no use to a fleet node
     alive = [n for n in cluster.list_nodes(cluster.connect(fleet.address)) if n.alive and n.targets]
     assert len(alive) == 2 and all(n.targets == ["x86-cpu"] for n in alive)  # nothing joined
 
@@ -124,7 +135,7 @@ def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
         assert r["hostname"] and r["node"].endswith(r["node_id"][:8])
         if r["precision"] == "fp32":
             assert r["accuracy"]["top1"] == fp32_local  # the node scores what this machine scores
-    assert report["reference"]["accuracy"]["samples"] == 539
+    assert report["reference"]["accuracy"]["samples"] == 539 and report["warnings"] == []  # same edgerep everywhere
     torch_rows = [r for r in x86 if r["name"] == "torch-cpu"]
     assert len(torch_rows) == 2 and all(r["status"] == "skipped" for r in torch_rows)
     nano = [r for r in rows if r["target"] == "jetson-orin-nano"]
@@ -134,7 +145,7 @@ def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
         assert side["node_id"] == r["node_id"]
     xml = (tmp_path / "gate.xml").read_text()
     assert xml == (out / "gate.xml").read_text()
-    assert 'name="onnxruntime-cpu/int8"' in xml and xml.count("<testcase") == 1 + 2 + 4  # fold, x86 x2, nano x4
+    assert 'name="onnxruntime-cpu/int8"' in xml and xml.count("<testcase") == 1 + 2 + 3  # fold, x86 x2, nano x3
     assert "no node for target" in xml and report["gate"]["passed"] is False
 
 
@@ -236,7 +247,7 @@ def test_killed_node_rows_lost_the_rest_intact(fleet, bundle, tmp_path):
     assert lost and all(r["reason"].startswith("lost: ") and not r.get("recovered_by") for r in lost)
     if before - after:  # Ray has noticed the death by now (it usually has)
         assert {r["node_id"] for r in lost} == before - after
-    assert len({r["node_id"] for r in lost}) == 1 and len(lost) == 3  # every engine of the profile
+    assert len({r["node_id"] for r in lost}) == 1 and len(lost) == 2  # every engine a node runs (not torch)
     assert len(kept) == 2 and {r["node_id"] for r in kept} == before - {r["node_id"] for r in lost}
     assert all(r["accuracy"]["samples"] == 539 and r["latency"]["p50_ms"] > 0 for r in kept)
     assert not res.passed and any(c["name"] == "node_lost" and not c["passed"] for c in res.report["gate"]["checks"])

@@ -64,3 +64,18 @@ def test_gate_fails_lost_and_nodeless_rows_and_groups_junit_by_target_engine():
     assert 'classname="edgerep.fleet.x86-cpu" name="onnxruntime-cpu/int8"' in xml
     recovered = {**lost, "recovered_by": "a-1"}
     assert gate_fleet({**report, "rows": [built, recovered]}, GateThresholds(max_drop=0.5)).passed
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["fleet", "status", "--address", "nohost"], "is not HOST:PORT"),
+    (["fleet", "status", "--address", "127.0.0.1:1"], "no Ray head answers there"),
+    (["fleet", "deploy", "{tmp}", "--address", "127.0.0.1:1"], "not a bundle (no manifest.json)"),
+    (["fleet", "join", "--address", "127.0.0.1:1", "--target", "no-such-profile"], "no-such-profile"),
+])
+def test_fleet_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
+    pytest.importorskip("ray")
+    from edgerep.cli import main
+
+    rc = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and words in err[0] and err[0].startswith("edgerep fleet: error: ")

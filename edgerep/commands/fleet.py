@@ -16,7 +16,7 @@ cluster as a node that advertises its target profile; `fleet deploy` ships a bun
 the device that runs them), times them, scores them on the test split, and merges one report and
 one gate on the CI side: a row per node x engine, a JUnit test case per target x engine.
 
-Ray has no authentication: keep the cluster on a private network (docs/fleet.md, "Trust model").
+Ray has no authentication by default: keep the cluster on a private network (docs/fleet.md, "Trust model").
 
   up       start the head (plain `ray start --head`; no jobs run on it). Run it where CI runs.
   join     check with `doctor` that this device fits the profile, then join as a node for it
@@ -222,6 +222,8 @@ def _print_table(report: dict, out: Path) -> None:
     for line in node_lines(report):
         c.print(f"node {line}")
     gate = report.get("gate") or {}
+    for w in report.get("warnings", []):
+        c.print(f"[yellow]warning[/]: {w}")
     c.print("gate: " + ("[green]PASSED[/]" if gate.get("passed") else "[red]FAILED[/]"))
     for ch in gate.get("checks", []):
         if not ch["passed"]:

@@ -34,6 +34,8 @@ def fit_problems(profile: Any, doctor: dict | None = None) -> list[str]:
             problems.append(f"an x86-64 CPU, this machine is {arch or 'unknown'}")
         elif not cpu.get("avx2"):
             problems.append("the AVX2 instruction set (the CPU INT8 path of onnxruntime needs at least AVX2)")
+    missing: dict[str, list[str]] = {}  # why -> engines (a stand-in the profile allows does not count here)
     for spec, why in unavailable_engines(profile):
-        problems.append(f"engine {spec.key}: {why}")
+        missing.setdefault(why.split("; ")[0], []).append(spec.key)
+    problems += [f"{', '.join(keys)}: {why}" for why, keys in missing.items()]
     return problems

@@ -99,7 +99,7 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, An
             actual = b.actual or b.spec
             reason = b.reason or ""
             if b.spec.backend == "torch" and b.engine is None:
-                reason = "nodes get ONNX files only; torch runs on the CI side (the reference)"
+                reason = "CI side only (the reference); nodes get ONNX files"
             row: dict[str, Any] = {"name": f"{actual.backend}-{actual.device_kind}", "precision": actual.precision,
                                    "device": actual.device, "status": b.status, "reason": reason,
                                    "requested": b.spec.key, "build_seconds": round(b.seconds, 3), "counts": {}}

@@ -13,12 +13,13 @@ def _label(res: dict) -> str:
 
 
 def _expected_engines(target: str) -> list[dict]:
-    """The engines a target's profile lists (for rows of nodes that never answered)."""
+    """The engines a target's profile lists that nodes run (for rows of nodes that never answered); torch
+    engines run only on the CI side, as the reference."""
     try:
         from edgerep.engines.profiles import load_profile
 
         return [{"name": f"{s.backend}-{s.device_kind}", "precision": s.precision, "device": s.device,
-                 "requested": s.key} for s in load_profile(target).engines]
+                 "requested": s.key} for s in load_profile(target).engines if s.backend != "torch"]
     except Exception:  # a target this CI side has no profile for: one row stands for all its engines
         return [{"name": "*", "precision": "*", "device": "?", "requested": "*"}]
 
@@ -42,7 +43,10 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, targets: list[str],
     """One report from the finished and the lost jobs (``_artifacts`` holds the plans to write)."""
     ref_by_shard = {s["index"]: s["reference"] for s in shards}
     all_ref = merge(list(ref_by_shard.values())) if shards else None
+    import edgerep
+
     rows: list[dict] = []
+    warnings: list[str] = []
     nodes: dict[str, dict] = {}
     artifacts = []
     merged_counts: dict[tuple, dict[int, dict]] = {}  # (target, requested) -> shard -> counts
@@ -53,6 +57,9 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, targets: list[str],
         label = _label(res)
         nodes[label] = {"node_id": res["node_id"], "hostname": res["hostname"], "versions": res["versions"],
                         "host": res["host"], "timings_s": res["timings_s"]}
+        theirs = (res.get("versions") or {}).get("edgerep")
+        if theirs != edgerep.__version__ and not any(label in w for w in warnings):
+            warnings.append(f"node {label} runs edgerep {theirs}, this CI side {edgerep.__version__}")
         redo_elsewhere = job.retry_of is not None and job.retry_of != label
         if redo_elsewhere:
             recovered[(job.target, job.retry_of)] = label
@@ -107,7 +114,8 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, targets: list[str],
                                                                          for s in shards]},
         "reference": {"source": ref.source, "accuracy": accuracy(all_ref) if all_ref else None,
                       "measured_on": "the CI side, once"},
-        "bench": {"batch": batch}, "targets": targets, "nodes": nodes, "rows": rows, "_artifacts": artifacts,
+        "bench": {"batch": batch}, "targets": targets, "nodes": nodes, "rows": rows, "warnings": warnings,
+        "_artifacts": artifacts,
     }
 
 
@@ -153,6 +161,7 @@ def markdown(report: dict) -> str:
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table_rows(report)]
     lines += ["", "## Nodes", ""] + [f"- {s}" for s in node_lines(report)]
+    lines += [f"- warning: {w}" for w in report.get("warnings", [])]
     gate = report.get("gate") or {}
     if gate:
         lines += ["", "## Gate: " + ("PASSED" if gate.get("passed") else "FAILED"), ""]
