@@ -54,16 +54,19 @@ def test_gate_fails_lost_and_nodeless_rows_and_groups_junit_by_target_engine():
     lost = {k: v for k, v in lost.items() if k not in ("latency", "accuracy", "drop_vs_unfolded")}
     nodeless = {"target": "dgpu", "node": "-", "scope": "node", "name": "tensorrt-cuda", "precision": "int8",
                 "status": "no node", "reason": "no node for target"}
-    report = {"fold": {"max_rel_error": 1e-7}, "rows": [built, lost, nodeless]}
+    report = {"fold": {"max_rel_error": 1e-7}, "baseline": {"accuracy": {"top1": 99.1, "classes": 10}},
+              "rows": [built, lost, nodeless]}
     res = gate_fleet(report, GateThresholds(max_drop=0.5))
     assert not res.passed
     failed = {c.name for c in res.failures}
     assert failed == {"node_lost", "no_node"}
     xml = junit_xml(report, res)
-    assert xml.count("<testcase") == 3 and xml.count("<failure") == 2  # fold, x86-cpu int8, dgpu int8
+    assert xml.count("<testcase") == 4 and xml.count("<failure") == 2  # fold, baseline, x86-cpu int8, dgpu int8
     assert 'classname="edgerep.fleet.x86-cpu" name="onnxruntime-cpu/int8"' in xml
     recovered = {**lost, "recovered_by": "a-1"}
     assert gate_fleet({**report, "rows": [built, recovered]}, GateThresholds(max_drop=0.5)).passed
+    unlabelled = gate_fleet({**report, "baseline": {"accuracy": None}, "rows": [built]}, GateThresholds())
+    assert [c.name for c in unlabelled.failures] == ["accuracy_measured"]  # said once, not per row
 
 
 @pytest.mark.parametrize("argv,words", [

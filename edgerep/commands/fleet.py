@@ -100,6 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dp.add_argument("--bench-seconds", type=float, default=1.0, help="time budget per engine for latency (s)")
     dp.add_argument("--max-drop", type=float, default=0.5, help="gate: max top-1 drop vs unfolded, points (0.5)")
     dp.add_argument("--max-latency-ms", type=float, help="gate: max p50 latency on every node (ms)")
+    dp.add_argument("--no-accuracy-gate", action="store_true",
+                    help="a latency-only run: no labelled test data needed, no accuracy verdict")
     dp.add_argument("--config", type=Path, help="gate.toml with a [gate] table (flags win)")
     dp.add_argument("--junit", type=Path, help="also write the JUnit XML here")
     dp.add_argument("--json", action="store_true", help="print report.json instead of the table")
@@ -185,6 +187,10 @@ def _deploy(args: argparse.Namespace) -> int:
 
     th = GateThresholds.from_toml(args.config) if args.config else GateThresholds()
     th = th.merged(max_drop=args.max_drop, max_latency_ms=args.max_latency_ms)
+    if args.no_accuracy_gate:
+        from dataclasses import replace
+
+        th = replace(th, max_drop=None, require_accuracy=False)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     opts = FleetOptions(bundle=args.bundle, address=args.address, targets=targets, data=args.data, out=args.out,
                         force=args.force, shard=args.shard, retries=args.retries, timeout_s=args.timeout,

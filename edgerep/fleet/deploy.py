@@ -70,7 +70,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     """Run the fleet deploy; the output folder appears whole (atomically), partial results included."""
     from edgerep.bundle import atomic_bundle, check_output_path
     from edgerep.fleet import cluster
-    from edgerep.fleet.payload import load_reference, make_shards, payload, read_bundle
+    from edgerep.fleet.payload import load_reference, make_shards, payload, read_bundle, test_set
 
     say = progress or (lambda _m: None)
     marks: dict[str, float] = {}
@@ -94,23 +94,25 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     # ---- reference (once, here) and the shards ------------------------------------------------
     t = time.perf_counter()
     ref = load_reference(bundle)
-    from edgerep.data import open_dataset
     from edgerep.pipeline import TorchReference
 
-    spec = opts.data or (bundle.manifest.get("inputs") or {}).get("evaluation_data")
-    dataset = open_dataset(spec, split="test", meta=ref.meta) if spec else None
+    dataset, spec, cap, same = test_set(bundle, ref.meta, opts.data)
+    if dataset.name == "synthetic":  # no test data: latency only
+        dataset = None
     n_shards = max([len(v) for v in by_target.values()] + [1]) if opts.shard else 1
     shards_meta: list[dict] = []
     shard_refs: list[Any] = []
     x_bench = None
     if dataset is not None:
-        say(f"reading {spec} (test split) and running the reference ({ref.source.split(' ')[0]}) once")
-        for s in make_shards(dataset, TorchReference(ref.model), n_shards, limit=opts.eval_samples):
+        say(f"reading the test set ({spec}, {len(dataset)} samples"
+            + (", the bundle's own" if same else "") + f") and running the reference ({ref.source.split(' ')[0]}) once")
+        for s in make_shards(dataset, TorchReference(ref.model), n_shards, limit=opts.eval_samples or cap):
             from edgerep.fleet.counts import shard_counts
 
             if x_bench is None and len(s["x"]) >= opts.batch:
                 x_bench = np.ascontiguousarray(s["x"][:opts.batch])
             shards_meta.append({"index": s["index"], "start": s["start"], "stop": s["stop"],
+                                "classes": int(s["ref"].shape[1]) if s["ref"].ndim == 2 else None,
                                 "reference": shard_counts(s["ref"], s["y"], None)})
             shard_refs.append(ray.put(s))
     if x_bench is None:
@@ -180,7 +182,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     from edgerep.fleet.gate import gate_fleet, junit_xml
     from edgerep.fleet.report import build_report, markdown
 
-    report = build_report(bundle=bundle, ref=ref, data=spec, targets=targets, by_target=by_target, done=done,
+    report = build_report(bundle=bundle, ref=ref, data=spec, same_test_set=same, targets=targets, by_target=by_target, done=done,
                           lost=lost, shards=shards_meta, sharded=opts.shard, batch=opts.batch)
     from edgerep.bench.gate import GateThresholds
 

@@ -22,8 +22,10 @@ def gate_fleet(report: dict, th: GateThresholds) -> GateResult:
 
     Node rows of a sharded run are gated on latency only, merged rows on accuracy only.
     """
-    checks: list[GateCheck] = [c for c in evaluate_gate({"fold": report.get("fold"), "engines": []}, th).checks
-                               if c.name == "fold_exact"]
+    whole = {k: report.get(k) for k in ("fold", "baseline", "quantization")}
+    checks: list[GateCheck] = [c for c in evaluate_gate({**whole, "engines": []}, th).checks
+                               if c.name not in ("engines_present",)]  # the report-wide checks, once
+    once = {c.name for c in checks} | {"accuracy_measured", "baseline_sanity", "int8_is_int8", "fold_exact"}
     per_row = replace(th, max_fold_rel_error=None, engines=["*"])
     for r in report.get("rows", []):
         who = f"{case_of(r)}@{r['node']}"
@@ -42,7 +44,9 @@ def gate_fleet(report: dict, th: GateThresholds) -> GateResult:
             t = replace(t, **_ACCURACY)
         elif r.get("scope") == "merged":
             t = replace(t, **_LATENCY)
-        for c in evaluate_gate({"engines": [r]}, t).checks:
+        for c in evaluate_gate({**whole, "engines": [r]}, t).checks:
+            if c.name in once:
+                continue
             c.engine = who
             c.message = f"{who}: {c.message.split(': ', 1)[-1]}"
             checks.append(c)

@@ -101,24 +101,53 @@ class Reference:
 
 
 def load_reference(bundle: Bundle) -> Reference:
-    """The unfolded checkpoint the manifest names (cwd-relative, then bundle-relative), else the folded one."""
+    """The unfolded checkpoint the manifest names (cwd-relative, then bundle-relative), else the folded one.
+
+    The metadata (preprocessing as deployed) comes from the bundle's folded checkpoint when it has one.
+    """
     from edgerep.checkpoint import load_checkpoint
 
     inputs = bundle.manifest.get("inputs") or {}
     load_kw = (bundle.manifest.get("settings") or {}).get("load") or {}
     load_kw = {k: v for k, v in load_kw.items() if v is not None}
+    folded_name = (bundle.manifest.get("files") or {}).get("folded_checkpoint")
+    folded = load_checkpoint(bundle.path / folded_name) if folded_name and (bundle.path / folded_name).is_file() \
+        else None
     ckpt = inputs.get("checkpoint")
     for cand in ([Path(ckpt), bundle.path.parent / ckpt] if ckpt else []):
         if cand.is_file():
             loaded = load_checkpoint(cand, **load_kw)
-            return Reference(loaded.model.eval(), loaded.meta, f"unfolded checkpoint {cand}")
-    folded = (bundle.manifest.get("files") or {}).get("folded_checkpoint")
-    if not folded or not (bundle.path / folded).is_file():
+            return Reference(loaded.model.eval(), folded.meta if folded else loaded.meta,
+                             f"unfolded checkpoint {cand}")
+    if folded is None:
         raise EdgerepError(f"{bundle.path}: neither the unfolded checkpoint ({ckpt}) nor a folded one is there",
                            hint="run fleet deploy where the checkpoint named in manifest.json is reachable")
-    loaded = load_checkpoint(bundle.path / folded)
-    return Reference(loaded.model.eval(), loaded.meta,
-                     f"folded checkpoint {bundle.path / folded} (unfolded {ckpt} not found; the fold is verified exact)")
+    return Reference(folded.model.eval(), folded.meta, f"folded checkpoint {bundle.path / folded_name} "
+                                                       f"(unfolded {ckpt} not found; the fold is verified exact)")
+
+
+def test_set(bundle: Bundle, meta: Any, data: str | None = None) -> tuple[Any, str, int | None, bool | None]:
+    """The test set of the bundle's deploy, made the way deploy made it (``edgerep.pipeline`` with the
+    manifest's settings), or the test role of ``data`` when given.
+
+    Returns (dataset, its spec, the sample cap deploy used, whether its fingerprint is the manifest's).
+    """
+    from dataclasses import fields
+
+    from edgerep.pipeline import DeployOptions, resolve_calibration, resolve_data
+
+    settings = dict(bundle.manifest.get("settings") or {})
+    known = {f.name for f in fields(DeployOptions)}
+    kw = {k: v for k, v in settings.items() if k in known}
+    kw["checkpoint"] = Path(str(kw.get("checkpoint") or bundle.path))
+    if data is not None:
+        kw["eval_data"] = data
+    opts = DeployOptions(**kw)
+    splits = resolve_data(opts, meta, resolve_calibration(opts, meta))
+    test = splits.test
+    fp = (bundle.manifest.get("inputs") or {}).get("evaluation_fingerprint")
+    same = (test.fingerprint() == fp) if fp and data is None else None
+    return test, splits.sources["test"].spec, opts.eval_samples, same
 
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
@@ -154,5 +183,5 @@ def make_shards(dataset: Any, reference: Any, shards: int, limit: int | None = N
         x, y = np.ascontiguousarray(x_all[:k]), y_all[:k]
         xs, ys, have = [x_all[k:]], [y_all[k:]], len(x_all) - k
         ref = np.concatenate([reference(x[j:j + batch]) for j in range(0, k, batch)]) if k else np.zeros((0,))
-        yield {"index": i, "start": a, "stop": b, "x": x, "y": y if labelled else None,
+        yield {"index": i, "start": a, "stop": b, "x": x, "y": y if labelled and dataset.has_labels else None,
                "ref": np.asarray(ref, np.float32)}

@@ -38,11 +38,15 @@ def _scored(row: dict, counts: dict | None, ref_counts: dict | None) -> dict:
     return row
 
 
-def build_report(*, bundle: Any, ref: Any, data: str | None, targets: list[str], by_target: dict,
+def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool | None, targets: list[str],
+                 by_target: dict,
                  done: list, lost: list, shards: list[dict], sharded: bool, batch: int) -> dict:
     """One report from the finished and the lost jobs (``_artifacts`` holds the plans to write)."""
     ref_by_shard = {s["index"]: s["reference"] for s in shards}
     all_ref = merge(list(ref_by_shard.values())) if shards else None
+    ref_acc = accuracy(all_ref) if all_ref else None
+    if ref_acc is not None and shards and shards[0].get("classes"):
+        ref_acc["classes"] = shards[0]["classes"]
     import edgerep
 
     rows: list[dict] = []
@@ -109,10 +113,14 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, targets: list[str],
     return {
         "schema": "edgerep.fleet-report/1", "kind": "fleet", "created_unix": time.time(),
         "bundle": str(bundle.path), "model": bundle.report.get("model") or {"name": bundle.name},
-        "fold": bundle.report.get("fold"), "data": {"evaluation": data, "split": "test", "sharded": sharded,
+        "fold": bundle.report.get("fold"),
+        "quantization": {k: v for k, v in (bundle.report.get("quantization") or {}).items() if k == "int8_failure"},
+        "baseline": {"name": "torch-cpu", "precision": "fp32", "device": "cpu", "status": "built",
+                     "accuracy": ref_acc, "note": "the unfolded reference, measured once on the CI side"},
+        "data": {"evaluation": data, "split": "test", "sharded": sharded, "same_as_bundle": same_test_set,
                                                    "shards": shards and [{k: s[k] for k in ("index", "start", "stop")}
                                                                          for s in shards]},
-        "reference": {"source": ref.source, "accuracy": accuracy(all_ref) if all_ref else None,
+        "reference": {"source": ref.source, "accuracy": ref_acc,
                       "measured_on": "the CI side, once"},
         "bench": {"batch": batch}, "targets": targets, "nodes": nodes, "rows": rows, "warnings": warnings,
         "_artifacts": artifacts,
