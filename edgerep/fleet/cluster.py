@@ -67,6 +67,10 @@ def connect(address: str, timeout: float = 5.0) -> Any:
     if host in LOOPBACK:
         keep_loopback()
     if ray.is_initialized():
+        gcs = getattr(ray.get_runtime_context(), "gcs_address", None)
+        if gcs and gcs.rsplit(":", 1)[-1] != str(port):
+            raise EdgerepError(f"--address {address}: this process is already connected to the Ray cluster at {gcs}",
+                               hint="one cluster per process; call ray.shutdown() first")
         return ray
     if not reachable(host, port, timeout):
         raise EdgerepError(f"--address {address}: no Ray head answers there",
