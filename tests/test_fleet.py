@@ -44,7 +44,10 @@ def bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """Head + two `x86-cpu` nodes on 127.0.0.1, stopped by process group at the end whatever happens."""
-    f = LocalFleet(["x86-cpu", "x86-cpu"], env=ENV, log_dir=tmp_path_factory.mktemp("ray-logs"))
+    cache = tmp_path_factory.mktemp("node-cache")  # the nodes' plan folders, not the user's ~/.cache
+    f = LocalFleet(["x86-cpu", "x86-cpu"], env={**ENV, "EDGEREP_CACHE_DIR": str(cache)},
+                   log_dir=tmp_path_factory.mktemp("ray-logs"))
+    f.cache = cache
     try:
         f.start(timeout=120)
         yield f
@@ -140,6 +143,7 @@ def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
     assert len(torch_rows) == 2 and all(r["status"] == "skipped" for r in torch_rows)
     nano = [r for r in rows if r["target"] == "jetson-orin-nano"]
     assert nano and all(r["status"] == "no node" and "no node for target" in r["reason"] for r in nano)
+    assert (fleet.cache / "fleet" / "x86-cpu" / ".lock").is_file()  # the nodes' plan folder, under their cache
     for r in built:  # what each node built came back into OUT/engines/<target>/<node>/
         side = json.loads((out / "engines" / "x86-cpu" / r["node"] / "engines.json").read_text())
         assert side["node_id"] == r["node_id"]

@@ -13,8 +13,9 @@ import shutil
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def _dist_version(name: str) -> str | None:
@@ -63,6 +64,41 @@ def _write_payload(files: dict[str, bytes], work: Path) -> dict[str, Path]:
     return out
 
 
+def plan_dir(target: str) -> Path:
+    """Where this machine keeps the TensorRT plans it built for ``target``: the next fleet deploy reuses a
+    plan whose sidecar matches the ONNX hash and every build setting, and rebuilds one from another
+    TensorRT or GPU (``edgerep.engines.plan_cache``)."""
+    from edgerep.engines.plan_cache import cache_root, slug
+
+    return cache_root() / "fleet" / slug(target)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One builder at a time per plan folder (two nodes of one machine share it)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _keep_built(built: list, out: Path) -> None:
+    """Copy the plans (and their sidecars) that were built or reused into ``out``, the folder that travels back."""
+    from edgerep.engines.plan_cache import sidecar_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    for b in built:
+        if b.engine is not None and b.artifact is not None and Path(b.artifact).suffix == ".plan":
+            for f in (Path(b.artifact), sidecar_path(b.artifact)):
+                if f.is_file():
+                    shutil.copy2(f, out / f.name)
+
+
 def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, Any]) -> dict[str, Any]:
     """Build ``spec["target"]``'s engines here, time them (``spec["bench"]``) and score them on ``shards``.
 
@@ -85,11 +121,13 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, An
         profile = load_profile(spec["target"])
         int8 = {pol: paths[name] for pol, name in (spec.get("int8") or {}).items() if name in paths}
         t = time.perf_counter()
-        built = build_engines(profile, fp32_onnx=paths[spec["fp32"]], int8_onnx=int8, torch_model=None,
-                              out_dir=work / "engines", ort_session_config=spec.get("session_config"))
+        with _locked(plan_dir(profile.name)):
+            built = build_engines(profile, fp32_onnx=paths[spec["fp32"]], int8_onnx=int8, torch_model=None,
+                                  out_dir=plan_dir(profile.name), ort_session_config=spec.get("session_config"),
+                                  rebuild=True)  # a plan from another TensorRT/GPU here is rebuilt, not an error
+            _keep_built(built, work / "engines")
         timings["build"] = time.perf_counter() - t
-        (work / "engines").mkdir(exist_ok=True)  # what was built here travels back beside the plans
-        (work / "engines" / "engines.json").write_text(json.dumps(
+        (work / "engines" / "engines.json").write_text(json.dumps(  # what was built here, beside the plans
             {"node_id": _node_id(), "hostname": socket.gethostname(), "target": profile.name,
              "engines": [b.to_dict() for b in built]}, indent=2, default=str) + "\n")
         bench = spec.get("bench") or {}
