@@ -152,7 +152,10 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     while pending:
         now = time.monotonic()
         for j in [j for j in pending if now >= deadline[j.target]]:
-            ray.cancel(j.ref, force=True)
+            try:
+                ray.cancel(j.ref, force=True)
+            except Exception:  # the node may be gone already; the row says lost either way
+                pass
             pending.remove(j)
             lost.append((j, f"no result within --timeout {opts.timeout_s:g} s"))
             say(f"{j.target} on {j.node.label}: lost (timeout)")
@@ -171,7 +174,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
             except Exception as e:  # node died, worker crashed, task failed: the node's rows say why
                 why = _why_lost(e)
                 say(f"{j.target} on {j.node.label}: lost ({why})")
-                retry = _retry_job(j, why, opts, ray, cluster) if j.attempt < opts.retries else None
+                retry = _retry_job(j, opts, ray, cluster) if j.attempt < opts.retries else None
                 if retry is not None:
                     pending.append(submit(retry))
                     say(f"{j.target}: retrying {j.node.label}'s work on {retry.node.label}")
@@ -224,14 +227,16 @@ def _why_lost(e: BaseException) -> str:
     return f"{name}: {first}"
 
 
-def _retry_job(job: _Job, why: str, opts: FleetOptions, ray: Any, cluster: Any) -> _Job | None:
+def _retry_job(job: _Job, opts: FleetOptions, ray: Any, cluster: Any) -> _Job | None:
     """The retry of a lost job: its shards on another live node of the target (sharded), or the same node
     again when it is still alive; None when no node can take it."""
     alive = [n for n in cluster.list_nodes(ray) if n.alive and job.target in n.targets]
     others = [n for n in alive if n.node_id != job.node.node_id]
     same = [n for n in alive if n.node_id == job.node.node_id]
     if opts.shard and others:
-        return _Job(job.target, others[0], job.shards, bench=False, attempt=job.attempt + 1, retry_of=job.node.label)
+        return _Job(job.target, others[0], job.shards, bench=False, attempt=job.attempt + 1,
+                    retry_of=job.retry_of or job.node.label)
     if same:
-        return _Job(job.target, same[0], job.shards, bench=job.bench, attempt=job.attempt + 1, retry_of=job.node.label)
+        return _Job(job.target, same[0], job.shards, bench=job.bench, attempt=job.attempt + 1,
+                    retry_of=job.retry_of or job.node.label)
     return None

@@ -47,6 +47,7 @@ class LocalFleet:
         return p
 
     def common(self) -> list[str]:
+        """The `fleet up` / `fleet join` flags every node of this trial shares: loopback, small store, --block."""
         return ["--node-ip-address", LOOPBACK_IP, "--object-store-mb", str(self.object_store_mb),
                 "--temp-dir", self.temp_dir, "--block"]
 
