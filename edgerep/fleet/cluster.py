@@ -40,9 +40,9 @@ def keep_loopback() -> None:
     """Make Ray keep a loopback address it was given instead of swapping in the machine's outward address."""
     import ray._private.services as services
 
-    if getattr(services.resolve_ip_for_localhost, "_edgerep_keeps_loopback", False):
-        return
-    original = services.resolve_ip_for_localhost
+    original = getattr(services, "resolve_ip_for_localhost", None)
+    if original is None or getattr(original, "_edgerep_keeps_loopback", False):
+        return  # a Ray without the substitution (or already patched): nothing to undo
 
     def resolve(host: str) -> str:
         return host if host in ("127.0.0.1", "::1") else original(host)
