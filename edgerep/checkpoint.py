@@ -485,12 +485,14 @@ def _load_export(path: Path, input_shape: tuple | None) -> LoadedCheckpoint:
     if shape is None or len(shape) != 3:
         raise CheckpointError(f"{path}: the program records no (N, C, H, W) example input",
                               hint="pass --input-shape C,H,W")
-    model = ep.module()
     meta = CheckpointMeta(arch="torch.export", input_shape=tuple(int(s) for s in shape),
                           extra={"preprocessing_source": "default"})
     if meta.input_shape[0] != 3:
         meta.mean, meta.std = (0.5,) * meta.input_shape[0], (0.5,) * meta.input_shape[0]
-    return LoadedCheckpoint(model, meta, "torch.export", path)
+    from edgerep.exported import program_module
+
+    example = torch.randn((1, *meta.input_shape), generator=torch.Generator().manual_seed(0))
+    return LoadedCheckpoint(program_module(ep, example, str(path)), meta, "torch.export", path)
 
 
 def load_checkpoint(path: str | Path, *, arch: str | None = None, trust: bool = False,
@@ -524,12 +526,45 @@ def _load_any(path: Path, arch: str | None, trust: bool, arch_kwargs: Mapping[st
     if isinstance(obj, nn.Module) or (isinstance(obj, Mapping) and isinstance(obj.get("model"), nn.Module)):
         model = obj if isinstance(obj, nn.Module) else obj["model"]
         check_finite(model.state_dict(), str(path))
-        meta = default_meta(arch, arch_kwargs) if arch and ":" not in arch else CheckpointMeta(arch="pickled-module")
-        meta.extra["preprocessing_source"] = "default"
-        if input_shape is not None:
-            meta.input_shape = tuple(int(v) for v in input_shape)
-        return LoadedCheckpoint(model.eval(), meta, "pickled-module", path)
+        return LoadedCheckpoint(model.eval(), _pickled_meta(obj, model, path, arch, arch_kwargs, input_shape),
+                                "pickled-module", path)
     return _load_plain(obj, path, arch, arch_kwargs, input_shape)
+
+
+def _pickled_meta(obj: Any, model: nn.Module, path: Path, arch: str | None, arch_kwargs: Mapping[str, Any] | None,
+                  input_shape: tuple | None) -> CheckpointMeta:
+    """Metadata of a pickled module: the file's own ``meta`` (edgerep writes one), else the
+    registry's for ``arch``, else the first conv's channel count; preprocessing fits the channels."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
+        meta = CheckpointMeta.from_dict(obj["meta"], str(path))
+    elif arch and ":" not in arch:
+        meta = default_meta(arch, arch_kwargs)
+    else:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        c = int(first.in_channels) if first is not None else 3
+        meta = CheckpointMeta(arch="pickled-module", input_shape=(c, 224, 224),
+                              extra={"preprocessing_source": "default"})
+    if input_shape is not None:
+        meta.input_shape = tuple(int(v) for v in input_shape)
+    c = meta.input_shape[0]
+    if len(meta.mean) not in (1, c):  # the default preprocessing was for another channel count
+        meta.mean, meta.std = (0.5,) * c, (0.5,) * c
+    return meta
+
+
+def save_pickled_module(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write a whole module plus its metadata (reloads only with ``trust=True``), atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"model": model, "meta": meta.to_dict()}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
