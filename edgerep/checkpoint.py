@@ -593,37 +593,43 @@ def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None
                     arch_kwargs: Mapping[str, Any] | None = None, input_shape: tuple | None = None,
                     trust: bool = False, tolerance: float = 1e-4, batch: int = 2, generic: bool = True,
                     preprocessing: Mapping[str, Any] | None = None) -> dict:
-    """Load ``src``, fold it, verify on a seeded input, save an edgerep checkpoint with ``folded=True``
-    at ``out`` and read it back. Returns a JSON-ready report; an inexact fold raises ``FoldError``."""
-    import time
+    """Load ``src``, fold it, verify on a seeded input, save it at ``out`` in a form that loads
+    again (an edgerep checkpoint with ``folded=True``; a ``.pt2`` for a torch.export program; a
+    pickled module for a pickled module) and read it back. Returns a JSON-ready report; an
+    inexact fold raises ``FoldError``."""
+    from edgerep.model_path import example_input, fold_loaded
+    from edgerep.outputs import check_output_file
 
-    from edgerep.errors import FoldError
-    from edgerep.fold.model import fold_model_with_report, verify_fold
-
+    out = check_output_file(out, "-o", create_parents=True)
+    if Path(src).suffix == ".pt2" and Path(out).suffix != ".pt2":
+        raise CheckpointError(f"-o {out}: a torch.export program folds into a .pt2 program",
+                              hint="name the output FILE.pt2")
     loaded = load_checkpoint(src, arch=arch, trust=trust, arch_kwargs=arch_kwargs, input_shape=input_shape,
                              preprocessing=preprocessing)
     meta = loaded.meta
-    if loaded.source_format in ("torch.export", "pickled-module") and (arch is None or ":" in (arch or "")):
-        raise CheckpointError(f"{src}: a {loaded.source_format} has no registry architecture, so a folded "
-                              "edgerep checkpoint of it could not be loaded again",
-                              hint="save a state_dict and pass --arch NAME")
-    x = loaded.example_input(batch)
-    t0 = time.perf_counter()
-    folded, graph_report = fold_model_with_report(loaded.model, x if generic else None, generic=generic)
-    fold_seconds = time.perf_counter() - t0
-    rep = verify_fold(loaded.model, folded, x)
-    if not rep.max_rel_error <= tolerance:
-        raise FoldError(f"folded model differs by {rep.max_rel_error:.2e} relative (tolerance {tolerance:.0e}); "
-                        "nothing was written", path=meta.arch)
+    x = example_input(loaded, 1 if loaded.source_format == "torch.export" else batch)
+    result = fold_loaded(loaded, example=x, generic=generic, tolerance=tolerance)
+    folded, rep = result.module, result.verify
     out_meta = CheckpointMeta.from_dict({**meta.to_dict(), "folded": True}, str(src))
     out_meta.extra = {**meta.extra, "fold_generic": bool(generic),
                       "folded_from": str(src), "fold_max_rel_error": rep.max_rel_error}
-    save_checkpoint(out, folded, out_meta)
-    back = load_checkpoint(out)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if loaded.source_format == "torch.export":
+        from edgerep.exported import save_program
+
+        save_program(folded, out, x)
+        back = load_checkpoint(out)
+    elif loaded.source_format == "pickled-module":
+        save_pickled_module(out, folded, out_meta)
+        back = load_checkpoint(out, trust=True)
+    else:
+        save_checkpoint(out, folded, out_meta)
+        back = load_checkpoint(out)
     with torch.no_grad():
         readback = float((back.model(x) - folded(x)).abs().max())
     if readback != 0.0 and not readback <= tolerance * float(folded(x).abs().max()):
         raise CheckpointError(f"{out}: the folded checkpoint reads back differently ({readback:.2e})")
     return {"checkpoint": str(src), "out": str(out), "arch": meta.arch, "source_format": loaded.source_format,
-            "fold": rep.to_dict(), "fold_seconds": fold_seconds, "readback_max_abs_error": readback,
-            "tolerance": tolerance, "graph": graph_report}
+            "fold": rep.to_dict(), "fold_seconds": result.seconds, "readback_max_abs_error": readback,
+            "tolerance": tolerance, "graph": result.graph,
+            "provenance": [r.to_dict() for r in result.provenance], "folders": result.counts()}

@@ -77,7 +77,7 @@ def _single_input_graph(gm: fx.GraphModule) -> fx.GraphModule:
         delattr(gm, name)
     graph.lint()
     gm.recompile()
-    return gm
+    return fx.GraphModule(gm, graph, "ExportedProgram")  # a plain GraphModule: .eval() / .train() work
 
 
 def program_module(ep: Any, example: torch.Tensor, where: str) -> ExportedModel:
