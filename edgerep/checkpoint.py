@@ -600,7 +600,7 @@ def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None
     from edgerep.model_path import example_input, fold_loaded
     from edgerep.outputs import check_output_file
 
-    out = check_output_file(out, "-o", create_parents=True)
+    out = check_output_file(out, "-o")
     if Path(src).suffix == ".pt2" and Path(out).suffix != ".pt2":
         raise CheckpointError(f"-o {out}: a torch.export program folds into a .pt2 program",
                               hint="name the output FILE.pt2")

@@ -74,11 +74,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def default_cache_dir() -> Path:
-    """Calibration ranges are reused across deploys: ``$EDGEREP_CACHE`` or ``~/.cache/edgerep``."""
-    import os
+    """Calibration ranges are reused across deploys: ``<edgerep.cache.cache_root()>/calibration``."""
+    from edgerep.cache import cache_root
 
-    root = os.environ.get("EDGEREP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgerep")
-    return Path(root) / "calibration"
+    return cache_root() / "calibration"
 
 
 def default_out(checkpoint: Path) -> Path:

@@ -108,6 +108,8 @@ def test_every_form_checks_quantizes_deploys_and_benches(form, forms, tmp_path, 
                  "16", "--bench-seconds", "0.02", "--max-drop", "-1", "--out", tmp_path / "b", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["model"]["source_format"] and d["fold"]["max_rel_error"] < 1e-4
+    assert ".edgerep-tmp-" not in json.dumps(d)  # paths are relative to the bundle, not the temporary folder
+    assert d["baseline"]["name"] == "torch-cpu-unfolded"
     assert _run(["bench", path, *flags, "--seconds", "0.02", "--warmup", "1", "--json"]) == 0
     b = json.loads(capsys.readouterr().out)
     assert b["baseline"]["name"] == "torch-cpu-unfolded" and b["engines"][0]["name"] == "torch-cpu"
@@ -125,7 +127,7 @@ def test_onnx_where_the_command_takes_onnx(forms, tmp_path, capsys):
     assert _run(["quantize", onnx_path, "--data", data, "--targets", "cpu", "--calib-samples", "16",
                  "-o", tmp_path / "q", "--json"]) == 0
     capsys.readouterr()
-    assert _run(["build", onnx_path, "--target", "x86-cpu", "-o", tmp_path / "e", "--json"]) == 0
+    assert _run(["build", onnx_path, "--target", "x86-cpu", "--out", tmp_path / "e", "--json"]) == 0
     capsys.readouterr()
     assert _run(["bench", onnx_path, "--seconds", "0.02", "--warmup", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["engines"][0]["name"] == "onnxruntime-cpu"

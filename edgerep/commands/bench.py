@@ -35,18 +35,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerep.errors import EdgerepError
+
+    if args.out is not None:
+        from edgerep.outputs import check_output_file
+
+        check_output_file(args.out, "--out")  # before any timing (and before torch is imported)
     from edgerep.bench.runner import BenchOptions, bench
     from edgerep.commands.fold import parse_checkpoint_arguments
-    from edgerep.errors import EdgerepError
 
     if any(b <= 0 for b in args.batch_sizes):
         raise EdgerepError(f"--batch-sizes must be positive, got {args.batch_sizes}")
     if not args.target.exists():
         raise EdgerepError(f"{args.target}: no such file or directory")
-    if args.out is not None:
-        from edgerep.outputs import check_output_file
-
-        check_output_file(args.out, "--out")  # before any timing
     opts = BenchOptions(target=args.target, batch_sizes=args.batch_sizes, seconds=args.seconds,
                         iterations=args.iterations, warmup=args.warmup, threads=args.threads, arch=args.arch,
                         trust_checkpoint=args.trust_checkpoint, load=parse_checkpoint_arguments(args))

@@ -74,14 +74,14 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.html is not None:
+        from edgerep.outputs import check_output_dir
+
+        check_output_dir(args.html, "--html")  # before any work (and before torch is imported)
     from edgerep.errors import GateFailed
     from edgerep.quant import thresholds as T
     from edgerep.quant.check import check_model
 
-    if args.html is not None:
-        from edgerep.outputs import check_output_dir
-
-        check_output_dir(args.html, "--html")  # before any work
     ck = _load(args)
     from edgerep.model_path import fold_loaded
 

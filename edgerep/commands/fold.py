@@ -132,6 +132,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerep.outputs import check_output_file
+
+    check_output_file(args.out, "-o")  # before torch is even imported
+    if args.checkpoint.suffix == ".pt2" and args.out.suffix != ".pt2":
+        from edgerep.errors import EdgerepError
+
+        raise EdgerepError(f"-o {args.out}: a torch.export program folds into a .pt2 program",
+                           hint="name the output FILE.pt2")
     from edgerep.checkpoint import fold_checkpoint
 
     result = fold_checkpoint(args.checkpoint, args.out, tolerance=args.tolerance, batch=args.batch,

@@ -110,15 +110,16 @@ def _onnx_meta(path: Path, shape: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerep.outputs import check_output_dir
+
+    check_output_dir(args.out, "-o")  # before any work (and before torch is imported)
     from edgerep.errors import EdgerepError
     from edgerep.quant.pipeline import quantize_model
 
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     if args.calib_samples <= 0:
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
-    from edgerep.outputs import check_output_dir
-
-    out: Path = check_output_dir(args.out, "-o")  # before any work
+    out: Path = args.out
     reference = None
     log = (lambda m: None) if args.json else (lambda m: print(f"  {m}"))
     if args.model.suffix.lower() == ".onnx":
