@@ -492,6 +492,9 @@ def _load_export(path: Path, input_shape: tuple | None) -> LoadedCheckpoint:
     from edgerep.exported import program_module
 
     example = torch.randn((1, *meta.input_shape), generator=torch.Generator().manual_seed(0))
+    recorded = (getattr(ep, "example_inputs", None) or ((),))[0]
+    if recorded and isinstance(recorded[0], torch.Tensor) and tuple(recorded[0].shape[1:]) == meta.input_shape:
+        example = recorded[0]  # the program may be specialised on the batch size it was exported with
     return LoadedCheckpoint(program_module(ep, example, str(path)), meta, "torch.export", path)
 
 
@@ -542,8 +545,8 @@ def _pickled_meta(obj: Any, model: nn.Module, path: Path, arch: str | None, arch
     else:
         first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         c = int(first.in_channels) if first is not None else 3
-        meta = CheckpointMeta(arch="pickled-module", input_shape=(c, 224, 224),
-                              extra={"preprocessing_source": "default"})
+        meta = CheckpointMeta(arch=arch or "pickled-module", arch_kwargs=dict(arch_kwargs or {}),
+                              input_shape=(c, 224, 224), extra={"preprocessing_source": "default"})
     if input_shape is not None:
         meta.input_shape = tuple(int(v) for v in input_shape)
     c = meta.input_shape[0]
@@ -552,28 +555,8 @@ def _pickled_meta(obj: Any, model: nn.Module, path: Path, arch: str | None, arch
     return meta
 
 
-def save_pickled_module(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    """Write a whole module plus its metadata (reloads only with ``trust=True``), atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"model": model, "meta": meta.to_dict()}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    """Write an edgerep checkpoint atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    CheckpointMeta.from_dict(meta.to_dict(), str(path))  # validate before writing anything
-    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {MAGIC: FORMAT_VERSION, "meta": meta.to_dict(), "state_dict": sd}
+def _atomic_torch_save(path: Path, payload: Any) -> Path:
+    """``torch.save`` into a temp file in the same folder, then rename: a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -589,13 +572,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     return path
 
 
+def save_pickled_module(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write a whole module plus its metadata (reloads only with ``trust=True``), atomically."""
+    return _atomic_torch_save(Path(path), {"model": model, "meta": meta.to_dict()})
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write an edgerep checkpoint atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    CheckpointMeta.from_dict(meta.to_dict(), str(path))  # validate before writing anything
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return _atomic_torch_save(path, {MAGIC: FORMAT_VERSION, "meta": meta.to_dict(), "state_dict": sd})
+
+
 def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None,
                     arch_kwargs: Mapping[str, Any] | None = None, input_shape: tuple | None = None,
                     trust: bool = False, tolerance: float = 1e-4, batch: int = 2, generic: bool = True,
                     preprocessing: Mapping[str, Any] | None = None) -> dict:
     """Load ``src``, fold it, verify on a seeded input, save it at ``out`` in a form that loads
     again (an edgerep checkpoint with ``folded=True``; a ``.pt2`` for a torch.export program; a
-    pickled module for a pickled module) and read it back. Returns a JSON-ready report; an
+    pickled module for a pickled module given without ``arch``) and read it back. Returns a JSON-ready report; an
     inexact fold raises ``FoldError``."""
     from edgerep.model_path import example_input, fold_loaded
     from edgerep.outputs import check_output_file
@@ -619,7 +616,7 @@ def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None
 
         save_program(folded, out, x)
         back = load_checkpoint(out)
-    elif loaded.source_format == "pickled-module":
+    elif loaded.source_format == "pickled-module" and not arch:  # no architecture to rebuild it from
         save_pickled_module(out, folded, out_meta)
         back = load_checkpoint(out, trust=True)
     else:

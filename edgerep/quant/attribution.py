@@ -270,8 +270,9 @@ def _region_layer(model: nn.Module, row, module: nn.Module) -> FoldedLayer:
             mods = []
         k, bn = _chain_kernel(mods) if mods and isinstance(module, nn.Conv2d) else (None, None)
         if k is None:
-            return FoldedLayer(row.name, row.kind, row.block, module, None, {},
-                               f"no branch information (branch '{key}' of the {row.kind} is not conv / BN only)")
+            why = (f"branch '{key}' of the {row.kind} is not conv / BN modules only" if mods else
+                   f"the {row.kind} was made of functional ops ({', '.join(row.sources[:3])}...), not modules")
+            return FoldedLayer(row.name, row.kind, row.block, module, None, {}, f"no branch information ({why})")
         key = _BRANCH_KEYS.get(key, key)
         branches[key] = k
         if bn is not None:
