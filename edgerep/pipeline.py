@@ -295,6 +295,7 @@ def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResu
     fold_rep.seconds = time.perf_counter() - timings["fold"]
     report["fold"] = fold_rep.to_dict()
     report["fold"]["folders"] = fold_result.counts()
+    report["fold"]["provenance"] = [r.to_dict() for r in fold_result.provenance]  # folded layer -> train-time
     if graph_report is not None:  # regions the traced-graph folder collapsed or left unfolded, with reasons
         report["fold"]["graph"] = {k: graph_report[k] for k in ("folded_regions", "refused_regions", "flops_before",
                                                                 "flops_after", "notes") if k in graph_report}

@@ -110,6 +110,8 @@ def test_every_form_checks_quantizes_deploys_and_benches(form, forms, tmp_path, 
     assert d["model"]["source_format"] and d["fold"]["max_rel_error"] < 1e-4
     assert ".edgerep-tmp-" not in json.dumps(d)  # paths are relative to the bundle, not the temporary folder
     assert d["baseline"]["name"] == "torch-cpu-unfolded"
+    assert d["fold"]["provenance"] and all(r["folder"] in ("block", "graph", "block+graph", "none")
+                                           for r in d["fold"]["provenance"])
     assert _run(["bench", path, *flags, "--seconds", "0.02", "--warmup", "1", "--json"]) == 0
     b = json.loads(capsys.readouterr().out)
     assert b["baseline"]["name"] == "torch-cpu-unfolded" and b["engines"][0]["name"] == "torch-cpu"
@@ -166,3 +168,20 @@ def test_check_of_official_names_names_the_identity_branch(tmp_path, capsys):
     assert all("identity-BN gamma/sigma" in s and "dense 3x3 conv+BN" in s for s in sentences)
     assert any(a["kind"] == "retrain_qarepvgg" for a in bad["advice"])
     assert not rep["passed"]
+
+
+def test_provenance_names_the_train_time_branches_and_the_folder():
+    """Block folder for edgerep's blocks, graph folder for a user's block with official names."""
+    from edgerep.fold.model import fold_with_provenance
+    from edgerep.models import create_model
+
+    user = fold_with_provenance(randomize_bn(branchy_net()), torch.randn(2, *SHAPE))
+    row = next(r for r in user.provenance if r.name == "stage1.1")
+    assert row.folder == "graph" and row.kind == "3-branch sum" and row.block == "OfficialRepVGGBlock"
+    assert row.branches == {"rbr_identity": ["stage1.1.rbr_identity"],
+                            "rbr_dense": ["stage1.1.rbr_dense.conv", "stage1.1.rbr_dense.bn"],
+                            "rbr_1x1": ["stage1.1.rbr_1x1.conv", "stage1.1.rbr_1x1.bn"]}
+    assert isinstance(user.module.get_submodule(row.layer), torch.nn.Conv2d)
+    own = fold_with_provenance(create_model("repvgg_digits").eval(), torch.randn(2, *SHAPE))
+    assert own.counts()["block"] == 7 and own.counts()["graph"] == 0
+    assert [r.name for r in own.provenance][:2] == ["stage0", "stage1.0"]
