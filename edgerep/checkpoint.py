@@ -523,6 +523,10 @@ def _load_any(path: Path, arch: str | None, trust: bool, arch_kwargs: Mapping[st
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".pt2":
         return _load_export(path, input_shape)
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX model, not a PyTorch checkpoint (it has no train-time branches "
+                              "left to fold or attribute)", hint="fold, check and deploy take the checkpoint; "
+                              "quantize, build and bench also take ONNX")
     obj = _torch_load(path, trust)
     if isinstance(obj, Mapping) and MAGIC in obj:
         return _load_edgerep(obj, path, arch)

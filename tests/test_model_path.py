@@ -185,3 +185,16 @@ def test_provenance_names_the_train_time_branches_and_the_folder():
     own = fold_with_provenance(create_model("repvgg_digits").eval(), torch.randn(2, *SHAPE))
     assert own.counts()["block"] == 7 and own.counts()["graph"] == 0
     assert [r.name for r in own.provenance][:2] == ["stage0", "stage1.0"]
+
+
+def test_onnx_where_a_command_needs_a_checkpoint_is_a_deliberate_exit_2(forms, tmp_path, capsys):
+    onnx_path = tmp_path / "m.onnx"
+    from edgerep.quant.export import export_onnx
+
+    export_onnx(load_checkpoint(forms[".pt2"][0]).model, onnx_path, SHAPE)
+    for argv in (["fold", onnx_path, "-o", tmp_path / "x.pt"], ["check", onnx_path],
+                 ["deploy", onnx_path, "--out", tmp_path / "b"]):
+        assert _run(argv) == 2
+        err = capsys.readouterr().err.strip()
+        errors = [line for line in err.splitlines() if "error:" in line]  # deploy also prints its progress
+        assert len(errors) == 1 and "an ONNX model, not a PyTorch checkpoint" in errors[0]
