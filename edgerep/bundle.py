@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -86,29 +86,48 @@ def _signals_as_exceptions() -> Iterator[dict]:
             signal.signal(s, h)
 
 
+def lock_path(out: str | Path) -> Path:
+    """The lock file of the bundle at ``out`` (``.<name>.lock`` beside it; it exists only while a writer runs)."""
+    out = Path(out).resolve()
+    return out.parent / f".{out.name}.lock"
+
+
 @contextmanager
-def _lock(parent: Path, name: str) -> Iterator[None]:
+def bundle_lock(out: str | Path) -> Iterator[None]:
+    """Hold the writer's lock of ``out`` (a second writer gets a one-line ``EdgerepError`` at once).
+
+    The lock file is removed when the holder leaves, on success, failure or interrupt."""
     import fcntl
 
-    lock_path = parent / f".{name}.lock"
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    path = lock_path(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as e:
+        raise EdgerepError(f"{path.parent}: cannot create output directory ({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise EdgerepError(f"{parent / name}: another edgerep process is writing this bundle",
+            raise EdgerepError(f"{Path(out).resolve()}: another edgerep process is writing this bundle",
                                hint="wait for it, or use another --out") from None
-        yield
+        try:
+            yield
+        finally:
+            try:  # still holding the lock: nobody else can be using this file
+                os.unlink(path)
+            except OSError:
+                pass
     finally:
         os.close(fd)
 
 
 @contextmanager
-def atomic_bundle(out: str | Path, *, force: bool = False) -> Iterator[Path]:
+def atomic_bundle(out: str | Path, *, force: bool = False, locked: bool = False) -> Iterator[Path]:
     """Yield a temporary directory; on success it becomes ``out`` (replacing it if ``force``).
 
     On any exception, SIGINT or SIGTERM the temporary directory is removed and ``out`` is left
-    exactly as it was.
+    exactly as it was. ``locked``: the caller already holds ``bundle_lock(out)``.
     """
     out = Path(out).resolve()
     parent = out.parent
@@ -117,7 +136,7 @@ def atomic_bundle(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     except OSError as e:
         raise EdgerepError(f"{parent}: cannot create output directory ({e.strerror})") from None
     check_output_path(out, force)
-    with _lock(parent, out.name), _signals_as_exceptions() as signals:
+    with (nullcontext() if locked else bundle_lock(out)), _signals_as_exceptions() as signals:
         check_output_path(out, force)  # re-check under the lock
         clean_stale_temps(parent, out.name)
         tmp = parent / f".{out.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"

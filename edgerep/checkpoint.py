@@ -485,12 +485,17 @@ def _load_export(path: Path, input_shape: tuple | None) -> LoadedCheckpoint:
     if shape is None or len(shape) != 3:
         raise CheckpointError(f"{path}: the program records no (N, C, H, W) example input",
                               hint="pass --input-shape C,H,W")
-    model = ep.module()
     meta = CheckpointMeta(arch="torch.export", input_shape=tuple(int(s) for s in shape),
                           extra={"preprocessing_source": "default"})
     if meta.input_shape[0] != 3:
         meta.mean, meta.std = (0.5,) * meta.input_shape[0], (0.5,) * meta.input_shape[0]
-    return LoadedCheckpoint(model, meta, "torch.export", path)
+    from edgerep.exported import program_module
+
+    example = torch.randn((1, *meta.input_shape), generator=torch.Generator().manual_seed(0))
+    recorded = (getattr(ep, "example_inputs", None) or ((),))[0]
+    if recorded and isinstance(recorded[0], torch.Tensor) and tuple(recorded[0].shape[1:]) == meta.input_shape:
+        example = recorded[0]  # the program may be specialised on the batch size it was exported with
+    return LoadedCheckpoint(program_module(ep, example, str(path)), meta, "torch.export", path)
 
 
 def load_checkpoint(path: str | Path, *, arch: str | None = None, trust: bool = False,
@@ -518,27 +523,44 @@ def _load_any(path: Path, arch: str | None, trust: bool, arch_kwargs: Mapping[st
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".pt2":
         return _load_export(path, input_shape)
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX model, not a PyTorch checkpoint (it has no train-time branches "
+                              "left to fold or attribute)", hint="fold, check and deploy take the checkpoint; "
+                              "quantize, build and bench also take ONNX")
     obj = _torch_load(path, trust)
     if isinstance(obj, Mapping) and MAGIC in obj:
         return _load_edgerep(obj, path, arch)
     if isinstance(obj, nn.Module) or (isinstance(obj, Mapping) and isinstance(obj.get("model"), nn.Module)):
         model = obj if isinstance(obj, nn.Module) else obj["model"]
         check_finite(model.state_dict(), str(path))
-        meta = default_meta(arch, arch_kwargs) if arch and ":" not in arch else CheckpointMeta(arch="pickled-module")
-        meta.extra["preprocessing_source"] = "default"
-        if input_shape is not None:
-            meta.input_shape = tuple(int(v) for v in input_shape)
-        return LoadedCheckpoint(model.eval(), meta, "pickled-module", path)
+        return LoadedCheckpoint(model.eval(), _pickled_meta(obj, model, path, arch, arch_kwargs, input_shape),
+                                "pickled-module", path)
     return _load_plain(obj, path, arch, arch_kwargs, input_shape)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    """Write an edgerep checkpoint atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    CheckpointMeta.from_dict(meta.to_dict(), str(path))  # validate before writing anything
-    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {MAGIC: FORMAT_VERSION, "meta": meta.to_dict(), "state_dict": sd}
+def _pickled_meta(obj: Any, model: nn.Module, path: Path, arch: str | None, arch_kwargs: Mapping[str, Any] | None,
+                  input_shape: tuple | None) -> CheckpointMeta:
+    """Metadata of a pickled module: the file's own ``meta`` (edgerep writes one), else the
+    registry's for ``arch``, else the first conv's channel count; preprocessing fits the channels."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
+        meta = CheckpointMeta.from_dict(obj["meta"], str(path))
+    elif arch and ":" not in arch:
+        meta = default_meta(arch, arch_kwargs)
+    else:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        c = int(first.in_channels) if first is not None else 3
+        meta = CheckpointMeta(arch=arch or "pickled-module", arch_kwargs=dict(arch_kwargs or {}),
+                              input_shape=(c, 224, 224), extra={"preprocessing_source": "default"})
+    if input_shape is not None:
+        meta.input_shape = tuple(int(v) for v in input_shape)
+    c = meta.input_shape[0]
+    if len(meta.mean) not in (1, c):  # the default preprocessing was for another channel count
+        meta.mean, meta.std = (0.5,) * c, (0.5,) * c
+    return meta
+
+
+def _atomic_torch_save(path: Path, payload: Any) -> Path:
+    """``torch.save`` into a temp file in the same folder, then rename: a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -554,41 +576,61 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     return path
 
 
+def save_pickled_module(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write a whole module plus its metadata (reloads only with ``trust=True``), atomically."""
+    return _atomic_torch_save(Path(path), {"model": model, "meta": meta.to_dict()})
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write an edgerep checkpoint atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    CheckpointMeta.from_dict(meta.to_dict(), str(path))  # validate before writing anything
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return _atomic_torch_save(path, {MAGIC: FORMAT_VERSION, "meta": meta.to_dict(), "state_dict": sd})
+
+
 def fold_checkpoint(src: str | Path, out: str | Path, *, arch: str | None = None,
                     arch_kwargs: Mapping[str, Any] | None = None, input_shape: tuple | None = None,
                     trust: bool = False, tolerance: float = 1e-4, batch: int = 2, generic: bool = True,
                     preprocessing: Mapping[str, Any] | None = None) -> dict:
-    """Load ``src``, fold it, verify on a seeded input, save an edgerep checkpoint with ``folded=True``
-    at ``out`` and read it back. Returns a JSON-ready report; an inexact fold raises ``FoldError``."""
-    import time
+    """Load ``src``, fold it, verify on a seeded input, save it at ``out`` in a form that loads
+    again (an edgerep checkpoint with ``folded=True``; a ``.pt2`` for a torch.export program; a
+    pickled module for a pickled module given without ``arch``) and read it back. Returns a JSON-ready report; an
+    inexact fold raises ``FoldError``."""
+    from edgerep.model_path import example_input, fold_loaded
+    from edgerep.outputs import check_output_file
 
-    from edgerep.errors import FoldError
-    from edgerep.fold.model import fold_model_with_report, verify_fold
-
+    out = check_output_file(out, "-o")
+    if Path(src).suffix == ".pt2" and Path(out).suffix != ".pt2":
+        raise CheckpointError(f"-o {out}: a torch.export program folds into a .pt2 program",
+                              hint="name the output FILE.pt2")
     loaded = load_checkpoint(src, arch=arch, trust=trust, arch_kwargs=arch_kwargs, input_shape=input_shape,
                              preprocessing=preprocessing)
     meta = loaded.meta
-    if loaded.source_format in ("torch.export", "pickled-module") and (arch is None or ":" in (arch or "")):
-        raise CheckpointError(f"{src}: a {loaded.source_format} has no registry architecture, so a folded "
-                              "edgerep checkpoint of it could not be loaded again",
-                              hint="save a state_dict and pass --arch NAME")
-    x = loaded.example_input(batch)
-    t0 = time.perf_counter()
-    folded, graph_report = fold_model_with_report(loaded.model, x if generic else None, generic=generic)
-    fold_seconds = time.perf_counter() - t0
-    rep = verify_fold(loaded.model, folded, x)
-    if not rep.max_rel_error <= tolerance:
-        raise FoldError(f"folded model differs by {rep.max_rel_error:.2e} relative (tolerance {tolerance:.0e}); "
-                        "nothing was written", path=meta.arch)
+    x = example_input(loaded, 1 if loaded.source_format == "torch.export" else batch)
+    result = fold_loaded(loaded, example=x, generic=generic, tolerance=tolerance)
+    folded, rep = result.module, result.verify
     out_meta = CheckpointMeta.from_dict({**meta.to_dict(), "folded": True}, str(src))
     out_meta.extra = {**meta.extra, "fold_generic": bool(generic),
                       "folded_from": str(src), "fold_max_rel_error": rep.max_rel_error}
-    save_checkpoint(out, folded, out_meta)
-    back = load_checkpoint(out)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if loaded.source_format == "torch.export":
+        from edgerep.exported import save_program
+
+        save_program(folded, out, x)
+        back = load_checkpoint(out)
+    elif loaded.source_format == "pickled-module" and not arch:  # no architecture to rebuild it from
+        save_pickled_module(out, folded, out_meta)
+        back = load_checkpoint(out, trust=True)
+    else:
+        save_checkpoint(out, folded, out_meta)
+        back = load_checkpoint(out)
     with torch.no_grad():
         readback = float((back.model(x) - folded(x)).abs().max())
     if readback != 0.0 and not readback <= tolerance * float(folded(x).abs().max()):
         raise CheckpointError(f"{out}: the folded checkpoint reads back differently ({readback:.2e})")
     return {"checkpoint": str(src), "out": str(out), "arch": meta.arch, "source_format": loaded.source_format,
-            "fold": rep.to_dict(), "fold_seconds": fold_seconds, "readback_max_abs_error": readback,
-            "tolerance": tolerance, "graph": graph_report}
+            "fold": rep.to_dict(), "fold_seconds": result.seconds, "readback_max_abs_error": readback,
+            "tolerance": tolerance, "graph": result.graph,
+            "provenance": [r.to_dict() for r in result.provenance], "folders": result.counts()}

@@ -74,11 +74,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def default_cache_dir() -> Path:
-    """Calibration ranges are reused across deploys: ``$EDGEREP_CACHE`` or ``~/.cache/edgerep``."""
-    import os
+    """Calibration ranges are reused across deploys: ``<edgerep.cache.cache_root()>/calibration``."""
+    from edgerep.cache import cache_root
 
-    root = os.environ.get("EDGEREP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgerep")
-    return Path(root) / "calibration"
+    return cache_root() / "calibration"
 
 
 def default_out(checkpoint: Path) -> Path:
@@ -174,7 +173,21 @@ class TorchReference:
 
 
 def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
-    """Run the whole pipeline; the bundle appears at ``opts.out`` only if every step succeeded."""
+    """Run the whole pipeline; the bundle appears at ``opts.out`` only if every step succeeded.
+
+    The output is checked and its lock taken before any work: a second deploy to the same
+    ``--out`` stops at once, not after its fold."""
+    from edgerep.bundle import bundle_lock, check_output_path
+    from edgerep.outputs import check_output_dir
+
+    out = Path(opts.out) if opts.out else default_out(Path(opts.checkpoint))
+    check_output_dir(out, "--out")
+    check_output_path(out, opts.force)
+    with bundle_lock(out):
+        return _deploy(opts, progress)
+
+
+def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
     import torch
 
     from edgerep.bundle import atomic_bundle, check_output_path
@@ -202,7 +215,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
     from edgerep.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt_path, **opts.load)
-    model, meta = loaded.model.eval(), loaded.meta
+    model, meta = loaded.model, loaded.meta  # eval mode already (.eval() on a raw .pt2 program raises)
     input_shape = tuple(int(d) for d in meta.input_shape)
     from edgerep.engines.profiles import load_profile
 
@@ -272,32 +285,29 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
 
     # ---- fold + verify ---------------------------------------------------------------
     say(step("fold"), "folding and verifying")
-    from edgerep.fold.model import fold_model_with_report, verify_fold
+    from edgerep.model_path import fold_loaded
 
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(opts.seed))
-    folded, graph_report = fold_model_with_report(model, example)
-    fold_rep = verify_fold(model, folded, example)
     real_x = next(iter(select_ds.batches(16, limit=16)))[0]  # real inputs, never the test set's
-    real_rep = verify_fold(model, folded, torch.from_numpy(real_x))
-    if real_rep.max_rel_error > fold_rep.max_rel_error:
-        fold_rep.max_rel_error, fold_rep.max_abs_error = real_rep.max_rel_error, real_rep.max_abs_error
-    if not (fold_rep.max_rel_error <= FOLD_TOLERANCE):
-        raise FoldError(f"folded model differs from the original by {fold_rep.max_rel_error:.2e} relative "
-                        f"(tolerance {FOLD_TOLERANCE:.0e}); refusing to ship an inexact fold", path=meta.arch)
+    fold_result = fold_loaded(loaded, example=example, tolerance=FOLD_TOLERANCE,
+                              extra_inputs=[torch.from_numpy(real_x)])
+    folded, graph_report, fold_rep = fold_result.module, fold_result.graph, fold_result.verify
     fold_rep.seconds = time.perf_counter() - timings["fold"]
     report["fold"] = fold_rep.to_dict()
+    report["fold"]["folders"] = fold_result.counts()
+    report["fold"]["provenance"] = [r.to_dict() for r in fold_result.provenance]  # folded layer -> train-time
     if graph_report is not None:  # regions the traced-graph folder collapsed or left unfolded, with reasons
         report["fold"]["graph"] = {k: graph_report[k] for k in ("folded_regions", "refused_regions", "flops_before",
                                                                 "flops_after", "notes") if k in graph_report}
 
     reference = TorchReference(model)
-    with atomic_bundle(out, force=opts.force) as tmp:
+    with atomic_bundle(out, force=opts.force, locked=True) as tmp:
         files: dict[str, str] = {}
 
         # ---- check ---------------------------------------------------------------------
         if opts.run_check:
             say(step("check"), "checking INT8 friendliness per layer and branch")
-            report["check"] = _run_check(model, example, calib_ds, select_ds, tmp, files)
+            report["check"] = _run_check(model, example, calib_ds, select_ds, tmp, files, fold_result)
 
         # ---- export --------------------------------------------------------------------
         say(step("export"), "exporting ONNX")
@@ -361,7 +371,9 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         ref_out, labels = collect_outputs(baseline_engine, eval_ds.batches(64, limit=eval_limit))
         classifier = ref_out is not None and ref_out.ndim == 2
         say(step("bench"), "timing the unfolded torch baseline")
-        base_entry = {"name": "torch-cpu", "precision": "fp32", "device": "cpu", "status": "built",
+        from edgerep.engines.base import unfolded_name
+
+        base_entry = {"name": unfolded_name(baseline_engine.name), "precision": "fp32", "device": "cpu", "status": "built",
                       "describe": baseline_engine.describe(),
                       "latency": measure(baseline_engine, x_bench, warmup=opts.bench_warmup,
                                          seconds=opts.bench_seconds).to_dict()}
@@ -408,6 +420,7 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         report["timings_s"] = _durations(timings, t_start)
         splits.write(tmp / "splits.json")
         files["splits"] = "splits.json"
+        report = relative_to_bundle(report, tmp)  # no path into the temporary folder survives the rename
         manifest = {
             "schema": "edgerep.manifest/1",
             "versions": _versions(),
@@ -483,6 +496,22 @@ def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
                               hint="fix meta.input_shape (C, H, W) or pass the checkpoint's real --arch") from None
 
 
+def relative_to_bundle(obj: Any, tmp: Path) -> Any:
+    """``obj`` with every string path inside ``tmp`` made relative to it (the bundle's own files)."""
+    roots = {str(tmp), str(Path(tmp).resolve())}
+    if isinstance(obj, dict):
+        return {k: relative_to_bundle(v, tmp) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_to_bundle(v, tmp) for v in obj]
+    if isinstance(obj, str):
+        for root in roots:
+            if obj == root:
+                return "."
+            if obj.startswith(root + "/"):
+                return obj[len(root) + 1:]
+    return obj
+
+
 def _relative(path, root: Path) -> str | None:
     if not path:
         return None
@@ -515,9 +544,10 @@ def _cpu_session_config(qres) -> dict | None:
     return getattr(pol, "session_config", None) or (pol.get("session_config") if isinstance(pol, dict) else None)
 
 
-def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict) -> dict:
-    """The quantization-friendliness check; its HTML page goes into the bundle. Its sensitivity
-    figures are measured on the selection set (never the calibration or the test set)."""
+def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold=None) -> dict:
+    """The quantization-friendliness check of the fold that ships (``fold``); its HTML page goes into
+    the bundle. Its sensitivity figures are measured on the selection set (never the calibration or
+    the test set)."""
     from edgerep.quant.check import check_model
 
     calib = None
@@ -526,7 +556,8 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict) -> d
 
         calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
     # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
-    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds, sensitivity=True)
+    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds, sensitivity=True,
+                      fold=fold)  # the very fold that ships
     from edgerep.report.check_html import write_check_html
 
     page = write_check_html(rep, tmp / "check", report_link="../report.html")

@@ -1,27 +1,51 @@
 #!/usr/bin/env bash
 # Set up edgerep in ./.venv on a fresh machine: the CPU build of torch first (a bare `torch`
-# requirement would pull a multi-GB CUDA build), then edgerep with its dev and fleet (Ray) extras.
-# Jetson / GPU users: install your platform's torch first and skip the torch line.
+# requirement pulls a multi-GB CUDA build on x86-64 Linux), then edgerep with its dev and fleet (Ray)
+# extras, the TensorRT 10.x API stubs the tests read, and the page tests' browser (never fatal).
+# Ends with one line saying what is ready.
+# Jetson / GPU users: install your platform's torch into .venv first; this script keeps it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+TORCH_SPEC=${EDGEREP_TORCH:-"torch==2.13.0"}
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+DEFAULT_INDEX=https://pypi.org/simple
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 \
+  || echo "setup.sh: note: could not upgrade pip; continuing with $(.venv/bin/python -m pip --version)" >&2
+
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" \
-    || .venv/bin/python -m pip install -q --disable-pip-version-check "torch>=2.1,<3" --index-url https://download.pytorch.org/whl/cpu
+  # The CPU wheel index first (the default index stays an extra source for torch's dependencies);
+  # the default index alone only as a fallback, loudly: there it may be the CUDA build.
+  if ! "${PIP[@]}" "$TORCH_SPEC" --index-url "$CPU_INDEX" --extra-index-url "$DEFAULT_INDEX"; then
+    echo "setup.sh: WARNING: the CPU wheel index ($CPU_INDEX) did not provide $TORCH_SPEC;" \
+         "falling back to the default index, which may install the multi-GB CUDA build" >&2
+    "${PIP[@]}" "$TORCH_SPEC"
+  fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,fleet]"
+
+"${PIP[@]}" -e ".[dev,fleet]"
+
 # The published TensorRT 10.x API listing, read by tests/test_tensorrt_api_names.py. --no-deps:
 # its metadata pulls the tensorrt wheel, whose native libraries are fetched from outside PyPI.
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "tensorrt-stubs>=10.0,<11" || true
+READY=("TensorRT API stubs installed")
+if ! "${PIP[@]}" --no-deps "tensorrt-stubs>=10.0,<11"; then
+  READY=("TensorRT API stubs MISSING (tests/test_tensorrt_api_names.py will skip)")
+  echo "setup.sh: WARNING: 'pip install tensorrt-stubs>=10.0,<11' failed: the TensorRT API-name tests" \
+       "will be SKIPPED, not run. Rerun this script when the package index is reachable." >&2
+fi
+
 # The page tests' browser driver (the [browser] extra) and Chromium (tests/test_browser_pages.py). Neither
 # is fatal: where either is missing the tests skip and say why. Chromium comes from the distribution: only
 # when missing and apt-get exists.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[browser]" \
-  || echo "setup: could not install playwright; the browser tests will be skipped" >&2
+if "${PIP[@]}" -e ".[browser]"; then READY+=("playwright installed"); else
+  READY+=("playwright MISSING (browser tests will skip)")
+  echo "setup: could not install playwright; the browser tests will be skipped" >&2
+fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
     && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
@@ -29,3 +53,21 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } \
     >/dev/null 2>&1 || echo "setup: could not install chromium; the browser tests will be skipped" >&2
 fi
+if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+  READY+=("chromium found")
+else
+  READY+=("chromium MISSING (browser tests will skip)")
+fi
+
+.venv/bin/python - "$(IFS=';'; echo "${READY[*]}")" <<'PYEOF'
+import sys
+
+import torch
+
+import edgerep
+
+build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+extras = "; ".join(p.strip() for p in sys.argv[1].split(";"))
+print(f"edgerep ready: .venv/bin/edgerep {edgerep.__version__} (python {sys.version.split()[0]}, "
+      f"torch {torch.__version__} {build} build); {extras}")
+PYEOF

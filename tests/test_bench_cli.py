@@ -49,7 +49,7 @@ def test_bench_onnx_and_checkpoint(bundle, capsys):
     assert r["engines"][0]["name"] == "onnxruntime-cpu" and r["model"]["input_shape"] == [1, 16, 16]
     assert main(["bench", str(DEMO), "--iterations", "3", "--warmup", "0", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["engines"][0]["name"] == "torch-cpu-folded" and r["baseline"]["name"] == "torch-cpu-unfolded"
+    assert r["engines"][0]["name"] == "torch-cpu" and r["baseline"]["name"] == "torch-cpu-unfolded"
 
 
 def test_bench_bad_input(tmp_path, capsys):

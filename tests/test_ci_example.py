@@ -42,3 +42,36 @@ def test_the_diff_baseline_is_the_artifact_main_keeps():
     assert diff[1] == f"{restored.group(2)}/report.json"  # the restored artifact's own file
     assert "steps.base.outputs.run_id" in restored.group(3)  # main's run, not this one
     assert "--branch main" in text and "--status success" in text
+
+
+def test_the_examples_edgerep_lines_run_on_the_demo(tmp_path):
+    """The example's own command lines on the digits demo: deploy, gate, then diff against the report a
+    push to main keeps (here the same run's, so the diff must pass: one deploy keeps the test fast and
+    its latency comparison free of chance); every one exits 0."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = EXAMPLE.parents[2]
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(root / "examples" / "checkpoints" / "repvgg_digits.pt", tmp_path / "checkpoints" / "model.pt")
+    env = {**os.environ, "PYTHONPATH": str(root), "EDGEREP_CACHE": str(tmp_path / "cache")}
+    cmds = {c[0]: c for c in _commands(EXAMPLE.read_text())}
+    # the demo carries its data set: data/val -> digits; fewer calibration samples and bench time for speed
+    deploy = [("digits" if a == "data/val" else a) for a in cmds["deploy"]] + [
+        "--no-check", "--calib-samples", "64", "--bench-seconds", "0.05"]
+
+    def run(argv: list[str]) -> None:
+        r = subprocess.run([sys.executable, "-m", "edgerep.cli", *argv], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (argv, r.stderr[-2000:])
+
+    run(deploy)
+    run(cmds["gate"])
+    (tmp_path / "baseline").mkdir()  # what the upload-artifact / download-artifact pair carries
+    for name in ("report.json", "manifest.json"):
+        shutil.copy(tmp_path / "bundle" / name, tmp_path / "baseline" / name)
+    run(cmds["diff"])
+    assert (tmp_path / "gate.xml").is_file() and (tmp_path / "diff.md").read_text().strip()
+    assert (tmp_path / "bundle" / "diff.html").is_file()

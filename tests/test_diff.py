@@ -147,3 +147,15 @@ def test_bad_input_is_one_line_exit_2(tmp_path, demo_bundle, capsys):
     err = capsys.readouterr().err
     assert "nope.json" in err and len(err.strip().splitlines()) == 1
     assert main(["diff", str(demo_bundle), str(demo_bundle), "--noise-floor-pct", "-1"]) == 2
+
+
+def test_a_baseline_named_before_and_after_one_vocabulary_still_matches():
+    """An older report named the unfolded baseline ``torch-cpu``; deploy and bench now say ``torch-cpu-unfolded``."""
+    from edgerep.report.diff import _engines
+
+    def rep(name: str) -> dict:
+        return {"baseline": {"name": name, "precision": "fp32", "latency": {"p50_ms": 1.0, "p90_ms": 1.0}},
+                "engines": []}
+
+    (d,) = _engines(rep("torch-cpu"), rep("torch-cpu-unfolded"), 0.05)
+    assert d.presence == "both" and d.key == "torch-cpu/fp32 unfolded"

@@ -86,9 +86,9 @@ def test_timing_cache_path_is_per_version_and_gpu(tmp_path, monkeypatch):
     assert a == tmp_path / "timing-trt10.3.0-sm87-orin-nvgpu.cache"
     assert pc.timing_cache_path("10.7.0", "Orin (nvgpu)", "8.7", tmp_path) != a
     assert pc.timing_cache_path("10.3.0", "NVIDIA H100 80GB HBM3", "9.0", tmp_path) != a
-    monkeypatch.setenv("EDGEREP_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("EDGEREP_CACHE", str(tmp_path / "c"))
     assert pc.timing_cache_path("10.3.0", "x", "8.7").parent == tmp_path / "c" / "tensorrt"
-    monkeypatch.delenv("EDGEREP_CACHE_DIR")
+    monkeypatch.delenv("EDGEREP_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert pc.cache_root() == tmp_path / "xdg" / "edgerep"
     assert pc.load_timing_cache(a) == b""

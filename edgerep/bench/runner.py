@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from edgerep.bench.latency import LatencyStats, host_info, measure
-from edgerep.engines.base import Engine
+from edgerep.engines.base import Engine, unfolded_name
 from edgerep.errors import EdgerepError
 
 
@@ -26,6 +26,7 @@ class BenchOptions:
     arch: str | None = None
     trust_checkpoint: bool = False
     include_int8: bool = True
+    load: dict = field(default_factory=dict)  # load_checkpoint kwargs (arch, arch_kwargs, input_shape, trust)
 
 
 def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[tuple[str, Engine]], tuple, dict]:
@@ -47,13 +48,13 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
         shape = None
         if ckpt.exists():
             loaded = load_checkpoint(ckpt, **(manifest.get("settings", {}).get("load") or {}))
-            engines.append(("baseline", TorchEngine(loaded.model.eval(), precision="fp32")))
+            engines.append(("baseline", TorchEngine(loaded.model, precision="fp32")))
             shape = tuple(loaded.meta.input_shape)
         else:
             say(f"original checkpoint {ckpt} is gone: no unfolded baseline")
         if files.get("folded_checkpoint"):
             folded = load_checkpoint(target / files["folded_checkpoint"])
-            engines.append(("folded", TorchEngine(folded.model.eval(), precision="fp32")))
+            engines.append(("folded", TorchEngine(folded.model, precision="fp32")))
             shape = shape or tuple(folded.meta.input_shape)
         session_config = ((manifest.get("cpu_policy") or {}).get("session_config") or None)
         if files.get("fp32_onnx"):
@@ -70,19 +71,15 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
         if not shape or any(not isinstance(d, int) for d in shape[1:]):
             raise EdgerepError(f"{target}: input shape is not static; cannot pick an input size")
         return [("engine", eng)], tuple(shape[1:]), {"name": target.stem, "onnx": str(target)}
-    from edgerep.checkpoint import load_checkpoint
-    from edgerep.fold.model import fold_model
+    from edgerep.model_path import fold_loaded, load_model
 
-    loaded = load_checkpoint(target, arch=opts.arch, trust=opts.trust_checkpoint)
-    model = loaded.model.eval()
+    loaded = load_model(target, opts.load or {"arch": opts.arch, "trust": opts.trust_checkpoint})
+    model = loaded.model
     shape = tuple(loaded.meta.input_shape)
-    import torch
-
     engines.append(("baseline", TorchEngine(model, precision="fp32")))
     if not loaded.meta.folded:
         say("folding")
-        folded = fold_model(model, torch.randn(1, *shape))
-        engines.append(("folded", TorchEngine(folded, precision="fp32")))
+        engines.append(("folded", TorchEngine(fold_loaded(loaded).module, precision="fp32")))
     return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch}
 
 
@@ -109,7 +106,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
             if role == "baseline":
                 base_p50[bs] = stats.p50_ms
         first = by_batch[str(opts.batch_sizes[0])]
-        entry = {"name": eng.name + ("-unfolded" if role == "baseline" else "-folded" if role == "folded" else ""),
+        entry = {"name": unfolded_name(eng.name) if role == "baseline" else eng.name,
                  "precision": eng.precision, "device": eng.device, "status": "built", "role": role,
                  "describe": eng.describe(), "latency": first, "latency_by_batch": by_batch}
         if role == "baseline":

@@ -27,16 +27,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="a fixed number of timed runs instead of --seconds")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("--arch", help="architecture for a plain state_dict (zoo name or package.module:factory)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow a whole pickled module (unpickling runs code from the file)")
+    from edgerep.commands.fold import add_checkpoint_arguments
+
+    add_checkpoint_arguments(p)  # --arch, --arch-kwargs, --input-shape, --trust-checkpoint
     p.add_argument("--out", type=Path, help="write the report JSON here (for edgerep gate)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgerep.bench.runner import BenchOptions, bench
     from edgerep.errors import EdgerepError
+
+    if args.out is not None:
+        from edgerep.outputs import check_output_file
+
+        check_output_file(args.out, "--out")  # before any timing (and before torch is imported)
+    from edgerep.bench.runner import BenchOptions, bench
+    from edgerep.commands.fold import parse_checkpoint_arguments
 
     if any(b <= 0 for b in args.batch_sizes):
         raise EdgerepError(f"--batch-sizes must be positive, got {args.batch_sizes}")
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgerepError(f"{args.target}: no such file or directory")
     opts = BenchOptions(target=args.target, batch_sizes=args.batch_sizes, seconds=args.seconds,
                         iterations=args.iterations, warmup=args.warmup, threads=args.threads, arch=args.arch,
-                        trust_checkpoint=args.trust_checkpoint)
+                        trust_checkpoint=args.trust_checkpoint, load=parse_checkpoint_arguments(args))
     from edgerep.report.console import step_progress
 
     with step_progress(quiet=args.json) as progress:

@@ -104,8 +104,6 @@ def _list() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgerep.engines.factory import build_engines
-    from edgerep.engines.profiles import load_profile
     from edgerep.errors import EdgerepError
 
     if args.list:
@@ -114,7 +112,16 @@ def run(args: argparse.Namespace) -> int:
         raise EdgerepError("MODEL: give the FP32 ONNX file to build from (or --list to see targets)")
     if not args.model.is_file():
         raise EdgerepError(f"{args.model}: ONNX file not found")
+    from edgerep.outputs import check_output_dir
+
+    if args.out is not None:
+        check_output_dir(args.out, "--out")  # before any work (and before torch / onnxruntime are imported)
+    from edgerep.engines.factory import build_engines
+    from edgerep.engines.profiles import load_profile
+
     profile = load_profile(args.target)
+    stem = args.model.name.replace(".fp32.onnx", "").replace(".onnx", "")
+    out = args.out or check_output_dir(Path("engines") / "out" / f"{stem}-{profile.name}", "--out")
     from edgerep.pipeline import check_engines_available
 
     check_engines_available(profile)  # fallback = "none" and an engine cannot run here: exit 2, naming it
@@ -122,12 +129,9 @@ def run(args: argparse.Namespace) -> int:
     int8 = _int8_files(args)
     torch_model = None
     if args.checkpoint is not None:
-        from edgerep.checkpoint import load_checkpoint
-        from edgerep.fold.model import fold_model
+        from edgerep.model_path import load_and_fold
 
-        torch_model = fold_model(load_checkpoint(args.checkpoint, arch=args.arch).model.eval())
-    stem = args.model.name.replace(".fp32.onnx", "").replace(".onnx", "")
-    out = args.out or Path("engines") / "out" / f"{stem}-{profile.name}"
+        torch_model = load_and_fold(args.checkpoint, {"arch": args.arch})[1].module  # the fold deploy ships
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda m: None) if args.json else (lambda m: print(f"  {m}", flush=True))
     built = build_engines(profile, fp32_onnx=args.model, int8_onnx=int8, torch_model=torch_model, out_dir=out,

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 HELP = "report which layers, channels and train-time branches are INT8-hostile, and what to do"
-DESCRIPTION = """Fold a train-time checkpoint the way deploy will, then measure what 8-bit symmetric quantization
+DESCRIPTION = """Fold a train-time checkpoint exactly as deploy does (the same fold: edgerep's blocks and, for
+architectures edgerep has never seen, the traced-graph folder), then measure what 8-bit symmetric quantization
 does to every folded layer:
 
   weights      range, std, kurtosis, per-channel range spread (max/median), share beyond 3 sigma,
@@ -73,11 +74,18 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.html is not None:
+        from edgerep.outputs import check_output_dir
+
+        check_output_dir(args.html, "--html")  # before any work (and before torch is imported)
     from edgerep.errors import GateFailed
     from edgerep.quant import thresholds as T
     from edgerep.quant.check import check_model
 
     ck = _load(args)
+    from edgerep.model_path import fold_loaded
+
+    fold = fold_loaded(ck, example=ck.example_input(2), tolerance=1e-3)  # the fold deploy ships
     spec = None if args.no_data else (args.data or ck.meta.dataset)
     calib = evals = None
     if spec:
@@ -95,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         progress = lambda msg: err.print(f"[dim]check: {msg}[/dim]")  # noqa: E731
     report = check_model(ck.model, example_input=ck.example_input(2), calib_batches=calib, eval_batches=evals,
                          sensitivity=not args.no_sensitivity, progress=progress, calib_limit=args.calib_limit,
-                         eval_limit=args.eval_limit, percentile=args.percentile or T.ACT_PERCENTILE)
+                         eval_limit=args.eval_limit, percentile=args.percentile or T.ACT_PERCENTILE, fold=fold)
     report.data["spec"] = spec
     report.data["checkpoint"] = str(args.checkpoint)
     html = None

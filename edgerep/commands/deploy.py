@@ -89,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:  # before numpy / torch are imported; deploy() checks again under the lock
+        from edgerep.outputs import check_output_dir
+
+        check_output_dir(args.out, "--out")
     from edgerep.commands.fold import parse_checkpoint_arguments
     from edgerep.pipeline import DeployOptions, deploy
     from edgerep.report.console import print_engine_table, step_progress

@@ -186,7 +186,7 @@ def _tensorrt_facts() -> tuple[list[Fact], dict[str, Any]]:
     tc = cache_root() / "tensorrt"
     n_tc = len(list(tc.glob("timing-*.cache"))) if tc.is_dir() else 0
     facts.append(Fact("tensorrt", "timing caches", f"{tc} ({n_tc} file(s))", "info",
-                      "one per TensorRT version and GPU; rebuilds reuse measured tactics (set EDGEREP_CACHE_DIR "
+                      "one per TensorRT version and GPU; rebuilds reuse measured tactics (set EDGEREP_CACHE "
                       "to move it, `edgerep build --timing-cache DIR` per build)"))
     cp = _version("cuda-python") or _version("cuda-bindings")
     facts.append(Fact("tensorrt", "cuda-python", cp or "not installed", "ok" if cp else "info",

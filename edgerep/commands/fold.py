@@ -16,11 +16,18 @@ refused (exit 2) if its relative error exceeds --tolerance: edgerep never ships 
 Accepted inputs: an edgerep checkpoint; a plain state_dict with --arch (a name from
 `edgerep zoo`, or package.module:factory); the official RepVGG / MobileOne / ACNet / DBB key
 layouts (with --arch); a torch.export .pt2; a whole pickled module only with --trust-checkpoint.
+The output is written in a form that loads again: an edgerep checkpoint, a folded .pt2 for a
+.pt2 (-o must end in .pt2), a pickled module (with its metadata) for a pickled module.
+
+--json also lists the provenance of every folded layer: the train-time modules and branches it
+came from, and whether the block folder or the traced-graph folder produced it.
 
 examples:
   edgerep fold examples/checkpoints/repvgg_digits.pt -o repvgg_digits.folded.pt
   edgerep fold RepVGG-A0-train.pth --arch repvgg_a0 -o a0.folded.pt --json
   edgerep fold model.pt --arch mypkg.nets:build --arch-kwargs '{"width": 32}' --input-shape 3,64,64 -o out.pt
+  edgerep fold model.pt2 -o model.folded.pt2
+  edgerep fold whole_model.pt --trust-checkpoint --input-shape 1,28,28 -o whole_model.folded.pt
 """
 
 
@@ -125,6 +132,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerep.outputs import check_output_file
+
+    check_output_file(args.out, "-o")  # before torch is even imported
+    if args.checkpoint.suffix == ".pt2" and args.out.suffix != ".pt2":
+        from edgerep.errors import EdgerepError
+
+        raise EdgerepError(f"-o {args.out}: a torch.export program folds into a .pt2 program",
+                           hint="name the output FILE.pt2")
     from edgerep.checkpoint import fold_checkpoint
 
     result = fold_checkpoint(args.checkpoint, args.out, tolerance=args.tolerance, batch=args.batch,
@@ -155,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
                           f"-> {r['became']}")
         for where, why in graph["refused_regions"]:
             console.print(f"  [yellow]left unfolded[/] {where}: {why}")
+    f = result["folders"]
+    console.print(f"provenance: {f['block']} layer(s) from the block folder, {f['graph'] + f['block+graph']} from "
+                  f"the graph folder, {f['none']} unchanged")
     console.print(f"input {tuple(rep['input_shape'])}, folded in {result['fold_seconds']:.2f}s; "
                   f"wrote {result['out']} (read back, max abs error {result['readback_max_abs_error']:.1e})")
     return 0

@@ -65,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgerep.bench.gate import GateThresholds, evaluate_gate, junit_xml, load_report, markdown_summary
 
+    from edgerep.outputs import check_output_file
+
+    for flag, path in (("--junit", args.junit), ("--markdown", args.markdown)):
+        if path is not None:
+            check_output_file(path, flag)  # before any work
     th = GateThresholds.from_toml(args.config) if args.config else GateThresholds()
     th = th.merged(max_drop=args.max_drop, min_top1=args.min_top1, min_cosine=args.min_cosine,
                    min_sqnr_db=args.min_sqnr_db, min_agreement=args.min_agreement,

@@ -34,7 +34,8 @@ ranges come from the calibration set, every choice is scored on the selection se
 and the test set is never read here. Without labels the budget applies to the outputs' cosine
 (100 * (1 - cosine), about 20 dB SQNR at 0.5) instead of top-1 agreement, which flips on noise.
 
-CKPT is an edgerep checkpoint (or a state_dict with --arch): it is folded, verified and exported
+CKPT is any checkpoint deploy accepts (an edgerep checkpoint, a state_dict with --arch, an official
+layout, a .pt2, a pickled module with --trust-checkpoint): it is folded, verified and exported
 first, and the unfolded FP32 model is the accuracy reference. MODEL.onnx is used as is (the ONNX
 FP32 model is then the reference). Calibration ranges are cached (--cache-dir), keyed by model
 hash + data fingerprint + method + settings, and reused when the key matches.
@@ -65,7 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256)")
     p.add_argument("--eval-samples", type=int, help="verify on at most this many samples (default all)")
     p.add_argument("--input-shape", help="C,H,W for an ONNX file whose data needs resizing (default: from the file)")
-    p.add_argument("--arch", help="architecture for a plain state_dict checkpoint")
+    p.add_argument("--arch", help="architecture for a plain state_dict checkpoint (zoo name or package.module:factory)")
+    p.add_argument("--arch-kwargs", metavar="JSON", default=None, help="constructor arguments for --arch (JSON object)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a whole pickled module (unpickling RUNS CODE named by the file)")
     p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default OUT/cache)")
     p.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="skip bias correction")
@@ -106,6 +110,9 @@ def _onnx_meta(path: Path, shape: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerep.outputs import check_output_dir
+
+    check_output_dir(args.out, "-o")  # before any work (and before torch is imported)
     from edgerep.errors import EdgerepError
     from edgerep.quant.pipeline import quantize_model
 
@@ -113,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_samples <= 0:
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     reference = None
     log = (lambda m: None) if args.json else (lambda m: print(f"  {m}"))
     if args.model.suffix.lower() == ".onnx":
@@ -123,18 +129,14 @@ def run(args: argparse.Namespace) -> int:
         meta = _onnx_meta(args.model, args.input_shape)
         data = args.data
     else:
-        from edgerep.checkpoint import load_checkpoint
-        from edgerep.fold.model import fold_model, verify_fold
+        from edgerep.commands.fold import parse_checkpoint_arguments
+        from edgerep.model_path import load_and_fold
         from edgerep.quant.export import export_onnx
 
-        loaded = load_checkpoint(args.model, arch=args.arch)
-        model, meta = loaded.model.eval(), loaded.meta
+        loaded, fold = load_and_fold(args.model, parse_checkpoint_arguments(args))
+        model, meta, folded, rep = loaded.model, loaded.meta, fold.module, fold.verify
         data = args.data or meta.dataset
-        example = loaded.example_input(2)
-        folded = fold_model(model, example)
-        rep = verify_fold(model, folded, example)
-        if rep.max_rel_error > 1e-4:
-            raise EdgerepError(f"{args.model}: folded model differs by {rep.max_rel_error:.2e} relative; not quantizing")
+        out.mkdir(parents=True, exist_ok=True)
         fp32 = out / "model.fp32.onnx"
         export_onnx(folded, fp32, tuple(meta.input_shape))
 
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         log(f"folded and exported {fp32} (fold error {rep.max_rel_error:.1e} relative)")
     if not data:
         raise EdgerepError("--data: no calibration data named and the checkpoint names no data set")
+    out.mkdir(parents=True, exist_ok=True)
     from edgerep.data.splits import resolve_splits
 
     splits = resolve_splits(data=data, val=args.val_data, meta=meta, say=log)

@@ -24,3 +24,14 @@ class Engine(Protocol):
     def describe(self) -> dict[str, Any]:
         """Settings that decide speed/accuracy (threads, providers, versions, ISA), for reports."""
         ...
+
+
+#: the one vocabulary of engine names in deploy, bench, build and every report: ``backend-device``
+#: (``onnxruntime-cpu``, ``torch-cpu``, ``tensorrt-gpu``) for what ships, and this suffix for the
+#: unfolded train-time model every engine is compared with (``torch-cpu-unfolded``)
+UNFOLDED_SUFFIX = "-unfolded"
+
+
+def unfolded_name(engine_name: str) -> str:
+    """The report name of the unfolded reference model run on ``engine_name`` (``torch-cpu-unfolded``)."""
+    return engine_name if engine_name.endswith(UNFOLDED_SUFFIX) else engine_name + UNFOLDED_SUFFIX

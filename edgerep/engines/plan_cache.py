@@ -108,11 +108,10 @@ def sidecar_path(plan: str | os.PathLike[str]) -> Path:
 
 
 def cache_root() -> Path:
-    """``$EDGEREP_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgerep``, else ``~/.cache/edgerep``."""
-    if os.environ.get("EDGEREP_CACHE_DIR"):
-        return Path(os.environ["EDGEREP_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgerep"
+    """edgerep's one cache root (``edgerep.cache.cache_root``: ``$EDGEREP_CACHE``, ...)."""
+    from edgerep.cache import cache_root as root
+
+    return root()
 
 
 def timing_cache_path(tensorrt_version: str, gpu_name: str, compute_capability: str,

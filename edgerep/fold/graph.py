@@ -51,6 +51,8 @@ class RegionInfo:
     kind: str
     became: str
     max_rel_error: float | None = None  # float64 recomputation vs the original, on the example input
+    sources: list[str] = field(default_factory=list)  # the region's nodes in forward order (module paths)
+    module: str | None = None  # path of the folded conv / linear in the result (None: removed identity)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -316,6 +318,7 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_c
     dtype = _model_dtype(gm, x)
     replaced: dict[fx.Node, fx.Node] = {}
     wanted: dict[fx.Node, str] = {}
+    placed: list[tuple[RegionInfo, fx.Node]] = []
     graph = gm.graph
     # the folded op goes where the region first read its source: after any in-place write the
     # original reads saw (DBB's border writes), before anything later
@@ -338,13 +341,18 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_c
         replaced[end] = new
         if new is not src:
             wanted[new] = _wanted_name(region)
-        result.folded_regions.append(RegionInfo([_join(prefix, where(n)) for n in region.nodes],
-                                                describe_region(region), became, checks.get(end)))
+        info = RegionInfo([_join(prefix, where(n)) for n in region.nodes], describe_region(region), became,
+                          checks.get(end), [_join(prefix, where(n)) for n in sorted(region.nodes, key=order.get)])
+        result.folded_regions.append(info)
+        if new is not src:
+            placed.append((info, new))
     attrs_before = {str(n.target) for n in graph.nodes if n.op == "get_attr"}
     _dead_code(graph)
     gm.delete_all_unused_submodules()
     _delete_unused_attrs(gm, attrs_before)
     _rename(gm, wanted)
+    for info, node in placed:  # provenance: where each folded module ended up
+        info.module = _join(prefix, str(node.target))
     for node in graph.nodes:  # annotations (torch.Tensor) break pickling of the generated code
         node.type = None
     graph.lint()

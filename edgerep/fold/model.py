@@ -47,7 +47,8 @@ def _check_eval(model: nn.Module) -> None:
                             path=name or "<model>", hint="call model.eval() before folding")
 
 
-def _fold_children(module: nn.Module, prefix: str) -> None:
+def _fold_children(module: nn.Module, prefix: str, blocks: dict[str, str] | None = None) -> None:
+    """Replace every block by its ``to_deploy()``; ``blocks`` records {block path: class name}."""
     for name, child in list(module.named_children()):
         path = f"{prefix}.{name}" if prefix else name
         if hasattr(child, "to_deploy") and callable(child.to_deploy):
@@ -57,8 +58,10 @@ def _fold_children(module: nn.Module, prefix: str) -> None:
                 raise e.at(path) from None
             folded.train(False)
             setattr(module, name, folded)
+            if blocks is not None:
+                blocks[path] = type(child).__name__
         else:
-            _fold_children(child, path)
+            _fold_children(child, path, blocks)
 
 
 def needs_graph_pass(model: nn.Module) -> bool:
@@ -69,7 +72,7 @@ def needs_graph_pass(model: nn.Module) -> bool:
     deploy on large nets, since tracing and verifying every region costs real time.
     """
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, torch.fx.GraphModule)):  # a graph: a .pt2 program
             return True
         mod = type(m).__module__ or ""
         if not (mod.startswith("torch.") or mod.startswith("edgerep.")):
@@ -93,12 +96,19 @@ def fold_model_with_report(model: nn.Module, example_input: torch.Tensor | None 
                            generic: bool = True) -> tuple[nn.Module, dict | None]:
     """``fold_model`` plus what the traced-graph folder did (regions folded and refused, with
     reasons; ``None`` when the graph pass had nothing to do)."""
+    return _fold_parts(model, example_input, generic=generic)[:2]
+
+
+def _fold_parts(model: nn.Module, example_input: torch.Tensor | None, *, generic: bool,
+                blocks: dict[str, str] | None = None) -> tuple[nn.Module, dict | None]:
     _check_eval(model)
     folded = copy.deepcopy(model)
     if hasattr(folded, "to_deploy") and callable(folded.to_deploy):
         folded = folded.to_deploy()
+        if blocks is not None:
+            blocks[""] = type(model).__name__
     else:
-        _fold_children(folded, "")
+        _fold_children(folded, "", blocks)
     folded.eval()
     graph_report = None
     if generic and example_input is not None and needs_graph_pass(folded):
@@ -109,6 +119,19 @@ def fold_model_with_report(model: nn.Module, example_input: torch.Tensor | None 
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded, graph_report
+
+
+def fold_with_provenance(model: nn.Module, example_input: torch.Tensor | None = None, *,
+                         generic: bool = True) -> "FoldResult":
+    """The one fold every command uses: the folded module plus, for each folded layer, the
+    train-time modules and branches it came from and which folder produced it."""
+    from edgerep.fold.provenance import FoldResult, build_provenance
+
+    t0 = time.perf_counter()
+    blocks: dict[str, str] = {}
+    folded, graph_report = _fold_parts(model, example_input, generic=generic, blocks=blocks)
+    table = build_provenance(model, folded, blocks, graph_report)
+    return FoldResult(folded, table, graph_report, seconds=time.perf_counter() - t0)
 
 
 @torch.no_grad()

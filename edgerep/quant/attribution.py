@@ -21,7 +21,9 @@ from edgerep.errors import FoldError
 from edgerep.fold.kernel import (
     ConvKernel,
     add_kernels,
+    bn_as_kernel,
     bn_scale_shift,
+    compose,
     fuse_bn,
     fuse_linear_bn,
     pad_kernel,
@@ -233,6 +235,94 @@ def _fold_block(parent: nn.Module, name: str, block: nn.Module, path: str, layer
 
 
 # ---------------------------------------------------------------------------------------------
+# layers of the shared fold (what deploy ships), from its provenance
+# ---------------------------------------------------------------------------------------------
+#: train-time branch module name -> the branch key edgerep's blocks use (official names included)
+_BRANCH_KEYS = {name: key for key, names in BRANCH_MODULES.items() for name in names}
+
+
+def _chain_kernel(mods: list[nn.Module]) -> tuple[ConvKernel | None, _BN | None]:
+    """One branch (conv -> BN, or a lone BN) as a kernel with the kernel algebra; None if it holds other ops."""
+    k: ConvKernel | None = None
+    last_bn = None
+    for m in mods:
+        if isinstance(m, nn.Conv2d):
+            c = ConvKernel.from_conv(m)
+            k = c if k is None else compose(k, c)
+        elif isinstance(m, nn.modules.batchnorm.BatchNorm2d):
+            k = bn_as_kernel(m) if k is None else fuse_bn(k, m)
+            last_bn = m
+        elif not isinstance(m, nn.Identity):
+            return None, None
+    return k, last_bn
+
+
+def _region_layer(model: nn.Module, row, module: nn.Module) -> FoldedLayer:
+    """A graph-folded region: its branches rebuilt from the train-time modules provenance names."""
+    groups = row.branches or ({"conv+BN" if isinstance(module, nn.Conv2d) else "linear+BN": [
+        s for s in row.sources if ":" not in s]})
+    branches: dict[str, ConvKernel] = {}
+    bns: dict[str, _BN] = {}
+    for key, paths in groups.items():
+        try:
+            mods = [model.get_submodule(p) for p in paths]
+        except (AttributeError, ValueError):
+            mods = []
+        k, bn = _chain_kernel(mods) if mods and isinstance(module, nn.Conv2d) else (None, None)
+        if k is None:
+            why = (f"branch '{key}' of the {row.kind} is not conv / BN modules only" if mods else
+                   f"the {row.kind} was made of functional ops ({', '.join(row.sources[:3])}...), not modules")
+            return FoldedLayer(row.name, row.kind, row.block, module, None, {}, f"no branch information ({why})")
+        key = _BRANCH_KEYS.get(key, key)
+        branches[key] = k
+        if bn is not None:
+            bns[key] = bn
+    if not row.branches:  # a conv -> BN chain: one layer, as edgerep always named it
+        kind = "conv+bn" if bns else "conv"
+        return FoldedLayer(row.name, kind, row.block, module, branches, bns)
+    return FoldedLayer(row.name, "reparam block", row.block, module, branches, bns)
+
+
+def layers_from_fold(model: nn.Module, fold) -> list[FoldedLayer]:
+    """The quantizable layers of ``fold`` (an ``edgerep.fold.provenance.FoldResult`` of ``model``),
+    each with the train-time branches its provenance names: blocks' ``branch_kernels()``, graph
+    regions' branches rebuilt from the modules they summed (official RepVGG names included)."""
+    layers: list[FoldedLayer] = []
+    rows_by_block: dict[str, list] = {}
+    for row in fold.provenance:
+        if row.folder == "block":
+            rows_by_block.setdefault(row.sources[0], []).append(row)
+    from_blocks: dict[str, FoldedLayer] = {}
+    for bpath, rows in rows_by_block.items():
+        block = model if bpath == "<model>" else model.get_submodule(bpath)
+        if not hasattr(block, "branch_kernels"):
+            continue
+        found: list[FoldedLayer] = []
+        _fold_block(nn.Module(), "b", block, bpath, found)
+        for row, fl in zip(rows, found):
+            from_blocks[row.layer] = fl
+    for row in fold.provenance:
+        module = fold.module.get_submodule(row.layer)
+        if row.layer in from_blocks:
+            fl = from_blocks[row.layer]
+            layers.append(FoldedLayer(row.name, fl.kind, fl.block, module, fl.branches, fl.branch_bns, fl.note))
+        elif row.folder == "graph":
+            layers.append(_region_layer(model, row, module))
+        elif row.folder == "none":
+            kind = _kind_of(module)
+            k = ConvKernel.from_conv(module) if kind == "conv" else _as_kernel4(module.weight, module.bias)
+            layers.append(FoldedLayer(row.name, kind, row.block, module, {kind: k}))
+        else:
+            layers.append(FoldedLayer(row.name, row.kind, row.block, module, None, {},
+                                      f"no branch information ({row.folder} fold of {', '.join(row.sources)})"))
+    return layers
+
+
+def _kind_of(module: nn.Module) -> str:
+    return "conv" if isinstance(module, nn.Conv2d) else "linear"
+
+
+# ---------------------------------------------------------------------------------------------
 # attribution
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -429,5 +519,5 @@ def _sentence(layer: str, c: int, dom: BranchShare, shares: list[BranchShare], r
     return f"{layer} channel {c}: {what}{tail}"
 
 
-__all__ = ["FoldedLayer", "fold_for_check", "find_branch_bn", "describe_branch", "attribute",
+__all__ = ["FoldedLayer", "fold_for_check", "layers_from_fold", "find_branch_bn", "describe_branch", "attribute",
            "LayerAttribution", "ChannelAttribution", "BranchShare"]

@@ -19,7 +19,8 @@ from torch import nn
 
 from edgerep.errors import DataError, EdgerepError, FoldError
 from edgerep.quant import thresholds as T
-from edgerep.quant.attribution import FoldedLayer, LayerAttribution, attribute, fold_for_check
+from edgerep.fold.model import fold_with_provenance
+from edgerep.quant.attribution import FoldedLayer, LayerAttribution, attribute, layers_from_fold
 from edgerep.quant.sensitivity import (
     ActivationStats,
     LayerSensitivity,
@@ -285,7 +286,8 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
                 eval_batches: Iterable | None = None, sensitivity: bool = True,
                 progress: Callable[[str], None] | None = None, calib_limit: int | None = 256,
                 eval_limit: int | None = 16, percentile: float = T.ACT_PERCENTILE,
-                out_images: int | None = 8, labels_batches: Iterable | None = None) -> CheckReport:
+                out_images: int | None = 8, labels_batches: Iterable | None = None,
+                fold: Any = None) -> CheckReport:
     """Check a train-time (or plain) model for INT8 friendliness, layer by layer.
 
     ``example_input``: one input batch (NCHW), used to verify the fold and, without data, for
@@ -294,6 +296,8 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
     ``eval_batches`` (alias ``labels_batches``): data for sensitivity and top-1 (at most
     ``eval_limit`` samples); defaults to the calibration batches, else ``example_input``.
     ``progress``: called with a short message after each stage. The model is not modified.
+    ``fold``: the ``FoldResult`` deploy ships (``edgerep.model_path.fold_loaded``); by default the
+    same fold is made here, so the layers checked are exactly the layers deployed.
     """
     t_all = time.perf_counter()
     say = progress or (lambda _m: None)
@@ -311,7 +315,9 @@ def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_ba
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         t = time.perf_counter()
-        folded, flayers = fold_for_check(train_model)
+        if fold is None:
+            fold = fold_with_provenance(train_model, example_input)
+        folded, flayers = fold.module, layers_from_fold(train_model, fold)
         if not flayers:
             raise EdgerepError(f"{type(train_model).__name__}: no Conv2d / Linear layer found to check")
         with torch.no_grad(), _data_errors("example_input", tuple(example_input.shape)):

@@ -193,9 +193,20 @@ def _latency(d: EngineDiff, lb: dict, ln: dict, floor: float) -> None:
         d.latency = "slower" if d.latency_pct > 0 else "faster"
 
 
+def _key(e: dict, is_base: bool) -> str:
+    """``engine_key``; the baseline by its engine (``torch-cpu``), whether the report named it
+    ``torch-cpu`` (older) or ``torch-cpu-unfolded`` (one vocabulary): the two still match."""
+    if not is_base:
+        return engine_key(e)
+    from edgerep.engines.base import UNFOLDED_SUFFIX
+
+    name = str(e.get("name"))
+    return engine_key({**e, "name": name[:-len(UNFOLDED_SUFFIX)] if name.endswith(UNFOLDED_SUFFIX) else name})
+
+
 def _engines(base: dict, new: dict, floor: float) -> list[EngineDiff]:
-    b = {(engine_key(e), isb): (lab, e) for lab, e, isb in engine_entries(base)}
-    n = {(engine_key(e), isb): (lab, e) for lab, e, isb in engine_entries(new)}
+    b = {(_key(e, isb), isb): (lab, e) for lab, e, isb in engine_entries(base)}
+    n = {(_key(e, isb), isb): (lab, e) for lab, e, isb in engine_entries(new)}
     out = []
     for k in list(b) + [k for k in n if k not in b]:
         key, is_base = k

@@ -16,10 +16,12 @@ def engine_entries(report: dict) -> list[tuple[str, dict, bool]]:
 
 
 def engine_label(e: dict, is_baseline: bool = False) -> str:
-    """``onnxruntime-cpu`` / ``torch-cpu unfolded`` / ``onnxruntime-cpu (for tensorrt-int8-gpu)``."""
+    """``onnxruntime-cpu`` / ``torch-cpu-unfolded`` / ``onnxruntime-cpu (for tensorrt-int8-gpu)``."""
     name = e.get("name", "?")
     if is_baseline:
-        return name + " unfolded"
+        from edgerep.engines.base import unfolded_name
+
+        return unfolded_name(name)  # deploy and bench name it so; older reports named the bare engine
     if e.get("status") == "fallback":
         return f"{name} (for {e.get('requested')})"
     if e.get("status") == "skipped":
