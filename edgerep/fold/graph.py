@@ -339,6 +339,7 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_c
                 new = graph.call_module(name, (src,))
         end.replace_all_uses_with(new)
         replaced[end] = new
+        _hand_over_meta_uses(region, ((new, env.get(end.name)), (src, env.get(region.src.name))), env)
         if new is not src:
             wanted[new] = _wanted_name(region)
         info = RegionInfo([_join(prefix, where(n)) for n in region.nodes], describe_region(region), became,
@@ -358,6 +359,27 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_c
     graph.lint()
     gm.recompile()
     return result, opaque_inputs
+
+
+def _hand_over_meta_uses(region: Affine, survivors: tuple[tuple[fx.Node, Any], ...], env: dict[str, Any]) -> None:
+    """Metadata reads of a collapsed region's interior nodes (timm's ``torch._assert(x.ndim == 4)``
+    after every conv) read a surviving node with the same metadata instead, so the interior ops
+    can go; a read no survivor answers alike keeps its node (still exact, just not removed)."""
+    for node in region.nodes:
+        for user in [u for u in node.users if _is_meta_use(u)]:
+            want = env.get(user.name)
+            for cand, value in survivors:
+                if cand is not node and _meta_value(user, value) == want:
+                    user.replace_input_with(node, cand)
+                    break
+
+
+def _meta_value(user: fx.Node, value: Any) -> Any:
+    if not isinstance(value, Tensor):
+        return None
+    if user.op == "call_method":
+        return getattr(value, str(user.target))(*user.args[1:], **user.kwargs)
+    return getattr(value, str(user.args[1]))
 
 
 def _degenerate(x: Tensor) -> bool:

@@ -141,7 +141,10 @@ def describe_region(a: Affine) -> str:
 # ---------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------
-_META_ATTRS = {"dtype", "device"}
+#: reads of an activation that carry no data (timm's ``torch._assert(x.ndim == 4)`` shape checks):
+#: they never end a region, and a folded region's interior nodes hand them over (``graph.py``)
+_META_ATTRS = {"dtype", "device", "ndim", "shape", "is_cuda", "requires_grad"}
+_META_METHODS = {"size", "dim"}
 _INPLACE_SUFFIX = "_"
 
 
@@ -150,6 +153,9 @@ def _is_setitem(n: fx.Node) -> bool:
 
 
 def _is_meta_use(n: fx.Node) -> bool:
+    """``x.dtype`` / ``x.shape`` / ``x.size()`` / ``x.dim()``: a read of the tensor's metadata, not its values."""
+    if n.op == "call_method":
+        return n.target in _META_METHODS
     return n.op == "call_function" and n.target is getattr and len(n.args) > 1 and n.args[1] in _META_ATTRS
 
 
