@@ -129,7 +129,12 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
         f32, f64 = _compare(model, result.module, x, double=False), None
         if not f32 <= rtol:
             f64 = _compare(model, result.module, x, double=True)
-            if not f64 <= rtol:
+            # the folded weights are stored in float32, and a deep, ill-conditioned net (random
+            # weights with tiny BN variances) amplifies that rounding like its own float32 rounding:
+            # accept a fold that, run in float32, is no further from the float64 original than
+            # twice the unfolded model's own float32 run is (every region was checked in float64)
+            fold32, own32 = _float32_floor(model, result.module, x) if not f64 <= rtol else (0.0, 0.0)
+            if not f64 <= rtol and not fold32 <= 2 * own32:
                 # should never happen (every region was checked); never hand back an inexact model
                 fallback = copy.deepcopy(model)
                 if not _compare(model, fallback, x, double=True) <= rtol:
@@ -140,9 +145,14 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
                                 "nothing was folded")]
                 result = GraphFoldResult(fallback, [], refused)
                 f32, f64 = _compare(model, fallback, x, double=False), None
-            else:
+            elif f64 <= rtol:
                 result.notes.append(f"float32 rel error {f32:.3g} exceeds rtol={rtol:g} although the fold is exact "
                                     f"in float64 ({f64:.3g}): float32 rounding of a deep model")
+            else:
+                result.notes.append(f"float32 rel error {f32:.3g} exceeds rtol={rtol:g}: float32 rounding of an "
+                                    f"ill-conditioned model; against its float64 run the folded model errs "
+                                    f"{fold32:.3g}, the unfolded model itself {own32:.3g} (every region was "
+                                    "checked in float64)")
         result.max_rel_error, result.max_rel_error_f64 = f32, f64
     result.module.eval()
     after = measure_cost(result.module, x)
@@ -554,6 +564,13 @@ def _compare(original: nn.Module, folded: nn.Module, x: Tensor, double: bool) ->
     else:
         a, b = tree_flatten(original(x))[0], tree_flatten(folded(x))[0]
     return _max_rel(a, b)
+
+
+@torch.no_grad()
+def _float32_floor(original: nn.Module, folded: nn.Module, x: Tensor) -> tuple[float, float]:
+    """(folded model in its dtype, original in its dtype), each against the original in float64."""
+    exact = tree_flatten(to_double(original).eval()(x.to(FOLD_DTYPE)))[0]
+    return _max_rel(exact, tree_flatten(folded(x))[0]), _max_rel(exact, tree_flatten(original(x))[0])
 
 
 def _max_rel(a: list, b: list) -> float:
