@@ -179,8 +179,12 @@ class LoadedCheckpoint:
 # architectures
 # ------------------------------------------------------------------------------------------
 def build_arch(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """A registry name (``edgerep zoo``) or ``package.module:factory``, called with ``arch_kwargs``."""
+    """A registry name (``edgerep zoo``), ``timm:NAME`` or ``package.module:factory``, called with ``arch_kwargs``."""
     kwargs = dict(arch_kwargs or {})
+    from edgerep.models.timm_models import create_timm_model, is_timm_arch
+
+    if is_timm_arch(arch):
+        return create_timm_model(arch, **kwargs)
     if ":" in arch:
         mod_name, _, attr = arch.partition(":")
         try:
@@ -203,6 +207,12 @@ def build_arch(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Mo
 def default_meta(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> CheckpointMeta:
     """Metadata for a bare architecture: the registry's input shape, ImageNet preprocessing."""
     shape: tuple = (3, 224, 224)
+    from edgerep.models.timm_models import is_timm_arch, timm_defaults
+
+    if is_timm_arch(arch):
+        d = timm_defaults(arch)
+        return CheckpointMeta(arch=arch, arch_kwargs=dict(arch_kwargs or {}), input_shape=d.input_shape,
+                              mean=d.mean, std=d.std)
     if ":" not in arch:
         from edgerep.models import get_model_info
 
@@ -409,7 +419,11 @@ def _fold_like(model: nn.Module, meta: CheckpointMeta, sd: Mapping[str, torch.Te
 
 
 def _with_inferred_classes(arch: str, kwargs: dict, sd: Mapping[str, torch.Tensor]) -> dict:
-    """Registry models take ``num_classes``; read it off the classifier so 1000-class and 10-class files both load."""
+    """Registry and timm models take ``num_classes``; read it off the classifier so 1000-class and 10-class files both load."""
+    from edgerep.models.timm_models import infer_num_classes, is_timm_arch
+
+    if is_timm_arch(arch):
+        return infer_num_classes(arch, kwargs, sd)
     if ":" in arch or "num_classes" in kwargs:
         return kwargs
     for key in ("linear.weight", "fc.weight", "classifier.weight", "head.weight"):

@@ -6,12 +6,15 @@ import json
 
 HELP = "list the architectures edgerep can build and load"
 DESCRIPTION = """List the registry: every name here works as --arch for a plain or official-layout state_dict,
-and is what edgerep checkpoints record as meta.arch.
+and is what edgerep checkpoints record as meta.arch. With timm installed (pip install 'edgerep[timm]'),
+--arch timm:NAME also builds any timm model (timm.create_model(NAME, pretrained=False)) for a timm
+state_dict saved with torch.save(model.state_dict()); the last line says whether timm is usable here.
 
 examples:
   edgerep zoo                       # all models
   edgerep zoo --family repvgg       # one family
   edgerep zoo --family acnet --params --json
+  edgerep fold repvgg_a0.pth --arch timm:repvgg_a0 -o a0.folded.pt     # a timm checkpoint
 """
 
 
@@ -59,5 +62,17 @@ def run(args: argparse.Namespace) -> int:
         if args.params:
             cells += [f"{r['params_train']:,}", f"{r['params_folded']:,}"]
         t.add_row(*cells, r["description"])
-    make_console().print(t)
+    console = make_console()
+    console.print(t)
+    console.print(_timm_line())
     return 0
+
+
+def _timm_line() -> str:
+    """Whether ``--arch timm:NAME`` works here (timm installed and importable)."""
+    from edgerep.models.timm_models import timm_status
+
+    ok, why = timm_status()
+    if ok:
+        return f"also: --arch timm:NAME for a timm state_dict ({why}; built with pretrained=False, keys as timm names them)"
+    return f"--arch timm:NAME is not available here: {why}"
