@@ -74,6 +74,7 @@ class GraphFoldResult:
     max_rel_error: float | None = None  # whole model, caller's dtype
     max_rel_error_f64: float | None = None  # whole model in float64, measured when float32 exceeds rtol
     notes: list[str] = field(default_factory=list)
+    norms_left: list[str] = field(default_factory=list)  # each BatchNorm still run, and the node it reads
 
     def to_dict(self) -> dict:
         return {
@@ -83,7 +84,7 @@ class GraphFoldResult:
             "flops_before": self.flops_before, "flops_after": self.flops_after,
             "convs_before": self.convs_before, "convs_after": self.convs_after,
             "max_rel_error": self.max_rel_error, "max_rel_error_f64": self.max_rel_error_f64,
-            "notes": list(self.notes),
+            "notes": list(self.notes), "norms_left": list(self.norms_left),
         }
 
     def summary(self) -> str:
@@ -160,7 +161,41 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
     result.params_before, result.params_after = before.params, after.params
     result.flops_before, result.flops_after = before.flops, after.flops
     result.convs_before, result.convs_after = before.convs, after.convs
+    result.norms_left = norms_left(result.module)
     return result
+
+
+_BN_FUNCTIONS = (F.batch_norm, torch.batch_norm)
+
+
+def norms_left(module: nn.Module) -> list[str]:
+    """Every BatchNorm the folded model still runs, named with the node it reads: the op that
+    stopped its region (``stages.0.norm reads stages.0.act (ReLU)``: a BN after a non-linearity)."""
+    out: list[str] = []
+    called: set[str] = set()
+    for path, gm in module.named_modules():
+        if not isinstance(gm, fx.GraphModule):
+            continue
+        for n in gm.graph.nodes:
+            is_bn = n.op == "call_function" and n.target in _BN_FUNCTIONS
+            if n.op == "call_module":
+                called.add(_join(path, str(n.target)))
+                is_bn = isinstance(gm.get_submodule(str(n.target)), nn.modules.batchnorm._BatchNorm)
+            if is_bn and n.args and isinstance(n.args[0], fx.Node):
+                out.append(f"{_join(path, where(n))} reads {_join(path, where(n.args[0]))} "
+                           f"({_node_kind(gm, n.args[0])})")
+    for path, m in module.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and path not in called:
+            out.append(f"{path or '<model>'} ({type(m).__name__} inside a module that was not traced)")
+    return out
+
+
+def _node_kind(gm: fx.GraphModule, n: fx.Node) -> str:
+    if n.op == "call_module":
+        return type(gm.get_submodule(str(n.target))).__name__
+    if n.op == "call_function":
+        return getattr(n.target, "__name__", str(n.target))
+    return str(n.target) if n.op == "call_method" else n.op
 
 
 def _require_eval(model: nn.Module) -> None:
@@ -282,7 +317,7 @@ def _fold_traced(gm: fx.GraphModule, x: Tensor, verify: bool, prefix: str, max_c
     split: set[str] = set()
     failed: list[tuple[str, str]] = []
     for _ in range(len(gm.graph.nodes) + 1):
-        analysis = Analyzer(gm, env, forced, value_tol=tol, split_at=split).run()
+        analysis = Analyzer(gm, env, forced, value_tol=tol, split_at=split, max_cost_growth=max_cost_growth).run()
         bad = []
         checks: dict[fx.Node, float] = {}
         n_split = len(split)

@@ -8,6 +8,7 @@ are the kernel algebra's; this module only reads the graph and decides where reg
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -192,8 +193,9 @@ class Analyzer:
     that failed numerical verification)."""
 
     def __init__(self, gm: fx.GraphModule, env: dict[str, Any], forced: set[str] | None = None,
-                 value_tol: float = 1e-6, split_at: set[str] | None = None):
+                 value_tol: float = 1e-6, split_at: set[str] | None = None, max_cost_growth: float | None = None):
         self.gm = gm
+        self.max_cost_growth = max_cost_growth  # a serial composition costing more starts a new region
         self.split_at = split_at or set()  # nodes that start a new region (what feeds them ends there)
         self.value_tol = value_tol
         self.env = env
@@ -359,7 +361,7 @@ class Analyzer:
     def step(self, node: fx.Node) -> Any:
         if node.op == "call_module":
             mod = self.modules[node.target]
-            rule = _MODULE_RULES.get(type(mod))
+            rule = module_rule(mod)
             if rule is None or node.kwargs or len(node.args) != 1:
                 raise NotAffine()
             return rule(self, node, mod)
@@ -386,6 +388,8 @@ class Analyzer:
         if k.in_channels != (x.kernel.out_channels if x.kernel is not None else self.channels(x)):
             raise NotAffine()
         joins = x.joins
+        if x.kernel is not None and not is_plain_identity(x.kernel) and self._too_costly(node, x, k, label):
+            x = self.a.values[self._restart_from(node, x)]  # this conv starts a region of its own
         if x.kernel is None:
             out = k.double()
         elif is_plain_identity(x.kernel):
@@ -398,6 +402,45 @@ class Analyzer:
         macs = x.macs + self.numel(node) * int(k.weight[0].numel())
         return replace(x, kernel=out, labels=x.labels + (label,), computed=x.computed or computed, macs=macs,
                        joins=joins)
+
+    def _too_costly(self, node: fx.Node, x: Affine, k: ConvKernel, label: str) -> bool:
+        """Composing ``k`` after ``x`` would give one conv costing more than ``max_cost_growth`` times
+        the multiply-adds of the ops it replaces, where a grouped first conv would turn dense (a
+        depthwise KxK then a pointwise 1x1, FastViT's and RepViT's blocks): decided before that dense,
+        expensive composition is computed, and recorded as a refusal with the cost. Other growth
+        (a branch inside a sum, DBB's 1x1 -> avg pool) is judged on the whole region afterwards."""
+        if self.max_cost_growth is None or self._input_node(node, x) is None:
+            return False
+        a = x.kernel
+        assert a is not None
+        macs = x.macs + self.numel(node) * int(k.weight[0].numel())
+        if k.kernel_size == (1, 1) and k.stride == (1, 1) and k.padding == (0, 0):
+            kh, kw = a.kernel_size
+        elif a.kernel_size == (1, 1) and a.stride == (1, 1):
+            kh, kw = k.kernel_size
+        else:
+            kh, kw = a.kernel_size[0] + k.kernel_size[0] - 1, a.kernel_size[1] + k.kernel_size[1] - 1
+        groups = math.gcd(a.groups, k.groups)  # the grouping the composition keeps for sure
+        if groups >= a.groups:
+            return False
+        cost = self.numel(node) * (a.in_channels // groups) * kh * kw
+        if macs <= 0 or cost <= self.max_cost_growth * macs:
+            return False
+        labels = x.labels + (label,)
+        self.a.refused.append((where(node), f"{'+'.join(labels)} would become one conv costing {cost / macs:.1f}x "
+                                            f"the MACs of the original (> max_cost_growth={self.max_cost_growth:g}); "
+                                            "its parts were folded separately"))
+        return True
+
+    def _input_node(self, node: fx.Node, x: Affine) -> fx.Node | None:
+        return next((n for n in _flat_nodes((node.args, node.kwargs)) if self.a.values.get(n) is x), None)
+
+    def _restart_from(self, node: fx.Node, x: Affine) -> fx.Node:
+        """End the region at ``node``'s input, which ``node`` then reads as a source."""
+        n = self._input_node(node, x)
+        assert n is not None
+        self.need(n)
+        return n
 
     def numel(self, node: fx.Node) -> int:
         v = self.env.get(node.name)
@@ -467,9 +510,7 @@ def _string_padding(padding: str, kernel_size: Any, dilation: Any) -> tuple[int,
 def _bn_module(an: Analyzer, node: fx.Node, mod: nn.modules.batchnorm._BatchNorm) -> Affine:
     x = an.input_affine(node.args[0])
     nd = len(an.shape(x.src))
-    if isinstance(mod, nn.BatchNorm2d) and (nd != 4 or x.linear is not None):
-        raise NotAffine()
-    if isinstance(mod, nn.BatchNorm1d) and (nd != 2 or x.kernel is not None):
+    if (nd == 4) == _is_linear_domain(an, x) or nd not in (2, 4):  # channels at dim 1: NCHW, or (N, C)
         raise NotAffine()
     scale, shift = bn_scale_shift(mod)
     if x.kernel is not None:
@@ -528,14 +569,28 @@ _MODULE_RULES: dict[type, Callable[..., Affine]] = {
     nn.Conv2d: _conv_module,
     nn.BatchNorm2d: _bn_module,
     nn.BatchNorm1d: _bn_module,
+    nn.SyncBatchNorm: _bn_module,
     nn.Linear: _linear_module,
     nn.Identity: _identity_module,
     nn.Dropout: _identity_module,
     nn.Dropout2d: _identity_module,
+    nn.Dropout1d: _identity_module,
+    nn.AlphaDropout: _identity_module,
     nn.AvgPool2d: _avgpool_module,
     nn.ZeroPad2d: _zeropad_module,
     nn.ConstantPad2d: _zeropad_module,
 }
+
+
+def module_rule(mod: nn.Module) -> Callable[..., Affine] | None:
+    """The rule for a module called as a leaf: its class's, or an ancestor's when the subclass keeps
+    that ancestor's ``forward`` (``SyncBatchNorm`` in eval is a BatchNorm; a subclass with its own
+    forward is traced into, or opaque, never folded by its parent's rule)."""
+    for cls in type(mod).__mro__:
+        rule = _MODULE_RULES.get(cls)
+        if rule is not None:
+            return rule if type(mod).forward is cls.forward else None
+    return None
 
 
 # ---------------------------------------------------------------------------------

@@ -254,10 +254,10 @@ def to_dense(kernel: ConvKernel) -> ConvKernel:
         return kernel
     out, per_in, kh, kw = kernel.weight.shape
     per_out = out // g
-    w = kernel.weight.new_zeros(out, per_in * g, kh, kw)
-    for i in range(g):
-        w[i * per_out:(i + 1) * per_out, i * per_in:(i + 1) * per_in] = kernel.weight[i * per_out:(i + 1) * per_out]
-    return replace(kernel, weight=w, groups=1)
+    w = kernel.weight.new_zeros(g, per_out, g, per_in, kh, kw)
+    idx = torch.arange(g)
+    w[idx, :, idx] = kernel.weight.reshape(g, per_out, per_in, kh, kw)  # the diagonal blocks, in one indexing op
+    return replace(kernel, weight=w.view(out, g * per_in, kh, kw), groups=1)
 
 
 def regroup(kernel: ConvKernel, groups: int) -> ConvKernel:
@@ -269,14 +269,13 @@ def regroup(kernel: ConvKernel, groups: int) -> ConvKernel:
     if out % groups or cin % groups:
         raise FoldError(f"{out}->{cin} channels cannot be split into {groups} groups")
     po, pi = out // groups, cin // groups
-    w = dense.weight.new_zeros(out, pi, kh, kw)
-    mask = torch.ones_like(dense.weight, dtype=torch.bool)
-    for i in range(groups):
-        w[i * po:(i + 1) * po] = dense.weight[i * po:(i + 1) * po, i * pi:(i + 1) * pi]
-        mask[i * po:(i + 1) * po, i * pi:(i + 1) * pi] = False
-    if mask.any() and dense.weight[mask].abs().max() > 0:
+    blocks = dense.weight.reshape(groups, po, groups, pi, kh, kw)
+    idx = torch.arange(groups)
+    off = blocks != 0
+    off[idx, :, idx] = False  # what is left must be zero: the off-diagonal blocks
+    if off.any():
         raise FoldError(f"kernel is not block-diagonal for groups={groups}")
-    return replace(dense, weight=w, groups=groups)
+    return replace(dense, weight=blocks[idx, :, idx].reshape(out, pi, kh, kw), groups=groups)
 
 
 # ---------------------------------------------------------------------------------
