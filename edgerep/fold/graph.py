@@ -170,7 +170,8 @@ _BN_FUNCTIONS = (F.batch_norm, torch.batch_norm)
 
 def norms_left(module: nn.Module) -> list[str]:
     """Every BatchNorm the folded model still runs, named with the node it reads: the op that
-    stopped its region (``stages.0.norm reads stages.0.act (ReLU)``: a BN after a non-linearity)."""
+    stopped its region (``stages.0.norm:batch_norm (batch_norm) reads stages.0.act (ReLU)``: a BN
+    after a non-linearity)."""
     out: list[str] = []
     called: set[str] = set()
     for path, gm in module.named_modules():
@@ -182,7 +183,7 @@ def norms_left(module: nn.Module) -> list[str]:
                 called.add(_join(path, str(n.target)))
                 is_bn = isinstance(gm.get_submodule(str(n.target)), nn.modules.batchnorm._BatchNorm)
             if is_bn and n.args and isinstance(n.args[0], fx.Node):
-                out.append(f"{_join(path, where(n))} reads {_join(path, where(n.args[0]))} "
+                out.append(f"{_join(path, where(n))} ({_node_kind(gm, n)}) reads {_join(path, where(n.args[0]))} "
                            f"({_node_kind(gm, n.args[0])})")
     for path, m in module.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and path not in called:
