@@ -71,6 +71,8 @@ class GraphFoldResult:
     flops_after: int = 0
     convs_before: int = 0
     convs_after: int = 0
+    norms_before: int = 0  # batch norms run (module or functional)
+    norms_after: int = 0
     max_rel_error: float | None = None  # whole model, caller's dtype
     max_rel_error_f64: float | None = None  # whole model in float64, measured when float32 exceeds rtol
     notes: list[str] = field(default_factory=list)
@@ -83,13 +85,15 @@ class GraphFoldResult:
             "params_before": self.params_before, "params_after": self.params_after,
             "flops_before": self.flops_before, "flops_after": self.flops_after,
             "convs_before": self.convs_before, "convs_after": self.convs_after,
+            "norms_before": self.norms_before, "norms_after": self.norms_after,
             "max_rel_error": self.max_rel_error, "max_rel_error_f64": self.max_rel_error_f64,
             "notes": list(self.notes), "norms_left": list(self.norms_left),
         }
 
     def summary(self) -> str:
         return (f"{len(self.folded_regions)} regions folded, {len(self.refused_regions)} refused; "
-                f"convs {self.convs_before} -> {self.convs_after}, params {self.params_before} -> "
+                f"convs {self.convs_before} -> {self.convs_after}, batch norms {self.norms_before} -> "
+                f"{self.norms_after}, params {self.params_before} -> "
                 f"{self.params_after}, FLOPs {self.flops_before} -> {self.flops_after}")
 
 
@@ -161,6 +165,7 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
     result.params_before, result.params_after = before.params, after.params
     result.flops_before, result.flops_after = before.flops, after.flops
     result.convs_before, result.convs_after = before.convs, after.convs
+    result.norms_before, result.norms_after = before.norms, after.norms
     result.norms_left = norms_left(result.module)
     return result
 
@@ -530,9 +535,11 @@ def _delete_unused_attrs(gm: fx.GraphModule, before: set[str]) -> None:
     the composed kernel is folded), unless a module still called owns them."""
     still = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
     called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    emptied: set[str] = set()
     for target in before - still:
         owner, _, name = target.rpartition(".")
-        if any(c == owner or c.startswith(owner + ".") or owner.startswith(c + ".") for c in called if owner):
+        # a called module (or one above it) may read the attribute itself; a called child cannot
+        if any(c == owner or owner.startswith(c + ".") for c in called if owner):
             continue
         try:
             mod = gm.get_submodule(owner) if owner else gm
@@ -540,6 +547,14 @@ def _delete_unused_attrs(gm: fx.GraphModule, before: set[str]) -> None:
             continue
         if hasattr(mod, name):
             delattr(mod, name)
+            emptied.add(owner)
+    for owner in emptied:  # timm's BatchNormAct2d whose act is still called: no BN shell without statistics
+        mod = gm.get_submodule(owner) if owner else gm
+        if owner and isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            shell = nn.Module()
+            for child_name, child in mod.named_children():
+                shell.add_module(child_name, child)
+            _set_submodule(gm, owner, shell)
 
 
 def _rename(gm: fx.GraphModule, wanted: dict[fx.Node, str]) -> None:

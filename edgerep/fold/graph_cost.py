@@ -13,17 +13,20 @@ _CONVS = {F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d
 _LINEAR = {F.linear}
 _MATMULS = {torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.mm, Tensor.mm, torch.bmm, Tensor.bmm}
 _ADDMM = {torch.addmm, Tensor.addmm}
+_NORMS = {F.batch_norm, torch.batch_norm}
 
 
 @dataclass
 class Cost:
-    """Parameters, executed convolutions / matmuls (linear layers included), and FLOPs (2 per
-    multiply-accumulate of conv and matmul ops, for the whole example batch)."""
+    """Parameters, executed convolutions / matmuls (linear layers included), FLOPs (2 per
+    multiply-accumulate of conv and matmul ops, for the whole example batch), and executed
+    batch norms (module or functional)."""
 
     params: int
     convs: int
     matmuls: int
     flops: int
+    norms: int = 0
 
 
 class _CostMode(TorchFunctionMode):
@@ -34,6 +37,7 @@ class _CostMode(TorchFunctionMode):
         self.convs = 0
         self.matmuls = 0
         self.flops = 0
+        self.norms = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
@@ -50,6 +54,8 @@ class _CostMode(TorchFunctionMode):
             a = args[0]
             self.matmuls += 1
             self.flops += 2 * out.numel() * int(a.shape[-1])
+        elif func in _NORMS:
+            self.norms += 1
         elif func in _ADDMM:
             a = args[1] if len(args) > 1 else kwargs["mat1"]
             self.matmuls += 1
@@ -63,7 +69,7 @@ def measure_cost(model: nn.Module, x: Tensor) -> Cost:
     mode = _CostMode()
     with mode:
         model(x)
-    return Cost(sum(p.numel() for p in model.parameters()), mode.convs, mode.matmuls, mode.flops)
+    return Cost(sum(p.numel() for p in model.parameters()), mode.convs, mode.matmuls, mode.flops, mode.norms)
 
 
 __all__ = ["Cost", "measure_cost"]
