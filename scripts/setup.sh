@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up edgerep in ./.venv on a fresh machine: the CPU build of torch first (a bare `torch`
 # requirement pulls a multi-GB CUDA build on x86-64 Linux), then edgerep with its dev and fleet (Ray)
-# extras, the TensorRT 10.x API stubs the tests read, and the page tests' browser (never fatal).
+# extras, the TensorRT 10.x API stubs the tests read, timm with its paired torchvision, and the page
+# tests' browser (never fatal).
 # Ends with one line saying what is ready.
 # Jetson / GPU users: install your platform's torch into .venv first; this script keeps it.
 set -euo pipefail
@@ -37,6 +38,21 @@ if ! "${PIP[@]}" --no-deps "tensorrt-stubs>=10.0,<11"; then
   READY=("TensorRT API stubs MISSING (tests/test_tensorrt_api_names.py will skip)")
   echo "setup.sh: WARNING: 'pip install tensorrt-stubs>=10.0,<11' failed: the TensorRT API-name tests" \
        "will be SKIPPED, not run. Rerun this script when the package index is reachable." >&2
+fi
+
+# timm and torchvision (the [timm] extra: --arch timm:NAME and tests/test_timm_fold.py). torchvision
+# first, the release paired with this torch (torch 2.N <-> torchvision 0.(N+15)), so that timm's bare
+# torchvision requirement is already met; both constrained to the installed torch build, so pip never
+# swaps it. Not fatal: without them those tests skip and say why.
+PIN=$(mktemp)
+trap 'rm -f "$PIN"' EXIT
+.venv/bin/python -c "import torch; print('torch==' + torch.__version__)" >"$PIN"
+TV="0.$(( $(.venv/bin/python -c "import torch; print(torch.__version__.split('.')[1])") + 15 )).*"
+if "${PIP[@]}" -c "$PIN" "torchvision==$TV" && "${PIP[@]}" -c "$PIN" -e ".[timm]"; then
+  READY+=("timm and torchvision $TV installed")
+else
+  READY+=("timm/torchvision MISSING (timm fold tests will skip)")
+  echo "setup: could not install torchvision $TV and timm for this torch; the timm fold tests will be skipped" >&2
 fi
 
 # The page tests' browser driver (the [browser] extra) and Chromium (tests/test_browser_pages.py). Neither
