@@ -211,8 +211,9 @@ def default_meta(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> Che
 
     if is_timm_arch(arch):
         d = timm_defaults(arch)
+        # timm's config for the name: what timm's own transforms use, still a guess for this checkpoint
         return CheckpointMeta(arch=arch, arch_kwargs=dict(arch_kwargs or {}), input_shape=d.input_shape,
-                              mean=d.mean, std=d.std)
+                              mean=d.mean, std=d.std, extra={"preprocessing_source": "default"})
     if ":" not in arch:
         from edgerep.models import get_model_info
 
