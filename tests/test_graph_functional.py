@@ -152,3 +152,24 @@ def test_depthwise_then_pointwise_is_split_before_it_is_composed() -> None:
     assert r.convs_after == 2 and r.norms_left == []
     assert measure_cost(r.module, x).flops <= r.flops_before
     assert any("max_cost_growth" in why and "x the MACs" in why for _, why in r.refused_regions)
+
+
+def test_a_size_read_is_not_baked_into_a_kernel() -> None:
+    """``x / x.shape[-1]`` depends on the resolution: the fold must stay right at another size."""
+
+    class SizeScaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch._assert(x.shape[1] == 3, "channels")
+            return F.relu(self.bn(self.conv(x)) / x.shape[-1])
+
+    m = randomize_(SizeScaled(), seed=7)
+    r = fold_graph(m, torch.randn(1, 3, 8, 8))
+    assert r.convs_after == 1 and r.norms_after == 0  # conv+BN still fold
+    other = torch.randn(2, 3, 12, 12)  # another resolution and batch than the example
+    with torch.no_grad():
+        assert rel_err(m(other), r.module(other)) < 1e-5

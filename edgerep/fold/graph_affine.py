@@ -160,6 +160,10 @@ def _is_meta_use(n: fx.Node) -> bool:
     return n.op == "call_function" and n.target is getattr and len(n.args) > 1 and n.args[1] in _META_ATTRS
 
 
+def _reads_size(n: fx.Node) -> bool:
+    return (n.op == "call_method" and n.target == "size") or (n.op == "call_function" and n.args[1] == "shape")
+
+
 def real_users(n: fx.Node, absorbed: set[fx.Node]) -> list[fx.Node]:
     """Users that consume the node's value (dtype/device look-ups and absorbed mutations excluded)."""
     return [u for u in n.users if not _is_meta_use(u) and u not in absorbed]
@@ -324,7 +328,9 @@ class Analyzer:
         if node.op == "get_attr":
             ok = node not in self.mutated
         elif node.op in ("call_function", "call_method") and _is_meta_use(node):
-            ok = True
+            # dtype / ndim are constants; a size is the example input's and must not be baked into a
+            # kernel (``x / x.shape[-1]`` would fold for one resolution only)
+            ok = not _reads_size(node)
         elif node.op in ("call_function", "call_method") and not _is_setitem(node):
             name = getattr(node.target, "__name__", str(node.target))
             ok = "rand" not in name and not name.endswith(_INPLACE_SUFFIX)
