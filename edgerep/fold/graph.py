@@ -131,23 +131,28 @@ def fold_graph(model: nn.Module, example_input: Tensor, *, verify: bool = True, 
     if verify:
         # float32 first; float64 copies only to tell rounding from a real difference (the folded
         # weights are stored in the caller's dtype, so float64 also sees ~1e-7 per layer)
-        f32, f64 = _compare(model, result.module, x, double=False), None
+        f64, broken = None, None
+        try:
+            f32 = _compare(model, result.module, x, double=False)
+        except Exception as e:  # noqa: BLE001 - e.g. an untraced forward reads an attribute of a folded child
+            f32, broken = float("inf"), f"{type(e).__name__}: {str(e).strip()[:160]}"
         if not f32 <= rtol:
-            f64 = _compare(model, result.module, x, double=True)
+            f64 = _compare(model, result.module, x, double=True) if broken is None else float("inf")
             # the folded weights are stored in float32, and a deep, ill-conditioned net (random
             # weights with tiny BN variances) amplifies that rounding like its own float32 rounding:
             # accept a fold that, run in float32, is no further from the float64 original than
             # twice the unfolded model's own float32 run is (every region was checked in float64)
-            fold32, own32 = _float32_floor(model, result.module, x) if not f64 <= rtol else (0.0, 0.0)
+            fold32, own32 = (_float32_floor(model, result.module, x) if not f64 <= rtol and broken is None
+                             else (float("inf"), 0.0) if broken else (0.0, 0.0))
             if not f64 <= rtol and not fold32 <= 2 * own32:
                 # should never happen (every region was checked); never hand back an inexact model
                 fallback = copy.deepcopy(model)
                 if not _compare(model, fallback, x, double=True) <= rtol:
                     raise FoldError("even the unfolded copy differs from the model (non-deterministic forward?)",
                                     path=type(model).__name__)
-                refused = list(result.refused_regions) + [
-                    ("<model>", f"whole-model check failed after folding (float64 rel error {f64:.3g}); "
-                                "nothing was folded")]
+                why = (f"the folded model does not run ({broken})" if broken else
+                       f"whole-model check failed after folding (float64 rel error {f64:.3g})")
+                refused = list(result.refused_regions) + [("<model>", f"{why}; nothing was folded")]
                 result = GraphFoldResult(fallback, [], refused)
                 f32, f64 = _compare(model, fallback, x, double=False), None
             elif f64 <= rtol:
@@ -273,7 +278,7 @@ def _fold_children(work: nn.Module, x: Tensor, opts: _Opts, prefix: str, why: st
             continue
         sub = _fold_any(child, inputs[name], opts, _join(prefix, name))
         if sub.folded_regions:
-            setattr(work, name, sub.module)
+            _set_submodule(work, name, sub.module)
         result.folded_regions += sub.folded_regions
         result.refused_regions += sub.refused_regions
         result.notes += sub.notes
@@ -299,7 +304,22 @@ def _fold_opaque(result: GraphFoldResult, x: Tensor, inputs: dict[str, Any], opt
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
+    _carry_attributes(getattr(parent, name, None), module)
     setattr(parent, name, module)
+
+
+def _carry_attributes(original: Any, folded: nn.Module) -> None:
+    """The original's plain attributes (numbers, strings, tuples: timm's ``attn.resolution``) on the
+    folded module that replaces it, for an untraced parent whose forward reads them."""
+    if not isinstance(original, nn.Module) or original is folded:
+        return
+    for k, v in vars(original).items():
+        if k.startswith("_") or k in vars(folded) or isinstance(v, (Tensor, nn.Module)):
+            continue
+        if isinstance(v, (int, float, str, bool, tuple, type(None))):
+            setattr(folded, k, v)
+            if isinstance(folded, fx.GraphModule):  # GraphModule's deepcopy keeps only what it lists here
+                folded.meta.setdefault("_user_preserved_attributes", {})[k] = v
 
 
 # ---------------------------------------------------------------------------------
