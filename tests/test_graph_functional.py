@@ -173,3 +173,28 @@ def test_a_size_read_is_not_baked_into_a_kernel() -> None:
     other = torch.randn(2, 3, 12, 12)  # another resolution and batch than the example
     with torch.no_grad():
         assert rel_err(m(other), r.module(other)) < 1e-5
+
+
+class LinearNorm(nn.Module):
+    """LeViT's LinearNorm: a BatchNorm1d over the flattened rows of a Linear's (B, N, C) output."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout, bias=False)
+        self.bn = nn.BatchNorm1d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)
+        return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+
+def test_levit_linear_norm_folds_into_one_linear() -> None:
+    m = randomize_(nn.Sequential(LinearNorm(8, 12), nn.Hardswish(), LinearNorm(12, 6)), seed=8)
+    x = torch.randn(2, 5, 8)  # (batch, tokens, channels)
+    r = fold_graph(m, x)
+    assert r.norms_after == 0 and r.norms_left == []
+    assert measure_cost(r.module, x).matmuls == 2
+    assert ".reshape_as(" not in r.module.code and ".flatten(" not in r.module.code
+    other = torch.randn(3, 7, 8)  # other batch and token counts: the regrouping is not baked in
+    with torch.no_grad():
+        assert rel_err(m(other), r.module(other)) < 1e-5

@@ -25,6 +25,7 @@ from edgerep.fold.graph_affine import (
     Affine,
     Analyzer,
     _is_meta_use,
+    is_shape_use,
     collapsed_macs,
     describe_region,
     owner_path,
@@ -441,6 +442,12 @@ def _hand_over_meta_uses(region: Affine, survivors: tuple[tuple[fx.Node, Any], .
             want = env.get(user.name)
             for cand, value in survivors:
                 if cand is not node and _meta_value(user, value) == want:
+                    user.replace_input_with(node, cand)
+                    break
+        for user in [u for u in node.users if is_shape_use(u, node)]:
+            want = getattr(env.get(node.name), "shape", None)
+            for cand, value in survivors:
+                if cand is not node and want is not None and getattr(value, "shape", None) == want:
                     user.replace_input_with(node, cand)
                     break
 

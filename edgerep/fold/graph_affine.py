@@ -164,9 +164,18 @@ def _reads_size(n: fx.Node) -> bool:
     return (n.op == "call_method" and n.target == "size") or (n.op == "call_function" and n.args[1] == "shape")
 
 
+_SHAPE_OF = {"reshape_as", "view_as", "expand_as"}
+
+
+def is_shape_use(u: fx.Node, n: fx.Node) -> bool:
+    """``y.reshape_as(n)``: ``n`` is read for its shape only (LeViT reshapes its BN output back so)."""
+    return (u.op == "call_method" and u.target in _SHAPE_OF and len(u.args) > 1 and u.args[1] is n
+            and u.args[0] is not n)
+
+
 def real_users(n: fx.Node, absorbed: set[fx.Node]) -> list[fx.Node]:
-    """Users that consume the node's value (dtype/device look-ups and absorbed mutations excluded)."""
-    return [u for u in n.users if not _is_meta_use(u) and u not in absorbed]
+    """Users that consume the node's value (metadata and shape reads, absorbed mutations excluded)."""
+    return [u for u in n.users if not _is_meta_use(u) and not is_shape_use(u, n) and u not in absorbed]
 
 
 def _flat_nodes(args: Any) -> list[fx.Node]:
@@ -328,9 +337,9 @@ class Analyzer:
         if node.op == "get_attr":
             ok = node not in self.mutated
         elif node.op in ("call_function", "call_method") and _is_meta_use(node):
-            # dtype / ndim are constants; a size is the example input's and must not be baked into a
-            # kernel (``x / x.shape[-1]`` would fold for one resolution only)
-            ok = not _reads_size(node)
+            # dtype / ndim are constants; an activation's size is the example input's and must not be
+            # baked into a kernel (``x / x.shape[-1]`` would fold for one resolution only)
+            ok = not _reads_size(node) or self.is_const(node.args[0])
         elif node.op in ("call_function", "call_method") and not _is_setitem(node):
             name = getattr(node.target, "__name__", str(node.target))
             ok = "rand" not in name and not name.endswith(_INPLACE_SUFFIX)
@@ -515,7 +524,7 @@ def _string_padding(padding: str, kernel_size: Any, dilation: Any) -> tuple[int,
 
 def _bn_module(an: Analyzer, node: fx.Node, mod: nn.modules.batchnorm._BatchNorm) -> Affine:
     x = an.input_affine(node.args[0])
-    nd = len(an.shape(x.src))
+    nd = len(an.shape(node))
     if (nd == 4) == _is_linear_domain(an, x) or nd not in (2, 4):  # channels at dim 1: NCHW, or (N, C)
         raise NotAffine()
     scale, shift = bn_scale_shift(mod)
@@ -657,7 +666,7 @@ def _batch_norm_fn(an: Analyzer, node: fx.Node) -> Affine:
     gamma = weight.to(FOLD_DTYPE) if weight is not None else torch.ones_like(sigma)
     beta = bias.to(FOLD_DTYPE) if bias is not None else torch.zeros_like(sigma)
     scale = gamma / sigma
-    nd = len(an.shape(x.src))
+    nd = len(an.shape(node))
     if (nd == 4) == _is_linear_domain(an, x) or nd not in (2, 4):
         raise NotAffine()
     return an.channel_affine(x, scale, beta - mean.to(FOLD_DTYPE) * scale, "bn")
@@ -960,6 +969,20 @@ def _contiguous(an: Analyzer, node: fx.Node) -> Affine:
     return replace(x, labels=x.labels + ("identity",))
 
 
+def _reshape_rows(an: Analyzer, node: fx.Node) -> Affine:
+    """``x.flatten(0, 1)`` / ``x.reshape_as(y)`` / ``x.view(..., C)`` of a last-dim (linear) value that
+    keeps the last dim: the rows are regrouped, each still mapped alike (LeViT's LinearNorm runs its
+    BatchNorm1d on ``linear(x).flatten(0, 1)``). The region's folded Linear reads the source as it
+    is, so a region ending at a regrouped shape fails its shape check and stays unfolded."""
+    x = an.input_affine(node.args[0])
+    if not _is_linear_domain(an, x):
+        raise NotAffine()
+    before, after = an.shape(node.args[0]), an.shape(node)
+    if len(before) < 2 or len(after) < 2 or before[-1] != after[-1]:
+        raise NotAffine()
+    return replace(x, labels=x.labels + ("reshape",))
+
+
 _FUNCTION_RULES: dict[Any, Callable[[Analyzer, fx.Node], Any]] = {
     F.conv2d: _conv2d_fn,
     torch.conv2d: _conv2d_fn,
@@ -992,6 +1015,8 @@ _FUNCTION_RULES: dict[Any, Callable[[Analyzer, fx.Node], Any]] = {
     operator.getitem: _getitem,
     F.pad: _pad_fn,
     torch._C._nn.pad: _pad_fn,
+    torch.flatten: _reshape_rows,
+    torch.reshape: _reshape_rows,
 }
 
 _METHOD_RULES: dict[str, Callable[[Analyzer, fx.Node], Any]] = {
@@ -1003,7 +1028,12 @@ _METHOD_RULES: dict[str, Callable[[Analyzer, fx.Node], Any]] = {
     "split": _split,
     "chunk": _split,
     "contiguous": _contiguous,
+    "flatten": _reshape_rows,
+    "reshape": _reshape_rows,
+    "view": _reshape_rows,
+    "reshape_as": _reshape_rows,
+    "view_as": _reshape_rows,
 }
 
 __all__ = ["Analyzer", "Analysis", "Affine", "Const", "NotAffine", "describe_region", "where", "owner_path",
-           "real_users", "collapsed_macs", "max_groups"]
+           "real_users", "is_shape_use", "collapsed_macs", "max_groups"]
