@@ -29,7 +29,8 @@ from edgerep.fold.model import fold_model_with_report
 from edgerep.models.libraries import import_timm, import_torchvision
 
 TIMM = ["repvgg_a0", "repvgg_b1g4", "mobileone_s0", "mobileone_s1", "fastvit_t8", "fastvit_mci0",
-        "repvit_m1_0", "repghostnet_100", "gernet_s", "resnet18", "mobilenetv3_large_100"]
+        "repvit_m1_0", "repghostnet_100", "efficientvit_m0", "levit_128s", "gernet_s", "resnet18",
+        "mobilenetv3_large_100"]
 TORCHVISION = ["tv:resnet18", "tv:mobilenet_v2", "tv:mobilenet_v3_large", "tv:efficientnet_b0"]
 
 
