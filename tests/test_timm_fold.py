@@ -9,13 +9,14 @@ a failure names what is left and the node that stopped it (``norms_left``, refus
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import pytest
 import torch
 
 import edgerep
-from edgerep.checkpoint import fold_checkpoint, load_checkpoint
+from edgerep.checkpoint import load_checkpoint
 from edgerep.errors import EdgerepError
 from edgerep.blocks.testing import has_train_time_state, randomize_, rel_err
 from edgerep.fold.graph_cost import measure_cost
@@ -144,12 +145,17 @@ def test_arch_timm_loads_a_timm_state_dict_as_it_is(timm_state_dict) -> None:
         assert torch.equal(loaded.model(x), model(x))
 
 
-def test_arch_timm_folds_to_an_edgerep_checkpoint_that_reads_back(timm_state_dict, tmp_path) -> None:
+def test_arch_timm_folds_to_an_edgerep_checkpoint_that_reads_back(timm_state_dict, tmp_path, capsys) -> None:
+    from edgerep.cli import main
+
     _, path = timm_state_dict
     out = tmp_path / "a0.folded.pt"
-    rep = fold_checkpoint(path, out, arch="timm:repvgg_a0", input_shape=(3, SIZE, SIZE))
+    assert main(["fold", str(path), "--arch", "timm:repvgg_a0", "--input-shape", f"3,{SIZE},{SIZE}",
+                 "-o", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
     assert rep["fold"]["convs_before"] == 44 and rep["graph"]["convs_after"] == 22
-    assert rep["graph"]["norms_after"] == 0 and rep["fold"]["max_rel_error"] <= MAX_REL
+    assert rep["graph"]["norms_before"] == 61 and rep["graph"]["norms_after"] == 0
+    assert rep["fold"]["max_rel_error"] <= MAX_REL
     back = load_checkpoint(out)
     assert back.meta.folded and back.meta.arch == "timm:repvgg_a0"
     assert measure_cost(back.model, torch.zeros(1, 3, SIZE, SIZE)).convs == 22
@@ -174,3 +180,17 @@ def test_zoo_says_timm_names_are_accepted(capsys) -> None:
     assert main(["zoo"]) == 0
     out = capsys.readouterr().out
     assert "--arch timm:NAME" in out and f"timm {timm.__version__}" in out
+
+
+def test_fold_command_names_what_it_left(tmp_path, capsys) -> None:
+    """RepGhost: the cost-split regions are printed with their place and reason, and the BN count."""
+    from edgerep.cli import main
+
+    model = randomize_(timm.create_model("repghostnet_050", pretrained=False, num_classes=10), seed=3)
+    path = tmp_path / "repghost.pth"
+    torch.save(model.state_dict(), path)
+    assert main(["fold", str(path), "--arch", "timm:repghostnet_050", "--input-shape", f"3,{SIZE},{SIZE}",
+                 "-o", str(tmp_path / "out.pt")]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console may wrap long lines
+    assert "batch norms 112 -> 0" in out
+    assert "left unfolded blocks.1.0.shortcut" in out and "max_cost_growth=2" in out

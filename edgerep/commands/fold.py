@@ -164,12 +164,15 @@ def run(args: argparse.Namespace) -> int:
     graph = result.get("graph")
     if graph:  # what the traced-graph folder did beyond the blocks edgerep knows
         console.print(f"graph folder: {len(graph['folded_regions'])} region(s) folded, "
-                      f"FLOPs {graph['flops_before']:,} -> {graph['flops_after']:,}")
+                      f"FLOPs {graph['flops_before']:,} -> {graph['flops_after']:,}, batch norms "
+                      f"{graph.get('norms_before', '?')} -> {graph.get('norms_after', '?')}")
         for r in graph["folded_regions"]:
             console.print(f"  folded {r['kind']} at {r['where'][0]}{' ...' if len(r['where']) > 1 else ''} "
                           f"-> {r['became']}")
-        for where, why in graph["refused_regions"]:
-            console.print(f"  [yellow]left unfolded[/] {where}: {why}")
+        for r in graph["refused_regions"]:
+            console.print(f"  [yellow]left unfolded[/] {r['where']}: {r['reason']}")
+        for left in graph.get("norms_left", []):
+            console.print(f"  [yellow]batch norm left[/] {left}")
     f = result["folders"]
     console.print(f"provenance: {f['block']} layer(s) from the block folder, {f['graph'] + f['block+graph']} from "
                   f"the graph folder, {f['none']} unchanged")
