@@ -2,7 +2,8 @@
 
 For each model (random weights, randomized BN statistics, nothing downloaded; 224x224, batch 1):
 convs and batch norms executed before / after ``edgerep.fold_model`` / after timm's fold, the
-max relative error of each fold against the unfolded model (float32), edgerep's fold time,
+max relative error of each fold against the unfolded model (float32; beside it the floor float32
+allows: the unfolded model in float32 against itself in float64), edgerep's fold time,
 FLOPs, and eager torch latency of the three models timed in alternation (ABCABC..., so a
 neighbour's load on a shared machine hits all alike: quote the ratios of medians). torchvision
 models have no timm fold; their "timm" columns are the unfolded model. One run of this script
@@ -73,12 +74,14 @@ def measure(name: str, size: int, warmup: int, iters: int) -> dict:
     with torch.no_grad():
         ref = model(x)
         err, timm_err = rel_err(ref, folded(x)), rel_err(ref, theirs(x))
+        # the floor float32 allows: the unfolded model in float32 against itself in float64
+        own = rel_err(copy.deepcopy(model).double()(x.double()), ref)
     lat = latency_ms({"unfolded": model, "edgerep": folded, "timm": theirs}, x, warmup, iters)
     return {
         "model": name, "input": [1, 3, size, size],
         "convs": {"before": before.convs, "edgerep": ours.convs, "timm": timm_cost.convs},
         "norms": {"before": before.norms, "edgerep": ours.norms, "timm": timm_cost.norms},
-        "max_rel_error": {"edgerep": err, "timm": timm_err,
+        "max_rel_error": {"edgerep": err, "timm": timm_err, "unfolded_f32_vs_f64": own,
                           "edgerep_f64": (report or {}).get("max_rel_error_f64")},
         "fold_seconds": round(fold_s, 2),
         "gflops": {"before": before.flops / 1e9, "edgerep": ours.flops / 1e9, "timm": timm_cost.flops / 1e9},
@@ -103,7 +106,7 @@ def host() -> str:
 def markdown(rows: list[dict]) -> str:
     """The README's table; torchvision rows have no timm column ("-")."""
     head = ("| model | convs before / after edgerep / after timm | BNs after edgerep / after timm (of) | "
-            "max rel error edgerep (timm) | fold s | GFLOPs before -> edgerep (timm) | "
+            "max rel error edgerep (timm) [float32 floor] | fold s | GFLOPs before -> edgerep (timm) | "
             "eager ms unfolded / edgerep / timm | speed-up edgerep (timm) |\n|" + "---|" * 8)
     lines = [head]
     for r in rows:
@@ -116,7 +119,8 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['model']} | {c['before']} / {c['edgerep']} / {timm(c['timm'], 'd')} | "
             f"{n['edgerep']} / {timm(n['timm'], 'd')} ({n['before']}) | "
-            f"{e['edgerep']:.1e} ({timm(e['timm'], '.1e')}) | {r['fold_seconds']:.1f} | "
+            f"{e['edgerep']:.1e} ({timm(e['timm'], '.1e')}) [{e['unfolded_f32_vs_f64']:.1e}] | "
+            f"{r['fold_seconds']:.1f} | "
             f"{g['before']:.3f} -> {g['edgerep']:.3f} ({timm(g['timm'], '.3f')}) | "
             f"{lat['unfolded']:.1f} / {lat['edgerep']:.1f} / {timm(lat['timm'], '.1f')} | "
             f"{s['edgerep']:.2f}x ({timm(s['timm'], '.2f') + ('' if tv else 'x')}) |")
@@ -131,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=15, help="timed runs of each model")
     p.add_argument("--json", action="store_true", help="one JSON object per model, then the host line")
+    p.add_argument("--table", metavar="JSONL", help="print the Markdown table of an earlier --json run and exit")
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        print(f"{lines[-1].get('host', '')}\n\n{markdown([r for r in lines if 'model' in r])}")
+        return 0
     torch.set_num_threads(args.threads)
     where = host()
     rows = []
