@@ -37,6 +37,7 @@ TORCHVISION = ["tv:resnet18", "tv:mobilenet_v2", "tv:mobilenet_v3_large", "tv:ef
 
 def build(name: str) -> tuple[nn.Module, nn.Module | None]:
     """(model with randomized BN statistics, timm's fold of it or None for torchvision)."""
+    torch.manual_seed(0)  # the libraries' own weight init reads the global generator
     if name.startswith("tv:"):
         model = getattr(import_torchvision().models, name[3:])(weights=None)
         return randomize_(model, seed=0), None
