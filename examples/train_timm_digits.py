@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="timm:repvgg_a0", help="timm:NAME")
     p.add_argument("--out", default="repvgg_a0_digits.pth")
     p.add_argument("--size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
