@@ -14,6 +14,10 @@ import numpy as np
 
 from edgerep.errors import EngineError
 
+# Spinning is set deliberately on every session: intra-op workers spin between runs (the lowest
+# single-stream latency; edgerep.bench.threads.settle waits for them to park before another engine
+# is timed), the inter-op pool (one thread, sequential execution) never spins.
+SPINNING = {"session.intra_op.allow_spinning": "1", "session.inter_op.allow_spinning": "0"}
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
               "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL"}
 
@@ -53,7 +57,8 @@ class OrtEngine:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
-        for k, v in self.session_config.items():
+        self.spinning = {k: self.session_config.get(k, v) for k, v in SPINNING.items()}
+        for k, v in {**self.spinning, **self.session_config}.items():
             so.add_session_config_entry(k, v)
         available = ort.get_available_providers()
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
@@ -98,6 +103,8 @@ class OrtEngine:
             "inter_op_threads": 1,
             "optimization": self.optimization,
             "session_config": dict(self.session_config),
+            "spinning": {"intra_op": self.spinning[next(iter(SPINNING))] == "1",
+                         "inter_op": self.spinning[list(SPINNING)[1]] == "1"},
             "providers": list(self.providers),
             "onnxruntime": self._ort_version,
             "cpu": cpu.model_name,
