@@ -92,3 +92,25 @@ def test_bench_bad_input(tmp_path, capsys):
     assert "not a bundle" in capsys.readouterr().err
     assert main(["bench", str(DEMO), "--batch-sizes", "0"]) == 2
     assert main(["bench", str(DEMO), "--samples-per-query", "0"]) == 2
+
+
+def test_bench_profile_maps_the_slowest_layers_to_folded_layers_and_train_blocks(bundle, capsys):
+    assert main(["bench", str(bundle), "--iterations", "3", "--warmup", "1", "--profile", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    from edgerep.checkpoint import load_checkpoint
+
+    folded = load_checkpoint(bundle / "model.folded.pt").model
+    convs = {n for n, m in folded.named_modules() if type(m).__name__ == "Conv2d"}
+    for e in [r["baseline"]] + r["engines"]:
+        prof = e["profile"]
+        rows = prof["top"]
+        assert 0 < len(rows) <= 10 and prof["runs"] > 0
+        assert sum(row["share"] for row in rows) <= 1.0 + 1e-9
+        assert [row["ms_per_run"] for row in rows] == sorted((row["ms_per_run"] for row in rows), reverse=True)
+        conv_rows = [row for row in rows if row["op"] in ("Conv", "QLinearConv", "Conv2d")]
+        assert conv_rows
+        for row in conv_rows:  # every conv is named and traced to the RepVGG block it was folded from
+            if e is not r["baseline"]:
+                assert row["layer"] in convs
+            assert "RepVGGBlock" in row["block"] and row["layer"].startswith(row["block"].split(" ")[0])
+    assert {e["profile"]["source"].split()[0] for e in r["engines"]} == {"onnxruntime", "torch.profiler"}

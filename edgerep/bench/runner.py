@@ -94,6 +94,16 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
     return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch}
 
 
+def _layer_map(engines: list[tuple[str, Engine]]) -> dict:
+    """Folded layer -> train-time block, from the folded and unfolded torch engines when present."""
+    from edgerep.bench.profile import layer_map
+
+    models = {role: getattr(e, "model", None) for role, e in engines if role in ("baseline", "folded")}
+    if models.get("folded") is None:
+        return {}
+    return layer_map(models["folded"], models.get("baseline"))
+
+
 def batch_sizes_for(opts: BenchOptions) -> list[int]:
     """The batch sizes a scenario times: multi-stream's N, offline's candidates, or the given ones."""
     if opts.scenario == "multi-stream":
@@ -148,7 +158,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
 
             say(f"profiling {label}/{eng.precision}")
             entry["profile"] = profile_engine(eng, rng.standard_normal((int(best), *shape)).astype(np.float32),
-                                              provenance=model_info.get("provenance"))
+                                              layers=_layer_map(engines))
         if role == "baseline":
             report["baseline"] = entry
         else:

@@ -56,7 +56,7 @@ class OrtEngine:
 
     def __init__(self, path: str | Path, *, precision: str = "fp32", threads: int | None = None,
                  optimization: str = "all", session_config: dict[str, str] | None = None,
-                 providers: list[str] | None = None, spinning: str = "auto"):
+                 providers: list[str] | None = None, spinning: str = "auto", profile_prefix: str | None = None):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -79,6 +79,9 @@ class OrtEngine:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        if profile_prefix:  # onnxruntime's profiler (edgerep.bench.profile): a JSON trace per session
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
         spin, self.spinning_why = spinning_policy(spinning, self.threads)
         if INTRA_SPIN in self.session_config:  # a policy's own setting wins
             spin, self.spinning_why = self.session_config[INTRA_SPIN] == "1", "set by the session config"
