@@ -404,6 +404,8 @@ def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResu
         report["engines"] = engines_out
         report["host"] = host_info()
         report["bench"]["load_after"] = host_load()
+        if (tmp / "loadgen").is_dir():
+            files["loadgen_logs"] = "loadgen"
 
         # ---- gate -------------------------------------------------------------------------
         say(step("gate"), "gating")
