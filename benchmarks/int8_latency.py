@@ -7,6 +7,7 @@
 Engines, all on the same folded FP32 ONNX and the same synthetic calibration samples:
   torch-unfolded   the train-time model in eager torch (the baseline users start from)
   ort-fp32         onnxruntime FP32 (NCHWc layout; graph optimizations all)
+  ort-fp32-static  the same model exported with a static batch of 1
   ort-int8-plain   onnxruntime's own quantize_static: QDQ, u8 activations, s8 per-channel weights
   ort-int8-qop     the same, QOperator format (QLinearConv) instead of QDQ
   edgerep-int8     the CPU file `quantize_model` ships (policy chosen on this CPU)
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgerep-int8-") as tmpd:
         tmp = Path(tmpd)
         fp32 = tmp / "fp32.onnx"
-        export_onnx(fold_model(model), fp32, shape)
+        folded = fold_model(model)
+        export_onnx(folded, fp32, shape)
+        export_onnx(folded, tmp / "fp32_static.onnx", shape, dynamic_batch=False)
         log("quantizing: onnxruntime quantize_static (QDQ, QOperator)")
         _ort_quantize_static(fp32, tmp / "plain_qdq.onnx", x_cal, "QDQ")
         _ort_quantize_static(fp32, tmp / "plain_qop.onnx", x_cal, "QOperator")
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         engines = {
             "torch-unfolded": TorchEngine(model),
             "ort-fp32": OrtEngine(fp32, threads=threads, spinning=mode),
+            "ort-fp32-static": OrtEngine(tmp / "fp32_static.onnx", threads=threads, spinning=mode),
             "ort-int8-plain": OrtEngine(tmp / "plain_qdq.onnx", precision="int8", threads=threads, spinning=mode),
             "ort-int8-qop": OrtEngine(tmp / "plain_qop.onnx", precision="int8", threads=threads, spinning=mode),
             "edgerep-int8": OrtEngine(res.files["cpu"], precision="int8", threads=threads, spinning=mode,
@@ -167,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"{args.model} INT8 / FP32 (onnxruntime)", ratio("edgerep-int8", "ort-fp32"), int8_fp32_target),
         ("INT8 / unfolded eager torch", ratio("edgerep-int8", "torch-unfolded"), 0.15),
         ("finding: QOperator / QDQ (quantize_static)", ratio("ort-int8-qop", "ort-int8-plain"), None),
+        ("finding: static batch-1 / dynamic batch (FP32)", ratio("ort-fp32-static", "ort-fp32"), None),
         ("finding: spinning / parked workers (edgerep INT8)", ratio("edgerep-int8-spin", "edgerep-int8-park"), None),
     ]
     out = {

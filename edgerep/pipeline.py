@@ -382,7 +382,7 @@ def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResu
         base_entry = {"name": unfolded_name(baseline_engine.name), "precision": "fp32", "device": "cpu", "status": "built",
                       "describe": baseline_engine.describe(),
                       "latency": run_scenario(baseline_engine, x_bench, bench_settings, batch=opts.batch,
-                                              log_name="torch-cpu-unfolded-fp32")}
+                                              log_name=f"torch-cpu-unfolded-fp32-b{opts.batch}")}
         if ref_out is not None:
             base_entry["accuracy"] = score(ref_out, labels, ref_out, user_metric, classifier).to_dict()
             if classifier:

@@ -26,7 +26,7 @@ def engine_entry(engine: Engine, x_bench: np.ndarray, *, eval_ds=None, eval_limi
     say("bench", f"timing {key}")
     settings = scenario or ScenarioSettings(min_seconds=seconds, warmup=warmup)
     entry["latency"] = run_scenario(engine, x_bench, settings, batch=int(x_bench.shape[0]),
-                                    log_name=f"{engine.name}-{engine.precision}")
+                                    log_name=f"{engine.name}-{engine.precision}-b{x_bench.shape[0]}")
     if eval_ds is not None:
         say("evaluate", f"evaluating {key}")
         outs, _ = collect_outputs(engine, eval_ds.batches(64, limit=eval_limit))
