@@ -16,7 +16,10 @@ Engines, all on the same folded FP32 ONNX and the same synthetic calibration sam
 Every onnxruntime session gets the same settings (threads, spinning policy), so ratios compare
 files, except the spin/park pair, which compares that one setting. All engines are timed in
 interleaved rounds, each switch waiting until the previous engine's worker pools have parked
-(``edgerep.bench.ranking``); each ratio is the per-round paired median ratio with its 95% CI. The
+(``edgerep.bench.ranking``); each ratio is the geometric mean over rounds of the per-round ratio of
+the fastest runs (``--statistic min``, the least disturbed run on a loaded host; or ``median``),
+with its 95% CI. A target is met when the whole CI is under it, missed when the whole CI is over
+it, and "inside the noise" otherwise. The
 demo row times `edgerep deploy` of the digits checkpoint as a user runs it (a fresh process), after
 one deploy that warmed the calibration cache. The CPU model, ISA and load are printed with the table.
 Weights are seeded with randomised BN statistics (latency does not depend on trained values).
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="repvgg_a0")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--classes", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (5 timed runs per engine each)")
+    ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds (7 timed runs per engine each)")
+    ap.add_argument("--statistic", choices=("min", "median"), default="min", help="per-round statistic (default min)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--calib", type=int, default=32, help="synthetic calibration samples")
     ap.add_argument("--skip-deploy", action="store_true", help="do not time the demo deploy")
@@ -156,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         log(f"timing {len(engines)} engines in {args.rounds} interleaved rounds")
         with torch.inference_mode():
-            times = interleaved_rounds(engines, x1, rounds=args.rounds, per_round=5, budget_s=1e9, settle_s=2.0)
+            times = interleaved_rounds(engines, x1, rounds=args.rounds, per_round=7, budget_s=1e9, settle_s=2.0)
         deploy_s = None if args.skip_deploy else _deploy_wall(tmp)
     med = {k: float(np.median(np.concatenate(v))) for k, v in times.items()}
+    fastest = {k: float(np.min(np.concatenate(v))) for k, v in times.items()}
 
     def ratio(a: str, b: str) -> dict:
-        r = paired_ratio(times[a], times[b])
+        r = paired_ratio(times[a], times[b], statistic=args.statistic)
         return {"estimate": r.estimate, "low": r.low, "high": r.high, "rounds": r.rounds}
 
     vnni = cpu.int8_dot in ("amx", "avx512_vnni", "avx_vnni")
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "model": args.model, "input": [1, *shape], "threads": threads, "cpu": cpu.to_dict(),
         "spinning": {"intra_op": spin, "why": spin_why}, "cpu_policy": pol.to_dict(),
-        "median_ms": med, "ratios": [{"what": w, **r, "target": t} for w, r, t in rows],
+        "median_ms": med, "min_ms": fastest, "statistic": args.statistic, "ratios": [{"what": w, **r, "target": t} for w, r, t in rows],
         "demo_deploy_warm_s": deploy_s, "load_before": load_before, "load_after": host_load(),
         "versions": {"onnxruntime": engines["ort-fp32"].describe()["onnxruntime"], "torch": torch.__version__},
     }
@@ -190,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{load_before['cores']} cores; spinning: {spin_why}")
     print(f"edgerep CPU policy: {pol.name} - {pol.reason}")
     for k, v in med.items():
-        print(f"  {k:20s} median {v:9.3f} ms")
-    print("\n| ratio | measured (95% CI) | target | |\n|---|---|---|---|")
+        print(f"  {k:20s} median {v:9.3f} ms   fastest {fastest[k]:9.3f} ms")
+    print(f"\n| ratio ({args.statistic} per round, {args.rounds} rounds) | measured (95% CI) | target | |\n|---|---|---|---|")
     for w, r, t in rows:
-        ok = "" if t is None else ("ok" if r["estimate"] <= t else "MISSED")
+        ok = "" if t is None else ("ok" if r["high"] <= t else "MISSED" if r["low"] > t else "inside the noise")
         print(f"| {w} | {r['estimate']:.3f} ({r['low']:.3f}-{r['high']:.3f}) | {'' if t is None else f'<= {t}'} | {ok} |")
     if deploy_s is not None:
         print(f"| demo deploy, warm cache (wall, fresh process) | {deploy_s:.1f} s | <= 10 s | "

@@ -82,9 +82,12 @@ def _t_quantile(confidence: float, df: int) -> float:
     return float(t.ppf(0.5 + confidence / 2.0, df))
 
 
-def paired_ratio(candidate: list[list[float]], reference: list[list[float]], confidence: float = CONFIDENCE) -> Ratio:
-    """Candidate / reference latency from per-round medians, paired by round (shared load conditions)."""
-    logs = np.log([np.median(c) / np.median(r) for c, r in zip(candidate, reference)])
+def paired_ratio(candidate: list[list[float]], reference: list[list[float]], confidence: float = CONFIDENCE,
+                 statistic: str = "median") -> Ratio:
+    """Candidate / reference latency from per-round medians (or minima: the least disturbed run of a
+    round, for a loaded host), paired by round (shared load conditions)."""
+    stat = {"median": np.median, "min": np.min}[statistic]
+    logs = np.log([stat(c) / stat(r) for c, r in zip(candidate, reference)])
     n = len(logs)
     est = float(np.exp(logs.mean()))
     if n < 2:
