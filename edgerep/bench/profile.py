@@ -44,6 +44,18 @@ def layer_map(folded, train=None) -> dict[str, dict]:
     return out
 
 
+def layers_from_provenance(rows: list[dict]) -> dict[str, dict]:
+    """The same map from the fold's provenance rows (``report["fold"]["provenance"]``)."""
+    out = {}
+    for r in rows:
+        branches = list(r.get("branches") or {})
+        block = r.get("name") or r.get("layer")
+        if r.get("block"):
+            block += f" ({r['block']}" + (f": {', '.join(branches)})" if branches else ")")
+        out[r["layer"]] = {"op": r.get("kind"), "block": block, "branches": branches}
+    return out
+
+
 def _module_path(node: str) -> str:
     """The module path an exporter scope names (``/stage1/stage1.0/conv/Conv_token_4`` -> stage1.0.conv)."""
     cur = ""

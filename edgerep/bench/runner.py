@@ -94,10 +94,16 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
     return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch}
 
 
-def _layer_map(engines: list[tuple[str, Engine]]) -> dict:
-    """Folded layer -> train-time block, from the folded and unfolded torch engines when present."""
-    from edgerep.bench.profile import layer_map
+def _layer_map(engines: list[tuple[str, Engine]], target: Path) -> dict:
+    """Folded layer -> train-time block: the fold's provenance in a bundle's report, else the module
+    paths of the folded and unfolded torch engines."""
+    from edgerep.bench.profile import layer_map, layers_from_provenance
 
+    report = Path(target) / "report.json"
+    if report.is_file():
+        rows = (json.loads(report.read_text()).get("fold") or {}).get("provenance")
+        if rows:
+            return layers_from_provenance(rows)
     models = {role: getattr(e, "model", None) for role, e in engines if role in ("baseline", "folded")}
     if models.get("folded") is None:
         return {}
@@ -158,7 +164,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
 
             say(f"profiling {label}/{eng.precision}")
             entry["profile"] = profile_engine(eng, rng.standard_normal((int(best), *shape)).astype(np.float32),
-                                              layers=_layer_map(engines))
+                                              layers=_layer_map(engines, opts.target))
         if role == "baseline":
             report["baseline"] = entry
         else:
