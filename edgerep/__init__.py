@@ -5,7 +5,14 @@ Heavy modules (torch) are imported on first use so the CLI starts fast.
 """
 from __future__ import annotations
 
-from edgerep.errors import (
+import os
+
+# Thread discipline (edgerep.bench.threads): torch's OpenMP workers sleep at barriers instead of
+# spinning, so they never burn the cores another engine (or another process) is timed on. Read when
+# torch loads libgomp, so it only takes effect if edgerep is imported first; a value you set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from edgerep.errors import (  # noqa: E402
     CheckpointError,
     DataError,
     EdgerepError,

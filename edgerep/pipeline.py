@@ -357,7 +357,9 @@ def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResu
         # ---- bench + evaluate -------------------------------------------------------------
         from edgerep.bench.accuracy import collect_outputs, score
         from edgerep.bench.entry import engine_entry
-        from edgerep.bench.latency import host_info, measure
+        from edgerep.bench.latency import host_info
+        from edgerep.bench.noise import host_load
+        from edgerep.bench.scenarios import ScenarioSettings, run_scenario
         from edgerep.engines.torch_engine import TorchEngine
 
         user_metric = early_metric
@@ -373,10 +375,14 @@ def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResu
         say(step("bench"), "timing the unfolded torch baseline")
         from edgerep.engines.base import unfolded_name
 
+        bench_settings = ScenarioSettings(scenario="single-stream", min_seconds=opts.bench_seconds,
+                                          warmup=opts.bench_warmup, log_dir=tmp / "loadgen" / "single-stream")
+        report["bench"] = {"scenario": "single-stream", "batch_sizes": [opts.batch],
+                           "min_seconds": opts.bench_seconds, "load_before": host_load()}
         base_entry = {"name": unfolded_name(baseline_engine.name), "precision": "fp32", "device": "cpu", "status": "built",
                       "describe": baseline_engine.describe(),
-                      "latency": measure(baseline_engine, x_bench, warmup=opts.bench_warmup,
-                                         seconds=opts.bench_seconds).to_dict()}
+                      "latency": run_scenario(baseline_engine, x_bench, bench_settings, batch=opts.batch,
+                                              log_name=f"torch-cpu-unfolded-fp32-b{opts.batch}")}
         if ref_out is not None:
             base_entry["accuracy"] = score(ref_out, labels, ref_out, user_metric, classifier).to_dict()
             if classifier:
@@ -393,11 +399,13 @@ def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResu
                 entry.update(engine_entry(
                     b.engine, x_bench, eval_ds=eval_ds, eval_limit=eval_limit, labels=labels, reference=ref_out,
                     ref_top1=(base_entry.get("accuracy") or {}).get("top1"), base_p50=base_entry["latency"]["p50_ms"],
-                    user_metric=user_metric, classifier=classifier, warmup=opts.bench_warmup,
-                    seconds=opts.bench_seconds, say=say))
+                    user_metric=user_metric, classifier=classifier, say=say, scenario=bench_settings))
             engines_out.append(entry)
         report["engines"] = engines_out
         report["host"] = host_info()
+        report["bench"]["load_after"] = host_load()
+        if (tmp / "loadgen").is_dir():
+            files["loadgen_logs"] = "loadgen"
 
         # ---- gate -------------------------------------------------------------------------
         say(step("gate"), "gating")

@@ -30,6 +30,10 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 
 "${PIP[@]}" -e ".[dev,fleet]"
+# MLPerf LoadGen for `edgerep bench` scenarios (and the tests that use it); a platform with no wheel
+# keeps going: edgerep then times with its built-in timer under the same rules, and says so.
+"${PIP[@]}" -e ".[loadgen]" \
+  || echo "setup.sh: note: no mlcommons-loadgen wheel for this platform; edgerep bench uses its built-in timer" >&2
 
 # The published TensorRT 10.x API listing, read by tests/test_tensorrt_api_names.py. --no-deps:
 # its metadata pulls the tensorrt wheel, whose native libraries are fetched from outside PyPI.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import edgerep  # noqa: F401  (first: its thread settings must be in place before torch loads OpenMP)
 import pytest
 import torch
 from hypothesis import HealthCheck, settings

@@ -133,7 +133,7 @@ def test_noisy_runs_and_missing_fields(demo_bundle, tmp_path, capsys):
     stripped.pop("quantization")
     old.write_text(json.dumps(stripped))
     new = _copy(demo_bundle, tmp_path / "new")
-    _edit(new, lambda r: _int8(r)["latency"].update(scenario="SingleStream", noisy=True,
+    _edit(new, lambda r: _int8(r)["latency"].update(scenario="single-stream", noisy=True,
                                                    noise_reason="cv 0.4 > 0.1"))
     assert main(["diff", str(old), str(new)]) == 0
     md = capsys.readouterr().out

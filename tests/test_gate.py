@@ -119,3 +119,23 @@ def test_cli_exit_codes(tmp_path, capsys):
     (tmp_path / "junk.json").write_text("{not json")
     assert main(["gate", str(tmp_path / "junk.json")]) == 2
     assert "not a JSON report" in capsys.readouterr().err
+
+
+def test_latency_verdicts_on_noisy_measurements_say_so():
+    rep = _report(p50=2.0)
+    rep["engines"][1]["latency"] |= {"noisy": True, "noise_reason": "CV 2.10 > 0.5", "queries": 500}
+    r = evaluate_gate(rep, GateThresholds(max_latency_ms=3.0, max_p99_ms=2.5))
+    noisy = {(c.name, c.engine, c.passed) for c in r.noisy}
+    # the int8 row was noisy: its pass (p50) and its fail (p99) are both flagged; the quiet fp32 row is not
+    assert noisy == {("max_latency_ms", "onnxruntime-cpu/int8", True), ("max_p99_ms", "onnxruntime-cpu/int8", False)}
+    assert all("NOISY measurement: CV 2.10 > 0.5" in c.message for c in r.noisy)
+    md = markdown_summary(r)
+    assert "Noisy latency measurements" in md and "⚠️ noisy" in md
+    assert r.to_dict()["noisy_checks"] == 2
+
+
+def test_a_p99_that_was_not_measured_fails_and_says_why():
+    rep = _report()
+    rep["engines"][1]["latency"] = {"p50_ms": 1.0, "p99_ms": None, "queries": 200}
+    (fail,) = [c for c in evaluate_gate(rep, GateThresholds(max_p99_ms=100, engines=["*/int8"])).failures]
+    assert "too few queries for an early-stopping p99: 200" in fail.message

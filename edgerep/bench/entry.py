@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from edgerep.bench.accuracy import UserMetric, collect_outputs, score
-from edgerep.bench.latency import measure
+from edgerep.bench.scenarios import ScenarioSettings, run_scenario
 from edgerep.engines.base import Engine
 
 
@@ -15,15 +15,18 @@ def engine_entry(engine: Engine, x_bench: np.ndarray, *, eval_ds=None, eval_limi
                  labels: np.ndarray | None = None, reference: np.ndarray | None = None,
                  ref_top1: float | None = None, base_p50: float | None = None,
                  user_metric: UserMetric | None = None, classifier: bool = True, warmup: int = 10,
-                 seconds: float = 1.0, say: Callable[[str, str], None] | None = None) -> dict:
-    """Measure ``engine`` and score it; ``drop_vs_unfolded`` is in top-1 points (or, without labels,
-    100 - top-1 agreement with the reference)."""
+                 seconds: float = 1.0, say: Callable[[str, str], None] | None = None,
+                 scenario: ScenarioSettings | None = None) -> dict:
+    """Measure ``engine`` (single-stream unless ``scenario`` says otherwise) and score it;
+    ``drop_vs_unfolded`` is in top-1 points (or, without labels, 100 - top-1 agreement)."""
     say = say or (lambda step, msg: None)
     key = f"{engine.name}/{engine.precision}"
     entry: dict = {"name": engine.name, "precision": engine.precision, "device": engine.device,
                    "describe": engine.describe()}
     say("bench", f"timing {key}")
-    entry["latency"] = measure(engine, x_bench, warmup=warmup, seconds=seconds).to_dict()
+    settings = scenario or ScenarioSettings(min_seconds=seconds, warmup=warmup)
+    entry["latency"] = run_scenario(engine, x_bench, settings, batch=int(x_bench.shape[0]),
+                                    log_name=f"{engine.name}-{engine.precision}-b{x_bench.shape[0]}")
     if eval_ds is not None:
         say("evaluate", f"evaluating {key}")
         outs, _ = collect_outputs(engine, eval_ds.batches(64, limit=eval_limit))

@@ -91,6 +91,7 @@ class GateCheck:
     threshold: float | None
     passed: bool
     message: str
+    noisy: bool = False  # a latency check on a noisy measurement: its verdict is not reliable
 
 
 @dataclass
@@ -103,8 +104,13 @@ class GateResult:
     def failures(self) -> list[GateCheck]:
         return [c for c in self.checks if not c.passed]
 
+    @property
+    def noisy(self) -> list[GateCheck]:
+        """Latency checks whose measurement was noisy: pass or fail, the verdict is flagged."""
+        return [c for c in self.checks if c.noisy]
+
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "report": self.report_path,
+        return {"passed": self.passed, "report": self.report_path, "noisy_checks": len(self.noisy),
                 "checks": [asdict(c) for c in self.checks]}
 
 
@@ -142,8 +148,11 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
     """Every check of ``th`` on every selected engine of ``report``."""
     checks: list[GateCheck] = []
 
-    def add(name: str, eng: str, value: float | None, limit: float | None, ok: bool, msg: str) -> None:
-        checks.append(GateCheck(name, eng, value, limit, ok, msg))
+    def add(name: str, eng: str, value: float | None, limit: float | None, ok: bool, msg: str,
+            noise: str | None = None) -> None:
+        if noise:  # never pass or fail on a noisy measurement without saying so
+            msg += f" [NOISY measurement: {noise}; verdict not reliable, rerun on a quiet host]"
+        checks.append(GateCheck(name, eng, value, limit, ok, msg, noisy=bool(noise)))
 
     fold = report.get("fold") or {}
     if th.max_fold_rel_error is not None and fold.get("max_rel_error") is not None:
@@ -200,13 +209,17 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
             v = acc.get(metric)
             ok = v is not None and v >= limit
             add(name, key, v, limit, ok, f"{key}: {metric} {_fmt(v)}{unit} (minimum {limit:g}{unit})")
+        noise = _noise(lat)
         for name, metric, limit in (("max_latency_ms", "p50_ms", th.max_latency_ms),
                                     ("max_p99_ms", "p99_ms", th.max_p99_ms)):
             if limit is None:
                 continue
             v = lat.get(metric)
             ok = v is not None and v <= limit
-            add(name, key, v, limit, ok, f"{key}: latency {metric[:-3]} {_fmt(v)} ms (limit {limit:g} ms)")
+            why = "" if v is not None or "queries" not in lat else \
+                f" (too few queries for an early-stopping {metric[:-3]}: {lat['queries']})"
+            add(name, key, v, limit, ok, f"{key}: latency {metric[:-3]} {_fmt(v)} ms (limit {limit:g} ms){why}",
+                noise)
         base = base_by_key.get(key)
         if baseline is not None and (th.max_latency_regression_pct is not None or th.max_accuracy_regression is not None):
             if base is None:
@@ -216,9 +229,11 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                 b, v = (base.get("latency") or {}).get("p50_ms"), lat.get("p50_ms")
                 if b and v is not None:
                     pct = 100.0 * (v - b) / b
+                    base_noise = _noise(base.get("latency") or {})
                     add("max_latency_regression_pct", key, pct, th.max_latency_regression_pct,
                         pct <= th.max_latency_regression_pct,
-                        f"{key}: p50 {v:.3f} ms vs baseline {b:.3f} ms ({pct:+.1f}%, limit +{th.max_latency_regression_pct:g}%)")
+                        f"{key}: p50 {v:.3f} ms vs baseline {b:.3f} ms ({pct:+.1f}%, limit +{th.max_latency_regression_pct:g}%)",
+                        "; ".join(n for n in (noise, base_noise and f"baseline {base_noise}") if n) or None)
             if th.max_accuracy_regression is not None:
                 b, v = (base.get("accuracy") or {}).get("top1"), acc.get("top1")
                 if b is not None and v is not None:
@@ -227,6 +242,11 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                         d <= th.max_accuracy_regression,
                         f"{key}: top-1 {v:.2f}% vs baseline {b:.2f}% ({-d:+.2f} points, limit -{th.max_accuracy_regression:g})")
     return GateResult(passed=all(c.passed for c in checks), checks=checks, report_path=report_path)
+
+
+def _noise(lat: dict) -> str | None:
+    """The noise reason of a latency dict, or None when it was not marked noisy."""
+    return (lat.get("noise_reason") or "noisy") if lat.get("noisy") else None
 
 
 def junit_xml(result: GateResult, suite: str = "edgerep.gate") -> str:
@@ -255,7 +275,11 @@ def markdown_summary(result: GateResult, report: dict | None = None) -> str:
         lines += [f"Model `{m.get('name', '?')}` (`{m.get('sha256', '')[:12]}`)", ""]
     lines += ["| | check | engine | value | limit |", "|---|---|---|---|---|"]
     for c in result.checks:
-        lines.append(f"| {'✅' if c.passed else '❌'} | {c.name} | `{c.engine}` | {_fmt(c.value)} | {_fmt(c.threshold)} |")
+        mark = ("✅" if c.passed else "❌") + (" ⚠️ noisy" if c.noisy else "")
+        lines.append(f"| {mark} | {c.name} | `{c.engine}` | {_fmt(c.value)} | {_fmt(c.threshold)} |")
     if result.failures:
         lines += ["", "**Why it failed**", ""] + [f"- {c.message}" for c in result.failures]
+    if result.noisy:
+        lines += ["", "**Noisy latency measurements** (these verdicts are not reliable)", ""]
+        lines += [f"- {c.message}" for c in result.noisy]
     return "\n".join(lines) + "\n"

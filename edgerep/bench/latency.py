@@ -82,4 +82,5 @@ def host_info() -> dict:
     import torch
 
     info["torch_threads"] = torch.get_num_threads()
+    info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     return info

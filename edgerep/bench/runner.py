@@ -1,5 +1,8 @@
-"""`edgerep bench` as a library call: time every engine of a model or bundle, side by side
-with the unfolded torch model as the baseline, over several batch sizes."""
+"""`edgerep bench` as a library call: time every engine of a model or bundle in one MLPerf scenario
+(LoadGen when installed), side by side with the unfolded torch model as the baseline.
+
+Each engine is timed in its own settled phase (``edgerep.bench.threads``); each row carries its
+CV and a noisy mark; LoadGen's logs go into the bundle (``loadgen/<scenario>/<engine>``)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from edgerep.bench.latency import LatencyStats, host_info, measure
+from edgerep.bench.latency import host_info
+from edgerep.bench.noise import host_load
+from edgerep.bench.scenarios import ScenarioSettings, run_scenario
 from edgerep.engines.base import Engine, unfolded_name
 from edgerep.errors import EdgerepError
 
@@ -18,10 +23,16 @@ from edgerep.errors import EdgerepError
 @dataclass
 class BenchOptions:
     target: Path
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    seconds: float = 1.0
-    iterations: int | None = None
+    batch_sizes: list[int] | None = None  # default [1]; offline: [1, 8, 32], the best one is the result
+    seconds: float = 1.0  # minimum duration per engine and batch size
+    iterations: int | None = None  # a fixed query count instead
     warmup: int = 10
+    scenario: str = "single-stream"
+    samples_per_query: int = 8  # multi-stream N
+    min_queries: int | None = None  # default: what the percentiles need (64, 662 in multi-stream)
+    use_loadgen: bool | None = None  # None: LoadGen when installed
+    log_dir: Path | None = None  # LoadGen logs; default BUNDLE/loadgen, or none kept
+    profile: bool = False
     threads: int | None = None
     arch: str | None = None
     trust_checkpoint: bool = False
@@ -83,6 +94,38 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
     return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch}
 
 
+def _layer_map(engines: list[tuple[str, Engine]], target: Path) -> dict:
+    """Folded layer -> train-time block: the fold's provenance in a bundle's report, else the module
+    paths of the folded and unfolded torch engines."""
+    from edgerep.bench.profile import layer_map, layers_from_provenance
+
+    report = Path(target) / "report.json"
+    if report.is_file():
+        rows = (json.loads(report.read_text()).get("fold") or {}).get("provenance")
+        if rows:
+            return layers_from_provenance(rows)
+    models = {role: getattr(e, "model", None) for role, e in engines if role in ("baseline", "folded")}
+    if models.get("folded") is None:
+        return {}
+    return layer_map(models["folded"], models.get("baseline"))
+
+
+def batch_sizes_for(opts: BenchOptions) -> list[int]:
+    """The batch sizes a scenario times: multi-stream's N, offline's candidates, or the given ones."""
+    if opts.scenario == "multi-stream":
+        return [opts.samples_per_query]
+    if opts.batch_sizes:
+        return list(opts.batch_sizes)
+    return [1, 8, 32] if opts.scenario == "offline" else [1]
+
+
+def scenario_settings(opts: BenchOptions, log_dir: Path | None) -> ScenarioSettings:
+    """The per-engine timing settings of a bench run."""
+    return ScenarioSettings(scenario=opts.scenario, min_seconds=opts.seconds, min_queries=opts.min_queries,
+                            max_queries=opts.iterations, warmup=opts.warmup, samples_per_query=opts.samples_per_query,
+                            use_loadgen=opts.use_loadgen, log_dir=log_dir)
+
+
 def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> dict:
     """Latency of every engine at every batch size; returns a report dict (same schema as deploy's)."""
     say = progress or (lambda msg: None)
@@ -92,27 +135,41 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
         torch.set_num_threads(opts.threads)
     engines, shape, model_info = _engines_for(opts, say)
     rng = np.random.default_rng(0)
+    log_dir = opts.log_dir or (Path(opts.target) / "loadgen" if Path(opts.target).is_dir() else None)
+    settings = scenario_settings(opts, Path(log_dir) / opts.scenario if log_dir else None)
+    batches = batch_sizes_for(opts)
     report: dict = {"schema": "edgerep.report/1", "kind": "bench", "created_unix": time.time(),
-                    "model": {**model_info, "input_shape": list(shape)}, "engines": [], "host": host_info()}
+                    "model": {**model_info, "input_shape": list(shape)}, "engines": [], "host": host_info(),
+                    "bench": {"scenario": opts.scenario, "batch_sizes": batches, "min_seconds": opts.seconds,
+                              "load_before": host_load()}}
     base_p50: dict[int, float] = {}
     for role, eng in engines:
         by_batch: dict[str, dict] = {}
-        for bs in opts.batch_sizes:
+        label = unfolded_name(eng.name) if role == "baseline" else eng.name
+        for bs in batches:
             x = rng.standard_normal((bs, *shape)).astype(np.float32)
-            say(f"{eng.name}/{eng.precision} ({role}) batch {bs}")
-            stats: LatencyStats = measure(eng, x, warmup=opts.warmup, iterations=opts.iterations,
-                                          seconds=opts.seconds)
-            by_batch[str(bs)] = stats.to_dict()
+            say(f"{eng.name}/{eng.precision} ({role}) {opts.scenario} batch {bs}")
+            stats = run_scenario(eng, x, settings, batch=bs, log_name=f"{label}-{eng.precision}-b{bs}")
+            by_batch[str(bs)] = stats
             if role == "baseline":
-                base_p50[bs] = stats.p50_ms
-        first = by_batch[str(opts.batch_sizes[0])]
-        entry = {"name": unfolded_name(eng.name) if role == "baseline" else eng.name,
-                 "precision": eng.precision, "device": eng.device, "status": "built", "role": role,
-                 "describe": eng.describe(), "latency": first, "latency_by_batch": by_batch}
+                base_p50[bs] = stats["p50_ms"]
+        if opts.scenario == "offline":  # the result is the throughput at the best batch
+            best = max(by_batch, key=lambda b: by_batch[b]["throughput_ips"])
+        else:
+            best = str(batches[0])
+        entry = {"name": label, "precision": eng.precision, "device": eng.device, "status": "built", "role": role,
+                 "describe": eng.describe(), "latency": by_batch[best], "latency_by_batch": by_batch}
+        if opts.profile:
+            from edgerep.bench.profile import profile_engine
+
+            say(f"profiling {label}/{eng.precision}")
+            entry["profile"] = profile_engine(eng, rng.standard_normal((int(best), *shape)).astype(np.float32),
+                                              layers=_layer_map(engines, opts.target))
         if role == "baseline":
             report["baseline"] = entry
         else:
             entry["speedup_vs_unfolded"] = {bs: (base_p50[int(bs)] / s["p50_ms"]) for bs, s in by_batch.items()
                                             if int(bs) in base_p50}
             report["engines"].append(entry)
+    report["bench"]["load_after"] = host_load()
     return report

@@ -101,10 +101,14 @@ def run(args: argparse.Namespace) -> int:
         for col in ("", "check", "engine", "value", "limit"):
             t.add_column(col)
         for c in result.checks:
-            t.add_row("[green]ok[/]" if c.passed else "[red]FAIL[/]", c.name, c.engine,
+            t.add_row(("[green]ok[/]" if c.passed else "[red]FAIL[/]") + (" [yellow]NOISY[/]" if c.noisy else ""),
+                      c.name, c.engine,
                       "n/a" if c.value is None else f"{c.value:.4g}",
                       "" if c.threshold is None else f"{c.threshold:g}")
         make_console().print(t)
         for c in result.failures:
             print(f"gate: FAIL: {c.message}", file=sys.stderr)
+        for c in result.noisy:
+            if c.passed:
+                print(f"gate: NOISY (passed, not reliable): {c.message}", file=sys.stderr)
     return 0 if result.passed else 1

@@ -2,7 +2,8 @@
 
 The CPU policy is chosen by measurement, not by assumption: every candidate for this CPU's ISA is
 quantized, run on the *optimized* onnxruntime session (the fused INT8 kernels a user runs) and
-scored against the reference; the fastest whose accuracy holds wins. On AVX2 without VNNI the
+scored against the reference; among those whose accuracy holds, the simplest wins unless another is
+faster beyond the measured noise (``edgerep.bench.ranking``). On AVX2 without VNNI the
 plain 8-bit policies saturate and are rejected here, with the measured numbers as the reason.
 """
 from __future__ import annotations
@@ -16,17 +17,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgerep.bench.ranking import choose_within_noise
 from edgerep.errors import DataError, EdgerepError
 from edgerep.quant.calibrate import METHODS, CalibrationResult, calibrate, calibrate_many
 from edgerep.quant.cpu_features import CpuFeatures, detect_cpu_features
 from edgerep.quant.mixed import Score, mixed_precision
-from edgerep.quant.policy import TENSORRT, CpuPolicy, cpu_candidates
+from edgerep.quant.policy import TENSORRT, CpuPolicy, by_simplicity, cpu_candidates
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 
 CPU_FILE = "model.int8.onnx"
 TRT_FILE = "model.int8.trt.onnx"
 AUTO_METHODS = ("mse", "percentile", "minmax")  # one pass; the lowest simulated logit error wins
-TIE = 0.10  # latencies within 10% are a tie; the ISA's expected order breaks it
 
 
 @dataclass
@@ -194,28 +195,6 @@ def latency_ms(engine, x1: np.ndarray, iters: int = 30, warmup: int = 5, budget_
         if time.perf_counter() > t_end and len(times) >= 5:
             break
     return float(np.median(times) * 1000.0)
-
-
-def interleaved_latency_ms(engines: dict[str, Any], x1: np.ndarray, rounds: int = 8, per_round: int = 5,
-                           budget_s: float = 6.0) -> dict[str, float]:
-    """25th-percentile latency per engine, timed in interleaved rounds so that load from other
-    processes falls on every candidate alike (a quick ranking, not a benchmark)."""
-    times: dict[str, list[float]] = {k: [] for k in engines}
-    for e in engines.values():
-        for _ in range(3):
-            e.run(x1)
-    t_end = time.perf_counter() + budget_s
-    for r in range(rounds):
-        for k, e in engines.items():
-            for _ in range(2):  # settle: the previous session's spinning threads go idle
-                e.run(x1)
-            for _ in range(per_round):
-                t = time.perf_counter()
-                e.run(x1)
-                times[k].append(time.perf_counter() - t)
-        if time.perf_counter() > t_end and r >= 1:
-            break
-    return {k: float(np.percentile(v, 25) * 1000.0) for k, v in times.items()}
 
 
 def _collect(dataset, limit: int | None, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -414,22 +393,22 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
         if bias_correction and info.bias_corrected:
             result.bias_correction[pol.name] = {"layers": len(info.bias_corrected),
                                                 "max_abs_shift": max(info.bias_corrected.values())}
-    lat = interleaved_latency_ms(engines, x1)
+    accepted = [t for t in cands if t[1].accepted]
+    rank = choose_within_noise({p.name: engines[p.name] for p in by_simplicity([t[0] for t in cands])}, x1,
+                               among=[t[0].name for t in accepted] or None)
     for _, c, _ in cands:
-        c.latency_ms = round(lat[c.policy], 4)
-    say("cpu candidates latency (ms, interleaved): " + ", ".join(f"{k} {v:.3f}" for k, v in lat.items()))
+        c.latency_ms = round(rank.latency_ms[c.policy], 4)
+    say("cpu candidates latency (ms, interleaved): " + ", ".join(f"{k} {v:.3f}" for k, v in rank.latency_ms.items()))
     engines.clear()
     result.candidates = [c for _, c, _ in cands]
-    accepted = [t for t in cands if t[1].accepted]
+    result.cpu["latency_ranking"] = rank.to_dict()
     excluded: list[str] = []
     if accepted:
-        fastest = min(t[1].latency_ms for t in accepted)
-        # within TIE of the fastest, the earliest (expected-fastest for this ISA) wins
-        pol, cand, path = next(t for t in accepted if t[1].latency_ms <= fastest * (1 + TIE))
+        pol, cand, path = next(t for t in accepted if t[0].name == rank.chosen)
         others = [c.policy for c in result.candidates if c.accepted and c.policy != pol.name]
         rejected = [c.policy for c in result.candidates if not c.accepted]
-        reason = (f"{cpu.int8_dot}: fastest policy whose accuracy holds on the optimized session "
-                  f"({cand.latency_ms:.3f} ms, drop {cand.drop:.2f} <= {budget:g})"
+        reason = (f"{cpu.int8_dot}: accuracy holds on the optimized session ({cand.latency_ms:.3f} ms, drop "
+                  f"{cand.drop:.2f} <= {budget:g}); latency: {rank.reason}"
                   + (f"; also accurate: {', '.join(others)}" if others else "")
                   + (f"; rejected: {', '.join(rejected)}" if rejected else ""))
         final_path = path

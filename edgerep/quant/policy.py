@@ -3,7 +3,8 @@
 TensorRT has one policy (int8 symmetric everywhere, zero point 0, per-channel weights on axis 0,
 float bias, Q/DQ on residual Add inputs). The CPU policy is *chosen*: candidates are listed in the
 order they are expected to be fast on this ISA, each is measured on the optimized onnxruntime
-session, and the fastest one whose accuracy holds wins (see ``edgerep.quant.pipeline``).
+session; among those whose accuracy holds, the simplest wins unless another is faster beyond the
+measured noise (see ``edgerep.quant.pipeline`` and ``edgerep.bench.ranking``).
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ class CpuPolicy:
 def _p(name: str, act: str, reduce: bool, cfg: dict[str, str] | None, why: str) -> CpuPolicy:
     return CpuPolicy(name, QdqConfig(activation=act, weight="s8", per_channel=True, reduce_range=reduce),
                      dict(cfg or {}), why)
+
+
+def by_simplicity(policies: list[CpuPolicy]) -> list[CpuPolicy]:
+    """Simplest first: no session flags before flags, 8-bit weights before 7-bit, then the ISA's order.
+    Latency overrules this order only beyond the measured noise (``edgerep.bench.ranking``)."""
+    return sorted(policies, key=lambda p: (bool(p.session_config), p.qdq.reduce_range, policies.index(p)))
 
 
 def cpu_candidates(cpu: CpuFeatures) -> list[CpuPolicy]:

@@ -51,7 +51,8 @@ def print_engine_table(report: dict, title: str = "edgerep", bundle: Path | None
                          else "right")
     for r in rows:
         verdict = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(r["verdict"], r["verdict"])
-        table.add_row(*[verdict if k == "verdict" else r[k] for k, _ in cols])
+        cells = {**r, "verdict": verdict, "noise": "[yellow]NOISY[/]" if r["noise"] else ""}  # reason: below
+        table.add_row(*[cells[k] for k, _ in cols])
     console = make_console()
     console.print(table)
     fold = report.get("fold") or {}
@@ -61,6 +62,9 @@ def print_engine_table(report: dict, title: str = "edgerep", bundle: Path | None
     for r in engine_rows(report):
         if r["note"]:
             console.print(f"note: {r['engine']}/{r['precision']}: {r['note']}")
+        if r["noise"]:
+            why = r["noise"].partition(": ")[2] or "noisy"
+            console.print(f"[yellow]noisy latency[/]: {r['engine']}/{r['precision']}: {why} (rerun on a quiet host)")
     pol = (report.get("quantization") or {}).get("cpu_policy")
     if pol:
         console.print(f"CPU INT8 policy: {pol.get('name')}: {pol.get('reason', '')}")

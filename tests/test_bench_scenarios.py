@@ -1,0 +1,162 @@
+"""MLPerf scenarios through LoadGen and through the built-in timer: the same fields, the same rules."""
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from edgerep.bench import early_stopping
+from edgerep.bench.latency import percentile
+from edgerep.bench.loadgen_driver import loadgen_version, parse_detail_log
+from edgerep.bench.noise import NoiseThresholds, assess, cv
+from edgerep.bench.scenarios import ScenarioSettings, run_scenario
+from edgerep.engines.onnxruntime_engine import OrtEngine
+from edgerep.errors import EdgerepError
+from edgerep.quant.export import export_onnx
+
+FIELDS = ("scenario", "queries", "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "cv", "loadgen", "noisy",
+          "noise_reason")
+needs_loadgen = pytest.mark.skipif(loadgen_version() is None, reason="mlcommons-loadgen is not installed")
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(8, 4)).eval()
+    path = tmp_path_factory.mktemp("scen") / "m.onnx"
+    export_onnx(m, path, (3, 8, 8))
+    return path
+
+
+@pytest.fixture()
+def x():
+    return np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+
+
+class _Jittery:
+    """An Engine whose every 4th call stalls 20 ms: a workload with a known heavy tail."""
+
+    name, precision, device = "jittery", "fp32", "cpu"
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, x):
+        self.calls += 1
+        time.sleep(0.02 if self.calls % 4 == 0 else 0.0005)
+        return x
+
+    def describe(self):
+        return {}
+
+
+# ---- early stopping ------------------------------------------------------------------------------
+def test_early_stopping_query_minimums_are_loadgens():
+    assert early_stopping.min_queries(90) == 64 and early_stopping.min_queries(99) == 662
+    assert early_stopping.estimate(np.arange(63.0), 90) is None
+    assert early_stopping.estimate(np.arange(64.0), 90) == 63.0  # one over-latency query allowed: the max
+    assert early_stopping.estimate(np.arange(661.0), 99) is None
+
+
+@given(st.lists(st.floats(0.01, 100), min_size=64, max_size=400))
+def test_early_stopping_estimate_is_never_below_the_plain_percentile(ts):
+    t = np.sort(np.asarray(ts))
+    est = early_stopping.estimate(t, 90)
+    assert est is not None and est >= np.quantile(t, 0.9, method="lower") and est <= t[-1]
+
+
+@needs_loadgen
+def test_early_stopping_discards_as_many_queries_as_loadgen(small_onnx, x, tmp_path):
+    eng = OrtEngine(small_onnx, threads=1)
+    r = run_scenario(eng, x, ScenarioSettings(min_seconds=0.05, min_queries=300, log_dir=tmp_path), log_name="ss")
+    text = parse_detail_log(tmp_path / "ss" / "mlperf_log_detail.txt")["early_stopping_result"]
+    discarded = int(re.search(r"Would discard (\d+) highest", text).group(1))
+    assert discarded == early_stopping.overlatency_allowed(r["queries"], 90) - 1
+
+
+# ---- noise ---------------------------------------------------------------------------------------
+def test_noise_assessment_names_its_reasons():
+    quiet = np.full(200, 1.0) + np.linspace(0, 0.1, 200)
+    assert assess(cv(quiet), 1.0, 1.1) == (False, None)
+    noisy, why = assess(cv(np.r_[np.ones(95), np.full(5, 40.0)]), 1.0, 40.0)
+    assert noisy and "CV" in why and "p99/p50 40.0 > 3" in why
+    assert assess(0.1, 1.0, 2.0, NoiseThresholds(tail=1.5))[1] == "p99/p50 2.0 > 1.5"
+
+
+@pytest.mark.parametrize("use_loadgen", [None, False])
+def test_a_heavy_tailed_engine_is_marked_noisy(use_loadgen, tmp_path):
+    if use_loadgen is None and loadgen_version() is None:
+        pytest.skip("mlcommons-loadgen is not installed")
+    r = run_scenario(_Jittery(), np.zeros((1, 1), np.float32),
+                     ScenarioSettings(min_seconds=0.0, min_queries=40, warmup=1, use_loadgen=use_loadgen,
+                                      log_dir=tmp_path))
+    assert r["noisy"] and "CV" in r["noise_reason"] and r["cv"] > 1.0
+    # throughput from the total time: samples / duration, not 1 / mean latency of the engine calls
+    assert r["throughput_ips"] == pytest.approx(r["samples"] / r["duration_s"], rel=0.1)
+
+
+# ---- scenarios -----------------------------------------------------------------------------------
+@needs_loadgen
+@pytest.mark.parametrize("scenario,batch", [("single-stream", 1), ("multi-stream", None), ("offline", 4)])
+def test_loadgen_scenarios_report_the_fields(scenario, batch, small_onnx, x, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    eng = OrtEngine(small_onnx, threads=1)
+    s = ScenarioSettings(scenario=scenario, min_seconds=0.05, samples_per_query=2, log_dir=tmp_path / "logs")
+    r = run_scenario(eng, x, s, batch=batch, log_name="eng")
+    assert all(k in r for k in FIELDS)
+    assert r["scenario"] == scenario and r["loadgen"] == loadgen_version() and r["timer"] == "loadgen"
+    assert r["queries"] >= 64 and r["p90_ms"] is not None and r["p50_ms"] <= r["p90_ms"]
+    if scenario == "multi-stream":  # N samples per query, and 662 queries so that the p99 exists
+        assert r["batch"] == 2 and r["queries"] >= 662 and r["p99_ms"] >= r["p90_ms"]
+    if scenario == "offline":
+        assert r["batch"] == 4 and r["samples"] == 4 * r["queries"]
+    logs = sorted(p.name for p in (tmp_path / "logs" / "eng").iterdir())
+    assert logs == ["mlperf_log_detail.txt", "mlperf_log_summary.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]  # nothing in the current folder
+
+
+@needs_loadgen
+def test_a_fixed_query_count_gives_no_tail_percentiles(small_onnx, x):
+    r = run_scenario(OrtEngine(small_onnx, threads=1), x, ScenarioSettings(max_queries=20, warmup=1))
+    assert r["queries"] == 20 and r["p50_ms"] > 0 and r["p90_ms"] is None and r["p99_ms"] is None
+    assert r["log_dir"] is None  # no log folder asked for: LoadGen wrote into a temporary one
+
+
+def test_builtin_timer_applies_the_same_rules_and_says_so(small_onnx, x, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlperf_loadgen", None)  # as on a host with no LoadGen wheel
+    eng = OrtEngine(small_onnx, threads=1)
+    r = run_scenario(eng, x, ScenarioSettings(min_seconds=0.02, min_queries=100))
+    assert r["loadgen"] is None and r["timer"] == "built-in" and "not installed" in r["timer_note"]
+    assert r["queries"] >= 100 and r["p90_ms"] is not None and (r["p99_ms"] is None) == (r["queries"] < 662)
+    with pytest.raises(EdgerepError, match="LoadGen asked for but not installed"):
+        run_scenario(eng, x, ScenarioSettings(use_loadgen=True))
+    r = run_scenario(eng, x, ScenarioSettings(scenario="multi-stream", samples_per_query=3, min_seconds=0.0))
+    assert r["batch"] == 3 and r["queries"] == 662 and r["p99_ms"] >= r["p90_ms"] >= r["p50_ms"]
+
+
+def test_builtin_percentiles_follow_the_calls():
+    eng = _Jittery()
+    r = run_scenario(eng, np.zeros((1, 1), np.float32),
+                     ScenarioSettings(max_queries=80, warmup=1, use_loadgen=False))
+    assert r["queries"] == 80 and eng.calls == 81
+    assert r["p50_ms"] < 5 and r["p90_ms"] > 15  # a quarter of the calls stall 20 ms
+
+
+def test_bad_settings_are_refused(x, small_onnx):
+    eng = OrtEngine(small_onnx, threads=1)
+    for bad in (ScenarioSettings(scenario="server"), ScenarioSettings(min_queries=0),
+                ScenarioSettings(samples_per_query=0), ScenarioSettings(min_seconds=-1)):
+        with pytest.raises(EdgerepError):
+            run_scenario(eng, x, bad)
+
+
+def test_percentile_rule_unchanged_for_p50():
+    assert percentile(np.arange(1.0, 101.0), 50) == 50.0
