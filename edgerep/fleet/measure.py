@@ -7,10 +7,13 @@ from edgerep.engines.base import Engine
 
 
 def time_engine(engine: Engine, x: np.ndarray, *, warmup: int, seconds: float) -> dict:
-    """Latency of ``engine`` on the batch ``x``, as the report's ``latency`` dict."""
-    from edgerep.bench.latency import measure
+    """Latency of ``engine`` on the batch ``x`` in the single-stream scenario (LoadGen where installed,
+    else the built-in timer under the same rules), as the report's ``latency`` dict."""
+    from edgerep.bench.scenarios import ScenarioSettings, run_scenario
 
-    return measure(engine, x, warmup=warmup, seconds=seconds).to_dict()
+    settings = ScenarioSettings(scenario="single-stream", min_seconds=seconds, warmup=warmup)
+    return run_scenario(engine, x, settings, batch=int(x.shape[0]),
+                        log_name=f"{engine.name}-{engine.precision}-b{x.shape[0]}")
 
 
 def outputs(engine: Engine, x: np.ndarray, batch: int = 64) -> np.ndarray:
