@@ -1,8 +1,9 @@
-"""`edgerep deploy` as a library call: fold -> verify -> check -> export -> calibrate -> quantize
--> build -> bench -> evaluate -> gate, written into a bundle directory atomically.
+"""`edgerep deploy` as a library call: a short list of named stages (``STAGE_FUNCTIONS``: load, fold,
+check, export, quantize, build, evaluate, bench, gate, write), each a function of one
+``DeployContext`` that can be run and tested alone, written into a bundle directory atomically.
 
-Every step records what it did into one report dict (the content of report.json); the CLI
-only parses flags, shows progress and prints the final table.
+Every stage records what it did into one report dict (the content of report.json); progress and
+per-stage timings come from the list. The CLI only parses flags, shows progress and prints the table.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import numpy as np
 
 from edgerep.errors import DataError, EdgerepError, FoldError
 
-STEPS = ("load", "fold", "check", "export", "quantize", "build", "bench", "evaluate", "gate", "write")
 FOLD_TOLERANCE = 1e-4  # max relative error a fold may show in float32 before deploy refuses it
 
 
@@ -187,275 +187,362 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         return _deploy(opts, progress)
 
 
-def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
-    import torch
+@dataclass
+class DeployContext:
+    """What the stages of one deploy share: each stage reads what earlier ones set and adds its own."""
 
-    from edgerep.bundle import atomic_bundle, check_output_path
+    opts: DeployOptions
+    say: Progress
+    out: Path
+    t_start: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    user_metric: Any = None
+    loaded: Any = None  # LoadedCheckpoint
+    meta: Any = None
+    input_shape: tuple = ()
+    profile: Any = None
+    plan: CalibrationPlan | None = None
+    splits: Any = None  # edgerep.data.splits.DataSplits
+    warnings: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    example: Any = None  # seeded torch input for fold verification and check
+    real_x: np.ndarray | None = None  # real selection-set inputs (fold verification, latency input)
+    fold: Any = None  # edgerep.model_path.FoldResult
+    tmp: Path | None = None  # the bundle's temporary directory (inside atomic_bundle)
+    files: dict[str, str] = field(default_factory=dict)
+    fp32_onnx: Path | None = None
+    qres: Any = None  # QuantizeResult
+    built: list = field(default_factory=list)  # BuiltEngine per profile engine
+    ref_out: np.ndarray | None = None  # the unfolded model's outputs on the test set
+    labels: np.ndarray | None = None
+    passed: bool | None = None
 
-    say = progress or (lambda step, msg: None)
-    _check_options(opts)
-    from edgerep.bench.accuracy import load_user_metric
+    @property
+    def select_limit(self) -> int:
+        return self.opts.eval_samples or SELECTION_CAP
 
-    early_metric = load_user_metric(opts.metric) if opts.metric else None  # a bad --metric fails before any work
-    t_start = time.perf_counter()
-    _seed_everything(opts.seed)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    ckpt_path = Path(opts.checkpoint)
-    out = Path(opts.out) if opts.out else default_out(ckpt_path)
-    check_output_path(out, opts.force)  # fail before any work
-    timings: dict[str, float] = {}
+    def warn(self, step: str, msg: str) -> None:
+        self.warnings.append(msg)
+        self.say(step, "warning: " + msg)
 
-    def step(name: str):
-        timings[name] = time.perf_counter()
-        return name
 
-    # ---- load ----------------------------------------------------------------------
-    say(step("load"), f"loading {ckpt_path}")
-    from edgerep.checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(ckpt_path, **opts.load)
-    model, meta = loaded.model, loaded.meta  # eval mode already (.eval() on a raw .pt2 program raises)
-    input_shape = tuple(int(d) for d in meta.input_shape)
+def stage_load(ctx: DeployContext) -> str:
+    """Checkpoint, target profile, preprocessing and the three disjoint data sets."""
+    from edgerep.checkpoint import apply_preprocessing, load_checkpoint
     from edgerep.engines.profiles import load_profile
 
-    profile = load_profile(opts.target)
-    check_engines_available(profile)
-
-    plan = resolve_calibration(opts, meta)
+    opts = ctx.opts
+    ctx.loaded = load_checkpoint(Path(opts.checkpoint), **opts.load)
+    ctx.meta = ctx.loaded.meta  # the model is in eval mode already (.eval() on a raw .pt2 program raises)
+    ctx.input_shape = tuple(int(d) for d in ctx.meta.input_shape)
+    ctx.profile = load_profile(opts.target)
+    check_engines_available(ctx.profile)
+    ctx.plan = plan = resolve_calibration(opts, ctx.meta)
     if plan.recipe is not None and plan.recipe.preprocessing:  # flags (applied at load) win over the recipe
-        from edgerep.checkpoint import apply_preprocessing
-
         given = (opts.load.get("preprocessing") or {})
-        meta = apply_preprocessing(meta, {**plan.recipe.preprocessing, **given},
-                                   source="flags+recipe" if given else "recipe", where=plan.recipe.source)
-    splits = resolve_data(opts, meta, plan, say=lambda msg: say("load", msg))
-    calib_ds, select_ds, test_ds = splits.calibration, splits.selection, splits.test
-    for ds in (calib_ds, select_ds, test_ds):
+        ctx.meta = apply_preprocessing(ctx.meta, {**plan.recipe.preprocessing, **given},
+                                       source="flags+recipe" if given else "recipe", where=plan.recipe.source)
+    ctx.splits = splits = resolve_data(opts, ctx.meta, plan, say=lambda msg: ctx.say("load", msg))
+    for ds in splits.sets.values():
         if ds.note and ds.note not in splits.notes:
             splits.notes.append(ds.note)
-            say("load", ds.note)
-    warnings_out: list[str] = []
-    if not test_ds.has_labels:
-        msg = ("no labelled test data (--data / --eval-data): no accuracy is measured"
-               + ("; the gate fails with 'no accuracy measured' (pass --no-accuracy-gate for a latency-only run)"
-                  if opts.accuracy_gate else " (latency-only run: --no-accuracy-gate)"))
-        warnings_out.append(msg)
-        say("load", "warning: " + msg)
-    if not calib_ds.has_labels and calib_ds.name == "synthetic":
-        msg = "calibrating on synthetic inputs: INT8 ranges, and so INT8 accuracy, are NOT representative"
-        warnings_out.append(msg)
-        say("load", "warning: " + msg)
-    calib_samples = plan.samples
+            ctx.say("load", ds.note)
+    if not splits.test.has_labels:
+        ctx.warn("load", "no labelled test data (--data / --eval-data): no accuracy is measured"
+                 + ("; the gate fails with 'no accuracy measured' (pass --no-accuracy-gate for a latency-only run)"
+                    if opts.accuracy_gate else " (latency-only run: --no-accuracy-gate)"))
+    if not splits.calibration.has_labels and splits.calibration.name == "synthetic":
+        ctx.warn("load", "calibrating on synthetic inputs: INT8 ranges, and so INT8 accuracy, are NOT representative")
     asked = opts.calib_samples is not None or plan.recipe is not None
-    if asked and len(calib_ds) < calib_samples:  # proceed: a small set still calibrates, but say so loudly
-        msg = (f"calibration data {splits.sources['calibration'].spec} has {len(calib_ds)} samples, fewer than the "
-               f"{calib_samples} asked (--calib-samples or recipe); calibrating on all {len(calib_ds)}")
-        warnings_out.append(msg)
-        say("load", "warning: " + msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
-    _check_input_shape(model, input_shape, ckpt_path)
-    select_limit = opts.eval_samples or SELECTION_CAP
+    if asked and len(splits.calibration) < plan.samples:  # proceed: a small set still calibrates, but say so
+        msg = (f"calibration data {splits.sources['calibration'].spec} has {len(splits.calibration)} samples, fewer "
+               f"than the {plan.samples} asked (--calib-samples or recipe); calibrating on all "
+               f"{len(splits.calibration)}")
+        ctx.warn("load", msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
+    _check_input_shape(ctx.loaded.model, ctx.input_shape, Path(opts.checkpoint))
+    if splits.overlap:
+        ctx.warnings.append("calibration, selection and test sets share samples (--allow-overlap): "
+                            "accuracy figures are optimistic")
+    ctx.report = _report_head(ctx)
+    return f"loaded {opts.checkpoint}"
+
+
+def _report_head(ctx: DeployContext) -> dict[str, Any]:
+    """report.json's model, target, preprocessing and data sections."""
     from edgerep.checkpoint import preprocessing_of
 
-    report: dict[str, Any] = {
+    ckpt, meta, splits, plan = Path(ctx.opts.checkpoint), ctx.meta, ctx.splits, ctx.plan
+    return {
         "schema": "edgerep.report/1",
-        "warnings": warnings_out,
+        "warnings": ctx.warnings,
         "kind": "deploy",
         "created_unix": time.time(),
         "model": {
-            "name": ckpt_path.stem, "checkpoint": str(ckpt_path), "sha256": sha256_file(ckpt_path),
-            "arch": meta.arch, "input_shape": list(input_shape), "source_format": loaded.source_format,
+            "name": ckpt.stem, "checkpoint": str(ckpt), "sha256": sha256_file(ckpt),
+            "arch": meta.arch, "input_shape": list(ctx.input_shape), "source_format": ctx.loaded.source_format,
             "classes": len(meta.class_names or []) or None, "dataset": meta.dataset,
         },
-        "target": {"name": profile.name, "description": getattr(profile, "description", "")},
+        "target": {"name": ctx.profile.name, "description": getattr(ctx.profile, "description", "")},
         "preprocessing": preprocessing_of(meta),
         "splits": splits.to_report(),
         "data": {"calibration": splits.sources["calibration"].spec, "calibration_split": plan.split,
                  "calibration_recipe": plan.recipe.source if plan.recipe else None, "calibration_method": plan.method,
                  "selection": splits.sources["selection"].spec, "evaluation": splits.sources["test"].spec,
-                 "calibration_samples": min(calib_samples, len(calib_ds)),
-                 "selection_samples": min(select_limit, len(select_ds)),
-                 "evaluation_samples": min(opts.eval_samples or len(test_ds), len(test_ds)),
-                 "labelled": bool(test_ds.has_labels)},
+                 "calibration_samples": min(plan.samples, len(splits.calibration)),
+                 "selection_samples": min(ctx.select_limit, len(splits.selection)),
+                 "evaluation_samples": min(ctx.opts.eval_samples or len(splits.test), len(splits.test)),
+                 "labelled": bool(splits.test.has_labels)},
     }
-    if splits.overlap:
-        warnings_out.append("calibration, selection and test sets share samples (--allow-overlap): "
-                            "accuracy figures are optimistic")
 
-    # ---- fold + verify ---------------------------------------------------------------
-    say(step("fold"), "folding and verifying")
+
+def stage_fold(ctx: DeployContext) -> str:
+    """Fold through the one model path, verified on a seeded input and on real selection-set inputs."""
+    import torch
+
     from edgerep.model_path import fold_loaded
 
-    example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(opts.seed))
-    real_x = next(iter(select_ds.batches(16, limit=16)))[0]  # real inputs, never the test set's
-    fold_result = fold_loaded(loaded, example=example, tolerance=FOLD_TOLERANCE,
-                              extra_inputs=[torch.from_numpy(real_x)])
-    folded, graph_report, fold_rep = fold_result.module, fold_result.graph, fold_result.verify
-    fold_rep.seconds = time.perf_counter() - timings["fold"]
-    report["fold"] = fold_rep.to_dict()
-    report["fold"]["folders"] = fold_result.counts()
-    report["fold"]["provenance"] = [r.to_dict() for r in fold_result.provenance]  # folded layer -> train-time
-    if graph_report is not None:  # regions the traced-graph folder collapsed or left unfolded, with reasons
-        report["fold"]["graph"] = {k: graph_report[k] for k in ("folded_regions", "refused_regions", "flops_before",
-                                                                "flops_after", "notes") if k in graph_report}
+    t0 = time.perf_counter()
+    ctx.example = torch.randn(2, *ctx.input_shape, generator=torch.Generator().manual_seed(ctx.opts.seed))
+    ctx.real_x = next(iter(ctx.splits.selection.batches(16, limit=16)))[0]  # never the test set's
+    ctx.fold = fold = fold_loaded(ctx.loaded, example=ctx.example, tolerance=FOLD_TOLERANCE,
+                                  extra_inputs=[torch.from_numpy(ctx.real_x)])
+    fold.verify.seconds = time.perf_counter() - t0
+    rep = ctx.report["fold"] = fold.verify.to_dict()
+    rep["folders"] = fold.counts()
+    rep["provenance"] = [r.to_dict() for r in fold.provenance]  # folded layer -> train-time modules
+    if fold.graph is not None:  # regions the traced-graph folder collapsed or left unfolded, with reasons
+        rep["graph"] = {k: fold.graph[k] for k in ("folded_regions", "refused_regions", "flops_before",
+                                                   "flops_after", "notes") if k in fold.graph}
+    return "folded and verified"
 
-    reference = TorchReference(model)
-    with atomic_bundle(out, force=opts.force, locked=True) as tmp:
-        files: dict[str, str] = {}
 
-        # ---- check ---------------------------------------------------------------------
-        if opts.run_check:
-            say(step("check"), "checking INT8 friendliness per layer and branch")
-            report["check"] = _run_check(model, example, calib_ds, select_ds, tmp, files, fold_result)
+def stage_check(ctx: DeployContext) -> str:
+    """INT8 friendliness per layer, channel and branch of the fold that ships (page into the bundle)."""
+    ctx.report["check"] = _run_check(ctx.loaded.model, ctx.example, ctx.splits.calibration, ctx.splits.selection,
+                                     ctx.tmp, ctx.files, ctx.fold)
+    return "checked INT8 friendliness"
 
-        # ---- export --------------------------------------------------------------------
-        say(step("export"), "exporting ONNX")
-        from edgerep.checkpoint import save_checkpoint
-        from edgerep.quant.export import export_onnx
 
-        folded_meta = meta.__class__.from_dict({**meta.to_dict(), "folded": True})
-        save_checkpoint(tmp / "model.folded.pt", folded, folded_meta)
-        files["folded_checkpoint"] = "model.folded.pt"
-        fp32_onnx = tmp / "model.fp32.onnx"
-        export_onnx(folded, fp32_onnx, input_shape, dynamic_batch=True)
-        files["fp32_onnx"] = fp32_onnx.name
+def stage_export(ctx: DeployContext) -> str:
+    """The folded checkpoint and the FP32 ONNX file."""
+    from edgerep.checkpoint import save_checkpoint
+    from edgerep.quant.export import export_onnx
 
-        # ---- calibrate + quantize --------------------------------------------------------
-        say(step("quantize"), "calibrating and writing QDQ INT8 files")
-        import shutil
+    folded_meta = ctx.meta.__class__.from_dict({**ctx.meta.to_dict(), "folded": True})
+    save_checkpoint(ctx.tmp / "model.folded.pt", ctx.fold.module, folded_meta)
+    ctx.files["folded_checkpoint"] = "model.folded.pt"
+    ctx.fp32_onnx = ctx.tmp / "model.fp32.onnx"
+    export_onnx(ctx.fold.module, ctx.fp32_onnx, ctx.input_shape, dynamic_batch=True)
+    ctx.files["fp32_onnx"] = ctx.fp32_onnx.name
+    return "exported ONNX"
 
-        from edgerep.quant.pipeline import quantize_model
 
-        cache_dir = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
+def stage_quantize(ctx: DeployContext) -> str:
+    """Calibrate once, one QDQ file per target policy; every choice on the selection set."""
+    import shutil
 
-        targets = tuple(getattr(profile, "quant_targets", None) or ("cpu", "tensorrt"))
-        # every choice is made on the selection set; the test set is read only after this
-        qres = quantize_model(
-            fp32_onnx, calib_ds, select_ds, tmp, targets=targets, method=plan.method,
-            max_drop=opts.max_drop if opts.max_drop is not None else 0.5, reference=reference,
-            cache_dir=cache_dir, calib_samples=calib_samples, eval_samples=select_limit,
-            threads=opts.threads, progress=lambda msg: say("quantize", msg))
-        qdict = qres.to_dict()
-        report["quantization"] = qdict
-        for policy, path in qres.files.items():
-            files[f"int8_onnx_{policy}"] = Path(path).name
-        cache_file = (qdict.get("calibration") or {}).get("cache_path")
-        if cache_file and Path(cache_file).is_file():  # the ranges travel with the bundle
-            (tmp / "calibration").mkdir(exist_ok=True)
-            shutil.copy2(cache_file, tmp / "calibration" / Path(cache_file).name)
-            files["calibration_cache"] = f"calibration/{Path(cache_file).name}"
+    from edgerep.quant.pipeline import quantize_model
 
-        # ---- build engines -------------------------------------------------------------------
-        say(step("build"), f"building engines for target {profile.name}")
-        from edgerep.engines.factory import build_engines
+    opts = ctx.opts
+    targets = tuple(getattr(ctx.profile, "quant_targets", None) or ("cpu", "tensorrt"))
+    ctx.qres = quantize_model(
+        ctx.fp32_onnx, ctx.splits.calibration, ctx.splits.selection, ctx.tmp, targets=targets,
+        method=ctx.plan.method, max_drop=opts.max_drop if opts.max_drop is not None else 0.5,
+        reference=TorchReference(ctx.loaded.model),
+        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=ctx.plan.samples,
+        eval_samples=ctx.select_limit, threads=opts.threads, progress=lambda msg: ctx.say("quantize", msg))
+    qdict = ctx.report["quantization"] = ctx.qres.to_dict()
+    for policy, path in ctx.qres.files.items():
+        ctx.files[f"int8_onnx_{policy}"] = Path(path).name
+    cache_file = (qdict.get("calibration") or {}).get("cache_path")
+    if cache_file and Path(cache_file).is_file():  # the ranges travel with the bundle
+        (ctx.tmp / "calibration").mkdir(exist_ok=True)
+        shutil.copy2(cache_file, ctx.tmp / "calibration" / Path(cache_file).name)
+        ctx.files["calibration_cache"] = f"calibration/{Path(cache_file).name}"
+    return f"quantized ({', '.join(ctx.qres.files)})"
 
-        built = build_engines(profile, fp32_onnx=fp32_onnx, int8_onnx=dict(qres.files), torch_model=folded,
-                              out_dir=tmp / "engines", ort_session_config=_cpu_session_config(qres),
-                              progress=lambda msg: say("build", msg))
 
-        # ---- bench + evaluate -------------------------------------------------------------
-        from edgerep.bench.accuracy import collect_outputs, score
-        from edgerep.bench.entry import engine_entry
-        from edgerep.bench.latency import host_info
-        from edgerep.bench.noise import host_load
-        from edgerep.bench.scenarios import ScenarioSettings, run_scenario
-        from edgerep.engines.torch_engine import TorchEngine
+def stage_build(ctx: DeployContext) -> str:
+    """The target profile's engines (stand-ins where its hardware is absent)."""
+    from edgerep.engines.factory import build_engines
 
-        user_metric = early_metric
-        x_bench = np.random.default_rng(opts.seed).standard_normal((opts.batch, *input_shape)).astype(np.float32)
-        if opts.batch <= real_x.shape[0]:
-            x_bench = np.ascontiguousarray(real_x[:opts.batch])
-        baseline_engine = TorchEngine(model, device="cpu", precision="fp32")
-        eval_limit = opts.eval_samples
-        eval_ds = test_ds
-        say(step("evaluate"), f"evaluating the unfolded FP32 reference on the test set ({len(test_ds)} samples)")
-        ref_out, labels = collect_outputs(baseline_engine, eval_ds.batches(64, limit=eval_limit))
-        classifier = ref_out is not None and ref_out.ndim == 2
-        say(step("bench"), "timing the unfolded torch baseline")
-        from edgerep.engines.base import unfolded_name
+    ctx.built = build_engines(ctx.profile, fp32_onnx=ctx.fp32_onnx, int8_onnx=dict(ctx.qres.files),
+                              torch_model=ctx.fold.module, out_dir=ctx.tmp / "engines",
+                              ort_session_config=_cpu_session_config(ctx.qres),
+                              progress=lambda msg: ctx.say("build", msg))
+    engines = []
+    for b in ctx.built:
+        spec = b.actual or b.spec
+        engines.append({"name": f"{spec.backend}-{spec.device_kind}", "precision": spec.precision,
+                        "device": spec.device, "status": b.status, "reason": b.reason or "",
+                        "requested": b.spec.key, "build_seconds": round(b.seconds, 3),
+                        "artifact": _relative(b.artifact, ctx.tmp)})
+        if b.engine is not None:  # the engine's own name and settings, as bench reports them
+            engines[-1].update({"name": b.engine.name, "precision": b.engine.precision, "device": b.engine.device,
+                                "describe": b.engine.describe()})
+    ctx.report["engines"] = engines
+    return f"built {sum(b.engine is not None for b in ctx.built)} engines"
 
-        bench_settings = ScenarioSettings(scenario="single-stream", min_seconds=opts.bench_seconds,
-                                          warmup=opts.bench_warmup, log_dir=tmp / "loadgen" / "single-stream")
-        report["bench"] = {"scenario": "single-stream", "batch_sizes": [opts.batch],
+
+def stage_evaluate(ctx: DeployContext) -> str:
+    """The unfolded FP32 reference and every engine on the test set (first read here, after every choice)."""
+    from edgerep.bench.accuracy import collect_outputs, score
+    from edgerep.bench.entry import engine_accuracy
+    from edgerep.engines.base import unfolded_name
+    from edgerep.engines.torch_engine import TorchEngine
+
+    test, limit = ctx.splits.test, ctx.opts.eval_samples
+    ctx.say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
+    baseline = TorchEngine(ctx.loaded.model, device="cpu", precision="fp32")
+    ctx.ref_out, ctx.labels = collect_outputs(baseline, test.batches(64, limit=limit))
+    classifier = ctx.ref_out is not None and ctx.ref_out.ndim == 2
+    base = ctx.report["baseline"] = {"name": unfolded_name(baseline.name), "precision": "fp32", "device": "cpu",
+                                     "status": "built", "describe": baseline.describe()}
+    if ctx.ref_out is not None:
+        base["accuracy"] = score(ctx.ref_out, ctx.labels, ctx.ref_out, ctx.user_metric, classifier).to_dict()
+        if classifier:
+            base["accuracy"]["classes"] = int(ctx.ref_out.shape[1])
+    ref_top1 = (base.get("accuracy") or {}).get("top1")
+    for b, entry in zip(ctx.built, ctx.report["engines"]):
+        if b.engine is not None:
+            entry.update(engine_accuracy(b.engine, test, eval_limit=limit, labels=ctx.labels,
+                                         reference=ctx.ref_out, ref_top1=ref_top1, user_metric=ctx.user_metric,
+                                         classifier=classifier, say=ctx.say))
+    return f"evaluated on {len(test)} test samples"
+
+
+def stage_bench(ctx: DeployContext) -> str:
+    """Latency of the unfolded baseline and every engine, each in its own settled single-stream phase."""
+    from edgerep.bench.entry import engine_latency
+    from edgerep.bench.latency import host_info
+    from edgerep.bench.noise import host_load
+    from edgerep.bench.scenarios import ScenarioSettings, run_scenario
+    from edgerep.engines.torch_engine import TorchEngine
+
+    opts = ctx.opts
+    x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *ctx.input_shape)).astype(np.float32)
+    if opts.batch <= ctx.real_x.shape[0]:
+        x = np.ascontiguousarray(ctx.real_x[:opts.batch])  # real selection-set inputs
+    settings = ScenarioSettings(scenario="single-stream", min_seconds=opts.bench_seconds, warmup=opts.bench_warmup,
+                                log_dir=ctx.tmp / "loadgen" / "single-stream")
+    ctx.report["bench"] = {"scenario": "single-stream", "batch_sizes": [opts.batch],
                            "min_seconds": opts.bench_seconds, "load_before": host_load()}
-        base_entry = {"name": unfolded_name(baseline_engine.name), "precision": "fp32", "device": "cpu", "status": "built",
-                      "describe": baseline_engine.describe(),
-                      "latency": run_scenario(baseline_engine, x_bench, bench_settings, batch=opts.batch,
-                                              log_name=f"torch-cpu-unfolded-fp32-b{opts.batch}")}
-        if ref_out is not None:
-            base_entry["accuracy"] = score(ref_out, labels, ref_out, user_metric, classifier).to_dict()
-            if classifier:
-                base_entry["accuracy"]["classes"] = int(ref_out.shape[1])
-        report["baseline"] = base_entry
-        engines_out = []
-        for b in built:
-            spec = b.actual or b.spec
-            entry = {"name": f"{spec.backend}-{spec.device_kind}", "precision": spec.precision,
-                     "device": spec.device, "status": b.status, "reason": b.reason or "",
-                     "requested": b.spec.key, "build_seconds": round(b.seconds, 3),
-                     "artifact": _relative(b.artifact, tmp)}
-            if b.engine is not None:
-                entry.update(engine_entry(
-                    b.engine, x_bench, eval_ds=eval_ds, eval_limit=eval_limit, labels=labels, reference=ref_out,
-                    ref_top1=(base_entry.get("accuracy") or {}).get("top1"), base_p50=base_entry["latency"]["p50_ms"],
-                    user_metric=user_metric, classifier=classifier, say=say, scenario=bench_settings))
-            engines_out.append(entry)
-        report["engines"] = engines_out
-        report["host"] = host_info()
-        report["bench"]["load_after"] = host_load()
-        if (tmp / "loadgen").is_dir():
-            files["loadgen_logs"] = "loadgen"
+    ctx.say("bench", "timing the unfolded torch baseline")
+    base = ctx.report["baseline"]
+    base["latency"] = run_scenario(TorchEngine(ctx.loaded.model, device="cpu", precision="fp32"), x, settings,
+                                   batch=opts.batch, log_name=f"torch-cpu-unfolded-fp32-b{opts.batch}")
+    for b, entry in zip(ctx.built, ctx.report["engines"]):
+        if b.engine is not None:
+            entry.update(engine_latency(b.engine, x, base_p50=base["latency"]["p50_ms"], say=ctx.say,
+                                        scenario=settings))
+    ctx.report["host"] = host_info()
+    ctx.report["bench"]["load_after"] = host_load()
+    if (ctx.tmp / "loadgen").is_dir():
+        ctx.files["loadgen_logs"] = "loadgen"
+    return "timed every engine"
 
-        # ---- gate -------------------------------------------------------------------------
-        say(step("gate"), "gating")
-        passed = None
-        if opts.max_drop is not None:
-            from edgerep.bench.gate import GateThresholds, evaluate_gate
 
-            th = GateThresholds(max_drop=opts.max_drop if opts.accuracy_gate else None,
-                                require_accuracy=opts.accuracy_gate)
-            g = evaluate_gate(report, th)
-            report["gate"] = g.to_dict()
-            passed = g.passed
-            failed_engines = {c.engine for c in g.failures}
-            for e in engines_out:
-                if e.get("status") in ("built", "cached", "fallback"):
-                    e["verdict"] = "fail" if f"{e['name']}/{e['precision']}" in failed_engines else "pass"
+def stage_gate(ctx: DeployContext) -> str:
+    """Deploy's verdict (the same checks as a bare `edgerep gate`), marked on each engine row."""
+    from edgerep.bench.gate import GateThresholds, evaluate_gate
 
-        # ---- write ------------------------------------------------------------------------
-        say(step("write"), "writing the bundle")
-        report["timings_s"] = _durations(timings, t_start)
-        splits.write(tmp / "splits.json")
-        files["splits"] = "splits.json"
-        report = relative_to_bundle(report, tmp)  # no path into the temporary folder survives the rename
-        manifest = {
-            "schema": "edgerep.manifest/1",
-            "versions": _versions(),
-            "inputs": {"checkpoint": str(ckpt_path), "checkpoint_sha256": report["model"]["sha256"],
-                       "calibration_data": splits.sources["calibration"].spec,
-                       "calibration_fingerprint": calib_ds.fingerprint(),
-                       "selection_data": splits.sources["selection"].spec,
-                       "selection_fingerprint": select_ds.fingerprint(),
-                       "evaluation_data": splits.sources["test"].spec,
-                       "evaluation_fingerprint": test_ds.fingerprint()},
-            "preprocessing": report["preprocessing"],
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-            "seed": opts.seed,
-            "target_profile": _profile_dict(profile),
-            "cpu_policy": qdict.get("cpu_policy"),
-            "files": files,
-            # what `edgerep diff` compares when only report.json and manifest.json are kept
-            "sha256": {rel: sha256_file(tmp / rel) for rel in files.values() if (tmp / rel).is_file()},
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        from edgerep.report.render import write_reports
+    opts = ctx.opts
+    if opts.max_drop is None:
+        return "no gate (--max-drop negative)"
+    th = GateThresholds(max_drop=opts.max_drop if opts.accuracy_gate else None, require_accuracy=opts.accuracy_gate)
+    g = evaluate_gate(ctx.report, th)
+    ctx.report["gate"] = g.to_dict()
+    ctx.passed = g.passed
+    failed = {c.engine for c in g.failures}
+    for e in ctx.report["engines"]:
+        if e.get("status") in ("built", "cached", "fallback"):
+            e["verdict"] = "fail" if f"{e['name']}/{e['precision']}" in failed else "pass"
+    return "gate " + ("passed" if g.passed else "FAILED")
 
-        for kind, p in write_reports(report, tmp).items():
-            files[f"report_{kind}"] = p.name
-        manifest["files"] = files
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    return DeployResult(out=out, report=report, passed=passed, files=files)
+
+def stage_write(ctx: DeployContext) -> str:
+    """splits.json, manifest.json and the reports, with every path relative to the bundle."""
+    from edgerep.report.render import write_reports
+
+    opts, tmp, files, splits = ctx.opts, ctx.tmp, ctx.files, ctx.splits
+    ctx.report["timings_s"] = _durations(ctx.timings, ctx.t_start)
+    splits.write(tmp / "splits.json")
+    files["splits"] = "splits.json"
+    ctx.report = report = relative_to_bundle(ctx.report, tmp)  # no path into the temporary folder survives
+    manifest = {
+        "schema": "edgerep.manifest/1",
+        "versions": _versions(),
+        "inputs": {"checkpoint": str(opts.checkpoint), "checkpoint_sha256": report["model"]["sha256"],
+                   **{f"{k}_data": splits.sources[r].spec for k, r in _MANIFEST_ROLES},
+                   **{f"{k}_fingerprint": splits.sets[r].fingerprint() for k, r in _MANIFEST_ROLES}},
+        "preprocessing": report["preprocessing"],
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+        "seed": opts.seed,
+        "target_profile": _profile_dict(ctx.profile),
+        "cpu_policy": report["quantization"].get("cpu_policy"),
+        "files": files,
+        # what `edgerep diff` compares when only report.json and manifest.json are kept
+        "sha256": {rel: sha256_file(tmp / rel) for rel in files.values() if (tmp / rel).is_file()},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    for kind, p in write_reports(report, tmp).items():
+        files[f"report_{kind}"] = p.name
+    manifest["files"] = files
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return "wrote the bundle"
+
+
+_MANIFEST_ROLES = (("calibration", "calibration"), ("selection", "selection"), ("evaluation", "test"))
+
+#: deploy's stages in order: (name, function, runs inside the bundle's temporary directory)
+STAGE_FUNCTIONS: tuple[tuple[str, Callable[[DeployContext], str], bool], ...] = (
+    ("load", stage_load, False), ("fold", stage_fold, False), ("check", stage_check, True),
+    ("export", stage_export, True), ("quantize", stage_quantize, True), ("build", stage_build, True),
+    ("evaluate", stage_evaluate, True), ("bench", stage_bench, True), ("gate", stage_gate, True),
+    ("write", stage_write, True))
+STAGES = tuple(name for name, _, _ in STAGE_FUNCTIONS)
+_STAGE_START = {"load": "loading the checkpoint and the data", "fold": "folding and verifying",
+                "check": "checking INT8 friendliness per layer and branch", "export": "exporting ONNX",
+                "quantize": "calibrating and writing QDQ INT8 files", "build": "building the target's engines",
+                "evaluate": "evaluating on the test set", "bench": "timing every engine", "gate": "gating",
+                "write": "writing the bundle"}
+
+
+def _run_stage(ctx: DeployContext, name: str, fn: Callable[[DeployContext], str]) -> None:
+    if name == "check" and not ctx.opts.run_check:
+        return
+    ctx.timings[name] = time.perf_counter()
+    ctx.say(name, _STAGE_START[name])
+    fn(ctx)
+
+
+def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
+    """The stages of ``STAGE_FUNCTIONS`` over one ``DeployContext``; the bundle is renamed into place
+    only when the last one finished."""
+    import torch
+
+    from edgerep.bench.accuracy import load_user_metric
+    from edgerep.bundle import atomic_bundle, check_output_path
+
+    _check_options(opts)
+    out = Path(opts.out) if opts.out else default_out(Path(opts.checkpoint))
+    ctx = DeployContext(opts=opts, say=progress or (lambda step, msg: None), out=out)
+    ctx.user_metric = load_user_metric(opts.metric) if opts.metric else None  # a bad --metric fails before work
+    ctx.t_start = time.perf_counter()
+    _seed_everything(opts.seed)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    check_output_path(out, opts.force)  # fail before any work
+    outside = [(n, f) for n, f, inside in STAGE_FUNCTIONS if not inside]
+    for name, fn in outside:
+        _run_stage(ctx, name, fn)
+    with atomic_bundle(out, force=opts.force, locked=True) as tmp:
+        ctx.tmp = tmp
+        for name, fn, inside in STAGE_FUNCTIONS:
+            if inside:
+                _run_stage(ctx, name, fn)
+    return DeployResult(out=out, report=ctx.report, passed=ctx.passed, files=ctx.files)
 
 
 def _check_options(opts: DeployOptions) -> None:
@@ -574,4 +661,4 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold
     return {"summary": d.get("summary"), "layers": d.get("layers")}
 
 
-__all__ = ["DeployOptions", "DeployResult", "deploy", "STEPS", "EdgerepError"]
+__all__ = ["DeployOptions", "DeployResult", "DeployContext", "deploy", "STAGES", "STAGE_FUNCTIONS", "EdgerepError"]

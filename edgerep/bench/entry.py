@@ -19,24 +19,41 @@ def engine_entry(engine: Engine, x_bench: np.ndarray, *, eval_ds=None, eval_limi
                  scenario: ScenarioSettings | None = None) -> dict:
     """Measure ``engine`` (single-stream unless ``scenario`` says otherwise) and score it;
     ``drop_vs_unfolded`` is in top-1 points (or, without labels, 100 - top-1 agreement)."""
-    say = say or (lambda step, msg: None)
-    key = f"{engine.name}/{engine.precision}"
     entry: dict = {"name": engine.name, "precision": engine.precision, "device": engine.device,
                    "describe": engine.describe()}
-    say("bench", f"timing {key}")
-    settings = scenario or ScenarioSettings(min_seconds=seconds, warmup=warmup)
-    entry["latency"] = run_scenario(engine, x_bench, settings, batch=int(x_bench.shape[0]),
-                                    log_name=f"{engine.name}-{engine.precision}-b{x_bench.shape[0]}")
+    entry.update(engine_latency(engine, x_bench, base_p50=base_p50, warmup=warmup, seconds=seconds, say=say,
+                                scenario=scenario))
     if eval_ds is not None:
-        say("evaluate", f"evaluating {key}")
-        outs, _ = collect_outputs(engine, eval_ds.batches(64, limit=eval_limit))
-        acc = score(outs, labels, reference, user_metric, classifier)
-        entry["accuracy"] = acc.to_dict()
-        if acc.top1 is not None and ref_top1 is not None:
-            entry["drop_vs_unfolded"] = round(ref_top1 - acc.top1, 4)
-        elif acc.top1_agreement is not None:
-            entry["drop_vs_unfolded"] = round(100.0 - acc.top1_agreement, 4)
-    p50 = entry["latency"]["p50_ms"]
-    if base_p50 and p50:
-        entry["speedup_vs_unfolded"] = base_p50 / p50
+        entry.update(engine_accuracy(engine, eval_ds, eval_limit=eval_limit, labels=labels, reference=reference,
+                                     ref_top1=ref_top1, user_metric=user_metric, classifier=classifier, say=say))
     return entry
+
+
+def engine_latency(engine: Engine, x_bench: np.ndarray, *, base_p50: float | None = None, warmup: int = 10,
+                   seconds: float = 1.0, say: Callable[[str, str], None] | None = None,
+                   scenario: ScenarioSettings | None = None) -> dict:
+    """``{"latency": ..., "speedup_vs_unfolded": ...}`` of one engine on ``x_bench``."""
+    (say or (lambda step, msg: None))("bench", f"timing {engine.name}/{engine.precision}")
+    settings = scenario or ScenarioSettings(min_seconds=seconds, warmup=warmup)
+    out: dict = {"latency": run_scenario(engine, x_bench, settings, batch=int(x_bench.shape[0]),
+                                         log_name=f"{engine.name}-{engine.precision}-b{x_bench.shape[0]}")}
+    p50 = out["latency"]["p50_ms"]
+    if base_p50 and p50:
+        out["speedup_vs_unfolded"] = base_p50 / p50
+    return out
+
+
+def engine_accuracy(engine: Engine, eval_ds, *, eval_limit: int | None = None, labels: np.ndarray | None = None,
+                    reference: np.ndarray | None = None, ref_top1: float | None = None,
+                    user_metric: UserMetric | None = None, classifier: bool = True,
+                    say: Callable[[str, str], None] | None = None) -> dict:
+    """``{"accuracy": ..., "drop_vs_unfolded": ...}`` of one engine on the test set ``eval_ds``."""
+    (say or (lambda step, msg: None))("evaluate", f"evaluating {engine.name}/{engine.precision}")
+    outs, _ = collect_outputs(engine, eval_ds.batches(64, limit=eval_limit))
+    acc = score(outs, labels, reference, user_metric, classifier)
+    out: dict = {"accuracy": acc.to_dict()}
+    if acc.top1 is not None and ref_top1 is not None:
+        out["drop_vs_unfolded"] = round(ref_top1 - acc.top1, 4)
+    elif acc.top1_agreement is not None:
+        out["drop_vs_unfolded"] = round(100.0 - acc.top1_agreement, 4)
+    return out
