@@ -5,13 +5,9 @@ Heavy modules (torch) are imported on first use so the CLI starts fast.
 """
 from __future__ import annotations
 
-import os
-
-# Thread discipline (edgerep.bench.threads): torch's OpenMP workers sleep at barriers instead of
-# spinning, so they never burn the cores another engine (or another process) is timed on. Read when
-# torch loads libgomp, so it only takes effect if edgerep is imported first; a value you set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# Thread discipline lives in edgerep.bench.threads (each engine timed only once every pool has parked).
+# OMP_WAIT_POLICY is left as the user set it: forcing PASSIVE made the unfolded torch baseline of the
+# digits demo 7x slower on a quiet host (0.56 -> 4.09 ms p50), which would flatter every speed-up.
 from edgerep.errors import (  # noqa: E402
     CheckpointError,
     DataError,
