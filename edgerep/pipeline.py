@@ -514,7 +514,8 @@ def _run_stage(ctx: DeployContext, name: str, fn: Callable[[DeployContext], str]
         return
     ctx.timings[name] = time.perf_counter()
     ctx.say(name, _STAGE_START[name])
-    fn(ctx)
+    done = fn(ctx)
+    ctx.say(name, f"{done} ({time.perf_counter() - ctx.timings[name]:.1f} s)")
 
 
 def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
