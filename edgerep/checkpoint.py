@@ -151,12 +151,13 @@ def apply_preprocessing(meta: CheckpointMeta, overrides: Mapping[str, Any] | Non
             d[k] = vals
         else:
             d[k] = v
-    if "mean" not in given or "std" not in given:  # only part stated: the rest must not stay a guess
-        if not preprocessing_known(meta):
-            missing = [k for k in ("mean", "std") if k not in given]
-            raise CheckpointError(f"{where}: the checkpoint carries no preprocessing; --{' and --'.join(missing)} "
-                                  "must be given too")
-    d["extra"] = {**meta.extra, "preprocessing_source": source}
+    if not preprocessing_known(meta) and ("mean" not in given or "std" not in given):
+        # only part stated over a guess: applied, but still not known (a recipe may complete it; data
+        # that needs preprocessing is refused until mean and std are both stated)
+        d["extra"] = {**meta.extra, "preprocessing_source": "default", "preprocessing_partial": sorted(given)}
+    else:
+        d["extra"] = {k: v for k, v in meta.extra.items() if k != "preprocessing_partial"}
+        d["extra"]["preprocessing_source"] = source
     return CheckpointMeta.from_dict(d, where)
 
 

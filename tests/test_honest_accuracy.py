@@ -111,3 +111,22 @@ def test_bare_gate_applies_deploys_defaults(user_bundle, tmp_path):
     assert main(["gate", str(tmp_path / "worse.json"), "--max-drop", "1.0"]) == 0
     (tmp_path / "gate.toml").write_text("[gate]\nmax_drop = 1.0\n")
     assert main(["gate", str(tmp_path / "worse.json"), "--config", str(tmp_path / "gate.toml")]) == 0
+
+
+def test_a_recipe_states_preprocessing_and_flags_win_over_it(user_sd, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[calibration]\ndata = 'digits'\nsamples = 64\n[preprocessing]\nmean = 0\nstd = 1\n")
+    out = tmp_path / "b"
+    assert main(["deploy", str(user_sd), *USER, "--calib-recipe", str(recipe), "--out", str(out), *FAST]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["preprocessing"]["source"] == "recipe" and r["baseline"]["accuracy"]["top1"] > 90
+    assert main(["deploy", str(user_sd), *USER, "--calib-recipe", str(recipe), "--std", "2", "--out", str(out),
+                 "--force", *FAST]) in (0, 1)
+    r = json.loads((out / "report.json").read_text())
+    assert r["preprocessing"]["source"] == "flags+recipe" and r["preprocessing"]["std"] == [2.0]
+
+
+def test_half_stated_preprocessing_is_still_refused_naming_what_was_given(user_sd, tmp_path, capsys):
+    rc = main(["deploy", str(user_sd), *USER, "--data", "digits", "--mean", "0", "--out", str(tmp_path / "b"), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "only --mean given" in err and "--std" in err

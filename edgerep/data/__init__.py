@@ -64,6 +64,8 @@ def _require_preprocessing(meta: Any, what: str) -> None:
     from edgerep.checkpoint import PREPROCESSING_FLAGS, preprocessing_known
 
     if meta is not None and not preprocessing_known(meta):
-        raise DataError(f"data {what}: the checkpoint carries no preprocessing, and edgerep will not guess it",
+        partial = getattr(meta, "extra", {}).get("preprocessing_partial")
+        said = f" (only {', '.join('--' + k.replace('_', '-') for k in partial)} given)" if partial else ""
+        raise DataError(f"data {what}: the checkpoint carries no preprocessing{said}, and edgerep will not guess it",
                         hint=f"pass {PREPROCESSING_FLAGS} as the model was trained, e.g. --mean 0 --std 1 for "
                              "inputs in [0, 1], or --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet")
