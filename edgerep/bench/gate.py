@@ -249,20 +249,26 @@ def _noise(lat: dict) -> str | None:
     return (lat.get("noise_reason") or "noisy") if lat.get("noisy") else None
 
 
-def junit_xml(result: GateResult, suite: str = "edgerep.gate") -> str:
-    """JUnit XML: one testcase per check, a <failure> per failed one (CI systems render these)."""
-    fails = len(result.failures)
+def junit_suite(suite: str, cases: list[tuple[str, str, str | None, str]]) -> str:
+    """A JUnit XML test suite; each case is (classname, name, failure message or None, text)."""
+    fails = sum(1 for _, _, failure, _ in cases if failure is not None)
     out = ['<?xml version="1.0" encoding="utf-8"?>',
-           f'<testsuite name={quoteattr(suite)} tests="{len(result.checks)}" failures="{fails}" errors="0">']
-    for c in result.checks:
-        out.append(f'  <testcase classname={quoteattr(suite + "." + c.engine)} name={quoteattr(c.name)}>')
-        if not c.passed:
-            out.append(f'    <failure message={quoteattr(c.message)}>{escape(c.message)}</failure>')
+           f'<testsuite name={quoteattr(suite)} tests="{len(cases)}" failures="{fails}" errors="0">']
+    for classname, name, failure, text in cases:
+        out.append(f'  <testcase classname={quoteattr(classname)} name={quoteattr(name)}>')
+        if failure is not None:
+            out.append(f'    <failure message={quoteattr(failure)}>{escape(text)}</failure>')
         else:
-            out.append(f'    <system-out>{escape(c.message)}</system-out>')
+            out.append(f'    <system-out>{escape(text)}</system-out>')
         out.append("  </testcase>")
     out.append("</testsuite>")
     return "\n".join(out) + "\n"
+
+
+def junit_xml(result: GateResult, suite: str = "edgerep.gate") -> str:
+    """JUnit XML: one testcase per check, a <failure> per failed one (CI systems render these)."""
+    return junit_suite(suite, [(f"{suite}.{c.engine}", c.name, None if c.passed else c.message, c.message)
+                               for c in result.checks])
 
 
 def markdown_summary(result: GateResult, report: dict | None = None) -> str:

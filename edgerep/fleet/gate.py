@@ -3,9 +3,8 @@ without a node; JUnit XML with one test case per target x engine."""
 from __future__ import annotations
 
 from dataclasses import replace
-from xml.sax.saxutils import escape, quoteattr
 
-from edgerep.bench.gate import GateCheck, GateResult, GateThresholds, evaluate_gate
+from edgerep.bench.gate import GateCheck, GateResult, GateThresholds, evaluate_gate, junit_suite
 
 _ACCURACY = dict(max_drop=None, min_top1=None, min_cosine=None, min_sqnr_db=None, min_agreement=None,
                  max_accuracy_regression=None)
@@ -60,18 +59,10 @@ def junit_xml(report: dict, result: GateResult, suite: str = "edgerep.fleet") ->
     groups: dict[str, list[GateCheck]] = {}
     for c in result.checks:
         groups.setdefault(c.engine.split("@", 1)[0], []).append(c)
-    fails = sum(1 for cs in groups.values() if not all(c.passed for c in cs))
-    out = ['<?xml version="1.0" encoding="utf-8"?>',
-           f'<testsuite name={quoteattr(suite)} tests="{len(groups)}" failures="{fails}" errors="0">']
+    cases = []
     for case, cs in groups.items():
         target, _, engine = case.partition(":")
-        out.append(f'  <testcase classname={quoteattr(suite + "." + (target or case))} name={quoteattr(engine or case)}>')
         bad = [c.message for c in cs if not c.passed]
-        if bad:
-            msg = "; ".join(bad)
-            out.append(f'    <failure message={quoteattr(msg[:500])}>{escape(chr(10).join(bad))}</failure>')
-        else:
-            out.append(f'    <system-out>{escape(chr(10).join(c.message for c in cs))}</system-out>')
-        out.append("  </testcase>")
-    out.append("</testsuite>")
-    return "\n".join(out) + "\n"
+        cases.append((f"{suite}.{target or case}", engine or case, "; ".join(bad)[:500] if bad else None,
+                      chr(10).join(bad or [c.message for c in cs])))
+    return junit_suite(suite, cases)
