@@ -60,6 +60,12 @@ def test_a_recipe_that_calibrates_on_the_test_split_is_refused_naming_the_recipe
     with pytest.raises(DataError, match="calibration set would read the test split of digits") as e:
         resolve_data(opts, meta, resolve_calibration(opts, meta))
     assert "test.toml" in e.value.one_line()
+    # the same recipe with another test set: no shared split, no shared sample, still test samples
+    np.savez(tmp_path / "other.npz", x=_images(30)[0], y=_images(30)[1])
+    opts = DeployOptions(checkpoint=DEMO, calib_recipe=str(_recipe(tmp_path, "test")),
+                         eval_data=str(tmp_path / "other.npz"))
+    with pytest.raises(DataError, match="calibration set would read the test split of digits"):
+        resolve_data(opts, meta, resolve_calibration(opts, meta))
     # allowed: the overlap is counted and the report says the figures are optimistic
     opts = DeployOptions(checkpoint=DEMO, calib_recipe=str(_recipe(tmp_path, "test")), allow_overlap=True)
     s = resolve_data(opts, meta, resolve_calibration(opts, meta))
@@ -180,3 +186,172 @@ def test_quantize_reads_a_train_test_npz(tmp_path):
     assert rc in (0, 1)
     q = json.loads((tmp_path / "q" / "quantize.json").read_text())
     assert q["reference"]["role"] == "selection" and q["reference"]["samples"] == 24
+
+
+# ---- 4. --calib-method auto is chosen on the selection set ---------------------------------------------------
+
+def test_auto_range_method_is_judged_on_the_selection_set_not_the_calibration_data(tmp_path):
+    """The errors auto compares are the ones recomputed on the selection inputs, not on calibration's."""
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+    from edgerep.quant.calibrate import ArrayDataset, calibrate_many
+    from edgerep.quant.pipeline import AUTO_METHODS, quantize_model
+    from edgerep.quant.policy import TENSORRT
+    from edgerep.quant.qdq import write_qdq
+    from test_quant_helpers import digits_splits, export_folded, trained_digits
+
+    fp32 = export_folded(trained_digits(), tmp_path / "m.onnx")
+    calib = ArrayDataset(*digits_splits()["calib"])
+    x_sel = digits_splits()["test"][0][:96] * 2.5  # inputs the calibration data never showed: ranges matter
+    select = ArrayDataset(x_sel, digits_splits()["test"][1][:96])
+    res = quantize_model(fp32, calib, select, tmp_path / "out", targets=("tensorrt",), method="auto",
+                         cache_dir=tmp_path / "cache", calib_samples=64, equalize=False, bias_correction=False)
+    assert res.calibration["auto_judged_on"] == "selection"
+
+    cals = calibrate_many(fp32, calib, AUTO_METHODS, limit=64, cache_dir=tmp_path / "cache")  # the cached ranges
+
+    def errors(x):
+        ref = OrtEngine(fp32).run(x).astype(np.float64)
+        out = {}
+        for m, c in cals.items():
+            write_qdq(fp32, tmp_path / f"{m}.onnx", c, TENSORRT)
+            y = OrtEngine(tmp_path / f"{m}.onnx", optimization="disable").run(x)
+            out[m] = float(np.mean((y - ref) ** 2) / np.mean(ref ** 2))
+        return out
+
+    on_selection, on_calibration = errors(x_sel), errors(calib.x[:64])
+    assert any(abs(on_selection[m] - on_calibration[m]) > 0.5 * on_selection[m] for m in AUTO_METHODS)
+    for m in AUTO_METHODS:
+        assert res.calibration["auto_logit_error"][m] == pytest.approx(on_selection[m], rel=1e-3)
+    assert res.calibration["method"] == min(on_selection, key=on_selection.get)
+
+
+# ---- 5. --eval-data is the test set in every command ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def undeclared_demo(tmp_path_factory):
+    """The demo checkpoint without a data set of its own (so --data decides)."""
+    from edgerep.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(DEMO)
+    ck = tmp_path_factory.mktemp("ck") / "m.pt"
+    save_checkpoint(ck, loaded.model, loaded.meta.__class__.from_dict({**loaded.meta.to_dict(), "dataset": None}))
+    return ck
+
+
+def test_quantize_eval_data_is_the_test_set_never_the_selection_set(tmp_path, undeclared_demo, capsys):
+    x, y = _images(60)
+    np.savez(tmp_path / "a.npz", x=x, y=y)
+    xt, yt = _images(30, seed=5)
+    np.savez(tmp_path / "t.npz", x=xt, y=yt)
+    q = ["quantize", str(undeclared_demo), "--data", str(tmp_path / "a.npz"), "--targets", "cpu", "--calib-samples",
+         "16", "--method", "minmax", "--max-drop", "-1", "--json"]
+    assert main([*q, "--eval-data", str(tmp_path / "t.npz"), "-o", str(tmp_path / "q")]) in (0, 1)
+    ref = json.loads((tmp_path / "q" / "quantize.json").read_text())["reference"]
+    # choices on a part of --data (the test set is held out of it: calibration and selection only)
+    assert ref["role"] == "selection" and "t.npz" not in ref["data"] and ref["samples"] == 30
+    capsys.readouterr()
+    np.savez(tmp_path / "a_again.npz", x=x[:12], y=y[:12])  # a test set sharing samples with --data's parts
+    assert main([*q, "--eval-data", str(tmp_path / "a_again.npz"), "-o", str(tmp_path / "q2")]) == 2
+    assert "share" in capsys.readouterr().err
+    from edgerep.commands import quantize
+
+    import argparse
+    p = argparse.ArgumentParser()
+    quantize.add_arguments(p)
+    helps = {a.dest: a.help for a in p._actions}
+    assert "test set" in helps["eval_data"] and "selection set" in helps["val_data"]
+
+
+# ---- 6. role isolation: the test split cannot be read before evaluate -----------------------------------------
+
+class EarlyTestRead(AssertionError):
+    """The test set was read before the evaluate stage."""
+
+
+class GuardedSplit:
+    """One role's data set behind a guard: every read is logged by role, and while ``closed`` any read
+    of the data (batches, rows, labels) raises ``EarlyTestRead``. Size and names stay readable."""
+
+    def __init__(self, inner, role: str, log: list, closed: bool = False):
+        self.inner, self.role, self.log, self.closed = inner, role, log, closed
+        for k in ("name", "has_labels", "class_names", "pre", "note"):
+            setattr(self, k, getattr(inner, k, None))
+
+    def _use(self, what: str) -> None:
+        if self.closed:
+            raise EarlyTestRead(f"the {self.role} set was read ({what}) before evaluate")
+        self.log.append(self.role)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def batches(self, batch_size, limit=None):
+        self._use("batches")
+        yield from self.inner.batches(batch_size, limit)
+
+    def _read(self, start, stop):
+        self._use("_read")
+        return self.inner._read(start, stop)
+
+    def _read_rows(self, rows):
+        self._use("_read_rows")
+        return self.inner._read_rows(rows)
+
+    def labels(self):
+        self._use("labels")
+        return self.inner.labels()
+
+    def sample_ids(self):
+        return self.inner.sample_ids()
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+
+def test_the_guard_raises_on_an_early_read_of_the_test_split():
+    from edgerep.data import open_dataset
+
+    g = GuardedSplit(open_dataset("digits", split="test"), "test", [], closed=True)
+    with pytest.raises(EarlyTestRead):
+        next(g.batches(4))
+    g.closed = False
+    assert next(g.batches(4))[0].shape[0] == 4
+
+
+def test_fold_check_and_quantize_read_calibration_and_selection_only_and_evaluate_reads_test(tmp_path):
+    """Deploy's stages up to evaluate run with the test split guarded; fold verification reads real
+    selection inputs, the check's sensitivity reads the selection set, and only evaluate reads test."""
+    from edgerep.pipeline import (DeployContext, stage_build, stage_check, stage_evaluate, stage_export, stage_fold,
+                                  stage_load, stage_quantize)
+
+    opts = DeployOptions(checkpoint=DEMO, calib_samples=32, eval_samples=48, cache_dir=str(tmp_path / "cache"))
+    ctx = DeployContext(opts=opts, say=lambda step, msg: None, out=tmp_path / "never")
+    stage_load(ctx)
+    log: list[str] = []
+    sets = ctx.splits.sets
+    for r in ROLES:
+        sets[r] = GuardedSplit(sets[r], r, log, closed=(r == "test"))
+    ctx.tmp = tmp_path / "bundle"
+    ctx.tmp.mkdir()
+
+    stage_fold(ctx)
+    assert log == ["selection"]  # the fold's real-data verification: selection inputs
+    sel = next(ctx.splits.selection.inner.batches(16, limit=16))[0]
+    assert np.array_equal(ctx.real_x, sel)
+
+    del log[:]
+    stage_check(ctx)
+    assert "selection" in log and set(log) <= {"calibration", "selection"}  # sensitivity on the selection set
+    assert ctx.report["check"]["layers"]
+
+    del log[:]
+    stage_export(ctx)
+    stage_quantize(ctx)
+    assert set(log) == {"calibration", "selection"}
+    assert ctx.report["quantization"]["reference"]["role"] == "selection"
+
+    stage_build(ctx)
+    sets["test"].closed = False  # evaluate is the first stage allowed to read it
+    del log[:]
+    stage_evaluate(ctx)
+    assert log and set(log) == {"test"} and ctx.report["baseline"]["accuracy"]["top1"] > 90
