@@ -84,11 +84,11 @@ if ! "${PIP[@]}" "${CPU_FROM[@]}" -c "$PIN" "torchvision==$TV"; then
 elif ! TV_ERR=$(.venv/bin/python -c "import torchvision" 2>&1); then
   TV_GOT=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('torchvision'))")
   .venv/bin/python -m pip uninstall -q -y torchvision >/dev/null
-  READY+=("timm/torchvision NOT INSTALLED: torchvision $TV_GOT does not import beside torch $TORCH_DIST"
-          "($(echo "$TV_ERR" | tail -n 1)), so it was uninstalled ($TIMM_SKIPS)")
+  READY+=("timm/torchvision NOT INSTALLED: torchvision $TV_GOT does not import beside torch $TORCH_DIST\
+ ($(echo "$TV_ERR" | tail -n 1)), so it was uninstalled ($TIMM_SKIPS)")
 elif "${PIP[@]}" -c "$PIN" -e ".[timm]" && TM_ERR=$(.venv/bin/python -c "import timm" 2>&1); then
-  READY+=("timm $(.venv/bin/python -c "import timm; print(timm.__version__)") and torchvision"
-          "$(.venv/bin/python -c "import torchvision; print(torchvision.__version__)") import")
+  READY+=("timm $(.venv/bin/python -c "import timm; print(timm.__version__)") and torchvision\
+ $(.venv/bin/python -c "import torchvision; print(torchvision.__version__)") import")
 else
   READY+=("timm NOT USABLE: $(echo "${TM_ERR:-pip could not install it}" | tail -n 1) ($TIMM_SKIPS)")
 fi

@@ -1,9 +1,13 @@
 """A one-machine trial fleet on loopback: a head and N device nodes started with `edgerep fleet up|join
 --block`, each in its own process group, stopped by process id (never `ray stop`, which would stop
-every Ray node of the machine). Used by the tests and benchmarks/fleet_overhead.py."""
+every Ray node of the machine). Used by the tests and benchmarks/fleet_overhead.py.
+
+Its Ray configuration is its own: a private HOME and a private token (Ray's token authentication on),
+so neither the user's ``~/.ray`` nor their ``RAY_AUTH_*`` variables reach it."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,9 +35,17 @@ class LocalFleet:
         self.targets = list(targets)
         self.num_cpus = num_cpus
         self.object_store_mb = object_store_mb
-        self.env = {**os.environ, **(env or {})}
         # Ray's socket paths must stay short (AF_UNIX limit): a short private folder under /tmp
         self.temp_dir = tempfile.mkdtemp(prefix="erf-", dir="/tmp")
+        self.home = Path(self.temp_dir) / "home"
+        self.home.mkdir()
+        self.token_file = Path(self.temp_dir) / "auth_token"
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        self.auth = {"HOME": str(self.home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file)}
+        self.env = {k: v for k, v in {**os.environ, **(env or {}), **self.auth}.items() if k != "RAY_AUTH_TOKEN"}
+        self._saved_env: dict[str, str | None] = {}
         self.log_dir = Path(log_dir or self.temp_dir)
         self.port = free_port()
         self.address = f"{LOOPBACK_IP}:{self.port}"
@@ -67,8 +79,16 @@ class LocalFleet:
         return self._spawn(name, ["fleet", "join", "--address", self.address, "--target", target,
                                   "--num-cpus", str(self.num_cpus), *self.common()])
 
+    def use_here(self) -> None:
+        """Make this process (the CI side) speak to this fleet: its token, Ray's token mode; undone by stop()."""
+        for k in (*self.auth, "RAY_AUTH_TOKEN"):
+            self._saved_env.setdefault(k, os.environ.get(k))
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+        os.environ.update({k: v for k, v in self.auth.items() if k != "HOME"})
+
     def start(self, timeout: float = 90.0) -> "LocalFleet":
         """Head and every node; returns when the cluster lists them all alive."""
+        self.use_here()
         self.start_head()
         for i, t in enumerate(self.targets):  # one at a time: Ray gives a node 30 s to register, a busy machine
             self.join(f"node{i}", t)          # starting several at once can miss that
@@ -125,6 +145,11 @@ class LocalFleet:
                     self.procs[name].wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     pass
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def worker_pids(self, name: str, task: str = "run_job") -> list[int]:
