@@ -143,3 +143,25 @@ def test_explicit_auth_mode_is_respected(home, monkeypatch) -> None:
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert use_token(create=True) == "token authentication off (RAY_AUTH_MODE=disabled)"
     assert not (home / ".ray").exists()
+
+
+# ----------------------------------------------------------------------------------------------- node side
+def _shard(x: np.ndarray, start: int = 0, stop: int | None = None) -> bytes:
+    n = len(x)
+    return wire.encode({"index": 0, "start": start, "stop": n if stop is None else stop, "x": x,
+                        "y": np.zeros(n, np.int64), "ref": np.zeros((n, 10), np.float32)})
+
+
+@pytest.mark.parametrize("x,stop,needle", [
+    (np.zeros((2, 3, 8, 8), np.float32), None, "$.x: shape [2, 3, 8, 8], expected [None, 1, 8, 8]"),
+    (np.zeros((2, 1, 8, 8), np.float64), None, "$.x: dtype <f8, expected <f4"),
+    (np.zeros((2, 1, 8, 8), np.float32), 3, "shard 0: 3 rows named, arrays of other lengths"),
+])
+def test_node_refuses_a_shard_other_than_the_spec_says(x, stop, needle) -> None:
+    """The node decodes what it is sent against the model's input shape before any engine is built."""
+    from edgerep.fleet.node import run_job_data
+
+    spec = wire.encode({"target": "x86-cpu", "fp32": "m.onnx", "input_shape": [1, 8, 8],
+                        "x_bench": np.zeros((1, 1, 8, 8), np.float32)})
+    out = wire.decode(run_job_data(wire.encode({"m.onnx": b"onnx"}), spec, _shard(x, stop=stop)))
+    assert out == {"error": f"WireError: {needle}"}

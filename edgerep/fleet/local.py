@@ -31,8 +31,10 @@ class LocalFleet:
     """Head + one node per entry of ``targets``, all on 127.0.0.1, with a private Ray temp folder."""
 
     def __init__(self, targets: list[str], *, num_cpus: int = 1, object_store_mb: int = 100,
-                 env: dict[str, str] | None = None, log_dir: str | os.PathLike[str] | None = None):
+                 env: dict[str, str] | None = None, log_dir: str | os.PathLike[str] | None = None,
+                 node_ips: list[str] | None = None):
         self.targets = list(targets)
+        self.node_ips = list(node_ips or [LOOPBACK_IP] * len(self.targets))  # each a loopback name
         self.num_cpus = num_cpus
         self.object_store_mb = object_store_mb
         # Ray's socket paths must stay short (AF_UNIX limit): a short private folder under /tmp
@@ -58,9 +60,9 @@ class LocalFleet:
         self.procs[name] = p
         return p
 
-    def common(self) -> list[str]:
+    def common(self, node_ip: str = LOOPBACK_IP) -> list[str]:
         """The `fleet up` / `fleet join` flags every node of this trial shares: loopback, small store, --block."""
-        return ["--node-ip-address", LOOPBACK_IP, "--object-store-mb", str(self.object_store_mb),
+        return ["--node-ip-address", node_ip, "--object-store-mb", str(self.object_store_mb),
                 "--temp-dir", self.temp_dir, "--block"]
 
     def start_head(self, timeout: float = 60.0) -> None:
@@ -74,10 +76,10 @@ class LocalFleet:
                 raise RuntimeError(f"Ray head did not start: see {self.log_dir / 'head.log'}")
             time.sleep(0.3)
 
-    def join(self, name: str, target: str) -> subprocess.Popen:
+    def join(self, name: str, target: str, node_ip: str = LOOPBACK_IP) -> subprocess.Popen:
         """Start a node for ``target`` via `edgerep fleet join --block` (returns at once)."""
         return self._spawn(name, ["fleet", "join", "--address", self.address, "--target", target,
-                                  "--num-cpus", str(self.num_cpus), *self.common()])
+                                  "--num-cpus", str(self.num_cpus), *self.common(node_ip)])
 
     def use_here(self) -> None:
         """Make this process (the CI side) speak to this fleet: its token, Ray's token mode; undone by stop()."""
@@ -91,7 +93,7 @@ class LocalFleet:
         self.use_here()
         self.start_head()
         for i, t in enumerate(self.targets):  # one at a time: Ray gives a node 30 s to register, a busy machine
-            self.join(f"node{i}", t)          # starting several at once can miss that
+            self.join(f"node{i}", t, self.node_ips[i])  # starting several at once can miss that
             self.wait_nodes(i + 1, timeout)
         return self
 
