@@ -163,8 +163,10 @@ def test_cluster_needs_its_token_and_ignores_a_stale_home_token(fleet, tmp_path)
     assert len([n for n in json.loads(ok.stdout) if n["targets"]]) == 2
     wrong = _cli("fleet", "status", "--address", fleet.address, "--json", timeout=90,
                  env={"HOME": str(stale), "RAY_AUTH_TOKEN_PATH": ""})  # the stale token only
-    assert wrong.returncode != 0 and "x86-cpu" not in wrong.stdout
-    assert "auth" in wrong.stderr.lower(), wrong.stderr[-2000:]
+    assert wrong.returncode == 2 and "x86-cpu" not in wrong.stdout, wrong.stderr[-2000:]
+    line = wrong.stderr.strip().splitlines()[-1]
+    assert f"--address {fleet.address}: the Ray head answers but refused this client" in line, line
+    assert "InvalidAuthToken" in wrong.stderr and "--token-file" in line, wrong.stderr[-2000:]
 
 
 def _crafted_result(path: str):

@@ -91,8 +91,14 @@ def connect(address: str, timeout: float = 5.0) -> Any:
     if not reachable(host, port, timeout):
         raise EdgerepError(f"--address {address}: no Ray head answers there",
                            hint="start one with `edgerep fleet up` or `ray start --head`, and check the port")
-    ray.init(address=f"{host}:{port}", logging_level="ERROR", log_to_driver=False, namespace="edgerep",
-             configure_logging=True)
+    try:
+        ray.init(address=f"{host}:{port}", logging_level="ERROR", log_to_driver=False, namespace="edgerep",
+                 configure_logging=True)
+    except ConnectionError as e:  # the port answered (checked above): Ray's GCS refused this client
+        raise EdgerepError(f"--address {address}: the Ray head answers but refused this client ({e}); a missing "
+                           "or wrong token is the usual cause (Ray logs 'InvalidAuthToken' above)",
+                           hint="pass the head's token with --token-file (or RAY_AUTH_TOKEN); "
+                                "RAY_AUTH_MODE=disabled only for a cluster without authentication") from None
     return ray
 
 
