@@ -24,10 +24,17 @@ fi
 # five times, with back-off, for every package it resolves.
 CPU_FROM=()
 if .venv/bin/python - "$CPU_INDEX/torch/" <<'PYEOF' 2>/dev/null
+import os
+import ssl
 import sys
+import urllib.error
 import urllib.request
 
-urllib.request.urlopen(sys.argv[1], timeout=5).close()
+try:  # any HTTP answer means the index is there; no answer in 5 s means it is not
+    ctx = ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
+    urllib.request.urlopen(sys.argv[1], timeout=5, context=ctx).close()
+except urllib.error.HTTPError:
+    pass
 PYEOF
 then
   CPU_FROM=(--index-url "$CPU_INDEX" --extra-index-url "$DEFAULT_INDEX")
