@@ -2,6 +2,8 @@
 
 One module-scoped cluster serves every test (started and stopped by process id; never `ray stop`).
 The node-killing test runs last. Ray comes from the `edgerep[fleet]` extra (scripts/setup.sh).
+The cluster has its own HOME and Ray token (token authentication on): nothing in the user's ``~/.ray``
+or ``RAY_AUTH_*`` variables reaches it. node1 joins as ``localhost``, node0 as ``127.0.0.1``.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def fleet(tmp_path_factory):
     """Head + two `x86-cpu` nodes on 127.0.0.1, stopped by process group at the end whatever happens."""
     cache = tmp_path_factory.mktemp("node-cache")  # the nodes' plan folders, not the user's ~/.cache
     f = LocalFleet(["x86-cpu", "x86-cpu"], env={**ENV, "EDGEREP_CACHE_DIR": str(cache)},
-                   log_dir=tmp_path_factory.mktemp("ray-logs"))
+                   log_dir=tmp_path_factory.mktemp("ray-logs"), node_ips=["127.0.0.1", "localhost"])
     f.cache = cache
     try:
         f.start(timeout=120)
@@ -55,9 +57,9 @@ def fleet(tmp_path_factory):
         f.stop()
 
 
-def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgerep", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **ENV})
+                          timeout=timeout, env={**os.environ, **ENV, **(env or {})})
 
 
 def _local(bundle: Path, onnx_file: str, precision: str) -> tuple[float, int]:
@@ -90,6 +92,111 @@ def test_nodes_listen_on_loopback_only(fleet):
     assert addrs == {"127.0.0.1"}
 
 
+def _tree(pids: list[int]) -> set[int]:
+    """``pids`` and every process descended from them (read from /proc)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = set(), list(pids)
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo += [c for c, pp in parent.items() if pp == p]
+    return out
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every TCP socket in LISTEN state that one of ``pids`` holds (/proc/net/tcp{,6})."""
+    import ipaddress
+
+    inode_pid = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inode_pid[link[8:-1]] = pid
+        except OSError:
+            continue
+    out = []
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in inode_pid:  # 0A: LISTEN
+                continue
+            hexaddr, hexport = f[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))  # each 32-bit word is host order
+            out.append((str(ipaddress.ip_address(raw)), int(hexport, 16), inode_pid[f[9]]))
+    return out
+
+
+def test_nothing_listens_beyond_loopback(fleet):
+    """Every listening TCP socket of the head, both nodes (node1 joined as `localhost`) and their workers."""
+    import ipaddress
+
+    socks = _listening(_tree([p.pid for p in fleet.procs.values()]))
+    assert any(port == fleet.port for _, port, _ in socks), socks  # the GCS is among them: the reading is real
+    assert len({pid for *_, pid in socks}) >= 3, socks
+    def loopback(a: str) -> bool:
+        ip = ipaddress.ip_address(a)
+        return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+    outward = [s for s in socks if not loopback(s[0])]
+    assert outward == [], f"listening beyond loopback: {outward}"
+
+
+def test_cluster_needs_its_token_and_ignores_a_stale_home_token(fleet, tmp_path):
+    """Token authentication is on; a `~/.ray/auth_token` left in the user's home by other Ray use is not read
+    by the fleet's nodes (their own HOME) and does not stop a client that is given the cluster's token."""
+    stale = tmp_path / "home"
+    (stale / ".ray").mkdir(parents=True)
+    (stale / ".ray" / "auth_token").write_text("0" * 64)
+    ok = _cli("fleet", "status", "--address", fleet.address, "--json", "--token-file", str(fleet.token_file),
+              env={"HOME": str(stale), "RAY_AUTH_TOKEN_PATH": ""})
+    assert ok.returncode == 0, ok.stderr
+    assert len([n for n in json.loads(ok.stdout) if n["targets"]]) == 2
+    wrong = _cli("fleet", "status", "--address", fleet.address, "--json", timeout=90,
+                 env={"HOME": str(stale), "RAY_AUTH_TOKEN_PATH": ""})  # the stale token only
+    assert wrong.returncode == 2 and "x86-cpu" not in wrong.stdout, wrong.stderr[-2000:]
+    line = wrong.stderr.strip().splitlines()[-1]
+    assert f"--address {fleet.address}: the Ray head answers but refused this client" in line, line
+    assert "InvalidAuthToken" in wrong.stderr and "--token-file" in line, wrong.stderr[-2000:]
+
+
+def _crafted_result(path: str):
+    """What a compromised node could return: an object whose unpickling runs code (here: makes a folder)."""
+
+    class Crafted:
+        def __reduce__(self):
+            return (os.mkdir, (path,))
+
+    return Crafted()
+
+
+def test_a_pickled_result_from_a_node_is_refused_not_run(fleet, tmp_path):
+    from edgerep.fleet import resource_name, wire
+
+    ray_mod = cluster.connect(fleet.address)
+    marker = tmp_path / "ran-on-the-ci-side"
+    ray_mod.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes cannot import this module
+    try:
+        ref = ray_mod.remote(_crafted_result).options(num_cpus=0, max_retries=0,
+                                                      resources={resource_name("x86-cpu"): 1}).remote(str(marker))
+        ready, _ = ray_mod.wait([ref], timeout=60)
+        assert ready
+        with pytest.raises(wire.RemoteFailure, match="returned no data"):
+            wire.read(ray_mod, ref)
+    finally:
+        ray_mod.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert not marker.exists(), "the node's pickle ran on the CI side"
+
+
 def test_join_refuses_a_tensorrt_profile_this_host_cannot_run(fleet):
     r = _cli("fleet", "join", "--address", fleet.address, "--target", "dgpu", "--temp-dir", fleet.temp_dir)
     assert r.returncode == 2, r.stderr
@@ -104,16 +211,18 @@ def test_status_lists_nodes_targets_versions_busy(fleet):
     r = _cli("fleet", "status", "--address", fleet.address, "--json")
     assert r.returncode == 0, r.stderr
     nodes = json.loads(r.stdout)
+    import importlib.metadata
+
     import edgerep
     import onnxruntime
-    import torch
 
     devices = [n for n in nodes if n["targets"]]
     assert len(devices) == 2 and len(nodes) == 3  # the head advertises no target
     for n in devices:
         assert n["alive"] and n["targets"] == ["x86-cpu"] and n["busy"] == []
         v = n["versions"]
-        assert v["edgerep"] == edgerep.__version__ and v["torch"] == torch.__version__
+        # the distribution's version, as pip pins it (torch.__version__ may add a local label: 2.13.0+cu130)
+        assert v["edgerep"] == edgerep.__version__ and v["torch"] == importlib.metadata.version("torch")
         assert v["onnxruntime"] == onnxruntime.__version__ and v["tensorrt"] is None and v["int8_isa"]
     assert len({n["node_id"] for n in devices}) == 2
 

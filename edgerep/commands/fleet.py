@@ -16,7 +16,10 @@ cluster as a node that advertises its target profile; `fleet deploy` ships a bun
 the device that runs them), times them, scores them on the test split, and merges one report and
 one gate on the CI side: a row per node x engine, a JUnit test case per target x engine.
 
-Ray has no authentication by default: keep the cluster on a private network (docs/fleet.md, "Trust model").
+Ray's token authentication is on: `up` makes a token (~/.ray/auth_token, mode 0600) and says where;
+copy it to each device and pass --token-file (or set RAY_AUTH_TOKEN). RAY_AUTH_MODE=disabled turns it
+off. Results come back as data only, never unpickled; still keep the cluster on a private network,
+with TLS where it crosses one you do not own (docs/fleet.md, "Trust model").
 
   up       start the head (plain `ray start --head`; no jobs run on it). Run it where CI runs.
   join     check with `doctor` that this device fits the profile, then join as a node for it
@@ -25,7 +28,7 @@ Ray has no authentication by default: keep the cluster on a private network (doc
 
 examples:
   edgerep fleet up --port 6379                                   # on the CI runner
-  edgerep fleet join --address ci-runner:6379 --target jetson-orin-nano --block   # on each Jetson
+  edgerep fleet join --address ci-runner:6379 --target jetson-orin-nano --token-file auth_token --block
   edgerep fleet status --address ci-runner:6379
   edgerep fleet deploy engines/out/model --address ci-runner:6379 --targets jetson-orin-nano,x86-cpu
   edgerep fleet deploy bundle/ --address ci-runner:6379 --shard --retries 1 --timeout 900 --junit gate.xml
@@ -74,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     st.add_argument("--address", required=True, help="the head's HOST:PORT")
     st.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each node's versions")
     st.add_argument("--json", action="store_true", help="print JSON")
+    _token_arg(st)
 
     dp = sub.add_parser("deploy", help="build, time, score and gate a bundle on every node of each target",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,6 +109,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dp.add_argument("--config", type=Path, help="gate.toml with a [gate] table (flags win)")
     dp.add_argument("--junit", type=Path, help="also write the JUnit XML here")
     dp.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    _token_arg(dp)
+
+
+def _token_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token-file", help="file holding the cluster's Ray token (default: RAY_AUTH_TOKEN, "
+                                        "RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token; RAY_AUTH_MODE=disabled: none)")
 
 
 def _node_args(p: argparse.ArgumentParser) -> None:
@@ -112,6 +122,7 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--object-store-mb", type=int, help="Ray object store size in MiB (default: Ray's)")
     p.add_argument("--temp-dir", help="Ray's temporary folder (default: Ray's)")
     p.add_argument("--block", action="store_true", help="stay in the foreground; Ctrl-C stops the node")
+    _token_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,7 +140,11 @@ def _start(argv: list[str], block: bool) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from edgerep.fleet.auth import use_token
     from edgerep.fleet.cluster import ray_start_argv
+
+    print(f"edgerep fleet up: {use_token(create=True, token_file=args.token_file)}; devices join with that "
+          "token (--token-file)", file=sys.stderr, flush=True)
 
     return _start(ray_start_argv(head=True, port=args.port, node_ip=args.node_ip_address,
                                  object_store_mb=args.object_store_mb, temp_dir=args.temp_dir, block=args.block),
@@ -151,13 +166,19 @@ def _join(args: argparse.Namespace) -> int:
     print(f"edgerep fleet join: this device fits {profile.name}", file=sys.stderr)
     if args.check_only:
         return 0
+    from edgerep.fleet.auth import use_token
+
+    print(f"edgerep fleet join: {use_token(create=False, token_file=args.token_file)}", file=sys.stderr, flush=True)
     return _start(ray_start_argv(head=False, address=args.address, target=profile.name, node_ip=args.node_ip_address,
                                  num_cpus=args.num_cpus, object_store_mb=args.object_store_mb,
                                  temp_dir=args.temp_dir, block=args.block), args.block)
 
 
 def _status(args: argparse.Namespace) -> int:
+    from edgerep.fleet.auth import use_token
     from edgerep.fleet.cluster import status
+
+    use_token(create=False, token_file=args.token_file)
 
     nodes = status(args.address, timeout=args.timeout)
     if args.json:
@@ -183,7 +204,10 @@ def _status(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     from edgerep.bench.gate import GateThresholds
+    from edgerep.fleet.auth import use_token
     from edgerep.fleet.deploy import FleetOptions, fleet_deploy
+
+    use_token(create=False, token_file=args.token_file)
 
     th = GateThresholds.from_toml(args.config) if args.config else GateThresholds()
     th = th.merged(max_drop=args.max_drop, max_latency_ms=args.max_latency_ms)

@@ -1,7 +1,8 @@
 """The Ray side of the fleet: connect to a cluster, the `ray start` command lines for a head or a
 device node, and which nodes advertise which targets (with their versions and whether they are busy).
 
-Ray has no authentication of its own: the cluster belongs on a private network (docs/fleet.md).
+Token authentication is on unless ``RAY_AUTH_MODE`` says otherwise (``edgerep.fleet.auth``); the
+cluster still belongs on a private network (docs/fleet.md, "Trust model").
 """
 from __future__ import annotations
 
@@ -37,14 +38,26 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 def keep_loopback() -> None:
-    """Make Ray keep a loopback address it was given instead of swapping in the machine's outward address."""
+    """Make Ray keep a loopback address it was given instead of swapping in the machine's outward address.
+
+    Patches Ray's private ``ray._private.services.resolve_ip_for_localhost``; ``EdgerepError`` when this
+    Ray has no such function (its loopback handling changed): a node asked to stay on loopback is then
+    not started at all, rather than risk listening on the network.
+    """
     import ray._private.services as services
 
     original = getattr(services, "resolve_ip_for_localhost", None)
-    if original is None or getattr(original, "_edgerep_keeps_loopback", False):
-        return  # a Ray without the substitution (or already patched): nothing to undo
+    if original is None:
+        raise EdgerepError("this Ray has no ray._private.services.resolve_ip_for_localhost: edgerep cannot keep a "
+                           "loopback node on loopback, so it does not start one",
+                           hint="use the Ray release edgerep was tested with (pip install 'edgerep[fleet]'), "
+                                "or a private-network address instead of a loopback one")
+    if getattr(original, "_edgerep_keeps_loopback", False):
+        return
 
     def resolve(host: str) -> str:
+        if host == "localhost":
+            return "127.0.0.1"
         return host if host in ("127.0.0.1", "::1") else original(host)
 
     resolve._edgerep_keeps_loopback = True  # type: ignore[attr-defined]
@@ -64,6 +77,9 @@ def connect(address: str, timeout: float = 5.0) -> Any:
     """Connect this process to the Ray cluster whose head is at ``address`` (idempotent); returns ``ray``."""
     ray = require_ray()
     host, port = parse_address(address)
+    from edgerep.fleet.auth import use_token
+
+    use_token(create=False)  # before ray.init: this process speaks to the cluster with its token
     if host in LOOPBACK:
         keep_loopback()
     if ray.is_initialized():
@@ -75,8 +91,14 @@ def connect(address: str, timeout: float = 5.0) -> Any:
     if not reachable(host, port, timeout):
         raise EdgerepError(f"--address {address}: no Ray head answers there",
                            hint="start one with `edgerep fleet up` or `ray start --head`, and check the port")
-    ray.init(address=f"{host}:{port}", logging_level="ERROR", log_to_driver=False, namespace="edgerep",
-             configure_logging=True)
+    try:
+        ray.init(address=f"{host}:{port}", logging_level="ERROR", log_to_driver=False, namespace="edgerep",
+                 configure_logging=True)
+    except ConnectionError as e:  # the port answered (checked above): Ray's GCS refused this client
+        raise EdgerepError(f"--address {address}: the Ray head answers but refused this client ({e}); a missing "
+                           "or wrong token is the usual cause (Ray logs 'InvalidAuthToken' above)",
+                           hint="pass the head's token with --token-file (or RAY_AUTH_TOKEN); "
+                                "RAY_AUTH_MODE=disabled only for a cluster without authentication") from None
     return ray
 
 
@@ -105,7 +127,8 @@ def ray_start_argv(*, head: bool, address: str | None = None, port: int | None =
 
 
 def node_env() -> dict[str, str]:
-    """The environment a node starts with: this one, so its workers import the same edgerep."""
+    """The environment a node starts with: this one (so its workers import the same edgerep), with Ray's
+    token authentication settings (``edgerep.fleet.auth.use_token`` sets them here first)."""
     return dict(os.environ)
 
 
@@ -160,10 +183,11 @@ def on_node(node_id: str) -> Any:
 def status(address: str, timeout: float = 30.0) -> list[NodeInfo]:
     """Alive and dead nodes, with each alive node's versions (asked on the node itself, within ``timeout``)."""
     ray = connect(address)
-    from edgerep.fleet.node import probe
+    from edgerep.fleet import wire
+    from edgerep.fleet.node import probe_data
 
     nodes = list_nodes(ray)
-    remote = ray.remote(probe)
+    remote = ray.remote(probe_data)
     refs = {n.node_id: remote.options(num_cpus=0, max_retries=0, scheduling_strategy=on_node(n.node_id)).remote()
             for n in nodes if n.alive}
     deadline = time.monotonic() + timeout
@@ -172,7 +196,7 @@ def status(address: str, timeout: float = 30.0) -> list[NodeInfo]:
         if ref is None:
             continue
         try:
-            n.versions = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+            n.versions = wire.read(ray, ref, timeout=max(0.1, deadline - time.monotonic()))  # data, never a pickle
         except Exception as e:  # a node that does not answer is reported, not waited for
             ray.cancel(ref, force=True)
             n.versions = {"error": f"no answer ({type(e).__name__})"}

@@ -69,7 +69,7 @@ def default_out(bundle: Path) -> Path:
 def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetResult:
     """Run the fleet deploy; the output folder appears whole (atomically), partial results included."""
     from edgerep.bundle import atomic_bundle, check_output_path
-    from edgerep.fleet import cluster
+    from edgerep.fleet import cluster, wire
     from edgerep.fleet.payload import load_reference, make_shards, payload, read_bundle, test_set
 
     say = progress or (lambda _m: None)
@@ -114,27 +114,29 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
             shards_meta.append({"index": s["index"], "start": s["start"], "stop": s["stop"],
                                 "classes": int(s["ref"].shape[1]) if s["ref"].ndim == 2 else None,
                                 "reference": shard_counts(s["ref"], s["y"], None)})
-            shard_refs.append(ray.put(s))
+            y = None if s["y"] is None else np.asarray(s["y"], np.int64)
+            shard_refs.append(ray.put(wire.encode({**s, "y": y})))  # data only, to the node too
     if x_bench is None:
         x_bench = np.random.default_rng(0).standard_normal((opts.batch, *ref.meta.input_shape)).astype(np.float32)
     marks["reference_and_shards"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    files_ref = ray.put(payload(bundle))
+    files_ref = ray.put(wire.encode(payload(bundle)))
     job_spec = {"fp32": bundle.fp32, "int8": dict(bundle.int8), "session_config": bundle.session_config,
-                "bench": {"enabled": True, "seconds": opts.bench_seconds, "warmup": opts.warmup}, "x_bench": x_bench}
+                "bench": {"enabled": True, "seconds": opts.bench_seconds, "warmup": opts.warmup}, "x_bench": x_bench,
+                "input_shape": list(ref.meta.input_shape)}
     marks["ship"] = time.perf_counter() - t
 
     # ---- submit, wait with a deadline per target, retry lost work once if asked ------------------
-    from edgerep.fleet.node import run_job
+    from edgerep.fleet.node import run_job_data
 
-    remote = ray.remote(run_job)
+    remote = ray.remote(run_job_data)
 
     def submit(job: _Job) -> _Job:
         spec_j = {**job_spec, "target": job.target, "bench": {**job_spec["bench"], "enabled": job.bench}}
         job.ref = remote.options(num_cpus=0, max_retries=0, resources={resource_name(job.target): 1},
                                  scheduling_strategy=cluster.on_node(job.node.node_id)).remote(
-            files_ref, spec_j, *[shard_refs[i] for i in job.shards])
+            files_ref, wire.encode(spec_j), *[shard_refs[i] for i in job.shards])
         job.submitted = time.perf_counter()
         return job
 
@@ -167,7 +169,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
             j = next(j for j in pending if j.ref == r)
             pending.remove(j)
             try:
-                res = ray.get(r)
+                res = wire.read(ray, r)  # data only: a node's result is never unpickled here
                 res["timings_s"]["ci_wall"] = round(time.perf_counter() - j.submitted, 3)
                 done.append((j, res))
                 say(f"{j.target} on {j.node.label}: done")

@@ -1,8 +1,12 @@
 """What runs on a fleet device: a version probe, and one job that builds a target's engines from the
 shipped ONNX files, times them and scores them on the shards it was given.
 
-Plain functions: the CI side wraps them with ``ray.remote``, so Ray refers to them by module name and
-each node runs its own installed edgerep. Inputs are bytes, numpy arrays and plain dicts.
+Plain functions: the CI side wraps ``probe_data`` and ``run_job_data`` with ``ray.remote``, so Ray
+refers to them by module name and each node runs its own installed edgerep. Their arguments and
+results are ``bytes`` in the fleet's data-only format (``edgerep.fleet.wire``: JSON, raw bytes and
+numeric arrays of a checked dtype and shape), which Ray passes as raw data: the CI side reads a
+result without unpickling anything a node sent. (Ray itself still pickles the remote function's
+reference and its call; the node trusts the CI side that sent them, not the other way round.)
 """
 from __future__ import annotations
 
@@ -38,6 +42,13 @@ def probe() -> dict[str, Any]:
             "jetpack": jetson.get("jetpack") if jetson else None, "ray": _dist_version("ray"),
             "hostname": socket.gethostname(), "cpu": isa.get("model"), "arch": isa.get("arch"),
             "int8_isa": isa.get("int8_dot")}
+
+
+def probe_data() -> bytes:
+    """:func:`probe`, as the fleet's data-only bytes (what ``fleet status`` asks a node)."""
+    from edgerep.fleet import wire
+
+    return wire.as_result(probe)
 
 
 def _node_id() -> str:
@@ -163,3 +174,25 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, An
                 "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_job_data(files: bytes, spec: bytes, *shards: bytes) -> bytes:
+    """:func:`run_job` over the data-only format: the shipped files, the spec and each shard are
+    decoded here (each shard's arrays checked against the spec's input shape), and the result (or the
+    reason there is none) goes back encoded."""
+    from edgerep.fleet import wire
+
+    def job() -> dict[str, Any]:
+        received = wire.decode(files)
+        s = wire.decode(spec, {"$.x_bench": ("<f4", None)})
+        x_shape = [None, *s["input_shape"]] if s.get("input_shape") else None
+        parts = []
+        for blob in shards:
+            part = wire.decode(blob, {"$.x": ("<f4", x_shape), "$.y": ("<i8", [None]), "$.ref": ("<f4", None)})
+            n = int(part["stop"]) - int(part["start"])
+            if len(part["x"]) != n or len(part["ref"]) not in (0, n) or (part["y"] is not None and len(part["y"]) != n):
+                raise wire.WireError(f"shard {part.get('index')}: {n} rows named, arrays of other lengths")
+            parts.append(part)
+        return run_job(received, s, *parts)
+
+    return wire.as_result(job)

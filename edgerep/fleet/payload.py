@@ -2,7 +2,9 @@
 test split as shards of preprocessed arrays with the unfolded model's outputs beside them.
 
 Never the checkpoint: the folded and unfolded torch models stay on the CI side, where the reference
-is measured once. Nothing a node receives is loaded with ``torch.load`` or ``pickle``.
+is measured once. Files, settings and shards travel in the fleet's data-only format
+(``edgerep.fleet.wire``); Ray still pickles the task call itself, so a node trusts the CI side that
+sends work, while the CI side reads a node's result as data only, never unpickled.
 """
 from __future__ import annotations
 

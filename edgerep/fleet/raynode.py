@@ -10,14 +10,36 @@ from __future__ import annotations
 import sys
 
 
+def loopback_asked(args: list[str]) -> bool:
+    """True when ``ray start`` is told a loopback node or head address (``--node-ip-address`` / ``--address``)."""
+    from edgerep.fleet.cluster import LOOPBACK
+
+    for i, a in enumerate(args):
+        flag, eq, value = a.partition("=")
+        if flag in ("--node-ip-address", "--address"):
+            value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            host = value.rpartition(":")[0] if flag == "--address" else value
+            if host.strip("[]") in LOOPBACK:
+                return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run Ray's CLI with ``argv`` (e.g. ``["start", "--head", ...]``); returns its exit code."""
+    """Run Ray's CLI with ``argv`` (e.g. ``["start", "--head", ...]``); returns its exit code (2 when a
+    loopback node cannot be kept on loopback)."""
+    from edgerep.errors import EdgerepError
     from edgerep.fleet.cluster import keep_loopback
 
-    keep_loopback()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if loopback_asked(args):
+        try:
+            keep_loopback()
+        except EdgerepError as e:
+            print(f"edgerep fleet: error: {e}" + (f" ({e.hint})" if e.hint else ""), file=sys.stderr)
+            return 2
     from ray.scripts.scripts import main as ray_main
 
-    sys.argv = ["ray", *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = ["ray", *args]
     try:
         ray_main()
     except SystemExit as e:

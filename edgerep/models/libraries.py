@@ -1,70 +1,43 @@
 """Import the model libraries users already hold (timm, torchvision), or say why not.
 
-A torchvision wheel built against another torch (PyPI's x86_64 torchvision is a CUDA build;
-beside a CPU torch its native ``_C`` library cannot load) fails at import with "operator
-torchvision::nms does not exist": its fake-tensor registrations assume the native ops exist.
-Its model definitions are pure Python and do not need them, so when the native library did
-not load, the two missing operator schemas are declared (no kernel: calling ``nms`` still
-fails, with torch's "no kernel" error) and the import is retried. A torchvision whose native
-library loaded is never touched.
+A torchvision wheel built for another torch (PyPI's x86-64 torchvision is a CUDA build; beside a
+CPU torch its native library cannot load) fails at import with "operator torchvision::nms does not
+exist". edgerep does not paper over that (declaring the missing operators would change torch's
+global operator registry for the user's own code too): it says which torchvision and which torch
+disagree, and how to get a matching pair.
 """
 from __future__ import annotations
 
 import importlib
-import re
-import sys
 from types import ModuleType
 
 import torch
-
-#: the schemas torchvision's own C++ library declares for the ops its Python import registers
-#: fake kernels for unconditionally (torchvision/csrc/ops/nms.cpp, quantized/qnms)
-_TORCHVISION_SCHEMAS = {
-    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-}
-_MISSING_OP = re.compile(r"operator torchvision::(\w+) does not exist")
-_declared: list[torch.library.Library] = []  # kept alive: a Library's definitions die with it
 
 
 class LibraryUnavailable(ImportError):
     """The library is not installed, or cannot be imported here (the message says why)."""
 
 
-def _purge(prefix: str) -> None:
-    for name in [n for n in sys.modules if n == prefix or n.startswith(prefix + ".")]:
-        del sys.modules[name]
-
-
-def _declare(op: str) -> None:
-    if not _declared:
-        _declared.append(torch.library.Library("torchvision", "FRAGMENT"))
-    _declared[0].define(_TORCHVISION_SCHEMAS[op])
-
-
 def import_torchvision() -> ModuleType:
-    """``torchvision``, importable even where its native ops do not match this torch."""
-    for _ in range(len(_TORCHVISION_SCHEMAS) + 1):
-        try:
-            return importlib.import_module("torchvision")
-        except ModuleNotFoundError as e:
-            raise LibraryUnavailable(f"torchvision is not installed ({e}); pip install 'edgerep[timm]'") from None
-        except RuntimeError as e:
-            m = _MISSING_OP.search(str(e))
-            if not m or m.group(1) not in _TORCHVISION_SCHEMAS:
-                raise LibraryUnavailable(f"torchvision {_version('torchvision')} does not import beside torch "
-                                         f"{torch.__version__}: {e}") from None
-            _purge("torchvision")
-            _declare(m.group(1))
-    raise LibraryUnavailable(f"torchvision does not import beside torch {torch.__version__}")
+    """``torchvision``, or ``LibraryUnavailable`` naming the mismatch when it does not import beside this torch."""
+    try:
+        return importlib.import_module("torchvision")
+    except ModuleNotFoundError as e:
+        raise LibraryUnavailable(f"torchvision is not installed ({e}); pip install 'edgerep[timm]'") from None
+    except (RuntimeError, ImportError, OSError) as e:
+        raise LibraryUnavailable(
+            f"torchvision {_version('torchvision')} does not import beside torch {_version('torch')} "
+            f"({torch.version.cuda and 'CUDA ' + torch.version.cuda or 'CPU'} build): {str(e).splitlines()[0]}; "
+            "install the torchvision built for this torch (scripts/setup.sh says which it tried)") from None
 
 
 def import_timm() -> ModuleType:
-    """``timm`` (it imports torchvision, so that goes through ``import_torchvision`` first)."""
+    """``timm`` (it imports torchvision: a torchvision that does not import is named as the reason)."""
     try:
         import_torchvision()
-    except LibraryUnavailable:
-        pass  # older timm releases import without torchvision; let timm's own import decide
+    except LibraryUnavailable as e:
+        if "is not installed" not in str(e):
+            raise LibraryUnavailable(f"timm cannot be imported: {e}") from None
     try:
         return importlib.import_module("timm")
     except ImportError as e:
