@@ -159,3 +159,27 @@ def test_a_baseline_named_before_and_after_one_vocabulary_still_matches():
 
     (d,) = _engines(rep("torch-cpu"), rep("torch-cpu-unfolded"), 0.05)
     assert d.presence == "both" and d.key == "torch-cpu/fp32 unfolded"
+
+
+def test_a_noisy_pair_cannot_fail_a_latency_limit(demo_bundle, tmp_path, capsys):
+    """Issue 20.13: two runs of the same weights, both marked noisy: +61.3% against a ±55% band was
+    "slower" and exit 1; it is "too noisy to judge" and passes. A quiet pair with the same change fails."""
+    base = _copy(demo_bundle, tmp_path / "base")
+    new = _copy(demo_bundle, tmp_path / "new")
+
+    def run(p50, noisy):
+        return lambda r: _int8(r)["latency"].update(p50_ms=p50, p90_ms=p50 * 1.55, noisy=noisy,
+                                                    noise_reason="CV 0.62 > 0.5" if noisy else None)
+    _edit(base, run(1.0, True))
+    _edit(new, run(1.613, True))
+    assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 0
+    out = capsys.readouterr().out
+    row = next(l for l in out.splitlines() if l.startswith("| `onnxruntime-cpu/int8`"))
+    assert "+61.3%, too noisy to judge" in row
+    assert "but too noisy to judge (base run noisy (CV 0.62 > 0.5); new run noisy (CV 0.62 > 0.5))" in out
+    _edit(new, run(1.613, False))  # one noisy run is enough: its median is not a measurement to fail on
+    assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 0
+    capsys.readouterr()
+    _edit(base, run(1.0, False))  # a quiet pair: the same +61.3% is beyond the ±55% band and fails
+    assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 1
+    assert "and beyond noise" in capsys.readouterr().out
