@@ -176,10 +176,31 @@ def test_a_noisy_pair_cannot_fail_a_latency_limit(demo_bundle, tmp_path, capsys)
     out = capsys.readouterr().out
     row = next(l for l in out.splitlines() if l.startswith("| `onnxruntime-cpu/int8`"))
     assert "+61.3%, too noisy to judge" in row
-    assert "but too noisy to judge (base run noisy (CV 0.62 > 0.5); new run noisy (CV 0.62 > 0.5))" in out
+    assert "Not judged (1): too noisy" in out
+    assert "⚠️ onnxruntime-cpu/int8: p50" in out and ("but too noisy to judge (base run noisy (CV 0.62 > 0.5); "
+                                                     "new run noisy (CV 0.62 > 0.5))") in out
     _edit(new, run(1.613, False))  # one noisy run is enough: its median is not a measurement to fail on
     assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 0
     capsys.readouterr()
     _edit(base, run(1.0, False))  # a quiet pair: the same +61.3% is beyond the ±55% band and fails
     assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 1
     assert "and beyond noise" in capsys.readouterr().out
+
+
+def test_noisy_pair_verdict_without_a_bundle():
+    """The same judgement on bare reports: a noisy run makes the pair "too noisy", which no limit can fail."""
+    from edgerep.report.diff import Side, apply_thresholds
+
+    def rep(p50: float, noisy: bool) -> dict:
+        lat = {"p50_ms": p50, "p90_ms": p50 * 1.55, "noisy": noisy, "noise_reason": "CV 0.62 > 0.5" if noisy else None}
+        return {"model": {"name": "m"}, "engines": [{"name": "onnxruntime-cpu", "precision": "int8", "latency": lat}]}
+
+    d = apply_thresholds(diff_reports(Side(rep(1.0, True)), Side(rep(1.613, True))), max_latency_regression_pct=10)
+    (e,) = d.engines
+    assert e.latency == "too noisy" and round(e.latency_pct, 1) == 61.3 and round(e.noise_pct) == 55
+    assert d.passed and d.checks[0].unjudged and "too noisy to judge" in d.checks[0].message
+    from edgerep.report.diff_page import to_html
+
+    assert "NOT JUDGED: onnxruntime-cpu/int8" in to_html(d)
+    d = apply_thresholds(diff_reports(Side(rep(1.0, False)), Side(rep(1.613, False))), max_latency_regression_pct=10)
+    assert d.engines[0].latency == "slower" and not d.passed

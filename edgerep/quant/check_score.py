@@ -101,7 +101,9 @@ def score_check(check: dict, quantization: dict, engines: list[dict] | None = No
     if missed:
         scored += f"; it missed {len(missed)} measured sensitive layer(s): {', '.join(missed)}"
     scored += "."
-    return {"headline": headline, "scored": scored, "layers": len(names), "flagged": flagged,
+    final = next((c for c in reversed(q.get("candidates") or []) if c.get("policy") == pol.get("name")), {})
+    held = bool(final.get("accepted")) and not q.get("int8_failure") if pol else None
+    return {"headline": headline, "scored": scored, "budget_held": held, "layers": len(names), "flagged": flagged,
             "advised_float": advised, "sensitive": sensitive, "flagged_sensitive": flagged_sensitive,
             "missed": missed, "unmapped_float_nodes": unmapped,
             "advised_float_needed": [n for n in advised if n in kept]}

@@ -81,6 +81,7 @@ class DiffCheck:
     threshold: float
     passed: bool
     message: str
+    unjudged: bool = False  # a latency pair too noisy to judge: passed, but not a verdict
 
 
 @dataclass
@@ -349,5 +350,6 @@ def apply_thresholds(d: ReportDiff, *, max_accuracy_regression: float | None = N
             d.checks.append(DiffCheck(
                 "max_latency_regression_pct", e.key, e.latency_pct, max_latency_regression_pct, ok,
                 f"{e.key}: p50 {fmt.ms(e.p50_base)} → {fmt.ms(e.p50_new)} ms ({e.latency_pct:+.1f}%, limit "
-                f"+{max_latency_regression_pct:g}%, noise band ±{e.noise_pct:.0f}%){why}"))
+                f"+{max_latency_regression_pct:g}%, noise band ±{e.noise_pct:.0f}%){why}",
+                unjudged=e.latency == "too noisy"))
     return d

@@ -68,6 +68,10 @@ def to_markdown(d: ReportDiff) -> str:
         else:
             lines += ["", f"**Thresholds failed** ({len(d.failures)} of {len(d.checks)}; {limits})", ""]
             lines += [f"- ❌ {c.message}" for c in d.failures]
+        unjudged = [c for c in d.checks if c.unjudged]
+        if unjudged:  # passed only because the pair could not be judged: say so, never a silent pass
+            lines += ["", f"Not judged ({len(unjudged)}): too noisy to pass or fail; rerun on a quiet machine.", ""]
+            lines += [f"- ⚠️ {c.message}" for c in unjudged]
 
     def block(title: str, items: list[str]) -> None:
         if not items:
