@@ -180,3 +180,19 @@ def test_one_flipped_image_of_72_does_not_reject_the_policy_or_keep_layers_in_fl
     assert c.accepted and "1 of 72 flipped to wrong, 0 to right" in c.reason
     assert res.excluded_nodes == [] and res.cpu_policy.name == "u8s8-w7"
     assert "1.39 points" in res.reference["resolution_note"]
+
+
+def test_two_policies_faster_than_the_simplest_are_ranked_against_each_other_not_on_raw_medians():
+    from edgerep.bench.ranking import rank_times
+
+    rng = np.random.default_rng(0)
+
+    def rounds(level: float) -> list[list[float]]:
+        return [list(level * (1 + 0.02 * rng.standard_normal(5))) for _ in range(8)]
+
+    base = rounds(1.0)
+    r = rank_times({"u8s8": base, "s8s8": rounds(0.80), "u8s8-w7": rounds(0.79)}, ["u8s8", "s8s8", "u8s8-w7"])
+    assert r.latency_ms["u8s8-w7"] < r.latency_ms["s8s8"]  # w7's raw median is lower ...
+    assert r.chosen == "s8s8" and "within the noise, so the simpler s8s8 stays" in r.reason  # ... inside the noise
+    r = rank_times({"u8s8": base, "s8s8": rounds(0.80), "u8s8-w7": rounds(0.60)}, ["u8s8", "s8s8", "u8s8-w7"])
+    assert r.chosen == "u8s8-w7" and "u8s8-w7 is faster than s8s8 beyond the noise" in r.reason
