@@ -76,3 +76,7 @@ def test_deploy_report_check_page_and_console_lead_with_the_measurement(demo_bun
     print_engine_table(r)
     out = " ".join(capsys.readouterr().out.split())
     assert f"INT8 check vs measurement: {m['headline']}" in out
+    # issue 20.11 on the demo: one image of the 180-image selection set is 0.56 points > 0.5, and it is said
+    note = r["quantization"]["reference"]["resolution_note"]
+    assert "one image of the 180-image selection set is 0.56 points" in note
+    assert f"selection set: {note}" in out and note in md

@@ -466,7 +466,7 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
                 return judge.score(p, pol.session_config)
 
             say(f"mixed precision: measuring the sensitivity of {len(nodes)} layers under {pol.name}")
-            mp = mixed_precision(nodes, score, budget, start=Score(cand.drop, cand.error, cand.top1, cand.agreement))
+            mp = mixed_precision(nodes, score, budget, start=scores[pol.name])
             excluded = [e["node"] for e in mp.excluded]
             result.excluded_nodes = [e | {"target": "cpu", "precision": "fp32"} for e in mp.excluded]
             final_path = tmp / "cpu-mixed.onnx"

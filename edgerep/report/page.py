@@ -100,6 +100,9 @@ def _int8(report: dict, links: dict[str, str]) -> str:
     pol = q.get("cpu_policy") or {}
     if pol:
         out.append(f"<p>CPU policy <b>{esc(str(pol.get('name')))}</b>: {esc(str(pol.get('reason', '')))}</p>")
+    note = (q.get("reference") or {}).get("resolution_note")
+    if note:
+        out.append(f'<p class="muted">Selection set: {esc(note)}.</p>')
     cal = q.get("calibration") or {}
     if cal:
         cached = "reused from the cache" if cal.get("was_cached") else "computed"

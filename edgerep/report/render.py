@@ -39,6 +39,8 @@ def to_markdown(report: dict) -> str:
     if q.get("cpu_policy"):
         pol = q["cpu_policy"]
         lines.append(f"- CPU INT8 policy: `{pol.get('name')}` — {pol.get('reason', '')}")
+    if (q.get("reference") or {}).get("resolution_note"):
+        lines.append(f"- selection set: {q['reference']['resolution_note']}")
     lines.append("")
     rows = engine_rows(report)
     cols = [(k, h) for k, h in COLUMNS if k != "top1"]
