@@ -142,7 +142,8 @@ def test_a_latency_tie_goes_to_the_simplest_policy_and_says_why():
 def test_a_policy_really_more_accurate_wins_even_if_not_simplest():
     ref = np.ones(180, bool)
     many = np.where(np.arange(180) < 12, False, ref)  # 12 of 180 lost
-    scores = {"u8s8": _score(many, ref, 1e-3), "s8s8": _score(many, ref, 1e-3), "u8s8-w7": _score(ref.copy(), ref, 1e-4)}
+    scores = {"u8s8": _score(many, ref, 1e-3), "s8s8": _score(many, ref, 1e-3),
+              "u8s8-w7": _score(ref.copy(), ref, 1e-4)}
     rank = Ranking("u8s8", "tie", "tie", {})
     pick, why = fallback_choice(_cands({"u8s8": 1.0, "s8s8": 1.0, "u8s8-w7": 1.0}), scores, rank)
     assert pick == "u8s8-w7" and "most accurate, beyond the noise" in why

@@ -119,7 +119,8 @@ def rank_times(times: dict[str, list[list[float]]], allowed: list[str], *, min_g
         return Ranking(simplest, "simplest", f"{simplest} is the only candidate", latency, ratios)
     faster = [k for k, r in ratios.items() if r.high < 1.0 - min_gain]
     if faster:
-        best, why = faster[0], f"{faster[0]} is faster than the simpler {simplest} beyond the noise: {ratios[faster[0]]}"
+        best = faster[0]
+        why = f"{best} is faster than the simpler {simplest} beyond the noise: {ratios[best]}"
         for k in faster[1:]:
             r = paired_ratio(times[k], times[best], confidence)
             if r.high < 1.0 - min_gain:

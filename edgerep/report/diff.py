@@ -4,8 +4,9 @@ taken into account), INT8 verdicts per layer, layers kept in float, file hashes,
 Latency: a p50 change counts as real only when it is larger than the noise band of the pair, the
 larger of ``noise_floor_pct`` (default 5%) and each run's own spread, ``(p90 - p50) / p50`` (or its
 coefficient of variation when a run has no p90). In words: the new median must fall outside where
-the slower half of the other run's samples lay. A pair in which either run marked itself ``noisy`` is "too noisy" to judge: it cannot fail a latency
-limit (``edgerep.bench.noise.latency_change``, shared with the gate).
+the slower half of the other run's samples lay. A pair in which either run marked itself ``noisy``
+is "too noisy" to judge: it cannot fail a latency limit (``edgerep.bench.noise.latency_change``,
+shared with the gate).
 Views: ``edgerep.report.diff_md`` (Markdown) and ``edgerep.report.diff_page`` (HTML).
 """
 from __future__ import annotations
