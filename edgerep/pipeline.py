@@ -217,6 +217,7 @@ class DeployContext:
     files: dict[str, str] = field(default_factory=dict)
     fp32_onnx: Path | None = None
     qres: Any = None  # QuantizeResult
+    check_report: Any = None  # edgerep.quant.check.CheckReport (its page is re-rendered with the measurement)
     built: list = field(default_factory=list)  # BuiltEngine per profile engine
     ref_out: np.ndarray | None = None  # the unfolded model's outputs on the test set
     labels: np.ndarray | None = None
@@ -324,8 +325,8 @@ def stage_fold(ctx: DeployContext) -> str:
 
 def stage_check(ctx: DeployContext) -> str:
     """INT8 friendliness per layer, channel and branch of the fold that ships (page into the bundle)."""
-    ctx.report["check"] = _run_check(ctx.loaded.model, ctx.example, ctx.splits.calibration, ctx.splits.selection,
-                                     ctx.tmp, ctx.files, ctx.fold)
+    ctx.report["check"], ctx.check_report = _run_check(ctx.loaded.model, ctx.example, ctx.splits.calibration,
+                                                       ctx.splits.selection, ctx.tmp, ctx.files, ctx.fold)
     return "checked INT8 friendliness"
 
 
@@ -471,6 +472,7 @@ def stage_write(ctx: DeployContext) -> str:
     from edgerep.report.render import write_reports
 
     opts, tmp, files, splits = ctx.opts, ctx.tmp, ctx.files, ctx.splits
+    _check_against_measurement(ctx)
     ctx.report["timings_s"] = _durations(ctx.timings, ctx.t_start)
     splits.write(tmp / "splits.json")
     files["splits"] = "splits.json"
@@ -496,6 +498,22 @@ def stage_write(ctx: DeployContext) -> str:
     manifest["files"] = files
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return "wrote the bundle"
+
+
+def _check_against_measurement(ctx: DeployContext) -> None:
+    """The check's predictions scored against what this deploy measured; the check page leads with it."""
+    from edgerep.quant.check_score import score_check
+
+    check = ctx.report.get("check")
+    measured = score_check(check or {}, ctx.report.get("quantization") or {}, ctx.report.get("engines") or [])
+    if measured is None:
+        return
+    check["measured"] = measured
+    ctx.say("write", f"{measured['headline']} {measured['scored']}")
+    if ctx.check_report is not None and ctx.files.get("check_html"):
+        from edgerep.report.check_html import write_check_html
+
+        write_check_html(ctx.check_report, ctx.tmp / "check", report_link="../report.html", measured=measured)
 
 
 _MANIFEST_ROLES = (("calibration", "calibration"), ("selection", "selection"), ("evaluation", "test"))
@@ -645,7 +663,7 @@ def _cpu_session_config(qres) -> dict | None:
     return getattr(pol, "session_config", None) or (pol.get("session_config") if isinstance(pol, dict) else None)
 
 
-def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold=None) -> dict:
+def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold=None) -> tuple[dict, Any]:
     """The quantization-friendliness check of the fold that ships (``fold``); its HTML page goes into
     the bundle. Its sensitivity figures are measured on the selection set (never the calibration or
     the test set)."""
@@ -664,7 +682,7 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold
     page = write_check_html(rep, tmp / "check", report_link="../report.html")
     files["check_html"] = str(Path(page).relative_to(tmp))
     d = rep.to_dict()
-    return {"summary": d.get("summary"), "layers": d.get("layers")}
+    return {"summary": d.get("summary"), "layers": d.get("layers")}, rep
 
 
 __all__ = ["DeployOptions", "DeployResult", "DeployContext", "deploy", "STAGES", "STAGE_FUNCTIONS", "EdgerepError"]

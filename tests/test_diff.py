@@ -41,7 +41,7 @@ def _degrade(r):
     e["drop_vs_unfolded"] += 300.0 / n
     lat = e["latency"]
     lat["p50_ms"] *= 2.0
-    lat["p90_ms"] = lat["p50_ms"] * 1.02
+    lat.update(p90_ms=lat["p50_ms"] * 1.02, noisy=False, noise_reason=None)  # a quiet run, whatever this host did
     layer = r["check"]["layers"][0]
     layer["verdict"], layer["verdict_with_fixes"], layer["reasons"] = "bad", "warn", ["bad: per-tensor SQNR 12 dB"]
     r["quantization"]["excluded_nodes"] = [{"node": "/stage0/conv/Conv", "target": "cpu", "precision": "fp32",
@@ -61,7 +61,8 @@ def worse(demo_bundle, tmp_path):
     (new / "manifest.json").write_text(json.dumps(m))
     # baseline latency with a tight spread too, so a 2x p50 is a real change
     base = _copy(demo_bundle, tmp_path / "base")
-    _edit(base, lambda r: _int8(r)["latency"].update(p90_ms=_int8(r)["latency"]["p50_ms"] * 1.02))
+    _edit(base, lambda r: _int8(r)["latency"].update(p90_ms=_int8(r)["latency"]["p50_ms"] * 1.02, noisy=False,
+                                                    noise_reason=None))
     return base, new
 
 
@@ -110,6 +111,7 @@ def test_slowdown_within_noise_does_not_fail(demo_bundle, tmp_path, capsys):
             lat = _int8(r)["latency"]
             lat["p50_ms"] = 1.0 * factor
             lat["p90_ms"] = 1.3 * factor  # each run's own spread is 30%
+            lat["noisy"] = False  # and neither run marked itself noisy (a noisy pair is not judged at all)
         return f
     _edit(base, spread(1.0))
     _edit(new, spread(1.2))
@@ -119,8 +121,8 @@ def test_slowdown_within_noise_does_not_fail(demo_bundle, tmp_path, capsys):
     assert e["latency"] == "within noise" and round(e["latency_pct"]) == 20 and round(e["noise_pct"]) == 30
     assert d["passed"] is True and d["schema"] == "edgerep.diff/1"
     # the same 20% with quiet runs (5% floor, 2% spread) is a real slowdown and fails the gate
-    _edit(base, lambda r: _int8(r)["latency"].update(p50_ms=1.0, p90_ms=1.02))
-    _edit(new, lambda r: _int8(r)["latency"].update(p50_ms=1.2, p90_ms=1.22))
+    _edit(base, lambda r: _int8(r)["latency"].update(p50_ms=1.0, p90_ms=1.02, noisy=False))
+    _edit(new, lambda r: _int8(r)["latency"].update(p50_ms=1.2, p90_ms=1.22, noisy=False))
     assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 1
 
 
@@ -159,3 +161,49 @@ def test_a_baseline_named_before_and_after_one_vocabulary_still_matches():
 
     (d,) = _engines(rep("torch-cpu"), rep("torch-cpu-unfolded"), 0.05)
     assert d.presence == "both" and d.key == "torch-cpu/fp32 unfolded"
+
+
+def test_a_noisy_pair_cannot_fail_a_latency_limit(demo_bundle, tmp_path, capsys):
+    """Issue 20.13: two runs of the same weights, both marked noisy: +61.3% against a ±55% band was
+    "slower" and exit 1; it is "too noisy to judge" and passes. A quiet pair with the same change fails."""
+    base = _copy(demo_bundle, tmp_path / "base")
+    new = _copy(demo_bundle, tmp_path / "new")
+
+    def run(p50, noisy):
+        return lambda r: _int8(r)["latency"].update(p50_ms=p50, p90_ms=p50 * 1.55, noisy=noisy,
+                                                    noise_reason="CV 0.62 > 0.5" if noisy else None)
+    _edit(base, run(1.0, True))
+    _edit(new, run(1.613, True))
+    assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 0
+    out = capsys.readouterr().out
+    row = next(l for l in out.splitlines() if l.startswith("| `onnxruntime-cpu/int8`"))
+    assert "+61.3%, too noisy to judge" in row
+    assert "Not judged (" in out and "): too noisy to pass or fail" in out
+    assert "too noisy to judge" in out.splitlines()[0] and "**FAILED**" not in out
+    assert "⚠️ onnxruntime-cpu/int8: p50" in out and ("but too noisy to judge (base: CV 0.62 > 0.5; "
+                                                     "new: CV 0.62 > 0.5)") in out
+    _edit(new, run(1.613, False))  # one noisy run is enough: its median is not a measurement to fail on
+    assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 0
+    capsys.readouterr()
+    _edit(base, run(1.0, False))  # a quiet pair: the same +61.3% is beyond the ±55% band and fails
+    assert main(["diff", str(base), str(new), "--max-latency-regression-pct", "10"]) == 1
+    assert "and beyond noise" in capsys.readouterr().out
+
+
+def test_noisy_pair_verdict_without_a_bundle():
+    """The same judgement on bare reports: a noisy run makes the pair "too noisy", which no limit can fail."""
+    from edgerep.report.diff import Side, apply_thresholds
+
+    def rep(p50: float, noisy: bool) -> dict:
+        lat = {"p50_ms": p50, "p90_ms": p50 * 1.55, "noisy": noisy, "noise_reason": "CV 0.62 > 0.5" if noisy else None}
+        return {"model": {"name": "m"}, "engines": [{"name": "onnxruntime-cpu", "precision": "int8", "latency": lat}]}
+
+    d = apply_thresholds(diff_reports(Side(rep(1.0, True)), Side(rep(1.613, True))), max_latency_regression_pct=10)
+    (e,) = d.engines
+    assert e.latency == "too noisy" and round(e.latency_pct, 1) == 61.3 and round(e.noise_pct) == 55
+    assert d.passed and d.checks[0].unjudged and "too noisy to judge" in d.checks[0].message
+    from edgerep.report.diff_page import to_html
+
+    assert "NOT JUDGED: onnxruntime-cpu/int8" in to_html(d)
+    d = apply_thresholds(diff_reports(Side(rep(1.0, False)), Side(rep(1.613, False))), max_latency_regression_pct=10)
+    assert d.engines[0].latency == "slower" and not d.passed

@@ -139,3 +139,21 @@ def test_a_p99_that_was_not_measured_fails_and_says_why():
     rep["engines"][1]["latency"] = {"p50_ms": 1.0, "p99_ms": None, "queries": 200}
     (fail,) = [c for c in evaluate_gate(rep, GateThresholds(max_p99_ms=100, engines=["*/int8"])).failures]
     assert "too few queries for an early-stopping p99: 200" in fail.message
+
+
+def test_a_noisy_pair_cannot_fail_the_latency_regression_limit():
+    """Issue 20.13's sibling in the gate: the baseline comparison judges the pair as `diff` does."""
+    base, new = _report(p50=1.0), _report(p50=1.613)
+    for r, noisy in ((base, True), (new, True)):
+        r["engines"][1]["latency"] |= {"p90_ms": r["engines"][1]["latency"]["p50_ms"] * 1.55, "noisy": noisy,
+                                       "noise_reason": "CV 0.62 > 0.5"}
+    th = GateThresholds(max_latency_regression_pct=10, engines=["*/int8"])
+    (c,) = [c for c in evaluate_gate(new, th, baseline=base).checks if c.name == "max_latency_regression_pct"]
+    assert c.passed and c.noisy and "too noisy to judge" in c.message and "noise band ±55%" in c.message
+    for r in (base, new):
+        r["engines"][1]["latency"]["noisy"] = False
+    (c,) = [c for c in evaluate_gate(new, th, baseline=base).checks if c.name == "max_latency_regression_pct"]
+    assert not c.passed and "beyond noise" in c.message
+    new["engines"][1]["latency"]["p50_ms"] = 1.4  # +40% inside a quiet pair's ±55% band: within noise
+    (c,) = [c for c in evaluate_gate(new, th, baseline=base).checks if c.name == "max_latency_regression_pct"]
+    assert c.passed and "within noise" in c.message

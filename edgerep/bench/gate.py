@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from edgerep.bench.noise import latency_change
 from edgerep.errors import EdgerepError
 
 if sys.version_info >= (3, 11):
@@ -42,7 +43,7 @@ class GateThresholds:
     min_agreement: float | None = None  # top-1 agreement with the unfolded model (%)
     max_latency_ms: float | None = None  # p50 at the report's batch size
     max_p99_ms: float | None = None
-    max_latency_regression_pct: float | None = None  # p50 vs the same engine in the baseline report
+    max_latency_regression_pct: float | None = None  # p50 vs the same engine in the baseline, beyond the noise
     max_accuracy_regression: float | None = None  # top-1 points vs the same engine in the baseline
     max_fold_rel_error: float | None = 1e-4  # the fold must stay exact
     engines: list[str] = field(default_factory=lambda: ["*"])  # glob over "name/precision"
@@ -226,13 +227,19 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                 add("baseline_present", key, None, None, True, f"{key}: not in the baseline report; not compared")
                 continue
             if th.max_latency_regression_pct is not None:
-                b, v = (base.get("latency") or {}).get("p50_ms"), lat.get("p50_ms")
-                if b and v is not None:
-                    pct = 100.0 * (v - b) / b
-                    base_noise = _noise(base.get("latency") or {})
-                    add("max_latency_regression_pct", key, pct, th.max_latency_regression_pct,
-                        pct <= th.max_latency_regression_pct,
-                        f"{key}: p50 {v:.3f} ms vs baseline {b:.3f} ms ({pct:+.1f}%, limit +{th.max_latency_regression_pct:g}%)",
+                base_lat = base.get("latency") or {}
+                ch = latency_change(base_lat, lat)  # the same judgement as `edgerep diff`
+                if ch.pct is not None:
+                    limit = th.max_latency_regression_pct
+                    over = ch.pct > limit
+                    ok = not (over and ch.verdict == "slower")  # a noisy pair cannot fail: too noisy to judge
+                    why = "" if not over else (" and beyond noise" if not ok else
+                                               f" but too noisy to judge ({ch.why})" if ch.verdict == "too noisy"
+                                               else f" but {ch.verdict}")
+                    base_noise = _noise(base_lat)
+                    add("max_latency_regression_pct", key, ch.pct, limit, ok,
+                        f"{key}: p50 {lat['p50_ms']:.3f} ms vs baseline {base_lat['p50_ms']:.3f} ms ({ch.pct:+.1f}%, "
+                        f"limit +{limit:g}%, noise band ±{ch.band_pct:.0f}%){why}",
                         "; ".join(n for n in (noise, base_noise and f"baseline {base_noise}") if n) or None)
             if th.max_accuracy_regression is not None:
                 b, v = (base.get("accuracy") or {}).get("top1"), acc.get("top1")

@@ -101,19 +101,33 @@ def choose_within_noise(engines: dict[str, Engine], x: np.ndarray, *, among: lis
     """Time ``engines`` (simplest first) in interleaved rounds; choose among ``among`` (default all)
     the simplest unless another is faster beyond the noise (its whole CI below ``1 - min_gain``)."""
     times = interleaved_rounds(engines, x, **round_kw)
-    latency = {k: float(np.median(np.concatenate(v))) for k, v in times.items()}
     allowed = [k for k in engines if among is None or k in among]
+    return rank_times(times, allowed, min_gain=min_gain, confidence=confidence)
+
+
+def rank_times(times: dict[str, list[list[float]]], allowed: list[str], *, min_gain: float = MIN_GAIN,
+               confidence: float = CONFIDENCE) -> Ranking:
+    """The choice from interleaved per-round times (``allowed`` simplest first): the simplest unless
+    another is faster beyond the noise; among several faster ones, a later one displaces an earlier
+    (simpler) one only when it is itself faster than that one beyond the noise, never on raw medians."""
+    latency = {k: float(np.median(np.concatenate(v))) for k, v in times.items()}
     if not allowed:
         raise ValueError("choose_within_noise: no engine to choose from")
     simplest = allowed[0]
     ratios = {k: paired_ratio(times[k], times[simplest], confidence) for k in allowed[1:]}
     if not ratios:
         return Ranking(simplest, "simplest", f"{simplest} is the only candidate", latency, ratios)
-    faster = {k: r for k, r in ratios.items() if r.high < 1.0 - min_gain}
+    faster = [k for k, r in ratios.items() if r.high < 1.0 - min_gain]
     if faster:
-        best = min(faster, key=lambda k: faster[k].estimate)
-        return Ranking(best, "faster", f"{best} is faster than the simpler {simplest} beyond the noise: "
-                       f"{faster[best]} in interleaved rounds", latency, ratios)
+        best = faster[0]
+        why = f"{best} is faster than the simpler {simplest} beyond the noise: {ratios[best]}"
+        for k in faster[1:]:
+            r = paired_ratio(times[k], times[best], confidence)
+            if r.high < 1.0 - min_gain:
+                best, why = k, f"{k} is faster than {best} beyond the noise: {r} (and than {simplest}: {ratios[k]})"
+            else:
+                why += f"; {k} vs {best} {r} is within the noise, so the simpler {best} stays"
+        return Ranking(best, "faster", f"{why} in interleaved rounds", latency, ratios)
     shown = ", ".join(f"{k} {r}" for k, r in ratios.items())
     return Ranking(simplest, "tie", f"tie: {shown} vs {simplest} is within the measured noise (or slower); "
                    f"the simpler {simplest} wins", latency, ratios)

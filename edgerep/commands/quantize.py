@@ -215,6 +215,8 @@ def _print_table(res) -> None:
     for c in res.candidates:
         con.print(f"  {c.policy}: {c.reason}")
     con.print(reference_line(ref))
+    if ref.get("resolution_note"):
+        con.print(f"[yellow]resolution[/]: {ref['resolution_note']}")
     if res.cpu_policy:
         con.print(f"[bold]cpu policy[/]: {res.cpu_policy.name} - {res.cpu_policy.reason}")
         if res.cpu_policy.session_config:

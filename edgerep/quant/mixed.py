@@ -2,14 +2,17 @@
 
 Sensitivity of a layer = the accuracy drop (then the logit error, to break ties) when *only* that
 layer is quantized, measured on the engine as it runs. Layers leave INT8 most-sensitive first,
-and the whole model is re-measured after each exclusion, until ``drop <= max_drop``.
+and the whole model is re-measured after each exclusion, until the drop is within ``max_drop``
+(decided on paired counts: ``edgerep.quant.paired``).
 On onnxruntime an excluded layer runs FP32; in the TensorRT file it has no Q/DQ, so TensorRT
 builds it in FP16 (or FP32 without the FP16 flag).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from edgerep.quant.paired import Paired, Verdict, judge
 
 
 @dataclass
@@ -20,6 +23,12 @@ class Score:
     error: float  # mean squared logit error relative to the reference's mean square
     top1: float | None = None
     agreement: float | None = None
+    paired: Paired | None = None  # per-image counts vs the reference (labelled classifiers)
+    correct: Any = field(default=None, repr=False, compare=False)  # per-image correctness (bool array)
+
+    def verdict(self, budget: float) -> Verdict:
+        """Within ``budget`` or shown worse, decided on the paired counts when there are any."""
+        return judge(self.drop, budget, self.paired)
 
 
 @dataclass
@@ -34,6 +43,8 @@ class MixedResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d.get("final"):
+            d["final"].pop("correct", None)
         return d
 
 
@@ -43,7 +54,7 @@ def mixed_precision(nodes: Sequence[str], score: Callable[..., Score], max_drop:
     res = MixedResult()
     current = start if start is not None else score(exclude=[], only=None)
     res.evaluations += 0 if start is not None else 1
-    if current.drop <= max_drop:
+    if current.verdict(max_drop).holds:
         res.final, res.met = current, True
         return res
     sens = []
@@ -63,7 +74,7 @@ def mixed_precision(nodes: Sequence[str], score: Callable[..., Score], max_drop:
                              "why": f"quantizing only this layer costs {d:.2f} points (logit error {e:.2e}), "
                                     f"rank {len(excluded)} of {len(nodes)}; with it in float the model's drop is "
                                     f"{current.drop:.2f}"})
-        if current.drop <= max_drop:
+        if current.verdict(max_drop).holds:
             res.met = True
             break
     res.final = current

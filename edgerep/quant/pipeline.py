@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgerep.bench.ranking import choose_within_noise
+from edgerep.bench.ranking import Ranking, choose_within_noise
 from edgerep.errors import DataError, EdgerepError
 from edgerep.quant.calibrate import METHODS, CalibrationResult, calibrate, calibrate_many
 from edgerep.quant.cpu_features import CpuFeatures, detect_cpu_features
 from edgerep.quant.mixed import Score, mixed_precision
+from edgerep.quant.paired import Paired, resolution_note, tied_with_best
 from edgerep.quant.policy import TENSORRT, CpuPolicy, by_simplicity, cpu_candidates
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 
@@ -45,6 +46,7 @@ class Candidate:
     accepted: bool
     reason: str
     simulated_top1: float | None = None  # graph optimizations off, only measured when rejected
+    verdict: dict[str, Any] | None = None  # the budget decision on paired counts (``edgerep.quant.paired``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +139,7 @@ class _Judge:
         self.x, self.y, self.ref, self.batch, self.threads, self.static = x, y, ref, batch, threads, static
         self.classifier = ref.ndim == 2
         self.ref_top1 = self._top1(ref)
+        self.ref_correct = ref.argmax(1) == y if (y is not None and self.classifier) else None
         self.ref_ms = float(np.mean(ref.astype(np.float64) ** 2)) or 1.0
 
     def _top1(self, out: np.ndarray) -> float | None:
@@ -155,7 +158,9 @@ class _Judge:
             agree = float((out.argmax(1) == self.ref.argmax(1)).mean() * 100.0)
             top1 = self._top1(out)
             if top1 is not None:
-                return Score(drop=self.ref_top1 - top1, error=err, top1=top1, agreement=agree)
+                correct = out.argmax(1) == self.y
+                return Score(drop=self.ref_top1 - top1, error=err, top1=top1, agreement=agree,
+                             paired=Paired.of(self.ref_correct, correct), correct=correct)
             # no labels: top-1 agreement flips on noise when logits are near-uniform (random or low-margin
             # nets), so the budget applies to the logits' fidelity instead
             return Score(drop=cosine_loss(out, self.ref, centered=True), error=err, agreement=agree)
@@ -324,13 +329,18 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
             result.calibration = cal.summary() | {"requested": method}
 
         fp32_score = judge.score(fp32_onnx)
+        counted = y_ev is not None and judge.classifier
         result.reference = {"source": ref_src, "top1": judge.ref_top1, "samples": int(len(x_ev)),
                             "data": getattr(eval_ds, "name", "?"), "held_out": evaluate is not None,
                             "role": role,
                             "labelled": y_ev is not None,
                             "measure": "top-1 drop" if (y_ev is not None and judge.classifier) else
                                        "100 * (1 - cosine) of the outputs",
-                            "onnx_fp32_top1": fp32_score.top1, "onnx_fp32_drop": fp32_score.drop}
+                            "onnx_fp32_top1": fp32_score.top1, "onnx_fp32_drop": fp32_score.drop,
+                            "points_per_image": round(100.0 / len(x_ev), 4) if counted else None,
+                            "resolution_note": resolution_note(len(x_ev), budget) if counted else None}
+        if result.reference["resolution_note"]:
+            say(result.reference["resolution_note"])
         x1 = np.ascontiguousarray(x_ev[:batch_size] if static else x_ev[:1])
         if len(x1) < batch_size and static:
             x1 = np.concatenate([x1, np.zeros((batch_size - len(x1), *x1.shape[1:]), np.float32)])
@@ -358,6 +368,31 @@ def _write(src: Path, path: Path, cal: CalibrationResult) -> Path:
     return path
 
 
+def fallback_choice(cands: list[tuple[CpuPolicy, Candidate, Path]], scores: dict[str, Score],
+                    rank: Ranking) -> tuple[str, str]:
+    """When no CPU policy meets the budget: the most accurate, decided on paired counts. Every policy
+    not shown less accurate than the best ties with it; among those the latency ranking's pick wins
+    only when it was faster beyond the noise, else the simplest (a raw median never decides)."""
+    order = [p.name for p in by_simplicity([t[0] for t in cands])]
+    best, tied = tied_with_best({n: scores[n].correct for n in order}, {n: scores[n].drop for n in order})
+
+    def shown(n: str) -> str:
+        p = scores[n].paired
+        return f"{n} {scores[n].drop:.2f}" + (f" ({p.lost} lost, {p.gained} gained of {p.n})" if p else "")
+
+    if len(tied) == 1:
+        return best, (f"{best} was the most accurate, beyond the noise of the paired counts: "
+                      + ", ".join(shown(n) for n in order))
+    tied = [n for n in order if n in tied]  # simplest first
+    head = (f"{', '.join(tied)} tie on accuracy ({'; '.join(shown(n) for n in tied)}: paired counts show none "
+            f"less accurate than {best})")
+    if rank.verdict == "faster" and rank.chosen in tied and tied[0] == order[0]:  # ranked against tied[0]
+        return rank.chosen, f"{head}; {rank.chosen} is kept: {rank.reason}"
+    pick = tied[0]
+    return pick, (f"{head}; the simplest, {pick}, is kept: inside the noise the simplest policy wins "
+                  f"(latency: {rank.reason})")
+
+
 def _variant(cfg: QdqConfig, bias_correction: bool) -> QdqConfig:
     from dataclasses import replace
 
@@ -369,6 +404,7 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
                 bias_correction: bool, say, only: tuple[str, ...] | None = None) -> None:
     cands: list[tuple[CpuPolicy, Candidate, Path]] = []
     engines = {}
+    scores: dict[str, Score] = {}
     for pol in cpu_candidates(cpu):
         if only is not None and pol.name not in only:
             continue
@@ -378,21 +414,22 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
         eng = judge.engine(path, pol.session_config)
         s = judge.score_outputs(judge.outputs(eng))
         engines[pol.name] = eng
-        ok = s.drop <= budget
+        v = s.verdict(budget)
+        ok = v.holds
         c = Candidate(pol.name, dict(pol.session_config), pol.expectation, s.top1, s.agreement, round(s.drop, 4),
-                      s.error, 0.0, ok, "")
+                      s.error, 0.0, ok, "", verdict=v.to_dict())
         if ok:
-            c.reason = f"accuracy holds on the optimized session (drop {s.drop:.2f} <= {budget:g} points)"
+            c.reason = f"accuracy holds on the optimized session: {v.text}"
         else:
             sim = judge.score(path, pol.session_config, optimization="disable")
             c.simulated_top1 = sim.top1
             cause = ("the fused INT8 kernels lose it (simulated QDQ with optimizations off drops only "
-                     f"{sim.drop:.2f}): int16 saturation" if sim.drop <= budget else
+                     f"{sim.drop:.2f}): int16 saturation" if sim.verdict(budget).holds else
                      f"the ranges lose it (simulated QDQ drops {sim.drop:.2f} too)")
-            c.reason = f"drop {s.drop:.2f} > {budget:g} points on the optimized session; {cause}"
-        say(f"cpu candidate {pol.name}: drop {s.drop:.2f} on the optimized session -> "
-            f"{'accepted' if ok else 'rejected'}")
+            c.reason = f"rejected on the optimized session: {v.text}; {cause}"
+        say(f"cpu candidate {pol.name}: {v.text} -> {'accepted' if ok else 'rejected'}")
         cands.append((pol, c, path))
+        scores[pol.name] = s
         if bias_correction and info.bias_corrected:
             result.bias_correction[pol.name] = {"layers": len(info.bias_corrected),
                                                 "max_abs_shift": max(info.bias_corrected.values())}
@@ -410,14 +447,15 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
         pol, cand, path = next(t for t in accepted if t[0].name == rank.chosen)
         others = [c.policy for c in result.candidates if c.accepted and c.policy != pol.name]
         rejected = [c.policy for c in result.candidates if not c.accepted]
-        reason = (f"{cpu.int8_dot}: accuracy holds on the optimized session ({cand.latency_ms:.3f} ms, drop "
-                  f"{cand.drop:.2f} <= {budget:g}); latency: {rank.reason}"
+        reason = (f"{cpu.int8_dot}: accuracy holds on the optimized session ({cand.latency_ms:.3f} ms; "
+                  f"{(cand.verdict or {}).get('text', f'drop {cand.drop:.2f}')}); latency: {rank.reason}"
                   + (f"; also accurate: {', '.join(others)}" if others else "")
                   + (f"; rejected: {', '.join(rejected)}" if rejected else ""))
         final_path = path
     else:
-        pol, cand, path = min(cands, key=lambda t: (t[1].drop, t[1].latency_ms))
-        reason = f"{cpu.int8_dot}: no policy met {budget:g} points; {pol.name} was the most accurate ({cand.drop:.2f})"
+        pick, why = fallback_choice(cands, scores, rank)
+        pol, cand, path = next(t for t in cands if t[0].name == pick)
+        reason = f"{cpu.int8_dot}: no policy met {budget:g} points; {why}"
         final_path = path
         if max_drop is not None:
             cfg = _variant(pol.qdq, bias_correction)
@@ -431,18 +469,19 @@ def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge
                 return judge.score(p, pol.session_config)
 
             say(f"mixed precision: measuring the sensitivity of {len(nodes)} layers under {pol.name}")
-            mp = mixed_precision(nodes, score, budget, start=Score(cand.drop, cand.error, cand.top1, cand.agreement))
+            mp = mixed_precision(nodes, score, budget, start=scores[pol.name])
             excluded = [e["node"] for e in mp.excluded]
             result.excluded_nodes = [e | {"target": "cpu", "precision": "fp32"} for e in mp.excluded]
             final_path = tmp / "cpu-mixed.onnx"
             write_qdq(src, final_path, cal, cfg, exclude_nodes=excluded)
             s = judge.score(final_path, pol.session_config)
             eng = judge.engine(final_path, pol.session_config)
+            v = s.verdict(budget)
             cand = Candidate(f"{pol.name}+fp32[{len(excluded)}]", dict(pol.session_config), pol.expectation, s.top1,
-                             s.agreement, round(s.drop, 4), s.error, round(latency_ms(eng, x1), 4), s.drop <= budget,
-                             f"mixed precision: {len(excluded)} layer(s) kept in FP32")
+                             s.agreement, round(s.drop, 4), s.error, round(latency_ms(eng, x1), 4), v.holds,
+                             f"mixed precision: {len(excluded)} layer(s) kept in FP32: {v.text}", verdict=v.to_dict())
             result.candidates.append(cand)
-            reason += (f"; kept {len(excluded)} layer(s) in FP32 -> drop {s.drop:.2f}"
+            reason += (f"; kept {len(excluded)} layer(s) in FP32 -> {v.text}"
                        + ("" if mp.met else " (budget still not met)"))
             if 2 * len(excluded) > len(nodes):
                 result.int8_failure = (f"meeting the {budget:g}-point budget kept {len(excluded)} of {len(nodes)} "
@@ -480,7 +519,7 @@ def _tensorrt_target(result: QuantizeResult, src: Path, cal: CalibrationResult, 
     info = write_qdq(src, dst, cal, cfg)
     s = judge.score(dst, optimization="disable")
     excluded: list[str] = []
-    if s.drop > budget and max_drop is not None:
+    if not s.verdict(budget).holds and max_drop is not None:
         nodes = quantizable_nodes(_load(src))
         tmp = dst.with_name(dst.name + ".probe.onnx")
 
@@ -500,6 +539,7 @@ def _tensorrt_target(result: QuantizeResult, src: Path, cal: CalibrationResult, 
     result.lint = lint_tensorrt_qdq(dst)
     result.files["tensorrt"] = dst
     result.tensorrt = {"qdq": cfg.to_dict(), "simulated_top1": s.top1, "simulated_drop": round(s.drop, 4),
+                       "verdict": s.verdict(budget).to_dict(),
                        "accuracy_note": "onnxruntime with graph optimizations off (QDQ simulated in float): "
                                         "TensorRT itself is measured when an engine is built on a GPU",
                        "add_inputs_quantized": info.add_inputs_quantized, "excluded": excluded,

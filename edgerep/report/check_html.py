@@ -160,8 +160,28 @@ def fp32_sentence(report, lead: str = "") -> str:
     return text + ")"
 
 
-def render_html(report, images: dict[str, str | list[tuple[str, str]]], report_link: str | None = None) -> str:
-    """The page's HTML, linking the PNG files named in ``images`` (and the deploy report, when given)."""
+def measured_html(measured: dict | None) -> str:
+    """The measurement that outranks the check's predictions, and the predictions scored against it."""
+    if not measured:
+        return ""
+    return (f'<h2 id="measured">Measured by the deploy</h2><p><b>{_e(measured["headline"])}</b></p>'
+            f"<p>{_e(measured['scored'])} The verdicts and advice below are the check's predictions; where they "
+            "disagree with the measurement, the measurement holds.</p>")
+
+
+def _measured_line(name: str, measured: dict | None) -> list[str]:
+    if not measured:
+        return []
+    if name in measured.get("sensitive", []):
+        return ['<li class="adv">measured: kept in float by the deploy to meet the accuracy budget</li>']
+    held = ", and the accuracy budget held" if measured.get("budget_held") else ""
+    return [f"<li>measured: stayed INT8 in the deploy{held}</li>"]
+
+
+def render_html(report, images: dict[str, str | list[tuple[str, str]]], report_link: str | None = None,
+                measured: dict | None = None) -> str:
+    """The page's HTML, linking the PNG files named in ``images`` (and the deploy report, when given);
+    with ``measured`` (a deploy's measurement) the page leads with it."""
     s = report.summary
     c, cf = s["counts"], s["counts_with_fixes"]
     rows = []
@@ -193,6 +213,7 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]], report_l
         elif not r.attribution.available:
             items.append(f"<li>{_e(r.attribution.note)}</li>")
         items += [f'<li class="adv">&rarr; {_e(a.text)}</li>' for a in r.advice if a.kind != "ok"]
+        items += _measured_line(r.name, measured)
         details.append(f"<h3>{_e(r.name)} {_badge(r.verdict)} with fixes {_badge(r.verdict_with_fixes)}</h3>"
                        f"<ul>{''.join(items)}</ul>")
     figs = [f'<h2 id="sqnr">SQNR per layer</h2><img src="{_e(images["sqnr"])}" alt="SQNR per layer">']
@@ -205,12 +226,14 @@ def render_html(report, images: dict[str, str | list[tuple[str, str]]], report_l
     timings = ", ".join(f"{k} {fmt.seconds(v)}" for k, v in report.timings.items())
     back = (f'<p>Part of a deploy bundle: the <a href="{_e(report_link)}">deploy report</a> has the engines, '
             "latency and test-split accuracy.</p>") if report_link else ""
-    sections = [("advice", "advice"), ("layers", "layers"), ("flagged", "flagged layers"), ("sqnr", "SQNR plot")]
+    sections = [("measured", "measured")] if measured else []
+    sections += [("advice", "advice"), ("layers", "layers"), ("flagged", "flagged layers"), ("sqnr", "SQNR plot")]
     sections += [(k, t) for k, t in (("weights", "weights"), ("attribution", "attribution")) if images.get(k)]
     sections.append(("thresholds", "thresholds"))
     nav = " · ".join(f'<a href="#{k}">{t}</a>' for k, t in sections) + (
         f' · <a href="{_e(report_link)}">deploy report</a>' if report_link else "")
     thr = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in T.as_dict().items())
+    pred = "predicted " if measured else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgerep check: {_e(report.model)}</title>
 <style>
@@ -223,16 +246,17 @@ td:first-child, td:nth-child(2), td:last-child, th:first-child, th:nth-child(2),
 p.nav {{ font-size: 14px; }} p.nav a {{ color: #0550ae; }}
 img {{ max-width: 100%; display: block; margin: 1em 0; }}
 </style></head><body>
-<h1>edgerep check: {_e(report.model)} {'<span class="v" style="background:#2e7d32">PASS</span>' if report.passed
-                                          else '<span class="v" style="background:#c62828">FAIL</span>'}</h1>
+<h1>edgerep check: {_e(report.model)} {'<span class="v" style="background:#2e7d32">' + pred + 'PASS</span>' if report.passed
+                                          else '<span class="v" style="background:#c62828">' + pred + 'FAIL</span>'}</h1>
 <p class="nav">{nav}</p>
+{measured_html(measured)}
 <p>{s['layers']} folded layers, input {_e(' x '.join(str(v) for v in report.input_shape))}. Plain INT8 (per-tensor weights, min-max
 activations): {c['ok']} ok, {c['warn']} warn, {c['bad']} bad. With fixes (per-channel weights, better clipping):
 {cf['ok']} ok, {cf['warn']} warn, {cf['bad']} bad. Worst layer: <b>{_e(s['worst_layer'])}</b>.
 Calibration images: {_e(report.data.get('calib_images'))}, sensitivity images: {_e(report.data.get('eval_images'))}
 ({_e(report.data.get('eval_source'))}){_e(fp32_sentence(report, ", "))}.
 Fold max relative error {report.fold_max_rel_error:.1e}.</p>{back}
-<h2 id="advice">Advice</h2><ul>{''.join(f'<li class="adv">{_e(x)}</li>' for x in s['top_advice'])}</ul>
+<h2 id="advice">{'Advice (predicted)' if measured else 'Advice'}</h2><ul>{''.join(f'<li class="adv">{_e(x)}</li>' for x in s['top_advice'])}</ul>
 <h2 id="layers">Layers</h2>
 <table><tr><th>layer</th><th>block</th><th>plain</th><th>fixed</th><th>W SQNR tensor / channel (dB)</th>
 <th>channel spread</th><th>kurtosis</th><th>&gt; {T.K_SIGMA:g} sigma</th><th>input SQNR min-max / pct (dB)</th>
@@ -247,33 +271,39 @@ Fold max relative error {report.fold_max_rel_error:.1e}.</p>{back}
 """
 
 
-def write_check_html(report, out_dir: str | Path, report_link: str | None = None) -> Path:
+def write_check_html(report, out_dir: str | Path, report_link: str | None = None, measured: dict | None = None) -> Path:
     """Write ``out_dir/check.html`` and its PNGs (``check_*.png``); returns the HTML path.
 
     ``report_link``: the deploy report's path relative to the page, when the page is part of a bundle.
+    ``measured``: what the deploy measured (``edgerep.quant.check_score.score_check``): the page leads
+    with it. Called again with it once the deploy has measured, the PNGs already there are kept.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    replot = measured is None or not (out_dir / "check.html").is_file()
     tmp = Path(tempfile.mkdtemp(prefix=".check-", dir=out_dir.parent))
     try:
         images: dict = {"sqnr": "check_sqnr.png", "weights": [], "attribution": []}
-        plot_sqnr_bars(report, tmp / images["sqnr"])
+        if replot:
+            plot_sqnr_bars(report, tmp / images["sqnr"])
 
         def badness(r):
             return r.sensitivity.plain.sqnr_db if r.sensitivity else r.weight.sqnr_per_tensor_db
 
         for i, r in enumerate(sorted(report.layers, key=badness)[:WORST_LAYERS]):
             name = f"check_weights_{i}.png"
-            plot_weights(r, tmp / name)
+            if replot:
+                plot_weights(r, tmp / name)
             images["weights"].append((r.name, name))
         flagged = [r for r in report.layers if r.attribution.outlier_channels and r.attribution.channels]
         flagged.sort(key=lambda r: -max(c.ratio_to_median for c in r.attribution.channels))
         for i, r in enumerate(flagged[:ATTRIBUTION_LAYERS]):
             name = f"check_attribution_{i}.png"
-            plot_attribution(r, tmp / name)
+            if replot:
+                plot_attribution(r, tmp / name)
             images["attribution"].append((r.name, name))
-        (tmp / "check.html").write_text(render_html(report, images, report_link), encoding="utf-8")
-        for old in out_dir.glob("check_*.png"):
+        (tmp / "check.html").write_text(render_html(report, images, report_link, measured), encoding="utf-8")
+        for old in out_dir.glob("check_*.png") if replot else ():
             old.unlink()
         for f in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".html"):  # the page last
             os.replace(f, out_dir / f.name)

@@ -68,6 +68,12 @@ def print_engine_table(report: dict, title: str = "edgerep", bundle: Path | None
     pol = (report.get("quantization") or {}).get("cpu_policy")
     if pol:
         console.print(f"CPU INT8 policy: {pol.get('name')}: {pol.get('reason', '')}")
+    note = ((report.get("quantization") or {}).get("reference") or {}).get("resolution_note")
+    if note:
+        console.print(f"selection set: {note}")
+    measured = (report.get("check") or {}).get("measured")
+    if measured:  # the measurement leads; the check's per-layer verdicts were predictions of it
+        console.print(f"INT8 check vs measurement: {measured['headline']} {measured['scored']}")
     gate = report.get("gate")
     if gate:
         console.print("gate: " + ("[green]PASSED[/]" if gate["passed"] else "[red]FAILED[/]"))

@@ -4,27 +4,25 @@ taken into account), INT8 verdicts per layer, layers kept in float, file hashes,
 Latency: a p50 change counts as real only when it is larger than the noise band of the pair, the
 larger of ``noise_floor_pct`` (default 5%) and each run's own spread, ``(p90 - p50) / p50`` (or its
 coefficient of variation when a run has no p90). In words: the new median must fall outside where
-the slower half of the other run's samples lay. A run that marked itself ``noisy`` says so.
+the slower half of the other run's samples lay. A pair in which either run marked itself ``noisy``
+is "too noisy" to judge: it cannot fail a latency limit (``edgerep.bench.noise.latency_change``,
+shared with the gate).
 Views: ``edgerep.report.diff_md`` (Markdown) and ``edgerep.report.diff_page`` (HTML).
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgerep.bench.noise import NOISE_FLOOR_PCT, TOO_NOISY_PCT, latency_change  # noqa: F401 (names kept here)
 from edgerep.errors import EdgerepError
 from edgerep.report import fmt
 from edgerep.report.rows import engine_entries, engine_key, split_entries
 
-#: smallest latency change (percent) that can count as real, whatever the runs' spread
-NOISE_FLOOR_PCT = 5.0
 #: a noise band wider than this gets a note: changes below it cannot be seen
 NOISY_BAND_PCT = 25.0
-#: a run whose spread is wider than this (the tail is longer than the median itself) is not judged
-TOO_NOISY_PCT = 100.0
 #: settings that differ on every run and say nothing about the result
 IGNORED_SETTINGS = {"out", "force", "cache_dir", "checkpoint"}
 
@@ -84,6 +82,7 @@ class DiffCheck:
     threshold: float
     passed: bool
     message: str
+    unjudged: bool = False  # a latency pair too noisy to judge: passed, but not a verdict
 
 
 @dataclass
@@ -161,14 +160,6 @@ def load_side(path: str | Path) -> Side:
 
 # ---- comparing ------------------------------------------------------------------------------------
 
-def _spread_pct(lat: dict) -> float | None:
-    p50, p90 = lat.get("p50_ms"), lat.get("p90_ms")
-    if isinstance(p50, (int, float)) and isinstance(p90, (int, float)) and p50 > 0 and math.isfinite(p90):
-        return 100.0 * max(0.0, p90 - p50) / p50
-    cv = lat.get("cv")
-    return 100.0 * cv if isinstance(cv, (int, float)) and math.isfinite(cv) else None
-
-
 def _latency(d: EngineDiff, lb: dict, ln: dict, floor: float) -> None:
     b, n = lb.get("p50_ms"), ln.get("p50_ms")
     d.p50_base, d.p50_new = b, n
@@ -182,15 +173,8 @@ def _latency(d: EngineDiff, lb: dict, ln: dict, floor: float) -> None:
         d.latency = "n/a"
         d.noisy = (d.noisy + "; " if d.noisy else "") + f"scenarios differ ({lb['scenario']} vs {ln['scenario']})"
         return
-    d.latency_pct = 100.0 * (n - b) / b
-    spreads = [s for s in (_spread_pct(lb), _spread_pct(ln)) if s is not None]
-    d.noise_pct = max([floor] + spreads)
-    if d.noise_pct > TOO_NOISY_PCT:
-        d.latency = "too noisy"
-    elif abs(d.latency_pct) <= d.noise_pct:
-        d.latency = "within noise"
-    else:
-        d.latency = "slower" if d.latency_pct > 0 else "faster"
+    ch = latency_change(lb, ln, floor)  # a pair with a noisy run is "too noisy": it cannot fail a limit
+    d.latency, d.latency_pct, d.noise_pct = ch.verdict, ch.pct, ch.band_pct
 
 
 def _key(e: dict, is_base: bool) -> str:
@@ -361,9 +345,12 @@ def apply_thresholds(d: ReportDiff, *, max_accuracy_regression: float | None = N
         if max_latency_regression_pct is not None and e.latency_pct is not None:
             over = e.latency_pct > max_latency_regression_pct
             ok = not (over and e.latency == "slower")
-            why = "" if not over else (f" but {e.latency}" if ok else " and beyond noise")
+            why = "" if not over else (" and beyond noise" if not ok else
+                                       f" but too noisy to judge ({e.noisy or 'noise band too wide'})"
+                                       if e.latency == "too noisy" else f" but {e.latency}")
             d.checks.append(DiffCheck(
                 "max_latency_regression_pct", e.key, e.latency_pct, max_latency_regression_pct, ok,
                 f"{e.key}: p50 {fmt.ms(e.p50_base)} → {fmt.ms(e.p50_new)} ms ({e.latency_pct:+.1f}%, limit "
-                f"+{max_latency_regression_pct:g}%, noise band ±{e.noise_pct:.0f}%){why}"))
+                f"+{max_latency_regression_pct:g}%, noise band ±{e.noise_pct:.0f}%){why}",
+                unjudged=e.latency == "too noisy"))
     return d

@@ -47,8 +47,11 @@ def _short(v: Any, n: int = 40) -> str:
 
 def to_markdown(d: ReportDiff) -> str:
     """A short Markdown summary for a pull-request comment."""
+    unjudged = [c for c in d.checks if c.unjudged]  # passed only because the pair could not be judged
     verdict = "" if not d.checks else (" — thresholds **passed**" if d.passed else
                                        f" — **FAILED** ({len(d.failures)} of {len(d.checks)} checks)")
+    if unjudged:
+        verdict += f", {len(unjudged)} too noisy to judge"
     lines = [f"### edgerep diff: `{d.model}`, {d.changed()} change{'s' if d.changed() != 1 else ''}{verdict}", "",
              f"Base `{d.base_label}` (gate {_gate_word(d.gate_base)}) → new `{d.new_label}` "
              f"(gate {_gate_word(d.gate_new)}).", ""]
@@ -63,11 +66,17 @@ def to_markdown(d: ReportDiff) -> str:
                      f"{_arrow(fmt.ms(e.p50_base), fmt.ms(e.p50_new))} | {latency_words(e)} |")
     if d.checks:
         limits = ", ".join(sorted({f"{c.name} {c.threshold:g}" for c in d.checks}))
-        if d.passed:
+        if d.passed and not unjudged:
             lines += ["", f"All {len(d.checks)} threshold checks passed ({limits})."]
+        elif d.passed:
+            lines += ["", f"No threshold check failed ({limits})."]
         else:
             lines += ["", f"**Thresholds failed** ({len(d.failures)} of {len(d.checks)}; {limits})", ""]
             lines += [f"- ❌ {c.message}" for c in d.failures]
+        if unjudged:  # say so, never a silent pass
+            lines += ["", f"Not judged ({len(unjudged)} of {len(d.checks)}): too noisy to pass or fail; rerun on a "
+                      "quiet machine.", ""]
+            lines += [f"- ⚠️ {c.message}" for c in unjudged]
 
     def block(title: str, items: list[str]) -> None:
         if not items:

@@ -65,7 +65,8 @@ def to_html(d: ReportDiff, *, out_dir: Path | None = None, base_html: Path | Non
     else:
         verdict, cls = (badge("PASSED", "ok"), "ok") if d.passed else (badge("FAILED", "bad"), "bad")
     failed = "".join(f'<li class="fail">FAIL: {esc(c.message)}</li>' for c in d.failures)
-    passed = [c for c in d.checks if c.passed]
+    failed += "".join(f"<li>NOT JUDGED: {esc(c.message)}</li>" for c in d.checks if c.unjudged)
+    passed = [c for c in d.checks if c.passed and not c.unjudged]
     checks = (f"<ul>{failed}</ul>" if failed else "") + (
         f"<details><summary>{len(passed)} check(s) passed</summary><ul>"
         + "".join(f'<li class="ok">ok: {esc(c.message)}</li>' for c in passed) + "</ul></details>" if passed else "")

@@ -100,6 +100,9 @@ def _int8(report: dict, links: dict[str, str]) -> str:
     pol = q.get("cpu_policy") or {}
     if pol:
         out.append(f"<p>CPU policy <b>{esc(str(pol.get('name')))}</b>: {esc(str(pol.get('reason', '')))}</p>")
+    note = (q.get("reference") or {}).get("resolution_note")
+    if note:
+        out.append(f'<p class="muted">Selection set: {esc(note)}.</p>')
     cal = q.get("calibration") or {}
     if cal:
         cached = "reused from the cache" if cal.get("was_cached") else "computed"
@@ -165,7 +168,10 @@ def _check(report: dict, links: dict[str, str]) -> str:
                      esc("; ".join(l.get("reasons") or []) or "-")])
         classes.append("")
     advice = "".join(f"<li>{esc(a)}</li>" for a in sm.get("top_advice") or [])
-    return (f'<h3 id="check">INT8 friendliness (edgerep check)</h3><p>{esc(str(sm.get("layers")))} folded layers. '
+    m = check.get("measured") or {}
+    lead = (f"<p><b>{esc(m['headline'])}</b> {esc(m['scored'])} The verdicts below are the check's predictions."
+            "</p>") if m else ""
+    return (f'<h3 id="check">INT8 friendliness (edgerep check)</h3>{lead}<p>{esc(str(sm.get("layers")))} folded layers. '
             f"Plain INT8 (per-tensor weights): {c.get('ok', 0)} ok, {c.get('warn', 0)} warn, {c.get('bad', 0)} bad; "
             f"with the advised fixes: {cf.get('ok', 0)} ok, {cf.get('warn', 0)} warn, {cf.get('bad', 0)} bad. "
             f"Worst layer: <b>{esc(str(sm.get('worst_layer')))}</b>.{more} "

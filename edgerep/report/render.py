@@ -39,6 +39,8 @@ def to_markdown(report: dict) -> str:
     if q.get("cpu_policy"):
         pol = q["cpu_policy"]
         lines.append(f"- CPU INT8 policy: `{pol.get('name')}` — {pol.get('reason', '')}")
+    if (q.get("reference") or {}).get("resolution_note"):
+        lines.append(f"- selection set: {q['reference']['resolution_note']}")
     lines.append("")
     rows = engine_rows(report)
     cols = [(k, h) for k, h in COLUMNS if k != "top1"]
@@ -74,8 +76,11 @@ def to_markdown(report: dict) -> str:
     if check.get("summary"):
         sm = check["summary"]
         counts = sm.get("counts") or {}
-        lines += ["", "## Quantization friendliness (edgerep check)", "",
-                  f"{sm.get('layers')} folded layers under plain INT8: " +
+        lines += ["", "## Quantization friendliness (edgerep check)", ""]
+        m = check.get("measured") or {}
+        if m:
+            lines += [f"**{m['headline']}** {m['scored']} The verdicts below are the check's predictions.", ""]
+        lines += [f"{sm.get('layers')} folded layers under plain INT8: " +
                   ", ".join(f"{v} {k}" for k, v in counts.items()) +
                   ("; with the advised fixes: " + ", ".join(f"{v} {k}" for k, v in
                                                              (sm.get("counts_with_fixes") or {}).items())
