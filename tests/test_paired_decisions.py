@@ -197,3 +197,31 @@ def test_two_policies_faster_than_the_simplest_are_ranked_against_each_other_not
     assert r.chosen == "s8s8" and "within the noise, so the simpler s8s8 stays" in r.reason  # ... inside the noise
     r = rank_times({"u8s8": base, "s8s8": rounds(0.80), "u8s8-w7": rounds(0.60)}, ["u8s8", "s8s8", "u8s8-w7"])
     assert r.chosen == "u8s8-w7" and "u8s8-w7 is faster than s8s8 beyond the noise" in r.reason
+
+
+def test_auto_range_method_is_never_one_shown_less_accurate_even_with_the_lowest_logit_error():
+    """`auto` picks by accuracy first (paired counts on the selection set), logit error only among the
+    methods not shown less accurate: a method that flips 12 of 180 images loses to one that flips none,
+    however small its logit error."""
+    import numpy as np
+
+    from edgerep.quant.mixed import Score
+    from edgerep.quant.paired import Paired
+    from edgerep.quant.pipeline import choose_auto_method
+
+    ref = np.ones(180, bool)
+    bad = ref.copy()
+    bad[:12] = False
+    scores = {
+        "mse": Score(drop=6.67, error=1e-5, paired=Paired.of(ref, bad), correct=bad),
+        "percentile": Score(drop=0.0, error=4e-4, paired=Paired.of(ref, ref), correct=ref),
+        "minmax": Score(drop=0.0, error=5e-4, paired=Paired.of(ref, ref), correct=ref),
+    }
+    chosen, not_worse = choose_auto_method(scores)
+    assert chosen == "percentile"
+    assert "mse" not in not_worse and set(not_worse) == {"percentile", "minmax"}
+    # inside the noise (one image), the continuous logit error decides
+    one = ref.copy()
+    one[0] = False
+    scores["mse"] = Score(drop=0.56, error=1e-5, paired=Paired.of(ref, one), correct=one)
+    assert choose_auto_method(scores)[0] == "mse"

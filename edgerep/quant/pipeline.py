@@ -28,7 +28,7 @@ from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 
 CPU_FILE = "model.int8.onnx"
 TRT_FILE = "model.int8.trt.onnx"
-AUTO_METHODS = ("mse", "percentile", "minmax")  # one pass; the lowest simulated logit error on the selection set wins
+AUTO_METHODS = ("mse", "percentile", "minmax")  # one pass; choose_auto_method picks on the selection set
 
 
 @dataclass
@@ -317,11 +317,13 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
                                   cache_dir=cache_dir, progress=say)
             scores = _auto_scores(src, cals, judge, tmp)
             errors = {m: sc.error for m, sc in scores.items()}
-            cal = cals[min(errors, key=lambda m: (errors[m], AUTO_METHODS.index(m)))]
+            chosen, not_worse = choose_auto_method(scores)
+            cal = cals[chosen]
             say(f"calibration auto (judged on the {role} set): " + ", ".join(f"{m} {e:.2e}" for m, e in errors.items())
                 + f" -> {cal.method}")
             result.calibration = cal.summary() | {"requested": "auto", "auto_logit_error": errors,
                                                   "auto_drop": {m: sc.drop for m, sc in scores.items()},
+                                                  "auto_not_less_accurate": not_worse,
                                                   "auto_judged_on": role}
         else:
             cal = calibrate(src, calib, method=method, batch_size=batch_size, limit=calib_samples,
@@ -352,6 +354,16 @@ def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: 
             _tensorrt_target(result, src, cal, judge, out_dir, budget, max_drop, bias_correction, say)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def choose_auto_method(scores: dict[str, Score]) -> tuple[str, list[str]]:
+    """The `auto` range method: accuracy first (the methods not shown less accurate than the most
+    accurate one, by paired counts on the selection set), then the lowest continuous logit error among
+    those (a top-1 drop on a few hundred images flips on one image). Returns (chosen, not-less-accurate)."""
+    _, not_worse = tied_with_best({m: sc.correct for m, sc in scores.items()}, {m: sc.drop for m, sc in scores.items()})
+    order = list(scores)
+    rank = {m: (AUTO_METHODS.index(m) if m in AUTO_METHODS else len(AUTO_METHODS) + order.index(m)) for m in order}
+    return min(not_worse, key=lambda m: (scores[m].error, rank[m])), not_worse
 
 
 def _auto_scores(src: Path, cals: dict[str, CalibrationResult], judge: _Judge, tmp: Path) -> dict[str, Score]:
