@@ -136,7 +136,10 @@ def print_data_summary(report: dict) -> None:
         std = ",".join(f"{v:g}" for v in pre.get("std", []))
         scale = pre.get("scale")
         scale_s = "1/255" if scale and abs(scale * 255 - 1) < 1e-12 else f"{scale:g}"
-        print(f"preprocessing ({pre.get('source')}): input {'x'.join(map(str, pre.get('input_shape', [])))}, "
+        shape_from = {"flags": "--input-shape", "registry": "the architecture's", "timm": "timm's config",
+                      "program": "the program's example"}.get(pre.get("input_shape_source"), "the checkpoint's")
+        print(f"preprocessing ({pre.get('source')}): input {'x'.join(map(str, pre.get('input_shape', [])))} "
+              f"({shape_from}), "
               f"pixels x {scale_s}, mean {mean}, std {std}, resize {pre.get('resize')}, {pre.get('channel_order')}")
     sp = report.get("splits") or {}
     if sp:
