@@ -442,7 +442,7 @@ def _load_edgerep(obj: Mapping, path: Path, arch: str | None, input_shape: tuple
     if not all(k in given for k in ("mean", "std")):  # written without preprocessing: the class defaults are a guess
         meta.extra["preprocessing_source"] = "default"
     if "input_shape" in given:
-        meta.extra["input_shape_source"] = "checkpoint"
+        pass  # the checkpoint's own (preprocessing_of reports "checkpoint")
     elif input_shape is not None:
         meta.input_shape = tuple(int(v) for v in input_shape)
         meta.extra["input_shape_source"] = "flags"
@@ -485,12 +485,12 @@ def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str
         if len(meta.mean) != c:  # the default preprocessing was for another channel count
             meta.mean, meta.std = (0.5,) * c, (0.5,) * c
             meta.extra["preprocessing_source"] = "default"
-    elif ":" in arch and not arch.startswith("timm:"):  # a factory of the user's: no shape to read anywhere
-        raise CheckpointError(f"{path}: --arch {arch} states no input shape, and edgerep will not guess one",
-                              hint="pass --input-shape C,H,W as the model was trained")
     meta.folded = folded
     meta.extra["source_layout"] = layout or "edgerep"
     model = build_arch(arch, kwargs)
+    if input_shape is None and ":" in arch and not arch.startswith("timm:"):  # a factory of the user's: no shape
+        raise CheckpointError(f"{path}: --arch {arch} states no input shape, and edgerep will not guess one",
+                              hint="pass --input-shape C,H,W as the model was trained")
     if folded:
         model = _fold_like(model, meta, sd)
     load_state_dict_checked(model, sd, str(path))
@@ -596,7 +596,8 @@ def _pickled_meta(obj: Any, model: nn.Module, path: Path, arch: str | None, arch
         channels = f" (its first conv takes {first.in_channels} channels)" if first is not None else ""
         raise CheckpointError(f"{path}: a pickled module records no input shape{channels}, and edgerep will not "
                               "guess one", hint="pass --input-shape C,H,W as the model was trained")
-    meta.extra["input_shape_source"] = shape_source
+    if shape_source != "checkpoint":
+        meta.extra["input_shape_source"] = shape_source
     c = meta.input_shape[0]
     if len(meta.mean) not in (1, c):  # the default preprocessing was for another channel count
         meta.mean, meta.std = (0.5,) * c, (0.5,) * c

@@ -230,19 +230,27 @@ def test_quantize_onnx_with_image_data_needs_stated_preprocessing(tmp_path, caps
 
 
 def test_a_failed_quantize_leaves_nothing(tmp_path, capsys, monkeypatch):
-    """A failure after the FP32 export (here: calibration raises) leaves no model.fp32.onnx at -o."""
+    """A failure after files were written (here: calibration writes a cache and a QDQ file, then fails) leaves
+    no new -o folder, and in an existing one nothing but what was there (no model.fp32.onnx, no QDQ file)."""
     import edgerep.quant.pipeline as qp
     from edgerep.errors import EdgerepError
 
-    def broken(*a, **k):
+    def broken(fp32, calib, evaluate, out_dir, *, cache_dir, **kw):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / "calib-mse-0.json").write_text("{}")
+        (out_dir / "model.int8.onnx").write_bytes(b"half")
         raise EdgerepError("calibration failed")
 
     monkeypatch.setattr(qp, "quantize_model", broken)
     sd = save_state_dict(trained_small_net(), tmp_path / "small.pt")
     out = tmp_path / "q"
-    rc = main(["quantize", str(sd), *USER, "--data", "digits", "--mean", "0", "--std", "1", "-o", str(out)])
-    assert rc == 2 and "calibration failed" in capsys.readouterr().err
+    argv = ["quantize", str(sd), *USER, "--data", "digits", "--mean", "0", "--std", "1", "-o", str(out)]
+    assert main(argv) == 2 and "calibration failed" in capsys.readouterr().err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "edgerep-tmp" in p.name]
+    out.mkdir()
+    (out / "quantize.json").write_text("{}")  # an earlier run's result
+    assert main(argv) == 2
+    assert sorted(p.name for p in out.iterdir() if p.name != "cache") == ["quantize.json"]
 
 
 def test_quantize_float_npz_needs_no_preprocessing(tmp_path, capsys):
