@@ -266,8 +266,10 @@ def stage_load(ctx: DeployContext) -> str:
         ctx.warnings.append("calibration, selection and test sets share samples (--allow-overlap): "
                             "accuracy figures are optimistic")
     ctx.report = _report_head(ctx)
+    from edgerep.bench.input_stats import shift_problems
+
     ctx.report["input_statistics"] = stats = _input_statistics(ctx)
-    for problem in _shift_problems(stats):
+    for problem in shift_problems(stats):
         ctx.warn("load", "the inputs do not look like the model's training inputs: " + problem)
     return f"loaded {opts.checkpoint}"
 
@@ -281,12 +283,6 @@ def _input_statistics(ctx: DeployContext) -> dict:
         return {"source": "calibration", "samples": 0, "layers": [],
                 "skipped": "synthetic calibration inputs (random, not images)"}
     return bn_input_statistics(ctx.loaded.model, (x for x, _ in calib.batches(32, limit=SAMPLES)))
-
-
-def _shift_problems(stats: dict) -> list[str]:
-    from edgerep.bench.input_stats import shift_problems
-
-    return shift_problems(stats)
 
 
 def expected_top1(opts: DeployOptions, meta, test_spec: str | None) -> dict | None:
@@ -600,6 +596,8 @@ def _check_options(opts: DeployOptions) -> None:
         raise EdgerepError(f"--calib-samples must be positive, got {opts.calib_samples}")
     if opts.batch < 1:
         raise EdgerepError(f"--batch must be positive, got {opts.batch}")
+    if opts.expect_top1 is not None and not 0 < opts.expect_top1 <= 100:
+        raise EdgerepError(f"--expect-top1 is a top-1 in percent (0, 100], got {opts.expect_top1:g}")
     if opts.eval_samples is not None and opts.eval_samples < 1:
         raise EdgerepError(f"--eval-samples must be positive, got {opts.eval_samples}")
     if not opts.bench_seconds >= 0:

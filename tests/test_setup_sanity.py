@@ -265,3 +265,11 @@ def test_quantize_float_npz_needs_no_preprocessing(tmp_path, capsys):
     rc = main(["quantize", str(onnx_path), "--data", str(tmp_path / "c.npz"), "-o", str(tmp_path / "q"),
                "--targets", "cpu", "--calib-samples", "32", "--json"])
     assert rc == 0 and json.loads(capsys.readouterr().out)["reference"]["top1"] > 85
+
+
+def test_expect_top1_out_of_range_is_refused_before_work(tmp_path, capsys):
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repvgg_digits.pt"
+    rc = main(["deploy", str(demo), "--expect-top1", "120", "--out", str(tmp_path / "b")])
+    assert rc == 2 and "--expect-top1" in capsys.readouterr().err and not (tmp_path / "b").exists()
