@@ -441,8 +441,11 @@ def _load_edgerep(obj: Mapping, path: Path, arch: str | None, input_shape: tuple
     given = obj.get("meta", {})
     if not all(k in given for k in ("mean", "std")):  # written without preprocessing: the class defaults are a guess
         meta.extra["preprocessing_source"] = "default"
-    if "input_shape" in given:
-        pass  # the checkpoint's own (preprocessing_of reports "checkpoint")
+    if "input_shape" in given:  # the checkpoint's own (preprocessing_of reports "checkpoint"); never silently overridden
+        if input_shape is not None and tuple(int(v) for v in input_shape) != tuple(meta.input_shape):
+            raise CheckpointError(f"{path}: --input-shape {','.join(map(str, input_shape))} contradicts the "
+                                  f"checkpoint's meta.input_shape {','.join(map(str, meta.input_shape))}",
+                                  hint="edgerep checkpoints carry their input shape; drop --input-shape")
     elif input_shape is not None:
         meta.input_shape = tuple(int(v) for v in input_shape)
         meta.extra["input_shape_source"] = "flags"

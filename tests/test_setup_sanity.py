@@ -273,3 +273,14 @@ def test_expect_top1_out_of_range_is_refused_before_work(tmp_path, capsys):
     demo = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repvgg_digits.pt"
     rc = main(["deploy", str(demo), "--expect-top1", "120", "--out", str(tmp_path / "b")])
     assert rc == 2 and "--expect-top1" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_input_shape_contradicting_an_edgerep_checkpoint_is_refused(tmp_path, capsys):
+    """--input-shape 1,8,8 on the 1x16x16 demo was silently ignored; now it is exit 2 naming both."""
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repvgg_digits.pt"
+    rc = main(["fold", str(demo), "--input-shape", "1,8,8", "-o", str(tmp_path / "f.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--input-shape 1,8,8" in err and "1,16,16" in err
+    assert main(["fold", str(demo), "--input-shape", "1,16,16", "-o", str(tmp_path / "f.pt")]) == 0
