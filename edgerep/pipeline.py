@@ -126,6 +126,11 @@ class CalibrationPlan:
     method: str
     recipe: Any = None
 
+    @property
+    def split_origin(self) -> str | None:
+        """Where the calibration split was named (the recipe), for the resolver's messages."""
+        return f"split = {self.split!r} in recipe {self.recipe.source}" if self.recipe is not None else None
+
 
 def resolve_calibration(opts: DeployOptions, meta) -> CalibrationPlan:
     """The calibration plan of ``opts`` (the recipe is read here; a bad one is exit 2). A recipe whose
@@ -154,7 +159,7 @@ def resolve_data(opts: DeployOptions, meta, plan: CalibrationPlan, say=lambda ms
 
     return resolve_splits(data=_data_spec(opts, meta, plan.recipe), calib=plan.spec, val=opts.val_data,
                           test=opts.eval_data, calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap,
-                          say=say)
+                          calib_origin=plan.split_origin, say=say)
 
 
 class TorchReference:

@@ -55,8 +55,8 @@ def test_splits_json_is_disjoint_and_the_int8_top1_recomputes_from_the_bundle(us
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
     splits = json.loads((user_bundle / "splits.json").read_text())
-    sets = {k: set(v) for k, v in splits.items()}
-    assert set(splits) == {"calibration", "selection", "test"}
+    sets = {k: set(v) for k, v in splits.items() if k != "duplicates_dropped"}
+    assert set(splits) == {"calibration", "selection", "test", "duplicates_dropped"} and not splits["duplicates_dropped"]
     assert not (sets["calibration"] & sets["selection"] or sets["calibration"] & sets["test"]
                 or sets["selection"] & sets["test"])
     r = json.loads((user_bundle / "report.json").read_text())
@@ -87,7 +87,8 @@ def test_a_baseline_at_chance_fails_the_gate_naming_preprocessing_and_labels(tmp
 @pytest.mark.parametrize("data", [["--data", "synthetic"], []], ids=["--data synthetic", "no --data"])
 def test_no_labelled_data_means_no_accuracy_verdict_either_way(user_sd, tmp_path, data):
     out = tmp_path / "b"
-    rc = main(["deploy", str(user_sd), *USER, *data, "--out", str(out), *FAST])
+    # the range method is pinned: on random inputs auto's pick decides whether 1 or 2 of 256 argmaxes flip
+    rc = main(["deploy", str(user_sd), *USER, *data, "--out", str(out), *FAST, "--calib-method", "percentile"])
     r = json.loads((out / "report.json").read_text())
     assert rc == 1 and [c["name"] for c in r["gate"]["checks"] if not c["passed"]] == ["accuracy_measured"]
     assert any("no labelled test data" in w for w in r["warnings"])

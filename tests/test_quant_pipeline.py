@@ -48,7 +48,7 @@ def test_digits_int8_as_deployed_is_within_half_a_point_of_unfolded_fp32(digits_
     chosen = next(c for c in res.candidates if c.policy == res.cpu_policy.name)
     assert chosen.accepted and all(c.reason for c in res.candidates)
     d = res.to_dict()
-    auto = d["calibration"]["auto_logit_error"]  # auto: one pass, three range methods, judged on calib data
+    auto = d["calibration"]["auto_logit_error"]  # auto: one pass, three range methods, judged on the selection set
     assert set(auto) == {"mse", "percentile", "minmax"} and d["calibration"]["method"] == min(auto, key=auto.get)
     assert d["cpu_policy"]["reason"] and d["calibration"]["key"] and d["candidates"]
 

@@ -24,8 +24,12 @@ calibration method, CPU policy, layers kept in float) and test (only reported an
 after every choice is final). --data names one set that is split: digits has calib/val/test; a
 folder with calib/, val/, test/ sub-folders or an .npz with x_calib/x_val/x_test uses them; one
 unsplit folder or .npz is split deterministically (stratified, 20/20/60) and the output says so.
---calib-data / --val-data / --eval-data name a set per role; named sets that share samples are
-refused unless --allow-overlap. splits.json in the bundle lists every sample of each set.
+A source with only train and test feeds calibration and selection from train; repeated images are
+dropped before a source is split (said, and listed in splits.json).
+--calib-data / --val-data / --eval-data name a set per role (quantize takes them with the same
+meaning). Calibration or selection on a test split (a recipe's split = "test" too), two roles on one
+split, and sets sharing an image (same decoded pixels, whatever the container) are refused unless
+--allow-overlap. splits.json in the bundle lists every sample of each set.
 When the checkpoint names its data set (edgerep's demo checkpoints do), no --data is needed.
 Without labelled data there is no accuracy verdict: the gate fails unless --no-accuracy-gate.
 
@@ -83,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-samples", type=int, help="calibration samples (default: the recipe's, else 256)")
     p.add_argument("--eval-samples", type=int, help="evaluate on at most this many samples (default all)")
     p.add_argument("--calib-method", choices=["auto", "minmax", "percentile", "entropy", "mse"],
-                   help="activation range method (default: the recipe's, else auto: the best on the calibration data)")
+                   help="activation range method (default: the recipe's, else auto: the lowest simulated INT8 logit "
+                        "error on the selection set)")
     p.add_argument("--batch", type=int, default=1, help="batch size for latency (default 1)")
     p.add_argument("--bench-seconds", type=float, default=1.0, help="time budget per engine for latency (s)")
     p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: all cores)")

@@ -29,9 +29,10 @@ each quantized layer's bias is corrected for its weights' rounding error. When n
 --max-drop, the most sensitive layers stay in float (FP32 on onnxruntime, FP16 on TensorRT).
 If that takes more than half the quantizable layers, the result is not an INT8 model: exit 1.
 
-Data: --data is split like deploy's (calibration / selection / test; see `edgerep deploy --help`):
-ranges come from the calibration set, every choice is scored on the selection set (--val-data),
-and the test set is never read here. Without labels the budget applies to the outputs' cosine
+Data: --data is split like deploy's (calibration / selection / test; see `edgerep deploy --help`),
+and the flags mean what they mean in deploy: ranges come from the calibration set, every choice is
+scored on the selection set (--val-data), and the test set (--eval-data, or --data's test part) is
+never read here except to refuse calibration or selection samples it shares. Without labels the budget applies to the outputs' cosine
 (100 * (1 - cosine), about 20 dB SQNR at 0.5) instead of top-1 agreement, which flips on noise.
 
 CKPT is any checkpoint deploy accepts (an edgerep checkpoint, a state_dict with --arch, an official
@@ -57,15 +58,21 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="checkpoint (.pt) or FP32 ONNX file (.onnx)")
-    p.add_argument("--data", help="calibration data: digits, a folder of class sub-folders, or a .npz with x (and y)"
-                                   " (default: the data set the checkpoint names)")
-    p.add_argument("--val-data", "--eval-data", dest="val_data",
-                   help="selection data: every choice (method, CPU policy, layers kept in float) is scored on it "
-                        "(default: --data's val split, or a deterministic split of --data)")
+    p.add_argument("--data", help="data split into calibration / selection / test as deploy splits it: digits, a folder "
+                                   "of class sub-folders, or a .npz with x (and y) (default: the data set the "
+                                   "checkpoint names)")
+    p.add_argument("--val-data", dest="val_data",
+                   help="selection set: every choice (method, CPU policy, layers kept in float) is scored on it "
+                        "(default: --data's val split, or a part of --data), as in deploy")
+    p.add_argument("--eval-data", dest="eval_data",
+                   help="test set, as in deploy: never read to choose; it is held out of --data's split and "
+                        "calibration or selection that shares a sample with it is refused")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="accept sets that share samples (the numbers are then optimistic)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
     p.add_argument("--method", default="auto", choices=["auto", "minmax", "percentile", "entropy", "mse"],
                    help="activation range method (default auto: mse, percentile and minmax from one pass, "
-                        "the one with the lowest simulated INT8 logit error on the calibration data wins)")
+                        "the one with the lowest simulated INT8 logit error on the selection set wins)")
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="accuracy budget in top-1 points vs the reference (default 0.5); layers leave INT8 "
                         "until it holds. Negative: never exclude layers")
@@ -145,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgerepError("--data: no calibration data named and the checkpoint names no data set")
     from edgerep.data.splits import resolve_splits
 
-    splits = resolve_splits(data=data, val=args.val_data, meta=meta, say=log)  # refused data: nothing written
+    splits = resolve_splits(data=data, val=args.val_data, test=args.eval_data, meta=meta,
+                            allow_overlap=args.allow_overlap, say=log)  # as deploy; refused: nothing written
     calib, evaluate = splits.calibration, splits.selection
     with staged_outputs(out) as tmp:  # a failed run leaves nothing behind
         if fold is None:

@@ -116,6 +116,25 @@ def _per_channel(v: tuple[float, ...], c: int, field: str) -> tuple[float, ...]:
     raise DataError(f"{field} has {len(v)} values but the model takes {c} channels")
 
 
+def pixel_digest(pixels: np.ndarray) -> str:
+    """A content hash of one decoded sample, the same whatever container held it: the array is made
+    (C, H, W) by the caller, a channel axis is added to (H, W), channels that are all equal collapse to
+    one (a grey PNG and its RGB copy), integer pixels in 0..255 hash as uint8, other numbers as int64 or
+    float32; the hash covers dtype, shape and bytes."""
+    a = np.asarray(pixels)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim == 3 and a.shape[0] > 1 and all(np.array_equal(a[0], a[i]) for i in range(1, a.shape[0])):
+        a = a[:1]
+    if a.dtype.kind in "iub":
+        a = a.astype(np.uint8) if a.size == 0 or (a.min() >= 0 and a.max() <= 255) else a.astype(np.int64)
+    else:
+        a = a.astype(np.float32)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
+
+
 class Dataset:
     """A sized, labelled-or-not source of preprocessed NCHW float32 batches.
 
@@ -156,9 +175,10 @@ class Dataset:
         return [f"{self.name}#{i}" for i in range(len(self))]
 
     def sample_digests(self) -> list[str]:
-        """A content hash per sample (raw bytes before preprocessing): named sets that share one overlap."""
-        return [hashlib.sha256(x.tobytes()).hexdigest()[:20]
-                for xb, _ in self.batches(256) for x in xb]
+        """A content hash per sample of its DECODED pixels, before preprocessing (``pixel_digest``): the
+        same image in two containers (a PNG and a uint8 .npz row) has one digest. This default hashes
+        the preprocessed input (for sets that have no raw pixels, e.g. synthetic)."""
+        return [pixel_digest(x) for xb, _ in self.batches(256) for x in xb]
 
     def labels(self) -> np.ndarray | None:
         """Every label in order, or None for unlabelled data (used for stratified splits)."""

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edgerep.data.base import Dataset, Preprocess
+from edgerep.data.base import Dataset, Preprocess, pixel_digest
 from edgerep.errors import DataError
 
 SPLITS = ("train", "calib", "val", "test")
@@ -109,8 +109,8 @@ class DigitsDataset(Dataset):
         return [f"digits/{i}" for i in self._idx]
 
     def sample_digests(self) -> list[str]:
-        images = _raw()[0]
-        return [hashlib.sha256(images[i].tobytes()).hexdigest()[:20] for i in self._idx]
+        images = _raw()[0]  # decoded pixels in [0, 1] (8x8), before resizing and normalization
+        return [pixel_digest(images[i]) for i in self._idx]
 
     def labels(self) -> np.ndarray:
         return _raw()[1][self._idx]

@@ -14,10 +14,32 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerep.data.base import Dataset, Preprocess
+from edgerep.data.base import Dataset, Preprocess, pixel_digest
 from edgerep.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def decoded_pixels(path: Path) -> np.ndarray:
+    """The image's pixels as decoded, before any resize or normalization: (C, H, W), palette and odd
+    modes as RGB, a fully opaque alpha channel dropped."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode == "1":
+                im = im.convert("L")
+            elif im.mode not in ("L", "RGB", "RGBA", "LA", "I", "I;16", "F"):
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            a = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
+                        hint="remove or re-save the file") from None
+    if a.ndim == 3:
+        if a.shape[2] in (2, 4) and (a[..., -1] == 255).all():
+            a = a[..., :-1]
+        a = a.transpose(2, 0, 1)
+    return a
 
 
 class ImageFolderDataset(Dataset):
@@ -88,14 +110,9 @@ class ImageFolderDataset(Dataset):
         return [p.relative_to(self.base).as_posix() for p, _ in self.files]
 
     def sample_digests(self) -> list[str]:
-        out = []
-        for p, _ in self.files:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            out.append(h.hexdigest()[:20])
-        return out
+        """Digests of the decoded pixels (``pixel_digest``), not of the file bytes: the same image as a
+        PNG here and as a uint8 .npz row elsewhere has one digest."""
+        return [pixel_digest(decoded_pixels(p)) for p, _ in self.files]
 
     def labels(self) -> np.ndarray:
         return np.array([y for _, y in self.files], dtype=np.int64)

@@ -16,7 +16,7 @@ from typing import IO
 
 import numpy as np
 
-from edgerep.data.base import Dataset, Preprocess
+from edgerep.data.base import Dataset, Preprocess, pixel_digest
 from edgerep.errors import DataError
 
 
@@ -188,7 +188,9 @@ class NpzDataset(Dataset):
         out = []
         for start in range(0, len(self), 256):
             rows = self.x.read(start, min(len(self), start + 256))
-            out += [hashlib.sha256(r.tobytes()).hexdigest()[:20] for r in rows]
+            if rows.ndim == 4 and rows.shape[1] not in (1, 3) and rows.shape[-1] in (1, 3):
+                rows = rows.transpose(0, 3, 1, 2)  # NHWC -> NCHW, as _prepare reads it
+            out += [pixel_digest(r) for r in rows]  # decoded pixels, the same digest as the PNG of the image
         return out
 
     def labels(self) -> np.ndarray | None:
