@@ -80,8 +80,9 @@ class CheckpointMeta:
         if len(shape) != 3 or min(shape) < 1:
             raise CheckpointError(f"{where}: meta.input_shape must be (C, H, W) positive, got {shape}")
         kw["input_shape"] = shape
-        for name in ("mean", "std"):
-            vals = tuple(float(v) for v in kw.get(name, getattr(cls, name)))
+        for name in ("mean", "std"):  # absent: a placeholder for the channel count (loaders mark it a guess)
+            absent = getattr(cls, name) if shape[0] == 3 else (0.5,) * shape[0]
+            vals = tuple(float(v) for v in kw.get(name, absent))
             if len(vals) not in (1, shape[0]):
                 raise CheckpointError(f"{where}: meta.{name} has {len(vals)} values for {shape[0]} channels")
             kw[name] = vals
@@ -128,7 +129,8 @@ def preprocessing_of(meta: CheckpointMeta) -> dict[str, Any]:
     """The preprocessing as report.json records it."""
     return {"input_shape": list(meta.input_shape), "mean": list(meta.mean), "std": list(meta.std),
             "scale": meta.scale, "resize": meta.resize, "channel_order": meta.channel_order,
-            "source": meta.extra.get("preprocessing_source", "checkpoint")}
+            "source": meta.extra.get("preprocessing_source", "checkpoint"),
+            "input_shape_source": meta.extra.get("input_shape_source", "checkpoint")}
 
 
 def apply_preprocessing(meta: CheckpointMeta, overrides: Mapping[str, Any] | None, source: str = "flags",
@@ -434,10 +436,22 @@ def _with_inferred_classes(arch: str, kwargs: dict, sd: Mapping[str, torch.Tenso
     return kwargs
 
 
-def _load_edgerep(obj: Mapping, path: Path, arch: str | None) -> LoadedCheckpoint:
+def _load_edgerep(obj: Mapping, path: Path, arch: str | None, input_shape: tuple | None = None) -> LoadedCheckpoint:
     meta = CheckpointMeta.from_dict(obj.get("meta"), str(path))
-    if "mean" not in obj.get("meta", {}):  # written without preprocessing: the class defaults are a guess
+    given = obj.get("meta", {})
+    if not all(k in given for k in ("mean", "std")):  # written without preprocessing: the class defaults are a guess
         meta.extra["preprocessing_source"] = "default"
+    if "input_shape" in given:  # the checkpoint's own (preprocessing_of reports "checkpoint"); never silently overridden
+        if input_shape is not None and tuple(int(v) for v in input_shape) != tuple(meta.input_shape):
+            raise CheckpointError(f"{path}: --input-shape {','.join(map(str, input_shape))} contradicts the "
+                                  f"checkpoint's meta.input_shape {','.join(map(str, meta.input_shape))}",
+                                  hint="edgerep checkpoints carry their input shape; drop --input-shape")
+    elif input_shape is not None:
+        meta.input_shape = tuple(int(v) for v in input_shape)
+        meta.extra["input_shape_source"] = "flags"
+    else:
+        raise CheckpointError(f"{path}: meta has no input_shape, and edgerep will not guess one",
+                              hint="pass --input-shape C,H,W as the model was trained")
     if arch is not None and arch != meta.arch:
         raise CheckpointError(f"{path}: the checkpoint is a {meta.arch!r}, not --arch {arch!r}",
                               hint="edgerep checkpoints carry their architecture; drop --arch")
@@ -466,8 +480,10 @@ def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str
         # the architecture itself uses the official names (e.g. a user's own factory): load as is
         sd, folded = dict(raw), False
     meta = default_meta(arch, kwargs)
+    meta.extra["input_shape_source"] = "timm" if arch.startswith("timm:") else "registry"
     if input_shape is not None:
         meta.input_shape = tuple(int(v) for v in input_shape)
+        meta.extra["input_shape_source"] = "flags"
         c = meta.input_shape[0]
         if len(meta.mean) != c:  # the default preprocessing was for another channel count
             meta.mean, meta.std = (0.5,) * c, (0.5,) * c
@@ -475,6 +491,9 @@ def _load_plain(obj: Any, path: Path, arch: str | None, arch_kwargs: Mapping[str
     meta.folded = folded
     meta.extra["source_layout"] = layout or "edgerep"
     model = build_arch(arch, kwargs)
+    if input_shape is None and ":" in arch and not arch.startswith("timm:"):  # a factory of the user's: no shape
+        raise CheckpointError(f"{path}: --arch {arch} states no input shape, and edgerep will not guess one",
+                              hint="pass --input-shape C,H,W as the model was trained")
     if folded:
         model = _fold_like(model, meta, sd)
     load_state_dict_checked(model, sd, str(path))
@@ -502,7 +521,8 @@ def _load_export(path: Path, input_shape: tuple | None) -> LoadedCheckpoint:
         raise CheckpointError(f"{path}: the program records no (N, C, H, W) example input",
                               hint="pass --input-shape C,H,W")
     meta = CheckpointMeta(arch="torch.export", input_shape=tuple(int(s) for s in shape),
-                          extra={"preprocessing_source": "default"})
+                          extra={"preprocessing_source": "default",
+                                 "input_shape_source": "flags" if input_shape is not None else "program"})
     if meta.input_shape[0] != 3:
         meta.mean, meta.std = (0.5,) * meta.input_shape[0], (0.5,) * meta.input_shape[0]
     from edgerep.exported import program_module
@@ -545,7 +565,7 @@ def _load_any(path: Path, arch: str | None, trust: bool, arch_kwargs: Mapping[st
                               "quantize, build and bench also take ONNX")
     obj = _torch_load(path, trust)
     if isinstance(obj, Mapping) and MAGIC in obj:
-        return _load_edgerep(obj, path, arch)
+        return _load_edgerep(obj, path, arch, input_shape)
     if isinstance(obj, nn.Module) or (isinstance(obj, Mapping) and isinstance(obj.get("model"), nn.Module)):
         model = obj if isinstance(obj, nn.Module) else obj["model"]
         check_finite(model.state_dict(), str(path))
@@ -556,19 +576,31 @@ def _load_any(path: Path, arch: str | None, trust: bool, arch_kwargs: Mapping[st
 
 def _pickled_meta(obj: Any, model: nn.Module, path: Path, arch: str | None, arch_kwargs: Mapping[str, Any] | None,
                   input_shape: tuple | None) -> CheckpointMeta:
-    """Metadata of a pickled module: the file's own ``meta`` (edgerep writes one), else the
-    registry's for ``arch``, else the first conv's channel count; preprocessing fits the channels."""
+    """Metadata of a pickled module: the file's own ``meta`` (edgerep writes one), else the registry's for
+    ``arch``; the input shape is never guessed (``--input-shape``, else the meta's or the registry's, else
+    exit 2), and preprocessing the meta does not state is marked a guess (data that needs it is refused)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
-        meta = CheckpointMeta.from_dict(obj["meta"], str(path))
+        given = obj["meta"]
+        meta = CheckpointMeta.from_dict(given, str(path))
+        if not all(k in given for k in ("mean", "std")):  # the class defaults (ImageNet) are a guess
+            meta.extra["preprocessing_source"] = "default"
+        shape_source = "checkpoint" if "input_shape" in given else None
     elif arch and ":" not in arch:
-        meta = default_meta(arch, arch_kwargs)
+        meta, shape_source = default_meta(arch, arch_kwargs), "registry"
     else:
-        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         c = int(first.in_channels) if first is not None else 3
         meta = CheckpointMeta(arch=arch or "pickled-module", arch_kwargs=dict(arch_kwargs or {}),
-                              input_shape=(c, 224, 224), extra={"preprocessing_source": "default"})
+                              input_shape=(c, 1, 1), extra={"preprocessing_source": "default"})
+        shape_source = None
     if input_shape is not None:
-        meta.input_shape = tuple(int(v) for v in input_shape)
+        meta.input_shape, shape_source = tuple(int(v) for v in input_shape), "flags"
+    if shape_source is None:
+        channels = f" (its first conv takes {first.in_channels} channels)" if first is not None else ""
+        raise CheckpointError(f"{path}: a pickled module records no input shape{channels}, and edgerep will not "
+                              "guess one", hint="pass --input-shape C,H,W as the model was trained")
+    if shape_source != "checkpoint":
+        meta.extra["input_shape_source"] = shape_source
     c = meta.input_shape[0]
     if len(meta.mean) not in (1, c):  # the default preprocessing was for another channel count
         meta.mean, meta.std = (0.5,) * c, (0.5,) * c

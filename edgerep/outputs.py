@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 from edgerep.errors import EdgerepError
 
@@ -63,4 +65,45 @@ def check_output_dir(path: str | Path, flag: str) -> Path:
     return path
 
 
-__all__ = ["check_output_file", "check_output_dir"]
+@contextmanager
+def staged_outputs(out: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write into; on success its entries are moved into ``out``
+    (created if needed; same-named entries replaced), on failure nothing of this run is left: the
+    folder is removed, and so is ``out`` if this run created it (a calibration cache inside it too)."""
+    import shutil
+
+    out = Path(out)
+    existed = out.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.edgerep-tmp-", dir=out.parent))
+    ok = False
+    try:
+        yield tmp
+        out.mkdir(exist_ok=True)
+        for entry in sorted(tmp.iterdir()):
+            dest = out / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+        ok = True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not ok and not existed and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def moved_paths(obj: Any, tmp: Path, out: Path) -> Any:
+    """``obj`` (JSON-like) with every string path inside ``tmp`` pointing at the same entry in ``out``."""
+    if isinstance(obj, dict):
+        return {k: moved_paths(v, tmp, out) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [moved_paths(v, tmp, out) for v in obj]
+    if isinstance(obj, (str, Path)):
+        text = str(obj)
+        for root in {str(tmp), str(Path(tmp).resolve())}:
+            if text == root or text.startswith(root + os.sep):
+                return str(out) + text[len(root):]
+    return obj
+
+
+__all__ = ["check_output_file", "check_output_dir", "staged_outputs", "moved_paths"]

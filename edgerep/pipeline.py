@@ -52,6 +52,7 @@ class DeployOptions:
     seed: int = 0
     cache_dir: Path | None = None
     metric: str | None = None
+    expect_top1: float | None = None  # the unfolded model's expected top-1 (%): the gate fails far below it
 
 
 @dataclass
@@ -271,7 +272,43 @@ def stage_load(ctx: DeployContext) -> str:
         ctx.warnings.append("calibration, selection and test sets share samples (--allow-overlap): "
                             "accuracy figures are optimistic")
     ctx.report = _report_head(ctx)
+    from edgerep.bench.input_stats import shift_problems
+
+    ctx.report["input_statistics"] = stats = _input_statistics(ctx)
+    for problem in shift_problems(stats):
+        ctx.warn("load", "the inputs do not look like the model's training inputs: " + problem)
     return f"loaded {opts.checkpoint}"
+
+
+def _input_statistics(ctx: DeployContext) -> dict:
+    """The calibration inputs against the running statistics of the unfolded model's first BatchNorm layers."""
+    from edgerep.bench.input_stats import SAMPLES, bn_input_statistics
+
+    calib = ctx.splits.calibration
+    if calib.name == "synthetic":
+        return {"source": "calibration", "samples": 0, "layers": [],
+                "skipped": "synthetic calibration inputs (random, not images)"}
+    return bn_input_statistics(ctx.loaded.model, (x for x, _ in calib.batches(32, limit=SAMPLES)))
+
+
+def expected_top1(opts: DeployOptions, meta, test_spec: str | None) -> dict | None:
+    """The top-1 (%) the unfolded model should reach: ``--expect-top1``, else the accuracy its checkpoint
+    records (``meta.extra["training"]``: ``val_top1``, ``test_top1`` or ``train_top1``, fractions or percent)
+    when the test data is the data set it was recorded on."""
+    if opts.expect_top1 is not None:
+        return {"top1": float(opts.expect_top1), "source": "--expect-top1"}
+    training = (getattr(meta, "extra", None) or {}).get("training")
+    dataset = getattr(meta, "dataset", None)
+    if not isinstance(training, dict) or not dataset or test_spec != dataset:
+        return None
+    for key in ("val_top1", "test_top1", "train_top1"):
+        v = training.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 100:
+            top1 = float(v) * (100.0 if v <= 1 else 1.0)
+            n = training.get(key.replace("top1", "samples"))
+            return {"top1": top1, "source": f"checkpoint meta.extra.training.{key} on {dataset}"
+                    + (f", {n} images" if n else "")}
+    return None
 
 
 def _report_head(ctx: DeployContext) -> dict[str, Any]:
@@ -409,6 +446,12 @@ def stage_evaluate(ctx: DeployContext) -> str:
         base["accuracy"] = score(ctx.ref_out, ctx.labels, ctx.ref_out, ctx.user_metric, classifier).to_dict()
         if classifier:
             base["accuracy"]["classes"] = int(ctx.ref_out.shape[1])
+            if ctx.labels is not None and len(ctx.labels):  # what always answering one class scores
+                counts = np.bincount(ctx.labels.astype(np.int64).clip(min=0))
+                base["accuracy"]["majority"] = {"class": int(counts.argmax()), "count": int(counts.max())}
+    expected = expected_top1(ctx.opts, ctx.meta, ctx.splits.sources["test"].spec)
+    if expected:
+        base["expected"] = expected
     ref_top1 = (base.get("accuracy") or {}).get("top1")
     for b, entry in zip(ctx.built, ctx.report["engines"]):
         if b.engine is not None:
@@ -456,7 +499,8 @@ def stage_gate(ctx: DeployContext) -> str:
     opts = ctx.opts
     if opts.max_drop is None:
         return "no gate (--max-drop negative)"
-    th = GateThresholds(max_drop=opts.max_drop if opts.accuracy_gate else None, require_accuracy=opts.accuracy_gate)
+    th = GateThresholds(max_drop=opts.max_drop if opts.accuracy_gate else None, require_accuracy=opts.accuracy_gate,
+                        baseline_sanity=opts.accuracy_gate)
     g = evaluate_gate(ctx.report, th)
     ctx.report["gate"] = g.to_dict()
     ctx.passed = g.passed
@@ -575,6 +619,8 @@ def _check_options(opts: DeployOptions) -> None:
         raise EdgerepError(f"--calib-samples must be positive, got {opts.calib_samples}")
     if opts.batch < 1:
         raise EdgerepError(f"--batch must be positive, got {opts.batch}")
+    if opts.expect_top1 is not None and not 0 < opts.expect_top1 <= 100:
+        raise EdgerepError(f"--expect-top1 is a top-1 in percent (0, 100], got {opts.expect_top1:g}")
     if opts.eval_samples is not None and opts.eval_samples < 1:
         raise EdgerepError(f"--eval-samples must be positive, got {opts.eval_samples}")
     if not opts.bench_seconds >= 0:

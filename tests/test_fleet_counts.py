@@ -54,7 +54,7 @@ def test_gate_fails_lost_and_nodeless_rows_and_groups_junit_by_target_engine():
     lost = {k: v for k, v in lost.items() if k not in ("latency", "accuracy", "drop_vs_unfolded")}
     nodeless = {"target": "dgpu", "node": "-", "scope": "node", "name": "tensorrt-cuda", "precision": "int8",
                 "status": "no node", "reason": "no node for target"}
-    report = {"fold": {"max_rel_error": 1e-7}, "baseline": {"accuracy": {"top1": 99.1, "classes": 10}},
+    report = {"fold": {"max_rel_error": 1e-7}, "baseline": {"accuracy": {"top1": 99.0, "samples": 100, "classes": 10}},
               "rows": [built, lost, nodeless]}
     res = gate_fleet(report, GateThresholds(max_drop=0.5))
     assert not res.passed
@@ -67,6 +67,20 @@ def test_gate_fails_lost_and_nodeless_rows_and_groups_junit_by_target_engine():
     assert gate_fleet({**report, "rows": [built, recovered]}, GateThresholds(max_drop=0.5)).passed
     unlabelled = gate_fleet({**report, "baseline": {"accuracy": None}, "rows": [built]}, GateThresholds())
     assert [c.name for c in unlabelled.failures] == ["accuracy_measured"]  # said once, not per row
+
+
+def test_fleet_gate_keeps_the_bundles_set_up_checks_once():
+    """The bundle's input statistics and expected top-1 travel into the fleet report and fail its gate once."""
+    row = {"target": "x86-cpu", "node": "a-1", "scope": "node", "name": "onnxruntime-cpu", "precision": "int8",
+           "status": "built", "latency": {"p50_ms": 0.1}, "accuracy": {"top1": 25.0}, "drop_vs_unfolded": 0.0}
+    stats = {"source": "calibration", "samples": 64, "layers": [{"layer": "c1.1", "channels": 16, "mean_shift": 131.0,
+                                                                 "var_ratio": 6.6e4, "var_direction": "larger"}]}
+    report = {"fold": {"max_rel_error": 1e-7}, "input_statistics": stats,
+              "baseline": {"accuracy": {"top1": 25.0, "samples": 100, "classes": 10},
+                           "expected": {"top1": 97.0, "source": "--expect-top1"}},
+              "rows": [row, {**row, "node": "b-2"}]}
+    res = gate_fleet(report, GateThresholds(max_drop=0.5))
+    assert sorted(c.name for c in res.failures) == ["baseline_expected", "input_mean_shift", "input_var_ratio"]
 
 
 @pytest.mark.parametrize("argv,words", [

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from edgerep.bench.input_stats import MAX_MEAN_SHIFT, MAX_VAR_RATIO
 from edgerep.bench.noise import latency_change
 from edgerep.errors import EdgerepError
 
@@ -24,7 +25,12 @@ else:  # pragma: no cover
 
 
 DEFAULT_MAX_DROP = 0.5  # deploy's default: a bare `edgerep gate report.json` gates what deploy gates
-SANITY_FACTOR = 2.0  # an unfolded FP32 baseline at or below this multiple of chance is a broken set-up
+#: an unfolded FP32 baseline must beat chance at this level (exact one-sided binomial test on its counts)
+SANITY_ALPHA = 1e-3
+#: "far below the expected top-1": the counts are inconsistent (one-sided exact binomial, SANITY_ALPHA) with a
+#: true accuracy of the expected top-1 minus this many points
+EXPECT_MARGIN = 5.0
+_PREPROCESSING = "--input-shape/--mean/--std/--scale/--resize/--channel-order"
 
 
 @dataclass
@@ -32,11 +38,17 @@ class GateThresholds:
     """What must hold. ``None`` disables a check. Drops are in top-1 percentage points.
 
     The defaults are deploy's: top-1 drop <= 0.5 points, an exact fold, a baseline that beats chance
-    clearly, and an accuracy measured at all (``require_accuracy=False`` for a latency-only run)."""
+    (exact binomial test on its counts) and is not far below the top-1 it is expected to have, inputs whose
+    statistics match the model's first BatchNorm layers, and an accuracy measured at all
+    (``require_accuracy=False`` for a latency-only run)."""
 
     max_drop: float | None = DEFAULT_MAX_DROP  # top-1 drop vs the unfolded FP32 model, per engine
     require_accuracy: bool = True  # no labelled test data -> fail "no accuracy measured"
-    baseline_sanity: bool = True  # unfolded FP32 top-1 <= 2x chance -> fail (preprocessing or labels wrong)
+    baseline_sanity: bool = True  # unfolded FP32 top-1 not above chance (exact binomial) -> fail
+    expect_top1: float | None = None  # the unfolded model's expected top-1 (%); else the report's (checkpoint meta)
+    expect_top1_margin: float = EXPECT_MARGIN  # points below expect_top1 still consistent with it
+    max_input_mean_shift: float | None = MAX_MEAN_SHIFT  # first BN layers: input mean vs running mean (running stds)
+    max_input_var_ratio: float | None = MAX_VAR_RATIO  # first BN layers: input variance vs running variance (factor)
     min_top1: float | None = None  # absolute top-1 (%) floor
     min_cosine: float | None = None  # fidelity vs unfolded, for models without labels
     min_sqnr_db: float | None = None
@@ -167,17 +179,10 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
         add("accuracy_measured", "baseline", None, None, False,
             "no accuracy measured: the report has no top-1 on labelled test data (name labelled data with "
             "--data / --eval-data, or gate a latency-only run with --no-accuracy-gate)")
-    classes = base_acc.get("classes")
-    if th.baseline_sanity and labelled and classes:
-        chance = 100.0 / float(classes)
-        top1 = float(base_acc["top1"])
-        ok = top1 > SANITY_FACTOR * chance
-        add("baseline_sanity", "baseline", top1, SANITY_FACTOR * chance, ok,
-            f"the unfolded FP32 model scores {top1:.2f}% on the test set, "
-            + (f"above {SANITY_FACTOR:g}x chance ({chance:.2f}% for {classes} classes)" if ok else
-               f"at most {SANITY_FACTOR:g}x chance ({chance:.2f}% for {classes} classes): the preprocessing "
-               "(--mean/--std/--scale/--resize/--channel-order) or the labels (class order) are likely wrong, "
-               "so no drop measured against it means anything"))
+    if th.require_accuracy:
+        _input_checks(report.get("input_statistics"), th, add)
+    if th.baseline_sanity and labelled:
+        _sanity_checks(base_acc, report.get("baseline") or {}, th, add)
     int8_failure = ((report.get("quantization") or {}).get("int8_failure"))
     if int8_failure:
         add("int8_is_int8", "onnxruntime-cpu/int8", None, None, False, f"INT8 failed: {int8_failure}")
@@ -249,6 +254,82 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                         d <= th.max_accuracy_regression,
                         f"{key}: top-1 {v:.2f}% vs baseline {b:.2f}% ({-d:+.2f} points, limit -{th.max_accuracy_regression:g})")
     return GateResult(passed=all(c.passed for c in checks), checks=checks, report_path=report_path)
+
+
+def _counts(acc: dict) -> tuple[int, int] | None:
+    """(correct, images) of an accuracy dict with ``top1`` (%) and ``samples``."""
+    n = acc.get("samples")
+    if acc.get("top1") is None or not n:
+        return None
+    return int(round(float(acc["top1"]) * int(n) / 100.0)), int(n)
+
+
+def _sanity_checks(acc: dict, base: dict, th: GateThresholds, add) -> None:
+    """The unfolded FP32 baseline beats chance, and is not far below the top-1 it is expected to have."""
+    from edgerep.bench.binomial import chance_test, fewest_images, fmt_p, p_at_most
+
+    counts, classes = _counts(acc), acc.get("classes")
+    wrong = (f"the preprocessing ({_PREPROCESSING}) or the labels (class order) are likely wrong, so no drop "
+             "measured against it means anything")
+    if classes and counts is None:
+        add("baseline_sanity", "baseline", None, SANITY_ALPHA, False,
+            "the report gives the baseline's top-1 without its image count: nothing to test against chance")
+    elif classes:
+        k, n = counts
+        chance, how = 1.0 / float(classes), f"1 in {classes} classes"
+        majority = acc.get("majority")  # {"class", "count"}: a model that always answers it scores this share
+        if majority and majority.get("count") and majority["count"] / n > chance:
+            chance, how = majority["count"] / n, f"always answering class {majority['class']}: {majority['count']} of {n}"
+        t = chance_test(k, n, chance, SANITY_ALPHA)
+        said = (f"the unfolded FP32 model gets {k} of {n} test images right ({100.0 * k / n:.2f}%); chance "
+                f"({how}) expects {chance * n:.1f}: exact one-sided binomial {fmt_p(t.p_value)}")
+        if t.beats_chance:
+            msg = f"{said} < {SANITY_ALPHA:g}: above chance"
+        elif t.needed is None:
+            least = fewest_images(chance, SANITY_ALPHA)
+            msg = (f"{said}: {n} test images cannot show that it beats chance (even {n} of {n} gives p >= "
+                   f"{SANITY_ALPHA:g}); evaluate on at least {least} images" if least else f"{said}: too few images")
+        else:
+            msg = f"{said} >= {SANITY_ALPHA:g} (it needs {t.needed} of {n}): not above chance; {wrong}"
+        add("baseline_sanity", "baseline", t.p_value, SANITY_ALPHA, t.beats_chance, msg)
+    expected = base.get("expected") or {}
+    top, source = expected.get("top1"), expected.get("source")
+    if th.expect_top1 is not None:
+        top, source = th.expect_top1, "--expect-top1"
+    if counts and top is not None:
+        k, n = counts
+        floor = max(0.0, float(top) - th.expect_top1_margin)
+        p = p_at_most(k, n, floor / 100.0)
+        ok = not p < SANITY_ALPHA
+        said = (f"the unfolded FP32 model gets {k} of {n} test images right ({100.0 * k / n:.2f}%), expected "
+                f"{float(top):.2f}% ({source})")
+        msg = (f"{said}: consistent with at least {floor:.2f}% (expected - {th.expect_top1_margin:g} points; "
+               f"exact one-sided binomial {fmt_p(p)})" if ok else
+               f"{said}: far below it: a model with {floor:.2f}% (expected - {th.expect_top1_margin:g} points) gets "
+               f"{k} or fewer of {n} right with {fmt_p(p)} < {SANITY_ALPHA:g}; {wrong}")
+        add("baseline_expected", "baseline", p, SANITY_ALPHA, ok, msg)
+
+
+def _input_checks(stats: dict | None, th: GateThresholds, add) -> None:
+    """The calibration inputs' statistics at the first BatchNorm layers match the model's running statistics."""
+    layers = (stats or {}).get("layers") or []
+    if not layers:
+        return
+    for name, key, limit, unit in (("input_mean_shift", "mean_shift", th.max_input_mean_shift, " running std"),
+                                   ("input_var_ratio", "var_ratio", th.max_input_var_ratio, "x either way")):
+        if limit is None:
+            continue
+        worst = max(layers, key=lambda r: r[key])
+        ok = worst[key] <= limit
+        what = (f"input mean {worst[key]:.3g} running std off its running mean" if key == "mean_shift" else
+                f"input variance {worst[key]:.3g}x {worst['var_direction']} than its running variance")
+        msg = (f"BatchNorm {worst['layer']} (of the first {len(layers)} in the unfolded model, median of "
+               f"{worst['channels']} channels, {stats.get('samples')} {stats.get('source')} samples): {what} "
+               f"(limit {limit:g}{unit})")
+        if not ok:
+            msg += (": the inputs are not what the model was trained on; the preprocessing "
+                    f"({_PREPROCESSING}) is likely wrong")
+        add(name, "inputs", worst[key], limit, ok, msg)
 
 
 def _noise(lat: dict) -> str | None:

@@ -48,8 +48,10 @@ examples:
   edgerep deploy model.pt --out bundle/ --force --json
 
 exit codes: 0 ok, 1 the gate failed: an engine lost more than --max-drop top-1 points, no accuracy
-was measured, the unfolded baseline is at chance, or INT8 kept most layers in float (the bundle is
-still written, its report says which and why), 2 bad input.
+was measured, the unfolded baseline does not beat chance (exact binomial test on its counts) or is
+far below --expect-top1 (or the accuracy the checkpoint records), the calibration inputs do not
+match the running statistics of the model's first BatchNorm layers (wrong preprocessing), or INT8
+kept most layers in float (the bundle is still written, its report says which and why), 2 bad input.
 """
 
 
@@ -72,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gate: max top-1 drop vs the unfolded FP32 model, in points (default 0.5); exit 1 if any "
                         "engine exceeds it. Also the budget for automatic mixed precision. A negative value "
                         "disables the gate")
+    p.add_argument("--expect-top1", type=float, metavar="PCT",
+                   help="the unfolded model's known top-1 (%%, e.g. its validation accuracy): the gate fails when "
+                        "the test counts are far below it (inconsistent with PCT - 5 points, exact binomial p < "
+                        "0.001). Default: the accuracy the checkpoint records for its own data set, if any")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     from edgerep.commands.fold import add_checkpoint_arguments
 
@@ -113,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
-        seed=args.seed, cache_dir=args.cache_dir, metric=args.metric,
+        seed=args.seed, cache_dir=args.cache_dir, metric=args.metric, expect_top1=args.expect_top1,
     )
     with step_progress(quiet=args.json) as progress:
         result = deploy(opts, progress=progress)
@@ -135,7 +141,10 @@ def print_data_summary(report: dict) -> None:
         std = ",".join(f"{v:g}" for v in pre.get("std", []))
         scale = pre.get("scale")
         scale_s = "1/255" if scale and abs(scale * 255 - 1) < 1e-12 else f"{scale:g}"
-        print(f"preprocessing ({pre.get('source')}): input {'x'.join(map(str, pre.get('input_shape', [])))}, "
+        shape_from = {"flags": "--input-shape", "registry": "the architecture's", "timm": "timm's config",
+                      "program": "the program's example"}.get(pre.get("input_shape_source"), "the checkpoint's")
+        print(f"preprocessing ({pre.get('source')}): input {'x'.join(map(str, pre.get('input_shape', [])))} "
+              f"({shape_from}), "
               f"pixels x {scale_s}, mean {mean}, std {std}, resize {pre.get('resize')}, {pre.get('channel_order')}")
     sp = report.get("splits") or {}
     if sp:

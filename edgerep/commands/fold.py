@@ -37,7 +37,8 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch-kwargs", metavar="JSON", default=None,
                    help='constructor arguments for --arch as a JSON object, e.g. \'{"num_classes": 10}\'')
     p.add_argument("--input-shape", metavar="C,H,W", default=None,
-                   help="input shape when the checkpoint does not carry one (plain state_dict, .pt2)")
+                   help="input shape when the checkpoint does not carry one (a state_dict for package.module:factory, a "
+                        "pickled module without meta, a .pt2 or ONNX file without a static one); never guessed")
     g = p.add_argument_group("preprocessing (how raw pixels become model input; the checkpoint's own win "
                              "unless given; required when it carries none and the data is images)")
     g.add_argument("--mean", metavar="M[,M,...]", help="per-channel mean after scaling, one value or one per "

@@ -14,8 +14,11 @@ table with the same names as the flags, underscores for dashes); flags win over 
 
 With no flags the gate applies deploy's defaults, so a CI line copied without flags still gates
 accuracy: every engine's top-1 drop <= 0.5 points, the fold exact (relative error <= 1e-4), the
-unfolded FP32 baseline clearly above chance (> 2x; else preprocessing or labels are wrong), an
-accuracy measured at all (labelled test data), and a real INT8 model (not mostly kept in float).
+unfolded FP32 baseline above chance (exact one-sided binomial test on its counts, p < 0.001) and not
+far below the top-1 it is expected to have (--expect-top1, or what the checkpoint records), the
+calibration inputs' mean and variance at the model's first BatchNorm layers within 0.5 running std
+and 1.5x of its running statistics (else preprocessing or labels are wrong), an accuracy measured
+at all (labelled test data), and a real INT8 model (not mostly kept in float).
 --no-accuracy-gate turns the accuracy checks off for a latency-only run.
 
 Engines are selected by glob over "name/precision", e.g. "onnxruntime-cpu/int8".
@@ -47,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="max top-1 drop vs the unfolded FP32 model (points; default 0.5, as deploy)")
     p.add_argument("--no-accuracy-gate", action="store_true",
                    help="a latency-only run: no drop, no 'accuracy measured' and no baseline-sanity check")
+    p.add_argument("--expect-top1", type=float, metavar="PCT",
+                   help="the unfolded model's known top-1 (%%): fail when the baseline's counts are far below it "
+                        "(inconsistent with PCT - expect_top1_margin (5) points, exact binomial p < 0.001)")
     p.add_argument("--min-top1", type=float, help="minimum top-1 accuracy (%%)")
     p.add_argument("--min-cosine", type=float, help="minimum output cosine vs unfolded (models without labels)")
     p.add_argument("--min-sqnr-db", type=float, help="minimum output SQNR vs unfolded (dB)")
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             check_output_file(path, flag)  # before any work
     th = GateThresholds.from_toml(args.config) if args.config else GateThresholds()
-    th = th.merged(max_drop=args.max_drop, min_top1=args.min_top1, min_cosine=args.min_cosine,
+    th = th.merged(max_drop=args.max_drop, expect_top1=args.expect_top1, min_top1=args.min_top1, min_cosine=args.min_cosine,
                    min_sqnr_db=args.min_sqnr_db, min_agreement=args.min_agreement,
                    max_latency_ms=args.max_latency_ms, max_p99_ms=args.max_p99_ms,
                    max_latency_regression_pct=args.max_latency_regression_pct,

@@ -41,9 +41,16 @@ first, and the unfolded FP32 model is the accuracy reference. MODEL.onnx is used
 FP32 model is then the reference). Calibration ranges are cached (--cache-dir), keyed by model
 hash + data fingerprint + method + settings, and reused when the key matches.
 
+Preprocessing takes deploy's flags (--mean, --std, --scale, --resize, --channel-order; --input-shape)
+and is never guessed: an ONNX file carries none, so with image data (digits, image folders, uint8
+.npz) they are required (exit 2 naming them); a float .npz is read as model-ready tensors.
+Outputs are written to a temporary folder and moved into OUT only when the run completes: a failed
+run leaves nothing behind.
+
 examples:
   edgerep quantize examples/checkpoints/repvgg_digits.pt --data digits -o out/q
   edgerep quantize model.onnx --data calib.npz --val-data val.npz --method entropy -o out/q
+  edgerep quantize model.onnx --data digits --input-shape 1,16,16 --mean 0.3058 --std 0.319 -o out/q
   edgerep quantize model.pt --arch repvgg_a0 --data images/ --max-drop 1.0 --targets cpu --json -o out/q
   edgerep quantize model.onnx --data calib.npz --cpu-policy u8s8-w7 -o out/q   # pin (still verified)
 """
@@ -72,11 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", default="cpu,tensorrt", help="comma list of cpu, tensorrt (default both)")
     p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256)")
     p.add_argument("--eval-samples", type=int, help="verify on at most this many samples (default all)")
-    p.add_argument("--input-shape", help="C,H,W for an ONNX file whose data needs resizing (default: from the file)")
-    p.add_argument("--arch", help="architecture for a plain state_dict checkpoint (zoo name or package.module:factory)")
-    p.add_argument("--arch-kwargs", metavar="JSON", default=None, help="constructor arguments for --arch (JSON object)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow a whole pickled module (unpickling RUNS CODE named by the file)")
+    from edgerep.commands.fold import add_checkpoint_arguments
+
+    add_checkpoint_arguments(p)  # --arch, --arch-kwargs, --input-shape, preprocessing, --trust-checkpoint (as deploy)
     p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default OUT/cache)")
     p.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="skip bias correction")
@@ -86,20 +91,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _onnx_meta(path: Path, shape: str | None):
-    """A minimal meta (input shape) for data preprocessing of an ONNX input."""
-    from types import SimpleNamespace
-
+def _onnx_meta(path: Path, load: dict):
+    """The meta of an ONNX input: its input shape (``--input-shape``, else the file's static one) and the
+    preprocessing the flags state; none stated is a guess, so image data is refused (exit 2) naming them."""
     import onnx
 
+    from edgerep.checkpoint import CheckpointMeta, apply_preprocessing
     from edgerep.errors import EdgerepError
 
-    if shape:
-        try:
-            dims = tuple(int(v) for v in shape.split(","))
-        except ValueError:
-            raise EdgerepError(f"--input-shape {shape!r}: expected C,H,W integers") from None
-    else:
+    dims = load.get("input_shape")
+    if dims is None:
         try:
             m = onnx.load(str(path), load_external_data=False)
         except FileNotFoundError:
@@ -113,62 +114,68 @@ def _onnx_meta(path: Path, shape: str | None):
         dims = tuple(x.dim_value for x in d[1:])
         if len(dims) != 3 or not all(dims):
             raise EdgerepError(f"{path}: input shape is not static (C,H,W); pass --input-shape")
-    return SimpleNamespace(input_shape=dims, mean=None, std=None, class_names=None)
+    c = int(dims[0])
+    meta = CheckpointMeta(arch="onnx", input_shape=tuple(int(v) for v in dims), mean=(0.0,) * c, std=(1.0,) * c,
+                          extra={"preprocessing_source": "default",
+                                 "input_shape_source": "flags" if load.get("input_shape") else "onnx"})
+    return apply_preprocessing(meta, load.get("preprocessing"))
 
 
 def run(args: argparse.Namespace) -> int:
     from edgerep.outputs import check_output_dir
 
     check_output_dir(args.out, "-o")  # before any work (and before torch is imported)
+    from edgerep.commands.fold import parse_checkpoint_arguments
     from edgerep.errors import EdgerepError
+    from edgerep.outputs import moved_paths, staged_outputs
     from edgerep.quant.pipeline import quantize_model
 
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     if args.calib_samples <= 0:
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
     out: Path = args.out
-    reference = None
+    load = parse_checkpoint_arguments(args)  # bad flags are exit 2 before any work
+    reference = fold = None
     log = (lambda m: None) if args.json else (lambda m: print(f"  {m}"))
     if args.model.suffix.lower() == ".onnx":
         if not args.model.is_file():
             raise EdgerepError(f"{args.model}: no such ONNX file")
-        fp32 = args.model
-        meta = _onnx_meta(args.model, args.input_shape)
+        meta = _onnx_meta(args.model, load)
         data = args.data
     else:
-        from edgerep.commands.fold import parse_checkpoint_arguments
         from edgerep.model_path import load_and_fold
-        from edgerep.quant.export import export_onnx
 
-        loaded, fold = load_and_fold(args.model, parse_checkpoint_arguments(args))
-        model, meta, folded, rep = loaded.model, loaded.meta, fold.module, fold.verify
+        loaded, fold = load_and_fold(args.model, load)
+        meta = loaded.meta
         data = args.data or meta.dataset
-        out.mkdir(parents=True, exist_ok=True)
-        fp32 = out / "model.fp32.onnx"
-        export_onnx(folded, fp32, tuple(meta.input_shape))
-
-        from edgerep.pipeline import TorchReference
-
-        reference = TorchReference(model)  # the UNFOLDED model is what every INT8 candidate is compared to
-
-        log(f"folded and exported {fp32} (fold error {rep.max_rel_error:.1e} relative)")
     if not data:
         raise EdgerepError("--data: no calibration data named and the checkpoint names no data set")
-    out.mkdir(parents=True, exist_ok=True)
     from edgerep.data.splits import resolve_splits
 
     splits = resolve_splits(data=data, val=args.val_data, test=args.eval_data, meta=meta,
-                            allow_overlap=args.allow_overlap, say=log)  # the roles deploy would use
+                            allow_overlap=args.allow_overlap, say=log)  # as deploy; refused: nothing written
     calib, evaluate = splits.calibration, splits.selection
-    res = quantize_model(fp32, calib, evaluate, out, targets=targets, method=args.method,
-                         max_drop=None if args.max_drop < 0 else args.max_drop, reference=reference,
-                         cache_dir=args.cache_dir or out / "cache", progress=log,
-                         calib_samples=args.calib_samples, eval_samples=args.eval_samples,
-                         equalize=not args.no_equalize, bias_correction=not args.no_bias_correction,
-                         threads=args.threads,
-                         cpu_policies=tuple(args.cpu_policy) if args.cpu_policy else None)
-    d = res.to_dict()
-    (out / "quantize.json").write_text(json.dumps(d, indent=2, default=str) + "\n")
+    with staged_outputs(out) as tmp:  # a failed run leaves nothing behind
+        if fold is None:
+            fp32 = args.model
+        else:
+            from edgerep.pipeline import TorchReference
+            from edgerep.quant.export import export_onnx
+
+            fp32 = tmp / "model.fp32.onnx"
+            export_onnx(fold.module, fp32, tuple(meta.input_shape))
+            reference = TorchReference(loaded.model)  # the UNFOLDED model is what every INT8 candidate is compared to
+            log(f"folded and exported {out / fp32.name} (fold error {fold.verify.max_rel_error:.1e} relative)")
+        res = quantize_model(fp32, calib, evaluate, tmp, targets=targets, method=args.method,
+                             max_drop=None if args.max_drop < 0 else args.max_drop, reference=reference,
+                             cache_dir=args.cache_dir or out / "cache", progress=log,
+                             calib_samples=args.calib_samples, eval_samples=args.eval_samples,
+                             equalize=not args.no_equalize, bias_correction=not args.no_bias_correction,
+                             threads=args.threads,
+                             cpu_policies=tuple(args.cpu_policy) if args.cpu_policy else None)
+        res.files = moved_paths(res.files, tmp, out)
+        d = moved_paths(res.to_dict(), tmp, out)
+        (tmp / "quantize.json").write_text(json.dumps(d, indent=2, default=str) + "\n")
     if args.json:
         print(json.dumps(d, indent=2, default=str))
         return 1 if res.int8_failure else 0

@@ -21,10 +21,11 @@ def gate_fleet(report: dict, th: GateThresholds) -> GateResult:
 
     Node rows of a sharded run are gated on latency only, merged rows on accuracy only.
     """
-    whole = {k: report.get(k) for k in ("fold", "baseline", "quantization")}
+    whole = {k: report.get(k) for k in ("fold", "baseline", "quantization", "input_statistics")}
     checks: list[GateCheck] = [c for c in evaluate_gate({**whole, "engines": []}, th).checks
                                if c.name not in ("engines_present",)]  # the report-wide checks, once
-    once = {c.name for c in checks} | {"accuracy_measured", "baseline_sanity", "int8_is_int8", "fold_exact"}
+    once = {c.name for c in checks} | {"accuracy_measured", "baseline_sanity", "baseline_expected", "int8_is_int8",
+                                       "fold_exact", "input_mean_shift", "input_var_ratio"}
     per_row = replace(th, max_fold_rel_error=None, engines=["*"])
     for r in report.get("rows", []):
         who = f"{case_of(r)}@{r['node']}"

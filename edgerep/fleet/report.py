@@ -116,7 +116,9 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool
         "fold": bundle.report.get("fold"),
         "quantization": {k: v for k, v in (bundle.report.get("quantization") or {}).items() if k == "int8_failure"},
         "baseline": {"name": "torch-cpu", "precision": "fp32", "device": "cpu", "status": "built",
-                     "accuracy": ref_acc, "note": "the unfolded reference, measured once on the CI side"},
+                     "accuracy": ref_acc, "note": "the unfolded reference, measured once on the CI side",
+                     **({"expected": e} if (e := (bundle.report.get("baseline") or {}).get("expected")) else {})},
+        "input_statistics": bundle.report.get("input_statistics"),
         "data": {"evaluation": data, "split": "test", "sharded": sharded, "same_as_bundle": same_test_set,
                                                    "shards": shards and [{k: s[k] for k in ("index", "start", "stop")}
                                                                          for s in shards]},
