@@ -87,3 +87,38 @@ def test_checkpoint_round_trip(tmp_path):
     folded = fold_model(loaded.model)
     with torch.no_grad():
         assert rel_err(m(x), folded(x)) <= 1e-5
+
+
+def test_shipped_checkpoint_beats_bicubic_on_the_test_photos_and_folds_exactly():
+    """examples/checkpoints/ecbsr_x2.pt: its recorded test PSNR is recomputed here (unfolded and folded), and
+    it is above bicubic upscaling of the same LR photos."""
+    pytest.importorskip("skimage", reason="scikit-image (the 'sr' extra) is not installed: no wheel photos")
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from edgerep.bench.sr_metrics import aggregate, image_metrics
+    from edgerep.data.photos import PhotosDataset
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "ecbsr_x2.pt"
+    loaded = load_checkpoint(path)
+    recorded = loaded.meta.extra["training"]["test"]
+    assert loaded.meta.extra["task"] == "sr" and loaded.meta.extra["sr"]["scale"] == 2
+    model = loaded.model.eval()
+    folded = fold_model(model)
+    ds = PhotosDataset("test", scale=2)
+    ours, ours_folded, bicubic = [], [], []
+    with torch.no_grad():
+        for i, (x, hr, ids) in enumerate(ds.pairs()):
+            t = torch.from_numpy(x)
+            ours.append(image_metrics(model(t)[0].numpy(), hr[0], 2, layout="chw"))
+            ours_folded.append(image_metrics(folded(t)[0].numpy(), hr[0], 2, layout="chw"))
+            lr = ds.pair(i)[0]
+            up = np.asarray(Image.fromarray(lr).resize((lr.shape[1] * 2, lr.shape[0] * 2), Image.Resampling.BICUBIC))
+            bicubic.append(image_metrics(up, hr[0].transpose(1, 2, 0), 2))
+    o, f, b = aggregate(ours), aggregate(ours_folded), aggregate(bicubic)
+    assert o.images == recorded["images"] == 2
+    assert round(o.psnr, 4) == recorded["psnr_db"] and round(b.psnr, 4) == recorded["bicubic_psnr_db"]
+    assert abs(f.psnr - o.psnr) < 0.01  # folded float32 weights: the same 8-bit image almost everywhere
+    assert o.psnr > b.psnr + 0.1, (o.psnr, b.psnr)

@@ -19,6 +19,7 @@ from edgerep.blocks.testing import rel_err
 from edgerep.errors import FoldError
 from edgerep.fold.graph import fold_graph
 from edgerep.fold.graph_cost import measure_cost
+from edgerep.fold.model import fold_model_with_report
 
 from unseen_blocks import (
     AssembledKernel,
@@ -192,7 +193,7 @@ def test_users_own_plain_module_ecb_folds_via_fold_model(border: str, groups_fro
     torch.manual_seed(2)
     m = PlainModuleECB(3, 5, border, groups_from_input).eval()
     x = torch.randn(2, 3, 13, 7)
-    folded, report = edgerep.fold.model.fold_model_with_report(m, x)
+    folded, report = fold_model_with_report(m, x)
     assert rel_err(m(x), folded(x)) < RTOL
     assert report["refused_regions"] == [] and measure_cost(folded, x).convs == 1
     conv = next(c for c in folded.modules() if isinstance(c, nn.Conv2d))
