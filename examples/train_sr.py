@@ -78,7 +78,7 @@ def score(model: torch.nn.Module, ds: PhotosDataset) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="examples/checkpoints/ecbsr_x2.pt")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr-patch", type=int, default=32, help="LR crop size (the HR crop is twice that)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam's peak learning rate (one-cycle schedule)")
