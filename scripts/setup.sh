@@ -123,6 +123,9 @@ if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null
 else
   READY+=("chromium MISSING (browser tests will skip)")
 fi
+# The [sr] extra: scikit-image's PSNR/SSIM and the photos in its wheel (tests/test_sr_*.py skip without it)
+if "${PIP[@]}" -e ".[sr]"; then READY+=("scikit-image installed"); else
+  READY+=("scikit-image MISSING (SR metric and photo tests will skip)"); fi
 
 .venv/bin/python - "$(IFS=';'; echo "${READY[*]}")" "$HAVE_GPU" "$(du -sh .venv 2>/dev/null | cut -f1)" <<'PYEOF'
 import importlib.metadata

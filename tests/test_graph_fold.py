@@ -19,6 +19,7 @@ from edgerep.blocks.testing import rel_err
 from edgerep.errors import FoldError
 from edgerep.fold.graph import fold_graph
 from edgerep.fold.graph_cost import measure_cost
+from edgerep.fold.model import fold_model_with_report
 
 from unseen_blocks import (
     AssembledKernel,
@@ -34,7 +35,9 @@ from unseen_blocks import (
     MixConvLike,
     MobileOneUnit,
     OfficialACBlock,
+    OfficialECB,
     OfficialRepVGGBlock,
+    PlainModuleECB,
     ScaledResidualFC,
     SeparableNoAct,
     SerialBiasPadded,
@@ -161,6 +164,71 @@ def test_dbb_pad_with_wrong_value_is_refused_and_still_exact() -> None:
     check_exact(m, x, r)
     assert any("border" in why for _, why in r.refused_regions), r.refused_regions
     assert r.convs_after == 2
+
+
+@pytest.mark.parametrize("cin,cout,idt", [(3, 6, False), (5, 5, True)])
+def test_official_ecb_folds_to_one_conv_and_loads_into_edgerep_ecb(cin: int, cout: int, idt: bool) -> None:
+    """ECBSR's own block (bias-padded 1x1 outputs by slice assignment, ``scale * mask`` depthwise) folds to
+    one 3x3 with no per-block code; its state dict loads into edgerep's ECB, whose fold agrees."""
+    torch.manual_seed(1)
+    m = OfficialECB(cin, cout, 2.0, with_idt=idt).eval()
+    x = torch.randn(2, cin, 11, 9)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert (r.convs_before, r.convs_after) == (9, 1) and r.refused_regions == []
+    assert "setitem" not in r.module.code
+    assert r.folded_regions[0].kind == f"{6 if idt else 5}-branch sum"
+    ours = blocks.ECB(cin, cout, 2.0, with_idt=idt)
+    ours.load_state_dict(m.state_dict())  # official key names, mask included
+    ours.eval()
+    assert rel_err(m(x), ours(x)) < 1e-6
+    assert rel_err(r.module(x), edgerep.fold_model(ours)(x)) < RTOL
+
+
+@pytest.mark.parametrize("border,groups_from_input", [("bias", False), ("bias", True), ("zeros", True)])
+def test_users_own_plain_module_ecb_folds_via_fold_model(border: str, groups_from_input: bool) -> None:
+    """An ECB written with plain modules (nn.Conv2d 1x1s, depthwise convs whose weight is a fixed Sobel /
+    Laplacian buffer times a learned scale, ``groups=x.shape[1]`` too) folds to one 3x3 conv, exactly at the
+    borders of an odd, non-square input: the 1x1 output padded with its bias, or a bias-free 1x1."""
+    torch.manual_seed(2)
+    m = PlainModuleECB(3, 5, border, groups_from_input).eval()
+    x = torch.randn(2, 3, 13, 7)
+    folded, report = fold_model_with_report(m, x)
+    assert rel_err(m(x), folded(x)) < RTOL
+    assert report["refused_regions"] == [] and measure_cost(folded, x).convs == 1
+    conv = next(c for c in folded.modules() if isinstance(c, nn.Conv2d))
+    assert conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.groups == 1
+    x64 = torch.randn(1, 3, 9, 11, dtype=torch.float64)
+    m64 = copy.deepcopy(m).double()
+    assert rel_err(m64(x64), fold_graph(m64, x64).module(x64)) < 1e-10  # float64: exact, not rounding-close
+
+
+def test_users_ecb_with_a_biased_1x1_under_zero_padding_is_refused_and_still_exact() -> None:
+    """A biased 1x1 then a zero-padded depthwise edge filter: no single 3x3 has that border. Refused, named."""
+    torch.manual_seed(3)
+    m = PlainModuleECB(3, 5, "zeros-biased", True).eval()
+    x = torch.randn(2, 3, 9, 7)
+    r = fold_graph(m, x)
+    check_exact(m, x, r)
+    assert len(r.refused_regions) == 3 and all("border" in why for _, why in r.refused_regions)
+    assert r.convs_after == r.convs_before == 7
+
+
+def test_a_spatial_size_read_still_ends_a_region() -> None:
+    """Only a channel count (``x.shape[1]``) is read from the example; ``x.shape[-1]`` is the example's size."""
+    class SizeScaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.a(x)
+            return self.b(y * (1.0 / y.shape[-1]))
+
+    m = SizeScaled().eval()
+    r = fold_graph(m, torch.randn(1, 3, 8, 8))
+    x = torch.randn(1, 3, 8, 5)  # another width: a baked 1/8 would be wrong here
+    assert rel_err(m(x), r.module(x)) < RTOL
 
 
 @pytest.mark.parametrize("padding,stride", [(1, 1), (0, 1), (0, 2)])
@@ -445,6 +513,8 @@ EDGEREP_BLOCKS: dict[str, tuple] = {
     # RepMLP's partition FC reshapes and permutes the map: the graph folder keeps that part (exactly)
     # and folds the rest; the per-block fold (fold_model runs it first) does the conv -> FC step
     "RepMLPBlock": ("RepMLPBlock", lambda B: B(4, 4), (2, 4, 8, 8)),
+    "ECB": ("ECB", lambda B: B(4, 6), IMG),
+    "ECB-idt-dm1": ("ECB", lambda B: B(4, 4, 1.0, with_idt=True), IMG),
 }
 PARTIAL = {"RepMLPBlock"}
 

@@ -569,3 +569,119 @@ class FrozenBatchNorm2d(nn.Module):
         scale = w * (rv + self.eps).rsqrt()
         bias = b - rm * scale
         return x * scale + bias
+
+
+# ---------------------------------------------------------------------------------
+# ECB (xindongzhang/ECBSR style, written from scratch): 1x1 -> fixed Sobel / Laplacian depthwise
+# filters times a learned scale, summed with a 3x3 and a 1x1 -> 3x3
+# ---------------------------------------------------------------------------------
+SOBEL_X = [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]
+SOBEL_Y = [[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]]
+LAPLACIAN = [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]
+
+
+class OfficialSeqConv3x3(nn.Module):
+    """The official ECBSR sequence: raw k0/b0 parameters, the 1x1 output padded with b0 by slice
+    assignment, then an unpadded 3x3 (dense k1, or depthwise ``scale * mask``)."""
+
+    def __init__(self, seq_type: str, inp_planes: int, out_planes: int, depth_multiplier: float = 1.0):
+        super().__init__()
+        self.type, self.out_planes = seq_type, out_planes
+        if seq_type == "conv1x1-conv3x3":
+            mid = int(out_planes * depth_multiplier)
+            conv0 = nn.Conv2d(inp_planes, mid, kernel_size=1, padding=0)
+            self.k0, self.b0 = conv0.weight, conv0.bias
+            conv1 = nn.Conv2d(mid, out_planes, kernel_size=3)
+            self.k1, self.b1 = conv1.weight, conv1.bias
+        else:
+            conv0 = nn.Conv2d(inp_planes, out_planes, kernel_size=1, padding=0)
+            self.k0, self.b0 = conv0.weight, conv0.bias
+            self.scale = nn.Parameter(torch.randn(out_planes, 1, 1, 1))
+            self.bias = nn.Parameter(torch.randn(out_planes))
+            fixed = {"conv1x1-sobelx": SOBEL_X, "conv1x1-sobely": SOBEL_Y, "conv1x1-laplacian": LAPLACIAN}[seq_type]
+            mask = torch.tensor(fixed).repeat(out_planes, 1, 1, 1)
+            self.mask = nn.Parameter(data=mask, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y0 = F.conv2d(input=x, weight=self.k0, bias=self.b0, stride=1)
+        y0 = F.pad(y0, (1, 1, 1, 1), "constant", 0)
+        b0_pad = self.b0.view(1, -1, 1, 1)
+        y0[:, :, 0:1, :] = b0_pad
+        y0[:, :, -1:, :] = b0_pad
+        y0[:, :, :, 0:1] = b0_pad
+        y0[:, :, :, -1:] = b0_pad
+        if self.type == "conv1x1-conv3x3":
+            return F.conv2d(input=y0, weight=self.k1, bias=self.b1, stride=1)
+        return F.conv2d(input=y0, weight=self.scale * self.mask, bias=self.bias, stride=1, groups=self.out_planes)
+
+
+class OfficialECB(nn.Module):
+    """The official ECBSR block (training-time branches; PReLU)."""
+
+    def __init__(self, inp_planes: int, out_planes: int, depth_multiplier: float = 2.0, with_idt: bool = False):
+        super().__init__()
+        self.conv3x3 = nn.Conv2d(inp_planes, out_planes, kernel_size=3, padding=1)
+        self.conv1x1_3x3 = OfficialSeqConv3x3("conv1x1-conv3x3", inp_planes, out_planes, depth_multiplier)
+        self.conv1x1_sbx = OfficialSeqConv3x3("conv1x1-sobelx", inp_planes, out_planes)
+        self.conv1x1_sby = OfficialSeqConv3x3("conv1x1-sobely", inp_planes, out_planes)
+        self.conv1x1_lpl = OfficialSeqConv3x3("conv1x1-laplacian", inp_planes, out_planes)
+        self.with_idt = with_idt and inp_planes == out_planes
+        self.act = nn.PReLU(num_parameters=out_planes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3x3(x) + self.conv1x1_3x3(x) + self.conv1x1_sbx(x) + self.conv1x1_sby(x) + self.conv1x1_lpl(x)
+        if self.with_idt:
+            y += x
+        return self.act(y)
+
+
+class EdgeFilter(nn.Module):
+    """A depthwise 3x3 whose weight is a fixed filter (buffer) times a learned per-channel scale."""
+
+    def __init__(self, channels: int, fixed: list, padding: int, groups_from_input: bool = False):
+        super().__init__()
+        self.groups_from_input = groups_from_input
+        self.register_buffer("filt", torch.tensor(fixed).expand(channels, 1, 3, 3).clone())
+        self.scale = nn.Parameter(torch.randn(channels, 1, 1, 1))
+        self.bias = nn.Parameter(torch.randn(channels))
+        self.padding, self.groups = padding, channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = x.shape[1] if self.groups_from_input else self.groups  # a depthwise conv written for any width
+        return F.conv2d(x, self.filt * self.scale, self.bias, padding=self.padding, groups=groups)
+
+
+class PlainModuleECB(nn.Module):
+    """An ECB written with plain modules: ``nn.Conv2d`` 1x1s, each followed by an ``EdgeFilter``, summed
+    with a 3x3 branch. With ``border="bias"`` the 1x1 output is padded with its bias by ``F.pad`` with a
+    value per channel... done here with a ``BNAndPadLayer``-like fill; with ``border="zeros"`` the 1x1
+    has no bias and the depthwise conv zero-pads (exact too); ``border="zeros-biased"`` keeps the 1x1's
+    bias under zero padding, which no single 3x3 reproduces at the border."""
+
+    def __init__(self, c_in: int, c_out: int, border: str = "bias", groups_from_input: bool = False):
+        super().__init__()
+        self.border = border
+        self.conv3x3 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        biased = border != "zeros"
+        self.reduce = nn.ModuleList([nn.Conv2d(c_in, c_out, 1, bias=biased) for _ in range(3)])
+        pad = 0 if border == "bias" else 1
+        self.edges = nn.ModuleList([EdgeFilter(c_out, f, pad, groups_from_input) for f in (SOBEL_X, SOBEL_Y, LAPLACIAN)])
+        self.act = nn.PReLU(c_out)
+
+    def _pad_with_bias(self, y: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        y = F.pad(y, [1, 1, 1, 1])
+        v = conv.bias.view(1, -1, 1, 1)
+        y[:, :, :1, :] = v
+        y[:, :, -1:, :] = v
+        y[:, :, :, :1] = v
+        y[:, :, :, -1:] = v
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3x3(x)
+        for conv, edge in zip(self.reduce, self.edges):
+            t = conv(x)
+            if self.border == "bias":
+                t = self._pad_with_bias(t, conv)
+            y = y + edge(t)
+        return self.act(y)

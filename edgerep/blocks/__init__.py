@@ -4,6 +4,7 @@ from edgerep.blocks.base import FoldedConv, ReparamBlock
 from edgerep.blocks.combos import DBBBasicBlock, DenseACBlock, ExpandACDBBBlock, PSACBlock, Res2NetACBlock
 from edgerep.blocks.convbn import ConvBNAct
 from edgerep.blocks.dbb import DiverseBranchBlock
+from edgerep.blocks.ecb import ECB, SeqConv3x3
 from edgerep.blocks.doconv import DOConv2d
 from edgerep.blocks.expandnet import ExpandConv2d, ExpandLinear
 from edgerep.blocks.layers import BNAndPad, IdentityBasedConv1x1, conv_bn
@@ -36,6 +37,8 @@ __all__ = [
     "PSACBlock",
     "DenseACBlock",
     "MobileOneStage",
+    "ECB",
+    "SeqConv3x3",
     "BNAndPad",
     "IdentityBasedConv1x1",
     "conv_bn",

@@ -51,19 +51,24 @@ class BNAndPad(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.bn(x)
-        if self.pad > 0:
-            p = self.pad
-            y = F.pad(y, [p, p, p, p])
-            v = self.pad_values().to(y.dtype).view(1, -1, 1, 1)
-            y[:, :, :p, :] = v
-            y[:, :, -p:, :] = v
-            y[:, :, :, :p] = v
-            y[:, :, :, -p:] = v
-        return y
+        return pad_with_values(y, self.pad_values(), self.pad) if self.pad > 0 else y
 
     def scale_shift(self) -> tuple[Tensor, Tensor]:
         """The eval-mode BN as ``x * scale + shift`` (float64; refuses training mode)."""
         return bn_scale_shift(self.bn)
+
+
+def pad_with_values(y: Tensor, values: Tensor, pad: int) -> Tensor:
+    """Pad ``y`` (N, C, H, W) by ``pad`` pixels on every side with ``values[c]`` per channel (not zeros):
+    the value a zero input gives the layer before, so a following unpadded KxK equals a padded one
+    after folding (DBB's BN-and-pad, ECBSR's bias padding)."""
+    y = F.pad(y, [pad, pad, pad, pad])
+    v = values.to(y.dtype).view(1, -1, 1, 1)
+    y[:, :, :pad, :] = v
+    y[:, :, -pad:, :] = v
+    y[:, :, :, :pad] = v
+    y[:, :, :, -pad:] = v
+    return y
 
 
 class IdentityBasedConv1x1(nn.Conv2d):
@@ -102,7 +107,7 @@ def check_odd(kernel_size: int, who: str) -> None:
         raise ValueError(f"{who} needs an odd kernel_size >= 1, got {kernel_size}")
 
 
-__all__ = ["conv_bn", "conv_bn_kernel", "BNAndPad", "IdentityBasedConv1x1", "check_odd"]
+__all__ = ["conv_bn", "conv_bn_kernel", "BNAndPad", "IdentityBasedConv1x1", "check_odd", "pad_with_values"]
 
 
 def sum_branches(x: Tensor, *branches: nn.Module | None) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgerep.blocks.ecb import SeqConv3x3
 from edgerep.blocks.layers import IdentityBasedConv1x1
 
 __all__ = ["randomize_", "has_train_time_state"]
@@ -12,8 +13,9 @@ __all__ = ["randomize_", "has_train_time_state"]
 
 @torch.no_grad()
 def randomize_(model: nn.Module, seed: int = 0, tiny_var_fraction: float = 0.25) -> nn.Module:
-    """Give every BatchNorm random running stats, gammas (negative too) and betas, and every
-    identity-based 1x1 a random delta; ``tiny_var_fraction`` of channels get running_var ~1e-5.
+    """Give every BatchNorm random running stats, gammas (negative too) and betas, every
+    identity-based 1x1 a random delta, and every ECB sequence O(1) scales and biases;
+    ``tiny_var_fraction`` of channels get running_var ~1e-5.
     Returns ``model`` (modified in place) in eval mode."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -33,6 +35,12 @@ def randomize_(model: nn.Module, seed: int = 0, tiny_var_fraction: float = 0.25)
                 m.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64).to(dev, dt))
         elif isinstance(m, IdentityBasedConv1x1):
             m.weight.copy_((0.3 * torch.randn(m.weight.shape, generator=g, dtype=torch.float64)).to(m.weight))
+        elif isinstance(m, SeqConv3x3):
+            # ECB edge scales start at 1e-3 (invisible at a fold test's tolerance); trained ones are O(0.1-1),
+            # and a large 1x1 bias makes the bias-padded border matter
+            for p in (getattr(m, "scale", None), getattr(m, "bias", None), m.b0):
+                if p is not None:
+                    p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p))
     return model.eval()
 
 

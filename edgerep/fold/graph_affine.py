@@ -277,6 +277,12 @@ class Analyzer:
                 a.values[node] = Meta()
                 continue
             inputs = _flat_nodes((node.args, node.kwargs))
+            if self.channel_read(node) or (_is_meta_use(node) and _reads_size(node) and node.users
+                                           and all(self.channel_read(u) for u in node.users)):
+                # ``x.shape[1]`` (a depthwise conv's ``groups``): a channel count, fixed by the weights;
+                # read it from the example (``_static_int``), and let the region go on through ``x``
+                a.values[node] = Meta()
+                continue
             if self.is_const(node):
                 a.values[node] = Const(self.env.get(node.name))
                 continue
@@ -315,6 +321,14 @@ class Analyzer:
                     continue
             a.values[node] = v
         return a
+
+    def channel_read(self, n: fx.Node) -> bool:
+        """``x.shape[1]`` / ``x.size(1)`` / ``x.size()[1]`` of an activation that is 4-D on the example."""
+        if not _is_channel_read(n):
+            return False
+        src = n.args[0] if n.op == "call_method" else n.args[0].args[0]
+        v = self.env.get(src.name) if isinstance(src, fx.Node) else None
+        return isinstance(v, Tensor) and v.dim() == 4
 
     def need(self, n: fx.Node) -> None:
         """``n``'s value is read by something that is not foldable: the region ending at ``n`` must exist."""
@@ -627,6 +641,31 @@ def _is_computed(arg: Any) -> bool:
     return isinstance(arg, fx.Node) and arg.op != "get_attr"
 
 
+def _is_channel_read(n: fx.Node) -> bool:
+    """``x.shape[1]``, ``x.size(1)`` or ``x.size()[1]`` (dim 1 or -3): a 4-D activation's channel count
+    (``Analyzer.channel_read`` checks the 4-D)."""
+    if n.op == "call_method" and n.target == "size":
+        return _arg(n, 1, "dim") in (1, -3) and isinstance(n.args[0], fx.Node)
+    if n.op == "call_function" and n.target is operator.getitem and len(n.args) == 2 and n.args[1] in (1, -3):
+        src = n.args[0]
+        return (isinstance(src, fx.Node) and _is_meta_use(src) and _reads_size(src)
+                and isinstance(src.args[0], fx.Node) and (src.op == "call_function" or _arg(src, 1, "dim") is None))
+    return False
+
+
+def _static_int(an: Analyzer, arg: Any) -> int:
+    """An int argument of a conv (``groups``): a literal, a constant, or an activation's channel count
+    (``groups=x.shape[1]``, a depthwise conv written for any width). Channel counts are fixed by the
+    weights (the folder reads them from the example everywhere); spatial sizes are not, and end the region."""
+    if not isinstance(arg, fx.Node):
+        return int(arg)
+    if an.is_const(arg) or an.channel_read(arg):
+        v = an.env.get(arg.name)
+        if isinstance(v, (int, Tensor)) and not isinstance(v, bool):
+            return int(v)
+    raise NotAffine()
+
+
 def _conv2d_fn(an: Analyzer, node: fx.Node) -> Affine:
     x = an.input_affine(_arg(node, 0, "input"))
     w_arg, b_arg = _arg(node, 1, "weight"), _arg(node, 2, "bias")
@@ -639,7 +678,7 @@ def _conv2d_fn(an: Analyzer, node: fx.Node) -> Affine:
         padding = _string_padding(padding, tuple(w.shape[2:]), _arg(node, 5, "dilation", 1))
     k = ConvKernel(w.to(FOLD_DTYPE), (b if b is not None else w.new_zeros(w.shape[0])).to(FOLD_DTYPE),
                    _pair(_arg(node, 3, "stride", 1)), _pair(padding), _pair(_arg(node, 5, "dilation", 1)),
-                   int(_arg(node, 6, "groups", 1)))
+                   _static_int(an, _arg(node, 6, "groups", 1)))
     computed = _is_computed(w_arg) or _is_computed(b_arg)
     return an.apply_conv(node, x, k, f"conv{k.kernel_size[0]}x{k.kernel_size[1]}", computed)
 

@@ -23,23 +23,25 @@ class ModelInfo:
     input_shape: tuple[int, int, int]  # (C, H, W) the model was designed for
     num_classes: int
     factory: Callable[..., nn.Module] = field(repr=False, compare=False)
+    task: str = "classify"  # what the outputs are: class logits, or an image ("sr": num_classes is 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "description": self.description,
-                "input_shape": list(self.input_shape), "num_classes": self.num_classes}
+                "input_shape": list(self.input_shape), "num_classes": self.num_classes, "task": self.task}
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, family: str, description: str, input_shape: tuple[int, int, int],
-                   num_classes: int = 1000) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+                   num_classes: int = 1000, task: str = "classify"
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``factory(**kwargs) -> nn.Module`` under ``name`` (names are unique)."""
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, family, description, tuple(input_shape), num_classes, factory)
+        _REGISTRY[name] = ModelInfo(name, family, description, tuple(input_shape), num_classes, factory, task)
         return factory
 
     return deco
