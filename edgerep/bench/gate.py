@@ -177,6 +177,10 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                f"at most {SANITY_FACTOR:g}x chance ({chance:.2f}% for {classes} classes): the preprocessing "
                "(--mean/--std/--scale/--resize/--channel-order) or the labels (class order) are likely wrong, "
                "so no drop measured against it means anything"))
+    if base_acc.get("nonfinite"):
+        add("finite_outputs", "baseline", float(base_acc["nonfinite"]), 0, False,
+            f"the unfolded FP32 reference gave NaN or Inf on {base_acc['nonfinite']} of {base_acc.get('samples')} "
+            "test samples: no drop measured against it means anything")
     int8_failure = ((report.get("quantization") or {}).get("int8_failure"))
     if int8_failure:
         add("int8_is_int8", "onnxruntime-cpu/int8", None, None, False, f"INT8 failed: {int8_failure}")
@@ -191,6 +195,9 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
         acc = e.get("accuracy") or {}
         lat = e.get("latency") or {}
         drop = e.get("drop_vs_unfolded")
+        if acc.get("nonfinite"):  # whatever the thresholds: a NaN or Inf output is a broken engine
+            add("finite_outputs", key, float(acc["nonfinite"]), 0, False,
+                f"{key}: NaN or Inf in its outputs for {acc['nonfinite']} of {acc.get('samples')} samples")
         if th.max_drop is not None and th.require_accuracy:
             if drop is None and not labelled:
                 pass  # said once above ("no accuracy measured")
