@@ -680,3 +680,27 @@ def test_fold_slightly_off_is_refused_in_float64(kind: str, monkeypatch) -> None
     with torch.no_grad():  # what came back is the model itself, exact in float64
         assert rel_err(to_double(m)(x.double()), to_double(r.module)(x.double())) == 0.0
     assert clean.max_rel_error_f64 is not None and clean.max_rel_error_f64 < 1e-12  # exact: summation order only
+
+
+def test_block_fold_slightly_off_is_refused_in_float64(monkeypatch) -> None:
+    """edgerep's own blocks fold by their ``to_deploy()`` (no graph pass); a fault of a relative 3e-7 in the
+    kernel they materialize hides under any float32 tolerance (deploy's 1e-4) but not under the model-level
+    float64 check of ``fold_model``: FoldError, naming the float64 error (issue 20.17)."""
+    from edgerep.blocks.testing import randomize_
+    from edgerep.fold.kernel import ConvKernel
+
+    m = randomize_(nn.Sequential(blocks.RepVGGBlock(4, 4), blocks.RepVGGBlock(4, 8, stride=2)), seed=1)
+    x = torch.randn(2, 4, 9, 9, generator=torch.Generator().manual_seed(0))
+    folded = edgerep.fold_model(m, x)
+    assert rel_err(m(x), folded(x)) < RTOL
+    real = ConvKernel.to_conv2d
+
+    def off(self, dtype=None, device=None):
+        conv = real(self, dtype=dtype, device=device)
+        with torch.no_grad():
+            conv.weight.mul_(1 + 3e-7)
+        return conv
+
+    monkeypatch.setattr(ConvKernel, "to_conv2d", off)
+    with pytest.raises(FoldError, match="float64"):
+        edgerep.fold_model(m, x)
