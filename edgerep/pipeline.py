@@ -414,18 +414,52 @@ def stage_build(ctx: DeployContext) -> str:
                               torch_model=ctx.fold.module, out_dir=ctx.tmp / "engines",
                               ort_session_config=_cpu_session_config(ctx.qres),
                               progress=lambda msg: ctx.say("build", msg))
+    ctx.report["engines"] = engine_rows(ctx.built, ctx.tmp)
+    failed = [b.spec.key for b in ctx.built if b.status == "failed"]
+    return f"built {sum(b.engine is not None for b in ctx.built)} engines" + \
+        (f"; FAILED: {', '.join(failed)}" if failed else "")
+
+
+def engine_rows(built: list, root: Path | None = None) -> list[dict]:
+    """The report's row per engine the profile asked for: what runs (or why nothing does), as bench names it."""
     engines = []
-    for b in ctx.built:
+    for b in built:
         spec = b.actual or b.spec
         engines.append({"name": f"{spec.backend}-{spec.device_kind}", "precision": spec.precision,
                         "device": spec.device, "status": b.status, "reason": b.reason or "",
                         "requested": b.spec.key, "build_seconds": round(b.seconds, 3),
-                        "artifact": _relative(b.artifact, ctx.tmp)})
+                        "artifact": _relative(b.artifact, root) if root is not None else (str(b.artifact) if b.artifact else None)})
         if b.engine is not None:  # the engine's own name and settings, as bench reports them
             engines[-1].update({"name": b.engine.name, "precision": b.engine.precision, "device": b.engine.device,
                                 "describe": b.engine.describe()})
-    ctx.report["engines"] = engines
-    return f"built {sum(b.engine is not None for b in ctx.built)} engines"
+    return engines
+
+
+def standin_tensorrt_qdq(built: list, qdq_files: dict) -> Path | None:
+    """The TensorRT QDQ file when it ships but no TensorRT INT8 engine ran it here (a stand-in deploy)."""
+    path = qdq_files.get("tensorrt")
+    if path is None:
+        return None
+    ran = any(b.engine is not None and (b.actual or b.spec).backend == "tensorrt" and
+              (b.actual or b.spec).precision == "int8" for b in built)
+    return None if ran else Path(path)
+
+
+def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, reference, ref_top1: float | None,
+                          lint: list, threads: int | None = None, classifier: bool = True) -> dict:
+    """The shipped TensorRT QDQ file scored on the test set by onnxruntime with graph optimizations off
+    (QDQ simulated in float, as the quantizer judges it), with its TensorRT lint errors: what a stand-in
+    deploy can say about the file that the target will build."""
+    from edgerep.bench.entry import engine_accuracy
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+
+    eng = OrtEngine(path, precision="int8", threads=threads, optimization="disable")
+    out = {"file": path.name, "why": "no TensorRT INT8 engine ran this file here (a stand-in deploy); onnxruntime "
+                                     "with graph optimizations off simulates it",
+           "lint_errors": [str(i) for i in lint if getattr(i, "severity", None) == "error"]}
+    out.update(engine_accuracy(eng, test, eval_limit=limit, labels=labels, reference=reference, ref_top1=ref_top1,
+                               classifier=classifier))
+    return out
 
 
 def stage_evaluate(ctx: DeployContext) -> str:
@@ -458,6 +492,12 @@ def stage_evaluate(ctx: DeployContext) -> str:
             entry.update(engine_accuracy(b.engine, test, eval_limit=limit, labels=ctx.labels,
                                          reference=ctx.ref_out, ref_top1=ref_top1, user_metric=ctx.user_metric,
                                          classifier=classifier, say=ctx.say))
+    trt = standin_tensorrt_qdq(ctx.built, dict(ctx.qres.files))
+    if trt is not None:  # the file the target will build ships unmeasured otherwise: simulate it, lint it
+        ctx.say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
+        ctx.report["tensorrt_qdq"] = simulate_tensorrt_qdq(
+            trt, test, limit=limit, labels=ctx.labels, reference=ctx.ref_out, ref_top1=ref_top1,
+            lint=ctx.qres.lint, threads=ctx.opts.threads, classifier=classifier)
     return f"evaluated on {len(test)} test samples"
 
 
@@ -506,8 +546,10 @@ def stage_gate(ctx: DeployContext) -> str:
     ctx.passed = g.passed
     failed = {c.engine for c in g.failures}
     for e in ctx.report["engines"]:
-        if e.get("status") in ("built", "cached", "fallback"):
+        if e.get("status") != "skipped":
             e["verdict"] = "fail" if f"{e['name']}/{e['precision']}" in failed else "pass"
+    if ctx.report.get("tensorrt_qdq"):
+        ctx.report["tensorrt_qdq"]["verdict"] = "fail" if "tensorrt-qdq/int8" in failed else "pass"
     return "gate " + ("passed" if g.passed else "FAILED")
 
 

@@ -516,13 +516,15 @@ def test_build_for_gpu_target_without_fallback_is_refused(tiny_onnx, tmp_path, c
 @pytest.mark.skipif("_gpu_stack_present()", reason="TensorRT and a GPU are present: nothing is missing here")
 def test_gpu_target_falls_back_and_says_why(tiny_onnx, tmp_path, capsys):
     """The shipped GPU profile (fallback onnxruntime-cpu) on a machine without TensorRT/GPU: exit 0, and every
-    TensorRT engine is reported as a fallback or skipped with the reason."""
+    TensorRT engine is reported as a fallback, skipped or failed, with the reason."""
     rc = main(["build", str(tiny_onnx), "--target", "dgpu", "--out", str(tmp_path / "b"), "--json"])
     assert rc == 0
     built = json.loads((tmp_path / "b" / "build.json").read_text())
     rows = built["engines"] if isinstance(built, dict) else built
     trt = [r for r in rows if r["spec"]["backend"] == "tensorrt"]
-    assert trt and all(r["status"] in ("fallback", "skipped") and "TensorRT" in r["reason"] for r in trt)
+    assert trt and all(r["status"] in ("fallback", "skipped", "failed") and "TensorRT" in r["reason"] for r in trt)
+    # no QDQ file was given: the INT8 engine is asked for and not built, which says so (never a quiet skip)
+    assert all(r["status"] == "failed" and "no INT8 QDQ ONNX" in r["reason"] for r in trt if r["spec"]["precision"] == "int8")
     assert any(r["status"] in ("built", "fallback") and r["engine"] for r in rows)
 
 

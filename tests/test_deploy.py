@@ -144,3 +144,34 @@ def test_unknown_architecture_deploys_through_the_graph_folder(tmp_path):
     r = json.loads((out / "report.json").read_text())
     assert r["fold"]["convs_after"] < r["fold"]["convs_before"] and r["fold"]["max_rel_error"] < 1e-5
     assert {e["precision"] for e in r["engines"] if e["status"] == "built"} >= {"fp32", "int8"}
+
+
+@pytest.mark.skipif(__import__("edgerep.engines.tensorrt_engine", fromlist=["x"]).tensorrt_status()[0],
+                    reason="TensorRT is here: its INT8 engine runs the file, nothing stands in")
+def test_standin_deploy_gates_the_tensorrt_qdq_file_it_ships(tmp_path, capsys):
+    """jetson-orin-nano on a machine without TensorRT: onnxruntime stands in for the TensorRT engines, yet the
+    TensorRT QDQ file ships. It is linted and scored on the test set (onnxruntime on that very file), and
+    both are gate checks: a lint error or a simulated drop over the budget fails `edgerep gate` (issue 20.15)."""
+    out = tmp_path / "b"
+    rc = main(["deploy", str(DEMO), "--out", str(out), "--target", "jetson-orin-nano", *FAST,
+               "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    t = report["tensorrt_qdq"]
+    assert (out / t["file"]).is_file() and t["file"] == Path(report["quantization"]["files"]["tensorrt"]).name
+    assert t["accuracy"]["samples"] == report["baseline"]["accuracy"]["samples"] > 100  # the whole test set
+    assert t["drop_vs_unfolded"] is not None and t["lint_errors"] == [] and t["verdict"] == "pass"
+    checks = {c["name"]: c for c in report["gate"]["checks"] if c["engine"] == "tensorrt-qdq/int8"}
+    assert set(checks) == {"tensorrt_qdq_lint", "tensorrt_qdq_drop"} and all(c["passed"] for c in checks.values())
+    assert checks["tensorrt_qdq_drop"]["value"] == t["drop_vs_unfolded"]
+    absent = [c for c in report["gate"]["checks"] if c["name"] == "engine_absent"]
+    assert [c["engine"] for c in absent] == ["tensorrt-cuda/fp16"]  # its stand-in, onnxruntime FP32, is listed already
+    capsys.readouterr()
+    for field, value, failed in (("lint_errors", ["error: [zero-point] conv: nonzero zero point"], "tensorrt_qdq_lint"),
+                                 ("drop_vs_unfolded", 3.0, "tensorrt_qdq_drop")):
+        bad = json.loads((out / "report.json").read_text())
+        bad["tensorrt_qdq"][field] = value
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        assert main(["gate", str(tmp_path / "bad.json"), "--json"]) == 1
+        res = json.loads(capsys.readouterr().out)
+        assert [c["name"] for c in res["checks"] if not c["passed"]] == [failed]

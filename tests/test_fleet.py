@@ -354,6 +354,46 @@ def test_retry_reruns_a_lost_shard_on_another_node(fleet, bundle, tmp_path):
     _wait_idle(fleet)
 
 
+def test_a_job_that_raises_on_a_node_fails_and_is_not_retried(fleet, bundle, tmp_path):
+    """A third node whose cache folder is a file: its job raises there (NotADirectoryError at the plan
+    folder). That is the device failing, not a lost connection: with --retries 1 --shard its rows are
+    `failed` with the error, nothing re-runs its shard elsewhere, and the gate fails naming it (issue 20.16)."""
+    broken = tmp_path / "cache-is-a-file"
+    broken.write_text("not a folder")
+    ray_mod = cluster.connect(fleet.address)
+    healthy = {n.node_id for n in cluster.list_nodes(ray_mod) if n.alive and n.targets}
+    env = fleet.env
+    fleet.env = {**env, "EDGEREP_CACHE": str(broken), "EDGEREP_CACHE_DIR": str(broken)}
+    try:
+        fleet.join("node2", "x86-cpu")
+        fleet.wait_nodes(3, 120)
+    finally:
+        fleet.env = env
+    try:
+        (bad_id,) = {n.node_id for n in cluster.list_nodes(ray_mod) if n.alive and n.targets} - healthy
+        res = fleet_deploy(FleetOptions(bundle=bundle, address=fleet.address, out=tmp_path / "out", shard=True,
+                                        retries=1, bench_seconds=0.05, timeout_s=120))
+        rows = res.report["rows"]
+        bad = [r for r in rows if r.get("node_id") == bad_id]
+        assert bad and all(r["status"] == "failed" and "NotADirectoryError" in r["reason"] for r in bad), bad
+        assert not any(r.get("recovered_by") or r.get("note") == "answered on a retry" for r in rows)
+        assert not any(r["status"] == "lost" for r in rows)  # nothing was lost: every node answered
+        merged = [r for r in rows if r["scope"] == "merged"]
+        assert merged and all(r["status"] == "failed" and r["shards_missing"] for r in merged)
+        good = [r for r in rows if r["scope"] == "shard" and r["status"] == "built"]
+        assert len(good) == 4 and bad_id not in {r["node_id"] for r in good}  # 2 healthy nodes x 2 engines
+        assert not res.passed
+        failures = [c for c in res.report["gate"]["checks"] if not c["passed"]]
+        assert any(c["name"] == "engine_built" and "NotADirectoryError" in c["message"] for c in failures)
+    finally:
+        fleet.kill("node2")
+        deadline = time.monotonic() + 90
+        while any(n.alive and n.node_id == bad_id for n in cluster.list_nodes(ray_mod)):
+            assert time.monotonic() < deadline, "Ray never noticed node2 stopped"
+            time.sleep(0.5)
+    _wait_idle(fleet)
+
+
 def test_killed_node_rows_lost_the_rest_intact(fleet, bundle, tmp_path):
     """Runs last: kills node1's whole process group while both nodes are measuring."""
     ray_mod = cluster.connect(fleet.address)

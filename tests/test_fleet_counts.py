@@ -96,3 +96,84 @@ def test_fleet_bad_input_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
     rc = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and words in err[0] and err[0].startswith("edgerep fleet: error: ")
+
+
+# ---------------------------------------------------------------------------------
+# merged rows, failed jobs and what counts as lost (issue 20.16)
+# ---------------------------------------------------------------------------------
+def _node(label: str):
+    from types import SimpleNamespace
+
+    host, _, nid = label.partition("-")
+    return SimpleNamespace(label=label, node_id=nid * 8, hostname=host)
+
+
+def _res(label: str, shards: dict[int, dict]) -> dict:
+    host, _, nid = label.partition("-")
+    row = {"name": "onnxruntime-cpu", "precision": "fp32", "device": "cpu", "status": "built", "reason": "",
+           "requested": "onnxruntime-fp32-cpu", "latency": {"p50_ms": 0.1, "p99_ms": 0.2},
+           "counts": {str(i): c for i, c in shards.items()}}
+    return {"node_id": nid * 8, "hostname": host, "versions": {}, "host": {}, "timings_s": {}, "artifacts": {},
+            "shards": list(shards), "rows": [row]}
+
+
+def _report(done, lost=(), failed=()):
+    from types import SimpleNamespace
+
+    from edgerep.fleet.deploy import _Job
+    from edgerep.fleet.report import build_report
+
+    ref = [{"samples": 10, "correct1": 10, "correct5": 10, "agree": None, "cos_sum": None, "signal": None,
+            "noise": None, "nonfinite": 0},
+           {"samples": 10, "correct1": 2, "correct5": 10, "agree": None, "cos_sum": None, "signal": None,
+            "noise": None, "nonfinite": 0}]
+    shards = [{"index": i, "start": 10 * i, "stop": 10 * i + 10, "classes": 10, "reference": r} for i, r in enumerate(ref)]
+    job = (lambda label, sh: _Job("x86-cpu", _node(label), sh, bench=True))
+    bundle = SimpleNamespace(path="b", report={"fold": {"max_rel_error": 0.0}}, name="b")
+    report = build_report(bundle=bundle, ref=SimpleNamespace(source="unfolded"), data="digits", same_test_set=True,
+                          targets=["x86-cpu"], by_target={"x86-cpu": ["a", "b"]},
+                          done=[(job(lb, list(sh)), _res(lb, sh)) for lb, sh in done],
+                          lost=[(job(lb, sh), why) for lb, sh, why in lost],
+                          failed=[(job(lb, sh), why) for lb, sh, why in failed],
+                          shards=shards, sharded=True, batch=1)
+    return report, gate_fleet(report, GateThresholds(max_drop=0.5))
+
+
+def test_merged_row_with_a_missing_shard_compares_on_the_same_shards():
+    """Node a scored shard 0 exactly as the reference (10 of 10); shard 1 (reference 2 of 10) never came back.
+    The merged row's drop is 0.0 on shard 0, not 100 - 60 = -40.0 against the reference on both shards."""
+    exact = {"samples": 10, "correct1": 10, "correct5": 10, "agree": None, "cos_sum": None, "signal": None,
+             "noise": None, "nonfinite": 0}
+    report, g = _report(done=[("a-1", {0: exact})], lost=[("b-2", [1], "node died or disconnected (NodeDiedError)")])
+    (merged,) = [r for r in report["rows"] if r["scope"] == "merged"]
+    assert merged["drop_vs_unfolded"] == 0.0 and merged["accuracy"]["samples"] == 10
+    assert merged["status"] == "lost" and merged["shards_missing"] == [1]
+    assert not g.passed
+
+
+def test_a_job_that_raised_fails_its_rows_with_the_error():
+    """A task exception is not a lost connection: the node's rows are `failed` with the error, its shards are
+    named unscored on the merged row, and the gate fails naming both, even though node a answered."""
+    exact = {"samples": 10, "correct1": 10, "correct5": 10, "agree": None, "cos_sum": None, "signal": None,
+             "noise": None, "nonfinite": 0}
+    report, g = _report(done=[("a-1", {0: exact})],
+                        failed=[("b-2", [1], "NotADirectoryError: [Errno 20] Not a directory: '/x/fleet'")])
+    rows = {(r["node"], r["scope"]): r for r in report["rows"]}
+    node = rows[("b-2", "node")]
+    assert node["status"] == "failed" and "NotADirectoryError" in node["reason"] and "recovered_by" not in node
+    merged = rows[("merged (1 shard(s))", "merged")]
+    assert merged["status"] == "failed" and "b-2: failed (NotADirectoryError" in merged["reason"]
+    fails = {(c.name, c.engine) for c in g.failures}
+    assert ("engine_built", "x86-cpu:onnxruntime-cpu/fp32@b-2") in fails
+    assert any(c.engine.endswith("@merged (1 shard(s))") and "NotADirectoryError" in c.message for c in g.failures)
+
+
+def test_task_errors_are_not_lost_connections():
+    ray_exc = pytest.importorskip("ray.exceptions", reason="Ray is not installed (pip install 'edgerep[fleet]')")
+    from edgerep.fleet.deploy import is_task_error
+
+    raised = ray_exc.RayTaskError("run_job", "Traceback ...", NotADirectoryError(20, "Not a directory"))
+    assert is_task_error(raised.as_instanceof_cause()) and is_task_error(raised)
+    assert not is_task_error(ray_exc.WorkerCrashedError())
+    assert not is_task_error(ray_exc.NodeDiedError("node died"))
+    assert not is_task_error(ray_exc.RayTaskError("run_job", "tb", ray_exc.WorkerCrashedError()))  # a loss inside

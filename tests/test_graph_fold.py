@@ -706,3 +706,71 @@ def test_token_linears_with_identity_and_layer_scale_fold_to_one_linear() -> Non
     check_exact(m, x, r)
     assert [reg.became for reg in r.folded_regions] == ["Linear(8->8)"]
     assert r.params_after == 8 * 8 + 8 and r.flops_after < r.flops_before / 8
+
+
+# ---------------------------------------------------------------------------------
+# the whole-model check is made in float64, not against float32 rounding (issue 20.17)
+# ---------------------------------------------------------------------------------
+def _deep_tiny_variances(depth: int = 10, width: int = 8) -> nn.Module:
+    """(Conv -> BN -> ReLU) x depth, a quarter of the channels with running_var ~1e-5: the unfolded
+    model's own float32 error (~5e-7 here) must not become room for a wrong fold."""
+    from edgerep.blocks.testing import randomize_
+
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+    return randomize_(nn.Sequential(*layers), seed=3)
+
+
+@pytest.mark.parametrize("kind", ["multi-branch", "deep"])
+def test_fold_slightly_off_is_refused_in_float64(kind: str, monkeypatch) -> None:
+    """A fault injected into every folded kernel (a relative 3e-7 on the weights, under the per-region
+    float64 check's 1e-6 and under float32 rounding of a deep net) must not be accepted: the whole folded
+    model, run in float64, is held to 1e-9 of the float64 original, and the model comes back unfolded."""
+    import edgerep.fold.graph as graph
+    from edgerep.fold.graph_trace import to_double
+
+    m = randomize_bn(FiveBranchAsym(4)) if kind == "multi-branch" else _deep_tiny_variances()
+    c = 4 if kind == "multi-branch" else 8
+    x = torch.randn(2, c, 7, 7, generator=torch.Generator().manual_seed(0))
+    clean = fold_graph(m, x)
+    assert clean.folded_regions and clean.refused_regions == []
+    real = graph._build if hasattr(graph, "_build") else graph._materialize
+
+    def off(region, dtype):
+        module, became = real(region, dtype)
+        with torch.no_grad():
+            module.weight.mul_(1 + 3e-7)
+        return module, became
+
+    monkeypatch.setattr(graph, "_materialize", off)
+    r = fold_graph(m, x)
+    assert r.folded_regions == [] and any(w == "<model>" and "float64" in why for w, why in r.refused_regions), \
+        r.refused_regions
+    with torch.no_grad():  # what came back is the model itself, exact in float64
+        assert rel_err(to_double(m)(x.double()), to_double(r.module)(x.double())) == 0.0
+    assert clean.max_rel_error_f64 is not None and clean.max_rel_error_f64 < 1e-12  # exact: summation order only
+
+
+def test_block_fold_slightly_off_is_refused_in_float64(monkeypatch) -> None:
+    """edgerep's own blocks fold by their ``to_deploy()`` (no graph pass); a fault of a relative 3e-7 in the
+    kernel they materialize hides under any float32 tolerance (deploy's 1e-4) but not under the model-level
+    float64 check of ``fold_model``: FoldError, naming the float64 error (issue 20.17)."""
+    from edgerep.blocks.testing import randomize_
+    from edgerep.fold.kernel import ConvKernel
+
+    m = randomize_(nn.Sequential(blocks.RepVGGBlock(4, 4), blocks.RepVGGBlock(4, 8, stride=2)), seed=1)
+    x = torch.randn(2, 4, 9, 9, generator=torch.Generator().manual_seed(0))
+    folded = edgerep.fold_model(m, x)
+    assert rel_err(m(x), folded(x)) < RTOL
+    real = ConvKernel.to_conv2d
+
+    def off(self, dtype=None, device=None):
+        conv = real(self, dtype=dtype, device=device)
+        with torch.no_grad():
+            conv.weight.mul_(1 + 3e-7)
+        return conv
+
+    monkeypatch.setattr(ConvKernel, "to_conv2d", off)
+    with pytest.raises(FoldError, match="float64"):
+        edgerep.fold_model(m, x)

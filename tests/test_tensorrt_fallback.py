@@ -103,21 +103,21 @@ def test_dgpu_profile_falls_back_to_onnxruntime_cpu(onnx_files, tmp_path):
 
 
 @no_trt
-def test_fallback_none_skips_with_reason(onnx_files, tmp_path):
+def test_fallback_none_fails_with_reason(onnx_files, tmp_path):
     net, fp32, int8 = onnx_files
     p = parse_profile({"name": "strict", "fallback": "none",
                        "engines": [{"backend": "tensorrt", "precision": "fp16"}, {"backend": "torch"}]})
     res = build_engines(p, fp32_onnx=fp32, int8_onnx=None, torch_model=net, out_dir=tmp_path)
-    assert [r.status for r in res] == ["skipped", "built"]
-    assert res[0].engine is None and TRT_WHY in res[0].reason
+    assert [r.status for r in res] == ["failed", "built"]  # asked for, not here, and no stand-in allowed
+    assert res[0].engine is None and TRT_WHY in res[0].reason and 'fallback = "none"' in res[0].reason
 
 
-def test_missing_inputs_skip_with_reason(onnx_files, tmp_path):
+def test_missing_inputs_fail_with_reason(onnx_files, tmp_path):
     net, fp32, _ = onnx_files
     res = build_engines(load_profile("x86-cpu"), fp32_onnx=fp32, int8_onnx={}, torch_model=None, out_dir=tmp_path)
     by = {r.spec.key: r for r in res}
     assert by["onnxruntime-fp32-cpu"].status == "built"
-    assert by["onnxruntime-int8-cpu"].status == "skipped" and "policy 'cpu'" in by["onnxruntime-int8-cpu"].reason
+    assert by["onnxruntime-int8-cpu"].status == "failed" and "policy 'cpu'" in by["onnxruntime-int8-cpu"].reason
     assert by["torch-fp32-cpu"].status == "skipped" and "torch model" in by["torch-fp32-cpu"].reason
     assert all(isinstance(r, BuiltEngine) for r in res)
 
@@ -128,8 +128,51 @@ def test_skipped_engines_name_no_stand_in(onnx_files, tmp_path):
     res = build_engines(load_profile("jetson-orin-nano"), fp32_onnx=fp32, int8_onnx={}, torch_model=net,
                         out_dir=tmp_path)
     by = {r.spec.key: r for r in res}
-    # TensorRT int8 -> onnxruntime int8, but no QDQ file was given: skipped, and nothing stands in
-    assert by["tensorrt-int8-cuda0"].status == "skipped" and by["tensorrt-int8-cuda0"].actual is None
+    # TensorRT int8 -> onnxruntime int8, but no QDQ file was given: failed, and nothing stands in
+    assert by["tensorrt-int8-cuda0"].status == "failed" and by["tensorrt-int8-cuda0"].actual is None
     assert "no INT8 QDQ ONNX" in by["tensorrt-int8-cuda0"].reason
     assert by["tensorrt-fp16-cuda0"].status == "skipped" and by["tensorrt-fp16-cuda0"].actual is None
     assert by["tensorrt-fp16-cuda0"].to_dict()["actual"]["backend"] == "tensorrt"
+
+
+# ---------------------------------------------------------------------------------
+# what the gate makes of engines that do not run (issue 20.15)
+# ---------------------------------------------------------------------------------
+def _gate(built):
+    from edgerep.bench.gate import GateThresholds, evaluate_gate
+    from edgerep.pipeline import engine_rows
+
+    report = {"engines": engine_rows(built)}  # the rows deploy writes, from the factory's own results
+    return report, evaluate_gate(report, GateThresholds(max_drop=None, require_accuracy=False))
+
+
+def test_an_engine_that_fails_to_build_fails_the_gate_naming_why(onnx_files, tmp_path):
+    """x86-cpu asks for onnxruntime INT8; its QDQ file is not an ONNX model: onnxruntime refuses it, the
+    row says failed with onnxruntime's reason, and the gate fails on it by name (the FP32 engine still runs)."""
+    net, fp32, _ = onnx_files
+    broken = tmp_path / "m.int8.onnx"
+    broken.write_bytes(b"not an onnx model")
+    res = build_engines(load_profile("x86-cpu"), fp32_onnx=fp32, int8_onnx={"cpu": broken}, torch_model=net,
+                        out_dir=tmp_path)
+    by = {r.spec.key: r for r in res}
+    assert by["onnxruntime-int8-cpu"].status == "failed" and "cannot load it" in by["onnxruntime-int8-cpu"].reason
+    report, g = _gate(res)
+    assert not g.passed
+    (fail,) = g.failures
+    assert fail.name == "engine_built" and fail.engine == "onnxruntime-cpu/int8"
+    assert "onnxruntime-int8-cpu" in fail.message and "cannot load it" in fail.message
+    assert {r["status"] for r in report["engines"]} == {"built", "failed"}
+
+
+@no_trt
+def test_an_engine_absent_by_the_profiles_rule_passes_and_says_why(onnx_files, tmp_path):
+    """dgpu here: TensorRT FP16 would stand in as onnxruntime FP32, which the profile lists by itself; that
+    absence is the profile's own rule (fallback = onnxruntime-cpu), so the gate passes and names it."""
+    net, fp32, int8 = onnx_files
+    res = build_engines(load_profile("dgpu"), fp32_onnx=fp32, int8_onnx={"tensorrt": int8, "cpu": int8},
+                        torch_model=net, out_dir=tmp_path)
+    report, g = _gate(res)
+    assert g.passed, [c.message for c in g.failures]
+    absent = [c for c in g.checks if c.name == "engine_absent"]
+    assert absent and all(c.passed for c in absent)
+    assert any("tensorrt-fp16-cuda0" in c.message and "already in this profile's list" in c.message for c in absent)

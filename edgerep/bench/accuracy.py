@@ -26,13 +26,16 @@ class AccuracyResult:
     sqnr_db: float | None = None
     psnr_db: float | None = None
     top1_agreement: float | None = None  # percent
+    nonfinite: int = 0  # output rows holding a NaN or an Inf: never correct, and the gate fails the engine
     user: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k, v in list(d.items()):  # JSON has no inf
+        for k, v in list(d.items()):  # JSON has no inf and no NaN
             if isinstance(v, float) and math.isinf(v):
                 d[k] = 999.0 if v > 0 else -999.0
+            elif isinstance(v, float) and math.isnan(v):
+                d[k] = None
         return d
 
 
@@ -69,7 +72,7 @@ def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray 
           user_metric: UserMetric | None = None, classifier: bool = True) -> AccuracyResult:
     """All metrics from collected outputs; labels and reference are both optional."""
     n = int(outputs.shape[0])
-    res = AccuracyResult(samples=n)
+    res = AccuracyResult(samples=n, nonfinite=metrics.nonfinite_rows(outputs) if n else 0)
     if labels is not None and classifier and n:
         res.top1 = 100.0 * metrics.topk_correct(outputs, labels, 1) / n
         res.top5 = 100.0 * metrics.topk_correct(outputs, labels, 5) / n

@@ -147,9 +147,59 @@ def engine_key(e: dict) -> str:
     return f"{e.get('name')}/{e.get('precision')}"
 
 
+#: engine statuses that ran; "skipped" is absent by the profile's own rule; anything else was asked for and not built
+RAN = ("built", "cached", "fallback")
+
+
+def _matches(e: dict, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatch(engine_key(e), p) for p in patterns)
+
+
 def _selected(report: dict, patterns: list[str]) -> list[dict]:
-    return [e for e in report.get("engines", [])
-            if e.get("status") not in ("skipped", "failed") and any(fnmatch.fnmatch(engine_key(e), p) for p in patterns)]
+    return [e for e in report.get("engines", []) if e.get("status", "built") in RAN and _matches(e, patterns)]
+
+
+def absence_checks(report: dict, patterns: list[str]) -> list[GateCheck]:
+    """Per engine the target asked for that does not run: a failure naming why (``failed``, or any status
+    not known to have run), or, for an engine absent by the profile's own rule (``skipped``), a passing
+    check that says so, so the verdict lists it."""
+    out = []
+    for e in report.get("engines", []):
+        status = e.get("status", "built")
+        if status in RAN or not _matches(e, patterns):
+            continue
+        key, asked = engine_key(e), e.get("requested") or engine_key(e)
+        why = e.get("reason") or "no reason given"
+        if status == "skipped":
+            out.append(GateCheck("engine_absent", key, None, None, True,
+                                 f"{asked}: not built, by the target profile's own rule ({why})"))
+        else:
+            out.append(GateCheck("engine_built", key, None, None, False,
+                                 f"{asked}: the target asks for it and it was not built ({status}: {why})"))
+    return out
+
+
+def tensorrt_qdq_checks(report: dict, th: "GateThresholds") -> list[GateCheck]:
+    """A stand-in deploy ships the TensorRT QDQ file that no engine here ran: its TensorRT lint errors fail,
+    and so does its simulated drop on the test set (onnxruntime on that very file) over ``max_drop``."""
+    t = report.get("tensorrt_qdq")
+    if not t:
+        return []
+    who = "tensorrt-qdq/int8"
+    errors = t.get("lint_errors") or []
+    out = [GateCheck("tensorrt_qdq_lint", who, float(len(errors)), 0, not errors,
+                     f"{t.get('file')}: TensorRT lint " + ("passed" if not errors else
+                                                           f"found {len(errors)} error(s): " + "; ".join(errors[:3])))]
+    drop, acc = t.get("drop_vs_unfolded"), t.get("accuracy") or {}
+    if acc.get("nonfinite"):
+        out.append(GateCheck("finite_outputs", who, float(acc["nonfinite"]), 0, False,
+                             f"{who}: NaN or Inf in its simulated outputs for {acc['nonfinite']} of "
+                             f"{acc.get('samples')} samples"))
+    if th.max_drop is not None and th.require_accuracy and drop is not None:
+        out.append(GateCheck("tensorrt_qdq_drop", who, drop, th.max_drop, drop <= th.max_drop,
+                             f"{t.get('file')}: simulated top-1 drop vs unfolded {drop:.2f} points on the test set "
+                             f"(limit {th.max_drop:g}; onnxruntime on the QDQ file, no TensorRT here)"))
+    return out
 
 
 def _fmt(v: float | None) -> str:
@@ -183,10 +233,17 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
         _input_checks(report.get("input_statistics"), th, add)
     if th.baseline_sanity and labelled:
         _sanity_checks(base_acc, report.get("baseline") or {}, th, add)
+    if base_acc.get("nonfinite"):
+        add("finite_outputs", "baseline", float(base_acc["nonfinite"]), 0, False,
+            f"the unfolded FP32 reference gave NaN or Inf on {base_acc['nonfinite']} of {base_acc.get('samples')} "
+            "test samples: no drop measured against it means anything")
     int8_failure = ((report.get("quantization") or {}).get("int8_failure"))
     if int8_failure:
         add("int8_is_int8", "onnxruntime-cpu/int8", None, None, False, f"INT8 failed: {int8_failure}")
 
+    checks += absence_checks(report, th.engines)
+    if any(fnmatch.fnmatch("tensorrt-qdq/int8", p) for p in th.engines):
+        checks += tensorrt_qdq_checks(report, th)
     engines = _selected(report, th.engines)
     if not engines:
         add("engines_present", "-", None, None, False,
@@ -197,6 +254,9 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
         acc = e.get("accuracy") or {}
         lat = e.get("latency") or {}
         drop = e.get("drop_vs_unfolded")
+        if acc.get("nonfinite"):  # whatever the thresholds: a NaN or Inf output is a broken engine
+            add("finite_outputs", key, float(acc["nonfinite"]), 0, False,
+                f"{key}: NaN or Inf in its outputs for {acc['nonfinite']} of {acc.get('samples')} samples")
         if th.max_drop is not None and th.require_accuracy:
             if drop is None and not labelled:
                 pass  # said once above ("no accuracy measured")

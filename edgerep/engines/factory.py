@@ -3,8 +3,10 @@
 Every requested engine yields one ``BuiltEngine`` whose ``status`` says what happened:
 ``built`` (made now), ``cached`` (a compatible TensorRT plan was reused), ``fallback`` (the
 target wants TensorRT or a GPU this machine lacks, so an onnxruntime/torch CPU engine stands
-in; ``reason`` says why) or ``skipped`` (nothing to run: an input is missing, or the stand-in
-is already in the list).
+in; ``reason`` says why), ``skipped`` (absent by the profile's own rule: its stand-in is an engine
+the profile already lists, or the caller gave no torch model, as fleet nodes never get one) or
+``failed`` (asked for and not built: the build raised, an input is missing, or the profile forbids
+the stand-in it would need). A gate fails a ``failed`` engine, naming the reason.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class BuiltEngine:
 
     spec: EngineSpec  # what the profile asked for
     engine: Engine | None  # ready to run, or None when skipped
-    status: str  # "built" | "cached" | "skipped" | "fallback"
+    status: str  # "built" | "cached" | "fallback" | "skipped" (absent by the profile's rule) | "failed"
     reason: str = ""
     artifact: Path | None = None  # plan path (TensorRT) or ONNX path (onnxruntime); None for torch
     actual: EngineSpec | None = None  # what runs instead, for a fallback (None: the spec itself, or nothing)
@@ -116,8 +118,9 @@ def build_engines(profile: TargetProfile, *, fp32_onnx: str | os.PathLike[str] |
     wanted = {spec for spec, actual, why in plans if not why}
     results: list[BuiltEngine] = []
     for spec, actual, why in plans:
-        if why and actual == spec:  # no stand-in allowed (fallback = "none")
-            results.append(BuiltEngine(spec, None, "skipped", why))
+        if why and actual == spec:  # no stand-in allowed (fallback = "none"): asked for, and not here
+            results.append(BuiltEngine(spec, None, "failed", f"{why}, and the profile allows no stand-in "
+                                       "(fallback = \"none\")"))
             continue
         same = next((j for j, r in enumerate(results) if r.engine is not None and (r.actual or r.spec) == actual),
                     None)
@@ -133,8 +136,8 @@ def build_engines(profile: TargetProfile, *, fp32_onnx: str | os.PathLike[str] |
                            timing_cache_dir=timing_cache_dir, say=say)
         except te.StalePlanError:
             raise
-        except EdgerepError as e:
-            r = BuiltEngine(actual, None, "skipped", e.one_line())
+        except EdgerepError as e:  # asked for and not built: a failure the gate names, never a quiet skip
+            r = BuiltEngine(actual, None, "failed", e.one_line())
         r.seconds = time.perf_counter() - t0
         if actual != spec:
             r.spec = spec

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgerep.bench import metrics
 
-FIELDS = ("samples", "correct1", "correct5", "agree", "cos_sum", "signal", "noise")
+FIELDS = ("samples", "correct1", "correct5", "agree", "cos_sum", "signal", "noise", "nonfinite")
 
 
 def shard_counts(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> dict:
@@ -18,6 +18,7 @@ def shard_counts(outputs: np.ndarray, labels: np.ndarray | None, reference: np.n
     n = int(outputs.shape[0])
     c: dict = {k: None for k in FIELDS}
     c["samples"] = n
+    c["nonfinite"] = metrics.nonfinite_rows(outputs) if n else 0
     classifier = outputs.ndim == 2
     if labels is not None and classifier:
         c["correct1"] = metrics.topk_correct(outputs, labels, 1) if n else 0
@@ -29,7 +30,7 @@ def shard_counts(outputs: np.ndarray, labels: np.ndarray | None, reference: np.n
         c["signal"] = float((r ** 2).sum())
         c["noise"] = float(((r - o) ** 2).sum())
         if classifier:
-            c["agree"] = int((r.argmax(1) == o.argmax(1)).sum())
+            c["agree"] = int(round(metrics.argmax_agreement(r, o) * n))
     return c
 
 
@@ -49,6 +50,7 @@ def accuracy(c: dict) -> dict:
     sqnr = None
     if c.get("noise") is not None:
         sqnr = 999.0 if c["noise"] == 0 else (10.0 * math.log10(c["signal"] / c["noise"]) if c["signal"] else -999.0)
-    return {"samples": n, "top1": pct("correct1"), "top5": pct("correct5"),
-            "cosine": c["cos_sum"] / n if n and c.get("cos_sum") is not None else None,
-            "sqnr_db": sqnr, "top1_agreement": pct("agree")}
+    out = {"samples": n, "top1": pct("correct1"), "top5": pct("correct5"),
+           "cosine": c["cos_sum"] / n if n and c.get("cos_sum") is not None else None,
+           "sqnr_db": sqnr, "top1_agreement": pct("agree"), "nonfinite": c.get("nonfinite")}
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}  # JSON has no NaN

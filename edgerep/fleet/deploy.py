@@ -2,8 +2,9 @@
 score there, and merge one report (a row per node x engine) and one gate on the CI side.
 
 Faults never hang it: each target has a deadline, a node that dies or does not answer in time leaves
-rows saying ``lost: <reason>`` (its work optionally retried once elsewhere), a target no node
-advertises gets a ``no node for target`` row, and the partial report is written either way.
+rows saying ``lost: <reason>`` (its work optionally retried elsewhere), a job that raised on its node
+leaves rows ``failed`` with the error (never retried: the device itself failed, and the gate says so), a
+target no node advertises gets a ``no node for target`` row, and the partial report is written either way.
 """
 from __future__ import annotations
 
@@ -150,6 +151,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     deadline = {tg: time.monotonic() + opts.timeout_s for tg in targets}
     done: list[tuple[_Job, dict]] = []
     lost: list[tuple[_Job, str]] = []
+    failed: list[tuple[_Job, str]] = []  # the job raised on its node: an answer, and a failing one
     pending = list(jobs)
     while pending:
         now = time.monotonic()
@@ -173,8 +175,12 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
                 res["timings_s"]["ci_wall"] = round(time.perf_counter() - j.submitted, 3)
                 done.append((j, res))
                 say(f"{j.target} on {j.node.label}: done")
-            except Exception as e:  # node died, worker crashed, task failed: the node's rows say why
+            except Exception as e:  # node died or worker crashed (lost), or the job raised there (failed)
                 why = _why_lost(e)
+                if is_task_error(e):  # the device ran the job and it failed: not a lost connection, no retry
+                    say(f"{j.target} on {j.node.label}: failed ({why})")
+                    failed.append((j, why))
+                    continue
                 say(f"{j.target} on {j.node.label}: lost ({why})")
                 retry = _retry_job(j, opts, ray, cluster) if j.attempt < opts.retries else None
                 if retry is not None:
@@ -188,7 +194,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     from edgerep.fleet.report import build_report, markdown
 
     report = build_report(bundle=bundle, ref=ref, data=spec, same_test_set=same, targets=targets, by_target=by_target, done=done,
-                          lost=lost, shards=shards_meta, sharded=opts.shard, batch=opts.batch)
+                          lost=lost, failed=failed, shards=shards_meta, sharded=opts.shard, batch=opts.batch)
     from edgerep.bench.gate import GateThresholds
 
     th = opts.thresholds or GateThresholds(max_drop=0.5)
@@ -210,6 +216,16 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
         (tmp / "report.md").write_text(markdown(report))
         (tmp / "gate.xml").write_text(xml)
     return FleetResult(out=out.resolve(), report=report, passed=result.passed, junit=xml, timings=marks)
+
+
+def is_task_error(e: BaseException) -> bool:
+    """True when the job itself raised on its node (Ray's ``RayTaskError`` around the job's exception), as
+    opposed to a lost node, worker or object, which Ray reports with its own errors (and a retry may mend)."""
+    try:
+        from ray.exceptions import RayError, RayTaskError
+    except ImportError:  # no Ray, no Ray errors: whatever it is, the job raised
+        return True
+    return isinstance(e, RayTaskError) and not isinstance(getattr(e, "cause", None), RayError)
 
 
 def _why_lost(e: BaseException) -> str:

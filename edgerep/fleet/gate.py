@@ -17,7 +17,8 @@ def case_of(row: dict) -> str:
 
 
 def gate_fleet(report: dict, th: GateThresholds) -> GateResult:
-    """Every check of ``th`` on every row; a lost row (not recovered) or a target without a node fails.
+    """Every check of ``th`` on every row; a lost row (not recovered), a failed row (the engine did not build
+    on the node, or the job raised there: no retry mends that) or a target without a node fails.
 
     Node rows of a sharded run are gated on latency only, merged rows on accuracy only.
     """
@@ -37,7 +38,11 @@ def gate_fleet(report: dict, th: GateThresholds) -> GateResult:
             msg = f"{who}: {r['reason']}" + (f"; its shards re-ran on {r['recovered_by']}" if ok else "")
             checks.append(GateCheck("node_lost", who, None, None, ok, msg))
             continue
-        if r["status"] == "skipped":
+        if r["status"] == "skipped":  # by rule: torch runs on the CI side only, as the reference
+            continue
+        if r["status"] not in ("built", "cached", "fallback"):  # failed to build there, or the job raised there
+            checks.append(GateCheck("engine_built", who, None, None, False,
+                                    f"{who}: {r['status']}: {r.get('reason') or 'no reason given'}"))
             continue
         t = per_row
         if r.get("scope") == "shard":
@@ -45,8 +50,8 @@ def gate_fleet(report: dict, th: GateThresholds) -> GateResult:
         elif r.get("scope") == "merged":
             t = replace(t, **_LATENCY)
         for c in evaluate_gate({**whole, "engines": [r]}, t).checks:
-            if c.name in once:
-                continue
+            if c.name in once and (c.name != "finite_outputs" or c.engine == "baseline"):
+                continue  # a report-wide check, said once above (an engine's own NaN check is its row's)
             c.engine = who
             c.message = f"{who}: {c.message.split(': ', 1)[-1]}"
             checks.append(c)

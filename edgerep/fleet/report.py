@@ -7,6 +7,8 @@ from typing import Any
 
 from edgerep.fleet.counts import accuracy, merge
 
+RAN = ("built", "cached", "fallback")  # row statuses of an engine that ran
+
 
 def _label(res: dict) -> str:
     return f"{res['hostname']}-{res['node_id'][:8]}"
@@ -40,8 +42,10 @@ def _scored(row: dict, counts: dict | None, ref_counts: dict | None) -> dict:
 
 def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool | None, targets: list[str],
                  by_target: dict,
-                 done: list, lost: list, shards: list[dict], sharded: bool, batch: int) -> dict:
-    """One report from the finished and the lost jobs (``_artifacts`` holds the plans to write)."""
+                 done: list, lost: list, shards: list[dict], sharded: bool, batch: int,
+                 failed: list | None = None) -> dict:
+    """One report from the finished, the lost and the failed jobs (``_artifacts`` holds the plans to write).
+    A failed job (it raised on its node) gives ``failed`` rows with the error: never recovered by a retry."""
     ref_by_shard = {s["index"]: s["reference"] for s in shards}
     all_ref = merge(list(ref_by_shard.values())) if shards else None
     ref_acc = accuracy(all_ref) if all_ref else None
@@ -56,6 +60,7 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool
     merged_counts: dict[tuple, dict[int, dict]] = {}  # (target, requested) -> shard -> counts
     engine_of: dict[tuple, dict] = {}
     recovered: dict[tuple, str] = {}  # (target, lost node label) -> node that redid its shards
+    unscored: dict[tuple, dict[int, str]] = {}  # (target, requested) -> shard -> why no count came back
     answered = set()
     for job, res in done:
         label = _label(res)
@@ -72,8 +77,11 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool
             artifacts.append((job.target, label, res["artifacts"]))
         for r in res["rows"]:
             key = (job.target, r["requested"])
-            engine_of.setdefault(key, {k: r[k] for k in ("name", "precision", "device", "status", "reason",
-                                                          "requested")})
+            if key not in engine_of or engine_of[key]["status"] not in RAN and r["status"] in RAN:
+                engine_of[key] = {k: r[k] for k in ("name", "precision", "device", "status", "reason", "requested")}
+            if r["status"] not in RAN and r["status"] != "skipped":  # the engine failed on this node
+                for i in res["shards"]:
+                    unscored.setdefault(key, {})[int(i)] = f"{label}: {r['status']} ({r.get('reason') or ''})"
             for i, c in r["counts"].items():
                 merged_counts.setdefault(key, {})[int(i)] = c
             if redo_elsewhere:
@@ -94,6 +102,16 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool
             if (job.target, job.node.label) in recovered:
                 row["recovered_by"] = recovered[(job.target, job.node.label)]
             rows.append(row)
+    for job, why in failed or []:
+        for e in _expected_engines(job.target):
+            row = {"target": job.target, "node": job.node.label, "node_id": job.node.node_id,
+                   "hostname": job.node.hostname, "scope": "node", **e, "status": "failed",
+                   "reason": f"failed on the node: {why}"}
+            if job.retry_of is not None and job.retry_of != job.node.label:
+                row["note"] = f"while redoing {job.retry_of}'s shards"
+            rows.append(row)
+            for i in job.shards:
+                unscored.setdefault((job.target, e["requested"]), {})[int(i)] = f"{job.node.label}: failed ({why})"
     for tg in targets:
         if not by_target.get(tg):
             rows += [{"target": tg, "node": "-", "scope": "node", **e, "status": "no node",
@@ -107,9 +125,16 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool
                 continue
             row = {"target": tg, "node": f"merged ({len(per)} shard(s))", "scope": "merged", **e}
             missing = sorted(want - set(per))
-            if missing:
+            why_not = {i: w for i, w in (unscored.get((tg, req)) or {}).items() if i in missing}
+            if why_not:
+                row.update(status="failed", reason=f"shard(s) {sorted(why_not)} not scored: "
+                                                   + "; ".join(sorted(set(why_not.values()))))
+            elif missing:
                 row.update(status="lost", reason=f"lost: shard(s) {missing} never came back")
-            rows.append(_scored(row, merge([per[i] for i in sorted(per)]), all_ref))
+            if missing:
+                row["shards_missing"] = missing
+            # the drop against the reference on the very shards this row scored, never on all of them
+            rows.append(_scored(row, merge([per[i] for i in sorted(per)]), merge([ref_by_shard[i] for i in sorted(per)])))
     return {
         "schema": "edgerep.fleet-report/1", "kind": "fleet", "created_unix": time.time(),
         "bundle": str(bundle.path), "model": bundle.report.get("model") or {"name": bundle.name},

@@ -3,6 +3,7 @@ and an interpreter that records every node's value (float64) for constant foldin
 from __future__ import annotations
 
 import copy
+import copy as _copy
 import operator
 from typing import Any
 
@@ -114,11 +115,18 @@ class Recorder(fx.Interpreter):
 def to_double(module: nn.Module) -> nn.Module:
     """A float64 deep copy, tensor attributes that are neither parameters nor buffers included
     (fx stores traced tensor constants that way)."""
-    m = copy.deepcopy(module).to(FOLD_DTYPE)
+    return cast_floating(module, FOLD_DTYPE)
+
+
+def cast_floating(module: nn.Module, dtype: torch.dtype, *, copy: bool = True) -> nn.Module:
+    """``module`` (a deep copy unless ``copy=False``) with every floating tensor in ``dtype``: parameters,
+    buffers and the plain tensor attributes fx stores traced constants in."""
+    m = _copy.deepcopy(module) if copy else module
+    m = m.to(dtype)
     for sub in m.modules():
         for k, v in list(vars(sub).items()):
             if isinstance(v, Tensor) and v.is_floating_point() and k not in ("_parameters", "_buffers"):
-                setattr(sub, k, v.to(FOLD_DTYPE))
+                setattr(sub, k, v.to(dtype))
     return m
 
 
@@ -130,4 +138,4 @@ def record(gm64: fx.GraphModule, x: Tensor) -> dict[str, Any]:
     return rec.values
 
 
-__all__ = ["RootUntraceable", "trace_with_fallback", "is_standard_leaf", "Recorder", "to_double", "record"]
+__all__ = ["RootUntraceable", "trace_with_fallback", "is_standard_leaf", "Recorder", "to_double", "cast_floating", "record"]

@@ -101,8 +101,15 @@ def fold_model_with_report(model: nn.Module, example_input: torch.Tensor | None 
 
 def _fold_parts(model: nn.Module, example_input: torch.Tensor | None, *, generic: bool,
                 blocks: dict[str, str] | None = None) -> tuple[nn.Module, dict | None]:
+    """Fold a float64 copy of ``model`` (blocks, then the graph folder), check the whole of it against
+    ``model`` run in float64 on ``example_input`` (``WHOLE_RTOL_F64``, 1e-9 relative: ``FoldError`` beyond),
+    and cast the verified model once to ``model``'s dtype."""
+    from edgerep.fold.graph import WHOLE_RTOL_F64, _max_rel, _model_dtype
+    from edgerep.fold.graph_trace import cast_floating, to_double
+
     _check_eval(model)
-    folded = copy.deepcopy(model)
+    dtype = _model_dtype(model, example_input if example_input is not None else torch.zeros(()))
+    folded = to_double(model)  # a deep copy; every fold rule then runs on float64 weights
     if hasattr(folded, "to_deploy") and callable(folded.to_deploy):
         folded = folded.to_deploy()
         if blocks is not None:
@@ -114,8 +121,30 @@ def _fold_parts(model: nn.Module, example_input: torch.Tensor | None, *, generic
     if generic and example_input is not None and needs_graph_pass(folded):
         from edgerep.fold import graph
 
-        result = graph.fold_graph(folded, example_input)
+        result = graph.fold_graph(folded, example_input.to(torch.float64))
         folded, graph_report = result.module, result.to_dict()
+    if example_input is not None:
+        from torch.utils._pytree import tree_flatten
+
+        x64 = example_input.to(torch.float64)
+        err = None
+        with torch.no_grad():
+            try:
+                ref = tree_flatten(to_double(model).eval()(x64))[0]
+            except Exception:  # noqa: BLE001 - the model does not take this input: the caller's check says so
+                ref = None
+            if ref is not None:
+                err = _max_rel(ref, tree_flatten(folded.eval()(x64))[0])
+        if err is not None and not err <= WHOLE_RTOL_F64:
+            raise FoldError(f"the folded model differs from the original by {err:.3g} (relative, both run in "
+                            f"float64; limit {WHOLE_RTOL_F64:g}): refusing an inexact fold",
+                            path=type(model).__name__)
+    folded = cast_floating(folded, dtype, copy=False)
+    if graph_report is not None and example_input is not None and err is not None:  # graph pass ran in float64
+        with torch.no_grad():
+            graph_report["max_rel_error"] = _max_rel(tree_flatten(model(example_input))[0],
+                                                     tree_flatten(folded.eval()(example_input))[0])
+        graph_report["max_rel_error_f64"] = err
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded, graph_report

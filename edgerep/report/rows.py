@@ -24,8 +24,8 @@ def engine_label(e: dict, is_baseline: bool = False) -> str:
         return unfolded_name(name)  # deploy and bench name it so; older reports named the bare engine
     if e.get("status") == "fallback":
         return f"{name} (for {e.get('requested')})"
-    if e.get("status") == "skipped":
-        return f"{e.get('requested') or name} (skipped)"
+    if e.get("status") in ("skipped", "failed"):
+        return f"{e.get('requested') or name} ({e.get('status')})"
     return name
 
 
