@@ -178,7 +178,8 @@ def _status(args: argparse.Namespace) -> int:
     from edgerep.fleet.auth import use_token
     from edgerep.fleet.cluster import status
 
-    use_token(create=False, token_file=args.token_file)
+    if args.token_file:  # points Ray at it; without one, connecting names what is missing (after the address)
+        use_token(create=False, token_file=args.token_file)
 
     nodes = status(args.address, timeout=args.timeout)
     if args.json:
@@ -207,7 +208,8 @@ def _deploy(args: argparse.Namespace) -> int:
     from edgerep.fleet.auth import use_token
     from edgerep.fleet.deploy import FleetOptions, fleet_deploy
 
-    use_token(create=False, token_file=args.token_file)
+    if args.token_file:  # points Ray at it; without one, connecting names what is missing (after bundle and address)
+        use_token(create=False, token_file=args.token_file)
 
     th = GateThresholds.from_toml(args.config) if args.config else GateThresholds()
     th = th.merged(max_drop=args.max_drop, max_latency_ms=args.max_latency_ms)

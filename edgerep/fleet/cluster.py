@@ -79,9 +79,6 @@ def connect(address: str, timeout: float = 5.0) -> Any:
     host, port = parse_address(address)
     from edgerep.fleet.auth import use_token
 
-    use_token(create=False)  # before ray.init: this process speaks to the cluster with its token
-    if host in LOOPBACK:
-        keep_loopback()
     if ray.is_initialized():
         gcs = getattr(ray.get_runtime_context(), "gcs_address", None)
         if gcs and gcs.rsplit(":", 1)[-1] != str(port):
@@ -91,6 +88,11 @@ def connect(address: str, timeout: float = 5.0) -> Any:
     if not reachable(host, port, timeout):
         raise EdgerepError(f"--address {address}: no Ray head answers there",
                            hint="start one with `edgerep fleet up` or `ray start --head`, and check the port")
+    # before ray.init (and after the address is known good, so a typo is named as one): this process
+    # speaks to the cluster with its token
+    use_token(create=False)
+    if host in LOOPBACK:
+        keep_loopback()
     try:
         ray.init(address=f"{host}:{port}", logging_level="ERROR", log_to_driver=False, namespace="edgerep",
                  configure_logging=True)
