@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         from edgerep.outputs import check_output_file
 
         check_output_file(args.out, "--out")  # before any timing (and before torch is imported)
+    if args.log_dir is not None:
+        from edgerep.outputs import check_output_dir
+
+        check_output_dir(args.log_dir, "--log-dir")
     from edgerep.bench.runner import BenchOptions, bench
     from edgerep.commands.fold import parse_checkpoint_arguments
 
