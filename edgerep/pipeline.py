@@ -7,7 +7,6 @@ per-stage timings come from the list. The CLI only parses flags, shows progress 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import random
@@ -20,8 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgerep.errors import DataError, EdgerepError, FoldError
-
-FOLD_TOLERANCE = 1e-4  # max relative error a fold may show in float32 before deploy refuses it
+from edgerep.hashing import sha256_file
 
 
 @dataclass
@@ -63,14 +61,6 @@ class DeployResult:
 
 
 Progress = Callable[[str, str], None]  # (step, message)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -300,7 +290,7 @@ def stage_fold(ctx: DeployContext) -> str:
     """Fold through the one model path, verified on a seeded input and on real selection-set inputs."""
     import torch
 
-    from edgerep.model_path import fold_loaded
+    from edgerep.model_path import FOLD_TOLERANCE, fold_loaded
 
     t0 = time.perf_counter()
     ctx.example = torch.randn(2, *ctx.input_shape, generator=torch.Generator().manual_seed(ctx.opts.seed))

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgerep.data.base import Dataset, Preprocess
 from edgerep.errors import DataError
+from edgerep.hashing import sha256_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -88,14 +89,7 @@ class ImageFolderDataset(Dataset):
         return [p.relative_to(self.base).as_posix() for p, _ in self.files]
 
     def sample_digests(self) -> list[str]:
-        out = []
-        for p, _ in self.files:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            out.append(h.hexdigest()[:20])
-        return out
+        return [sha256_file(p)[:20] for p, _ in self.files]
 
     def labels(self) -> np.ndarray:
         return np.array([y for _, y in self.files], dtype=np.int64)

@@ -148,7 +148,7 @@ def load_side(path: str | Path) -> Side:
         except ValueError as e:
             raise EdgerepError(f"{mpath}: not JSON ({e})") from None
     hashes = dict(manifest.get("sha256") or {})
-    from edgerep.pipeline import sha256_file
+    from edgerep.hashing import sha256_file
 
     for rel in (manifest.get("files") or {}).values():
         f = folder / rel
