@@ -453,6 +453,7 @@ def stage_gate(ctx: DeployContext) -> str:
 
 def stage_write(ctx: DeployContext) -> str:
     """splits.json, manifest.json and the reports, with every path relative to the bundle."""
+    from edgerep.bundle_inputs import checkpoint_inputs
     from edgerep.report.render import write_reports
 
     opts, tmp, files, splits = ctx.opts, ctx.tmp, ctx.files, ctx.splits
@@ -464,6 +465,7 @@ def stage_write(ctx: DeployContext) -> str:
         "schema": "edgerep.manifest/1",
         "versions": _versions(),
         "inputs": {"checkpoint": str(opts.checkpoint), "checkpoint_sha256": report["model"]["sha256"],
+                   **checkpoint_inputs(opts.checkpoint, ctx.out),  # found again wherever the bundle is read
                    **{f"{k}_data": splits.sources[r].spec for k, r in _MANIFEST_ROLES},
                    **{f"{k}_fingerprint": splits.sets[r].fingerprint() for k, r in _MANIFEST_ROLES}},
         "preprocessing": report["preprocessing"],

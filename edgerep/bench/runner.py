@@ -38,6 +38,7 @@ class BenchOptions:
     trust_checkpoint: bool = False
     include_int8: bool = True
     load: dict = field(default_factory=dict)  # load_checkpoint kwargs (arch, arch_kwargs, input_shape, trust)
+    checkpoint: Path | None = None  # a bundle's unfolded checkpoint where it moved (hash-checked)
 
 
 def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[tuple[str, Engine]], tuple, dict]:
@@ -53,16 +54,17 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
             raise EdgerepError(f"{target}: not a bundle (no manifest.json)")
         manifest = json.loads(manifest_path.read_text())
         files = manifest.get("files", {})
+        from edgerep.bundle_inputs import find_checkpoint
         from edgerep.checkpoint import load_checkpoint
 
-        ckpt = Path(manifest["inputs"]["checkpoint"])
+        found = find_checkpoint(target, manifest, opts.checkpoint)
         shape = None
-        if ckpt.exists():
-            loaded = load_checkpoint(ckpt, **(manifest.get("settings", {}).get("load") or {}))
+        if found.path is not None:
+            loaded = load_checkpoint(found.path, **(manifest.get("settings", {}).get("load") or {}))
             engines.append(("baseline", TorchEngine(loaded.model, precision="fp32")))
             shape = tuple(loaded.meta.input_shape)
         else:
-            say(f"original checkpoint {ckpt} is gone: no unfolded baseline")
+            say(f"no unfolded baseline: {found.note} ({found.hint})")
         if files.get("folded_checkpoint"):
             folded = load_checkpoint(target / files["folded_checkpoint"])
             engines.append(("folded", TorchEngine(folded.model, precision="fp32")))
@@ -75,7 +77,8 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
                                                 session_config=session_config)))
         if shape is None:
             raise EdgerepError(f"{target}: bundle has no checkpoint to read the input shape from")
-        return engines, shape, {"name": target.name, "bundle": str(target)}
+        return engines, shape, {"name": target.name, "bundle": str(target), "unfolded_checkpoint":
+                                str(found.path) if found.path else None, "baseline_note": found.note if found.path else f"{found.note} ({found.hint})"}
     if target.suffix == ".onnx":
         eng = OrtEngine(target, precision="fp32", threads=opts.threads)
         shape = tuple(eng.session.get_inputs()[0].shape)

@@ -270,7 +270,8 @@ def _facts(side: Side) -> dict[str, Any]:
     facts = {
         "settings": {k: v for k, v in (m.get("settings") or {}).items() if k not in IGNORED_SETTINGS},
         "versions": m.get("versions") or {},
-        "inputs": {k: v for k, v in (m.get("inputs") or {}).items() if k != "checkpoint"},
+        "inputs": {k: v for k, v in (m.get("inputs") or {}).items()
+                   if k not in ("checkpoint", "checkpoint_resolved", "checkpoint_from_bundle")},  # where, not what
         "model": {"sha256": (r.get("model") or {}).get("sha256"), "arch": (r.get("model") or {}).get("arch")},
         "target": (r.get("target") or {}).get("name"),
         "quantization": {"cpu policy": (q.get("cpu_policy") or {}).get("name"),
