@@ -434,13 +434,17 @@ def _with_inferred_classes(arch: str, kwargs: dict, sd: Mapping[str, torch.Tenso
     return kwargs
 
 
-def _load_edgerep(obj: Mapping, path: Path, arch: str | None) -> LoadedCheckpoint:
+def _load_edgerep(obj: Mapping, path: Path, arch: str | None, input_shape: tuple | None = None) -> LoadedCheckpoint:
     meta = CheckpointMeta.from_dict(obj.get("meta"), str(path))
     if "mean" not in obj.get("meta", {}):  # written without preprocessing: the class defaults are a guess
         meta.extra["preprocessing_source"] = "default"
     if arch is not None and arch != meta.arch:
         raise CheckpointError(f"{path}: the checkpoint is a {meta.arch!r}, not --arch {arch!r}",
                               hint="edgerep checkpoints carry their architecture; drop --arch")
+    if input_shape is not None and tuple(int(v) for v in input_shape) != tuple(meta.input_shape):
+        raise CheckpointError(f"--input-shape {','.join(map(str, input_shape))}: {path} carries its input shape "
+                              f"{','.join(map(str, meta.input_shape))}",
+                              hint="edgerep checkpoints carry their input shape; drop --input-shape")
     sd = obj.get("state_dict")
     if not _is_state_dict(sd):
         raise CheckpointError(f"{path}: 'state_dict' is missing or not a dict of tensors")
@@ -545,7 +549,7 @@ def _load_any(path: Path, arch: str | None, trust: bool, arch_kwargs: Mapping[st
                               "quantize, build and bench also take ONNX")
     obj = _torch_load(path, trust)
     if isinstance(obj, Mapping) and MAGIC in obj:
-        return _load_edgerep(obj, path, arch)
+        return _load_edgerep(obj, path, arch, input_shape)
     if isinstance(obj, nn.Module) or (isinstance(obj, Mapping) and isinstance(obj.get("model"), nn.Module)):
         model = obj if isinstance(obj, nn.Module) else obj["model"]
         check_finite(model.state_dict(), str(path))

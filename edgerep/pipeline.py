@@ -250,7 +250,8 @@ def stage_load(ctx: DeployContext) -> str:
                f"{len(splits.calibration)}")
         ctx.warn("load", msg)
         warnings.warn(msg, UserWarning, stacklevel=4)
-    _check_input_shape(ctx.loaded.model, ctx.input_shape, Path(opts.checkpoint))
+    _check_input_shape(ctx.loaded.model, ctx.input_shape, Path(opts.checkpoint),
+                       from_flag=opts.load.get("input_shape") is not None)
     if splits.overlap:
         ctx.warnings.append("calibration, selection and test sets share samples (--allow-overlap): "
                             "accuracy figures are optimistic")
@@ -569,8 +570,9 @@ def check_engines_available(profile) -> None:
                           "profile whose fallback is onnxruntime-cpu")
 
 
-def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
-    """One forward pass on a zero input: a meta.input_shape that does not fit the model is a user-fixable error."""
+def _check_input_shape(model, input_shape: tuple, ckpt_path: Path, from_flag: bool = False) -> None:
+    """One forward pass on a zero input: an input shape that does not fit the model is a user-fixable error,
+    named by where it came from (--input-shape, or the checkpoint's metadata) and with the flag that fixes it."""
     import torch
 
     from edgerep.errors import CheckpointError
@@ -580,8 +582,15 @@ def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
             model(torch.zeros((1, *input_shape)))
     except (RuntimeError, ValueError, IndexError) as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{ckpt_path}: meta.input_shape {tuple(input_shape)} does not fit the model ({first})",
-                              hint="fix meta.input_shape (C, H, W) or pass the checkpoint's real --arch") from None
+        shape = ",".join(map(str, input_shape))
+        if from_flag:
+            raise CheckpointError(f"--input-shape {shape}: does not fit the model of {ckpt_path} ({first})",
+                                  hint="pass the shape the model takes, --input-shape C,H,W, or its real --arch") \
+                from None
+        raise CheckpointError(f"{ckpt_path}: its input shape {shape} (from the checkpoint's metadata) does not fit "
+                              f"the model ({first})",
+                              hint="pass --input-shape C,H,W (it overrides the checkpoint's), or its real --arch") \
+            from None
 
 
 def relative_to_bundle(obj: Any, tmp: Path) -> Any:
