@@ -344,6 +344,13 @@ def stage_quantize(ctx: DeployContext) -> str:
         cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=ctx.plan.samples,
         eval_samples=ctx.select_limit, threads=opts.threads, progress=lambda msg: ctx.say("quantize", msg))
     qdict = ctx.report["quantization"] = ctx.qres.to_dict()
+    if qdict.get("excluded_nodes"):  # name each layer kept in float as the user knows it (the provenance)
+        from edgerep.fold.onnx_names import provenance_names
+
+        rows = provenance_names(ctx.fp32_onnx, ctx.report["fold"]["provenance"])
+        for e in qdict["excluded_nodes"]:
+            row = rows.get(str(e.get("node")))
+            e["layer"] = row["name"] if row else None
     for policy, path in ctx.qres.files.items():
         ctx.files[f"int8_onnx_{policy}"] = Path(path).name
     cache_file = (qdict.get("calibration") or {}).get("cache_path")

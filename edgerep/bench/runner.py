@@ -93,15 +93,20 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
     engines.append(("baseline", TorchEngine(model, precision="fp32")))
     if not loaded.meta.folded:
         say("folding")
-        engines.append(("folded", TorchEngine(fold_loaded(loaded).module, precision="fp32")))
+        fold = fold_loaded(loaded)
+        engines.append(("folded", TorchEngine(fold.module, precision="fp32")))
+        return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch,
+                                "provenance": [r.to_dict() for r in fold.provenance]}
     return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch}
 
 
-def _layer_map(engines: list[tuple[str, Engine]], target: Path) -> dict:
-    """Folded layer -> train-time block: the fold's provenance in a bundle's report, else the module
-    paths of the folded and unfolded torch engines."""
+def _layer_map(engines: list[tuple[str, Engine]], target: Path, provenance: list[dict] | None = None) -> dict:
+    """Folded layer -> train-time block: the fold's provenance (this run's fold, or a bundle's report),
+    else the module paths of the folded and unfolded torch engines."""
     from edgerep.bench.profile import layer_map, layers_from_provenance
 
+    if provenance:
+        return layers_from_provenance(provenance)
     report = Path(target) / "report.json"
     if report.is_file():
         rows = (json.loads(report.read_text()).get("fold") or {}).get("provenance")
@@ -137,6 +142,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
 
         torch.set_num_threads(opts.threads)
     engines, shape, model_info = _engines_for(opts, say)
+    provenance = model_info.pop("provenance", None)  # names the profile's layers; not part of the report
     rng = np.random.default_rng(0)
     log_dir = opts.log_dir or (Path(opts.target) / "loadgen" if Path(opts.target).is_dir() else None)
     settings = scenario_settings(opts, Path(log_dir) / opts.scenario if log_dir else None)
@@ -167,7 +173,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
 
             say(f"profiling {label}/{eng.precision}")
             entry["profile"] = profile_engine(eng, rng.standard_normal((int(best), *shape)).astype(np.float32),
-                                              layers=_layer_map(engines, opts.target))
+                                              layers=_layer_map(engines, opts.target, provenance))
         if role == "baseline":
             report["baseline"] = entry
         else:

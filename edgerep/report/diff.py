@@ -242,9 +242,13 @@ def _float_layers(base: dict, new: dict) -> list[dict]:
         return {str(e.get("node")) + f" ({e.get('target')})": e for e in
                 (r.get("quantization") or {}).get("excluded_nodes") or []}
 
+    def label(k: str, e: dict) -> str:  # the layer as the user knows it (provenance), then the ONNX node
+        return f"{e['layer']}: {k}" if e.get("layer") else k
+
     nb, nn = nodes(base), nodes(new)
-    out = [{"node": k, "change": "now kept in float", "why": nn[k].get("why", "")} for k in nn if k not in nb]
-    out += [{"node": k, "change": "back in INT8", "why": nb[k].get("why", "")} for k in nb if k not in nn]
+    out = [{"node": label(k, nn[k]), "change": "now kept in float", "why": nn[k].get("why", "")}
+           for k in nn if k not in nb]
+    out += [{"node": label(k, nb[k]), "change": "back in INT8", "why": nb[k].get("why", "")} for k in nb if k not in nn]
     return out
 
 
