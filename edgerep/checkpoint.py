@@ -441,20 +441,21 @@ def _load_edgerep(obj: Mapping, path: Path, arch: str | None, input_shape: tuple
     given = obj.get("meta", {})
     if not all(k in given for k in ("mean", "std")):  # written without preprocessing: the class defaults are a guess
         meta.extra["preprocessing_source"] = "default"
-    if "input_shape" in given:  # the checkpoint's own (preprocessing_of reports "checkpoint"); never silently overridden
-        if input_shape is not None and tuple(int(v) for v in input_shape) != tuple(meta.input_shape):
-            raise CheckpointError(f"{path}: --input-shape {','.join(map(str, input_shape))} contradicts the "
-                                  f"checkpoint's meta.input_shape {','.join(map(str, meta.input_shape))}",
-                                  hint="edgerep checkpoints carry their input shape; drop --input-shape")
-    elif input_shape is not None:
+    # the checkpoint's own input shape stands (preprocessing_of reports "checkpoint"); a contradicting
+    # --input-shape is refused below, never silently overridden
+    if "input_shape" not in given and input_shape is not None:
         meta.input_shape = tuple(int(v) for v in input_shape)
         meta.extra["input_shape_source"] = "flags"
-    else:
+    elif "input_shape" not in given:
         raise CheckpointError(f"{path}: meta has no input_shape, and edgerep will not guess one",
                               hint="pass --input-shape C,H,W as the model was trained")
     if arch is not None and arch != meta.arch:
         raise CheckpointError(f"{path}: the checkpoint is a {meta.arch!r}, not --arch {arch!r}",
                               hint="edgerep checkpoints carry their architecture; drop --arch")
+    if input_shape is not None and tuple(int(v) for v in input_shape) != tuple(meta.input_shape):
+        raise CheckpointError(f"--input-shape {','.join(map(str, input_shape))}: {path} carries its input shape "
+                              f"{','.join(map(str, meta.input_shape))}",
+                              hint="edgerep checkpoints carry their input shape; drop --input-shape")
     sd = obj.get("state_dict")
     if not _is_state_dict(sd):
         raise CheckpointError(f"{path}: 'state_dict' is missing or not a dict of tensors")

@@ -45,15 +45,9 @@ def _functional_table() -> dict[Any, Callable]:
     return table
 
 
-class ExportedModel(nn.Module):
-    """A ``.pt2`` program as a plain module: ``eval()`` works, the graph calls functional ops."""
-
-    def __init__(self, graph_module: fx.GraphModule):
-        super().__init__()
-        self.program = graph_module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.program(x)
+#: a ``.pt2`` program as a plain module (a GraphModule of class ``ExportedProgram``): ``eval()`` works, the
+#: graph calls functional ops and the program's convs / linears as modules at the user's paths
+ExportedModel = fx.GraphModule
 
 
 def _single_input_graph(gm: fx.GraphModule) -> fx.GraphModule:
@@ -80,6 +74,99 @@ def _single_input_graph(gm: fx.GraphModule) -> fx.GraphModule:
     return fx.GraphModule(gm, graph, "ExportedProgram")  # a plain GraphModule: .eval() / .train() work
 
 
+def _as_modules(gm: fx.GraphModule) -> None:
+    """Each ``F.conv2d`` / ``F.linear`` on the program's own parameters becomes an ``nn.Conv2d`` /
+    ``nn.Linear`` at its parameters' path (``layer_b.weight`` -> ``layer_b``): layers keep the user's
+    names through the fold, the check and every report, and a layer the fold leaves alone is still one."""
+    graph = gm.graph
+    readers: dict[str, int] = {}
+    for n in graph.nodes:
+        for a in n.all_input_nodes:
+            if a.op == "get_attr":
+                readers[str(a.target)] = readers.get(str(a.target), 0) + 1
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is _batch_norm:
+            _bn_as_module(gm, node, readers)
+            continue
+        if node.op != "call_function" or node.target not in (F.conv2d, F.linear):
+            continue
+        args = list(node.args) + [None] * (7 - len(node.args))
+        w, b = args[1], args[2]
+        if not isinstance(w, fx.Node) or w.op != "get_attr" or node.kwargs or \
+                (b is not None and (not isinstance(b, fx.Node) or b.op != "get_attr")):
+            continue
+        owner, _, wname = str(w.target).rpartition(".")
+        if not owner or wname != "weight" or (b is not None and str(b.target) != f"{owner}.bias"):
+            continue
+        holder = gm.get_submodule(owner)
+        if set(dict(holder.named_parameters(recurse=False))) - {"weight", "bias"} or list(holder.children()) or \
+                any(readers.get(f"{owner}.{k}", 0) != 1 for k in ("weight", "bias") if hasattr(holder, k)):
+            continue  # the holder is shared or holds more: leave the call as it is
+        weight = gm.get_parameter(str(w.target))
+        bias = gm.get_parameter(str(b.target)) if b is not None else None
+        if node.target is F.conv2d:
+            stride, padding, dilation, groups = (args[3] or 1), (args[4] or 0), (args[5] or 1), int(args[6] or 1)
+            if isinstance(padding, str) or weight.dim() != 4:
+                continue
+            layer: nn.Module = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride,
+                                         padding, dilation, groups, bias=bias is not None)
+        else:
+            if weight.dim() != 2:
+                continue
+            layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        layer.weight = weight
+        if bias is not None:
+            layer.bias = bias
+        layer.training = False
+        _set_child(gm, owner, layer)
+        with graph.inserting_before(node):
+            call = graph.call_module(owner, (args[0],))
+        call.meta = dict(node.meta)
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+    graph.eliminate_dead_code()
+    graph.lint()
+    gm.recompile()
+
+
+def _bn_as_module(gm: fx.GraphModule, node: fx.Node, readers: dict[str, int]) -> None:
+    """An eval-mode ``batch_norm`` on one holder's weight, bias and running statistics -> ``nn.BatchNorm2d``."""
+    args = list(node.args) + [None] * (9 - len(node.args))
+    attrs = args[1:5]
+    if node.kwargs or args[5] or not all(isinstance(a, fx.Node) and a.op == "get_attr" for a in attrs):
+        return
+    owners = {str(a.target).rpartition(".")[0] for a in attrs}
+    names = [str(a.target).rpartition(".")[2] for a in attrs]
+    if len(owners) != 1 or names != ["weight", "bias", "running_mean", "running_var"] or not next(iter(owners)):
+        return
+    owner = next(iter(owners))
+    holder = gm.get_submodule(owner)
+    if list(holder.children()) or any(readers.get(str(a.target), 0) != 1 for a in attrs):
+        return
+    weight = gm.get_parameter(f"{owner}.weight")
+    if weight.dim() != 1:
+        return
+    bn = nn.BatchNorm2d(weight.shape[0], eps=float(args[7] if args[7] is not None else 1e-5),
+                        momentum=float(args[6]) if args[6] is not None else 0.1)
+    bn.weight, bn.bias = weight, gm.get_parameter(f"{owner}.bias")
+    bn.running_mean = gm.get_buffer(f"{owner}.running_mean")
+    bn.running_var = gm.get_buffer(f"{owner}.running_var")
+    if hasattr(holder, "num_batches_tracked"):
+        bn.num_batches_tracked = holder.num_batches_tracked
+    bn.training = False
+    _set_child(gm, owner, bn)
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(owner, (args[0],))
+    call.meta = dict(node.meta)
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+
+
+def _set_child(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
 def program_module(ep: Any, example: torch.Tensor, where: str) -> ExportedModel:
     """The program as an ``ExportedModel``, verified against ``ep.module()`` on ``example``."""
     reference = ep.module()
@@ -87,7 +174,8 @@ def program_module(ep: Any, example: torch.Tensor, where: str) -> ExportedModel:
         gm = _single_input_graph(ep.module())
     except CheckpointError as e:
         raise CheckpointError(f"{where}: {e}") from None
-    model = ExportedModel(gm)
+    _as_modules(gm)
+    model = gm
     for m in model.modules():  # ep.module() refuses .eval(): set the flag directly
         m.training = False
     with torch.no_grad():

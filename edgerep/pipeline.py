@@ -7,7 +7,6 @@ per-stage timings come from the list. The CLI only parses flags, shows progress 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import random
@@ -20,8 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgerep.errors import DataError, EdgerepError, FoldError
-
-FOLD_TOLERANCE = 1e-4  # max relative error a fold may show in float32 before deploy refuses it
+from edgerep.hashing import sha256_file
 
 
 @dataclass
@@ -64,14 +62,6 @@ class DeployResult:
 
 
 Progress = Callable[[str, str], None]  # (step, message)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -267,7 +257,8 @@ def stage_load(ctx: DeployContext) -> str:
                f"{len(splits.calibration)}")
         ctx.warn("load", msg)
         warnings.warn(msg, UserWarning, stacklevel=4)
-    _check_input_shape(ctx.loaded.model, ctx.input_shape, Path(opts.checkpoint))
+    _check_input_shape(ctx.loaded.model, ctx.input_shape, Path(opts.checkpoint),
+                       from_flag=opts.load.get("input_shape") is not None)
     if splits.overlap:
         ctx.warnings.append("calibration, selection and test sets share samples (--allow-overlap): "
                             "accuracy figures are optimistic")
@@ -343,7 +334,7 @@ def stage_fold(ctx: DeployContext) -> str:
     """Fold through the one model path, verified on a seeded input and on real selection-set inputs."""
     import torch
 
-    from edgerep.model_path import fold_loaded
+    from edgerep.model_path import FOLD_TOLERANCE, fold_loaded
 
     t0 = time.perf_counter()
     ctx.example = torch.randn(2, *ctx.input_shape, generator=torch.Generator().manual_seed(ctx.opts.seed))
@@ -396,6 +387,13 @@ def stage_quantize(ctx: DeployContext) -> str:
         cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=ctx.plan.samples,
         eval_samples=ctx.select_limit, threads=opts.threads, progress=lambda msg: ctx.say("quantize", msg))
     qdict = ctx.report["quantization"] = ctx.qres.to_dict()
+    if qdict.get("excluded_nodes"):  # name each layer kept in float as the user knows it (the provenance)
+        from edgerep.fold.onnx_names import provenance_names
+
+        rows = provenance_names(ctx.fp32_onnx, ctx.report["fold"]["provenance"])
+        for e in qdict["excluded_nodes"]:
+            row = rows.get(str(e.get("node")))
+            e["layer"] = row["name"] if row else None
     for policy, path in ctx.qres.files.items():
         ctx.files[f"int8_onnx_{policy}"] = Path(path).name
     cache_file = (qdict.get("calibration") or {}).get("cache_path")
@@ -555,6 +553,7 @@ def stage_gate(ctx: DeployContext) -> str:
 
 def stage_write(ctx: DeployContext) -> str:
     """splits.json, manifest.json and the reports, with every path relative to the bundle."""
+    from edgerep.bundle_inputs import checkpoint_inputs
     from edgerep.report.render import write_reports
 
     opts, tmp, files, splits = ctx.opts, ctx.tmp, ctx.files, ctx.splits
@@ -567,6 +566,7 @@ def stage_write(ctx: DeployContext) -> str:
         "schema": "edgerep.manifest/1",
         "versions": _versions(),
         "inputs": {"checkpoint": str(opts.checkpoint), "checkpoint_sha256": report["model"]["sha256"],
+                   **checkpoint_inputs(opts.checkpoint, ctx.out),  # found again wherever the bundle is read
                    **{f"{k}_data": splits.sources[r].spec for k, r in _MANIFEST_ROLES},
                    **{f"{k}_fingerprint": splits.sets[r].fingerprint() for k, r in _MANIFEST_ROLES}},
         "preprocessing": report["preprocessing"],
@@ -688,8 +688,9 @@ def check_engines_available(profile) -> None:
                           "profile whose fallback is onnxruntime-cpu")
 
 
-def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
-    """One forward pass on a zero input: a meta.input_shape that does not fit the model is a user-fixable error."""
+def _check_input_shape(model, input_shape: tuple, ckpt_path: Path, from_flag: bool = False) -> None:
+    """One forward pass on a zero input: an input shape that does not fit the model is a user-fixable error,
+    named by where it came from (--input-shape, or the checkpoint's metadata) and with the flag that fixes it."""
     import torch
 
     from edgerep.errors import CheckpointError
@@ -699,8 +700,15 @@ def _check_input_shape(model, input_shape: tuple, ckpt_path: Path) -> None:
             model(torch.zeros((1, *input_shape)))
     except (RuntimeError, ValueError, IndexError) as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{ckpt_path}: meta.input_shape {tuple(input_shape)} does not fit the model ({first})",
-                              hint="fix meta.input_shape (C, H, W) or pass the checkpoint's real --arch") from None
+        shape = ",".join(map(str, input_shape))
+        if from_flag:
+            raise CheckpointError(f"--input-shape {shape}: does not fit the model of {ckpt_path} ({first})",
+                                  hint="pass the shape the model takes, --input-shape C,H,W, or its real --arch") \
+                from None
+        raise CheckpointError(f"{ckpt_path}: its input shape {shape} (from the checkpoint's metadata) does not fit "
+                              f"the model ({first})",
+                              hint="pass --input-shape C,H,W (it overrides the checkpoint's), or its real --arch") \
+            from None
 
 
 def relative_to_bundle(obj: Any, tmp: Path) -> Any:

@@ -144,6 +144,16 @@ def _other_arch_flag(d):
     return DEMO, ["--arch", "repvgg_a0"]
 
 
+def _other_input_shape_flag(d):
+    return DEMO, ["--input-shape", "3,16,16"]
+
+
+def _plain_sd_wrong_input_shape(d):
+    p = _save(d, "plain.pt", demo_obj()["state_dict"])
+    return p, ["--arch", "repvgg_digits", "--arch-kwargs", '{"num_classes": 10, "in_channels": 1}',
+               "--input-shape", "3,16,16", "--mean", "0.5", "--std", "0.5", "--data", "digits"]
+
+
 def _sd_change(fn):
     def build(d):
         o = demo_obj()
@@ -214,8 +224,13 @@ CHECKPOINT_ROWS = {
     "NaN weight": (_sd_change(_nan_weight), ["changed.pt", "NaN or Inf", "conv.weight"]),
     "Inf BN running_var": (_sd_change(_inf_running_var), ["changed.pt", "NaN or Inf", "running_var"]),
     "negative BN running_var": (_sd_change(_negative_running_var), ["running_var", "not a valid variance"]),
-    "input shape does not fit the model": (_meta(input_shape=[3, 16, 16]), ["meta.input_shape (3, 16, 16)",
-                                                                          "does not fit the model"]),
+    "input shape does not fit the model": (_meta(input_shape=[3, 16, 16]), [
+        "meta.pt: its input shape 3,16,16 (from the checkpoint's metadata) does not fit the model",
+        "pass --input-shape C,H,W"]),
+    "--input-shape does not fit the model": (_plain_sd_wrong_input_shape, [
+        "--input-shape 3,16,16: does not fit the model of", "plain.pt"]),
+    "--input-shape that contradicts the checkpoint": (_other_input_shape_flag, [
+        "--input-shape 3,16,16", "carries its input shape 1,16,16", "drop --input-shape"]),
 }
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from edgerep.bench import metrics
 from edgerep.bench.accuracy import score
-from edgerep.bench.latency import measure, percentile, summarize
+from edgerep.bench.latency import percentile
 
 
 def test_percentile_matches_trtexec_rule():
@@ -22,30 +22,10 @@ def test_percentile_matches_trtexec_rule():
 
 
 @given(st.lists(st.floats(0.01, 1000), min_size=1, max_size=200))
-def test_summary_is_ordered(ts):
-    s = summarize(ts, batch=4, warmup=0)
-    assert s.min_ms <= s.p50_ms <= s.p90_ms <= s.p99_ms <= s.max_ms
-    assert s.throughput_ips == pytest.approx(4000.0 / np.mean(ts))
-
-
-class _CountingEngine:
-    name, precision, device = "count", "fp32", "cpu"
-
-    def __init__(self):
-        self.calls = 0
-
-    def run(self, x):
-        self.calls += 1
-        return x
-
-    def describe(self):
-        return {}
-
-
-def test_measure_counts_warmup_and_iterations():
-    eng = _CountingEngine()
-    s = measure(eng, np.zeros((3, 1), np.float32), warmup=4, iterations=25)
-    assert eng.calls == 29 and s.iterations == 25 and s.batch == 3
+def test_percentiles_are_ordered_samples(ts):
+    t = np.sort(np.asarray(ts))
+    p = [percentile(t, q) for q in (50, 90, 99)]
+    assert t[0] <= p[0] <= p[1] <= p[2] <= t[-1] and all(v in t for v in p)
 
 
 def test_topk_and_agreement():

@@ -54,6 +54,16 @@ def test_strict_html_on_a_hostile_checkpoint(hostile_ckpt, tmp_path, capsys):
     assert not list(tmp_path.glob(".check-*"))  # the temporary folder is gone
 
 
+def test_fail_without_strict_says_it_exits_0(hostile_ckpt, capsys):
+    """check is a report: FAIL exits 0 without --strict, and its last line says so (and how to get 1)."""
+    path, _ = hostile_ckpt
+    assert main(["check", str(path), "--no-sensitivity", "--no-data"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("FAIL (2 layer(s) bad under plain INT8; a report, not a gate: exit 0; --strict exits 1)"), last
+    assert main(["check", str(path), "--no-sensitivity", "--no-data", "--strict"]) == 1
+    assert "FAIL (2 layer(s) bad under plain INT8; --strict: exit 1)" in capsys.readouterr().out
+
+
 def test_without_data_only_weights_are_judged(hostile_ckpt, capsys):
     path, _ = hostile_ckpt
     rc = main(["check", str(path), "--json", "--no-sensitivity"])

@@ -71,7 +71,7 @@ def test_bundle_passes_gate_cli(bundle, tmp_path):
 
 def test_degraded_model_fails_gate(bundle, tmp_path, capsys):
     """Perturb one folded conv of the shipped FP32 ONNX, evaluate it exactly as deploy does, gate it."""
-    from edgerep.bench.entry import engine_entry
+    from edgerep.bench.entry import engine_accuracy, engine_latency
     from edgerep.checkpoint import load_checkpoint
     from edgerep.data import open_dataset
     from edgerep.engines.onnxruntime_engine import OrtEngine
@@ -89,9 +89,10 @@ def test_degraded_model_fails_gate(bundle, tmp_path, capsys):
     meta = load_checkpoint(DEMO).meta
     ds = open_dataset("digits", split="test", meta=meta)
     labels = np.concatenate([y for _, y in ds.batches(256)])
-    entry = engine_entry(OrtEngine(bad_path, precision="fp32"), next(ds.batches(1))[0], eval_ds=ds, labels=labels,
-                         ref_top1=report["baseline"]["accuracy"]["top1"], seconds=0.05)
-    entry["status"] = "built"
+    eng = OrtEngine(bad_path, precision="fp32")
+    entry = {"name": eng.name, "precision": eng.precision, "device": eng.device, "status": "built",
+             **engine_latency(eng, next(ds.batches(1))[0], seconds=0.05),
+             **engine_accuracy(eng, ds, labels=labels, ref_top1=report["baseline"]["accuracy"]["top1"])}
     report["engines"] = [entry]
     degraded = tmp_path / "report.json"
     degraded.write_text(json.dumps(report))

@@ -1,6 +1,7 @@
 """deploy as a list of named stages over one context: each stage runs (and is tested) alone."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edgerep.pipeline import STAGES, DeployContext, DeployOptions, stage_fold, stage_load
@@ -8,8 +9,12 @@ from edgerep.pipeline import STAGES, DeployContext, DeployOptions, stage_fold, s
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repvgg_digits.pt"
 
 
-def test_stages_are_the_pipeline_in_order():
+def test_a_deploy_runs_every_stage_once_in_the_pipeline_order(demo_bundle):
+    """What a real deploy ran, in the order it ran them (its report's stage timings), is the pipeline."""
+    ran = json.loads((demo_bundle / "report.json").read_text())["timings_s"]
+    assert list(ran) == [*STAGES, "total"], list(ran)
     assert STAGES == ("load", "fold", "check", "export", "quantize", "build", "evaluate", "bench", "gate", "write")
+    assert all(ran[s] >= 0 for s in STAGES) and ran["total"] >= sum(ran[s] for s in STAGES) - 0.01 * len(STAGES)
 
 
 def test_load_and_fold_run_alone_without_a_bundle(tmp_path):

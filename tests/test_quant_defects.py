@@ -58,13 +58,19 @@ def test_bias_correction_touches_only_the_layers_that_are_quantized(model_files)
     first = next(n for n in nodes if "c1" in n or n.endswith("Conv"))
     cfg = QdqConfig(quantize_bias=False, bias_correction=True)
     info = write_qdq(d / "fp32.onnx", d / "only.onnx", cal, cfg, only_nodes=[first])
-    assert set(info.bias_corrected) <= {first}
+    assert list(info.bias_corrected) == [first] and info.bias_corrected[first] > 0, info.bias_corrected
     before, after = _biases(d / "fp32.onnx"), _biases(d / "only.onnx")
+    assert set(after) == set(before) and len(before) == 2, (before.keys(), after.keys())  # c1, c2
+    # the quantized layer's bias moved by the correction it reports; every float layer keeps its bias
+    assert np.abs(after[first] - before[first]).max() == pytest.approx(info.bias_corrected[first], rel=0.01)  # float32 bias
     for name, b in before.items():
-        if name != first and name in after:
-            assert np.array_equal(after[name], b), name  # a float layer keeps its bias
+        if name != first:
+            assert np.array_equal(after[name], b), name
     every = write_qdq(d / "fp32.onnx", d / "all.onnx", cal, cfg)
-    assert len(every.bias_corrected) > len(info.bias_corrected)
+    assert set(every.bias_corrected) == set(before), every.bias_corrected  # all quantized: all corrected
+    moved = _biases(d / "all.onnx")
+    assert all(np.abs(moved[n] - before[n]).max() == pytest.approx(c, rel=0.01) and c > 0
+               for n, c in every.bias_corrected.items()), every.bias_corrected
 
 
 def test_qdq_goes_on_residual_adds_only_not_on_a_matmul_bias_add(model_files):

@@ -14,6 +14,7 @@ from torch import nn
 from edgerep.engines import plan_cache as pc
 from edgerep.engines import tensorrt_engine as te
 from edgerep.engines.factory import build_engines
+from edgerep.hashing import sha256_file
 from edgerep.engines.profiles import load_profile
 
 TRT_OK, TRT_WHY = te.tensorrt_status()
@@ -55,7 +56,7 @@ def test_plan_builds_runs_and_is_cached(model_files, tmp_path, precision, tol):
     r = te.build_or_reuse(src, tmp_path, settings, timing_cache_dir=tmp_path / "tc")
     assert not r.reused and r.plan.is_file()
     side = json.loads(r.sidecar_path.read_text())
-    assert side["tensorrt_version"] == te.trt_version() and side["onnx_sha256"] == pc.file_sha256(src)
+    assert side["tensorrt_version"] == te.trt_version() and side["onnx_sha256"] == sha256_file(src)
     assert side["compute_capability"] == te.gpu_info()[1]
     assert (tmp_path / "tc").is_dir() and any((tmp_path / "tc").iterdir())  # timing cache persisted
     eng = te.TensorRTEngine(r.plan)

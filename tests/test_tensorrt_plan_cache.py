@@ -96,10 +96,13 @@ def test_timing_cache_path_is_per_version_and_gpu(tmp_path, monkeypatch):
     assert pc.load_timing_cache(a) == b"\x01\x02" and not list(a.parent.glob("*.tmp"))
 
 
-def test_file_sha256(tmp_path):
+def test_sha256_file_streams_in_blocks(tmp_path):
+    """The one streaming hash (plan sidecars, manifests, calibration keys): blocks smaller than the file."""
+    from edgerep.hashing import sha256_file
+
     f = tmp_path / "x.onnx"
     f.write_bytes(b"edgerep" * 1000)
-    assert pc.file_sha256(f) == hashlib.sha256(b"edgerep" * 1000).hexdigest()
+    assert sha256_file(f, chunk=100) == sha256_file(f) == hashlib.sha256(b"edgerep" * 1000).hexdigest()
 
 
 def test_build_settings_from_profiles():

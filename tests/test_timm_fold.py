@@ -174,6 +174,30 @@ def test_arch_timm_bad_input_is_one_line_naming_it(timm_state_dict, arch, kwargs
     assert needle in text and "\n" not in str(e.value), text
 
 
+def test_deploy_of_a_timm_state_dict_asks_for_mean_and_std_naming_timms(timm_state_dict, tmp_path, capsys) -> None:
+    """timm's config gives the input shape; mean/std it only suggests (they are the pretrained weights'):
+    deploy refuses to guess them and names timm's values to copy."""
+    from edgerep.cli import main
+
+    _, path = timm_state_dict
+    rc = main(["deploy", str(path), "--arch", "timm:repvgg_a0", "--input-shape", f"3,{SIZE},{SIZE}", "--data", "digits",
+               "--out", str(tmp_path / "b"), "--no-check"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no preprocessing" in err and not (tmp_path / "b").exists()
+    assert "timm's config for timm:repvgg_a0 says --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in err, err
+
+
+def test_zoo_without_timm_prints_the_pip_extra_whole(monkeypatch, capsys) -> None:
+    """rich markup would swallow "[timm]" in "pip install 'edgerep[timm]'": the line is escaped."""
+    import sys
+
+    from edgerep.cli import main
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError, as where it is absent
+    assert main(["zoo"]) == 0
+    assert "pip install 'edgerep[timm]'" in capsys.readouterr().out
+
+
 def test_zoo_says_timm_names_are_accepted(capsys) -> None:
     from edgerep.cli import main
 

@@ -76,3 +76,29 @@ def collapse_identity(model: BranchyNet, block: str = "stage1.1", channels: tupl
             bn.running_var[c] = var
             bn.weight[c] = 1.0
     return model
+
+
+class FlatNet(nn.Module):
+    """A user's net written flat: convs, BNs and a two-branch sum as attributes of the model itself,
+    one ReLU module reused. The graph folder names the folded sum ``reparam``; users know it as ``layer_b``."""
+
+    def __init__(self, in_channels: int = 1, width: int = 8, num_classes: int = 10):
+        super().__init__()
+        self.layer_a = nn.Conv2d(in_channels, width, 3, 2, 1, bias=False)
+        self.bn_a = nn.BatchNorm2d(width)
+        self.layer_b = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn_b = nn.BatchNorm2d(width)
+        self.layer_b1 = nn.Conv2d(width, width, 1, 1, 0, bias=False)
+        self.bn_b1 = nn.BatchNorm2d(width)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn_a(self.layer_a(x)))
+        x = self.act(self.bn_b(self.layer_b(x)) + self.bn_b1(self.layer_b1(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def flat_net(in_channels: int = 1, width: int = 8, num_classes: int = 10) -> FlatNet:
+    """The factory `--arch user_nets:flat_net` calls."""
+    return FlatNet(in_channels, width, num_classes)

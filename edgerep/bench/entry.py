@@ -11,24 +11,6 @@ from edgerep.bench.scenarios import ScenarioSettings, run_scenario
 from edgerep.engines.base import Engine
 
 
-def engine_entry(engine: Engine, x_bench: np.ndarray, *, eval_ds=None, eval_limit: int | None = None,
-                 labels: np.ndarray | None = None, reference: np.ndarray | None = None,
-                 ref_top1: float | None = None, base_p50: float | None = None,
-                 user_metric: UserMetric | None = None, classifier: bool = True, warmup: int = 10,
-                 seconds: float = 1.0, say: Callable[[str, str], None] | None = None,
-                 scenario: ScenarioSettings | None = None) -> dict:
-    """Measure ``engine`` (single-stream unless ``scenario`` says otherwise) and score it;
-    ``drop_vs_unfolded`` is in top-1 points (or, without labels, 100 - top-1 agreement)."""
-    entry: dict = {"name": engine.name, "precision": engine.precision, "device": engine.device,
-                   "describe": engine.describe()}
-    entry.update(engine_latency(engine, x_bench, base_p50=base_p50, warmup=warmup, seconds=seconds, say=say,
-                                scenario=scenario))
-    if eval_ds is not None:
-        entry.update(engine_accuracy(engine, eval_ds, eval_limit=eval_limit, labels=labels, reference=reference,
-                                     ref_top1=ref_top1, user_metric=user_metric, classifier=classifier, say=say))
-    return entry
-
-
 def engine_latency(engine: Engine, x_bench: np.ndarray, *, base_p50: float | None = None, warmup: int = 10,
                    seconds: float = 1.0, say: Callable[[str, str], None] | None = None,
                    scenario: ScenarioSettings | None = None) -> dict:

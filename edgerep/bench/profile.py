@@ -10,7 +10,6 @@ user would change first.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -56,43 +55,18 @@ def layers_from_provenance(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _module_path(node: str) -> str:
-    """The module path an exporter scope names (``/stage1/stage1.0/conv/Conv_token_4`` -> stage1.0.conv)."""
-    cur = ""
-    for seg in [s for s in node.split("/") if s]:
-        if cur and seg.startswith(cur + "."):
-            cur = seg
-        elif re.match(r"^[a-z_][\w.]*$", seg) and not re.search(r"_(output|token)_\d", seg):
-            cur = f"{cur}.{seg}" if cur else seg
-        else:
-            break
-    return cur
-
-
-def _resolve(path: str, layers: dict[str, dict]) -> str | None:
-    """The folded weighted layer a module path belongs to (a fused Conv+ReLU is named after the ReLU)."""
-    cur = path
-    while cur:
-        if cur in layers:
-            return cur
-        under = [k for k in layers if k.startswith(cur + ".")]
-        if len(under) == 1:  # the block's one conv
-            return under[0]
-        if under:
-            return None
-        cur = cur.rpartition(".")[0]
-    return None
-
-
 def _rows(per_run_us: dict[str, list[float]], ops: dict[str, str], layers: dict[str, dict], top: int,
-          own_blocks: dict[str, str] | None = None) -> list[dict]:
-    """Median time per run of each node (robust to a run the scheduler interrupted), top first."""
+          own_blocks: dict[str, str] | None = None, names: dict[str, str] | None = None) -> list[dict]:
+    """Median time per run of each node (robust to a run the scheduler interrupted), top first;
+    ``names`` maps the ONNX file's nodes and outputs to folded layers (``edgerep.fold.onnx_names``)."""
+    from edgerep.fold.onnx_names import layer_of_node, module_path, resolve
+
     med = {node: float(np.median(v)) for node, v in per_run_us.items() if v}
     grand = sum(med.values()) or 1.0
     rows = []
     for node, us in sorted(med.items(), key=lambda kv: -kv[1])[:top]:
-        path = node if own_blocks is not None else _module_path(node)
-        layer = _resolve(path, layers)
+        path = node if own_blocks is not None else module_path(node)
+        layer = resolve(path, layers) if own_blocks is not None else layer_of_node(node, names or {}, layers)
         info = layers.get(layer or "", {})
         block = (own_blocks or {}).get(node) or info.get("block")
         shown = path if own_blocks is not None else (layer or path)
@@ -135,8 +109,11 @@ def profile_ort(engine, x: np.ndarray, *, runs: int = 20, layers: dict | None = 
             node = e["name"][: -len("_kernel_time")]
             per_run[node].append(float(e.get("dur", 0)))
             ops[node] = (e.get("args") or {}).get("op_name")
+    from edgerep.fold.onnx_names import node_layers
+
+    names = node_layers(engine.path, layers) if layers else {}  # a fused ReLU belongs to the conv it follows
     return {"source": "onnxruntime profiler", "runs": runs, "statistic": "median per run",
-            "top": _rows(per_run, ops, layers or {}, top)}
+            "top": _rows(per_run, ops, layers or {}, top, names=names)}
 
 
 def _ort_events(prof, x: np.ndarray, runs: int) -> list[dict]:

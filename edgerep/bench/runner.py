@@ -38,6 +38,7 @@ class BenchOptions:
     trust_checkpoint: bool = False
     include_int8: bool = True
     load: dict = field(default_factory=dict)  # load_checkpoint kwargs (arch, arch_kwargs, input_shape, trust)
+    checkpoint: Path | None = None  # a bundle's unfolded checkpoint where it moved (hash-checked)
 
 
 def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[tuple[str, Engine]], tuple, dict]:
@@ -53,16 +54,17 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
             raise EdgerepError(f"{target}: not a bundle (no manifest.json)")
         manifest = json.loads(manifest_path.read_text())
         files = manifest.get("files", {})
+        from edgerep.bundle_inputs import find_checkpoint
         from edgerep.checkpoint import load_checkpoint
 
-        ckpt = Path(manifest["inputs"]["checkpoint"])
+        found = find_checkpoint(target, manifest, opts.checkpoint)
         shape = None
-        if ckpt.exists():
-            loaded = load_checkpoint(ckpt, **(manifest.get("settings", {}).get("load") or {}))
+        if found.path is not None:
+            loaded = load_checkpoint(found.path, **(manifest.get("settings", {}).get("load") or {}))
             engines.append(("baseline", TorchEngine(loaded.model, precision="fp32")))
             shape = tuple(loaded.meta.input_shape)
         else:
-            say(f"original checkpoint {ckpt} is gone: no unfolded baseline")
+            say(f"no unfolded baseline: {found.note} ({found.hint})")
         if files.get("folded_checkpoint"):
             folded = load_checkpoint(target / files["folded_checkpoint"])
             engines.append(("folded", TorchEngine(folded.model, precision="fp32")))
@@ -75,7 +77,8 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
                                                 session_config=session_config)))
         if shape is None:
             raise EdgerepError(f"{target}: bundle has no checkpoint to read the input shape from")
-        return engines, shape, {"name": target.name, "bundle": str(target)}
+        return engines, shape, {"name": target.name, "bundle": str(target), "unfolded_checkpoint":
+                                str(found.path) if found.path else None, "baseline_note": found.note if found.path else f"{found.note} ({found.hint})"}
     if target.suffix == ".onnx":
         eng = OrtEngine(target, precision="fp32", threads=opts.threads)
         shape = tuple(eng.session.get_inputs()[0].shape)
@@ -90,15 +93,20 @@ def _engines_for(opts: BenchOptions, say: Callable[[str], None]) -> tuple[list[t
     engines.append(("baseline", TorchEngine(model, precision="fp32")))
     if not loaded.meta.folded:
         say("folding")
-        engines.append(("folded", TorchEngine(fold_loaded(loaded).module, precision="fp32")))
+        fold = fold_loaded(loaded)
+        engines.append(("folded", TorchEngine(fold.module, precision="fp32")))
+        return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch,
+                                "provenance": [r.to_dict() for r in fold.provenance]}
     return engines, shape, {"name": target.stem, "checkpoint": str(target), "arch": loaded.meta.arch}
 
 
-def _layer_map(engines: list[tuple[str, Engine]], target: Path) -> dict:
-    """Folded layer -> train-time block: the fold's provenance in a bundle's report, else the module
-    paths of the folded and unfolded torch engines."""
+def _layer_map(engines: list[tuple[str, Engine]], target: Path, provenance: list[dict] | None = None) -> dict:
+    """Folded layer -> train-time block: the fold's provenance (this run's fold, or a bundle's report),
+    else the module paths of the folded and unfolded torch engines."""
     from edgerep.bench.profile import layer_map, layers_from_provenance
 
+    if provenance:
+        return layers_from_provenance(provenance)
     report = Path(target) / "report.json"
     if report.is_file():
         rows = (json.loads(report.read_text()).get("fold") or {}).get("provenance")
@@ -134,6 +142,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
 
         torch.set_num_threads(opts.threads)
     engines, shape, model_info = _engines_for(opts, say)
+    provenance = model_info.pop("provenance", None)  # names the profile's layers; not part of the report
     rng = np.random.default_rng(0)
     log_dir = opts.log_dir or (Path(opts.target) / "loadgen" if Path(opts.target).is_dir() else None)
     settings = scenario_settings(opts, Path(log_dir) / opts.scenario if log_dir else None)
@@ -164,7 +173,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
 
             say(f"profiling {label}/{eng.precision}")
             entry["profile"] = profile_engine(eng, rng.standard_normal((int(best), *shape)).astype(np.float32),
-                                              layers=_layer_map(engines, opts.target))
+                                              layers=_layer_map(engines, opts.target, provenance))
         if role == "baseline":
             report["baseline"] = entry
         else:

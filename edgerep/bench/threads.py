@@ -27,10 +27,3 @@ def settle(max_wait_s: float = MAX_WAIT_S, window_s: float = WINDOW_S) -> float:
         if quiet >= 2:
             break
     return time.perf_counter() - t0
-
-
-def busy_share(window_s: float = 0.05) -> float:
-    """Share of one core this process burns while the calling thread sleeps (spinning workers)."""
-    c0, w0 = time.process_time(), time.perf_counter()
-    time.sleep(window_s)
-    return (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)

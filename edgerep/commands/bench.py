@@ -23,6 +23,10 @@ Throughput (img/s) is samples / total time. LoadGen's summary and detail logs go
 BUNDLE/loadgen/<scenario>/<engine>/ (or --log-dir). --profile adds the ten most expensive layers of
 each engine, mapped back to the folded layer names.
 
+A bundle's unfolded baseline is the checkpoint deploy read, found wherever the bundle is read from
+(beside the bundle as it was, at its absolute path, or as given) and only when its sha256 matches
+manifest.json; where it moved, name it with --checkpoint. Without it the table says why no baseline.
+
 examples:
   edgerep bench engines/out/repvgg_digits                       # single-stream, 1 s per engine
   edgerep bench engines/out/repvgg_digits --scenario offline --json
@@ -54,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from edgerep.commands.fold import add_checkpoint_arguments
 
     add_checkpoint_arguments(p)  # --arch, --arch-kwargs, --input-shape, --trust-checkpoint
+    p.add_argument("--checkpoint", type=Path, metavar="PATH",
+                   help="a bundle's unfolded checkpoint where it moved (its sha256 must match manifest.json)")
     p.add_argument("--out", type=Path, help="write the report JSON here (for edgerep gate)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -65,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         from edgerep.outputs import check_output_file
 
         check_output_file(args.out, "--out")  # before any timing (and before torch is imported)
+    if args.log_dir is not None:
+        from edgerep.outputs import check_output_dir
+
+        check_output_dir(args.log_dir, "--log-dir")
     from edgerep.bench.runner import BenchOptions, bench
     from edgerep.commands.fold import parse_checkpoint_arguments
 
@@ -75,13 +85,16 @@ def run(args: argparse.Namespace) -> int:
             raise EdgerepError(f"{flag} must be positive, got {v if len(v) > 1 else v[0]}")
     if not args.target.exists():
         raise EdgerepError(f"{args.target}: no such file or directory")
+    if args.checkpoint is not None and not args.target.is_dir():
+        raise EdgerepError(f"--checkpoint {args.checkpoint}: names a bundle's unfolded checkpoint; "
+                           f"{args.target} is not a bundle", hint="bench the checkpoint itself instead")
     log_dir = args.log_dir or (args.out.with_suffix(".loadgen") if args.out and not args.target.is_dir() else None)
     opts = BenchOptions(target=args.target, batch_sizes=args.batch_sizes, seconds=args.seconds,
                         iterations=args.iterations, warmup=args.warmup, threads=args.threads, arch=args.arch,
                         trust_checkpoint=args.trust_checkpoint, load=parse_checkpoint_arguments(args),
                         scenario=args.scenario, samples_per_query=args.samples_per_query, min_queries=args.min_queries,
                         use_loadgen={"auto": None, "loadgen": True, "builtin": False}[args.timer],
-                        log_dir=log_dir, profile=args.profile)
+                        log_dir=log_dir, profile=args.profile, checkpoint=args.checkpoint)
     from edgerep.report.console import step_progress
 
     with step_progress(quiet=args.json) as progress:
@@ -100,6 +113,7 @@ def _ms(v) -> str:
 
 
 def _print_table(report: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from edgerep.report.console import make_console
@@ -127,6 +141,8 @@ def _print_table(report: dict) -> None:
                   f"load {(b.get('load_before') or {}).get('loadavg_1m')} on {host.get('cpu_count')} cores")
     if first.get("timer_note"):
         console.print(f"note: {first['timer_note']}")
+    if not report.get("baseline") and report["model"].get("baseline_note"):
+        console.print(f"[yellow]no unfolded baseline[/]: {escape(report['model']['baseline_note'])}")
     for e in rows:
         for bs, s in e["latency_by_batch"].items():
             if s.get("noisy"):

@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_output_dir(args.out, "--out")  # before any work (and before torch / onnxruntime are imported)
+    if args.timing_cache is not None:
+        check_output_dir(args.timing_cache, "--timing-cache")
     from edgerep.engines.factory import build_engines
     from edgerep.engines.profiles import load_profile
 

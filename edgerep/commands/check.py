@@ -35,6 +35,9 @@ examples:
   edgerep check examples/checkpoints/repvgg_digits.pt --html out/check   # page with plots
   edgerep check a0.pth --arch repvgg_a0 --data imagenet_val/ --calib-limit 64 --json > check.json
   edgerep check model.pt --strict          # exit 1 when any layer is bad under plain INT8
+
+exit codes: 0 the report was written (its last line says PASS, or FAIL with the exit code: check is a
+report, not a gate, so FAIL exits 0 unless --strict), 1 --strict and a layer is bad, 2 bad input.
 """
 
 
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             d["html"] = str(html)
         print(json.dumps(d, indent=2))
     else:
-        print_report(report, title=f"edgerep check: {args.checkpoint.name} ({ck.meta.arch})")
+        print_report(report, title=f"edgerep check: {args.checkpoint.name} ({ck.meta.arch})", strict=args.strict)
         if html is not None:
             print(f"wrote {html}")
     if args.strict and not report.passed:
@@ -134,9 +137,19 @@ def _f(v: float | None, fmt: str = "{:.1f}") -> str:
     return fmt.format(v)
 
 
-def print_report(report, title: str = "edgerep check") -> None:
+def verdict_line(report, strict: bool) -> str:
+    """The last line: PASS / FAIL and, on FAIL, the exit code it gives (1 only with --strict)."""
+    if report.passed:
+        return "[green]PASS[/]"
+    bad = sum(r.verdict == "bad" for r in report.layers)
+    return (f"[bold red]FAIL[/] ({bad} layer(s) bad under plain INT8; "
+            + ("--strict: exit 1)" if strict else "a report, not a gate: exit 0; --strict exits 1)"))
+
+
+def print_report(report, title: str = "edgerep check", strict: bool = False) -> None:
     """The report as rich tables: one row per layer, then attribution and advice for flagged layers."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     colour = {"ok": "green", "warn": "yellow", "bad": "bold red"}
@@ -164,20 +177,20 @@ def print_report(report, title: str = "edgerep check") -> None:
     console.print(t)
     flagged = [r for r in report.layers if r.verdict != "ok" or r.attribution.outlier_channels]
     for r in flagged:
-        console.print(f"[bold]{r.name}[/] [{colour[r.verdict]}]{r.verdict}[/] "
+        console.print(f"[bold]{escape(r.name)}[/] [{colour[r.verdict]}]{r.verdict}[/] "
                       f"(with fixes: [{colour[r.verdict_with_fixes]}]{r.verdict_with_fixes}[/])")
         for why in r.reasons:
-            console.print(f"   {why}")
+            console.print(f"   {escape(why)}")
         if r.attribution.outlier_channels:
             for ch in r.attribution.channels[:3]:
-                console.print(f"   [cyan]{ch.sentence}[/]")
+                console.print(f"   [cyan]{escape(ch.sentence)}[/]")
         elif r.attribution.channels:  # no outliers: the largest channel, for context
-            console.print(f"   [dim]largest channel, for context: {r.attribution.channels[0].sentence}[/]")
+            console.print(f"   [dim]largest channel, for context: {escape(r.attribution.channels[0].sentence)}[/]")
         if not r.attribution.available:
-            console.print(f"   [dim]{r.attribution.note}[/]")
+            console.print(f"   [dim]{escape(r.attribution.note)}[/]")
         for adv in r.advice:
             if adv.kind != "ok":
-                console.print(f"   -> {adv.text}")
+                console.print(f"   -> {escape(adv.text)}")
     s = report.summary
     c, cf = s["counts"], s["counts_with_fixes"]
     from edgerep.report.check_html import fp32_sentence
@@ -187,7 +200,6 @@ def print_report(report, title: str = "edgerep check") -> None:
     if fp32_sentence(report):
         console.print(fp32_sentence(report).replace("fp32 top-1", "Sensitivity images: fp32 top-1", 1) + ".")
     for line in s["top_advice"]:
-        console.print(f"advice: {line}")
-    verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
-    console.print(f"{verdict} ({report.timings.get('total', 0):.1f}s, "
+        console.print(f"advice: {escape(line)}")
+    console.print(f"{verdict_line(report, strict)} ({report.timings.get('total', 0):.1f}s, "
                   f"{report.data.get('calib_images', 0)} calibration images)")

@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
         from edgerep.outputs import check_output_dir
 
         check_output_dir(args.out, "--out")
+    if args.cache_dir is not None:
+        from edgerep.outputs import check_output_dir
+
+        check_output_dir(args.cache_dir, "--cache-dir")
     from edgerep.commands.fold import parse_checkpoint_arguments
     from edgerep.pipeline import DeployOptions, deploy
     from edgerep.report.console import print_engine_table, step_progress

@@ -48,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerep.outputs import check_output_file
+
+    if args.markdown is not None:  # before any work: a missing folder is exit 2 naming the flag
+        check_output_file(args.markdown, "--markdown")
+    if args.html is not None:
+        check_output_file(args.html, "--html", create_parents=True)
     from edgerep.errors import EdgerepError
     from edgerep.report.diff import NOISE_FLOOR_PCT, apply_thresholds, diff_reports, load_side
     from edgerep.report.diff_md import to_markdown

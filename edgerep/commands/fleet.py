@@ -204,6 +204,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from edgerep.outputs import check_output_dir, check_output_file
+
+    if args.junit is not None:  # before any work: a missing folder is exit 2 naming the flag
+        check_output_file(args.junit, "--junit")
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     from edgerep.bench.gate import GateThresholds
     from edgerep.fleet.auth import use_token
     from edgerep.fleet.deploy import FleetOptions, fleet_deploy

@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    from rich.markup import escape
+
     from edgerep.report.console import make_console
     from rich.table import Table
 
@@ -168,12 +170,12 @@ def run(args: argparse.Namespace) -> int:
                       f"FLOPs {graph['flops_before']:,} -> {graph['flops_after']:,}, batch norms "
                       f"{graph.get('norms_before', '?')} -> {graph.get('norms_after', '?')}")
         for r in graph["folded_regions"]:
-            console.print(f"  folded {r['kind']} at {r['where'][0]}{' ...' if len(r['where']) > 1 else ''} "
-                          f"-> {r['became']}")
+            console.print(escape(f"  folded {r['kind']} at {r['where'][0]}{' ...' if len(r['where']) > 1 else ''} "
+                                 f"-> {r['became']}"))
         for r in graph["refused_regions"]:
-            console.print(f"  [yellow]left unfolded[/] {r['where']}: {r['reason']}")
+            console.print(f"  [yellow]left unfolded[/] {escape(str(r['where']))}: {escape(r['reason'])}")
         for left in graph.get("norms_left", []):
-            console.print(f"  [yellow]batch norm left[/] {left}")
+            console.print(f"  [yellow]batch norm left[/] {escape(left)}")
     f = result["folders"]
     console.print(f"provenance: {f['block']} layer(s) from the block folder, {f['graph'] + f['block+graph']} from "
                   f"the graph folder, {f['none']} unchanged")

@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from edgerep.outputs import check_output_dir
 
     check_output_dir(args.out, "-o")  # before any work (and before torch is imported)
+    if args.cache_dir is not None:
+        check_output_dir(args.cache_dir, "--cache-dir")
     from edgerep.commands.fold import parse_checkpoint_arguments
     from edgerep.errors import EdgerepError
     from edgerep.outputs import moved_paths, staged_outputs

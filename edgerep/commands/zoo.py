@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from edgerep.report.console import make_console
+    from rich.markup import escape
     from rich.table import Table
+
+    from edgerep.report.console import make_console
 
     t = Table(title=f"edgerep zoo ({len(rows)} models)")
     for col in ("name", "family", "input (C,H,W)", "classes") + (("params", "folded") if args.params else ()) + (
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(*cells, r["description"])
     console = make_console()
     console.print(t)
-    console.print(_timm_line())
+    console.print(escape(_timm_line()))  # rich would take "[timm]" in "pip install 'edgerep[timm]'" for markup
     return 0
 
 

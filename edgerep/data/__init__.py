@@ -66,6 +66,13 @@ def _require_preprocessing(meta: Any, what: str) -> None:
     if meta is not None and not preprocessing_known(meta):
         partial = getattr(meta, "extra", {}).get("preprocessing_partial")
         said = f" (only {', '.join('--' + k.replace('_', '-') for k in partial)} given)" if partial else ""
+        arch = str(getattr(meta, "arch", ""))
+        timm = (f"; timm's config for {arch} says --mean {_csv(meta.mean)} --std {_csv(meta.std)} (its pretrained "
+                "weights'; yours if you trained with timm's transforms)") if arch.startswith("timm:") else ""
         raise DataError(f"data {what}: the checkpoint carries no preprocessing{said}, and edgerep will not guess it",
                         hint=f"pass {PREPROCESSING_FLAGS} as the model was trained, e.g. --mean 0 --std 1 for "
-                             "inputs in [0, 1], or --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet")
+                             f"inputs in [0, 1], or --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet{timm}")
+
+
+def _csv(values: Any) -> str:
+    return ",".join(f"{float(v):g}" for v in values)

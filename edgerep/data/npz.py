@@ -18,6 +18,7 @@ import numpy as np
 
 from edgerep.data.base import Dataset, Preprocess, pixel_digest
 from edgerep.errors import DataError
+from edgerep.hashing import sha256_file
 
 
 #: what reading a damaged zip member can raise (zipfile, zlib, numpy's header parser)
@@ -197,8 +198,4 @@ class NpzDataset(Dataset):
         return None if self.y is None else self._labels(0, len(self))
 
     def _identity(self) -> dict:
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return {"set": "npz", "sha256": h.hexdigest(), "split": self.split, **self.pre.to_dict()}
+        return {"set": "npz", "sha256": sha256_file(self.path), "split": self.split, **self.pre.to_dict()}

@@ -7,7 +7,6 @@ deserializing, with a message that says what differs and how to rebuild.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -76,15 +75,6 @@ def _edgerep_version() -> str:
     from edgerep import __version__
 
     return __version__
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes (the ONNX hash in sidecars)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def slug(text: str) -> str:

@@ -20,10 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgerep.engines.plan_cache import (PlanSidecar, StalePlanError, atomic_write, ensure_compatible, file_sha256,
+from edgerep.engines.plan_cache import (PlanSidecar, StalePlanError, atomic_write, ensure_compatible,
                                         load_timing_cache, plan_path, read_sidecar, settings_problems, sidecar_path,
                                         timing_cache_path, write_sidecar)
 from edgerep.errors import EngineError
+from edgerep.hashing import sha256_file
 
 __all__ = ["BuildSettings", "BuildResult", "StalePlanError", "TensorRTEngine", "build_plan", "build_or_reuse",
            "check_tensorrt_qdq", "cuda_index", "fp16_onnx", "gpu_info", "use_device", "require_tensorrt", "tensorrt_status", "TRT11_ONLY", "REMOVED_IN_11"]
@@ -358,7 +359,7 @@ def build_plan(onnx_path: str | os.PathLike[str], plan_file: str | os.PathLike[s
     atomic_write(tc_path, bytes(memoryview(config.get_timing_cache().serialize())))
     sidecar = PlanSidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc,
-        onnx_sha256=file_sha256(onnx_path), onnx_path=str(onnx_path), precision=settings.precision,
+        onnx_sha256=sha256_file(onnx_path), onnx_path=str(onnx_path), precision=settings.precision,
         device=settings.device, dla_core=settings.dla_core, gpu_fallback=settings.gpu_fallback and dla,
         strongly_typed=strong, workspace_mb=settings.workspace_mb, opt_level=settings.opt_level,
         batch_min=batch_min, batch_opt=batch_opt, batch_max=batch_max, input_name=inp.name,
@@ -418,7 +419,7 @@ def reuse_problem(plan_file: Path, onnx_path: Path, settings: BuildSettings) -> 
         return f"no CUDA device {settings.gpu_index} here"
     ensure_compatible(plan_file, side, tensorrt_version=str(trt.__version__), gpu_name=info[0],
                       compute_capability=info[1])
-    if side.onnx_sha256 != file_sha256(onnx_path):
+    if side.onnx_sha256 != sha256_file(onnx_path):
         return "the ONNX file changed"
     diff = settings_problems(side, settings.reuse_settings())
     return f"settings changed: {'; '.join(diff)}" if diff else None

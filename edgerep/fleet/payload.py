@@ -103,10 +103,12 @@ class Reference:
 
 
 def load_reference(bundle: Bundle) -> Reference:
-    """The unfolded checkpoint the manifest names (cwd-relative, then bundle-relative), else the folded one.
+    """The unfolded checkpoint the manifest names (``edgerep.bundle_inputs.find_checkpoint``: beside the
+    bundle, at its absolute path, as given; its sha256 checked), else the folded one.
 
     The metadata (preprocessing as deployed) comes from the bundle's folded checkpoint when it has one.
     """
+    from edgerep.bundle_inputs import find_checkpoint
     from edgerep.checkpoint import load_checkpoint
 
     inputs = bundle.manifest.get("inputs") or {}
@@ -116,16 +118,15 @@ def load_reference(bundle: Bundle) -> Reference:
     folded = load_checkpoint(bundle.path / folded_name) if folded_name and (bundle.path / folded_name).is_file() \
         else None
     ckpt = inputs.get("checkpoint")
-    for cand in ([Path(ckpt), bundle.path.parent / ckpt] if ckpt else []):
-        if cand.is_file():
-            loaded = load_checkpoint(cand, **load_kw)
-            return Reference(loaded.model.eval(), folded.meta if folded else loaded.meta,
-                             f"unfolded checkpoint {cand}")
+    found = find_checkpoint(bundle.path, bundle.manifest)
+    if found.path is not None:
+        loaded = load_checkpoint(found.path, **load_kw)
+        return Reference(loaded.model.eval(), folded.meta if folded else loaded.meta, found.note)
     if folded is None:
         raise EdgerepError(f"{bundle.path}: neither the unfolded checkpoint ({ckpt}) nor a folded one is there",
                            hint="run fleet deploy where the checkpoint named in manifest.json is reachable")
     return Reference(folded.model.eval(), folded.meta, f"folded checkpoint {bundle.path / folded_name} "
-                                                       f"(unfolded {ckpt} not found; the fold is verified exact)")
+                                                       f"({found.note}; the fold is verified exact)")
 
 
 def test_set(bundle: Bundle, meta: Any, data: str | None = None) -> tuple[Any, str, int | None, bool | None]:

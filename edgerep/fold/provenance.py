@@ -102,7 +102,8 @@ def _region_row(layer: str, region: dict, model: nn.Module, blocks: dict[str, st
         name = weighted[0]
     else:
         name = _common_prefix(mods) if len(mods) > 1 else ""
-        name = name or layer.rsplit(".reparam", 1)[0]
+        # no common parent (a user's net written flat): the region's first conv, as the user named it
+        name = name or (weighted[0] if weighted else layer.rsplit(".reparam", 1)[0])
     branches: dict[str, list[str]] = {}
     if not via_blocks:
         for s in mods:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from edgerep.errors import DataError, EdgerepError
+from edgerep.hashing import sha256_file
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 CACHE_VERSION = 1
@@ -74,15 +75,6 @@ class CalibrationResult:
 
 
 # ---- keys and cache ---------------------------------------------------------------------------
-def model_hash(path: str | Path) -> str:
-    """sha256 of the ONNX file's bytes (graph + weights)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_key(model_sha: str, data_fingerprint: str, method: str, settings: dict[str, Any]) -> str:
     blob = json.dumps({"v": CACHE_VERSION, "model": model_sha, "data": data_fingerprint, "method": method,
                        "settings": settings}, sort_keys=True)
@@ -261,7 +253,7 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
         raise EdgerepError(f"{model_path}: ONNX model not found")
     t0 = time.perf_counter()
     fp = dataset.fingerprint() if hasattr(dataset, "fingerprint") else repr(dataset)
-    msha = model_hash(model_path)
+    msha = sha256_file(model_path)  # the ONNX file's bytes (graph + weights)
     out: dict[str, CalibrationResult] = {}
     todo: dict[str, tuple[str, dict, Path | None]] = {}
     for method in dict.fromkeys(methods):

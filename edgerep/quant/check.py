@@ -129,7 +129,8 @@ def _data_errors(what: str, shape: tuple):
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{what} of shape {shape} does not run through the model: {first}",
-                        hint="check the data's input shape / channels against the checkpoint's meta.input_shape") from e
+                        hint="check the data's input shape / channels against the model's (--input-shape C,H,W "
+                             "overrides the checkpoint's)") from e
 
 
 def _to(batches: list, device: torch.device) -> list:

@@ -10,7 +10,6 @@ identity-BN variance) no longer dominates the next layer's per-tensor activation
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -126,14 +125,4 @@ def equalize_model(model, iterations: int = 4, max_scale: float = 1e4) -> Equali
                 put(b.input[1], w2 * s.reshape(1, -1, 1, 1))
     rep.max_scale = biggest
     rep.range_ratio_after = max(ratio(get(a.input[1])) for a, _, _ in pairs)
-    return rep
-
-
-def equalize_file(src: str | Path, dst: str | Path, iterations: int = 4) -> EqualizeReport:
-    """Equalize the ONNX file ``src`` and write the result to ``dst``."""
-    import onnx
-
-    model = onnx.load(str(src))
-    rep = equalize_model(model, iterations)
-    onnx.save(model, str(dst))
     return rep

@@ -268,8 +268,9 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     quantizes just those.
     """
     import onnx
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    from edgerep.quant.ort_internals import qdq_quantizer
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = load_model_with_shape_infer(fp32_path)
@@ -297,8 +298,10 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     log.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            q = QDQQuantizer(model, config.per_channel, config.reduce_range, _qtype(config.weight),
-                             _qtype(config.activation), td, only, exclude, op_types, extra)
+            q = qdq_quantizer(model, per_channel=config.per_channel, reduce_range=config.reduce_range,
+                              weight_qtype=_qtype(config.weight), activation_qtype=_qtype(config.activation),
+                              tensors_range=td, nodes_to_quantize=only, nodes_to_exclude=exclude, op_types=op_types,
+                              extra_options=extra)
             q.quantize_model()
     finally:
         log.setLevel(level)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgerep.report.rows import COLUMNS, engine_rows
@@ -61,25 +62,25 @@ def print_engine_table(report: dict, title: str = "edgerep", bundle: Path | None
                       f"max error {fold.get('max_abs_error', 0):.2e} abs, {fold.get('max_rel_error', 0):.2e} rel")
     for r in engine_rows(report):
         if r["note"]:
-            console.print(f"note: {r['engine']}/{r['precision']}: {r['note']}")
+            console.print(escape(f"note: {r['engine']}/{r['precision']}: {r['note']}"))
         if r["noise"]:
             why = r["noise"].partition(": ")[2] or "noisy"
             console.print(f"[yellow]noisy latency[/]: {r['engine']}/{r['precision']}: {why} (rerun on a quiet host)")
     pol = (report.get("quantization") or {}).get("cpu_policy")
     if pol:
-        console.print(f"CPU INT8 policy: {pol.get('name')}: {pol.get('reason', '')}")
+        console.print(escape(f"CPU INT8 policy: {pol.get('name')}: {pol.get('reason', '')}"))
     note = ((report.get("quantization") or {}).get("reference") or {}).get("resolution_note")
     if note:
-        console.print(f"selection set: {note}")
+        console.print(escape(f"selection set: {note}"))
     measured = (report.get("check") or {}).get("measured")
     if measured:  # the measurement leads; the check's per-layer verdicts were predictions of it
-        console.print(f"INT8 check vs measurement: {measured['headline']} {measured['scored']}")
+        console.print(escape(f"INT8 check vs measurement: {measured['headline']} {measured['scored']}"))
     gate = report.get("gate")
     if gate:
         console.print("gate: " + ("[green]PASSED[/]" if gate["passed"] else "[red]FAILED[/]"))
         for c in gate.get("checks", []):
             if not c["passed"]:
-                console.print(f"  [red]FAIL[/] {c['message']}")
+                console.print(f"  [red]FAIL[/] {escape(c['message'])}")
     if bundle is not None and (Path(bundle) / "report.html").exists():
         check = Path(bundle) / "check" / "check.html"
         console.print(f"report: {Path(bundle) / 'report.html'}" + (f" (INT8 check: {check})" if check.exists() else ""),

@@ -147,7 +147,7 @@ def load_side(path: str | Path) -> Side:
         except ValueError as e:
             raise EdgerepError(f"{mpath}: not JSON ({e})") from None
     hashes = dict(manifest.get("sha256") or {})
-    from edgerep.pipeline import sha256_file
+    from edgerep.hashing import sha256_file
 
     for rel in (manifest.get("files") or {}).values():
         f = folder / rel
@@ -226,9 +226,13 @@ def _float_layers(base: dict, new: dict) -> list[dict]:
         return {str(e.get("node")) + f" ({e.get('target')})": e for e in
                 (r.get("quantization") or {}).get("excluded_nodes") or []}
 
+    def label(k: str, e: dict) -> str:  # the layer as the user knows it (provenance), then the ONNX node
+        return f"{e['layer']}: {k}" if e.get("layer") else k
+
     nb, nn = nodes(base), nodes(new)
-    out = [{"node": k, "change": "now kept in float", "why": nn[k].get("why", "")} for k in nn if k not in nb]
-    out += [{"node": k, "change": "back in INT8", "why": nb[k].get("why", "")} for k in nb if k not in nn]
+    out = [{"node": label(k, nn[k]), "change": "now kept in float", "why": nn[k].get("why", "")}
+           for k in nn if k not in nb]
+    out += [{"node": label(k, nb[k]), "change": "back in INT8", "why": nb[k].get("why", "")} for k in nb if k not in nn]
     return out
 
 
@@ -254,7 +258,8 @@ def _facts(side: Side) -> dict[str, Any]:
     facts = {
         "settings": {k: v for k, v in (m.get("settings") or {}).items() if k not in IGNORED_SETTINGS},
         "versions": m.get("versions") or {},
-        "inputs": {k: v for k, v in (m.get("inputs") or {}).items() if k != "checkpoint"},
+        "inputs": {k: v for k, v in (m.get("inputs") or {}).items()
+                   if k not in ("checkpoint", "checkpoint_resolved", "checkpoint_from_bundle")},  # where, not what
         "model": {"sha256": (r.get("model") or {}).get("sha256"), "arch": (r.get("model") or {}).get("arch")},
         "target": (r.get("target") or {}).get("name"),
         "quantization": {"cpu policy": (q.get("cpu_policy") or {}).get("name"),

@@ -75,9 +75,3 @@ def small_sample_note(samples: int | None, what: str = "this figure") -> str:
 def seconds(v: float | None) -> str:
     """A duration: ``1.9 s``."""
     return DASH if _bad(v) else (f"{v:.2f} s" if v < 10 else f"{v:.0f} s")
-
-
-def words_of(d: dict, fmt=None) -> str:
-    """A flat dict as ``key value, key value`` (never a Python repr)."""
-    fmt = fmt or (lambda v: v)
-    return ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in d.items())

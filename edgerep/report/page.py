@@ -138,9 +138,9 @@ def _int8(report: dict, links: dict[str, str]) -> str:
     out.append('<h3 id="float-layers">Layers kept in float</h3>')
     excl = q.get("excluded_nodes") or []
     if excl:
-        out.append(table(["ONNX node", "target", "precision", "why"],
-                         [[str(e.get("node")), str(e.get("target", "")), str(e.get("precision", "")),
-                           str(e.get("why", ""))] for e in excl]))
+        out.append(table(["layer", "ONNX node", "target", "precision", "why"],
+                         [[str(e.get("layer") or ""), str(e.get("node")), str(e.get("target", "")),
+                           str(e.get("precision", "")), str(e.get("why", ""))] for e in excl]))
     else:
         out.append("<p>None: every quantizable layer runs in INT8 (the accuracy budget held without exclusions).</p>")
     out.append(_check(report, links))

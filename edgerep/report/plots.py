@@ -137,6 +137,9 @@ def float_layers(report: dict) -> dict[str, list[dict]]:
     names = [l.get("name", "") for l in (report.get("check") or {}).get("layers") or []]
     out: dict[str, list[dict]] = {}
     for ex in (report.get("quantization") or {}).get("excluded_nodes") or []:
+        if ex.get("layer") in names:  # named through the fold's provenance
+            out.setdefault(ex["layer"], []).append(ex)
+            continue
         node = "/" + str(ex.get("node", "")).strip("/") + "/"
         hit = [n for n in names if f"/{n}/" in node]
         if hit:

@@ -71,7 +71,8 @@ def to_markdown(report: dict) -> str:
     excl = q.get("excluded_nodes") or []
     if excl:
         lines += ["", "Layers kept in float:", ""]
-        lines += [f"- `{e.get('node')}` ({e.get('target')}, {e.get('precision')}): {e.get('why', '')}" for e in excl]
+        lines += [(f"- `{e['layer']}` (ONNX node `{e.get('node')}`" if e.get("layer") else f"- `{e.get('node')}` (") +
+                  f", {e.get('target')}, {e.get('precision')}): {e.get('why', '')}" for e in excl]
     check = report.get("check") or {}
     if check.get("summary"):
         sm = check["summary"]

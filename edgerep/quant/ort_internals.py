@@ -1,0 +1,72 @@
+"""The onnxruntime.quantization internals edgerep calls, pinned by name and parameter order.
+
+edgerep writes its QDQ files with onnxruntime's ``QDQQuantizer`` (not the public ``quantize_static``)
+because it hands over ranges it calibrated once and reuses per policy (``TensorsData``), corrects
+biases, and keeps chosen nodes in float; ``quantize_static`` would calibrate again per file. These
+names are not onnxruntime's public API, so each is checked here: a release that renames or reorders
+one fails ``check_internals()`` (and the test that calls it) with the name, the parameters expected
+and found, instead of a Q/DQ file built from arguments in the wrong places.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from edgerep.errors import EdgerepError
+
+#: "module:qualified name" -> the parameters edgerep passes, in order (positional use depends on the order)
+PINNED: dict[str, tuple[str, ...]] = {
+    "onnxruntime.quantization.qdq_quantizer:QDQQuantizer.__init__": (
+        "self", "model", "per_channel", "reduce_range", "weight_qType", "activation_qType", "tensors_range",
+        "nodes_to_quantize", "nodes_to_exclude", "op_types_to_quantize", "extra_options"),
+    "onnxruntime.quantization.qdq_quantizer:QDQQuantizer.quantize_model": ("self",),
+    "onnxruntime.quantization.calibrate:TensorsData.__init__": ("self", "calibration_method", "data"),
+    "onnxruntime.quantization.calibrate:create_calibrator": (
+        "model", "op_types_to_calibrate", "augmented_model_path", "calibrate_method"),
+    "onnxruntime.quantization.quant_utils:load_model_with_shape_infer": ("model_path",),
+    "onnxruntime.quantization.quant_utils:quantize_data": ("data", "qType", "symmetric", "reduce_range"),
+}
+
+
+def _lookup(spec: str):
+    module, _, qual = spec.partition(":")
+    obj = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_internals() -> list[str]:
+    """One line per pinned internal that is missing or whose leading parameters changed; [] when all hold."""
+    import onnxruntime
+
+    problems = []
+    for spec, want in PINNED.items():
+        try:
+            got = tuple(inspect.signature(_lookup(spec)).parameters)
+        except (ImportError, AttributeError) as e:
+            problems.append(f"{spec}: missing in onnxruntime {onnxruntime.__version__} ({e})")
+            continue
+        if got[:len(want)] != want:
+            problems.append(f"{spec}: onnxruntime {onnxruntime.__version__} takes ({', '.join(got)}), edgerep "
+                            f"passes ({', '.join(want)})")
+    return problems
+
+
+def qdq_quantizer(model, *, per_channel: bool, reduce_range: bool, weight_qtype, activation_qtype, tensors_range,
+                  nodes_to_quantize: list[str], nodes_to_exclude: list[str], op_types: list[str], extra_options: dict):
+    """``QDQQuantizer`` built by keyword (its parameters are positional-or-keyword), after the pin check."""
+    problems = [p for p in check_internals() if "QDQQuantizer" in p or "TensorsData" in p]
+    if problems:
+        raise EdgerepError(f"onnxruntime's QDQ quantizer changed: {problems[0]}",
+                           hint="use an onnxruntime release whose quantizer takes these parameters "
+                                "(edgerep.quant.ort_internals.PINNED), or report this")
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    return QDQQuantizer(model=model, per_channel=per_channel, reduce_range=reduce_range, weight_qType=weight_qtype,
+                        activation_qType=activation_qtype, tensors_range=tensors_range,
+                        nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
+                        op_types_to_quantize=op_types, extra_options=extra_options)
+
+
+__all__ = ["PINNED", "check_internals", "qdq_quantizer"]
