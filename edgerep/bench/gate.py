@@ -214,6 +214,10 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                                     ("max_p99_ms", "p99_ms", th.max_p99_ms)):
             if limit is None:
                 continue
+            if lat.get("valid") is False:  # LoadGen said INVALID: not a result, neither pass nor a number
+                add(name, key, None, limit, False, f"{key}: latency run INVALID per LoadGen "
+                    f"({lat.get('invalid_reason') or 'no reason given'}); not a result, rerun")
+                continue
             v = lat.get(metric)
             ok = v is not None and v <= limit
             why = "" if v is not None or "queries" not in lat else \
