@@ -77,8 +77,8 @@ def deferred_signals() -> Iterator[Deferred]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if state.pending is not None:
-        raise_for(state.pending)
+        if state.pending is not None:  # the signal wins over whatever else ended the block
+            raise_for(state.pending)
 
 
 __all__ = ["Terminated", "Deferred", "signals_as_exceptions", "deferred_signals", "raise_for"]

@@ -139,3 +139,12 @@ def test_a_p99_that_was_not_measured_fails_and_says_why():
     rep["engines"][1]["latency"] = {"p50_ms": 1.0, "p99_ms": None, "queries": 200}
     (fail,) = [c for c in evaluate_gate(rep, GateThresholds(max_p99_ms=100, engines=["*/int8"])).failures]
     assert "too few queries for an early-stopping p99: 200" in fail.message
+
+
+def test_a_latency_run_loadgen_called_invalid_is_not_a_result():
+    rep = _report(p50=2.0)
+    rep["engines"][1]["latency"] |= {"valid": False, "invalid_reason": "min duration not met"}
+    r = evaluate_gate(rep, GateThresholds(max_latency_ms=3.0, engines=["*/int8"]))
+    (fail,) = r.failures
+    assert fail.name == "max_latency_ms" and "INVALID" in fail.message and "min duration not met" in fail.message
+    assert fail.value is None

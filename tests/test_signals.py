@@ -72,6 +72,7 @@ def _finish(p: subprocess.Popen, sig: int, seen: list[str], command: str) -> tup
     return (progress[-1] if progress else ""), err
 
 
+@pytest.mark.slow  # two deploys per stage, each cut where its stage starts: ~45 s in all on a quiet 2-core host
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_signal_during_each_deploy_stage(stage, tmp_path):
     extra, delay, inside = STAGES[stage]
@@ -120,3 +121,18 @@ def test_signal_during_loadgen_bench(scenario, tmp_path):
         assert sorted(os.listdir(d)) in ([], ["logs"]), os.listdir(d)
         left = [str(q.relative_to(d)) for q in (d / "logs").rglob("*")] if (d / "logs").exists() else []
         assert not [q for q in left if q.endswith(".txt")], f"logs of a cut run: {left}"
+
+
+@pytest.mark.parametrize("sig,exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, BaseException)])
+def test_deferred_signals_hold_the_signal_until_the_block_ends(sig, exc):
+    from edgerep.interrupts import Terminated, deferred_signals
+
+    reached = []
+    with pytest.raises(exc) as info:
+        with deferred_signals() as stop:
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):  # the Python-level handler runs between bytecodes: it must not raise here
+                pass
+            reached.append(bool(stop))
+    assert reached == [True]
+    assert isinstance(info.value, KeyboardInterrupt if sig == signal.SIGINT else Terminated)
