@@ -230,10 +230,12 @@ def _with_loadgen(call, s: ScenarioSettings, batch: int, min_q: int, min_s: floa
     kw = dict(log_dir=log_dir, pool=pool, samples_per_query=batch, batch=batch,
               min_queries=max(min_q, -(-min_samples // batch)), max_queries=int(s.max_queries or 0),
               min_seconds=min_s, max_seconds=s.cap_seconds(), expected_s=expected)
+    attempts = 1
     try:
         run = run_loadgen(call, s.scenario, **kw)
         r = run.results
         if s.scenario == "offline" and r.get("result_validity") != "VALID" and run.call_ms and min_s > 0:
+            attempts = 2
             # cut short all the same (the host sped up after warm-up): once more, sized from this run
             measured = len(run.call_ms) * batch / max(sum(run.call_ms) / 1000.0, 1e-9)
             run = run_loadgen(call, s.scenario, offline_qps=2.0 * max(measured, run.expected_qps or 0.0), **kw)
@@ -277,6 +279,7 @@ def _with_loadgen(call, s: ScenarioSettings, batch: int, min_q: int, min_s: floa
         out["invalid_reason"] = _invalid_reason(r)
     if run.expected_qps:
         out["offline_expected_qps"] = round(run.expected_qps, 1)
+        out["loadgen_attempts"] = attempts  # 2: the first run was INVALID (cut short) and was run again
     out["log_dir"] = str(log_dir) if tmp is None else None
     return out
 
