@@ -148,3 +148,7 @@ def test_a_latency_run_loadgen_called_invalid_is_not_a_result():
     (fail,) = r.failures
     assert fail.name == "max_latency_ms" and "INVALID" in fail.message and "min duration not met" in fail.message
     assert fail.value is None
+    # too few queries for early stopping (a count the user fixed): the p50 stands, the tail does not
+    rep["engines"][1]["latency"]["invalid_scope"] = "tail"
+    assert evaluate_gate(rep, GateThresholds(max_latency_ms=3.0, engines=["*/int8"])).passed
+    assert not evaluate_gate(rep, GateThresholds(max_p99_ms=30.0, engines=["*/int8"])).passed

@@ -277,6 +277,11 @@ def _with_loadgen(call, s: ScenarioSettings, batch: int, min_q: int, min_s: floa
     out["validity"] = r.get("result_validity")
     if not out["valid"]:
         out["invalid_reason"] = _invalid_reason(r)
+        # too few queries for early stopping, every minimum met (a count the user fixed): only the tail
+        # is not a result (p90 / p99 are already null); the p50 was measured
+        tail_only = (r.get("early_stopping_met") is False and r.get("result_min_duration_met") is not False
+                     and r.get("result_min_queries_met") is not False and not r.get("result_invalid_reason"))
+        out["invalid_scope"] = "tail" if tail_only else "run"
     if run.expected_qps:
         out["offline_expected_qps"] = round(run.expected_qps, 1)
         out["loadgen_attempts"] = attempts  # 2: the first run was INVALID (cut short) and was run again
@@ -287,6 +292,8 @@ def _with_loadgen(call, s: ScenarioSettings, batch: int, min_q: int, min_s: floa
 def _invalid_reason(r: dict) -> str:
     """Why LoadGen called a run INVALID, in its own words."""
     words = [str(v) for k, v in r.items() if k and ("invalid_reason" in k or k.endswith("_recommendation")) and v]
+    if r.get("early_stopping_met") is False:
+        words.append("early stopping not met:" + " ".join(str(r.get("early_stopping_result") or "").split()))
     if r.get("result_min_duration_met") is False:
         words.append("min duration not met")
     if r.get("result_min_queries_met") is False:
