@@ -136,3 +136,18 @@ def test_deferred_signals_hold_the_signal_until_the_block_ends(sig, exc):
             reached.append(bool(stop))
     assert reached == [True]
     assert isinstance(info.value, KeyboardInterrupt if sig == signal.SIGINT else Terminated)
+
+
+@pytest.mark.skipif(__import__("edgerep.bench.loadgen_driver", fromlist=["x"]).loadgen_version() is None,
+                    reason="mlcommons-loadgen is not installed")
+@pytest.mark.parametrize("sig,scenario,batch", [(signal.SIGINT, "single-stream", 1), (signal.SIGTERM, "single-stream", 1),
+                                                (signal.SIGINT, "offline", 4), (signal.SIGTERM, "multi-stream", 2)])
+def test_a_signal_inside_a_loadgen_callback_is_held_until_loadgen_returns(sig, scenario, batch, tmp_path):
+    """Delivered exactly inside the SUT's engine call: without the deferral the process aborts (-6) or
+    segfaults (-11) every time; with it, LoadGen winds down at once and the signal ends the run."""
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "signal_child.py"), str(int(sig)), scenario, str(batch),
+                        str(tmp_path / "logs")], capture_output=True, text=True, env=_env(), timeout=120)
+    assert p.returncode == CODES[sig][0], p.stdout[-1500:] + p.stderr[-1500:]
+    took = float(p.stdout.split("after ")[1].split(" s")[0])
+    assert took < 4.0, f"the signal waited {took} s: LoadGen ran out its 5 s minimum"
+    assert not (tmp_path / "logs" / "cut").exists()  # the cut run's LoadGen logs are not a result
