@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Iterator
 
 from edgerep.errors import EdgerepError
+from edgerep.interrupts import Terminated, signals_as_exceptions
 
 TMP_MARK = ".edgerep-tmp-"
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived; raised so ``finally`` blocks clean up (BaseException: not caught by ``except Exception``)."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -59,31 +56,6 @@ def check_output_path(out: Path, force: bool) -> None:
                            hint="choose another --out")
     if out.exists() and any(out.iterdir()) and not force:
         raise EdgerepError(f"{out}: a bundle already exists there", hint="pass --force to replace it")
-
-
-@contextmanager
-def _signals_as_exceptions() -> Iterator[dict]:
-    """SIGTERM raises ``Terminated``, SIGINT ``KeyboardInterrupt``, and both are remembered in the
-    yielded dict: Python drops an exception raised while a finalizer (``__del__``) runs, so the
-    bundle writer checks the record again before it commits."""
-    seen: dict = {}
-
-    def handler(signum, frame):  # noqa: ARG001
-        seen["signal"] = signum
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(f"signal {signum}")
-
-    try:
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield seen
-        return
-    try:
-        yield seen
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def lock_path(out: str | Path) -> Path:
@@ -136,7 +108,7 @@ def atomic_bundle(out: str | Path, *, force: bool = False, locked: bool = False)
     except OSError as e:
         raise EdgerepError(f"{parent}: cannot create output directory ({e.strerror})") from None
     check_output_path(out, force)
-    with (nullcontext() if locked else bundle_lock(out)), _signals_as_exceptions() as signals:
+    with (nullcontext() if locked else bundle_lock(out)), signals_as_exceptions() as signals:
         check_output_path(out, force)  # re-check under the lock
         clean_stale_temps(parent, out.name)
         tmp = parent / f".{out.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -105,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("EDGEREP_DEBUG") == "1"
-    from edgerep.bundle import Terminated
     from edgerep.errors import EdgerepError
+    from edgerep.interrupts import Terminated, signals_as_exceptions
 
     try:
-        return int(args._run(args) or 0)
+        with signals_as_exceptions():  # SIGTERM unwinds like Ctrl-C: locks and temporary folders go
+            return int(args._run(args) or 0)
     except EdgerepError as exc:
         if debug:
             traceback.print_exc()
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgerep {args.command}: interrupted; nothing partial was left at the output path", file=sys.stderr)
         return 130
-    except Terminated:  # SIGTERM while a bundle was being written: its temporary directory is already gone
+    except Terminated:  # SIGTERM: every temporary directory and lock is already gone
         if debug:
             traceback.print_exc()
         print(f"edgerep {args.command}: terminated (SIGTERM); nothing partial was left at the output path",

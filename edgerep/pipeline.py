@@ -499,6 +499,9 @@ def stage_evaluate(ctx: DeployContext) -> str:
     return f"evaluated on {len(test)} test samples"
 
 
+BENCH_POOL = 64  # distinct selection-set samples the latency queries are drawn from
+
+
 def stage_bench(ctx: DeployContext) -> str:
     """Latency of the unfolded baseline and every engine, each in its own settled single-stream phase."""
     from edgerep.bench.entry import engine_latency
@@ -508,21 +511,25 @@ def stage_bench(ctx: DeployContext) -> str:
     from edgerep.engines.torch_engine import TorchEngine
 
     opts = ctx.opts
-    x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *ctx.input_shape)).astype(np.float32)
-    if opts.batch <= ctx.real_x.shape[0]:
-        x = np.ascontiguousarray(ctx.real_x[:opts.batch])  # real selection-set inputs
+    # the query sample library: distinct real selection-set samples (never the test set's)
+    x = next(iter(ctx.splits.selection.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
+    source = f"selection set: {x.shape[0]} distinct samples"
+    if opts.batch > x.shape[0]:
+        x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *ctx.input_shape)).astype(np.float32)
+        source = f"synthetic: {opts.batch} distinct standard-normal samples (the selection set is smaller than --batch)"
     settings = ScenarioSettings(scenario="single-stream", min_seconds=opts.bench_seconds, warmup=opts.bench_warmup,
-                                log_dir=ctx.tmp / "loadgen" / "single-stream")
+                                log_dir=ctx.tmp / "loadgen" / "single-stream", samples_source=source)
     ctx.report["bench"] = {"scenario": "single-stream", "batch_sizes": [opts.batch],
                            "min_seconds": opts.bench_seconds, "load_before": host_load()}
     ctx.say("bench", "timing the unfolded torch baseline")
     base = ctx.report["baseline"]
     base["latency"] = run_scenario(TorchEngine(ctx.loaded.model, device="cpu", precision="fp32"), x, settings,
                                    batch=opts.batch, log_name=f"torch-cpu-unfolded-fp32-b{opts.batch}")
+    base_p50 = base["latency"]["p50_ms"] if base["latency"].get("valid") is not False else None
     for b, entry in zip(ctx.built, ctx.report["engines"]):
         if b.engine is not None:
-            entry.update(engine_latency(b.engine, x, base_p50=base["latency"]["p50_ms"], say=ctx.say,
-                                        scenario=settings))
+            entry.update(engine_latency(b.engine, x, base_p50=base_p50, say=ctx.say,
+                                        scenario=settings, batch=opts.batch))
     ctx.report["host"] = host_info()
     ctx.report["bench"]["load_after"] = host_load()
     if (ctx.tmp / "loadgen").is_dir():

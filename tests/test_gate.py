@@ -157,3 +157,16 @@ def test_a_noisy_pair_cannot_fail_the_latency_regression_limit():
     new["engines"][1]["latency"]["p50_ms"] = 1.4  # +40% inside a quiet pair's ±55% band: within noise
     (c,) = [c for c in evaluate_gate(new, th, baseline=base).checks if c.name == "max_latency_regression_pct"]
     assert c.passed and "within noise" in c.message
+
+
+def test_a_latency_run_loadgen_called_invalid_is_not_a_result():
+    rep = _report(p50=2.0)
+    rep["engines"][1]["latency"] |= {"valid": False, "invalid_reason": "min duration not met"}
+    r = evaluate_gate(rep, GateThresholds(max_latency_ms=3.0, engines=["*/int8"]))
+    (fail,) = r.failures
+    assert fail.name == "max_latency_ms" and "INVALID" in fail.message and "min duration not met" in fail.message
+    assert fail.value is None
+    # too few queries for early stopping (a count the user fixed): the p50 stands, the tail does not
+    rep["engines"][1]["latency"]["invalid_scope"] = "tail"
+    assert evaluate_gate(rep, GateThresholds(max_latency_ms=3.0, engines=["*/int8"])).passed
+    assert not evaluate_gate(rep, GateThresholds(max_p99_ms=30.0, engines=["*/int8"])).passed

@@ -13,14 +13,16 @@ from edgerep.engines.base import Engine
 
 def engine_latency(engine: Engine, x_bench: np.ndarray, *, base_p50: float | None = None, warmup: int = 10,
                    seconds: float = 1.0, say: Callable[[str, str], None] | None = None,
-                   scenario: ScenarioSettings | None = None) -> dict:
-    """``{"latency": ..., "speedup_vs_unfolded": ...}`` of one engine on ``x_bench``."""
+                   scenario: ScenarioSettings | None = None, batch: int | None = None) -> dict:
+    """``{"latency": ..., "speedup_vs_unfolded": ...}`` of one engine on queries of ``batch`` samples
+    (default: all of ``x_bench``) drawn from the pool ``x_bench``."""
     (say or (lambda step, msg: None))("bench", f"timing {engine.name}/{engine.precision}")
     settings = scenario or ScenarioSettings(min_seconds=seconds, warmup=warmup)
-    out: dict = {"latency": run_scenario(engine, x_bench, settings, batch=int(x_bench.shape[0]),
-                                         log_name=f"{engine.name}-{engine.precision}-b{x_bench.shape[0]}")}
+    batch = int(batch or x_bench.shape[0])
+    out: dict = {"latency": run_scenario(engine, x_bench, settings, batch=batch,
+                                         log_name=f"{engine.name}-{engine.precision}-b{batch}")}
     p50 = out["latency"]["p50_ms"]
-    if base_p50 and p50:
+    if base_p50 and p50 and out["latency"].get("valid") is not False:
         out["speedup_vs_unfolded"] = base_p50 / p50
     return out
 

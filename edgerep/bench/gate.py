@@ -280,6 +280,12 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                                     ("max_p99_ms", "p99_ms", th.max_p99_ms)):
             if limit is None:
                 continue
+            if lat.get("valid") is False and not (metric == "p50_ms" and lat.get("invalid_scope") == "tail"):
+                # LoadGen said INVALID: not a result, neither pass nor a number (a p50 stands when only
+                # the early-stopping tail was missing: too few queries, every minimum met)
+                add(name, key, None, limit, False, f"{key}: latency run INVALID per LoadGen "
+                    f"({lat.get('invalid_reason') or 'no reason given'}); not a result, rerun")
+                continue
             v = lat.get(metric)
             ok = v is not None and v <= limit
             why = "" if v is not None or "queries" not in lat else \

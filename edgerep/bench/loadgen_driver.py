@@ -42,6 +42,7 @@ class LoadgenRun:
     first_issue: float = 0.0
     last_done: float = 0.0
     log_dir: Path | None = None
+    expected_qps: float | None = None  # Offline: what LoadGen was told
 
 
 def parse_detail_log(path: Path) -> dict:
@@ -57,32 +58,41 @@ def parse_detail_log(path: Path) -> dict:
     return out
 
 
-def run_loadgen(call: Callable[[int], None], scenario: str, *, log_dir: Path, samples_per_query: int = 1,
-                batch: int = 1, min_queries: int = 64, max_queries: int = 0, min_seconds: float = 1.0,
-                max_seconds: float = 0.0, expected_s: float = 1e-3) -> LoadgenRun:
-    """Run one LoadGen performance test. ``call(n)`` runs the engine on ``n`` samples (one batch).
+#: Offline: LoadGen sizes its one query as expected QPS x min duration x 1.1 samples and calls a run
+#: INVALID when those samples take less than the min duration; the warm-up estimate is multiplied by
+#: this (the run then lasts about this many times the minimum on a host as fast as in warm-up)
+OFFLINE_QPS_OVERSTATE = 2.0
 
-    ``expected_s`` is the expected time of one engine call (from warm-up): LoadGen sizes its query
-    schedule from it, so it is under-stated on purpose (a run stops once both minimums are met).
+
+def offline_expected_qps(batch: int, expected_s: float, min_queries: int, min_seconds: float) -> float:
+    """The ``offline_expected_qps`` to give LoadGen: over-stated, so the run is not cut short (INVALID)."""
+    target = max(min_queries * batch, 1)  # samples: at least min_queries batches
+    if min_seconds <= 0:  # a fixed count: LoadGen generates qps * duration * 1.1 samples
+        return target / 0.0011
+    return OFFLINE_QPS_OVERSTATE * max(batch / max(expected_s, 1e-7), target / (1.1 * max(min_seconds, 1e-3)))
+
+
+def run_loadgen(call: Callable[[list[int]], None], scenario: str, *, log_dir: Path, pool: int,
+                samples_per_query: int = 1, batch: int = 1, min_queries: int = 64, max_queries: int = 0,
+                min_seconds: float = 1.0, max_seconds: float = 0.0, expected_s: float = 1e-3,
+                offline_qps: float | None = None) -> LoadgenRun:
+    """Run one LoadGen performance test. ``call(indices)`` runs the engine on those samples of the
+    query sample library (``pool`` distinct samples; one engine call per query, per batch in Offline).
+
+    ``expected_s`` is the expected time of one engine call (from warm-up): single- and multi-stream
+    schedules are sized from it under-stated (a run stops once both minimums are met); Offline's
+    expected QPS is over-stated (``offline_expected_qps``) unless ``offline_qps`` is given.
+    SIGINT / SIGTERM are deferred while LoadGen runs (``edgerep.interrupts.deferred_signals``): the
+    SUT then answers every query at once without running the engine, LoadGen winds down, and the
+    signal is raised when it has returned. An engine error is raised the same way.
     """
     import mlperf_loadgen as lg
 
+    from edgerep.interrupts import deferred_signals
+
     run = LoadgenRun(results={})
     times = run.call_ms
-
-    def issue(query_samples) -> None:
-        n = len(query_samples)
-        if not run.first_issue:
-            run.first_issue = time.perf_counter()
-        done = 0
-        while done < n:  # Offline: the one big query in batches; otherwise one call per query
-            k = min(batch, n - done) if scenario == "offline" else n
-            t0 = time.perf_counter()
-            call(k)
-            times.append((time.perf_counter() - t0) * 1000.0)
-            done += k
-        run.last_done = time.perf_counter()
-        lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in query_samples])
+    failed: list[BaseException] = []
 
     settings = lg.TestSettings()
     settings.scenario = getattr(lg.TestScenario, LOADGEN_SCENARIOS[scenario])
@@ -96,13 +106,12 @@ def run_loadgen(call: Callable[[int], None], scenario: str, *, log_dir: Path, sa
     settings.multi_stream_expected_latency_ns = expected_ns
     settings.multi_stream_samples_per_query = int(samples_per_query)
     if scenario == "offline":
-        target = max(min_queries * batch, 1)  # samples: at least min_queries batches
-        qps = max(batch / max(expected_s, 1e-7), target / (1.1 * max(min_seconds, 1e-3)))
-        if min_seconds <= 0:  # a fixed count: LoadGen generates qps * duration * 1.1 samples
+        settings.offline_expected_qps = offline_qps or offline_expected_qps(batch, expected_s, min_queries,
+                                                                            min_seconds)
+        if min_seconds <= 0:
             settings.min_duration_ms = 1
-            qps = target / 0.0011
-        settings.offline_expected_qps = qps
         settings.min_query_count = 1
+    run.expected_qps = float(settings.offline_expected_qps) if scenario == "offline" else None
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     out = lg.LogOutputSettings()
@@ -112,14 +121,36 @@ def run_loadgen(call: Callable[[int], None], scenario: str, *, log_dir: Path, sa
     log = lg.LogSettings()
     log.log_output = out
     log.enable_trace = False
-    pool = max(1024, samples_per_query)
-    sut = lg.ConstructSUT(issue, lambda: None)
-    qsl = lg.ConstructQSL(pool, pool, lambda idx: None, lambda idx: None)
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, settings, log, "")
-    finally:
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
+    pool = max(int(pool), 1)
+    with deferred_signals() as stop:
+        def issue(query_samples) -> None:
+            idx = [q.index for q in query_samples]
+            n = len(idx)
+            if not run.first_issue:
+                run.first_issue = time.perf_counter()
+            done = 0
+            while done < n and not stop and not failed:  # a signal or an error: answer at once
+                k = min(batch, n - done) if scenario == "offline" else n  # Offline: the big query in batches
+                t0 = time.perf_counter()
+                try:
+                    call(idx[done:done + k])
+                except Exception as e:  # never across LoadGen's C++ frames
+                    failed.append(e)
+                    break
+                times.append((time.perf_counter() - t0) * 1000.0)
+                done += k
+            run.last_done = time.perf_counter()
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in query_samples])
+
+        sut = lg.ConstructSUT(issue, lambda: None)
+        qsl = lg.ConstructQSL(pool, pool, lambda idx: None, lambda idx: None)  # every sample is in RAM already
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, settings, log, "")
+        finally:
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+    if failed:
+        raise failed[0]
     for extra in log_dir.iterdir():  # keep the summary and the detail log; the rest is empty here
         if extra.name not in KEPT_LOGS and extra.is_file():
             extra.unlink()

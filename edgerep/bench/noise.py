@@ -1,9 +1,15 @@
-"""Is a latency measurement noisy? Coefficient of variation and tail ratio against thresholds.
+"""Is a latency measurement noisy? Judged on the figures the row shows, with robust statistics.
 
-A row is *noisy* when its per-query times spread too much (CV = std / mean above ``cv``) or its
-tail runs away from its median (p99 / p50 above ``tail``; the raw 99th sample percentile when too
-few queries ran for the early-stopping p99). Both happen on a loaded host; neither happens to a
-quiet one running a settled engine. Noisy rows are marked in the table, the report and the gate.
+A row is *noisy* when
+- its tail runs away from its median: the shown p99 / p50 above ``tail`` (the shown p90 / p50 where
+  too few queries ran for a p99);
+- its per-query times spread too much: the robust spread 1.4826 x MAD / median above ``spread`` (one
+  preempted query does not move it; a bimodal run does);
+- its repeats disagree: the p50 of each quarter of the run (in time order) differ by more than
+  ``repeats`` x (a host whose load changed during the run).
+All happen on a loaded host; none happens to a quiet one running a settled engine. The CV is kept in
+the report for reference; it is not a criterion (a single 100 ms stall makes it explode). Noisy rows
+are marked in the table, the report and the gate.
 """
 from __future__ import annotations
 
@@ -12,34 +18,68 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CV_LIMIT = 0.5  # std / mean of per-query latency
-TAIL_LIMIT = 3.0  # p99 / p50
+TAIL_LIMIT = 3.0  # shown p99 / p50
+SPREAD_LIMIT = 0.3  # 1.4826 x MAD / median of per-query latency
+REPEATS_LIMIT = 1.5  # largest / smallest p50 of the run's quarters
+REPEATS = 4
+MIN_PER_REPEAT = 16  # fewer queries per quarter: no repeat comparison
 
 
 @dataclass(frozen=True)
 class NoiseThresholds:
     """Limits above which a latency row is called noisy."""
 
-    cv: float = CV_LIMIT
     tail: float = TAIL_LIMIT
+    spread: float = SPREAD_LIMIT
+    repeats: float = REPEATS_LIMIT
 
 
 def cv(times_ms) -> float:
-    """Coefficient of variation of per-query latencies (0 for one sample)."""
+    """Coefficient of variation of per-query latencies (0 for one sample); reported, not judged."""
     t = np.asarray(times_ms, dtype=np.float64)
     if t.size < 2 or t.mean() <= 0:
         return 0.0
     return float(t.std(ddof=1) / t.mean())
 
 
-def assess(cv_value: float, p50_ms: float | None, p99_ms: float | None,
-           limits: NoiseThresholds = NoiseThresholds()) -> tuple[bool, str | None]:
-    """(noisy, reason in words) from a row's CV and tail; reason is None for a quiet row."""
+def robust_spread(times_ms) -> float:
+    """1.4826 x median absolute deviation / median (equals the CV for normal data; robust to outliers)."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size < 2:
+        return 0.0
+    med = float(np.median(t))
+    if med <= 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(t - med)) / med)
+
+
+def repeat_p50s(times_ms, repeats: int = REPEATS) -> list[float]:
+    """The median of each of ``repeats`` consecutive slices of the run (empty when a slice would hold
+    fewer than ``MIN_PER_REPEAT`` queries)."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size < repeats * MIN_PER_REPEAT:
+        return []
+    return [round(float(np.median(part)), 6) for part in np.array_split(t, repeats)]
+
+
+def assess(row: dict, limits: NoiseThresholds = NoiseThresholds()) -> tuple[bool, str | None]:
+    """(noisy, reason in words) of a latency row from the figures it shows (``p50_ms``, ``p90_ms``,
+    ``p99_ms``, ``spread``, ``p50_repeats_ms``); reason is None for a quiet row."""
     reasons = []
-    if cv_value > limits.cv:
-        reasons.append(f"CV {cv_value:.2f} > {limits.cv:g}")
-    if p50_ms and p99_ms and p99_ms / p50_ms > limits.tail:
-        reasons.append(f"p99/p50 {p99_ms / p50_ms:.1f} > {limits.tail:g}")
+    p50 = row.get("p50_ms")
+    for tail_key in ("p99_ms", "p90_ms"):
+        tail = row.get(tail_key)
+        if p50 and tail:
+            if tail / p50 > limits.tail:
+                reasons.append(f"{tail_key[:3]}/p50 {tail / p50:.2f} > {limits.tail:g}")
+            break
+    spread = row.get("spread")
+    if spread is not None and spread > limits.spread:
+        reasons.append(f"spread (MAD/median) {spread:.2f} > {limits.spread:g}")
+    reps = [r for r in (row.get("p50_repeats_ms") or []) if r > 0]
+    if len(reps) >= 2 and max(reps) / min(reps) > limits.repeats:
+        reasons.append(f"p50 of the run's quarters moves {max(reps) / min(reps):.2f}x > {limits.repeats:g}x "
+                       f"({', '.join(f'{r:.3g}' for r in reps)} ms)")
     return (bool(reasons), "; ".join(reasons) or None)
 
 

@@ -17,8 +17,13 @@ applies the same rules and says so:
   offline        all samples at once in batches (--batch-sizes, default 1 8 32): throughput at the best
 
 Each engine is timed in its own phase, after every worker pool of the process has stopped
-spinning. Each row has its coefficient of variation (cv) and is marked NOISY when cv > 0.5 or
-p99/p50 > 3 (a loaded host): `edgerep gate` then says its latency verdict is not reliable.
+spinning. Queries are served distinct samples (a pool of 64 synthetic ones: bench is given no data).
+The minimums are MLPerf-style (64 queries / --seconds); a submission needs 1024 queries (offline
+24576 samples) and 600 s: --mlperf-minimums runs those. A row is marked NOISY, judged on the figures
+it shows, when its shown p99/p50 (p90/p50 below 662 queries) > 3, its spread (1.4826 x MAD / median
+of the per-query times) > 0.3, or the p50 of the run's quarters moves > 1.5x (a loaded host):
+`edgerep gate` then says its latency verdict is not reliable. An offline run LoadGen calls INVALID
+is marked and never the result (the best batch is chosen among VALID runs only).
 Throughput (img/s) is samples / total time. LoadGen's summary and detail logs go to
 BUNDLE/loadgen/<scenario>/<engine>/ (or --log-dir). --profile adds the ten most expensive layers of
 each engine, mapped back to the folded layer names.
@@ -49,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="minimum query count (default: 64, 662 in multi-stream: what p90 / p99 need)")
     p.add_argument("--iterations", type=int, help="exactly this many queries instead of --seconds")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--mlperf-minimums", action="store_true",
+                   help="an MLPerf submission's minimums: 600 s and 1024 queries (offline: 24576 samples) per run")
     p.add_argument("--timer", choices=("auto", "loadgen", "builtin"), default="auto",
                    help="auto: LoadGen when installed (default); builtin: edgerep's own timer, same rules")
     p.add_argument("--log-dir", type=Path, help="LoadGen logs here (default BUNDLE/loadgen; none kept for files)")
@@ -94,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                         trust_checkpoint=args.trust_checkpoint, load=parse_checkpoint_arguments(args),
                         scenario=args.scenario, samples_per_query=args.samples_per_query, min_queries=args.min_queries,
                         use_loadgen={"auto": None, "loadgen": True, "builtin": False}[args.timer],
-                        log_dir=log_dir, profile=args.profile, checkpoint=args.checkpoint)
+                        log_dir=log_dir, profile=args.profile, mlperf_minimums=args.mlperf_minimums,
+                        checkpoint=args.checkpoint)
     from edgerep.report.console import step_progress
 
     with step_progress(quiet=args.json) as progress:
@@ -112,6 +120,12 @@ def _ms(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def _tail(s: dict, p: int) -> str:
+    """A shown p90 / p99, with "(max)" where early stopping made it the slowest query."""
+    v = s.get(f"p{p}_ms")
+    return _ms(v) + (" (max)" if v is not None and str(s.get(f"p{p}_kind") or "").startswith("maximum") else "")
+
+
 def _print_table(report: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -120,16 +134,18 @@ def _print_table(report: dict) -> None:
 
     b = report.get("bench") or {}
     t = Table(title=f"edgerep bench: {report['model']['name']} ({b.get('scenario', 'single-stream')})")
-    for col in ("engine", "precision", "batch", "queries", "p50 ms", "p90 ms", "p99 ms", "img/s", "cv",
+    p90_col = "p90 ms" + (" (plain)" if b.get("scenario") == "multi-stream" else "")
+    for col in ("engine", "precision", "batch", "queries", "p50 ms", p90_col, "p99 ms", "img/s", "spread",
                 "vs unfolded"):
         t.add_column(col, justify="left" if col in ("engine", "precision") else "right")
     rows = ([report["baseline"]] if report.get("baseline") else []) + report["engines"]
     for e in rows:
         for bs, s in e["latency_by_batch"].items():
             sp = (e.get("speedup_vs_unfolded") or {}).get(bs) if e is not report.get("baseline") else 1.0
-            cv = f"{s['cv']:.2f}" + (" [red]NOISY[/]" if s.get("noisy") else "")
-            t.add_row(e["name"], e["precision"], bs, str(s["queries"]), _ms(s["p50_ms"]), _ms(s["p90_ms"]),
-                      _ms(s["p99_ms"]), f"{s['throughput_ips']:.0f}", cv,
+            spread = f"{s.get('spread', s['cv']):.2f}" + (" [red]NOISY[/]" if s.get("noisy") else "")
+            img_s = f"{s['throughput_ips']:.0f}" + (" [red]INVALID[/]" if s.get("valid") is False else "")
+            t.add_row(e["name"], e["precision"], bs, str(s["queries"]), _ms(s["p50_ms"]), _tail(s, 90),
+                      _tail(s, 99), img_s, spread,
                       "baseline" if e is report.get("baseline") else (f"{sp:.2f}x" if sp else "–"))
     console = make_console()
     console.print(t)
@@ -143,6 +159,20 @@ def _print_table(report: dict) -> None:
         console.print(f"note: {first['timer_note']}")
     if not report.get("baseline") and report["model"].get("baseline_note"):
         console.print(f"[yellow]no unfolded baseline[/]: {escape(report['model']['baseline_note'])}")
+    if first.get("settings_note"):
+        console.print(f"settings: {first['settings_note']}; samples: {first.get('samples_source')}")
+    for e in rows:
+        for bs, s in e["latency_by_batch"].items():
+            if s.get("valid") is False:
+                console.print(f"[red]INVALID[/] (LoadGen): {e['name']}/{e['precision']} batch {bs}: "
+                              f"{s.get('invalid_reason')}; not a result")
+        if e.get("no_result"):
+            console.print(f"[red]no result[/]: {e['name']}/{e['precision']}: {e['no_result']}")
+    maxed = sorted({f"p{p}" for e in rows for s in e["latency_by_batch"].values() for p in (90, 99)
+                    if str(s.get(f"p{p}_kind") or "").startswith("maximum")})
+    if maxed:
+        console.print(f"{'/'.join(maxed)} marked (max): at the query floor early stopping allows no query above "
+                      "it, so the figure is the slowest query")
     for e in rows:
         for bs, s in e["latency_by_batch"].items():
             if s.get("noisy"):

@@ -1,0 +1,153 @@
+"""Real SIGINT / SIGTERM sent to a real `python -m edgerep deploy` / `bench` during each stage, LoadGen
+included: exit 130 / 143, one line, and nothing left beside the output (no lock, no temporary folder).
+
+Each case starts the two signals' processes side by side and sends the signal as the stage's
+start line appears (stages shorter than the delivery land in the next one; the long ones are checked
+to have been interrupted inside themselves)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "checkpoints" / "repvgg_digits.pt"
+CODES = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
+BASE = ["--calib-samples", "64", "--eval-samples", "64"]
+#: stage -> (extra flags, seconds to wait after its start line, must the process stop inside that stage)
+STAGES = {
+    "load": ([], 0.3, True),
+    "fold": ([], 0.0, False),
+    "check": ([], 0.5, True),
+    "export": ([], 0.0, False),
+    "quantize": ([], 0.0, False),
+    "build": ([], 0.0, False),
+    "evaluate": ([], 0.0, False),
+    "bench": (["--bench-seconds", "2"], 0.4, True),  # inside a LoadGen run (the unfolded baseline's)
+    "gate": ([], 0.0, False),
+    "write": ([], 0.0, False),
+}
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _start(argv: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgerep", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(), text=True, cwd=cwd, bufsize=1)
+
+
+def _wait_for_line(p: subprocess.Popen, marker: str, deadline: float) -> list[str]:
+    """Read progress lines until one contains ``marker``; the lines read."""
+    seen: list[str] = []
+    while time.time() < deadline:
+        line = p.stderr.readline()  # progress lines go to stderr
+        if not line:
+            pytest.fail(f"ended before {marker!r}: {''.join(seen)[-2500:]}")
+        seen.append(line)
+        if marker in line:
+            return seen
+    pytest.fail(f"no {marker!r} within the deadline")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _finish(p: subprocess.Popen, sig: int, seen: list[str], command: str) -> tuple[str, str]:
+    """Wait for the process; check the exit code and its one line; the last progress line and stderr."""
+    _, err = p.communicate(timeout=60)
+    code, word = CODES[sig]
+    assert p.returncode == code, f"{signal.Signals(sig).name}: exit {p.returncode}\n{err[-2500:]}"
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"edgerep {command}: ")]
+    assert len(lines) == 1 and word in lines[0] and "nothing partial" in lines[0], err[-2500:]
+    assert "Traceback" not in err, err[-2500:]
+    progress = [ln for ln in (seen + err.splitlines(keepends=True)) if "s] " in ln]
+    return (progress[-1] if progress else ""), err
+
+
+@pytest.mark.slow  # two deploys per stage, each cut where its stage starts: ~45 s in all on a quiet 2-core host
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_signal_during_each_deploy_stage(stage, tmp_path):
+    extra, delay, inside = STAGES[stage]
+    flags = BASE + extra + ([] if stage == "check" else ["--no-check"])
+    if "--bench-seconds" not in flags:
+        flags += ["--bench-seconds", "0.1"]
+    runs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        d = tmp_path / signal.Signals(sig).name
+        d.mkdir()
+        runs[sig] = (d, _start(["deploy", str(DEMO), "--out", str(d / "bundle"), *flags], d))
+    deadline = time.time() + 120
+    for sig, (d, p) in runs.items():
+        seen = _wait_for_line(p, f"] {stage}: ", deadline)
+        if stage == "bench":  # let LoadGen start its run
+            seen += _wait_for_line(p, "timing the unfolded", deadline)
+        time.sleep(delay)
+        p.send_signal(sig)
+        runs[sig] = (d, p, seen)
+    for sig, (d, p, seen) in runs.items():
+        last, _ = _finish(p, sig, seen, "deploy")
+        assert os.listdir(d) == [], f"{signal.Signals(sig).name} during {stage}: left {os.listdir(d)}"
+        if inside:
+            assert f"] {stage}: " in last and " s)" not in last, f"landed elsewhere: {last!r}"
+
+
+@pytest.mark.parametrize("scenario", ["single-stream", "offline"])
+def test_signal_during_loadgen_bench(scenario, tmp_path):
+    """`edgerep bench` in a LoadGen run: 130 / 143 and no report, no LoadGen log of the cut run."""
+    runs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        d = tmp_path / signal.Signals(sig).name
+        d.mkdir()
+        argv = ["bench", str(DEMO), "--timer", "loadgen", "--scenario", scenario, "--seconds", "3",
+                "--out", str(d / "bench.json"), "--log-dir", str(d / "logs")]
+        runs[sig] = (d, _start(argv, d))
+    for sig, (d, p) in runs.items():
+        seen = _wait_for_line(p, "(baseline)", time.time() + 120)
+        time.sleep(0.4)
+        t0 = time.time()
+        p.send_signal(sig)
+        runs[sig] = (d, p, seen, t0)
+    for sig, (d, p, seen, t0) in runs.items():
+        _finish(p, sig, seen, "bench")
+        assert time.time() - t0 < 10, "the signal waited for more than the run's minimum"
+        assert sorted(os.listdir(d)) in ([], ["logs"]), os.listdir(d)
+        left = [str(q.relative_to(d)) for q in (d / "logs").rglob("*")] if (d / "logs").exists() else []
+        assert not [q for q in left if q.endswith(".txt")], f"logs of a cut run: {left}"
+
+
+@pytest.mark.parametrize("sig,exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, BaseException)])
+def test_deferred_signals_hold_the_signal_until_the_block_ends(sig, exc):
+    from edgerep.interrupts import Terminated, deferred_signals
+
+    reached = []
+    with pytest.raises(exc) as info:
+        with deferred_signals() as stop:
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):  # the Python-level handler runs between bytecodes: it must not raise here
+                pass
+            reached.append(bool(stop))
+    assert reached == [True]
+    assert isinstance(info.value, KeyboardInterrupt if sig == signal.SIGINT else Terminated)
+
+
+@pytest.mark.skipif(__import__("edgerep.bench.loadgen_driver", fromlist=["x"]).loadgen_version() is None,
+                    reason="mlcommons-loadgen is not installed")
+@pytest.mark.parametrize("sig,scenario,batch", [(signal.SIGINT, "single-stream", 1), (signal.SIGTERM, "single-stream", 1),
+                                                (signal.SIGINT, "offline", 4), (signal.SIGTERM, "multi-stream", 2)])
+def test_a_signal_inside_a_loadgen_callback_is_held_until_loadgen_returns(sig, scenario, batch, tmp_path):
+    """Delivered exactly inside the SUT's engine call: without the deferral the process aborts (-6) or
+    segfaults (-11) every time; with it, LoadGen winds down at once and the signal ends the run."""
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "signal_child.py"), str(int(sig)), scenario, str(batch),
+                        str(tmp_path / "logs")], capture_output=True, text=True, env=_env(), timeout=120)
+    assert p.returncode == CODES[sig][0], p.stdout[-1500:] + p.stderr[-1500:]
+    took = float(p.stdout.split("after ")[1].split(" s")[0])
+    assert took < 4.0, f"the signal waited {took} s: LoadGen ran out its 5 s minimum"
+    assert not (tmp_path / "logs" / "cut").exists()  # the cut run's LoadGen logs are not a result
