@@ -145,6 +145,7 @@ class Dataset:
 
     name: str = "dataset"
     has_labels: bool = True
+    task: str = "classify"  # "detect": ``y`` of a batch is one ``{"boxes", "classes"}`` dict per image
     class_names: list[str] | None = None
     note: str | None = None  # what a user must know about how it is read (printed and reported)
 
@@ -206,6 +207,7 @@ class Subset(Dataset):
         self.parent, self.role = parent, role
         self.indices = np.asarray(sorted(int(i) for i in indices), dtype=np.int64)
         self.has_labels, self.class_names = parent.has_labels, parent.class_names
+        self.task = parent.task
         self.pre = getattr(parent, "pre", None)
         self.name = f"{parent.name}[{role}]"
 
