@@ -3,12 +3,13 @@ image, boxes are the exact ink boxes, COCO ground truth matches the targets."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
 
 from edgerep.data import scenes as S
-from edgerep.data.base import Subset
+from edgerep.data.base import Dataset, Subset
 from edgerep.data.digits import _raw
 
 N = 120  # scenes per split the tests look at
@@ -119,6 +120,9 @@ def test_a_subset_reads_rows_and_keeps_the_detection_task():
     xf, tf = ds._rows(np.array([3, 4, 5, 20]))
     assert np.array_equal(x, xf) and len(t) == 4 and sub.task == "detect" and ds.labels() is None
     assert np.array_equal(t[3]["boxes"], tf[3]["boxes"])
+    # the generic run-wise row reader keeps one target dict per image too
+    xg, tg = Dataset._read_rows(ds, np.array([3, 4, 5, 20]))
+    assert np.array_equal(xg, xf) and isinstance(tg, list) and [len(a["classes"]) for a in tg] == [len(a["classes"]) for a in tf]
     assert sub.sample_ids() == ["scenes/calib/3", "scenes/calib/4", "scenes/calib/5", "scenes/calib/20"]
 
 
@@ -127,3 +131,11 @@ def test_bad_split_is_a_data_error():
 
     with pytest.raises(DataError, match="splits train, calib, val, test"):
         S.ScenesDataset("holdout")
+
+
+def test_500_scenes_take_seconds():
+    ds = S.ScenesDataset("test")
+    next(ds.batches(1))  # photos, digits and imports loaded
+    t0 = time.process_time()  # CPU seconds: the shared CI box's wall time would measure neighbours
+    n = sum(len(x) for x, _ in ds.batches(100))
+    assert n == 500 and time.process_time() - t0 < 15.0

@@ -136,7 +136,8 @@ class Letterbox:
         return b
 
 
-def letterbox(image: np.ndarray, size: int | tuple[int, int], pad_value: float = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
+def letterbox(image: np.ndarray, size: int | tuple[int, int],
+              pad_value: float = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image`` (H, W, C) keeping its aspect ratio to fit ``size`` (an int for a square, or
     (h, w)), bilinear, and centre it on a ``pad_value`` canvas (the YOLO convention). Returns the
     canvas (same dtype) and the ``Letterbox`` that maps boxes between the two."""

@@ -182,8 +182,8 @@ class Dataset:
         return [pixel_digest(x) for xb, _ in self.batches(256) for x in xb]
 
     def labels(self) -> np.ndarray | None:
-        """Every label in order, or None for unlabelled data (used for stratified splits)."""
-        if not self.has_labels:
+        """Every class label in order, or None for unlabelled or detection data (used for stratified splits)."""
+        if not self.has_labels or self.task != "classify":
             return None
         ys = [y for _, y in self.batches(256)]
         return np.concatenate(ys).astype(np.int64) if ys else np.zeros(0, np.int64)
@@ -197,6 +197,8 @@ class Dataset:
             xs.append(x)
             if y is not None:
                 ys.append(y)
+        if ys and isinstance(ys[0], list):  # detection: one target dict per image
+            return np.concatenate(xs), [t for y in ys for t in y]  # type: ignore[return-value]
         return np.concatenate(xs), (np.concatenate(ys) if ys else None)
 
 

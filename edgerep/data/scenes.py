@@ -124,13 +124,13 @@ def layout(split: str, i: int) -> list[SceneObject]:
             digit = int(pool[rng.integers(len(pool))])
             size = int(rng.integers(OBJECT_SIZE[0], OBJECT_SIZE[1] + 1))
             x, y = (int(v) for v in rng.integers(0, IMAGE_SIZE - size + 1, size=2))
-            colour = tuple(float(c) for c in rng.uniform(0, 255, size=3))
+            r, g, b = (float(c) for c in rng.uniform(0, 255, size=3))
             opacity = float(rng.uniform(0.6, 1.0))
             box = _ink_box(_patch(digit, size), x, y)
             if box is None:
                 continue
             if all(iou <= 0.3 and cover <= 0.5 for iou, cover in (_iou_cover(box, o.box) for o in out)):
-                out.append(SceneObject(digit, int(labels[digit]), x, y, size, colour, opacity, box))  # type: ignore[arg-type]
+                out.append(SceneObject(digit, int(labels[digit]), x, y, size, (r, g, b), opacity, box))
                 break
     return out
 
@@ -214,10 +214,6 @@ class ScenesDataset(Dataset):
     def targets(self) -> list[dict[str, np.ndarray]]:
         """Every image's boxes and classes, in order, without rendering pixels."""
         return [targets_of(layout(self.split, i)) for i in range(self.n)]
-
-    def labels(self) -> None:
-        """None: a scene has boxes, not one class id (``targets`` has them); no stratified split applies."""
-        return None
 
     def sample_ids(self) -> list[str]:
         return [f"scenes/{self.split}/{i}" for i in range(self.n)]

@@ -31,7 +31,8 @@ class RepDetBackbone(nn.Module):
         self.stem = _rep(in_channels, widths[0], 2)
         stages = []
         for i, depth in enumerate(depths):
-            blocks = [_rep(widths[i], widths[i + 1], 2)] + [_rep(widths[i + 1], widths[i + 1]) for _ in range(depth - 1)]
+            c = widths[i + 1]
+            blocks = [_rep(widths[i], c, 2)] + [_rep(c, c) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
 
@@ -91,7 +92,8 @@ class RepDet(nn.Module):
     """Backbone + neck + decoupled heads; ``forward`` returns the decoded ``(N, 4 + C, A)`` layout, and
     ``raw`` the per-level (class logits, ltrb distances) a training loss needs."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, int, int, int, int] = (16, 24, 32, 48, 64),
+    def __init__(self, num_classes: int = 10, in_channels: int = 3,
+                 widths: tuple[int, int, int, int, int] = (16, 24, 32, 48, 64),
                  depths: tuple[int, int, int, int] = (1, 2, 2, 1), neck_width: int = 32):
         super().__init__()
         self.num_classes, self.strides = num_classes, STRIDES
