@@ -104,6 +104,12 @@ case "${READY[*]}" in *"timm/torchvision NOT"*)
        "has (make $CPU_INDEX reachable, or set EDGEREP_TORCH to such a torch in a new .venv)." >&2 ;;
 esac
 
+# Detection mAP (the [detect] extra: pycocotools, tests/test_detect_metrics.py). Not fatal: those tests skip.
+if "${PIP[@]}" -e ".[detect]"; then READY+=("pycocotools installed"); else
+  READY+=("pycocotools MISSING (detection mAP tests will skip)")
+  echo "setup: could not install pycocotools; the detection mAP tests will be skipped" >&2
+fi
+
 # The page tests' browser driver (the [browser] extra) and Chromium (tests/test_browser_pages.py). Neither
 # is fatal: where either is missing the tests skip and say why. Chromium comes from the distribution: only
 # when missing and apt-get exists.

@@ -145,6 +145,7 @@ class Dataset:
 
     name: str = "dataset"
     has_labels: bool = True
+    task: str = "classify"  # "detect": ``y`` of a batch is one ``{"boxes", "classes"}`` dict per image
     class_names: list[str] | None = None
     note: str | None = None  # what a user must know about how it is read (printed and reported)
 
@@ -181,8 +182,8 @@ class Dataset:
         return [pixel_digest(x) for xb, _ in self.batches(256) for x in xb]
 
     def labels(self) -> np.ndarray | None:
-        """Every label in order, or None for unlabelled data (used for stratified splits)."""
-        if not self.has_labels:
+        """Every class label in order, or None for unlabelled or detection data (used for stratified splits)."""
+        if not self.has_labels or self.task != "classify":
             return None
         ys = [y for _, y in self.batches(256)]
         return np.concatenate(ys).astype(np.int64) if ys else np.zeros(0, np.int64)
@@ -196,6 +197,8 @@ class Dataset:
             xs.append(x)
             if y is not None:
                 ys.append(y)
+        if ys and isinstance(ys[0], list):  # detection: one target dict per image
+            return np.concatenate(xs), [t for y in ys for t in y]  # type: ignore[return-value]
         return np.concatenate(xs), (np.concatenate(ys) if ys else None)
 
 
@@ -206,6 +209,7 @@ class Subset(Dataset):
         self.parent, self.role = parent, role
         self.indices = np.asarray(sorted(int(i) for i in indices), dtype=np.int64)
         self.has_labels, self.class_names = parent.has_labels, parent.class_names
+        self.task = parent.task
         self.pre = getattr(parent, "pre", None)
         self.name = f"{parent.name}[{role}]"
 

@@ -18,5 +18,6 @@ from edgerep.models import resnet as _resnet  # noqa: F401
 from edgerep.models import small as _small  # noqa: F401
 from edgerep.models import mobileone as _mobileone  # noqa: F401
 from edgerep.models import ecbsr as _ecbsr  # noqa: F401
+from edgerep.models import repdet as _repdet  # noqa: F401
 
 __all__ = ["ModelInfo", "UnknownModelError", "create_model", "get_model_info", "list_models", "register_model"]
