@@ -267,7 +267,9 @@ def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
                           ("edgerep.fleet.jetson-orin-nano", "tensorrt-cuda/int8"): True,
                           ("edgerep.fleet.jetson-orin-nano", "tensorrt-cuda/fp16"): True,
                           ("edgerep.fleet.jetson-orin-nano", "onnxruntime-cpu/fp32"): True}
-    assert set(cases) - set(per_engine) == {("edgerep.fleet.fold", "fold"), ("edgerep.fleet.baseline", "baseline")}
+    assert set(cases) - set(per_engine) == {("edgerep.fleet.fold", "fold"), ("edgerep.fleet.baseline", "baseline"),
+                                            ("edgerep.fleet.inputs", "inputs")}  # the bundle's set-up checks, once
+    assert cases[("edgerep.fleet.inputs", "inputs")] is False  # the demo's inputs match its BN statistics
     assert "no node for target" in xml and report["gate"]["passed"] is False
 
 
@@ -375,7 +377,7 @@ def test_a_job_that_raises_on_a_node_fails_and_is_not_retried(fleet, bundle, tmp
                                         retries=1, bench_seconds=0.05, timeout_s=120))
         rows = res.report["rows"]
         bad = [r for r in rows if r.get("node_id") == bad_id]
-        assert bad and all(r["status"] == "failed" and "NotADirectoryError" in r["reason"] for r in bad), bad
+        assert bad and all(r["status"] == "failed" and "NotADirectoryError" in r["reason"] for r in bad), [(r["status"], r.get("reason")) for r in bad]
         assert not any(r.get("recovered_by") or r.get("note") == "answered on a retry" for r in rows)
         assert not any(r["status"] == "lost" for r in rows)  # nothing was lost: every node answered
         merged = [r for r in rows if r["scope"] == "merged"]

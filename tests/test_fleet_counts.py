@@ -177,3 +177,10 @@ def test_task_errors_are_not_lost_connections():
     assert not is_task_error(ray_exc.WorkerCrashedError())
     assert not is_task_error(ray_exc.NodeDiedError("node died"))
     assert not is_task_error(ray_exc.RayTaskError("run_job", "tb", ray_exc.WorkerCrashedError()))  # a loss inside
+    # through the data-only wire: the node's own error (sent as data) is the device failing; Ray's ends are losses
+    from edgerep.fleet import wire
+
+    assert is_task_error(wire.TaskFailed("on the node: NotADirectoryError: [Errno 20] Not a directory"))
+    for lost in (wire.WorkerCrashedError("WORKER_DIED"), wire.NodeDiedError("NODE_DIED"),
+                 wire.TaskCancelledError("TASK_CANCELLED"), wire.RemoteFailure("the task returned no data (OBJECT_LOST)")):
+        assert not is_task_error(lost)

@@ -219,8 +219,13 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
 
 
 def is_task_error(e: BaseException) -> bool:
-    """True when the job itself raised on its node (Ray's ``RayTaskError`` around the job's exception), as
-    opposed to a lost node, worker or object, which Ray reports with its own errors (and a retry may mend)."""
+    """True when the job itself failed on its node (the node's own error, sent as data: ``wire.TaskFailed``;
+    or Ray's ``RayTaskError`` around the job's exception), as opposed to a lost node, worker or object,
+    which Ray reports with its own errors (and a retry may mend)."""
+    from edgerep.fleet.wire import TaskFailed
+
+    if isinstance(e, TaskFailed):
+        return True
     try:
         from ray.exceptions import RayError, RayTaskError
     except ImportError:  # no Ray, no Ray errors: whatever it is, the job raised

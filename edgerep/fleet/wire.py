@@ -31,6 +31,11 @@ class RemoteFailure(RuntimeError):
     """A fleet task ended without a data result (the message says how; nothing of it was unpickled)."""
 
 
+class TaskFailed(RemoteFailure):
+    """The task ran on its node and failed there (it raised, or returned something other than data): the
+    device's answer, not a lost connection, so it is never retried elsewhere."""
+
+
 class WorkerCrashedError(RemoteFailure):
     """Ray said the task's worker process died (``WORKER_DIED``)."""
 
@@ -188,8 +193,10 @@ def fetch(ray: Any, ref: Any, timeout: float | None = None) -> bytes:
     if name in _RAY_ENDED:
         raise _RAY_ENDED[name](f"{name}: the node or its worker ended before returning a result")
     if name == "TASK_EXECUTION_EXCEPTION":
-        raise RemoteFailure("the task raised before returning data (its pickled exception is not loaded "
-                            "here; the node's Ray logs have it)")
+        raise TaskFailed("the task raised before returning data (its pickled exception is not loaded "
+                         "here; the node's Ray logs have it)")
+    if name.startswith("metadata"):  # a serialized object, not data and not a Ray error: the node misbehaved
+        raise TaskFailed(f"the task returned no data ({name}); it was not loaded")
     raise RemoteFailure(f"the task returned no data ({name}); it was not loaded")
 
 
@@ -198,7 +205,7 @@ def read(ray: Any, ref: Any, arrays: dict[str, tuple[str, Any]] | None = None,
     """:func:`fetch` then :func:`decode`; a node's own ``{"error": ...}`` result is raised as ``RemoteFailure``."""
     doc = decode(fetch(ray, ref, timeout), arrays)
     if isinstance(doc, dict) and set(doc) == {"error"}:
-        raise RemoteFailure(f"on the node: {doc['error']}")
+        raise TaskFailed(f"on the node: {doc['error']}")
     return doc
 
 
@@ -210,4 +217,4 @@ def as_result(fn: Any, *args: Any) -> bytes:
         return encode({"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:2000]})
 
 
-__all__ = ["RemoteFailure", "WireError", "as_result", "decode", "encode", "fetch", "read"]
+__all__ = ["RemoteFailure", "TaskFailed", "WireError", "as_result", "decode", "encode", "fetch", "read"]
