@@ -16,7 +16,8 @@ Mutants live in scripts/mutants/*.toml, one table per mutant:
 The working tree is never touched: the tracked files (plus uncommitted edits) are copied into a
 temporary folder, the mutant is applied there, and pytest runs there with PYTHONPATH pointing at the
 copy (subprocesses the tests start import the copy too). Each mutant's tests are first run on the
-unmutated copy: a test that already fails cannot kill anything, and is reported as such.
+unmutated copy (once per distinct test list): a test that already fails cannot kill anything, and is
+reported as such.
 
     .venv/bin/python scripts/mutate.py              # every mutant
     .venv/bin/python scripts/mutate.py --only overlap --only nan
@@ -141,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgerep-mutate-") as tmp:
         tree = Path(tmp)
         copy_tree(tree)
+        baselines: dict[tuple[str, ...], tuple[int, float, str]] = {}  # one unmutated run per test list
         for m in mutants:
-            code, secs, tail = run_tests(tree, m.tests, args.timeout)
+            if m.tests not in baselines:
+                baselines[m.tests] = run_tests(tree, m.tests, args.timeout)
+            code, secs, tail = baselines[m.tests]
             if code != 0:
                 verdict = "BASELINE FAILS"
             else:
