@@ -153,3 +153,16 @@ def test_fold_unknown_architecture_reports_graph_regions(tmp_path, capsys):
     kinds = [g["kind"] for g in r["graph"]["folded_regions"]]
     assert "5-branch sum" in kinds and r["graph"]["refused_regions"] == []
     assert r["fold"]["convs_after"] < r["fold"]["convs_before"] and r["readback_max_abs_error"] == 0.0
+
+
+def test_zoo_without_timm_prints_the_pip_extra_whole(monkeypatch, capsys) -> None:
+    # here, not in test_timm_fold.py: that file skips whole where timm is absent, the case this test is about
+    """rich markup would swallow "[timm]" in "pip install 'edgerep[timm]'": the line is escaped."""
+    import sys
+
+    from edgerep.cli import main
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError, as where it is absent
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # (and torchvision, which edgerep imports first)
+    assert main(["zoo"]) == 0
+    assert "pip install 'edgerep[timm]'" in capsys.readouterr().out

@@ -187,17 +187,6 @@ def test_deploy_of_a_timm_state_dict_asks_for_mean_and_std_naming_timms(timm_sta
     assert "timm's config for timm:repvgg_a0 says --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in err, err
 
 
-def test_zoo_without_timm_prints_the_pip_extra_whole(monkeypatch, capsys) -> None:
-    """rich markup would swallow "[timm]" in "pip install 'edgerep[timm]'": the line is escaped."""
-    import sys
-
-    from edgerep.cli import main
-
-    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError, as where it is absent
-    assert main(["zoo"]) == 0
-    assert "pip install 'edgerep[timm]'" in capsys.readouterr().out
-
-
 def test_zoo_says_timm_names_are_accepted(capsys) -> None:
     from edgerep.cli import main
 
