@@ -150,10 +150,15 @@ def _data_spec(opts: DeployOptions, meta, recipe) -> str | None:
 def resolve_data(opts: DeployOptions, meta, plan: CalibrationPlan, say=lambda msg: None):
     """The three disjoint sets (``edgerep.data.splits.DataSplits``) of a deploy."""
     from edgerep.data.splits import resolve_splits
+    from edgerep.data.synthetic import SyntheticDataset
 
-    return resolve_splits(data=_data_spec(opts, meta, plan.recipe), calib=plan.spec, val=opts.val_data,
-                          test=opts.eval_data, calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap,
-                          say=say)
+    splits = resolve_splits(data=_data_spec(opts, meta, plan.recipe), calib=plan.spec, val=opts.val_data,
+                            test=opts.eval_data, calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap,
+                            say=say)
+    cal = splits.calibration
+    if isinstance(cal, SyntheticDataset) and len(cal) < plan.samples:  # random inputs: as many as asked
+        splits.sets["calibration"] = SyntheticDataset(cal.pre, n=plan.samples, seed=cal.seed)
+    return splits
 
 
 class TorchReference:

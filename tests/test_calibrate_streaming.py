@@ -119,3 +119,16 @@ def test_calibration_memory_does_not_grow_with_the_samples(wide_model):
     few, many = _peak_bytes(wide_model, 64), _peak_bytes(wide_model, 1024)
     # 16x the samples: kept activations alone would add ~6 MB; the streamed state adds nothing
     assert many < 1.2 * few + 256 * 1024, (few, many)
+
+
+def test_synthetic_calibration_set_has_the_samples_asked(tmp_path):
+    from edgerep.checkpoint import CheckpointMeta
+    from edgerep.pipeline import DeployOptions, resolve_calibration, resolve_data
+
+    meta = CheckpointMeta(arch="x", input_shape=(3, 8, 8))
+    opts = DeployOptions(checkpoint=tmp_path / "m.pt", data="synthetic", calib_samples=1024)
+    splits = resolve_data(opts, meta, resolve_calibration(opts, meta))
+    assert len(splits.calibration) == 1024
+    assert len(splits.selection) == 256 and len(splits.test) == 256  # only calibration follows --calib-samples
+    first = next(iter(splits.calibration.batches(2)))[0]
+    assert np.array_equal(first[0], np.random.default_rng([0, 0]).standard_normal((3, 8, 8), dtype=np.float32))
