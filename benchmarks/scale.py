@@ -6,7 +6,8 @@ statistics, nothing downloaded), then runs, each as its own child process:
 * by hand (``benchmarks/scale_by_hand.py``): timm ``reparameterize_model``, ``torch.onnx.export``,
   onnxruntime ``quantize_static`` (u8s8, per-channel, QDQ, the same calibration images through a
   ``CalibrationDataReader``), one onnxruntime session, 20 runs;
-* ``edgerep deploy CKPT --data synthetic --no-accuracy-gate --calib-samples N``.
+* ``edgerep deploy CKPT --data synthetic --no-accuracy-gate --calib-samples N`` (the CLI, run through
+  ``benchmarks/stage_rss.py``, which adds each stage's peak RSS).
 
 Wall is the child's elapsed time; peak RSS is the child's own ``ru_maxrss`` from ``os.wait4`` (Linux:
 the largest resident set of that process or any descendant it waited for). Beside deploy's figures,
@@ -98,21 +99,27 @@ def main() -> int:
     hand = run_child([sys.executable, str(ROOT / "benchmarks" / "scale_by_hand.py"), str(ckpt), "--model", a.model,
                       "--classes", str(a.classes), "--size", str(a.size), "--calib-samples", str(a.calib_samples),
                       "--workdir", str(work)], env)
-    dep = run_child([sys.executable, "-m", "edgerep", "deploy", str(ckpt), "-o", str(work / "bundle"), "--force",
+    dep = run_child([sys.executable, str(ROOT / "benchmarks" / "stage_rss.py"), "deploy", str(ckpt), "-o", str(work / "bundle"), "--force",
                      "--data", "synthetic", "--no-accuracy-gate", "--calib-samples", str(a.calib_samples),
                      "--cache-dir", str(work / "cache"), "--json"], env)
     after = host()
-    for name, r in (("by hand", hand), ("edgerep deploy", dep)):
-        if r["rc"] != 0:
+    for name, r, ok in (("by hand", hand, (0,)), ("edgerep deploy", dep, (0, 1))):  # deploy: 1 is a failed gate
+        if r["rc"] not in ok or (name != "by hand" and not (work / "bundle" / "report.json").is_file()):
             print(f"{name} failed (exit {r['rc']}):\n{r['stderr_tail']}", file=sys.stderr)
             return 3
     hand_steps = json.loads(hand["stdout"].strip().splitlines()[-1])
     report = json.loads((work / "bundle" / "report.json").read_text())
+    stage_rss = {}
+    for line in dep["stderr_tail"].splitlines():
+        if line.startswith("STAGE_RSS "):
+            stage_rss = json.loads(line[len("STAGE_RSS "):])
     res = {"model": a.model, "size": a.size, "classes": a.classes, "calib_samples": a.calib_samples,
            "host_before": before, "host_after": after,
            "by_hand": {k: hand[k] for k in ("wall_s", "peak_rss_mib")} | {"steps_s": hand_steps},
-           "deploy": {k: dep[k] for k in ("wall_s", "peak_rss_mib")} | {"timings_s": report.get("timings_s", {})},
-           "peak_rss_source": "os.wait4 ru_maxrss of each child process"}
+           "deploy": {k: dep[k] for k in ("wall_s", "peak_rss_mib")} | {"timings_s": report.get("timings_s", {}),
+                                                                        "stage_peak_rss_mib": stage_rss},
+           "peak_rss_source": "os.wait4 ru_maxrss of each child process",
+           "deploy_gate_passed": (report.get("gate") or {}).get("passed")}
     res["ratio"] = {"wall": round(dep["wall_s"] / hand["wall_s"], 2),
                     "peak_rss": round(dep["peak_rss_mib"] / hand["peak_rss_mib"], 2)}
     if a.json:
@@ -129,7 +136,10 @@ def main() -> int:
     print(f"| edgerep deploy | {dep['wall_s']:.1f} s ({res['ratio']['wall']:.1f}x) | "
           f"{dep['peak_rss_mib'] / 1024:.2f} GiB ({res['ratio']['peak_rss']:.1f}x) | "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ts.items(), key=lambda kv: -kv[1])) + " |")
-    print(f"peak RSS: {res['peak_rss_source']}")
+    if stage_rss:
+        print("deploy's peak RSS per stage (MiB, VmRSS sampled every 20 ms): "
+              + ", ".join(f"{k} {v}" for k, v in stage_rss.items()))
+    print(f"peak RSS: {res['peak_rss_source']}; deploy's gate passed: {res['deploy_gate_passed']}")
     return 0
 
 
