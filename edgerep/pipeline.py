@@ -177,6 +177,17 @@ class TorchReference:
         return y.float().numpy()
 
 
+def _cached_reference(ctx: "DeployContext", fn):
+    """The unfolded model's outputs, cached on disk per checkpoint and input batch (edgerep.reference_cache)
+    in ``<--cache-dir>/reference``, else ``<cache root>/reference``: a second deploy of the same
+    checkpoint and data does not recompute them."""
+    from edgerep.cache import cache_root
+    from edgerep.reference_cache import CachedReference
+
+    root = Path(ctx.opts.cache_dir) if ctx.opts.cache_dir else cache_root()
+    return CachedReference(fn, ctx.report["model"]["sha256"], root / "reference")
+
+
 def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
     """Run the whole pipeline; the bundle appears at ``opts.out`` only if every step succeeded.
 
@@ -354,7 +365,7 @@ def stage_quantize(ctx: DeployContext) -> str:
     ctx.qres = quantize_model(
         ctx.fp32_onnx, ctx.splits.calibration, ctx.splits.selection, ctx.tmp, targets=targets,
         method=ctx.plan.method, max_drop=opts.max_drop if opts.max_drop is not None else 0.5,
-        reference=TorchReference(ctx.loaded.model),
+        reference=_cached_reference(ctx, TorchReference(ctx.loaded.model)),
         cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=ctx.plan.samples,
         eval_samples=ctx.select_limit, threads=opts.threads, progress=lambda msg: ctx.say("quantize", msg))
     qdict = ctx.report["quantization"] = ctx.qres.to_dict()
@@ -400,7 +411,10 @@ def stage_evaluate(ctx: DeployContext) -> str:
     test, limit = ctx.splits.test, ctx.opts.eval_samples
     ctx.say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
     baseline = TorchEngine(ctx.loaded.model, device="cpu", precision="fp32")
-    ctx.ref_out, ctx.labels = collect_outputs(baseline, test.batches(64, limit=limit))
+    ref = _cached_reference(ctx, baseline.run)
+    ctx.ref_out, ctx.labels = collect_outputs(ref, test.batches(64, limit=limit))
+    if ref.hits:
+        ctx.say("evaluate", f"unfolded reference: {ref.hits} of {ref.hits + ref.misses} batches read from the cache")
     classifier = ctx.ref_out is not None and ctx.ref_out.ndim == 2
     base = ctx.report["baseline"] = {"name": unfolded_name(baseline.name), "precision": "fp32", "device": "cpu",
                                      "status": "built", "describe": baseline.describe()}
