@@ -146,10 +146,15 @@ def _data_spec(opts: DeployOptions, meta, recipe) -> str | None:
 def resolve_data(opts: DeployOptions, meta, plan: CalibrationPlan, say=lambda msg: None):
     """The three disjoint sets (``edgerep.data.splits.DataSplits``) of a deploy."""
     from edgerep.data.splits import resolve_splits
+    from edgerep.data.synthetic import SyntheticDataset
 
-    return resolve_splits(data=_data_spec(opts, meta, plan.recipe), calib=plan.spec, val=opts.val_data,
-                          test=opts.eval_data, calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap,
-                          calib_origin=plan.split_origin, say=say)
+    splits = resolve_splits(data=_data_spec(opts, meta, plan.recipe), calib=plan.spec, val=opts.val_data,
+                            test=opts.eval_data, calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap,
+                            calib_origin=plan.split_origin, say=say)
+    cal = splits.calibration
+    if isinstance(cal, SyntheticDataset) and len(cal) < plan.samples:  # random inputs: as many as asked
+        splits.sets["calibration"] = SyntheticDataset(cal.pre, n=plan.samples, seed=cal.seed)
+    return splits
 
 
 class TorchReference:
@@ -166,6 +171,17 @@ class TorchReference:
         if isinstance(y, (tuple, list)):
             y = y[0]
         return y.float().numpy()
+
+
+def _cached_reference(ctx: "DeployContext", fn):
+    """The unfolded model's outputs, cached on disk per checkpoint and input batch (edgerep.reference_cache)
+    in ``<--cache-dir>/reference``, else ``<cache root>/reference``: a second deploy of the same
+    checkpoint and data does not recompute them."""
+    from edgerep.cache import cache_root
+    from edgerep.reference_cache import CachedReference
+
+    root = Path(ctx.opts.cache_dir) if ctx.opts.cache_dir else cache_root()
+    return CachedReference(fn, ctx.report["model"]["sha256"], root / "reference")
 
 
 def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
@@ -383,7 +399,7 @@ def stage_quantize(ctx: DeployContext) -> str:
     ctx.qres = quantize_model(
         ctx.fp32_onnx, ctx.splits.calibration, ctx.splits.selection, ctx.tmp, targets=targets,
         method=ctx.plan.method, max_drop=opts.max_drop if opts.max_drop is not None else 0.5,
-        reference=TorchReference(ctx.loaded.model),
+        reference=_cached_reference(ctx, TorchReference(ctx.loaded.model)),
         cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=ctx.plan.samples,
         eval_samples=ctx.select_limit, threads=opts.threads, progress=lambda msg: ctx.say("quantize", msg))
     qdict = ctx.report["quantization"] = ctx.qres.to_dict()
@@ -470,7 +486,10 @@ def stage_evaluate(ctx: DeployContext) -> str:
     test, limit = ctx.splits.test, ctx.opts.eval_samples
     ctx.say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
     baseline = TorchEngine(ctx.loaded.model, device="cpu", precision="fp32")
-    ctx.ref_out, ctx.labels = collect_outputs(baseline, test.batches(64, limit=limit))
+    ref = _cached_reference(ctx, baseline.run)
+    ctx.ref_out, ctx.labels = collect_outputs(ref, test.batches(64, limit=limit))
+    if ref.hits:
+        ctx.say("evaluate", f"unfolded reference: {ref.hits} of {ref.hits + ref.misses} batches read from the cache")
     classifier = ctx.ref_out is not None and ctx.ref_out.ndim == 2
     base = ctx.report["baseline"] = {"name": unfolded_name(baseline.name), "precision": "fp32", "device": "cpu",
                                      "status": "built", "describe": baseline.describe()}

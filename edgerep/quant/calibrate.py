@@ -27,6 +27,10 @@ from edgerep.hashing import sha256_file
 METHODS = ("minmax", "percentile", "entropy", "mse")
 CACHE_VERSION = 1
 _MAX_BINS = 1 << 14
+PERCENTILE_BINS = 2048
+#: bytes of activations one calibration run may return (all of them, for every tensor): the samples per run
+#: follow from it, so calibration's memory is bounded by this, not by the batch or the data set
+RUN_BYTES = 256 << 20
 
 
 @dataclass
@@ -109,6 +113,15 @@ class _Stats:
         self.width = 0.0
         self.ch_sum: np.ndarray | None = None
         self.count = 0
+        self.first_amax = 0.0  # set by ``prime`` when the first batch arrives in chunks
+
+    def prime(self, a: np.ndarray) -> None:
+        """Observe |x| of part of the FIRST batch before ``update`` sees any of it: the bin width is then
+        set from the whole first batch, as when that batch arrives in one piece."""
+        a = np.asarray(a, dtype=np.float32)
+        finite = a[np.isfinite(a)] if not np.isfinite(a).all() else a
+        if finite.size and self.hist is None:
+            self.first_amax = max(self.first_amax, float(np.abs(finite).max()))
 
     def update(self, a: np.ndarray) -> None:
         a = np.asarray(a, dtype=np.float32)
@@ -126,7 +139,7 @@ class _Stats:
         ab = np.abs(finite).ravel()
         amax = float(ab.max())
         if self.hist is None:
-            self.width = max(amax, 1e-12) / 2048
+            self.width = max(amax, self.first_amax, 1e-12) / 2048
             self.hist = np.zeros(2048, dtype=np.int64)
         idx = np.minimum((ab / self.width).astype(np.int64), np.iinfo(np.int64).max // 2)
         need = int(idx.max()) + 1
@@ -168,6 +181,85 @@ class _Stats:
             t = self.mse_threshold()
             lo, hi = max(lo, -t), min(hi, t)
         return float(lo), float(hi)
+
+
+class _AbsHistogram:
+    """onnxruntime's symmetric percentile histogram of one tensor (``HistogramCollector``'s
+    ``collect_absolute_value``: bins set by the first batch, extended at a fixed width by later ones),
+    fed chunk by chunk with the same counts and edges as when each batch arrives in one piece.
+    Values at or above the last edge wait for the batch's end: they are the only ones kept, and only
+    those of one batch."""
+
+    def __init__(self, num_bins: int) -> None:
+        self.num_bins = num_bins
+        self.hist: np.ndarray | None = None
+        self.edges: np.ndarray | None = None
+        self.lo = self.hi = None  # signed min / max (numpy scalars, as onnxruntime keeps them)
+        self.abs_lo = self.abs_hi = None  # |x| range of the first batch (``prime``)
+        self._pending: list[np.ndarray] = []
+        self._batch_amax = None
+        self._batch_counts: np.ndarray | None = None
+        self._first = False  # the first batch is being binned (its bins are fixed by then)
+
+    def prime(self, a: np.ndarray) -> None:
+        """Observe part of the FIRST batch: its |x| range sets the bins."""
+        ab = np.absolute(a.ravel())
+        lo, hi = np.nanmin(ab), np.nanmax(ab)
+        self.abs_lo = lo if self.abs_lo is None else min(self.abs_lo, lo)
+        self.abs_hi = hi if self.abs_hi is None else max(self.abs_hi, hi)
+
+    def update(self, a: np.ndarray) -> None:
+        """One chunk of the current batch."""
+        flat = a.ravel()
+        if flat.size == 0:
+            return
+        mn, mx = np.nanmin(flat), np.nanmax(flat)
+        self.lo = mn if self.lo is None else min(self.lo, mn)
+        self.hi = mx if self.hi is None else max(self.hi, mx)
+        ab = np.absolute(flat)
+        if self.edges is None:  # the first batch: np.histogram(|x|, bins=num_bins) over its whole |x| range
+            lo, hi = (np.nanmin(ab), np.nanmax(ab)) if self.abs_lo is None else (self.abs_lo, self.abs_hi)
+            self.edges = np.histogram(np.array([lo, hi], dtype=ab.dtype), bins=self.num_bins)[1].astype(ab.dtype)
+            self.hist = np.zeros(self.num_bins, dtype=np.int64)
+            self._first = True
+        if self._first:
+            self.hist += np.histogram(ab, bins=self.edges)[0]
+            return
+        amax = np.nanmax(ab)
+        self._batch_amax = amax if self._batch_amax is None else max(self._batch_amax, amax)
+        last = self.edges[-1]
+        below = ab < last
+        counts = np.histogram(ab[below], bins=self.edges)[0]
+        self._batch_counts = counts if self._batch_counts is None else self._batch_counts + counts
+        above = ab[ab >= last]
+        if above.size:
+            self._pending.append(above.copy())
+
+    def end_batch(self) -> None:
+        """Close the current batch: extend the bins as onnxruntime does for the batch's |x| maximum."""
+        if self.edges is None:
+            return
+        if self._first:
+            self._first = False
+            return
+        if self._batch_counts is None:
+            return
+        old = self.hist
+        edges = self.edges
+        if self._batch_amax > edges[-1]:
+            width = edges[1] - edges[0]
+            edges = np.hstack((edges, np.arange(edges[-1] + width, self._batch_amax + width, width)))
+        hist = np.zeros(len(edges) - 1, dtype=np.int64)
+        hist[:len(self._batch_counts)] += self._batch_counts
+        if self._pending:
+            hist += np.histogram(np.concatenate(self._pending), bins=edges)[0]
+        hist[:len(old)] += old
+        self.hist, self.edges = hist, edges.astype(self.edges.dtype)
+        self._pending, self._batch_amax, self._batch_counts = [], None, None
+
+    def entry(self) -> tuple:
+        """onnxruntime's ``histogram_dict`` entry: (hist, edges, min, max)."""
+        return (self.hist, self.edges, self.lo, self.hi)
 
 
 # ---- onnx plumbing -----------------------------------------------------------------------------
@@ -221,7 +313,7 @@ def _ort_calibrator(model_path: Path, method: str, tmp: Path, settings: dict[str
           "entropy": CalibrationMethod.Entropy}[method]
     extra: dict[str, Any] = {}
     if method == "percentile":
-        extra = {"percentile": settings["percentile"], "num_bins": 2048, "symmetric": True}
+        extra = {"percentile": settings["percentile"], "num_bins": PERCENTILE_BINS, "symmetric": True}
     elif method == "entropy":
         extra = {"num_bins": 512, "num_quantized_bins": 128, "symmetric": False}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -229,22 +321,45 @@ def _ort_calibrator(model_path: Path, method: str, tmp: Path, settings: dict[str
                                  calibrate_method=cm, extra_options=extra)
 
 
+def _chunk_size(sess, input_name: str, x1: np.ndarray, run_bytes: int) -> int:
+    """Samples per augmented run so that its outputs (every activation) stay within ``run_bytes``."""
+    per_sample = sum(v.nbytes for v in sess.run(None, {input_name: x1}))
+    return max(1, int(run_bytes // max(per_sample, 1)))
+
+
+def _percentile_data(cal, hists: dict[str, _AbsHistogram]):
+    """onnxruntime's percentile ranges from our streamed histograms (its own collector computes them)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    assert cal.symmetric, "the streamed histogram is onnxruntime's symmetric (|x|) one"
+    col = HistogramCollector(method=cal.method, symmetric=cal.symmetric, num_bins=cal.num_bins,
+                             num_quantized_bins=cal.num_quantized_bins, percentile=cal.percentile,
+                             scenario=cal.scenario)
+    col.histogram_dict = {n: h.entry() for n, h in hists.items() if h.hist is not None}
+    cal.collector = col
+    return cal.compute_data()
+
+
 def calibrate(model_path: str | Path, dataset, *, method: str = "mse", batch_size: int = 32,
               limit: int | None = 512, percentile: float = 99.99, cache_dir: str | Path | None = None,
-              progress: Callable[[str], None] | None = None) -> CalibrationResult:
+              progress: Callable[[str], None] | None = None, run_bytes: int = RUN_BYTES) -> CalibrationResult:
     """Ranges of every float activation of ``model_path`` on ``dataset`` (streamed in batches).
 
     ``limit`` caps the number of calibration samples. With ``cache_dir``, a JSON cache keyed by
     model hash + ``dataset.fingerprint()`` + method + settings is read if present, written if not.
     """
     return calibrate_many(model_path, dataset, (method,), batch_size=batch_size, limit=limit,
-                          percentile=percentile, cache_dir=cache_dir, progress=progress)[method]
+                          percentile=percentile, cache_dir=cache_dir, progress=progress, run_bytes=run_bytes)[method]
 
 
 def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *, batch_size: int = 32,
                    limit: int | None = 512, percentile: float = 99.99, cache_dir: str | Path | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict[str, CalibrationResult]:
-    """``calibrate`` for several methods from ONE streaming pass over the data (each cached alone)."""
+                   progress: Callable[[str], None] | None = None,
+                   run_bytes: int = RUN_BYTES) -> dict[str, CalibrationResult]:
+    """``calibrate`` for several methods from ONE streaming pass over the data (each cached alone).
+
+    Memory is bounded by ``run_bytes`` (activations per run, batches split into chunks) and fixed-size
+    state per tensor, never by the number of samples; the ranges do not depend on ``run_bytes``."""
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise EdgerepError(f"--method {bad[0] if bad else ''!r}: expected one of {', '.join(METHODS)}")
@@ -279,6 +394,7 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.log_severity_level = 3
+        so.enable_cpu_mem_arena = False  # the outputs are every activation: hand their memory back after each run
         sess = ort.InferenceSession(str(tmp / "augmented.onnx"), so, providers=["CPUExecutionProvider"])
         out_names = [o.name for o in sess.get_outputs()]
         dim0 = sess.get_inputs()[0].shape[0]
@@ -286,30 +402,58 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
         if static:
             batch_size = static
         stats = {n: _Stats() for n in names}
-        ort_cals = {}
+        ort_cals, pct = {}, {}
         for m in todo:
             if m != "mse":
                 (tmp / m).mkdir()
                 ort_cals[m] = _ort_calibrator(model_path, m, tmp / m, {"percentile": percentile})
+        if "percentile" in ort_cals:  # fed from our own run's outputs: one forward pass, streamed
+            wanted = set(ort_cals["percentile"].tensors_to_calibrate)
+            pct = {n: _AbsHistogram(PERCENTILE_BINS) for n in names if n in wanted}
+        chunk = None
         samples = 0
+        first = True
         for x, _y in dataset.batches(batch_size, limit=limit):
             x = np.ascontiguousarray(x, dtype=np.float32)
             if static and len(x) != static:
                 continue  # the model takes exactly `static` samples: a ragged last batch is skipped
-            outs = sess.run(None, {input_name: x})
-            for n, v in zip(out_names, outs):
-                if n in stats:
-                    stats[n].update(v)
-            for cal in ort_cals.values():
-                with contextlib.redirect_stdout(io.StringIO()):
-                    cal.collect_data(_OneBatchReader({input_name: x}))
+            if chunk is None:
+                chunk = static or _chunk_size(sess, input_name, x[:1], run_bytes)
+            parts = [x[i:i + chunk] for i in range(0, len(x), chunk)]
+            if first and len(parts) > 1 and (stats or pct):  # bins are set by the whole first batch
+                for xs in parts:
+                    for n, v in zip(out_names, sess.run(None, {input_name: xs})):
+                        if n in stats:
+                            stats[n].prime(v)
+                        if n in pct:
+                            pct[n].prime(v)
+            first = False
+            for xs in parts:
+                for n, v in zip(out_names, sess.run(None, {input_name: xs})):
+                    if n in stats:
+                        stats[n].update(v)
+                    if n in pct:
+                        pct[n].update(v)
+                for m, cal in ort_cals.items():
+                    if m == "minmax":  # per-run min / max, merged by min / max: chunking changes nothing
+                        with contextlib.redirect_stdout(io.StringIO()):
+                            cal.collect_data(_OneBatchReader({input_name: xs}))
+            for h in pct.values():
+                h.end_batch()
+            for m, cal in ort_cals.items():
+                if m == "entropy":  # onnxruntime merges its histograms per batch: it sees whole batches
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        cal.collect_data(_OneBatchReader({input_name: x}))
             samples += len(x)
         if samples == 0:
             raise DataError(f"calibration data set {getattr(dataset, 'name', '?')!r} yielded no samples")
         all_ranges: dict[str, dict[str, tuple[float, float]]] = {}
         for m, cal in ort_cals.items():
             with contextlib.redirect_stdout(io.StringIO()):
-                td = cal.compute_data()
+                if m == "percentile":
+                    td = _percentile_data(cal, pct)
+                else:
+                    td = cal.compute_data()
             ranges = {}
             for n in names:
                 if n in td.data:

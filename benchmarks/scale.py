@@ -1,0 +1,147 @@
+"""``edgerep deploy`` against the same pipeline by hand, on a real-size model, in one run (issue 23).
+
+Builds one checkpoint (a timm model, ``--classes`` outputs, random weights with randomized BN
+statistics, nothing downloaded), then runs, each as its own child process:
+
+* by hand (``benchmarks/scale_by_hand.py``): timm ``reparameterize_model``, ``torch.onnx.export``,
+  onnxruntime ``quantize_static`` (u8s8, per-channel, QDQ, the same calibration images through a
+  ``CalibrationDataReader``), one onnxruntime session, 20 runs;
+* ``edgerep deploy CKPT --data synthetic --no-accuracy-gate --calib-samples N`` (the CLI, run through
+  ``benchmarks/stage_rss.py``, which adds each stage's peak RSS).
+
+Wall is the child's elapsed time; peak RSS is the child's own ``ru_maxrss`` from ``os.wait4`` (Linux:
+the largest resident set of that process or any descendant it waited for). Beside deploy's figures,
+its stage times (report.json ``timings_s``). CPU, ISA and the load average are printed with them:
+wall times on a loaded host are noise, peak RSS is not.
+
+    .venv/bin/python benchmarks/scale.py                           # repvgg_a0, 224, 256 images
+    .venv/bin/python benchmarks/scale.py --calib-samples 1024 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_checkpoint(model: str, size: int, classes: int, path: Path) -> None:
+    """A timm ``model`` with randomized BN statistics saved as an edgerep checkpoint (arch timm:NAME)."""
+    import torch
+
+    from edgerep.blocks.testing import randomize_
+    from edgerep.checkpoint import CheckpointMeta, save_checkpoint
+    from edgerep.models.libraries import import_timm
+
+    timm = import_timm()
+    torch.manual_seed(0)
+    net = randomize_(timm.create_model(model, pretrained=False, num_classes=classes), seed=0)
+    meta = CheckpointMeta(arch=f"timm:{model}", arch_kwargs={"num_classes": classes}, input_shape=(3, size, size),
+                          mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=[str(i) for i in range(classes)])
+    save_checkpoint(path, net, meta)
+
+
+def run_child(cmd: list[str], env: dict[str, str]) -> dict:
+    """Run ``cmd``; its wall seconds, peak RSS (MiB, ``os.wait4`` ru_maxrss), exit code and stdout."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    return {"wall_s": round(wall, 1), "peak_rss_mib": round(ru.ru_maxrss / 1024.0, 0), "rc": p.returncode,
+            "stdout": stdout, "stderr_tail": stderr[-2000:]}
+
+
+def host() -> dict:
+    """CPU model, the int8 dot-product ISA edgerep detects, cores and the load average now."""
+    from edgerep.quant.cpu_features import detect_cpu_features
+
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "isa": detect_cpu_features().int8_dot, "cores": os.cpu_count(),
+            "loadavg": [round(v, 2) for v in os.getloadavg()]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="repvgg_a0", help="timm model name (default repvgg_a0)")
+    ap.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--calib-samples", type=int, default=256, help="calibration images (default 256)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    ap.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
+    a = ap.parse_args()
+
+    work = a.keep or Path(tempfile.mkdtemp(prefix="edgerep-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / f"{a.model}_{a.size}.pt"
+    build_checkpoint(a.model, a.size, a.classes, ckpt)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env["EDGEREP_CACHE"] = str(work / "cache")  # a cold calibration cache: both pipelines start from nothing
+    before = host()
+    hand = run_child([sys.executable, str(ROOT / "benchmarks" / "scale_by_hand.py"), str(ckpt), "--model", a.model,
+                      "--classes", str(a.classes), "--size", str(a.size), "--calib-samples", str(a.calib_samples),
+                      "--workdir", str(work)], env)
+    dep = run_child([sys.executable, str(ROOT / "benchmarks" / "stage_rss.py"), "deploy", str(ckpt), "-o", str(work / "bundle"), "--force",
+                     "--data", "synthetic", "--no-accuracy-gate", "--calib-samples", str(a.calib_samples),
+                     "--cache-dir", str(work / "cache"), "--json"], env)
+    after = host()
+    for name, r, ok in (("by hand", hand, (0,)), ("edgerep deploy", dep, (0, 1))):  # deploy: 1 is a failed gate
+        if r["rc"] not in ok or (name != "by hand" and not (work / "bundle" / "report.json").is_file()):
+            print(f"{name} failed (exit {r['rc']}):\n{r['stderr_tail']}", file=sys.stderr)
+            return 3
+    hand_steps = json.loads(hand["stdout"].strip().splitlines()[-1])
+    report = json.loads((work / "bundle" / "report.json").read_text())
+    stage_rss = {}
+    for line in dep["stderr_tail"].splitlines():
+        if line.startswith("STAGE_RSS "):
+            stage_rss = json.loads(line[len("STAGE_RSS "):])
+    res = {"model": a.model, "size": a.size, "classes": a.classes, "calib_samples": a.calib_samples,
+           "host_before": before, "host_after": after,
+           "by_hand": {k: hand[k] for k in ("wall_s", "peak_rss_mib")} | {"steps_s": hand_steps},
+           "deploy": {k: dep[k] for k in ("wall_s", "peak_rss_mib")} | {"timings_s": report.get("timings_s", {}),
+                                                                        "stage_peak_rss_mib": stage_rss},
+           "peak_rss_source": "os.wait4 ru_maxrss of each child process",
+           "deploy_gate_passed": (report.get("gate") or {}).get("passed")}
+    res["ratio"] = {"wall": round(dep["wall_s"] / hand["wall_s"], 2),
+                    "peak_rss": round(dep["peak_rss_mib"] / hand["peak_rss_mib"], 2)}
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    h = before
+    print(f"{a.model}, {a.classes} classes, 3x{a.size}x{a.size}, {a.calib_samples} calibration images; "
+          f"host: {h['cpu']} ({h['isa']}), {h['cores']} cores, load average {h['loadavg']} before, "
+          f"{after['loadavg']} after")
+    print("| pipeline | wall | peak RSS | stage times (s) |\n|---|---|---|---|")
+    print(f"| by hand | {hand['wall_s']:.1f} s | {hand['peak_rss_mib'] / 1024:.2f} GiB | "
+          + ", ".join(f"{k} {v:.1f}" for k, v in hand_steps.items()) + " |")
+    ts = {k: v for k, v in res["deploy"]["timings_s"].items() if k != "total"}
+    print(f"| edgerep deploy | {dep['wall_s']:.1f} s ({res['ratio']['wall']:.1f}x) | "
+          f"{dep['peak_rss_mib'] / 1024:.2f} GiB ({res['ratio']['peak_rss']:.1f}x) | "
+          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ts.items(), key=lambda kv: -kv[1])) + " |")
+    if stage_rss:
+        print("deploy's peak RSS per stage (MiB, VmRSS sampled every 20 ms): "
+              + ", ".join(f"{k} {v}" for k, v in stage_rss.items()))
+    print(f"peak RSS: {res['peak_rss_source']}; deploy's gate passed: {res['deploy_gate_passed']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

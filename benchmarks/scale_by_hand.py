@@ -1,0 +1,84 @@
+"""The by-hand pipeline ``benchmarks/scale.py`` compares ``edgerep deploy`` with, written as a user would:
+timm's ``reparameterize_model``, ``torch.onnx.export``, onnxruntime's ``quantize_static`` (u8s8,
+per-channel, QDQ) on the same calibration images through a ``CalibrationDataReader``, one onnxruntime
+session, 20 runs. Prints one JSON line: seconds per step.
+
+    python benchmarks/scale_by_hand.py CHECKPOINT.pt --size 224 --calib-samples 256 --workdir /tmp/x
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+# WORKAROUND (goes when scripts/setup.sh installs a torchvision that matches torch): a plain `import timm`
+# fails in the shared venv ("operator torchvision::nms does not exist"); edgerep's import_timm declares the
+# two missing operator schemas and retries. A user with a matching torchvision writes `import timm`.
+from edgerep.models.libraries import import_timm
+
+timm = import_timm()
+from timm.utils.model import reparameterize_model  # noqa: E402
+
+
+def synthetic_image(i: int, size: int) -> np.ndarray:
+    """Calibration image i: the very sample edgerep's ``--data synthetic`` calibration set yields."""
+    return np.random.default_rng([0, i]).standard_normal((3, size, size), dtype=np.float32)
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, n: int, size: int, batch: int = 1):
+        self.n, self.size, self.batch, self.i = n, size, batch, 0
+
+    def get_next(self):
+        if self.i >= self.n:
+            return None
+        j = min(self.i + self.batch, self.n)
+        x = np.stack([synthetic_image(k, self.size) for k in range(self.i, j)])
+        self.i = j
+        return {"input": x}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint", type=Path, help="edgerep checkpoint written by scale.py (state_dict inside)")
+    ap.add_argument("--model", default="repvgg_a0")
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--calib-samples", type=int, default=256)
+    ap.add_argument("--workdir", type=Path, required=True)
+    a = ap.parse_args()
+    t = {}
+    t0 = time.perf_counter()
+    model = timm.create_model(a.model, pretrained=False, num_classes=a.classes)
+    model.load_state_dict(torch.load(a.checkpoint, weights_only=False)["state_dict"])
+    model = reparameterize_model(model.eval())
+    t["fold"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    fp32, int8 = a.workdir / "model.onnx", a.workdir / "model.int8.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, a.size, a.size), str(fp32), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}}, dynamo=False)
+    t["export"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    quantize_static(str(fp32), str(int8), Reader(a.calib_samples, a.size), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    t["quantize"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    x = synthetic_image(0, a.size)[None]
+    for _ in range(20):
+        sess.run(None, {"input": x})
+    t["bench"] = time.perf_counter() - t0
+    print(json.dumps({k: round(v, 3) for k, v in t.items()}))
+
+
+if __name__ == "__main__":
+    main()

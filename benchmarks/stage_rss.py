@@ -1,0 +1,57 @@
+"""Run the edgerep CLI with its resident set sampled per deploy stage (for ``benchmarks/scale.py``).
+
+``python benchmarks/stage_rss.py deploy ...`` is ``edgerep deploy ...`` plus one stderr line
+``STAGE_RSS {"stage": peak MiB, ...}``: a thread reads VmRSS every 20 ms and charges it to the stage
+running then (``edgerep.pipeline._run_stage`` is wrapped to name it). Linux only (/proc/self/status).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def main() -> int:
+    import edgerep.pipeline as pipeline
+    from edgerep.cli import main as cli
+
+    peaks: dict[str, float] = {}
+    state = {"stage": "startup", "stop": False}
+
+    def sample() -> None:
+        while not state["stop"]:
+            r = _rss_mib()
+            peaks[state["stage"]] = max(peaks.get(state["stage"], 0.0), r)
+            time.sleep(0.02)
+
+    run_stage = pipeline._run_stage
+
+    def labelled(ctx, name, fn):
+        state["stage"] = name
+        try:
+            return run_stage(ctx, name, fn)
+        finally:
+            state["stage"] = f"after {name}"
+
+    pipeline._run_stage = labelled
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        return cli(sys.argv[1:])
+    finally:
+        state["stop"] = True
+        t.join()
+        print("STAGE_RSS " + json.dumps({k: round(v) for k, v in peaks.items()}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
