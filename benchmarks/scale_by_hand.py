@@ -17,13 +17,11 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-# WORKAROUND (goes when scripts/setup.sh installs a torchvision that matches torch): a plain `import timm`
-# fails in the shared venv ("operator torchvision::nms does not exist"); edgerep's import_timm declares the
-# two missing operator schemas and retries. A user with a matching torchvision writes `import timm`.
-from edgerep.models.libraries import import_timm
-
-timm = import_timm()
-from timm.utils.model import reparameterize_model  # noqa: E402
+# As a user writes it. Needs timm with a torchvision that imports beside this torch (scripts/setup.sh's last
+# line says whether the venv has one; where the CPU wheel index is unreachable, a venv with
+# `pip install torch==2.14.1 torchvision==0.29.1 timm` does).
+import timm  # noqa: F401
+from timm.utils.model import reparameterize_model
 
 
 def synthetic_image(i: int, size: int) -> np.ndarray:
