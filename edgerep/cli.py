@@ -97,6 +97,7 @@ def _which_command(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script. Returns the process exit code."""
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _which_command(argv)
     parser = build_parser(only=name)
@@ -109,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgerep.interrupts import Terminated, signals_as_exceptions
 
     try:
-        with signals_as_exceptions():  # SIGTERM unwinds like Ctrl-C: locks and temporary folders go
+        # SIGTERM unwinds like Ctrl-C: locks and temporary folders go. Run as the program (argv None), a
+        # later signal is then ignored until exit, so nothing ends the process before its 130 / 143;
+        # called as a function, the caller's own handlers come back.
+        with signals_as_exceptions(ignore_after=as_program):
             return int(args._run(args) or 0)
     except EdgerepError as exc:
         if debug:

@@ -27,15 +27,23 @@ def _in_main_thread() -> bool:
 
 
 @contextmanager
-def signals_as_exceptions() -> Iterator[dict]:
+def signals_as_exceptions(ignore_after: bool = False) -> Iterator[dict]:
     """SIGTERM raises ``Terminated``, SIGINT ``KeyboardInterrupt``; both are remembered in the yielded
-    dict (Python drops an exception raised while a finalizer runs, so a caller can check again)."""
+    dict (Python drops an exception raised while a finalizer runs, so a caller can check again).
+
+    Only the first signal raises: a second one (a user pressing Ctrl-C twice) is recorded, so the
+    clean-up the first one started runs to its end. ``ignore_after`` (the command's outermost block):
+    once a signal was taken, later ones are ignored until the process exits, so nothing kills it
+    between the clean-up and its exit code (130 / 143)."""
     seen: dict = {}
     if not _in_main_thread():  # handlers can only be set from the main thread: leave signals alone
         yield seen
         return
 
     def handler(signum, frame):  # noqa: ARG001
+        if "signal" in seen:  # already unwinding for an earlier signal: let the clean-up finish
+            seen.setdefault("later", []).append(signum)
+            return
         seen["signal"] = signum
         raise_for(signum)
 
@@ -44,7 +52,7 @@ def signals_as_exceptions() -> Iterator[dict]:
         yield seen
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if (ignore_after and "signal" in seen) else h)
 
 
 class Deferred:

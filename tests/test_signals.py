@@ -151,3 +151,43 @@ def test_a_signal_inside_a_loadgen_callback_is_held_until_loadgen_returns(sig, s
     took = float(p.stdout.split("after ")[1].split(" s")[0])
     assert took < 4.0, f"the signal waited {took} s: LoadGen ran out its 5 s minimum"
     assert not (tmp_path / "logs" / "cut").exists()  # the cut run's LoadGen logs are not a result
+
+
+def test_a_second_signal_during_clean_up_does_not_cut_it_short():
+    """Ctrl-C pressed twice: the first unwinds, the second is recorded, so the clean-up the first started
+    (finally blocks removing temporary folders and locks) runs to its end."""
+    from edgerep.interrupts import signals_as_exceptions
+
+    cleaned = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_as_exceptions() as seen:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the Python-level handler runs between bytecodes
+                    pass
+                cleaned.append(True)
+    assert cleaned == [True] and seen["signal"] == signal.SIGINT and seen["later"] == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a function call restores the caller's
+
+
+def test_as_the_program_later_signals_are_ignored_until_exit():
+    """The command's outermost block (run as the program) leaves SIGINT/SIGTERM ignored once one was taken:
+    nothing can end the process between its clean-up and its exit code."""
+    from edgerep.interrupts import signals_as_exceptions
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_as_exceptions(ignore_after=True):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        with signals_as_exceptions(ignore_after=True):  # no signal taken: the handlers come back as they were
+            pass
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (as they were just before this block)
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
