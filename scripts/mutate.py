@@ -23,7 +23,8 @@ reported as such.
     .venv/bin/python scripts/mutate.py --only overlap --only nan
     .venv/bin/python scripts/mutate.py --list
 
-Exit 0 when every mutant was killed, 1 when any survived or its baseline failed, 2 on a bad registry.
+Exit 0 when every mutant was killed, 1 when any survived, was stale (its text no longer in the file) or
+its baseline failed, 2 on a bad registry.
 """
 from __future__ import annotations
 
@@ -106,15 +107,19 @@ def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
     return code, time.monotonic() - t0, tail
 
 
+class StaleMutant(Exception):
+    """The mutant no longer applies (its file or text changed): reported, and the run goes on."""
+
+
 def apply(tree: Path, m: Mutant) -> str:
     """Apply the mutant in `tree`; returns the file's original text (to restore)."""
     path = tree / m.file
     if not path.is_file():
-        raise SystemExit(f"mutate: {m.source}: {m.name!r}: no file {m.file}")
+        raise StaleMutant(f"no file {m.file}")
     text = path.read_text()
     count = text.count(m.find)
     if count != 1:
-        raise SystemExit(f"mutate: {m.source}: {m.name!r}: `find` occurs {count} times in {m.file} (needs 1)")
+        raise StaleMutant(f"`find` occurs {count} times in {m.file} (needs 1)")
     path.write_text(text.replace(m.find, m.replace))
     return text
 
@@ -150,12 +155,16 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 verdict = "BASELINE FAILS"
             else:
-                original = apply(tree, m)
                 try:
-                    code, secs, tail = run_tests(tree, m.tests, args.timeout)
-                finally:
-                    (tree / m.file).write_text(original)
-                verdict = "killed" if code != 0 else "SURVIVED"
+                    original = apply(tree, m)
+                except StaleMutant as e:
+                    verdict, secs, tail = "STALE", 0.0, f"{m.source}: {e}"
+                else:
+                    try:
+                        code, secs, tail = run_tests(tree, m.tests, args.timeout)
+                    finally:
+                        (tree / m.file).write_text(original)
+                    verdict = "killed" if code != 0 else "SURVIVED"
             results.append((m, verdict, secs, tail))
             print(f"{verdict:>15}  [{m.issue or '-'}] {m.name}  ({secs:.1f} s)", flush=True)
             if verdict != "killed":
