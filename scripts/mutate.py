@@ -128,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", default=[], help="run mutants whose name contains this (repeatable)")
+    ap.add_argument("--registry", action="append", default=[],
+                    help="run the mutants of this registry file, e.g. roles.toml (repeatable)")
     ap.add_argument("--list", action="store_true", help="list the registered mutants and exit")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per pytest run (default 600)")
     args = ap.parse_args(argv)
 
     mutants = load_mutants()
+    if args.registry:
+        mutants = [m for m in mutants if m.source in args.registry or m.source.removesuffix(".toml") in args.registry]
     if args.only:
         mutants = [m for m in mutants if any(o.lower() in m.name.lower() for o in args.only)]
     if args.list:
