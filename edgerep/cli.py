@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -109,12 +110,44 @@ def main(argv: list[str] | None = None) -> int:
     from edgerep.errors import EdgerepError
     from edgerep.interrupts import Terminated, signals_as_exceptions
 
+    seen: dict = {}
     try:
-        # SIGTERM unwinds like Ctrl-C: locks and temporary folders go. Run as the program (argv None), a
-        # later signal is then ignored until exit, so nothing ends the process before its 130 / 143;
-        # called as a function, the caller's own handlers come back.
-        with signals_as_exceptions(ignore_after=as_program):
+        # SIGTERM unwinds like Ctrl-C: locks and temporary folders go. Run as the program (argv None),
+        # signals are ignored once the command's block ends, so nothing ends the process before its exit
+        # code; called as a function, the caller's own handlers come back.
+        with signals_as_exceptions(ignore_after=as_program) as seen:
             return int(args._run(args) or 0)
+    except Exception as exc:  # raised after a signal: native code (torch.save's writer) turns the
+        if seen.get("signal") is None:  # interrupt into its own error; it is still the interrupt
+            return _failed(args, exc, debug)
+        if debug:
+            traceback.print_exc()
+        return _interrupted(args.command, seen["signal"])
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        return _interrupted(args.command, signal.SIGINT)
+    except Terminated:  # SIGTERM: every temporary directory and lock is already gone
+        if debug:
+            traceback.print_exc()
+        return _interrupted(args.command, signal.SIGTERM)
+
+
+def _interrupted(command: str, signum: int) -> int:
+    """The one line and exit code of a command a signal ended (its clean-up already ran): 130 / 143."""
+    if signum == signal.SIGINT:
+        print(f"edgerep {command}: interrupted; nothing partial was left at the output path", file=sys.stderr)
+        return 130
+    print(f"edgerep {command}: terminated (SIGTERM); nothing partial was left at the output path", file=sys.stderr)
+    return 143
+
+
+def _failed(args: argparse.Namespace, exc: Exception, debug: bool) -> int:
+    """The one line and exit code of a command that raised: 2 for bad input, 3 for an internal error."""
+    from edgerep.errors import EdgerepError
+
+    try:
+        raise exc
     except EdgerepError as exc:
         if debug:
             traceback.print_exc()
@@ -126,17 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print(f"edgerep {args.command}: interrupted; nothing partial was left at the output path", file=sys.stderr)
-        return 130
-    except Terminated:  # SIGTERM: every temporary directory and lock is already gone
-        if debug:
-            traceback.print_exc()
-        print(f"edgerep {args.command}: terminated (SIGTERM); nothing partial was left at the output path",
-              file=sys.stderr)
-        return 143
     except OSError as exc:
         if exc.errno not in _USER_OS_ERRORS:
             return _internal(args.command, exc, debug)

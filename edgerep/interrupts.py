@@ -26,15 +26,20 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+_ACTIVE: list[dict] = []  # the ``seen`` dicts of the signals_as_exceptions blocks now open, outermost first
+
+
 @contextmanager
 def signals_as_exceptions(ignore_after: bool = False) -> Iterator[dict]:
     """SIGTERM raises ``Terminated``, SIGINT ``KeyboardInterrupt``; both are remembered in the yielded
     dict (Python drops an exception raised while a finalizer runs, so a caller can check again).
 
     Only the first signal raises: a second one (a user pressing Ctrl-C twice) is recorded, so the
-    clean-up the first one started runs to its end. ``ignore_after`` (the command's outermost block):
-    once a signal was taken, later ones are ignored until the process exits, so nothing kills it
-    between the clean-up and its exit code (130 / 143)."""
+    clean-up the first one started runs to its end. ``ignore_after`` (the command's outermost block, in
+    a process about to exit): when the block ends, SIGINT/SIGTERM stay ignored, so nothing kills the
+    process between its clean-up (or its finished work) and its exit code: 130 / 143 after a signal,
+    the command's own code when a signal comes after the work was done (a bundle already in place is
+    complete; a late Ctrl-C does not undo it)."""
     seen: dict = {}
     if not _in_main_thread():  # handlers can only be set from the main thread: leave signals alone
         yield seen
@@ -44,15 +49,18 @@ def signals_as_exceptions(ignore_after: bool = False) -> Iterator[dict]:
         if "signal" in seen:  # already unwinding for an earlier signal: let the clean-up finish
             seen.setdefault("later", []).append(signum)
             return
-        seen["signal"] = signum
+        for d in _ACTIVE:  # the enclosing blocks learn it too (native code may turn the exception into its own)
+            d.setdefault("signal", signum)
         raise_for(signum)
 
     old = {s: signal.signal(s, handler) for s in SIGNALS}
+    _ACTIVE.append(seen)
     try:
         yield seen
     finally:
+        _ACTIVE.remove(seen)
         for s, h in old.items():
-            signal.signal(s, signal.SIG_IGN if (ignore_after and "signal" in seen) else h)
+            signal.signal(s, signal.SIG_IGN if ignore_after else h)
 
 
 class Deferred:
