@@ -4,6 +4,7 @@ crashes the process, leaving locks and temporary folders behind)."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -54,13 +55,44 @@ def signals_as_exceptions(ignore_after: bool = False) -> Iterator[dict]:
         raise_for(signum)
 
     old = {s: signal.signal(s, handler) for s in SIGNALS}
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_about_signals(old_hook)
     _ACTIVE.append(seen)
     try:
         yield seen
     finally:
         _ACTIVE.remove(seen)
+        sys.unraisablehook = old_hook
         for s, h in old.items():
             signal.signal(s, signal.SIG_IGN if ignore_after else h)
+
+
+def _quiet_about_signals(fallback):
+    """An unraisable hook: Python drops an exception raised inside a finalizer or weakref callback (a
+    signal that lands in matplotlib's clean-up, say) and prints its traceback; ours is recorded already
+    (``taken``) and raised at the next stage, so it is not printed. Anything else goes to ``fallback``."""
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)) and taken() is not None:
+            return
+        fallback(unraisable)
+
+    return hook
+
+
+def taken() -> int | None:
+    """The signal an open ``signals_as_exceptions`` block took, or None: for code that must not go on
+    after one even where the exception it raised was swallowed (inside a finalizer)."""
+    for d in _ACTIVE:
+        if d.get("signal") is not None:
+            return d["signal"]
+    return None
+
+
+def raise_if_taken() -> None:
+    """Raise the interrupt now if a signal was taken but its exception was swallowed somewhere."""
+    signum = taken()
+    if signum is not None:
+        raise_for(signum)
 
 
 class Deferred:
@@ -97,4 +129,4 @@ def deferred_signals() -> Iterator[Deferred]:
             raise_for(state.pending)
 
 
-__all__ = ["Terminated", "Deferred", "signals_as_exceptions", "deferred_signals", "raise_for"]
+__all__ = ["Terminated", "Deferred", "signals_as_exceptions", "deferred_signals", "raise_for", "raise_if_taken", "taken"]

@@ -645,8 +645,11 @@ _STAGE_START = {"load": "loading the checkpoint and the data", "fold": "folding 
 
 
 def _run_stage(ctx: DeployContext, name: str, fn: Callable[[DeployContext], str]) -> None:
+    from edgerep.interrupts import raise_if_taken
+
     if name == "check" and not ctx.opts.run_check:
         return
+    raise_if_taken()  # a signal whose exception a finalizer swallowed in the last stage ends the deploy here
     ctx.timings[name] = time.perf_counter()
     ctx.say(name, _STAGE_START[name])
     done = fn(ctx)

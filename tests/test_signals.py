@@ -229,3 +229,52 @@ def test_an_interrupt_native_code_turned_into_its_own_error_is_still_the_interru
     assert main(["fold", str(DEMO), "-o", str(tmp_path / "f.pt")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("sig,exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, BaseException)])
+def test_a_signal_swallowed_by_a_finalizer_ends_the_work_at_the_next_stage_quietly(sig, exc, capsys):
+    """Seen on Python 3.10: a SIGTERM landing in matplotlib's weakref clean-up during `check` was dropped by
+    Python ('Exception ignored ... Traceback' on stderr) and the deploy ran every later stage before the
+    bundle writer refused to commit. Now nothing is printed and the next stage boundary raises it."""
+    from edgerep.interrupts import Terminated, raise_if_taken, signals_as_exceptions
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):  # the handler raises here, inside a finalizer: Python drops it
+                pass
+
+    with pytest.raises(exc) as info:
+        with signals_as_exceptions():
+            obj = Finalized()
+            del obj
+            raise_if_taken()
+            pytest.fail("the work went on after the signal")
+    assert isinstance(info.value, KeyboardInterrupt if sig == signal.SIGINT else Terminated)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+SWALLOWED = """
+import os, signal, sys
+from edgerep.interrupts import Terminated, raise_if_taken, signals_as_exceptions
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), int(sys.argv[1]))
+        for _ in range(1000):
+            pass
+try:
+    with signals_as_exceptions():
+        obj = Finalized()
+        del obj
+        raise_if_taken()
+except (KeyboardInterrupt, Terminated):
+    sys.exit(7)
+"""
+
+
+def test_a_swallowed_signal_prints_no_traceback_outside_pytest():
+    """pytest replaces Python's unraisable hook, so the printing is checked in a plain interpreter."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = subprocess.run([sys.executable, "-c", SWALLOWED, str(int(sig))], capture_output=True, text=True,
+                           env=_env(), timeout=60)
+        assert p.returncode == 7 and "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
