@@ -104,7 +104,7 @@ def drop_bounds(p: Paired, alpha: float = ALPHA) -> tuple[float, float]:
 
 def p_value(p: Paired, budget: float) -> float:
     """Exact one-sided p-value of "the drop is at most ``budget`` points" (small: shown worse)."""
-    from scipy.stats import binom
+    from edgerep.bench.binomial import p_at_least
 
     m = p.lost + p.gained
     if m == 0 or p.n == 0:
@@ -114,7 +114,7 @@ def p_value(p: Paired, budget: float) -> float:
         return 1.0  # so few disagreements cannot exceed the budget
     if theta0 <= 0.0:
         return 0.0  # a budget below -100 m / n: any count of lost images exceeds it
-    return float(binom.sf(p.lost - 1, m, theta0))
+    return p_at_least(p.lost, m, theta0)  # P(at least `lost` of the m discordant images lost, at theta0)
 
 
 def judge(drop: float, budget: float, paired: Paired | None = None, *, alpha: float = ALPHA,
