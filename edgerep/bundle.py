@@ -11,14 +11,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import uuid
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
 from edgerep.errors import EdgerepError
-from edgerep.interrupts import Terminated, signals_as_exceptions
+from edgerep.interrupts import raise_if_taken, signals_as_exceptions
 
 TMP_MARK = ".edgerep-tmp-"
 
@@ -108,7 +107,7 @@ def atomic_bundle(out: str | Path, *, force: bool = False, locked: bool = False)
     except OSError as e:
         raise EdgerepError(f"{parent}: cannot create output directory ({e.strerror})") from None
     check_output_path(out, force)
-    with (nullcontext() if locked else bundle_lock(out)), signals_as_exceptions() as signals:
+    with (nullcontext() if locked else bundle_lock(out)), signals_as_exceptions():
         check_output_path(out, force)  # re-check under the lock
         clean_stale_temps(parent, out.name)
         tmp = parent / f".{out.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -121,10 +120,7 @@ def atomic_bundle(out: str | Path, *, force: bool = False, locked: bool = False)
                     raise EdgerepError(f"{out}: no space left on the device while writing the bundle",
                                        hint="free some space; nothing was written at the output path") from None
                 raise
-            if signals.get("signal") == signal.SIGINT:  # the interrupt was swallowed somewhere: do not commit
-                raise KeyboardInterrupt
-            if signals.get("signal") is not None:
-                raise Terminated(f"signal {signals['signal']}")
+            raise_if_taken()  # the interrupt was swallowed somewhere (a finalizer): do not commit
             old = None
             if out.exists():
                 old = parent / f".{out.name}{TMP_MARK}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
