@@ -107,7 +107,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("EDGEREP_DEBUG") == "1"
-    from edgerep.errors import EdgerepError
+    code = _run_command(args, as_program, debug)
+    if as_program:
+        _forget_escaped_interrupt()
+    return code
+
+
+def _forget_escaped_interrupt() -> None:
+    """CPython (3.8-3.13) remembers a KeyboardInterrupt that escaped any ``exec``/``eval`` of a *string*
+    (namedtuple and dataclass factories, pybind11's ``py::exec``), even one we caught; run as
+    ``python -m``, the interpreter then kills itself with SIGINT at exit (exit -2, not our 130 or 0).
+    Evaluating a string resets that flag (``run_eval_code_obj`` clears it before it runs)."""
+    exec("None")  # noqa: S102 - a constant string: resets the flag, runs nothing
+
+
+def _run_command(args: argparse.Namespace, as_program: bool, debug: bool) -> int:
+    """Run the parsed command under signal handling; its exit code (130 / 143 after a signal)."""
     from edgerep.interrupts import Terminated, signals_as_exceptions
 
     seen: dict = {}

@@ -278,3 +278,20 @@ def test_a_swallowed_signal_prints_no_traceback_outside_pytest():
         p = subprocess.run([sys.executable, "-c", SWALLOWED, str(int(sig))], capture_output=True, text=True,
                            env=_env(), timeout=60)
         assert p.returncode == 7 and "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("swallowed", [False, True], ids=["escapes", "swallowed"])
+def test_interrupt_that_escaped_an_exec_keeps_our_exit_code(swallowed, tmp_path):
+    """CPython remembers a KeyboardInterrupt that left an ``exec`` of a string (namedtuple factories,
+    pybind11) and, run as ``python -m``, kills itself with SIGINT at exit: -2 instead of 130, or instead
+    of 0 when the command caught it and finished (seen in CI: the fold stage, exit -2)."""
+    body = ("    try:\n        exec('raise KeyboardInterrupt')\n    except KeyboardInterrupt:\n        pass\n"
+            "    return 0\n") if swallowed else "    exec('raise KeyboardInterrupt')\n"
+    (tmp_path / "ki_main.py").write_text(
+        "import sys\nimport edgerep.commands.zoo as zoo\n\n\ndef run(args):\n" + body
+        + "\n\nzoo.run = run\nfrom edgerep.cli import main\nsys.exit(main())\n")
+    p = subprocess.run([sys.executable, "-m", "ki_main", "zoo"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**_env(), "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}, timeout=120)
+    assert p.returncode == (0 if swallowed else 130), p.stderr[-2000:]
+    if not swallowed:
+        assert p.stderr.strip().endswith("edgerep zoo: interrupted; nothing partial was left at the output path")
