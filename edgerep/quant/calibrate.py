@@ -268,7 +268,7 @@ def _augmented_model(model_path: Path, out_path: Path) -> tuple[list[str], str]:
     import onnx
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-    model = load_model_with_shape_infer(model_path)
+    model = load_model_with_shape_infer(model_path)  # a private link (calibrate_many): nothing lands beside the user's file
     inits = {i.name for i in model.graph.initializer}
     vis = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
     originals = {o.name for o in model.graph.output}
@@ -390,6 +390,9 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
 
     with tempfile.TemporaryDirectory(prefix="edgerep-calib-") as tmpd:
         tmp = Path(tmpd)
+        from edgerep.quant.ort_internals import private_model_link
+
+        model_path = private_model_link(model_path, tmp / "model")  # onnxruntime writes beside what it reads
         names, input_name = _augmented_model(model_path, tmp / "augmented.onnx")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

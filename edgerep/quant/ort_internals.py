@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from edgerep.errors import EdgerepError
 
@@ -70,3 +74,36 @@ def qdq_quantizer(model, *, per_channel: bool, reduce_range: bool, weight_qtype,
 
 
 __all__ = ["PINNED", "check_internals", "qdq_quantizer"]
+
+
+def private_model_link(model_path: Path, folder: Path) -> Path:
+    """``model_path`` linked (copied across file systems) into ``folder``, its external-data files copied.
+
+    onnxruntime's ``load_model_with_shape_infer`` (called by its calibrators too) writes
+    ``<stem>-inferred.onnx`` beside the file it reads and deletes it afterwards: a user's file of that
+    name is lost, a read-only model folder fails, two calibrations of one model race. Handing it this
+    private path keeps the model's folder untouched."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model_path = Path(model_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    proto = onnx.load(str(model_path), load_external_data=False)
+    external = {e.value for t in proto.graph.initializer if uses_external_data(t)
+                for e in t.external_data if e.key == "location"}
+    try:
+        os.link(model_path, folder / model_path.name)
+    except OSError:  # another file system, or links not allowed: a copy
+        shutil.copyfile(model_path, folder / model_path.name)
+    for rel in sorted(external):  # copied: onnx refuses external data with several hard links (a link attack)
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_path.parent / rel, folder / rel)
+    return folder / model_path.name
+
+
+def load_with_shape_infer(model_path: Path):
+    """onnxruntime's ``load_model_with_shape_infer`` run on a private link of ``model_path`` (see above)."""
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    with tempfile.TemporaryDirectory(prefix="edgerep-infer-") as tmp:
+        return load_model_with_shape_infer(private_model_link(Path(model_path), Path(tmp)))

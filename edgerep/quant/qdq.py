@@ -268,12 +268,11 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     quantizes just those.
     """
     import onnx
-    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-    from edgerep.quant.ort_internals import qdq_quantizer
+    from edgerep.quant.ort_internals import load_with_shape_infer, qdq_quantizer
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    model = load_model_with_shape_infer(fp32_path)
+    model = load_with_shape_infer(fp32_path)
     _ensure_node_names(model)
     exclude = [n for n in exclude_nodes]
     names = quantizable_nodes(model)
