@@ -31,6 +31,7 @@ class CachedReference:
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], checkpoint_sha: str, cache_dir: Path):
         self.fn, self.sha, self.dir = fn, checkpoint_sha, Path(cache_dir)
         self.hits = self.misses = 0
+        self.name, self.precision = "unfolded reference", "fp32"  # how progress names its loops
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         path = self.dir / f"ref-{batch_key(self.sha, x)}.npy"

@@ -56,14 +56,19 @@ def load_user_metric(spec: str) -> UserMetric:
 def collect_outputs(engine: Engine, batches: Iterable[tuple[np.ndarray, np.ndarray | None]]
                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """Run every batch through the engine; return (outputs, labels or None if any batch has none)."""
+    from edgerep.progress import counted
+
     outs, labels = [], []
     has_labels = True
-    for x, y in batches:
-        outs.append(np.asarray(engine.run(x), dtype=np.float32))
-        if y is None:
-            has_labels = False
-        else:
-            labels.append(np.asarray(y))
+    name = getattr(engine, "name", None) or "engine"
+    with counted(f"{name} {getattr(engine, 'precision', '')}".strip(), getattr(batches, "samples", None)) as tick:
+        for x, y in batches:
+            outs.append(np.asarray(engine.run(x), dtype=np.float32))
+            if y is None:
+                has_labels = False
+            else:
+                labels.append(np.asarray(y))
+            tick(len(x))
     out = np.concatenate(outs) if outs else np.zeros((0,), np.float32)
     return out, (np.concatenate(labels) if has_labels and labels else None)
 

@@ -16,11 +16,13 @@ quarter of the run (repeats) and a ``noisy`` mark judged on the figures the row 
 """
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -30,6 +32,7 @@ from edgerep.bench.noise import NoiseThresholds, assess, cv, repeat_p50s, robust
 from edgerep.bench.threads import settle
 from edgerep.engines.base import Engine
 from edgerep.errors import EdgerepError
+from edgerep.progress import counted
 
 SCENARIOS = ("single-stream", "multi-stream", "offline")
 RULE = "early stopping at 99% confidence: p90 needs >= 64 queries, p99 >= 662 (null below)"
@@ -136,10 +139,12 @@ def run_scenario(engine: Engine, x: np.ndarray, settings: ScenarioSettings, *, b
     min_q = int(s.max_queries) if fixed else s.queries_floor()
     min_s = 0.0 if fixed else s.floor_seconds()
     version = _loadgen_version() if s.use_loadgen is not False else None
-    if version is not None:
-        res = _with_loadgen(call, s, batch, min_q, min_s, expected, log_name, n_pool)
-    else:
-        res = _with_timer(call, s.scenario, batch, min_q, int(s.max_queries or 0), min_s, s.cap_seconds())
+    with counted(f"timing {log_name}", math.ceil(min_s) if min_s > 0 else None, "s") as tick:
+        timed = _ticking_seconds(call, tick)
+        if version is not None:
+            res = _with_loadgen(timed, s, batch, min_q, min_s, expected, log_name, n_pool)
+        else:
+            res = _with_timer(timed, s.scenario, batch, min_q, int(s.max_queries or 0), min_s, s.cap_seconds())
     res["loadgen"] = version
     res["timer"] = "loadgen" if version else "built-in"
     res["timer_note"] = None if version else (BUILTIN_NOTE if s.use_loadgen is None else "built-in timer (asked for)")
@@ -155,6 +160,26 @@ def run_scenario(engine: Engine, x: np.ndarray, settings: ScenarioSettings, *, b
     res["p50_repeats_ms"] = repeat_p50s(call_ms)
     res["noisy"], res["noise_reason"] = assess(res, s.noise)
     return res
+
+
+def _ticking_seconds(call: Callable, tick: Callable[[int], None]) -> Callable:
+    """``call``, advancing ``tick`` by each whole second that passed since the first call (a timing
+    run's progress; a clock read per query, the display touched at most once a second)."""
+    start: list[float] = []
+    shown = 0
+
+    def timed(indices) -> None:
+        nonlocal shown
+        call(indices)
+        now = time.perf_counter()
+        if not start:
+            start.append(now)
+        whole = int(now - start[0])
+        if whole > shown:
+            tick(whole - shown)
+            shown = whole
+
+    return timed
 
 
 def percentile_notes(scenario: str, res: dict) -> dict:

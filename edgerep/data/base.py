@@ -18,6 +18,20 @@ RESIZE_HELP = "direct (to H x W) or shorter:N (shorter side to N, then a centre 
 CHANNEL_ORDERS = ("rgb", "bgr")
 
 
+class Batches:
+    """An iterator of ``(x, y)`` batches that knows how many samples it yields in all (``samples``), so a
+    loop over it can show a count and an ETA (``edgerep.progress``)."""
+
+    def __init__(self, batches: Iterator, samples: int):
+        self._it, self.samples = iter(batches), int(samples)
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How raw pixels become model input: resize, reorder channels, ``x = pixel * scale``, then
@@ -158,13 +172,12 @@ class Dataset:
     def _identity(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Yield ``(x, y)`` batches in a fixed order; ``limit`` caps the number of samples."""
+    def batches(self, batch_size: int, limit: int | None = None) -> "Batches":
+        """``(x, y)`` batches in a fixed order; ``limit`` caps the number of samples (``.samples``: how many)."""
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         n = len(self) if limit is None else min(len(self), int(limit))
-        for start in range(0, n, batch_size):
-            yield self._read(start, min(n, start + batch_size))
+        return Batches((self._read(start, min(n, start + batch_size)) for start in range(0, n, batch_size)), n)
 
     def fingerprint(self) -> str:
         """A short hash of the data and its preprocessing; calibration caches key on it."""

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgerep.data.base import Dataset, Preprocess, pixel_digest
+from edgerep.data.base import Batches, Dataset, Preprocess, pixel_digest
 from edgerep.errors import DataError
 
 __all__ = ["ROLES", "SRItem", "SRDataset", "HRFolderDataset", "PairedFolderDataset", "lr_method",
@@ -209,11 +209,10 @@ class SRDataset(Dataset):
         x = np.stack(lrs).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
         return self.pre.normalize(x)
 
-    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, None]]:
+    def batches(self, batch_size: int, limit: int | None = None) -> Batches:
         """The model inputs (preprocessed LR, NCHW float32), no labels; a batch holds one image size."""
         n = len(self) if limit is None else min(len(self), int(limit))
-        for a, b in self._runs(n, batch_size):
-            yield self._read(a, b)
+        return Batches((self._read(a, b) for a, b in self._runs(n, batch_size)), n)
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, None]:
         return self._input([self.pair(i)[0] for i in range(start, stop)]), None

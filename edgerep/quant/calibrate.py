@@ -23,6 +23,7 @@ import numpy as np
 
 from edgerep.errors import DataError, EdgerepError
 from edgerep.hashing import sha256_file
+from edgerep.progress import counted
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 CACHE_VERSION = 1
@@ -388,7 +389,7 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
 
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory(prefix="edgerep-calib-") as tmpd:
+    with tempfile.TemporaryDirectory(prefix="edgerep-calib-") as tmpd, contextlib.ExitStack() as stack:
         tmp = Path(tmpd)
         from edgerep.quant.ort_internals import private_model_link
 
@@ -416,7 +417,9 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
         chunk = None
         samples = 0
         first = True
-        for x, _y in dataset.batches(batch_size, limit=limit):
+        batches = dataset.batches(batch_size, limit=limit)
+        tick = stack.enter_context(counted("calibration", getattr(batches, "samples", None), "images"))
+        for x, _y in batches:
             x = np.ascontiguousarray(x, dtype=np.float32)
             if static and len(x) != static:
                 continue  # the model takes exactly `static` samples: a ragged last batch is skipped
@@ -448,6 +451,7 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
                     with contextlib.redirect_stdout(io.StringIO()):
                         cal.collect_data(_OneBatchReader({input_name: x}))
             samples += len(x)
+            tick(len(x))
         if samples == 0:
             raise DataError(f"calibration data set {getattr(dataset, 'name', '?')!r} yielded no samples")
         all_ranges: dict[str, dict[str, tuple[float, float]]] = {}
@@ -495,10 +499,11 @@ class ArrayDataset:
         return len(self.x)
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterable[tuple[np.ndarray, np.ndarray | None]]:
+        from edgerep.data.base import Batches
+
         n = len(self.x) if limit is None else min(limit, len(self.x))
-        for i in range(0, n, batch_size):
-            j = min(i + batch_size, n)
-            yield self.x[i:j], (None if self.y is None else self.y[i:j])
+        return Batches(((self.x[i:min(i + batch_size, n)], None if self.y is None else self.y[i:min(i + batch_size, n)])
+                        for i in range(0, n, batch_size)), n)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(self.x.tobytes())

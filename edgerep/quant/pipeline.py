@@ -121,13 +121,18 @@ def static_batch(path: Path) -> int | None:
 
 def run_batched(engine, x: np.ndarray, batch: int, static: bool = False) -> np.ndarray:
     """``engine.run`` over ``x`` in batches; a static-batch model gets its last batch zero-padded."""
+    from edgerep.progress import counted
+
     outs = []
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
-        n = len(xb)
-        if static and n < batch:
-            xb = np.concatenate([xb, np.zeros((batch - n, *xb.shape[1:]), dtype=xb.dtype)])
-        outs.append(engine.run(xb)[:n])
+    label = f"{getattr(engine, 'name', 'engine')} {getattr(engine, 'precision', '')}".strip()
+    with counted(label, len(x), "samples") as tick:
+        for i in range(0, len(x), batch):
+            xb = x[i:i + batch]
+            n = len(xb)
+            if static and n < batch:
+                xb = np.concatenate([xb, np.zeros((batch - n, *xb.shape[1:]), dtype=xb.dtype)])
+            outs.append(engine.run(xb)[:n])
+            tick(n)
     return np.concatenate(outs)
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgerep.errors import DataError
+from edgerep.progress import counted
 from edgerep.quant.attribution import FoldedLayer
 from edgerep.quant.thresholds import ACT_PERCENTILE
 from edgerep.quant.weight_stats import _db, fake_quant, quant_noise, quantize_weight
@@ -484,24 +485,32 @@ def layer_sensitivity(model: nn.Module, layers: list[FoldedLayer], batches: list
     labels = [y for _, y in batches]
     by_name = {layer.name: layer for layer in layers}
     out: dict[str, LayerSensitivity] = {}
-    for i, layer in enumerate(layers):
-        replay: dict[nn.Module, list[Tensor]] = {}
-        if ref.cache is not None and layer.name in ref.order:
-            for name in ref.order[:ref.order.index(layer.name)]:
-                replay[ref.units.get(name, by_name[name].module)] = ref.cache[name]
-        w = layer.module.weight.detach()
-        st = act.get(layer.name)
-        wd = w.double()
-        plain = _fidelity(ref.outputs, _run_with(model, layer, quantize_weight(wd, False).to(w.dtype),
-                                                 st.amax if st else None, batches, replay), labels)
-        fixed = None
-        if skip_fixed_above is None or plain.sqnr_db < skip_fixed_above:
-            fixed = _fidelity(ref.outputs, _run_with(model, layer, quantize_weight(wd, True).to(w.dtype),
-                                                     st.best_amax if st else None, batches, replay), labels)
-        out[layer.name] = LayerSensitivity(plain, fixed, st is not None)
-        if progress:
-            progress(f"sensitivity {i + 1}/{len(layers)}: {layer.name}")
+    with counted("sensitivity", len(layers), "layers") as tick:
+        for i, layer in enumerate(layers):
+            out[layer.name] = _one_layer(model, layer, batches, act, ref, by_name, labels, skip_fixed_above)
+            tick(1)
+            if progress:
+                progress(f"sensitivity {i + 1}/{len(layers)}: {layer.name}")
     return out
+
+
+def _one_layer(model: nn.Module, layer: FoldedLayer, batches: list[Batch], act: dict, ref: Reference,
+               by_name: dict, labels: list, skip_fixed_above: float | None) -> LayerSensitivity:
+    """One layer alone fake-quantized: plain INT8, then fixed INT8 unless plain already reaches the bar."""
+    replay: dict[nn.Module, list[Tensor]] = {}
+    if ref.cache is not None and layer.name in ref.order:
+        for name in ref.order[:ref.order.index(layer.name)]:
+            replay[ref.units.get(name, by_name[name].module)] = ref.cache[name]
+    w = layer.module.weight.detach()
+    st = act.get(layer.name)
+    wd = w.double()
+    plain = _fidelity(ref.outputs, _run_with(model, layer, quantize_weight(wd, False).to(w.dtype),
+                                             st.amax if st else None, batches, replay), labels)
+    fixed = None
+    if skip_fixed_above is None or plain.sqnr_db < skip_fixed_above:
+        fixed = _fidelity(ref.outputs, _run_with(model, layer, quantize_weight(wd, True).to(w.dtype),
+                                                 st.best_amax if st else None, batches, replay), labels)
+    return LayerSensitivity(plain, fixed, st is not None)
 
 
 __all__ = ["as_batches", "ActivationStats", "activation_stats", "Fidelity", "LayerSensitivity",

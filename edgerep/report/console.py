@@ -9,7 +9,9 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from edgerep.report.rows import COLUMNS, engine_rows
 
@@ -21,20 +23,50 @@ def make_console(stderr: bool = False) -> Console:
 
 
 @contextmanager
-def step_progress(quiet: bool = False) -> Iterator[Callable[[str, str], None]]:
-    """A ``(step, message)`` callback that shows a spinner with the current step on stderr."""
-    console = make_console(stderr=True)
+def step_progress(quiet: bool = False, console: Console | None = None) -> Iterator[Callable[[str, str], None]]:
+    """A ``(step, message)`` callback for a command's steps, and a reporter for its counted loops
+    (``edgerep.progress``): on a terminal a spinner line for the step and a bar with count and ETA per
+    loop; in a log a timestamped line per step and a progress line every ``LINE_EVERY_S`` per loop."""
+    from edgerep.progress import LineReporter, RichReporter, reporting
+
+    console = console or make_console(stderr=True)
     if quiet:
         yield lambda step, msg: None
         return
     t0 = time.perf_counter()
-    with console.status("starting") as status:
+    current = {"step": ""}
+
+    def line(step: str, msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {step}: {msg}", file=console.file, flush=True)
+
+    if not console.is_terminal:
         def update(step: str, msg: str) -> None:
-            status.update(f"[bold]{step}[/]: {msg}")
-            if not console.is_terminal:
-                print(f"[{time.perf_counter() - t0:6.1f}s] {step}: {msg}", file=sys.stderr)
+            current["step"] = step
+            line(step, msg)
+
+        with reporting(LineReporter(lambda msg: line(current["step"], msg))):
+            yield update
+        return
+    bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _CountColumn(), console=console,
+                    transient=True)
+    with bars, reporting(RichReporter(bars)):
+        step_task = bars.add_task("starting", total=None)
+
+        def update(step: str, msg: str) -> None:
+            bars.update(step_task, description=f"[bold]{escape(step)}[/]: {escape(msg)}")
 
         yield update
+
+
+class _CountColumn(ProgressColumn):
+    """``512/1024  41 s  ETA 40 s`` for a counted loop; the elapsed seconds for the step line (no total)."""
+
+    def render(self, task) -> Text:
+        if task.total is None:
+            return Text(f"{task.elapsed or 0:.0f} s")
+        left = task.time_remaining
+        eta = "?" if left is None else f"{left:.0f} s"
+        return Text(f"{task.completed:.0f}/{task.total:.0f}  {task.elapsed or 0:.0f} s  ETA {eta}")
 
 
 def print_engine_table(report: dict, title: str = "edgerep", bundle: Path | None = None) -> None:
