@@ -870,6 +870,18 @@ def explain_deploy(opts: DeployOptions | None = None) -> str:
             + explain(DEPLOY_STAGES, RUN_CONTEXT, opts))
 
 
+def stages_markdown() -> str:
+    """docs/STAGES.md: the stage graph as ``edgerep deploy --explain`` prints it (scripts/stages_doc.py writes it)."""
+    return ("# deploy's stages\n\n"
+            "Generated from the declarations (`edgerep.pipeline.DEPLOY_STAGES`) by `python scripts/stages_doc.py`; "
+            "`edgerep deploy --explain` prints the same graph (and, given flags, which stages they skip). "
+            "A stage's needs are its function's keyword parameters: results of earlier stages by the name each "
+            "gives, or the run context. `edgerep.stage_graph.check_graph` refuses, on import, a list in which a "
+            "stage needs what nothing before it gives. `edgerep.pipeline.assemble_report` composes report.json "
+            "from the results; evaluate, bench and gate give their engine parts keyed by `EngineEntry.key`.\n\n"
+            "```\n" + explain_deploy() + "```\n")
+
+
 def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
     """The stages of ``DEPLOY_STAGES``, wired by name; the bundle is renamed into place only when the last
     one finished."""
