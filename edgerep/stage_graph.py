@@ -117,20 +117,26 @@ def run_stage(stage: Stage, results: dict[str, Any], say: Say, clock: StageClock
     say(stage.name, f"{out.summary()} ({time.perf_counter() - t0:.1f} s)")
 
 
-def run_stages(stages: Sequence[Stage], context: Mapping[str, Any],
-               bundle: Callable[[], AbstractContextManager], say: Say, clock: StageClock) -> dict[str, Any]:
+def run_stages(stages: Sequence[Stage], context: Mapping[str, Any], bundle: Callable[[], AbstractContextManager],
+               say: Say, clock: StageClock, after: Callable[[Stage, Any], None] | None = None) -> dict[str, Any]:
     """Every stage of a checked list: those outside the bundle, then ``bundle()``'s directory as ``bundle_dir``
-    and the rest inside it. The context and every stage's result, by name."""
+    and the rest inside it; ``after(stage, result)`` as each one ends. The context and every result, by name."""
     check_graph(stages, [*context, BUNDLE_DIR])
     results = dict(context)
+
+    def run(s: Stage) -> None:
+        run_stage(s, results, say, clock)
+        if after is not None:
+            after(s, results[s.gives])
+
     for s in stages:
         if not s.in_bundle:
-            run_stage(s, results, say, clock)
+            run(s)
     with bundle() as tmp:
         results[BUNDLE_DIR] = tmp
         for s in stages:
             if s.in_bundle:
-                run_stage(s, results, say, clock)
+                run(s)
     return results
 
 

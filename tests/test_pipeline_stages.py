@@ -63,9 +63,9 @@ def saved(tmp_path_factory) -> Path:
 
     clock = StageClock()
     context = {"opts": opts, "say": lambda step, msg: None, "user_metric": None, "out": opts.out, "clock": clock}
-    results = run_stages(DEPLOY_STAGES, context, bundle, lambda step, msg: None, clock)
-    for s in DEPLOY_STAGES:
-        _save(root / f"{s.gives}.pkl", results[s.gives])
+    # each result saved as its stage ends: what a later stage gets is what that stage gave, before anyone else ran
+    run_stages(DEPLOY_STAGES, context, bundle, lambda step, msg: None, clock,
+               after=lambda s, result: _save(root / f"{s.gives}.pkl", result))
     shutil.copytree(root / "bundle", root / "pristine")  # the bundle directory as the run left it
     assert not opts.out.exists()
     return root
@@ -76,6 +76,17 @@ def _inputs(stage, root: Path, said: list) -> dict:
     context = {"opts": _opts(root), "say": lambda step, msg: said.append((step, msg)), "user_metric": None,
                "out": root / "never", "bundle_dir": root / "bundle", "clock": StageClock(marks={stage.name: 0.0})}
     return {n: context[n] if n in context else _load(root / f"{n}.pkl") for n in stage.needs}
+
+
+def _sections(result) -> str | None:
+    """What a result puts into the report (its report dicts and engine parts), as JSON."""
+    if result is None:
+        return None
+    parts = {k: getattr(result, k) for k in ("report", "baseline", "engines", "settings", "baseline_latency", "host",
+                                             "verdicts", "files", "tensorrt_qdq") if hasattr(result, k)}
+    if isinstance(parts.get("engines"), tuple):  # build's entries: their rows
+        parts["engines"] = [(e.key, e.row) for e in parts["engines"]]
+    return json.dumps(parts, default=str, sort_keys=True)
 
 
 def _ran(build):
@@ -172,7 +183,9 @@ def test_each_stage_runs_alone_from_saved_inputs(name, saved):
     shutil.copytree(saved / "pristine", saved / "bundle")  # the paths in the saved results point into it
     said: list = []
     inputs = _inputs(stage, saved, said)
+    before = {n: _sections(v) for n, v in inputs.items() if n in BY_NAME}
     out = stage.fn(**inputs)
+    assert {n: _sections(inputs[n]) for n in before} == before  # no stage changes what an earlier one gave
     assert type(out).__name__ == stage.returns
     CHECKS[name](out, _load(saved / f"{stage.gives}.pkl"), inputs)
     assert all(step == name for step, _ in said), said  # its progress lines carry its own name
