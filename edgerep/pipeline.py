@@ -421,7 +421,7 @@ def _data_warnings(opts: DeployOptions, splits, plan: CalibrationPlan, say: Prog
                f"than the {plan.samples} asked (--calib-samples or recipe); calibrating on all "
                f"{len(splits.calibration)}")
         _warn(warned, say, msg)
-        warnings.warn(msg, UserWarning, stacklevel=7)  # at the caller of deploy()
+        warnings.warn(msg, UserWarning, stacklevel=7)  # attributed to deploy(), through the stage runner
     return warned
 
 
