@@ -55,6 +55,7 @@ def saved(tmp_path_factory) -> Path:
     """One run of every stage (the deploy's own runner, into a bundle directory that stays), each result saved."""
     root = tmp_path_factory.mktemp("stages")
     opts = _opts(root)
+    torch.set_num_threads(1)  # as conftest sets it for every test (this fixture may run before that does)
 
     @contextmanager
     def bundle():
