@@ -2,7 +2,7 @@
 
 ``python benchmarks/stage_rss.py deploy ...`` is ``edgerep deploy ...`` plus one stderr line
 ``STAGE_RSS {"stage": peak MiB, ...}``: a thread reads VmRSS every 20 ms and charges it to the stage
-running then (``edgerep.pipeline._run_stage`` is wrapped to name it). Linux only (/proc/self/status).
+running then (``edgerep.stage_graph.run_stage`` is wrapped to name it). Linux only (/proc/self/status).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _rss_mib() -> float:
 
 
 def main() -> int:
-    import edgerep.pipeline as pipeline
+    import edgerep.stage_graph as stage_graph
     from edgerep.cli import main as cli
 
     peaks: dict[str, float] = {}
@@ -33,16 +33,16 @@ def main() -> int:
             peaks[state["stage"]] = max(peaks.get(state["stage"], 0.0), r)
             time.sleep(0.02)
 
-    run_stage = pipeline._run_stage
+    run_stage = stage_graph.run_stage
 
-    def labelled(ctx, name, fn):
-        state["stage"] = name
+    def labelled(stage, *args):
+        state["stage"] = stage.name
         try:
-            return run_stage(ctx, name, fn)
+            return run_stage(stage, *args)
         finally:
-            state["stage"] = f"after {name}"
+            state["stage"] = f"after {stage.name}"
 
-    pipeline._run_stage = labelled
+    stage_graph.run_stage = labelled
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     try:

@@ -1,9 +1,10 @@
-"""`edgerep deploy` as a library call: a short list of named stages (``STAGE_FUNCTIONS``: load, fold,
-check, export, quantize, build, evaluate, bench, gate, write), each a function of one
-``DeployContext`` that can be run and tested alone, written into a bundle directory atomically.
+"""`edgerep deploy` as a library call: a short list of declared stages (``DEPLOY_STAGES``: load, fold,
+check, export, quantize, build, evaluate, bench, gate, write), written into a bundle directory atomically.
 
-Every stage records what it did into one report dict (the content of report.json); progress and
-per-stage timings come from the list. The CLI only parses flags, shows progress and prints the table.
+Each stage is a function of the results it needs (its keyword parameters name earlier stages' results or
+the run context) and returns its own typed result; ``edgerep.stage_graph`` wires them by name and refuses a
+list whose inputs are not given earlier. ``assemble_report`` composes report.json from those results (engine
+rows matched by key). The CLI only parses flags, shows progress and prints the table.
 """
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import platform
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from edgerep.errors import DataError, EdgerepError, FoldError
 from edgerep.hashing import sha256_file
+from edgerep.stage_graph import Stage, StageClock, check_graph, explain, run_stages
 
 
 @dataclass
@@ -173,15 +175,20 @@ class TorchReference:
         return y.float().numpy()
 
 
-def _cached_reference(ctx: "DeployContext", fn):
+def _cached_reference(opts: DeployOptions, model_sha256: str, fn):
     """The unfolded model's outputs, cached on disk per checkpoint and input batch (edgerep.reference_cache)
     in ``<--cache-dir>/reference``, else ``<cache root>/reference``: a second deploy of the same
     checkpoint and data does not recompute them."""
     from edgerep.cache import cache_root
     from edgerep.reference_cache import CachedReference
 
-    root = Path(ctx.opts.cache_dir) if ctx.opts.cache_dir else cache_root()
-    return CachedReference(fn, ctx.report["model"]["sha256"], root / "reference")
+    root = Path(opts.cache_dir) if opts.cache_dir else cache_root()
+    return CachedReference(fn, model_sha256, root / "reference")
+
+
+def select_limit(opts: DeployOptions) -> int:
+    """How many selection-set samples every choice is scored on."""
+    return opts.eval_samples or SELECTION_CAP
 
 
 def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
@@ -199,103 +206,233 @@ def deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResul
         return _deploy(opts, progress)
 
 
-@dataclass
-class DeployContext:
-    """What the stages of one deploy share: each stage reads what earlier ones set and adds its own."""
+# ---- what each stage gives (report sections are the stage's own; engine parts are keyed by EngineEntry.key) ----
 
-    opts: DeployOptions
-    say: Progress
-    out: Path
-    t_start: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    user_metric: Any = None
-    loaded: Any = None  # LoadedCheckpoint
-    meta: Any = None
-    input_shape: tuple = ()
-    profile: Any = None
-    plan: CalibrationPlan | None = None
-    splits: Any = None  # edgerep.data.splits.DataSplits
-    warnings: list[str] = field(default_factory=list)
-    report: dict[str, Any] = field(default_factory=dict)
-    example: Any = None  # seeded torch input for fold verification and check
-    real_x: np.ndarray | None = None  # real selection-set inputs (fold verification, latency input)
-    fold: Any = None  # edgerep.model_path.FoldResult
-    tmp: Path | None = None  # the bundle's temporary directory (inside atomic_bundle)
-    files: dict[str, str] = field(default_factory=dict)
-    fp32_onnx: Path | None = None
-    qres: Any = None  # QuantizeResult
-    check_report: Any = None  # edgerep.quant.check.CheckReport (its page is re-rendered with the measurement)
-    built: list = field(default_factory=list)  # BuiltEngine per profile engine
-    ref_out: np.ndarray | None = None  # the unfolded model's outputs on the test set
-    labels: np.ndarray | None = None
-    passed: bool | None = None
+
+@dataclass(frozen=True)
+class LoadOutput:
+    """The unfolded model, the target, the calibration plan, the three data sets and report.json's head."""
+
+    checkpoint: Path
+    loaded: Any  # edgerep.checkpoint.LoadedCheckpoint: the unfolded model, in eval mode
+    meta: Any  # its metadata, with a recipe's preprocessing applied
+    input_shape: tuple[int, ...]
+    profile: Any  # edgerep.engines.profiles.TargetProfile
+    plan: CalibrationPlan
+    splits: Any  # edgerep.data.splits.DataSplits
+    sha256: str  # of the checkpoint file
+    warnings: list[str]
+    report: dict[str, Any] = field(default_factory=dict)  # schema ... data, input_statistics
+
+    def summary(self) -> str:
+        return f"loaded {self.checkpoint}"
+
+
+@dataclass(frozen=True)
+class FoldOutput:
+    """The one model path's fold (folded module + provenance), verified on ``example`` and on ``real_x``."""
+
+    result: Any  # edgerep.model_path.FoldResult
+    example: Any  # the seeded torch input it was verified on (the check reuses it)
+    real_x: np.ndarray  # real selection-set inputs it was also verified on (never the test set's)
+    report: dict[str, Any]  # report.json's "fold"
 
     @property
-    def select_limit(self) -> int:
-        return self.opts.eval_samples or SELECTION_CAP
+    def module(self):
+        return self.result.module
 
-    def warn(self, step: str, msg: str) -> None:
-        self.warnings.append(msg)
-        self.say(step, "warning: " + msg)
+    def summary(self) -> str:
+        return "folded and verified"
 
 
-def stage_load(ctx: DeployContext) -> str:
+@dataclass(frozen=True)
+class CheckOutput:
+    """INT8 friendliness of the fold that ships; ``check_report`` is what its page is rendered from."""
+
+    report: dict[str, Any]  # report.json's "check" (summary, layers); write adds the measurement beside it
+    check_report: Any  # edgerep.quant.check.CheckReport
+    files: dict[str, str]
+
+    def summary(self) -> str:
+        return "checked INT8 friendliness"
+
+
+@dataclass(frozen=True)
+class ExportOutput:
+    """The folded checkpoint and the FP32 ONNX file, in the bundle directory."""
+
+    folded_checkpoint: Path
+    fp32_onnx: Path
+    files: dict[str, str]
+
+    def summary(self) -> str:
+        return "exported ONNX"
+
+
+@dataclass(frozen=True)
+class QuantizeOutput:
+    """The quantizer's result (one QDQ file per policy) and its report section."""
+
+    result: Any  # edgerep.quant.pipeline.QuantizeResult
+    report: dict[str, Any]  # report.json's "quantization"
+    files: dict[str, str]
+
+    def summary(self) -> str:
+        return f"quantized ({', '.join(self.result.files)})"
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """One engine the profile asked for: ``key`` names it for every later stage (never its position)."""
+
+    key: str
+    built: Any  # edgerep.engines.factory.BuiltEngine
+    row: dict[str, Any]  # its report row as built (engine_rows)
+
+    @property
+    def engine(self):
+        return self.built.engine
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    """The target profile's engines, in the profile's order."""
+
+    engines: tuple[EngineEntry, ...]
+
+    def summary(self) -> str:
+        failed = [e.built.spec.key for e in self.engines if e.built.status == "failed"]
+        return f"built {sum(e.engine is not None for e in self.engines)} engines" + \
+            (f"; FAILED: {', '.join(failed)}" if failed else "")
+
+
+@dataclass(frozen=True)
+class EvaluateOutput:
+    """The unfolded reference and every engine on the test set; ``engines`` by engine key."""
+
+    reference: np.ndarray | None  # the unfolded model's outputs on the test set
+    labels: np.ndarray | None
+    baseline: dict[str, Any]  # report.json's "baseline" (bench adds its latency)
+    engines: dict[str, dict[str, Any]]  # key -> accuracy, drop_vs_unfolded
+    tensorrt_qdq: dict[str, Any] | None  # a stand-in deploy's simulated TensorRT QDQ file
+    samples: int
+
+    def summary(self) -> str:
+        return f"evaluated on {self.samples} test samples"
+
+
+@dataclass(frozen=True)
+class BenchOutput:
+    """Latency of the unfolded baseline and of every engine that runs; ``engines`` by engine key."""
+
+    settings: dict[str, Any]  # report.json's "bench"
+    baseline_latency: dict[str, Any]
+    engines: dict[str, dict[str, Any]]  # key -> latency, speedup_vs_unfolded
+    host: dict[str, Any]
+    files: dict[str, str]
+
+    def summary(self) -> str:
+        return "timed every engine"
+
+
+@dataclass(frozen=True)
+class GateOutput:
+    """Deploy's verdict; ``verdicts`` by engine key. ``report`` is None when no gate was asked for."""
+
+    report: dict[str, Any] | None
+    passed: bool | None
+    verdicts: dict[str, str]
+    tensorrt_qdq_verdict: str | None = None
+
+    def summary(self) -> str:
+        if self.report is None:
+            return "no gate (--max-drop negative)"
+        return "gate " + ("passed" if self.passed else "FAILED")
+
+
+@dataclass(frozen=True)
+class WriteOutput:
+    """The bundle's report (paths relative to it), its manifest and every file it lists."""
+
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+    files: dict[str, str]
+
+    def summary(self) -> str:
+        return "wrote the bundle"
+
+
+# ---- the stages: each a function of the results it needs, by name ----
+
+
+def stage_load(*, opts: DeployOptions, say: Progress) -> LoadOutput:
     """Checkpoint, target profile, preprocessing and the three disjoint data sets."""
+    from edgerep.bench.input_stats import shift_problems
     from edgerep.checkpoint import apply_preprocessing, load_checkpoint
     from edgerep.engines.profiles import load_profile
 
-    opts = ctx.opts
-    ctx.loaded = load_checkpoint(Path(opts.checkpoint), **opts.load)
-    ctx.meta = ctx.loaded.meta  # the model is in eval mode already (.eval() on a raw .pt2 program raises)
-    ctx.input_shape = tuple(int(d) for d in ctx.meta.input_shape)
-    ctx.profile = load_profile(opts.target)
-    check_engines_available(ctx.profile)
-    ctx.plan = plan = resolve_calibration(opts, ctx.meta)
+    loaded = load_checkpoint(Path(opts.checkpoint), **opts.load)
+    meta = loaded.meta  # the model is in eval mode already (.eval() on a raw .pt2 program raises)
+    input_shape = tuple(int(d) for d in meta.input_shape)
+    profile = load_profile(opts.target)
+    check_engines_available(profile)
+    plan = resolve_calibration(opts, meta)
     if plan.recipe is not None and plan.recipe.preprocessing:  # flags (applied at load) win over the recipe
         given = (opts.load.get("preprocessing") or {})
-        ctx.meta = apply_preprocessing(ctx.meta, {**plan.recipe.preprocessing, **given},
-                                       source="flags+recipe" if given else "recipe", where=plan.recipe.source)
-    ctx.splits = splits = resolve_data(opts, ctx.meta, plan, say=lambda msg: ctx.say("load", msg))
+        meta = apply_preprocessing(meta, {**plan.recipe.preprocessing, **given},
+                                   source="flags+recipe" if given else "recipe", where=plan.recipe.source)
+    splits = resolve_data(opts, meta, plan, say=lambda msg: say("load", msg))
+    warned = _data_warnings(opts, splits, plan, say)
+    _check_input_shape(loaded.model, input_shape, Path(opts.checkpoint),
+                       from_flag=opts.load.get("input_shape") is not None)
+    if splits.overlap:
+        warned.append("calibration, selection and test sets share samples (--allow-overlap): "
+                      "accuracy figures are optimistic")
+    load = LoadOutput(Path(opts.checkpoint), loaded, meta, input_shape, profile, plan, splits,
+                      sha256_file(Path(opts.checkpoint)), warned)
+    report = _report_head(opts, load)
+    report["input_statistics"] = stats = _input_statistics(loaded.model, splits.calibration)
+    for problem in shift_problems(stats):
+        _warn(warned, say, "the inputs do not look like the model's training inputs: " + problem)
+    return replace(load, report=report)
+
+
+def _warn(warned: list[str], say: Progress, msg: str) -> None:
+    warned.append(msg)
+    say("load", "warning: " + msg)
+
+
+def _data_warnings(opts: DeployOptions, splits, plan: CalibrationPlan, say: Progress) -> list[str]:
+    """What the data sets' notes and sizes tell the user (said now, and listed in the report)."""
+    warned: list[str] = []
     for ds in splits.sets.values():
         if ds.note and ds.note not in splits.notes:
             splits.notes.append(ds.note)
-            ctx.say("load", ds.note)
+            say("load", ds.note)
     if not splits.test.has_labels:
-        ctx.warn("load", "no labelled test data (--data / --eval-data): no accuracy is measured"
-                 + ("; the gate fails with 'no accuracy measured' (pass --no-accuracy-gate for a latency-only run)"
-                    if opts.accuracy_gate else " (latency-only run: --no-accuracy-gate)"))
+        _warn(warned, say, "no labelled test data (--data / --eval-data): no accuracy is measured"
+              + ("; the gate fails with 'no accuracy measured' (pass --no-accuracy-gate for a latency-only run)"
+                 if opts.accuracy_gate else " (latency-only run: --no-accuracy-gate)"))
     if not splits.calibration.has_labels and splits.calibration.name == "synthetic":
-        ctx.warn("load", "calibrating on synthetic inputs: INT8 ranges, and so INT8 accuracy, are NOT representative")
+        _warn(warned, say, "calibrating on synthetic inputs: INT8 ranges, and so INT8 accuracy, are NOT representative")
     asked = opts.calib_samples is not None or plan.recipe is not None
     if asked and len(splits.calibration) < plan.samples:  # proceed: a small set still calibrates, but say so
         msg = (f"calibration data {splits.sources['calibration'].spec} has {len(splits.calibration)} samples, fewer "
                f"than the {plan.samples} asked (--calib-samples or recipe); calibrating on all "
                f"{len(splits.calibration)}")
-        ctx.warn("load", msg)
-        warnings.warn(msg, UserWarning, stacklevel=4)
-    _check_input_shape(ctx.loaded.model, ctx.input_shape, Path(opts.checkpoint),
-                       from_flag=opts.load.get("input_shape") is not None)
-    if splits.overlap:
-        ctx.warnings.append("calibration, selection and test sets share samples (--allow-overlap): "
-                            "accuracy figures are optimistic")
-    ctx.report = _report_head(ctx)
-    from edgerep.bench.input_stats import shift_problems
-
-    ctx.report["input_statistics"] = stats = _input_statistics(ctx)
-    for problem in shift_problems(stats):
-        ctx.warn("load", "the inputs do not look like the model's training inputs: " + problem)
-    return f"loaded {opts.checkpoint}"
+        _warn(warned, say, msg)
+        warnings.warn(msg, UserWarning, stacklevel=7)  # attributed to deploy(), through the stage runner
+    return warned
 
 
-def _input_statistics(ctx: DeployContext) -> dict:
+def _input_statistics(model, calib) -> dict:
     """The calibration inputs against the running statistics of the unfolded model's first BatchNorm layers."""
     from edgerep.bench.input_stats import SAMPLES, bn_input_statistics
 
-    calib = ctx.splits.calibration
     if calib.name == "synthetic":
         return {"source": "calibration", "samples": 0, "layers": [],
                 "skipped": "synthetic calibration inputs (random, not images)"}
-    return bn_input_statistics(ctx.loaded.model, (x for x, _ in calib.batches(32, limit=SAMPLES)))
+    return bn_input_statistics(model, (x for x, _ in calib.batches(32, limit=SAMPLES)))
 
 
 def expected_top1(opts: DeployOptions, meta, test_spec: str | None) -> dict | None:
@@ -318,120 +455,135 @@ def expected_top1(opts: DeployOptions, meta, test_spec: str | None) -> dict | No
     return None
 
 
-def _report_head(ctx: DeployContext) -> dict[str, Any]:
+def _report_head(opts: DeployOptions, load: LoadOutput) -> dict[str, Any]:
     """report.json's model, target, preprocessing and data sections."""
     from edgerep.checkpoint import preprocessing_of
 
-    ckpt, meta, splits, plan = Path(ctx.opts.checkpoint), ctx.meta, ctx.splits, ctx.plan
+    ckpt, meta, splits, plan = Path(opts.checkpoint), load.meta, load.splits, load.plan
     return {
         "schema": "edgerep.report/1",
-        "warnings": ctx.warnings,
+        "warnings": load.warnings,
         "kind": "deploy",
         "created_unix": time.time(),
         "model": {
-            "name": ckpt.stem, "checkpoint": str(ckpt), "sha256": sha256_file(ckpt),
-            "arch": meta.arch, "input_shape": list(ctx.input_shape), "source_format": ctx.loaded.source_format,
+            "name": ckpt.stem, "checkpoint": str(ckpt), "sha256": load.sha256,
+            "arch": meta.arch, "input_shape": list(load.input_shape), "source_format": load.loaded.source_format,
             "classes": len(meta.class_names or []) or None, "dataset": meta.dataset,
         },
-        "target": {"name": ctx.profile.name, "description": getattr(ctx.profile, "description", "")},
+        "target": {"name": load.profile.name, "description": getattr(load.profile, "description", "")},
         "preprocessing": preprocessing_of(meta),
         "splits": splits.to_report(),
         "data": {"calibration": splits.sources["calibration"].spec, "calibration_split": plan.split,
                  "calibration_recipe": plan.recipe.source if plan.recipe else None, "calibration_method": plan.method,
                  "selection": splits.sources["selection"].spec, "evaluation": splits.sources["test"].spec,
                  "calibration_samples": min(plan.samples, len(splits.calibration)),
-                 "selection_samples": min(ctx.select_limit, len(splits.selection)),
-                 "evaluation_samples": min(ctx.opts.eval_samples or len(splits.test), len(splits.test)),
+                 "selection_samples": min(select_limit(opts), len(splits.selection)),
+                 "evaluation_samples": min(opts.eval_samples or len(splits.test), len(splits.test)),
                  "labelled": bool(splits.test.has_labels)},
     }
 
 
-def stage_fold(ctx: DeployContext) -> str:
+def stage_fold(*, opts: DeployOptions, load: LoadOutput) -> FoldOutput:
     """Fold through the one model path, verified on a seeded input and on real selection-set inputs."""
     import torch
 
     from edgerep.model_path import FOLD_TOLERANCE, fold_loaded
 
     t0 = time.perf_counter()
-    ctx.example = torch.randn(2, *ctx.input_shape, generator=torch.Generator().manual_seed(ctx.opts.seed))
-    ctx.real_x = next(iter(ctx.splits.selection.batches(16, limit=16)))[0]  # never the test set's
-    ctx.fold = fold = fold_loaded(ctx.loaded, example=ctx.example, tolerance=FOLD_TOLERANCE,
-                                  extra_inputs=[torch.from_numpy(ctx.real_x)])
+    example = torch.randn(2, *load.input_shape, generator=torch.Generator().manual_seed(opts.seed))
+    real_x = next(iter(load.splits.selection.batches(16, limit=16)))[0]  # never the test set's
+    fold = fold_loaded(load.loaded, example=example, tolerance=FOLD_TOLERANCE, extra_inputs=[torch.from_numpy(real_x)])
     fold.verify.seconds = time.perf_counter() - t0
-    rep = ctx.report["fold"] = fold.verify.to_dict()
+    rep = fold.verify.to_dict()
     rep["folders"] = fold.counts()
     rep["provenance"] = [r.to_dict() for r in fold.provenance]  # folded layer -> train-time modules
     if fold.graph is not None:  # regions the traced-graph folder collapsed or left unfolded, with reasons
         rep["graph"] = {k: fold.graph[k] for k in ("folded_regions", "refused_regions", "flops_before",
                                                    "flops_after", "notes") if k in fold.graph}
-    return "folded and verified"
+    return FoldOutput(fold, example, real_x, rep)
 
 
-def stage_check(ctx: DeployContext) -> str:
+def stage_check(*, bundle_dir: Path, load: LoadOutput, fold: FoldOutput) -> CheckOutput:
     """INT8 friendliness per layer, channel and branch of the fold that ships (page into the bundle)."""
-    ctx.report["check"], ctx.check_report = _run_check(ctx.loaded.model, ctx.example, ctx.splits.calibration,
-                                                       ctx.splits.selection, ctx.tmp, ctx.files, ctx.fold)
-    return "checked INT8 friendliness"
+    rep, check_report, page = _run_check(load.loaded.model, fold.example, load.splits.calibration,
+                                         load.splits.selection, bundle_dir, fold.result)
+    return CheckOutput(rep, check_report, {"check_html": page})
 
 
-def stage_export(ctx: DeployContext) -> str:
+def stage_export(*, bundle_dir: Path, load: LoadOutput, fold: FoldOutput) -> ExportOutput:
     """The folded checkpoint and the FP32 ONNX file."""
     from edgerep.checkpoint import save_checkpoint
     from edgerep.quant.export import export_onnx
 
-    folded_meta = ctx.meta.__class__.from_dict({**ctx.meta.to_dict(), "folded": True})
-    save_checkpoint(ctx.tmp / "model.folded.pt", ctx.fold.module, folded_meta)
-    ctx.files["folded_checkpoint"] = "model.folded.pt"
-    ctx.fp32_onnx = ctx.tmp / "model.fp32.onnx"
-    export_onnx(ctx.fold.module, ctx.fp32_onnx, ctx.input_shape, dynamic_batch=True)
-    ctx.files["fp32_onnx"] = ctx.fp32_onnx.name
-    return "exported ONNX"
+    folded_meta = load.meta.__class__.from_dict({**load.meta.to_dict(), "folded": True})
+    save_checkpoint(bundle_dir / "model.folded.pt", fold.module, folded_meta)
+    fp32_onnx = bundle_dir / "model.fp32.onnx"
+    export_onnx(fold.module, fp32_onnx, load.input_shape, dynamic_batch=True)
+    return ExportOutput(bundle_dir / "model.folded.pt", fp32_onnx,
+                        {"folded_checkpoint": "model.folded.pt", "fp32_onnx": fp32_onnx.name})
 
 
-def stage_quantize(ctx: DeployContext) -> str:
+def stage_quantize(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load: LoadOutput, fold: FoldOutput,
+                   export: ExportOutput) -> QuantizeOutput:
     """Calibrate once, one QDQ file per target policy; every choice on the selection set."""
-    import shutil
-
     from edgerep.quant.pipeline import quantize_model
 
-    opts = ctx.opts
-    targets = tuple(getattr(ctx.profile, "quant_targets", None) or ("cpu", "tensorrt"))
-    ctx.qres = quantize_model(
-        ctx.fp32_onnx, ctx.splits.calibration, ctx.splits.selection, ctx.tmp, targets=targets,
-        method=ctx.plan.method, max_drop=opts.max_drop if opts.max_drop is not None else 0.5,
-        reference=_cached_reference(ctx, TorchReference(ctx.loaded.model)),
-        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=ctx.plan.samples,
-        eval_samples=ctx.select_limit, threads=opts.threads, progress=lambda msg: ctx.say("quantize", msg))
-    qdict = ctx.report["quantization"] = ctx.qres.to_dict()
+    targets = tuple(getattr(load.profile, "quant_targets", None) or ("cpu", "tensorrt"))
+    qres = quantize_model(
+        export.fp32_onnx, load.splits.calibration, load.splits.selection, bundle_dir, targets=targets,
+        method=load.plan.method, max_drop=opts.max_drop if opts.max_drop is not None else 0.5,
+        reference=_cached_reference(opts, load.sha256, TorchReference(load.loaded.model)),
+        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=load.plan.samples,
+        eval_samples=select_limit(opts), threads=opts.threads, progress=lambda msg: say("quantize", msg))
+    qdict = qres.to_dict()
     if qdict.get("excluded_nodes"):  # name each layer kept in float as the user knows it (the provenance)
         from edgerep.fold.onnx_names import provenance_names
 
-        rows = provenance_names(ctx.fp32_onnx, ctx.report["fold"]["provenance"])
+        rows = provenance_names(export.fp32_onnx, fold.report["provenance"])
         for e in qdict["excluded_nodes"]:
             row = rows.get(str(e.get("node")))
             e["layer"] = row["name"] if row else None
-    for policy, path in ctx.qres.files.items():
-        ctx.files[f"int8_onnx_{policy}"] = Path(path).name
+    files = {f"int8_onnx_{policy}": Path(path).name for policy, path in qres.files.items()}
+    files.update(_ship_calibration_cache(qdict, bundle_dir))
+    return QuantizeOutput(qres, qdict, files)
+
+
+def _ship_calibration_cache(qdict: dict, bundle_dir: Path) -> dict[str, str]:
+    """The calibration ranges travel with the bundle (copied into ``calibration/``)."""
+    import shutil
+
     cache_file = (qdict.get("calibration") or {}).get("cache_path")
-    if cache_file and Path(cache_file).is_file():  # the ranges travel with the bundle
-        (ctx.tmp / "calibration").mkdir(exist_ok=True)
-        shutil.copy2(cache_file, ctx.tmp / "calibration" / Path(cache_file).name)
-        ctx.files["calibration_cache"] = f"calibration/{Path(cache_file).name}"
-    return f"quantized ({', '.join(ctx.qres.files)})"
+    if not (cache_file and Path(cache_file).is_file()):
+        return {}
+    (bundle_dir / "calibration").mkdir(exist_ok=True)
+    shutil.copy2(cache_file, bundle_dir / "calibration" / Path(cache_file).name)
+    return {"calibration_cache": f"calibration/{Path(cache_file).name}"}
 
 
-def stage_build(ctx: DeployContext) -> str:
+def stage_build(*, say: Progress, bundle_dir: Path, load: LoadOutput, fold: FoldOutput, export: ExportOutput,
+                quantize: QuantizeOutput) -> BuildOutput:
     """The target profile's engines (stand-ins where its hardware is absent)."""
     from edgerep.engines.factory import build_engines
 
-    ctx.built = build_engines(ctx.profile, fp32_onnx=ctx.fp32_onnx, int8_onnx=dict(ctx.qres.files),
-                              torch_model=ctx.fold.module, out_dir=ctx.tmp / "engines",
-                              ort_session_config=_cpu_session_config(ctx.qres),
-                              progress=lambda msg: ctx.say("build", msg))
-    ctx.report["engines"] = engine_rows(ctx.built, ctx.tmp)
-    failed = [b.spec.key for b in ctx.built if b.status == "failed"]
-    return f"built {sum(b.engine is not None for b in ctx.built)} engines" + \
-        (f"; FAILED: {', '.join(failed)}" if failed else "")
+    built = build_engines(load.profile, fp32_onnx=export.fp32_onnx, int8_onnx=dict(quantize.result.files),
+                          torch_model=fold.module, out_dir=bundle_dir / "engines",
+                          ort_session_config=_cpu_session_config(quantize.result),
+                          progress=lambda msg: say("build", msg))
+    return BuildOutput(tuple(EngineEntry(k, b, row) for k, b, row in
+                             zip(engine_keys(built), built, engine_rows(built, bundle_dir))))
+
+
+def engine_keys(built: list) -> list[str]:
+    """A key per requested engine, unique in the deploy: the spec's key (and its QDQ policy), ``#2``... for repeats."""
+    keys: list[str] = []
+    for b in built:
+        base = b.spec.key + (f"-{b.spec.policy}" if b.spec.policy else "")
+        key, n = base, 1
+        while key in keys:
+            n += 1
+            key = f"{base}#{n}"
+        keys.append(key)
+    return keys
 
 
 def engine_rows(built: list, root: Path | None = None) -> list[dict]:
@@ -476,52 +628,61 @@ def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, refere
     return out
 
 
-def stage_evaluate(ctx: DeployContext) -> str:
+def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, load: LoadOutput,
+                   quantize: QuantizeOutput, build: BuildOutput) -> EvaluateOutput:
     """The unfolded FP32 reference and every engine on the test set (first read here, after every choice)."""
-    from edgerep.bench.accuracy import collect_outputs, score
+    from edgerep.bench.accuracy import collect_outputs
     from edgerep.bench.entry import engine_accuracy
-    from edgerep.engines.base import unfolded_name
     from edgerep.engines.torch_engine import TorchEngine
 
-    test, limit = ctx.splits.test, ctx.opts.eval_samples
-    ctx.say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
-    baseline = TorchEngine(ctx.loaded.model, device="cpu", precision="fp32")
-    ref = _cached_reference(ctx, baseline.run)
-    ctx.ref_out, ctx.labels = collect_outputs(ref, test.batches(64, limit=limit))
+    test, limit = load.splits.test, opts.eval_samples
+    say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
+    baseline = TorchEngine(load.loaded.model, device="cpu", precision="fp32")
+    ref = _cached_reference(opts, load.sha256, baseline.run)
+    ref_out, labels = collect_outputs(ref, test.batches(64, limit=limit))
     if ref.hits:
-        ctx.say("evaluate", f"unfolded reference: {ref.hits} of {ref.hits + ref.misses} batches read from the cache")
-    classifier = ctx.ref_out is not None and ctx.ref_out.ndim == 2
-    base = ctx.report["baseline"] = {"name": unfolded_name(baseline.name), "precision": "fp32", "device": "cpu",
-                                     "status": "built", "describe": baseline.describe()}
-    if ctx.ref_out is not None:
-        base["accuracy"] = score(ctx.ref_out, ctx.labels, ctx.ref_out, ctx.user_metric, classifier).to_dict()
-        if classifier:
-            base["accuracy"]["classes"] = int(ctx.ref_out.shape[1])
-            if ctx.labels is not None and len(ctx.labels):  # what always answering one class scores
-                counts = np.bincount(ctx.labels.astype(np.int64).clip(min=0))
-                base["accuracy"]["majority"] = {"class": int(counts.argmax()), "count": int(counts.max())}
-    expected = expected_top1(ctx.opts, ctx.meta, ctx.splits.sources["test"].spec)
+        say("evaluate", f"unfolded reference: {ref.hits} of {ref.hits + ref.misses} batches read from the cache")
+    classifier = ref_out is not None and ref_out.ndim == 2
+    base = _baseline_row(baseline, ref_out, labels, user_metric, classifier)
+    expected = expected_top1(opts, load.meta, load.splits.sources["test"].spec)
     if expected:
         base["expected"] = expected
     ref_top1 = (base.get("accuracy") or {}).get("top1")
-    for b, entry in zip(ctx.built, ctx.report["engines"]):
-        if b.engine is not None:
-            entry.update(engine_accuracy(b.engine, test, eval_limit=limit, labels=ctx.labels,
-                                         reference=ctx.ref_out, ref_top1=ref_top1, user_metric=ctx.user_metric,
-                                         classifier=classifier, say=ctx.say))
-    trt = standin_tensorrt_qdq(ctx.built, dict(ctx.qres.files))
+    engines = {e.key: engine_accuracy(e.engine, test, eval_limit=limit, labels=labels, reference=ref_out,
+                                      ref_top1=ref_top1, user_metric=user_metric, classifier=classifier, say=say)
+               for e in build.engines if e.engine is not None}
+    trt, simulated = standin_tensorrt_qdq([e.built for e in build.engines], dict(quantize.result.files)), None
     if trt is not None:  # the file the target will build ships unmeasured otherwise: simulate it, lint it
-        ctx.say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
-        ctx.report["tensorrt_qdq"] = simulate_tensorrt_qdq(
-            trt, test, limit=limit, labels=ctx.labels, reference=ctx.ref_out, ref_top1=ref_top1,
-            lint=ctx.qres.lint, threads=ctx.opts.threads, classifier=classifier)
-    return f"evaluated on {len(test)} test samples"
+        say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
+        simulated = simulate_tensorrt_qdq(
+            trt, test, limit=limit, labels=labels, reference=ref_out, ref_top1=ref_top1,
+            lint=quantize.result.lint, threads=opts.threads, classifier=classifier)
+    return EvaluateOutput(ref_out, labels, base, engines, simulated, len(test))
+
+
+def _baseline_row(baseline, ref_out: np.ndarray | None, labels: np.ndarray | None, user_metric: Any,
+                  classifier: bool) -> dict[str, Any]:
+    """report.json's "baseline": the unfolded FP32 model's row, scored against itself (and the majority class)."""
+    from edgerep.bench.accuracy import score
+    from edgerep.engines.base import unfolded_name
+
+    base = {"name": unfolded_name(baseline.name), "precision": "fp32", "device": "cpu", "status": "built",
+            "describe": baseline.describe()}
+    if ref_out is not None:
+        base["accuracy"] = score(ref_out, labels, ref_out, user_metric, classifier).to_dict()
+        if classifier:
+            base["accuracy"]["classes"] = int(ref_out.shape[1])
+            if labels is not None and len(labels):  # what always answering one class scores
+                counts = np.bincount(labels.astype(np.int64).clip(min=0))
+                base["accuracy"]["majority"] = {"class": int(counts.argmax()), "count": int(counts.max())}
+    return base
 
 
 BENCH_POOL = 64  # distinct selection-set samples the latency queries are drawn from
 
 
-def stage_bench(ctx: DeployContext) -> str:
+def stage_bench(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load: LoadOutput,
+                build: BuildOutput) -> BenchOutput:
     """Latency of the unfolded baseline and every engine, each in its own settled single-stream phase."""
     from edgerep.bench.entry import engine_latency
     from edgerep.bench.latency import host_info
@@ -529,136 +690,201 @@ def stage_bench(ctx: DeployContext) -> str:
     from edgerep.bench.scenarios import ScenarioSettings, run_scenario
     from edgerep.engines.torch_engine import TorchEngine
 
-    opts = ctx.opts
-    # the query sample library: distinct real selection-set samples (never the test set's)
-    x = next(iter(ctx.splits.selection.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
-    source = f"selection set: {x.shape[0]} distinct samples"
-    if opts.batch > x.shape[0]:
-        x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *ctx.input_shape)).astype(np.float32)
-        source = f"synthetic: {opts.batch} distinct standard-normal samples (the selection set is smaller than --batch)"
+    x, source = _bench_queries(opts, load)
     settings = ScenarioSettings(scenario="single-stream", min_seconds=opts.bench_seconds, warmup=opts.bench_warmup,
-                                log_dir=ctx.tmp / "loadgen" / "single-stream", samples_source=source)
-    ctx.report["bench"] = {"scenario": "single-stream", "batch_sizes": [opts.batch],
-                           "min_seconds": opts.bench_seconds, "load_before": host_load()}
-    ctx.say("bench", "timing the unfolded torch baseline")
-    base = ctx.report["baseline"]
-    base["latency"] = run_scenario(TorchEngine(ctx.loaded.model, device="cpu", precision="fp32"), x, settings,
-                                   batch=opts.batch, log_name=f"torch-cpu-unfolded-fp32-b{opts.batch}")
-    base_p50 = base["latency"]["p50_ms"] if base["latency"].get("valid") is not False else None
-    for b, entry in zip(ctx.built, ctx.report["engines"]):
-        if b.engine is not None:
-            entry.update(engine_latency(b.engine, x, base_p50=base_p50, say=ctx.say,
-                                        scenario=settings, batch=opts.batch))
-    ctx.report["host"] = host_info()
-    ctx.report["bench"]["load_after"] = host_load()
-    if (ctx.tmp / "loadgen").is_dir():
-        ctx.files["loadgen_logs"] = "loadgen"
-    return "timed every engine"
+                                log_dir=bundle_dir / "loadgen" / "single-stream", samples_source=source)
+    section = {"scenario": "single-stream", "batch_sizes": [opts.batch], "min_seconds": opts.bench_seconds,
+               "load_before": host_load()}
+    say("bench", "timing the unfolded torch baseline")
+    base = run_scenario(TorchEngine(load.loaded.model, device="cpu", precision="fp32"), x, settings,
+                        batch=opts.batch, log_name=f"torch-cpu-unfolded-fp32-b{opts.batch}")
+    base_p50 = base["p50_ms"] if base.get("valid") is not False else None
+    engines = {e.key: engine_latency(e.engine, x, base_p50=base_p50, say=say, scenario=settings, batch=opts.batch)
+               for e in build.engines if e.engine is not None}
+    host = host_info()
+    section["load_after"] = host_load()
+    files = {"loadgen_logs": "loadgen"} if (bundle_dir / "loadgen").is_dir() else {}
+    return BenchOutput(section, base, engines, host, files)
 
 
-def stage_gate(ctx: DeployContext) -> str:
-    """Deploy's verdict (the same checks as a bare `edgerep gate`), marked on each engine row."""
+def _bench_queries(opts: DeployOptions, load: LoadOutput) -> tuple[np.ndarray, str]:
+    """The query sample library: distinct real selection-set samples (never the test set's), and where from."""
+    x = next(iter(load.splits.selection.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
+    if opts.batch > x.shape[0]:
+        x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *load.input_shape)).astype(np.float32)
+        return x, f"synthetic: {opts.batch} distinct standard-normal samples (the selection set is smaller than --batch)"
+    return x, f"selection set: {x.shape[0]} distinct samples"
+
+
+def stage_gate(*, opts: DeployOptions, load: LoadOutput, fold: FoldOutput, check: CheckOutput | None,
+               quantize: QuantizeOutput, build: BuildOutput, evaluate: EvaluateOutput,
+               bench: BenchOutput) -> GateOutput:
+    """Deploy's verdict (the same checks as a bare `edgerep gate`) on the report so far, per engine key."""
     from edgerep.bench.gate import GateThresholds, evaluate_gate
 
-    opts = ctx.opts
     if opts.max_drop is None:
-        return "no gate (--max-drop negative)"
+        return GateOutput(None, None, {})
     th = GateThresholds(max_drop=opts.max_drop if opts.accuracy_gate else None, require_accuracy=opts.accuracy_gate,
                         baseline_sanity=opts.accuracy_gate)
-    g = evaluate_gate(ctx.report, th)
-    ctx.report["gate"] = g.to_dict()
-    ctx.passed = g.passed
+    g = evaluate_gate(assemble_report(load, fold, check, quantize, build, evaluate, bench), th)
     failed = {c.engine for c in g.failures}
-    for e in ctx.report["engines"]:
-        if e.get("status") != "skipped":
-            e["verdict"] = "fail" if f"{e['name']}/{e['precision']}" in failed else "pass"
-    if ctx.report.get("tensorrt_qdq"):
-        ctx.report["tensorrt_qdq"]["verdict"] = "fail" if "tensorrt-qdq/int8" in failed else "pass"
-    return "gate " + ("passed" if g.passed else "FAILED")
+    verdicts = {e.key: "fail" if f"{e.row['name']}/{e.row['precision']}" in failed else "pass"
+                for e in build.engines if e.row.get("status") != "skipped"}
+    trt = ("fail" if "tensorrt-qdq/int8" in failed else "pass") if evaluate.tensorrt_qdq else None
+    return GateOutput(g.to_dict(), g.passed, verdicts, trt)
 
 
-def stage_write(ctx: DeployContext) -> str:
+def stage_write(*, opts: DeployOptions, say: Progress, out: Path, bundle_dir: Path, clock: StageClock,
+                load: LoadOutput, fold: FoldOutput, check: CheckOutput | None, export: ExportOutput,
+                quantize: QuantizeOutput, build: BuildOutput, evaluate: EvaluateOutput, bench: BenchOutput,
+                gate: GateOutput) -> WriteOutput:
     """splits.json, manifest.json and the reports, with every path relative to the bundle."""
-    from edgerep.bundle_inputs import checkpoint_inputs
     from edgerep.report.render import write_reports
 
-    opts, tmp, files, splits = ctx.opts, ctx.tmp, ctx.files, ctx.splits
-    _check_against_measurement(ctx)
-    ctx.report["timings_s"] = _durations(ctx.timings, ctx.t_start)
+    tmp, splits = bundle_dir, load.splits
+    files = {**(check.files if check is not None else {}), **export.files, **quantize.files, **bench.files}
+    measured = _check_against_measurement(say, tmp, check,
+                                          assemble_report(load, fold, check, quantize, build, evaluate, bench, gate))
+    report = assemble_report(load, fold, check, quantize, build, evaluate, bench, gate, measured=measured,
+                             timings=clock.durations())
     splits.write(tmp / "splits.json")
     files["splits"] = "splits.json"
-    ctx.report = report = relative_to_bundle(ctx.report, tmp)  # no path into the temporary folder survives
-    manifest = {
-        "schema": "edgerep.manifest/1",
-        "versions": _versions(),
-        "inputs": {"checkpoint": str(opts.checkpoint), "checkpoint_sha256": report["model"]["sha256"],
-                   **checkpoint_inputs(opts.checkpoint, ctx.out),  # found again wherever the bundle is read
-                   **{f"{k}_data": splits.sources[r].spec for k, r in _MANIFEST_ROLES},
-                   **{f"{k}_fingerprint": splits.sets[r].fingerprint() for k, r in _MANIFEST_ROLES}},
-        "preprocessing": report["preprocessing"],
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-        "seed": opts.seed,
-        "target_profile": _profile_dict(ctx.profile),
-        "cpu_policy": report["quantization"].get("cpu_policy"),
-        "files": files,
-        # what `edgerep diff` compares when only report.json and manifest.json are kept
-        "sha256": {rel: sha256_file(tmp / rel) for rel in files.values() if (tmp / rel).is_file()},
-    }
+    report = relative_to_bundle(report, tmp)  # no path into the temporary folder survives
+    manifest = _manifest(opts, out, load, report, files, tmp)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     for kind, p in write_reports(report, tmp).items():
         files[f"report_{kind}"] = p.name
     manifest["files"] = files
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    return "wrote the bundle"
+    return WriteOutput(report, manifest, files)
 
 
-def _check_against_measurement(ctx: DeployContext) -> None:
-    """The check's predictions scored against what this deploy measured; the check page leads with it."""
+def _manifest(opts: DeployOptions, out: Path, load: LoadOutput, report: dict, files: dict, tmp: Path) -> dict:
+    """manifest.json: versions, input hashes, settings, the profile and the bundle's files with their hashes."""
+    from edgerep.bundle_inputs import checkpoint_inputs
+
+    splits = load.splits
+    return {
+        "schema": "edgerep.manifest/1",
+        "versions": _versions(),
+        "inputs": {"checkpoint": str(opts.checkpoint), "checkpoint_sha256": report["model"]["sha256"],
+                   **checkpoint_inputs(opts.checkpoint, out),  # found again wherever the bundle is read
+                   **{f"{k}_data": splits.sources[r].spec for k, r in _MANIFEST_ROLES},
+                   **{f"{k}_fingerprint": splits.sets[r].fingerprint() for k, r in _MANIFEST_ROLES}},
+        "preprocessing": report["preprocessing"],
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+        "seed": opts.seed,
+        "target_profile": _profile_dict(load.profile),
+        "cpu_policy": report["quantization"].get("cpu_policy"),
+        "files": files,
+        # what `edgerep diff` compares when only report.json and manifest.json are kept
+        "sha256": {rel: sha256_file(tmp / rel) for rel in files.values() if (tmp / rel).is_file()},
+    }
+
+
+def _check_against_measurement(say: Progress, tmp: Path, check: CheckOutput | None, report: dict) -> dict | None:
+    """The check's predictions scored against what this deploy measured (``report``); the check page leads
+    with it (re-rendered here)."""
     from edgerep.quant.check_score import score_check
 
-    check = ctx.report.get("check")
-    measured = score_check(check or {}, ctx.report.get("quantization") or {}, ctx.report.get("engines") or [])
+    measured = score_check(report.get("check") or {}, report.get("quantization") or {}, report.get("engines") or [])
     if measured is None:
-        return
-    check["measured"] = measured
-    ctx.say("write", f"{measured['headline']} {measured['scored']}")
-    if ctx.check_report is not None and ctx.files.get("check_html"):
+        return None
+    say("write", f"{measured['headline']} {measured['scored']}")
+    if check is not None and check.files.get("check_html"):
         from edgerep.report.check_html import write_check_html
 
-        write_check_html(ctx.check_report, ctx.tmp / "check", report_link="../report.html", measured=measured)
+        write_check_html(check.check_report, tmp / "check", report_link="../report.html", measured=measured)
+    return measured
+
+
+def assemble_report(load: LoadOutput, fold: FoldOutput, check: CheckOutput | None, quantize: QuantizeOutput,
+                    build: BuildOutput, evaluate: EvaluateOutput, bench: BenchOutput, gate: GateOutput | None = None,
+                    *, measured: dict | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """report.json composed from the stage results: each stage's own sections, and each engine's row as build
+    made it with what evaluate, bench and gate found for that engine (matched by its key, never by position)."""
+    report = dict(load.report)
+    report["fold"] = fold.report
+    if check is not None:
+        report["check"] = {**check.report, **({"measured": measured} if measured is not None else {})}
+    report["quantization"] = quantize.report
+    verdicts = {k: {"verdict": v} for k, v in (gate.verdicts if gate is not None else {}).items()}
+    report["engines"] = merge_engine_rows(build, [evaluate.engines, bench.engines, verdicts])
+    report["baseline"] = {**evaluate.baseline, "latency": bench.baseline_latency}
+    if evaluate.tensorrt_qdq is not None:
+        trt_verdict = gate.tensorrt_qdq_verdict if gate is not None else None
+        report["tensorrt_qdq"] = {**evaluate.tensorrt_qdq, **({"verdict": trt_verdict} if trt_verdict else {})}
+    report["bench"] = bench.settings
+    report["host"] = bench.host
+    if gate is not None and gate.report is not None:
+        report["gate"] = gate.report
+    if timings is not None:
+        report["timings_s"] = timings
+    return report
+
+
+def merge_engine_rows(build: BuildOutput, parts: Sequence[Mapping[str, dict]]) -> list[dict[str, Any]]:
+    """Each engine's report row: build's, updated with each later stage's part for the same engine key."""
+    rows: list[dict[str, Any]] = []
+    for e in build.engines:
+        row = dict(e.row)
+        for part in parts:
+            row.update(part.get(e.key, {}))
+        rows.append(row)
+    return rows
 
 
 _MANIFEST_ROLES = (("calibration", "calibration"), ("selection", "selection"), ("evaluation", "test"))
 
-#: deploy's stages in order: (name, function, runs inside the bundle's temporary directory)
-STAGE_FUNCTIONS: tuple[tuple[str, Callable[[DeployContext], str], bool], ...] = (
-    ("load", stage_load, False), ("fold", stage_fold, False), ("check", stage_check, True),
-    ("export", stage_export, True), ("quantize", stage_quantize, True), ("build", stage_build, True),
-    ("evaluate", stage_evaluate, True), ("bench", stage_bench, True), ("gate", stage_gate, True),
-    ("write", stage_write, True))
-STAGES = tuple(name for name, _, _ in STAGE_FUNCTIONS)
-_STAGE_START = {"load": "loading the checkpoint and the data", "fold": "folding and verifying",
-                "check": "checking INT8 friendliness per layer and branch", "export": "exporting ONNX",
-                "quantize": "calibrating and writing QDQ INT8 files", "build": "building the target's engines",
-                "evaluate": "evaluating on the test set", "bench": "timing every engine", "gate": "gating",
-                "write": "writing the bundle"}
+#: what the runner gives every stage that names it (``bundle_dir`` only to stages inside the bundle)
+RUN_CONTEXT: dict[str, str] = {
+    "opts": "DeployOptions: every flag of the deploy",
+    "say": "progress: say(stage, message), a '[  t s] stage: message' line on stderr",
+    "user_metric": "the --metric function, loaded before any work (None without --metric)",
+    "out": "the bundle's final path (--out); nothing is written there before the end",
+    "clock": "when each stage started (the report's timings_s)",
+    "bundle_dir": "the bundle's temporary directory, renamed to out when the last stage finished",
+}
+
+#: deploy's stages in order, each declared by what it needs (its parameters) and gives
+DEPLOY_STAGES: tuple[Stage, ...] = (
+    Stage("load", stage_load, "load", False, "loading the checkpoint and the data"),
+    Stage("fold", stage_fold, "fold", False, "folding and verifying"),
+    Stage("check", stage_check, "check", True, "checking INT8 friendliness per layer and branch",
+          enabled=lambda opts: opts.run_check, skipped_when="--no-check (DeployOptions.run_check is false)"),
+    Stage("export", stage_export, "export", True, "exporting ONNX"),
+    Stage("quantize", stage_quantize, "quantize", True, "calibrating and writing QDQ INT8 files"),
+    Stage("build", stage_build, "build", True, "building the target's engines"),
+    Stage("evaluate", stage_evaluate, "evaluate", True, "evaluating on the test set"),
+    Stage("bench", stage_bench, "bench", True, "timing every engine"),
+    Stage("gate", stage_gate, "gate", True, "gating"),
+    Stage("write", stage_write, "write", True, "writing the bundle"),
+)
+check_graph(DEPLOY_STAGES, list(RUN_CONTEXT))  # a stage needing what nothing before it gives fails on import
+STAGES = tuple(s.name for s in DEPLOY_STAGES)
 
 
-def _run_stage(ctx: DeployContext, name: str, fn: Callable[[DeployContext], str]) -> None:
-    from edgerep.interrupts import raise_if_taken
+def explain_deploy(opts: DeployOptions | None = None) -> str:
+    """`edgerep deploy --explain`: the stage graph from the declarations (with ``opts``: what those flags skip)."""
+    return ("edgerep deploy: stages and what each needs and gives (edgerep.pipeline.DEPLOY_STAGES)\n\n"
+            + explain(DEPLOY_STAGES, RUN_CONTEXT, opts))
 
-    if name == "check" and not ctx.opts.run_check:
-        return
-    raise_if_taken()  # a signal whose exception a finalizer swallowed in the last stage ends the deploy here
-    ctx.timings[name] = time.perf_counter()
-    ctx.say(name, _STAGE_START[name])
-    done = fn(ctx)
-    ctx.say(name, f"{done} ({time.perf_counter() - ctx.timings[name]:.1f} s)")
+
+def stages_markdown() -> str:
+    """docs/STAGES.md: the stage graph as ``edgerep deploy --explain`` prints it (scripts/stages_doc.py writes it)."""
+    return ("# deploy's stages\n\n"
+            "Generated from the declarations (`edgerep.pipeline.DEPLOY_STAGES`) by `python scripts/stages_doc.py`; "
+            "`edgerep deploy --explain` prints the same graph (and, given flags, which stages they skip). "
+            "A stage's needs are its function's keyword parameters: results of earlier stages by the name each "
+            "gives, or the run context. `edgerep.stage_graph.check_graph` refuses, on import, a list in which a "
+            "stage needs what nothing before it gives. `edgerep.pipeline.assemble_report` composes report.json "
+            "from the results; evaluate, bench and gate give their engine parts keyed by `EngineEntry.key`.\n\n"
+            "```\n" + explain_deploy() + "```\n")
 
 
 def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
-    """The stages of ``STAGE_FUNCTIONS`` over one ``DeployContext``; the bundle is renamed into place
-    only when the last one finished."""
+    """The stages of ``DEPLOY_STAGES``, wired by name; the bundle is renamed into place only when the last
+    one finished."""
     import torch
 
     from edgerep.bench.accuracy import load_user_metric
@@ -666,22 +892,18 @@ def _deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResu
 
     _check_options(opts)
     out = Path(opts.out) if opts.out else default_out(Path(opts.checkpoint))
-    ctx = DeployContext(opts=opts, say=progress or (lambda step, msg: None), out=out)
-    ctx.user_metric = load_user_metric(opts.metric) if opts.metric else None  # a bad --metric fails before work
-    ctx.t_start = time.perf_counter()
+    say = progress or (lambda step, msg: None)
+    user_metric = load_user_metric(opts.metric) if opts.metric else None  # a bad --metric fails before work
+    clock = StageClock()
     _seed_everything(opts.seed)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     check_output_path(out, opts.force)  # fail before any work
-    outside = [(n, f) for n, f, inside in STAGE_FUNCTIONS if not inside]
-    for name, fn in outside:
-        _run_stage(ctx, name, fn)
-    with atomic_bundle(out, force=opts.force, locked=True) as tmp:
-        ctx.tmp = tmp
-        for name, fn, inside in STAGE_FUNCTIONS:
-            if inside:
-                _run_stage(ctx, name, fn)
-    return DeployResult(out=out, report=ctx.report, passed=ctx.passed, files=ctx.files)
+    context = {"opts": opts, "say": say, "user_metric": user_metric, "out": out, "clock": clock}
+    results = run_stages(DEPLOY_STAGES, context, lambda: atomic_bundle(out, force=opts.force, locked=True),
+                         say, clock)
+    write, gate = results["write"], results["gate"]
+    return DeployResult(out=out, report=write.report, passed=gate.passed, files=write.files)
 
 
 def _check_options(opts: DeployOptions) -> None:
@@ -765,14 +987,6 @@ def _relative(path, root: Path) -> str | None:
         return str(path)
 
 
-def _durations(marks: dict[str, float], t_start: float) -> dict[str, float]:
-    names = list(marks)
-    ends = [marks[n] for n in names[1:]] + [time.perf_counter()]
-    d = {n: round(e - marks[n], 3) for n, e in zip(names, ends)}
-    d["total"] = round(time.perf_counter() - t_start, 3)
-    return d
-
-
 def _profile_dict(profile) -> dict:
     if hasattr(profile, "to_dict"):
         return profile.to_dict()
@@ -788,10 +1002,10 @@ def _cpu_session_config(qres) -> dict | None:
     return getattr(pol, "session_config", None) or (pol.get("session_config") if isinstance(pol, dict) else None)
 
 
-def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold=None) -> tuple[dict, Any]:
-    """The quantization-friendliness check of the fold that ships (``fold``); its HTML page goes into
-    the bundle. Its sensitivity figures are measured on the selection set (never the calibration or
-    the test set)."""
+def _run_check(model, example, calib_ds, select_ds, tmp: Path, fold=None) -> tuple[dict, Any, str]:
+    """The quantization-friendliness check of the fold that ships (``fold``): its report section, the check
+    report and its HTML page in the bundle (relative path). Its sensitivity figures are measured on the
+    selection set (never the calibration or the test set)."""
     from edgerep.quant.check import check_model
 
     calib = None
@@ -805,9 +1019,9 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold
     from edgerep.report.check_html import write_check_html
 
     page = write_check_html(rep, tmp / "check", report_link="../report.html")
-    files["check_html"] = str(Path(page).relative_to(tmp))
     d = rep.to_dict()
-    return {"summary": d.get("summary"), "layers": d.get("layers")}, rep
+    return {"summary": d.get("summary"), "layers": d.get("layers")}, rep, str(Path(page).relative_to(tmp))
 
 
-__all__ = ["DeployOptions", "DeployResult", "DeployContext", "deploy", "STAGES", "STAGE_FUNCTIONS", "EdgerepError"]
+__all__ = ["DeployOptions", "DeployResult", "deploy", "STAGES", "DEPLOY_STAGES", "RUN_CONTEXT", "assemble_report",
+           "explain_deploy", "EdgerepError"]

@@ -320,37 +320,37 @@ def test_the_guard_raises_on_an_early_read_of_the_test_split():
 def test_fold_check_and_quantize_read_calibration_and_selection_only_and_evaluate_reads_test(tmp_path):
     """Deploy's stages up to evaluate run with the test split guarded; fold verification reads real
     selection inputs, the check's sensitivity reads the selection set, and only evaluate reads test."""
-    from edgerep.pipeline import (DeployContext, stage_build, stage_check, stage_evaluate, stage_export, stage_fold,
-                                  stage_load, stage_quantize)
+    from edgerep.pipeline import (stage_build, stage_check, stage_evaluate, stage_export, stage_fold, stage_load,
+                                  stage_quantize)
 
     opts = DeployOptions(checkpoint=DEMO, calib_samples=32, eval_samples=48, cache_dir=str(tmp_path / "cache"))
-    ctx = DeployContext(opts=opts, say=lambda step, msg: None, out=tmp_path / "never")
-    stage_load(ctx)
+    say = lambda step, msg: None  # noqa: E731
+    load = stage_load(opts=opts, say=say)
     log: list[str] = []
-    sets = ctx.splits.sets
+    sets = load.splits.sets
     for r in ROLES:
         sets[r] = GuardedSplit(sets[r], r, log, closed=(r == "test"))
-    ctx.tmp = tmp_path / "bundle"
-    ctx.tmp.mkdir()
+    tmp = tmp_path / "bundle"
+    tmp.mkdir()
 
-    stage_fold(ctx)
+    fold = stage_fold(opts=opts, load=load)
     assert log == ["selection"]  # the fold's real-data verification: selection inputs
-    sel = next(ctx.splits.selection.inner.batches(16, limit=16))[0]
-    assert np.array_equal(ctx.real_x, sel)
+    sel = next(load.splits.selection.inner.batches(16, limit=16))[0]
+    assert np.array_equal(fold.real_x, sel)
 
     del log[:]
-    stage_check(ctx)
+    check = stage_check(bundle_dir=tmp, load=load, fold=fold)
     assert "selection" in log and set(log) <= {"calibration", "selection"}  # sensitivity on the selection set
-    assert ctx.report["check"]["layers"]
+    assert check.report["layers"]
 
     del log[:]
-    stage_export(ctx)
-    stage_quantize(ctx)
+    export = stage_export(bundle_dir=tmp, load=load, fold=fold)
+    quantize = stage_quantize(opts=opts, say=say, bundle_dir=tmp, load=load, fold=fold, export=export)
     assert set(log) == {"calibration", "selection"}
-    assert ctx.report["quantization"]["reference"]["role"] == "selection"
+    assert quantize.report["reference"]["role"] == "selection"
 
-    stage_build(ctx)
+    build = stage_build(say=say, bundle_dir=tmp, load=load, fold=fold, export=export, quantize=quantize)
     sets["test"].closed = False  # evaluate is the first stage allowed to read it
     del log[:]
-    stage_evaluate(ctx)
-    assert log and set(log) == {"test"} and ctx.report["baseline"]["accuracy"]["top1"] > 90
+    evaluate = stage_evaluate(opts=opts, say=say, user_metric=None, load=load, quantize=quantize, build=build)
+    assert log and set(log) == {"test"} and evaluate.baseline["accuracy"]["top1"] > 90

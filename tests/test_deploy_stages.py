@@ -1,10 +1,10 @@
-"""deploy as a list of named stages over one context: each stage runs (and is tested) alone."""
+"""deploy as a list of declared stages wired by name: each stage runs (and is tested) alone."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from edgerep.pipeline import STAGES, DeployContext, DeployOptions, stage_fold, stage_load
+from edgerep.pipeline import STAGES, DeployOptions, stage_fold, stage_load
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repvgg_digits.pt"
 
@@ -17,14 +17,13 @@ def test_a_deploy_runs_every_stage_once_in_the_pipeline_order(demo_bundle):
     assert all(ran[s] >= 0 for s in STAGES) and ran["total"] >= sum(ran[s] for s in STAGES) - 0.01 * len(STAGES)
 
 
-def test_load_and_fold_run_alone_without_a_bundle(tmp_path):
+def test_load_and_fold_run_alone_without_a_bundle(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     said = []
-    ctx = DeployContext(opts=DeployOptions(checkpoint=DEMO), say=lambda step, msg: said.append((step, msg)),
-                        out=tmp_path / "never-written")
-    stage_load(ctx)
-    assert ctx.splits.test.has_labels and len(ctx.splits.selection) == 180
-    assert ctx.report["preprocessing"]["source"] == "checkpoint" and ctx.report["splits"]["test"]["count"] == 359
-    stage_fold(ctx)
-    fold = ctx.report["fold"]
-    assert fold["convs_after"] < fold["convs_before"] and fold["max_rel_error"] < 1e-5
-    assert ctx.real_x.shape[0] == 16 and ctx.tmp is None and not (tmp_path / "never-written").exists()
+    opts = DeployOptions(checkpoint=DEMO)
+    load = stage_load(opts=opts, say=lambda step, msg: said.append((step, msg)))
+    assert load.splits.test.has_labels and len(load.splits.selection) == 180
+    assert load.report["preprocessing"]["source"] == "checkpoint" and load.report["splits"]["test"]["count"] == 359
+    fold = stage_fold(opts=opts, load=load)
+    assert fold.report["convs_after"] < fold.report["convs_before"] and fold.report["max_rel_error"] < 1e-5
+    assert fold.real_x.shape[0] == 16 and list(tmp_path.iterdir()) == []  # no bundle, nothing written

@@ -295,3 +295,40 @@ def test_interrupt_that_escaped_an_exec_keeps_our_exit_code(swallowed, tmp_path)
     assert p.returncode == (0 if swallowed else 130), p.stderr[-2000:]
     if not swallowed:
         assert p.stderr.strip().endswith("edgerep zoo: interrupted; nothing partial was left at the output path")
+
+
+def _providers():
+    from edgerep.engines.factory import _ort_providers
+
+    return _ort_providers()
+
+
+def _tensorrt():
+    from edgerep.engines.tensorrt_engine import _import_trt
+
+    return _import_trt()
+
+
+@pytest.mark.parametrize("module,probe", [("onnxruntime", _providers), ("tensorrt", _tensorrt)])
+def test_an_interrupt_during_a_native_import_is_not_taken_for_a_missing_package(module, probe, monkeypatch):
+    """Seen in test_signal_during_each_deploy_stage[load]: a SIGINT landing while onnxruntime's pybind11 module
+    initialised reached Python as an ImportError; the engine probe took it for "not installed", load went on,
+    and the deploy only stopped at the next stage. The probe now raises the interrupt it swallowed."""
+    from edgerep.interrupts import signals_as_exceptions
+
+    class InterruptedInit:  # what pybind11 does with an exception raised during a module's init
+        def find_spec(self, name, path=None, target=None):
+            if name != module:
+                return None
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except KeyboardInterrupt as e:
+                raise ImportError(f"initialization of {module} failed") from e
+            return None
+
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(sys, "meta_path", [InterruptedInit(), *sys.meta_path])
+    with pytest.raises(KeyboardInterrupt):
+        with signals_as_exceptions():
+            probe()

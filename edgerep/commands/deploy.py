@@ -56,7 +56,8 @@ kept most layers in float (the bundle is still written, its report says which an
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="edgerep checkpoint, plain state_dict (with --arch), or .pt2")
+    p.add_argument("checkpoint", type=Path, nargs="?",
+                   help="edgerep checkpoint, plain state_dict (with --arch), or .pt2 (optional with --explain)")
     p.add_argument("-o", "--out", type=Path, help="bundle directory (default engines/out/<checkpoint name>)")
     p.add_argument("--data", help="data split into calibration / selection / test: digits, a folder of class "
                                    "sub-folders, a .npz with x, y, or synthetic (latency only) (default: the data "
@@ -97,9 +98,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default ~/.cache/edgerep)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     p.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    p.add_argument("--explain", action="store_true",
+                   help="print the stage graph (what each stage needs and gives, where it runs, when it is "
+                        "skipped with these flags) and exit without doing any work")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.explain:  # the declarations only: nothing is loaded, checked or written
+        from edgerep.pipeline import explain_deploy
+
+        print(explain_deploy(_options(args) if args.checkpoint is not None else None), end="")
+        return 0
+    if args.checkpoint is None:
+        from edgerep.errors import EdgerepError
+
+        raise EdgerepError("no checkpoint given", hint="edgerep deploy CHECKPOINT (or --explain for the stage graph)")
     if args.out is not None:  # before numpy / torch are imported; deploy() checks again under the lock
         from edgerep.outputs import check_output_dir
 
@@ -108,23 +121,14 @@ def run(args: argparse.Namespace) -> int:
         from edgerep.outputs import check_output_dir
 
         check_output_dir(args.cache_dir, "--cache-dir")
-    from edgerep.commands.fold import parse_checkpoint_arguments
-    from edgerep.pipeline import DeployOptions, deploy
+    from edgerep.pipeline import deploy
     from edgerep.report.console import print_engine_table, step_progress
 
     if args.calib_samples is not None and args.calib_samples <= 0:
         from edgerep.errors import EdgerepError
 
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
-    opts = DeployOptions(
-        checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
-        val_data=args.val_data, eval_data=args.eval_data, allow_overlap=args.allow_overlap,
-        accuracy_gate=not args.no_accuracy_gate, target=args.target, max_drop=args.max_drop if args.max_drop >= 0 else None, force=args.force,
-        load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
-        eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
-        bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
-        seed=args.seed, cache_dir=args.cache_dir, metric=args.metric, expect_top1=args.expect_top1,
-    )
+    opts = _options(args)
     with step_progress(quiet=args.json) as progress:
         result = deploy(opts, progress=progress)
     if args.json:
@@ -135,6 +139,22 @@ def run(args: argparse.Namespace) -> int:
     if result.passed is False:
         return 1
     return 0
+
+
+def _options(args: argparse.Namespace):
+    """The parsed flags as ``edgerep.pipeline.DeployOptions`` (nothing is read or checked here)."""
+    from edgerep.commands.fold import parse_checkpoint_arguments
+    from edgerep.pipeline import DeployOptions
+
+    return DeployOptions(
+        checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
+        val_data=args.val_data, eval_data=args.eval_data, allow_overlap=args.allow_overlap,
+        accuracy_gate=not args.no_accuracy_gate, target=args.target, max_drop=args.max_drop if args.max_drop >= 0 else None, force=args.force,
+        load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
+        eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
+        bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
+        seed=args.seed, cache_dir=args.cache_dir, metric=args.metric, expect_top1=args.expect_top1,
+    )
 
 
 def print_data_summary(report: dict) -> None:

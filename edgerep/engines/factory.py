@@ -55,6 +55,9 @@ def _ort_providers() -> list[str]:
     try:
         import onnxruntime as ort
     except ImportError:
+        from edgerep.interrupts import raise_if_taken
+
+        raise_if_taken()  # a signal during its native module's init reaches us as an ImportError (pybind11)
         return []
     return list(ort.get_available_providers())
 

@@ -47,11 +47,15 @@ Log = Callable[[str], None]
 
 # ----------------------------------------------------------------------------------------------- discovery
 def _import_trt() -> tuple[Any | None, str]:
+    from edgerep.interrupts import raise_if_taken
+
     try:
         import tensorrt as trt
     except ImportError:
+        raise_if_taken()  # a signal during a native module's init reaches us as an ImportError (pybind11)
         return None, "the tensorrt Python package is not installed"
     except Exception as e:  # a wheel whose native libraries fail to load
+        raise_if_taken()
         return None, f"the tensorrt package failed to load: {type(e).__name__}: {e}"
     if not hasattr(trt, "Builder"):
         # `tensorrt-stubs` makes `import tensorrt` succeed as an empty namespace package
