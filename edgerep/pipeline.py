@@ -20,6 +20,7 @@ import numpy as np
 
 from edgerep.errors import DataError, EdgerepError, FoldError
 from edgerep.hashing import sha256_file
+from edgerep.report.models import MANIFEST_SCHEMA, REPORT_SCHEMA, EngineRow, Manifest, Report, dump
 
 
 @dataclass
@@ -324,7 +325,7 @@ def _report_head(ctx: DeployContext) -> dict[str, Any]:
 
     ckpt, meta, splits, plan = Path(ctx.opts.checkpoint), ctx.meta, ctx.splits, ctx.plan
     return {
-        "schema": "edgerep.report/1",
+        "schema": REPORT_SCHEMA,
         "warnings": ctx.warnings,
         "kind": "deploy",
         "created_unix": time.time(),
@@ -439,13 +440,13 @@ def engine_rows(built: list, root: Path | None = None) -> list[dict]:
     engines = []
     for b in built:
         spec = b.actual or b.spec
-        engines.append({"name": f"{spec.backend}-{spec.device_kind}", "precision": spec.precision,
-                        "device": spec.device, "status": b.status, "reason": b.reason or "",
-                        "requested": b.spec.key, "build_seconds": round(b.seconds, 3),
-                        "artifact": _relative(b.artifact, root) if root is not None else (str(b.artifact) if b.artifact else None)})
+        row = EngineRow(name=f"{spec.backend}-{spec.device_kind}", precision=spec.precision, device=spec.device,
+                        status=b.status, reason=b.reason or "", requested=b.spec.key, build_seconds=round(b.seconds, 3),
+                        artifact=_relative(b.artifact, root) if root is not None else (str(b.artifact) if b.artifact else None))
         if b.engine is not None:  # the engine's own name and settings, as bench reports them
-            engines[-1].update({"name": b.engine.name, "precision": b.engine.precision, "device": b.engine.device,
-                                "describe": b.engine.describe()})
+            row = row.model_copy(update={"name": b.engine.name, "precision": b.engine.precision,
+                                         "device": b.engine.device, "describe": b.engine.describe()})
+        engines.append(dump(row))
     return engines
 
 
@@ -459,7 +460,7 @@ def standin_tensorrt_qdq(built: list, qdq_files: dict) -> Path | None:
     return None if ran else Path(path)
 
 
-def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, reference, ref_top1: float | None,
+def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, reference, ref_accuracy: dict | None,
                           lint: list, threads: int | None = None, classifier: bool = True) -> dict:
     """The shipped TensorRT QDQ file scored on the test set by onnxruntime with graph optimizations off
     (QDQ simulated in float, as the quantizer judges it), with its TensorRT lint errors: what a stand-in
@@ -471,14 +472,14 @@ def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, refere
     out = {"file": path.name, "why": "no TensorRT INT8 engine ran this file here (a stand-in deploy); onnxruntime "
                                      "with graph optimizations off simulates it",
            "lint_errors": [str(i) for i in lint if getattr(i, "severity", None) == "error"]}
-    out.update(engine_accuracy(eng, test, eval_limit=limit, labels=labels, reference=reference, ref_top1=ref_top1,
+    out.update(engine_accuracy(eng, test, eval_limit=limit, labels=labels, reference=reference, ref_accuracy=ref_accuracy,
                                classifier=classifier))
     return out
 
 
 def stage_evaluate(ctx: DeployContext) -> str:
     """The unfolded FP32 reference and every engine on the test set (first read here, after every choice)."""
-    from edgerep.bench.accuracy import collect_outputs, score
+    from edgerep.bench.accuracy import baseline_accuracy, collect_outputs
     from edgerep.bench.entry import engine_accuracy
     from edgerep.engines.base import unfolded_name
     from edgerep.engines.torch_engine import TorchEngine
@@ -493,27 +494,22 @@ def stage_evaluate(ctx: DeployContext) -> str:
     classifier = ctx.ref_out is not None and ctx.ref_out.ndim == 2
     base = ctx.report["baseline"] = {"name": unfolded_name(baseline.name), "precision": "fp32", "device": "cpu",
                                      "status": "built", "describe": baseline.describe()}
-    if ctx.ref_out is not None:
-        base["accuracy"] = score(ctx.ref_out, ctx.labels, ctx.ref_out, ctx.user_metric, classifier).to_dict()
-        if classifier:
-            base["accuracy"]["classes"] = int(ctx.ref_out.shape[1])
-            if ctx.labels is not None and len(ctx.labels):  # what always answering one class scores
-                counts = np.bincount(ctx.labels.astype(np.int64).clip(min=0))
-                base["accuracy"]["majority"] = {"class": int(counts.argmax()), "count": int(counts.max())}
+    if ctx.ref_out is not None and (acc := baseline_accuracy(ctx.ref_out, ctx.labels, ctx.user_metric, classifier)):
+        base["accuracy"] = dump(acc)
     expected = expected_top1(ctx.opts, ctx.meta, ctx.splits.sources["test"].spec)
     if expected:
         base["expected"] = expected
-    ref_top1 = (base.get("accuracy") or {}).get("top1")
+    ref_acc = base.get("accuracy")
     for b, entry in zip(ctx.built, ctx.report["engines"]):
         if b.engine is not None:
             entry.update(engine_accuracy(b.engine, test, eval_limit=limit, labels=ctx.labels,
-                                         reference=ctx.ref_out, ref_top1=ref_top1, user_metric=ctx.user_metric,
+                                         reference=ctx.ref_out, ref_accuracy=ref_acc, user_metric=ctx.user_metric,
                                          classifier=classifier, say=ctx.say))
     trt = standin_tensorrt_qdq(ctx.built, dict(ctx.qres.files))
     if trt is not None:  # the file the target will build ships unmeasured otherwise: simulate it, lint it
         ctx.say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
         ctx.report["tensorrt_qdq"] = simulate_tensorrt_qdq(
-            trt, test, limit=limit, labels=ctx.labels, reference=ctx.ref_out, ref_top1=ref_top1,
+            trt, test, limit=limit, labels=ctx.labels, reference=ctx.ref_out, ref_accuracy=ref_acc,
             lint=ctx.qres.lint, threads=ctx.opts.threads, classifier=classifier)
     return f"evaluated on {len(test)} test samples"
 
@@ -587,9 +583,10 @@ def stage_write(ctx: DeployContext) -> str:
     ctx.report["timings_s"] = _durations(ctx.timings, ctx.t_start)
     splits.write(tmp / "splits.json")
     files["splits"] = "splits.json"
-    ctx.report = report = relative_to_bundle(ctx.report, tmp)  # no path into the temporary folder survives
+    # no path into the temporary folder survives; report.json is the serialized Report model
+    ctx.report = report = dump(Report.model_validate(relative_to_bundle(ctx.report, tmp)))
     manifest = {
-        "schema": "edgerep.manifest/1",
+        "schema": MANIFEST_SCHEMA,
         "versions": _versions(),
         "inputs": {"checkpoint": str(opts.checkpoint), "checkpoint_sha256": report["model"]["sha256"],
                    **checkpoint_inputs(opts.checkpoint, ctx.out),  # found again wherever the bundle is read
@@ -604,11 +601,11 @@ def stage_write(ctx: DeployContext) -> str:
         # what `edgerep diff` compares when only report.json and manifest.json are kept
         "sha256": {rel: sha256_file(tmp / rel) for rel in files.values() if (tmp / rel).is_file()},
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    (tmp / "manifest.json").write_text(json.dumps(dump(Manifest.model_validate(manifest)), indent=2) + "\n")
     for kind, p in write_reports(report, tmp).items():
         files[f"report_{kind}"] = p.name
     manifest["files"] = files
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    (tmp / "manifest.json").write_text(json.dumps(dump(Manifest.model_validate(manifest)), indent=2) + "\n")
     return "wrote the bundle"
 
 
