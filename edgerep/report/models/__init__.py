@@ -52,6 +52,6 @@ def write_schemas(folder: Path) -> list[Path]:
 
 
 __all__ = ["KINDS", "METRICS", "Accuracy", "Baseline", "BenchReport", "CheckOutput", "Drop", "EngineRow",
-           "Fidelity", "FleetReport", "Gate", "Latency", "Manifest", "QuantizeOutput", "Report", "Splits",
+           "Fidelity", "FleetReport", "QUANTIZE_SCHEMA", "REPORT_SCHEMA", "MANIFEST_SCHEMA", "Gate", "Latency", "Manifest", "QuantizeOutput", "Report", "Splits",
            "TensorrtQdq", "drop_of", "dump", "json_schema", "make_accuracy", "make_drop", "top1_of",
            "write_schemas"]
