@@ -75,7 +75,7 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "samples": "" if samples is None else str(samples),
             "agreement": fmt.points((acc.get("fidelity") or {}).get("top1_agreement"), signed=False),
             "drop": "baseline" if is_base else drop_text(e.get("drop")),
-            "verdict": e.get("verdict", ""),
+            "verdict": e.get("verdict") or "",
             "note": e.get("reason", "") or "",
         })
     return rows
