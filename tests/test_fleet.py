@@ -233,6 +233,9 @@ def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
                "--out", str(out), "--bench-seconds", "0.05", "--junit", str(tmp_path / "gate.xml")])
     assert rc == 1  # jetson-orin-nano has no node: the gate fails, but everything else is there
     report = json.loads((out / "report.json").read_text())
+    from schema_check import validate
+
+    validate(report, "edgerep.fleet-report/2")  # the published schema, on a real multi-node fleet report
     rows = report["rows"]
     x86 = [r for r in rows if r["target"] == "x86-cpu"]
     node_ids = {n.node_id for n in cluster.list_nodes(cluster.connect(fleet.address)) if n.targets}

@@ -55,8 +55,9 @@ def test_splits_json_is_disjoint_and_the_int8_top1_recomputes_from_the_bundle(us
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
     splits = json.loads((user_bundle / "splits.json").read_text())
-    sets = {k: set(v) for k, v in splits.items() if k != "duplicates_dropped"}
-    assert set(splits) == {"calibration", "selection", "test", "duplicates_dropped"} and not splits["duplicates_dropped"]
+    sets = {k: set(v) for k, v in splits.items() if k not in ("duplicates_dropped", "schema")}
+    assert set(splits) == {"schema", "calibration", "selection", "test", "duplicates_dropped"}
+    assert splits["schema"] == "edgerep.splits/2" and not splits["duplicates_dropped"]
     assert not (sets["calibration"] & sets["selection"] or sets["calibration"] & sets["test"]
                 or sets["selection"] & sets["test"])
     r = json.loads((user_bundle / "report.json").read_text())
