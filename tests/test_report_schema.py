@@ -93,6 +93,13 @@ def test_a_wrong_unit_is_refused_by_the_schema_and_the_model(demo_bundle):
     wrong["engines"][0]["accuracy"]["unit"] = "dB"
     with pytest.raises(ValidationError, match="accuracy metric 'top1' is in '%', not 'dB'"):
         Report.model_validate(wrong)
+    from edgerep.report.models import Drop
+
+    with pytest.raises(ValidationError, match="a drop of 'top1' is in 'points', not '%'"):
+        Drop(of="top1", unit="%", value=0.5)
+    with pytest.raises(ValidationError, match="a drop of 'psnr' is in 'dB', not 'points'"):
+        Drop(of="psnr", unit="points", value=0.5)
+    assert Drop(of="psnr", unit="dB", value=0.5).unit == "dB"  # super-resolution: same shape, its own unit
 
 
 def test_bench_report_validates(demo_bundle, tmp_path):
