@@ -227,3 +227,13 @@ def test_an_unknown_schema_is_an_exit_2_naming_the_file(command, tmp_path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(p) in err and "unknown schema 'edgerep.report/3'" in err
+
+
+def test_a_report_with_a_wrong_unit_is_an_exit_2_naming_file_and_field(demo_bundle, tmp_path, capsys):
+    doc = json.loads((demo_bundle / "report.json").read_text())
+    doc["engines"][0]["accuracy"]["unit"] = "dB"
+    p = tmp_path / "report.json"
+    p.write_text(json.dumps(doc))
+    assert main(["gate", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert str(p) in err and "engines.0.accuracy" in err and "'top1' is in '%', not 'dB'" in err
