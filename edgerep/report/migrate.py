@@ -36,8 +36,8 @@ def migrate_accuracy(acc: dict | None) -> dict | None:
     new = make_accuracy(samples=n, classifier=classifier, labelled=acc.get("top1") is not None,
                         correct=_count(acc.get("top1"), n), correct5=_count(acc.get("top5"), n),
                         agree=_count(acc.get("top1_agreement"), n), cosine=acc.get("cosine"),
-                        sqnr_db=acc.get("sqnr_db"), psnr_db=acc.get("psnr_db"), nonfinite=int(acc.get("nonfinite") or 0),
-                        user=acc.get("user") or {})
+                        sqnr_db=acc.get("sqnr_db"), psnr_db=acc.get("psnr_db"),
+                        nonfinite=int(acc.get("nonfinite") or 0), user=acc.get("user") or {})
     if new is None:
         return None
     out = dump(new)

@@ -51,7 +51,7 @@ def write_schemas(folder: Path) -> list[Path]:
     return out
 
 
-__all__ = ["KINDS", "METRICS", "Accuracy", "Baseline", "BenchReport", "CheckOutput", "Drop", "EngineRow",
-           "Fidelity", "FleetReport", "QUANTIZE_SCHEMA", "REPORT_SCHEMA", "MANIFEST_SCHEMA", "Gate", "Latency", "Manifest", "QuantizeOutput", "Report", "Splits",
-           "TensorrtQdq", "drop_of", "dump", "json_schema", "make_accuracy", "make_drop", "top1_of",
-           "write_schemas"]
+__all__ = ["BENCH_SCHEMA", "CHECK_SCHEMA", "FLEET_SCHEMA", "KINDS", "MANIFEST_SCHEMA", "METRICS", "QUANTIZE_SCHEMA",
+           "REPORT_SCHEMA", "SPLITS_SCHEMA", "Accuracy", "Baseline", "BenchReport", "CheckOutput", "Drop", "EngineRow",
+           "Fidelity", "FleetReport", "Gate", "Latency", "Manifest", "QuantizeOutput", "Report", "Splits", "TensorrtQdq",
+           "drop_of", "dump", "json_schema", "make_accuracy", "make_drop", "top1_of", "write_schemas"]
