@@ -21,6 +21,7 @@ import numpy as np
 
 from edgerep.errors import DataError, EdgerepError, FoldError
 from edgerep.hashing import sha256_file
+from edgerep.report.models import MANIFEST_SCHEMA, REPORT_SCHEMA, EngineRow, Manifest, Report, dump
 from edgerep.stage_graph import Stage, StageClock, check_graph, explain, run_stages
 
 
@@ -461,7 +462,7 @@ def _report_head(opts: DeployOptions, load: LoadOutput) -> dict[str, Any]:
 
     ckpt, meta, splits, plan = Path(opts.checkpoint), load.meta, load.splits, load.plan
     return {
-        "schema": "edgerep.report/1",
+        "schema": REPORT_SCHEMA,
         "warnings": load.warnings,
         "kind": "deploy",
         "created_unix": time.time(),
@@ -591,13 +592,13 @@ def engine_rows(built: list, root: Path | None = None) -> list[dict]:
     engines = []
     for b in built:
         spec = b.actual or b.spec
-        engines.append({"name": f"{spec.backend}-{spec.device_kind}", "precision": spec.precision,
-                        "device": spec.device, "status": b.status, "reason": b.reason or "",
-                        "requested": b.spec.key, "build_seconds": round(b.seconds, 3),
-                        "artifact": _relative(b.artifact, root) if root is not None else (str(b.artifact) if b.artifact else None)})
+        row = EngineRow(name=f"{spec.backend}-{spec.device_kind}", precision=spec.precision, device=spec.device,
+                        status=b.status, reason=b.reason or "", requested=b.spec.key, build_seconds=round(b.seconds, 3),
+                        artifact=_relative(b.artifact, root) if root is not None else (str(b.artifact) if b.artifact else None))
         if b.engine is not None:  # the engine's own name and settings, as bench reports them
-            engines[-1].update({"name": b.engine.name, "precision": b.engine.precision, "device": b.engine.device,
-                                "describe": b.engine.describe()})
+            row = row.model_copy(update={"name": b.engine.name, "precision": b.engine.precision,
+                                         "device": b.engine.device, "describe": b.engine.describe()})
+        engines.append(dump(row))
     return engines
 
 
@@ -611,7 +612,7 @@ def standin_tensorrt_qdq(built: list, qdq_files: dict) -> Path | None:
     return None if ran else Path(path)
 
 
-def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, reference, ref_top1: float | None,
+def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, reference, ref_accuracy: dict | None,
                           lint: list, threads: int | None = None, classifier: bool = True) -> dict:
     """The shipped TensorRT QDQ file scored on the test set by onnxruntime with graph optimizations off
     (QDQ simulated in float, as the quantizer judges it), with its TensorRT lint errors: what a stand-in
@@ -623,7 +624,7 @@ def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, refere
     out = {"file": path.name, "why": "no TensorRT INT8 engine ran this file here (a stand-in deploy); onnxruntime "
                                      "with graph optimizations off simulates it",
            "lint_errors": [str(i) for i in lint if getattr(i, "severity", None) == "error"]}
-    out.update(engine_accuracy(eng, test, eval_limit=limit, labels=labels, reference=reference, ref_top1=ref_top1,
+    out.update(engine_accuracy(eng, test, eval_limit=limit, labels=labels, reference=reference, ref_accuracy=ref_accuracy,
                                classifier=classifier))
     return out
 
@@ -647,15 +648,15 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, load
     expected = expected_top1(opts, load.meta, load.splits.sources["test"].spec)
     if expected:
         base["expected"] = expected
-    ref_top1 = (base.get("accuracy") or {}).get("top1")
+    ref_acc = base.get("accuracy")
     engines = {e.key: engine_accuracy(e.engine, test, eval_limit=limit, labels=labels, reference=ref_out,
-                                      ref_top1=ref_top1, user_metric=user_metric, classifier=classifier, say=say)
+                                      ref_accuracy=ref_acc, user_metric=user_metric, classifier=classifier, say=say)
                for e in build.engines if e.engine is not None}
     trt, simulated = standin_tensorrt_qdq([e.built for e in build.engines], dict(quantize.result.files)), None
     if trt is not None:  # the file the target will build ships unmeasured otherwise: simulate it, lint it
         say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
         simulated = simulate_tensorrt_qdq(
-            trt, test, limit=limit, labels=labels, reference=ref_out, ref_top1=ref_top1,
+            trt, test, limit=limit, labels=labels, reference=ref_out, ref_accuracy=ref_acc,
             lint=quantize.result.lint, threads=opts.threads, classifier=classifier)
     return EvaluateOutput(ref_out, labels, base, engines, simulated, len(test))
 
@@ -663,18 +664,13 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, load
 def _baseline_row(baseline, ref_out: np.ndarray | None, labels: np.ndarray | None, user_metric: Any,
                   classifier: bool) -> dict[str, Any]:
     """report.json's "baseline": the unfolded FP32 model's row, scored against itself (and the majority class)."""
-    from edgerep.bench.accuracy import score
+    from edgerep.bench.accuracy import baseline_accuracy
     from edgerep.engines.base import unfolded_name
 
     base = {"name": unfolded_name(baseline.name), "precision": "fp32", "device": "cpu", "status": "built",
             "describe": baseline.describe()}
-    if ref_out is not None:
-        base["accuracy"] = score(ref_out, labels, ref_out, user_metric, classifier).to_dict()
-        if classifier:
-            base["accuracy"]["classes"] = int(ref_out.shape[1])
-            if labels is not None and len(labels):  # what always answering one class scores
-                counts = np.bincount(labels.astype(np.int64).clip(min=0))
-                base["accuracy"]["majority"] = {"class": int(counts.argmax()), "count": int(counts.max())}
+    if ref_out is not None and (acc := baseline_accuracy(ref_out, labels, user_metric, classifier)):
+        base["accuracy"] = dump(acc)  # scored against itself, with the majority class's count
     return base
 
 
@@ -749,13 +745,14 @@ def stage_write(*, opts: DeployOptions, say: Progress, out: Path, bundle_dir: Pa
                              timings=clock.durations())
     splits.write(tmp / "splits.json")
     files["splits"] = "splits.json"
-    report = relative_to_bundle(report, tmp)  # no path into the temporary folder survives
+    # no path into the temporary folder survives; report.json is the serialized Report model
+    report = dump(Report.model_validate(relative_to_bundle(report, tmp)))
     manifest = _manifest(opts, out, load, report, files, tmp)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    (tmp / "manifest.json").write_text(json.dumps(dump(Manifest.model_validate(manifest)), indent=2) + "\n")
     for kind, p in write_reports(report, tmp).items():
         files[f"report_{kind}"] = p.name
     manifest["files"] = files
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    (tmp / "manifest.json").write_text(json.dumps(dump(Manifest.model_validate(manifest)), indent=2) + "\n")
     return WriteOutput(report, manifest, files)
 
 
@@ -765,7 +762,7 @@ def _manifest(opts: DeployOptions, out: Path, load: LoadOutput, report: dict, fi
 
     splits = load.splits
     return {
-        "schema": "edgerep.manifest/1",
+        "schema": MANIFEST_SCHEMA,
         "versions": _versions(),
         "inputs": {"checkpoint": str(opts.checkpoint), "checkpoint_sha256": report["model"]["sha256"],
                    **checkpoint_inputs(opts.checkpoint, out),  # found again wherever the bundle is read

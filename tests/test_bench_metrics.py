@@ -52,10 +52,13 @@ def test_score_with_and_without_labels():
     out = ref.copy()
     out[3] = [1, 0, 0, 0]  # one wrong
     r = score(out, np.arange(4), ref)
-    assert r.top1 == 75.0 and r.top1_agreement == 75.0 and r.samples == 4
+    assert r.top1 == 75.0 and r.correct == 3 and r.fidelity.top1_agreement == 75.0 and r.samples == 4
+    assert (r.task, r.metric, r.unit, r.vs) == ("classify", "top1", "%", "labels")
     r = score(out, None, ref, user_metric=lambda o, y, rf: {"l1": float(np.abs(o - rf).sum())})
     assert r.top1 is None and r.user == {"l1": 2.0}
-    assert r.to_dict()["sqnr_db"] is not None
+    # without labels the metric is what is measured then: agreement with the reference, and it says so
+    assert (r.metric, r.unit, r.vs, r.value, r.correct) == ("top1_agreement", "%", "unfolded fp32", 75.0, 3)
+    assert r.fidelity.sqnr_db is not None
 
 
 def test_top1_ties_are_broken_like_argmax_never_in_the_models_favour():

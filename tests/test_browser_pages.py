@@ -37,7 +37,8 @@ def _diff_page(bundle: Path, tmp: Path) -> Path:
     shutil.copytree(bundle, new)
     r = json.loads((new / "report.json").read_text())
     e = next(x for x in r["engines"] if x["precision"] == "int8")
-    e["accuracy"]["top1"] -= 200.0 / e["accuracy"]["samples"]
+    e["accuracy"]["value"] -= 200.0 / e["accuracy"]["samples"]
+    e["accuracy"]["correct"] -= 2
     e["latency"]["p50_ms"] *= 3
     r["check"]["layers"][0]["verdict"] = "bad"
     (new / "report.json").write_text(json.dumps(r))
@@ -62,7 +63,7 @@ def test_pages_render_in_chromium(demo_bundle, tmp_path, browser, artifacts, cap
         seen[name] = res
     assert "edgerep deploy report" in seen["report"].text and "PASSED" in seen["report"].text
     acc = json.loads((demo_bundle / "report.json").read_text())["baseline"]["accuracy"]
-    assert f"{acc['top1']:.2f}% ({round(acc['top1'] * acc['samples'] / 100)} of {acc['samples']})" \
+    assert f"{acc['value']:.2f}% ({round(acc['value'] * acc['samples'] / 100)} of {acc['samples']})" \
         in seen["report"].text
     assert "this check uses only" in seen["check"].text
     assert "2 images fewer" in seen["diff"].text

@@ -72,7 +72,7 @@ def test_a_bundle_without_its_checkpoint_says_why_and_how(project, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     r = _bench(alone, tmp_path / "b.json")
     out = capsys.readouterr()
-    assert "baseline" not in r and "not reachable" in r["model"]["baseline_note"]
+    assert r["baseline"] is None and "not reachable" in r["model"]["baseline_note"]
     assert "--checkpoint" in r["model"]["baseline_note"] and "deleted.pt" in r["model"]["baseline_note"]
     assert "no unfolded baseline" in out.err + out.out
     r = _bench(alone, tmp_path / "c.json", "--checkpoint", str(project / "ckpt" / "model.pt"))
@@ -89,7 +89,7 @@ def test_a_different_file_at_the_checkpoint_path_is_not_the_baseline(project, tm
     m["inputs"].pop("checkpoint_resolved"), m["inputs"].pop("checkpoint_from_bundle")  # a bundle from before
     (alone / "manifest.json").write_text(json.dumps(m))
     r = _bench(alone, tmp_path / "b.json")
-    assert "baseline" not in r and "a different file (sha256)" in r["model"]["baseline_note"]
+    assert r["baseline"] is None and "a different file (sha256)" in r["model"]["baseline_note"]
     assert main(["bench", str(alone), "--checkpoint", str(tmp_path / "ckpt" / "model.pt"), *QUICK]) == 2
     err = capsys.readouterr().err
     assert "--checkpoint" in err and "not the checkpoint" in err

@@ -26,7 +26,7 @@ def test_json_report_on_the_digits_demo(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     d = json.loads(out)
-    assert d["format"] == "edgerep.check/1"
+    assert d["schema"] == "edgerep.check/2"
     assert d["data"]["spec"] == "digits"  # taken from the checkpoint's meta.dataset
     assert d["data"]["calib_images"] == 32 and d["data"]["eval_images"] == 8
     names = [layer["name"] for layer in d["layers"]]

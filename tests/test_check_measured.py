@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from edgerep.quant.check_score import layer_of, score_check
+from report_dicts import acc, drop
 
 
 def _layer(name: str, verdict: str = "ok", fp16: bool = False) -> dict:
@@ -28,14 +29,13 @@ def _quant(excluded=(), drop=0.0, counts=(180, 0, 0)) -> dict:
             "tensorrt": {"simulated_drop": 0.0}}
 
 
-ENGINES = [{"name": "onnxruntime-cpu", "precision": "int8", "drop_vs_unfolded": 0.0,
-            "accuracy": {"top1": 75.0, "samples": 1000}}]
+ENGINES = [{"name": "onnxruntime-cpu", "precision": "int8", "drop": drop(0.0), "accuracy": acc(75.0, samples=1000)}]
 
 
 def test_every_layer_int8_and_no_drop_scores_every_flagged_layer_as_a_false_alarm():
     m = score_check(_a0_check(), _quant(), ENGINES)
     assert m["headline"].startswith("Measured: every layer INT8 on onnxruntime-cpu (u8s8): selection set drop "
-                                    "0.00 points (0 of 180 flipped to wrong, 0 to right); test set drop +0.00 points")
+                                    "0.00 points (0 of 180 flipped to wrong, 0 to right); test set top-1 drop +0.00 points")
     assert m["scored"].startswith("The check flagged 17 of 23 layers and advised 15 in FP16; 0 of the 17 were "
                                   "measured sensitive")
     assert "met the budget with every flagged layer in INT8" in m["scored"]
@@ -62,7 +62,7 @@ def test_deploy_report_check_page_and_console_lead_with_the_measurement(demo_bun
     m = r["check"]["measured"]
     n = r["quantization"]["reference"]["samples"]
     assert m["headline"].startswith("Measured: ") and f"of {n} flipped to wrong" in m["headline"]
-    assert "test set drop" in m["headline"] and m["layers"] == len(r["check"]["layers"])
+    assert "test set top-1 drop" in m["headline"] and m["layers"] == len(r["check"]["layers"])
     flagged = [l["name"] for l in r["check"]["layers"] if l["verdict"] != "ok"]
     assert m["flagged"] == flagged and set(m["flagged_sensitive"]) <= set(flagged)
     page = (demo_bundle / "check" / "check.html").read_text()

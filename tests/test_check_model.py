@@ -97,7 +97,7 @@ def test_report_contract_and_model_untouched(demo):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not ck.model.training
     d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
-    assert d["format"] == "edgerep.check/1"
+    assert d["schema"] == "edgerep.check/2"
     assert [layer["name"] for layer in d["layers"]] == [r.name for r in report.layers]
     assert d["layers"][0]["name"] == "stage0" and d["layers"][-1]["name"] == "linear"
     for layer in d["layers"]:

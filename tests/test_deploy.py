@@ -48,12 +48,12 @@ def test_bundle_has_every_artifact(bundle):
 def test_report_measures_every_engine_against_unfolded(bundle):
     r = json.loads((bundle / "report.json").read_text())
     assert r["fold"]["max_rel_error"] < 1e-5 and r["fold"]["convs_after"] < r["fold"]["convs_before"]
-    assert r["baseline"]["accuracy"]["top1"] >= 97.0
+    assert r["baseline"]["accuracy"]["value"] >= 97.0
     keys = {(e["name"], e["precision"]) for e in r["engines"] if e["status"] == "built"}
     assert {("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8"), ("torch-cpu", "fp32")} <= keys
     int8 = next(e for e in r["engines"] if e["precision"] == "int8")
     # accuracy measured on the optimized INT8 session, within the budget
-    assert int8["drop_vs_unfolded"] <= 0.5
+    assert int8["drop"]["of"] == "top1" and int8["drop"]["value"] <= 0.5
     assert int8["describe"]["optimization"] == "all"  # the fused kernels a user runs, not a QDQ simulation
     for e in r["engines"]:
         assert e["latency"]["p50_ms"] > 0 and e["verdict"] == "pass"
@@ -92,14 +92,14 @@ def test_degraded_model_fails_gate(bundle, tmp_path, capsys):
     eng = OrtEngine(bad_path, precision="fp32")
     entry = {"name": eng.name, "precision": eng.precision, "device": eng.device, "status": "built",
              **engine_latency(eng, next(ds.batches(1))[0], seconds=0.05),
-             **engine_accuracy(eng, ds, labels=labels, ref_top1=report["baseline"]["accuracy"]["top1"])}
+             **engine_accuracy(eng, ds, labels=labels, ref_accuracy=report["baseline"]["accuracy"])}
     report["engines"] = [entry]
     degraded = tmp_path / "report.json"
     degraded.write_text(json.dumps(report))
-    assert entry["drop_vs_unfolded"] > 0.5
+    assert entry["drop"]["of"] == "top1" and entry["drop"]["value"] > 0.5
     assert main(["gate", str(degraded), "--max-drop", "0.5"]) == 1
     err = capsys.readouterr().err
-    assert "top-1 drop vs unfolded" in err and "onnxruntime-cpu/fp32" in err
+    assert "top1 drop vs unfolded fp32" in err and "onnxruntime-cpu/fp32" in err
 
 
 def test_existing_bundle_kept_without_force(bundle, capsys):
@@ -161,15 +161,16 @@ def test_standin_deploy_gates_the_tensorrt_qdq_file_it_ships(tmp_path, capsys):
     t = report["tensorrt_qdq"]
     assert (out / t["file"]).is_file() and t["file"] == Path(report["quantization"]["files"]["tensorrt"]).name
     assert t["accuracy"]["samples"] == report["baseline"]["accuracy"]["samples"] > 100  # the whole test set
-    assert t["drop_vs_unfolded"] is not None and t["lint_errors"] == [] and t["verdict"] == "pass"
+    assert t["drop"]["of"] == "top1" and t["lint_errors"] == [] and t["verdict"] == "pass"
     checks = {c["name"]: c for c in report["gate"]["checks"] if c["engine"] == "tensorrt-qdq/int8"}
     assert set(checks) == {"tensorrt_qdq_lint", "tensorrt_qdq_drop"} and all(c["passed"] for c in checks.values())
-    assert checks["tensorrt_qdq_drop"]["value"] == t["drop_vs_unfolded"]
+    assert checks["tensorrt_qdq_drop"]["value"] == t["drop"]["value"]
     absent = [c for c in report["gate"]["checks"] if c["name"] == "engine_absent"]
     assert [c["engine"] for c in absent] == ["tensorrt-cuda/fp16"]  # its stand-in, onnxruntime FP32, is listed already
     capsys.readouterr()
     for field, value, failed in (("lint_errors", ["error: [zero-point] conv: nonzero zero point"], "tensorrt_qdq_lint"),
-                                 ("drop_vs_unfolded", 3.0, "tensorrt_qdq_drop")):
+                                 ("drop", {"of": "top1", "unit": "points", "value": 3.0, "vs": "unfolded fp32"},
+                                  "tensorrt_qdq_drop")):
         bad = json.loads((out / "report.json").read_text())
         bad["tensorrt_qdq"][field] = value
         (tmp_path / "bad.json").write_text(json.dumps(bad))

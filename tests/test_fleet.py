@@ -233,6 +233,9 @@ def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
                "--out", str(out), "--bench-seconds", "0.05", "--junit", str(tmp_path / "gate.xml")])
     assert rc == 1  # jetson-orin-nano has no node: the gate fails, but everything else is there
     report = json.loads((out / "report.json").read_text())
+    from schema_check import validate
+
+    validate(report, "edgerep.fleet-report/2")  # the published schema, on a real multi-node fleet report
     rows = report["rows"]
     x86 = [r for r in rows if r["target"] == "x86-cpu"]
     node_ids = {n.node_id for n in cluster.list_nodes(cluster.connect(fleet.address)) if n.targets}
@@ -246,7 +249,7 @@ def test_deploy_rows_per_node_and_no_node_target(fleet, bundle, tmp_path):
         assert r["latency"]["p50_ms"] > 0 and r["accuracy"]["samples"] == n_test
         assert r["hostname"] and r["node"].endswith(r["node_id"][:8])
         if r["precision"] == "fp32":
-            assert r["accuracy"]["top1"] == fp32_local  # the node scores what this machine scores
+            assert r["accuracy"]["value"] == fp32_local  # the node scores what this machine scores
     assert report["reference"]["accuracy"]["samples"] == n_test and report["warnings"] == []  # same edgerep everywhere
     torch_rows = [r for r in x86 if r["name"] == "torch-cpu"]
     assert len(torch_rows) == 2 and all(r["status"] == "skipped" for r in torch_rows)
@@ -289,8 +292,8 @@ def test_sharded_top1_equals_single_node_to_the_last_image(fleet, bundle, tmp_pa
         assert sum(r["accuracy"]["samples"] for r in parts) == m["accuracy"]["samples"] == n_test
         assert all(r["accuracy"]["samples"] < n_test for r in parts)
         one = [r for r in single.report["rows"] if (r["name"], r["precision"]) == key]
-        assert len(one) == 2 and all(r["accuracy"]["top1"] == m["accuracy"]["top1"] for r in one)
-    assert merged[("onnxruntime-cpu", "fp32")]["accuracy"]["top1"] == top1_local
+        assert len(one) == 2 and all(r["accuracy"]["value"] == m["accuracy"]["value"] for r in one)
+    assert merged[("onnxruntime-cpu", "fp32")]["accuracy"]["value"] == top1_local
 
 
 def test_a_target_timeout_gives_lost_rows_not_a_hang(fleet, bundle, tmp_path):
@@ -351,7 +354,7 @@ def test_retry_reruns_a_lost_shard_on_another_node(fleet, bundle, tmp_path):
     top1_local, n_test = _local(bundle, "model.fp32.onnx", "fp32")
     assert len(merged) == 2 and all(r["status"] == "built" and r["accuracy"]["samples"] == n_test for r in merged)
     fp32 = next(r for r in merged if r["precision"] == "fp32")
-    assert fp32["accuracy"]["top1"] == top1_local
+    assert fp32["accuracy"]["value"] == top1_local
     assert res.passed  # the retry recovered the lost work
     _wait_idle(fleet)
 

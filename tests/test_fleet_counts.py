@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from edgerep.bench.accuracy import score
+from report_dicts import acc, drop
 from edgerep.bench.gate import GateThresholds
 from edgerep.errors import EdgerepError
 from edgerep.fleet import resource_name, targets_of
@@ -29,10 +30,13 @@ def test_merged_counts_equal_the_whole_to_the_last_sample():
     whole = accuracy(shard_counts(out, labels, ref))
     parts = [shard_counts(out[a:b], labels[a:b], ref[a:b]) for a, b in shard_bounds(1001, 3)]
     merged = accuracy(merge(parts))
-    assert merged["top1"] == whole["top1"] == score(out, labels, ref).top1  # the same float, not close
-    assert merged["top1_agreement"] == whole["top1_agreement"] and merged["samples"] == 1001
-    assert merged["cosine"] == pytest.approx(whole["cosine"], rel=1e-12)
-    assert merged["sqnr_db"] == pytest.approx(score(out, labels, ref).sqnr_db, rel=1e-9)
+    assert merged["metric"] == "top1" and merged["unit"] == "%"
+    assert merged["value"] == whole["value"] == score(out, labels, ref).top1  # the same float, not close
+    assert merged["correct"] == whole["correct"] and merged["samples"] == 1001
+    mf, wf = merged["fidelity"], whole["fidelity"]
+    assert mf["top1_agreement"] == wf["top1_agreement"]
+    assert mf["cosine"] == pytest.approx(wf["cosine"], rel=1e-12)
+    assert mf["sqnr_db"] == pytest.approx(score(out, labels, ref).fidelity.sqnr_db, rel=1e-9)
 
 
 def test_resource_names_round_trip():
@@ -48,13 +52,13 @@ def test_received_file_names_cannot_leave_the_work_folder(bad):
 
 def test_gate_fails_lost_and_nodeless_rows_and_groups_junit_by_target_engine():
     built = {"target": "x86-cpu", "node": "a-1", "scope": "node", "name": "onnxruntime-cpu", "precision": "int8",
-             "status": "built", "latency": {"p50_ms": 0.1, "p99_ms": 0.2}, "accuracy": {"top1": 99.0},
-             "drop_vs_unfolded": 0.1}
+             "status": "built", "latency": {"p50_ms": 0.1, "p99_ms": 0.2}, "accuracy": acc(99.0),
+             "drop": drop(0.1)}
     lost = {**built, "node": "b-2", "status": "lost", "reason": "lost: node died or disconnected (NodeDiedError)"}
-    lost = {k: v for k, v in lost.items() if k not in ("latency", "accuracy", "drop_vs_unfolded")}
+    lost = {k: v for k, v in lost.items() if k not in ("latency", "accuracy", "drop")}
     nodeless = {"target": "dgpu", "node": "-", "scope": "node", "name": "tensorrt-cuda", "precision": "int8",
                 "status": "no node", "reason": "no node for target"}
-    report = {"fold": {"max_rel_error": 1e-7}, "baseline": {"accuracy": {"top1": 99.0, "samples": 100, "classes": 10}},
+    report = {"fold": {"max_rel_error": 1e-7}, "baseline": {"accuracy": acc(99.0, classes=10)},
               "rows": [built, lost, nodeless]}
     res = gate_fleet(report, GateThresholds(max_drop=0.5))
     assert not res.passed
@@ -72,11 +76,11 @@ def test_gate_fails_lost_and_nodeless_rows_and_groups_junit_by_target_engine():
 def test_fleet_gate_keeps_the_bundles_set_up_checks_once():
     """The bundle's input statistics and expected top-1 travel into the fleet report and fail its gate once."""
     row = {"target": "x86-cpu", "node": "a-1", "scope": "node", "name": "onnxruntime-cpu", "precision": "int8",
-           "status": "built", "latency": {"p50_ms": 0.1}, "accuracy": {"top1": 25.0}, "drop_vs_unfolded": 0.0}
+           "status": "built", "latency": {"p50_ms": 0.1}, "accuracy": acc(25.0), "drop": drop(0.0)}
     stats = {"source": "calibration", "samples": 64, "layers": [{"layer": "c1.1", "channels": 16, "mean_shift": 131.0,
                                                                  "var_ratio": 6.6e4, "var_direction": "larger"}]}
     report = {"fold": {"max_rel_error": 1e-7}, "input_statistics": stats,
-              "baseline": {"accuracy": {"top1": 25.0, "samples": 100, "classes": 10},
+              "baseline": {"accuracy": acc(25.0, classes=10),
                            "expected": {"top1": 97.0, "source": "--expect-top1"}},
               "rows": [row, {**row, "node": "b-2"}]}
     res = gate_fleet(report, GateThresholds(max_drop=0.5))
@@ -146,7 +150,7 @@ def test_merged_row_with_a_missing_shard_compares_on_the_same_shards():
              "noise": None, "nonfinite": 0}
     report, g = _report(done=[("a-1", {0: exact})], lost=[("b-2", [1], "node died or disconnected (NodeDiedError)")])
     (merged,) = [r for r in report["rows"] if r["scope"] == "merged"]
-    assert merged["drop_vs_unfolded"] == 0.0 and merged["accuracy"]["samples"] == 10
+    assert merged["drop"] == drop(0.0) and merged["accuracy"]["samples"] == 10
     assert merged["status"] == "lost" and merged["shards_missing"] == [1]
     assert not g.passed
 

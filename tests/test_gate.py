@@ -3,27 +3,32 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from edgerep.bench.gate import GateThresholds, evaluate_gate, junit_xml, markdown_summary
 from edgerep.cli import main
 from edgerep.errors import EdgerepError
+from report_dicts import acc, drop
+
+V1 = Path(__file__).resolve().parent / "data" / "report_v1" / "report.json"
 
 
 def _report(drop_int8=0.2, p50=2.0, top1=98.0):
+    """A hand-made /2 report, as far as the gate reads it (the CLI test below uses a whole saved report)."""
     return {
-        "schema": "edgerep.report/1",
+        "schema": "edgerep.report/2",
         "model": {"name": "m", "sha256": "ab" * 32},
         "fold": {"max_rel_error": 3e-7},
-        "baseline": {"name": "torch-cpu", "precision": "fp32", "accuracy": {"top1": top1}},
+        "baseline": {"name": "torch-cpu", "precision": "fp32", "accuracy": acc(top1)},
         "engines": [
             {"name": "onnxruntime-cpu", "precision": "fp32", "status": "built",
-             "latency": {"p50_ms": p50 * 2, "p99_ms": p50 * 3}, "accuracy": {"top1": top1, "cosine": 1.0},
-             "drop_vs_unfolded": 0.0},
+             "latency": {"p50_ms": p50 * 2, "p99_ms": p50 * 3}, "accuracy": acc(top1, cosine=1.0),
+             "drop": drop(0.0)},
             {"name": "onnxruntime-cpu", "precision": "int8", "status": "built",
-             "latency": {"p50_ms": p50, "p99_ms": p50 * 1.5}, "accuracy": {"top1": top1 - drop_int8, "cosine": 0.99},
-             "drop_vs_unfolded": drop_int8},
+             "latency": {"p50_ms": p50, "p99_ms": p50 * 1.5}, "accuracy": acc(top1 - drop_int8, cosine=0.99),
+             "drop": drop(drop_int8)},
             {"name": "tensorrt", "precision": "int8", "status": "skipped", "reason": "TensorRT is not installed"},
         ],
     }
@@ -104,16 +109,18 @@ def test_toml_config(tmp_path):
 
 
 def test_cli_exit_codes(tmp_path, capsys):
+    saved = json.loads(V1.read_text())  # a whole report (main's /1 digits deploy): the CLI validates what it reads
     good = tmp_path / "good.json"
-    good.write_text(json.dumps(_report(drop_int8=0.1)))
+    good.write_text(json.dumps(saved))
+    saved["engines"][1]["drop_vs_unfolded"] = 4.0
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(_report(drop_int8=4.0)))
+    bad.write_text(json.dumps(saved))
     junit = tmp_path / "g.xml"
     md = tmp_path / "g.md"
     assert main(["gate", str(good), "--max-drop", "0.5"]) == 0
     assert main(["gate", str(bad), "--max-drop", "0.5", "--junit", str(junit), "--markdown", str(md)]) == 1
     err = capsys.readouterr().err
-    assert "top-1 drop vs unfolded 4.00 points" in err
+    assert "top1 drop vs unfolded fp32 4.00 points" in err
     assert "<failure" in junit.read_text() and "FAILED" in md.read_text()
     assert main(["gate", str(tmp_path / "missing.json"), "--max-drop", "0.5"]) == 2
     (tmp_path / "junk.json").write_text("{not json")

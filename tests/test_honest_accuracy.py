@@ -41,7 +41,7 @@ def test_state_dict_without_preprocessing_is_refused_before_any_work(user_sd, tm
 def test_stated_preprocessing_gives_the_models_real_accuracy(user_bundle):
     r = json.loads((user_bundle / "report.json").read_text())
     real = top1(trained_small_net(), "test")  # the model's own accuracy on the test split, in [0, 1]
-    assert r["baseline"]["accuracy"]["top1"] == pytest.approx(real, abs=1e-4) and real > 90  # float32 mean
+    assert r["baseline"]["accuracy"]["value"] == pytest.approx(real, abs=1e-4) and real > 90  # float32 mean
     assert r["preprocessing"]["source"] == "flags" and r["preprocessing"]["mean"] == [0.0]
     assert r["gate"]["passed"] and {c["name"] for c in r["gate"]["checks"]} >= {"baseline_sanity", "max_drop"}
     folded = torch.load(user_bundle / "model.folded.pt", weights_only=True)["meta"]
@@ -55,8 +55,9 @@ def test_splits_json_is_disjoint_and_the_int8_top1_recomputes_from_the_bundle(us
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
     splits = json.loads((user_bundle / "splits.json").read_text())
-    sets = {k: set(v) for k, v in splits.items() if k != "duplicates_dropped"}
-    assert set(splits) == {"calibration", "selection", "test", "duplicates_dropped"} and not splits["duplicates_dropped"]
+    sets = {k: set(v) for k, v in splits.items() if k not in ("duplicates_dropped", "schema")}
+    assert set(splits) == {"schema", "calibration", "selection", "test", "duplicates_dropped"}
+    assert splits["schema"] == "edgerep.splits/2" and not splits["duplicates_dropped"]
     assert not (sets["calibration"] & sets["selection"] or sets["calibration"] & sets["test"]
                 or sets["selection"] & sets["test"])
     r = json.loads((user_bundle / "report.json").read_text())
@@ -69,7 +70,7 @@ def test_splits_json_is_disjoint_and_the_int8_top1_recomputes_from_the_bundle(us
     cfg = r["quantization"]["cpu_policy"]["session_config"]
     eng = OrtEngine(user_bundle / "model.int8.onnx", precision="int8", session_config=cfg)
     recomputed = float((eng.run(x).argmax(1) == d.target[idx]).mean() * 100)
-    assert recomputed == pytest.approx(int8["accuracy"]["top1"], abs=1e-9)
+    assert recomputed == pytest.approx(int8["accuracy"]["value"], abs=1e-9)
 
 
 def test_a_baseline_at_chance_fails_the_gate_naming_preprocessing_and_labels(tmp_path, capsys):
@@ -106,7 +107,7 @@ def test_bare_gate_applies_deploys_defaults(user_bundle, tmp_path):
     assert xml.count('name="max_drop"') == len(engines) and 'name="baseline_sanity"' in xml
     worse = json.loads(json.dumps(r))
     int8 = next(e for e in worse["engines"] if e["precision"] == "int8")
-    int8["drop_vs_unfolded"] = 0.8  # past the default 0.5
+    int8["drop"]["value"] = 0.8  # past the default 0.5
     (tmp_path / "worse.json").write_text(json.dumps(worse))
     assert main(["gate", str(tmp_path / "worse.json")]) == 1
     assert main(["gate", str(tmp_path / "worse.json"), "--max-drop", "1.0"]) == 0
@@ -120,8 +121,8 @@ def test_a_recipe_states_preprocessing_and_flags_win_over_it(user_sd, tmp_path):
     out = tmp_path / "b"
     assert main(["deploy", str(user_sd), *USER, "--calib-recipe", str(recipe), "--out", str(out), *FAST]) == 0
     r = json.loads((out / "report.json").read_text())
-    assert r["preprocessing"]["source"] == "recipe" and r["baseline"]["accuracy"]["top1"] > 90
-    top1_recipe = r["baseline"]["accuracy"]["top1"]
+    assert r["preprocessing"]["source"] == "recipe" and r["baseline"]["accuracy"]["value"] > 90
+    top1_recipe = r["baseline"]["accuracy"]["value"]
     # the gate's drop is not what this test is about (a wide --max-drop); std 2 is wrong preprocessing for
     # this model, so the set-up checks fail it (exit 1) on the input statistics, never on the drop
     assert main(["deploy", str(user_sd), *USER, "--calib-recipe", str(recipe), "--std", "2", "--out", str(out),
@@ -131,7 +132,7 @@ def test_a_recipe_states_preprocessing_and_flags_win_over_it(user_sd, tmp_path):
     assert failed and failed <= {"input_mean_shift", "input_var_ratio", "baseline_expected"}, failed
     assert r["preprocessing"]["source"] == "flags+recipe" and r["preprocessing"]["std"] == [2.0]
     assert r["preprocessing"]["mean"] == [0.0]  # the recipe's, for what the flags left out
-    assert r["baseline"]["accuracy"]["top1"] < top1_recipe - 10  # the data really was read with std 2
+    assert r["baseline"]["accuracy"]["value"] < top1_recipe - 10  # the data really was read with std 2
 
 
 def test_half_stated_preprocessing_is_still_refused_naming_what_was_given(user_sd, tmp_path, capsys):

@@ -10,6 +10,7 @@ import pytest
 from edgerep.bench import metrics
 from edgerep.bench.accuracy import collect_outputs, score
 from edgerep.bench.entry import engine_accuracy
+from edgerep.report.models import dump
 from edgerep.bench.gate import GateThresholds, evaluate_gate
 from edgerep.engines.onnxruntime_engine import OrtEngine
 from edgerep.fleet.counts import accuracy, merge, shard_counts
@@ -50,23 +51,23 @@ def test_nan_engine_fails_its_row_and_the_gate_by_name(tmp_path):
     ref_eng = OrtEngine(_log_model(tmp_path / "ref.onnx", "Abs", "Log"), precision="fp32", threads=1)
     nan_eng = OrtEngine(_log_model(tmp_path / "nan.onnx", "Log"), precision="fp32", threads=1)
     ref_out, labels = collect_outputs(ref_eng, ds.batches(64))
-    base = score(ref_out, labels, ref_out).to_dict()
-    assert base["top1"] == 100.0 and base["nonfinite"] == 0
+    base = dump(score(ref_out, labels, ref_out))
+    assert (base["metric"], base["value"]) == ("top1", 100.0) and base["nonfinite"] == 0
     row = {"name": nan_eng.name, "precision": "int8", "status": "built",
-           **engine_accuracy(nan_eng, ds, labels=labels, reference=ref_out, ref_top1=base["top1"])}
+           **engine_accuracy(nan_eng, ds, labels=labels, reference=ref_out, ref_accuracy=base)}
     out, _ = collect_outputs(nan_eng, ds.batches(64))
     assert np.isnan(out[:4, 0]).all()  # onnxruntime really gives NaN
     acc = row["accuracy"]
-    assert acc["nonfinite"] == 4 and acc["top1"] == pytest.approx(100 * 2 / 6)  # a NaN row is never right
-    assert acc["cosine"] is None  # no mean cosine over rows that have none (a zero-norm rule must not say 1.0)
-    assert acc["top1_agreement"] == pytest.approx(100 * 2 / 6)  # and never agrees (argmax would pick the NaN)
+    assert acc["nonfinite"] == 4 and acc["value"] == pytest.approx(100 * 2 / 6)  # a NaN row is never right
+    assert acc["fidelity"]["cosine"] is None  # no mean cosine over rows that have none (a zero-norm rule must not say 1.0)
+    assert acc["fidelity"]["top1_agreement"] == pytest.approx(100 * 2 / 6)  # never agrees (argmax would pick the NaN)
     report = {"fold": {"max_rel_error": 0.0}, "baseline": {"accuracy": {**base, "classes": 4}}, "engines": [row]}
     g = evaluate_gate(report, GateThresholds(max_drop=100.0))  # even a budget the drop fits
     assert not g.passed
     (bad,) = [c for c in g.failures if c.name == "finite_outputs"]
     assert bad.engine == "onnxruntime-cpu/int8" and "NaN or Inf" in bad.message and "4 of 6" in bad.message
     # a NaN reference fails the gate as the baseline
-    nan_base = score(out, labels, out).to_dict()
+    nan_base = dump(score(out, labels, out))
     g = evaluate_gate({**report, "baseline": {"accuracy": {**nan_base, "classes": 4}}, "engines": []},
                       GateThresholds(max_drop=None))
     assert any(c.name == "finite_outputs" and c.engine == "baseline" and not c.passed for c in g.checks)
@@ -79,10 +80,10 @@ def test_nan_rows_fail_a_fleet_row_through_its_counts(tmp_path):
     out = OrtEngine(_log_model(tmp_path / "nan.onnx", "Log"), precision="fp32").run(ds.x)
     counts = merge([shard_counts(out[:3], ds.y[:3], ref_out[:3]), shard_counts(out[3:], ds.y[3:], ref_out[3:])])
     acc = accuracy(counts)
-    assert acc["nonfinite"] == 4 and acc["top1"] == pytest.approx(100 * 2 / 6) and acc["cosine"] is None
+    assert acc["nonfinite"] == 4 and acc["value"] == pytest.approx(100 * 2 / 6) and acc["fidelity"]["cosine"] is None
     ref_acc = accuracy(shard_counts(ref_out, ds.y, None))
     row = {"target": "x86-cpu", "node": "a-1", "scope": "node", "name": "onnxruntime-cpu", "precision": "fp32",
-           "status": "built", "accuracy": acc, "drop_vs_unfolded": 0.0}
+           "status": "built", "accuracy": acc, "drop": {"of": "top1", "unit": "points", "value": 0.0}}
     res = gate_fleet({"fold": {"max_rel_error": 0.0}, "baseline": {"accuracy": {**ref_acc, "classes": 4}},
                       "rows": [row]}, GateThresholds(max_drop=100.0))
     assert not res.passed and [c.name for c in res.failures] == ["finite_outputs"]

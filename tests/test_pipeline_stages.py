@@ -142,7 +142,7 @@ def _check_evaluate(out, saved, i):
     assert set(out.engines) == _ran(i["build"]) and out.baseline == saved.baseline
     assert np.array_equal(out.reference, saved.reference) and out.samples == saved.samples
     for k, part in out.engines.items():
-        assert part["accuracy"]["top1"] == saved.engines[k]["accuracy"]["top1"], k
+        assert part["accuracy"]["value"] == saved.engines[k]["accuracy"]["value"], k
 
 
 def _check_bench(out, saved, i):

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 
 from edgerep.cli import main
+from schema_check import validate
 from test_quant_helpers import digits_splits, export_folded, trained_digits
 
 
@@ -22,6 +23,8 @@ def test_quantize_onnx_with_npz_data(tmp_path, capsys):
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((out / "quantize.json").read_text())
+    validate(saved, "edgerep.quantize/2")  # the published schema (docs/schema/quantize-2.schema.json)
+    assert printed == saved
     assert printed["cpu_policy"]["name"] == saved["cpu_policy"]["name"]
     auto = saved["calibration"]["auto_logit_error"]
     assert saved["lint_passed"] and saved["calibration"]["method"] == min(auto, key=auto.get)

@@ -43,7 +43,7 @@ def test_numbers_are_rounded_with_image_counts(demo_bundle):
     r = _report(demo_bundle)
     html = (demo_bundle / "report.html").read_text()
     md = (demo_bundle / "report.md").read_text()
-    top1, n = r["baseline"]["accuracy"]["top1"], r["baseline"]["accuracy"]["samples"]
+    top1, n = r["baseline"]["accuracy"]["value"], r["baseline"]["accuracy"]["samples"]
     shown = f"{top1:.2f}% ({fmt.correct_of(top1, n)} of {n})"
     assert shown in html and shown in md
     assert str(top1) not in html and str(top1) not in md  # never the unrounded float
@@ -106,7 +106,7 @@ def test_console_table_reads_well(demo_bundle, capsys):
     print_engine_table(r, bundle=demo_bundle)
     out = capsys.readouterr().out
     acc = r["baseline"]["accuracy"]
-    assert f"{acc['top1']:.2f}% ({fmt.correct_of(acc['top1'], acc['samples'])} of {acc['samples']})" in out
+    assert f"{acc['value']:.2f}% ({fmt.correct_of(acc['value'], acc['samples'])} of {acc['samples']})" in out
     assert f"report: {demo_bundle / 'report.html'}" in out and "check.html" in out
 
 

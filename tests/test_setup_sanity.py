@@ -12,6 +12,7 @@ import torch
 
 from edgerep.bench.gate import GateThresholds, evaluate_gate
 from edgerep.cli import main
+from report_dicts import acc, drop
 from user_models import digits_01, save_state_dict, small_net, trained_small_net
 
 FAST = ["--calib-samples", "64", "--bench-seconds", "0.1", "--no-check"]
@@ -22,9 +23,9 @@ def _report(correct: int, n: int, classes: int, **baseline) -> dict:
     """A deploy report whose unfolded baseline got ``correct`` of ``n`` right; one engine at no drop."""
     top1 = 100.0 * correct / n
     return {"fold": {"max_rel_error": 1e-7},
-            "baseline": {"accuracy": {"top1": top1, "samples": n, "classes": classes}, **baseline},
+            "baseline": {"accuracy": acc(top1, samples=n, classes=classes), **baseline},
             "engines": [{"name": "onnxruntime-cpu", "precision": "int8", "status": "built",
-                         "accuracy": {"top1": top1}, "drop_vs_unfolded": 0.0}]}
+                         "accuracy": acc(top1, samples=n), "drop": drop(0.0)}]}
 
 
 def _check(result, name: str):
@@ -140,7 +141,11 @@ def test_expected_top1_far_below_fails_with_counts():
 
 
 def test_gate_cli_takes_expect_top1(tmp_path):
-    (tmp_path / "r.json").write_text(json.dumps(_report(89, 359, 10)))
+    from pathlib import Path
+
+    saved = json.loads((Path(__file__).parent / "data" / "report_v1" / "report.json").read_text())  # a whole report
+    saved["baseline"]["accuracy"]["top1"] = 100.0 * 89 / 359  # its baseline got 89 of 359 right
+    (tmp_path / "r.json").write_text(json.dumps(saved))
     assert main(["gate", str(tmp_path / "r.json")]) == 0
     assert main(["gate", str(tmp_path / "r.json"), "--expect-top1", "97.77"]) == 1
 

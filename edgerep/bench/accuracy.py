@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -11,32 +10,9 @@ import numpy as np
 from edgerep.bench import metrics
 from edgerep.engines.base import Engine
 from edgerep.errors import EdgerepError
+from edgerep.report.models.results import Accuracy, Majority, make_accuracy
 
 UserMetric = Callable[[np.ndarray, "np.ndarray | None", np.ndarray], "dict[str, float] | float"]
-
-
-@dataclass
-class AccuracyResult:
-    """Top-1/top-5 where labels exist; fidelity (cosine, SQNR, PSNR, top-1 agreement) against the reference."""
-
-    samples: int
-    top1: float | None = None  # percent
-    top5: float | None = None  # percent
-    cosine: float | None = None
-    sqnr_db: float | None = None
-    psnr_db: float | None = None
-    top1_agreement: float | None = None  # percent
-    nonfinite: int = 0  # output rows holding a NaN or an Inf: never correct, and the gate fails the engine
-    user: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k, v in list(d.items()):  # JSON has no inf and no NaN
-            if isinstance(v, float) and math.isinf(v):
-                d[k] = 999.0 if v > 0 else -999.0
-            elif isinstance(v, float) and math.isnan(v):
-                d[k] = None
-        return d
 
 
 def load_user_metric(spec: str) -> UserMetric:
@@ -73,22 +49,45 @@ def collect_outputs(engine: Engine, batches: Iterable[tuple[np.ndarray, np.ndarr
     return out, (np.concatenate(labels) if has_labels and labels else None)
 
 
+def _finite(v: float | None) -> float | None:
+    """JSON has no inf and no NaN: an infinite ratio (identical outputs) is +-999 dB, NaN is null."""
+    if v is None or math.isnan(v):
+        return None
+    return (999.0 if v > 0 else -999.0) if math.isinf(v) else float(v)
+
+
 def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None,
-          user_metric: UserMetric | None = None, classifier: bool = True) -> AccuracyResult:
-    """All metrics from collected outputs; labels and reference are both optional."""
+          user_metric: UserMetric | None = None, classifier: bool = True) -> Accuracy | None:
+    """The report's accuracy of collected outputs (``edgerep.report.models.make_accuracy``): top-1 against labels
+    where a classifier has them, else agreement with (or cosine to) the reference; fidelity against the
+    reference beside it. Labels and reference are both optional; None when nothing can be scored."""
     n = int(outputs.shape[0])
-    res = AccuracyResult(samples=n, nonfinite=metrics.nonfinite_rows(outputs) if n else 0)
+    kw: dict = {"samples": n, "classifier": classifier, "labelled": labels is not None,
+                "nonfinite": metrics.nonfinite_rows(outputs) if n else 0}
     if labels is not None and classifier and n:
-        res.top1 = 100.0 * metrics.topk_correct(outputs, labels, 1) / n
-        res.top5 = 100.0 * metrics.topk_correct(outputs, labels, 5) / n
+        kw["correct"] = metrics.topk_correct(outputs, labels, 1)
+        kw["correct5"] = metrics.topk_correct(outputs, labels, 5)
     if reference is not None and n:
-        res.cosine = metrics.cosine(reference, outputs)
-        res.sqnr_db = metrics.sqnr_db(reference, outputs)
-        res.psnr_db = metrics.psnr_db(reference, outputs)
+        kw["cosine"] = _finite(metrics.cosine(reference, outputs))
+        kw["sqnr_db"] = _finite(metrics.sqnr_db(reference, outputs))
+        kw["psnr_db"] = _finite(metrics.psnr_db(reference, outputs))
         if classifier:
-            res.top1_agreement = 100.0 * metrics.argmax_agreement(reference, outputs)
+            kw["agree"] = int(round(metrics.argmax_agreement(reference, outputs) * n))
     if user_metric is not None:
         value = user_metric(outputs, labels, reference if reference is not None else outputs)
-        res.user = {"metric": float(value)} if isinstance(value, (int, float)) else \
+        kw["user"] = {"metric": float(value)} if isinstance(value, (int, float)) else \
             {str(k): float(v) for k, v in dict(value).items()}
-    return res
+    return make_accuracy(**kw)
+
+
+def baseline_accuracy(ref_out: np.ndarray, labels: np.ndarray | None, user_metric: UserMetric | None = None,
+                      classifier: bool = True) -> Accuracy | None:
+    """The unfolded FP32 reference's accuracy on the test set, with its class count and what always answering
+    the most common label scores (the gate's chance level)."""
+    acc = score(ref_out, labels, ref_out, user_metric, classifier)
+    if acc is not None and classifier:
+        acc.classes = int(ref_out.shape[1])
+        if labels is not None and len(labels):
+            counts = np.bincount(labels.astype(np.int64).clip(min=0))
+            acc.majority = Majority(class_=int(counts.argmax()), count=int(counts.max()))
+    return acc

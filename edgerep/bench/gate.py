@@ -7,7 +7,6 @@ Markdown summary fit for a pull-request comment.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +16,8 @@ from xml.sax.saxutils import escape, quoteattr
 from edgerep.bench.input_stats import MAX_MEAN_SHIFT, MAX_VAR_RATIO
 from edgerep.bench.noise import latency_change
 from edgerep.errors import EdgerepError
+from edgerep.report.models import dump
+from edgerep.report.models.results import top1_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -122,25 +123,28 @@ class GateResult:
         """Latency checks whose measurement was noisy: pass or fail, the verdict is flagged."""
         return [c for c in self.checks if c.noisy]
 
+    def to_model(self) -> "Gate":
+        """The report's typed gate block."""
+        from edgerep.report.models import Gate
+
+        return Gate(passed=self.passed, report=self.report_path, noisy_checks=len(self.noisy),
+                    checks=[asdict(c) for c in self.checks])
+
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "report": self.report_path, "noisy_checks": len(self.noisy),
-                "checks": [asdict(c) for c in self.checks]}
+        from edgerep.report.models import dump
+
+        return dump(self.to_model())
 
 
 def load_report(path: str | Path) -> dict:
-    """A report.json (or a bundle directory holding one)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "report.json"
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise EdgerepError(f"{p}: report not found", hint="run `edgerep deploy` or `edgerep bench` first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgerepError(f"{p}: not a JSON report ({e})") from None
-    if not isinstance(data, dict) or "engines" not in data:
-        raise EdgerepError(f"{p}: not an edgerep report (no 'engines' field)")
-    return data
+    """A report.json (or a bundle directory holding one), any known schema version, as the current (/2) dict:
+    through the one migration (``edgerep.report.migrate``); an unknown schema is an exit-2 error naming the file."""
+    from edgerep.report.migrate import read_report
+
+    model = read_report(path)
+    if not hasattr(model, "engines"):
+        raise EdgerepError(f"{path}: not a deploy or bench report (no 'engines' field)")
+    return dump(model)
 
 
 def engine_key(e: dict) -> str:
@@ -190,16 +194,21 @@ def tensorrt_qdq_checks(report: dict, th: "GateThresholds") -> list[GateCheck]:
     out = [GateCheck("tensorrt_qdq_lint", who, float(len(errors)), 0, not errors,
                      f"{t.get('file')}: TensorRT lint " + ("passed" if not errors else
                                                            f"found {len(errors)} error(s): " + "; ".join(errors[:3])))]
-    drop, acc = t.get("drop_vs_unfolded"), t.get("accuracy") or {}
+    drop, acc = t.get("drop"), t.get("accuracy") or {}
     if acc.get("nonfinite"):
         out.append(GateCheck("finite_outputs", who, float(acc["nonfinite"]), 0, False,
                              f"{who}: NaN or Inf in its simulated outputs for {acc['nonfinite']} of "
                              f"{acc.get('samples')} samples"))
     if th.max_drop is not None and th.require_accuracy and drop is not None:
-        out.append(GateCheck("tensorrt_qdq_drop", who, drop, th.max_drop, drop <= th.max_drop,
-                             f"{t.get('file')}: simulated top-1 drop vs unfolded {drop:.2f} points on the test set "
+        out.append(GateCheck("tensorrt_qdq_drop", who, drop["value"], th.max_drop, drop["value"] <= th.max_drop,
+                             f"{t.get('file')}: simulated {drop_words(drop)} on the test set "
                              f"(limit {th.max_drop:g}; onnxruntime on the QDQ file, no TensorRT here)"))
     return out
+
+
+def drop_words(drop: dict) -> str:
+    """A drop as the gate says it: what it is a drop of, against what, in which unit."""
+    return f"{drop['of']} drop vs {drop.get('vs', 'unfolded fp32')} {drop['value']:.2f} {drop['unit']}"
 
 
 def _fmt(v: float | None) -> str:
@@ -224,7 +233,7 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
             f"fold max relative error {v:.2e} (limit {th.max_fold_rel_error:.0e})")
 
     base_acc = (report.get("baseline") or {}).get("accuracy") or {}
-    labelled = base_acc.get("top1") is not None
+    labelled = top1_of(base_acc) is not None
     if th.require_accuracy and not labelled:
         add("accuracy_measured", "baseline", None, None, False,
             "no accuracy measured: the report has no top-1 on labelled test data (name labelled data with "
@@ -253,7 +262,7 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
         key = engine_key(e)
         acc = e.get("accuracy") or {}
         lat = e.get("latency") or {}
-        drop = e.get("drop_vs_unfolded")
+        drop = e.get("drop")
         if acc.get("nonfinite"):  # whatever the thresholds: a NaN or Inf output is a broken engine
             add("finite_outputs", key, float(acc["nonfinite"]), 0, False,
                 f"{key}: NaN or Inf in its outputs for {acc['nonfinite']} of {acc.get('samples')} samples")
@@ -262,17 +271,17 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                 pass  # said once above ("no accuracy measured")
             elif drop is None:
                 add("max_drop", key, None, th.max_drop, False,
-                    f"{key}: no top-1 drop in the report (no labelled evaluation data?)")
+                    f"{key}: no drop in the report (no labelled evaluation data?)")
             else:
-                add("max_drop", key, drop, th.max_drop, drop <= th.max_drop,
-                    f"{key}: top-1 drop vs unfolded {drop:.2f} points (limit {th.max_drop:g})")
+                add("max_drop", key, drop["value"], th.max_drop, drop["value"] <= th.max_drop,
+                    f"{key}: {drop_words(drop)} (limit {th.max_drop:g} {drop['unit']})")
         for name, metric, limit, unit in (("min_top1", "top1", th.min_top1, "%"),
                                           ("min_cosine", "cosine", th.min_cosine, ""),
                                           ("min_sqnr_db", "sqnr_db", th.min_sqnr_db, " dB"),
                                           ("min_agreement", "top1_agreement", th.min_agreement, "%")):
             if limit is None:
                 continue
-            v = acc.get(metric)
+            v = top1_of(acc) if metric == "top1" else (acc.get("fidelity") or {}).get(metric)
             ok = v is not None and v >= limit
             add(name, key, v, limit, ok, f"{key}: {metric} {_fmt(v)}{unit} (minimum {limit:g}{unit})")
         noise = _noise(lat)
@@ -313,7 +322,7 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                         f"limit +{limit:g}%, noise band ±{ch.band_pct:.0f}%){why}",
                         "; ".join(n for n in (noise, base_noise and f"baseline {base_noise}") if n) or None)
             if th.max_accuracy_regression is not None:
-                b, v = (base.get("accuracy") or {}).get("top1"), acc.get("top1")
+                b, v = top1_of(base.get("accuracy")), top1_of(acc)
                 if b is not None and v is not None:
                     d = b - v
                     add("max_accuracy_regression", key, d, th.max_accuracy_regression,
@@ -323,11 +332,11 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
 
 
 def _counts(acc: dict) -> tuple[int, int] | None:
-    """(correct, images) of an accuracy dict with ``top1`` (%) and ``samples``."""
+    """(correct, images) of a top-1 accuracy (its counts as measured)."""
     n = acc.get("samples")
-    if acc.get("top1") is None or not n:
+    if top1_of(acc) is None or not n or acc.get("correct") is None:
         return None
-    return int(round(float(acc["top1"]) * int(n) / 100.0)), int(n)
+    return int(acc["correct"]), int(n)
 
 
 def _sanity_checks(acc: dict, base: dict, th: GateThresholds, add) -> None:

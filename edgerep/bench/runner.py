@@ -18,6 +18,8 @@ from edgerep.bench.noise import host_load
 from edgerep.bench.scenarios import ScenarioSettings, run_scenario
 from edgerep.engines.base import Engine, unfolded_name
 from edgerep.errors import EdgerepError
+from edgerep.report.models import BenchReport, dump
+from edgerep.report.models.report import BENCH_SCHEMA
 
 
 @dataclass
@@ -149,7 +151,8 @@ def best_batch(by_batch: dict[str, dict]) -> str | None:
 
 
 def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> dict:
-    """Latency of every engine at every batch size; returns a report dict (same schema as deploy's)."""
+    """Latency of every engine at every batch size; returns the serialized ``BenchReport``
+    (``edgerep.bench-report/2``: the deploy report's engine, latency, host and bench blocks)."""
     say = progress or (lambda msg: None)
     if opts.threads:
         import torch
@@ -161,7 +164,7 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
     log_dir = opts.log_dir or (Path(opts.target) / "loadgen" if Path(opts.target).is_dir() else None)
     settings = scenario_settings(opts, Path(log_dir) / opts.scenario if log_dir else None)
     batches = batch_sizes_for(opts)
-    report: dict = {"schema": "edgerep.report/1", "kind": "bench", "created_unix": time.time(),
+    report: dict = {"schema": BENCH_SCHEMA, "kind": "bench", "created_unix": time.time(),
                     "model": {**model_info, "input_shape": list(shape)}, "engines": [], "host": host_info(),
                     "bench": {"scenario": opts.scenario, "batch_sizes": batches, "min_seconds": opts.seconds,
                               "load_before": host_load()}}
@@ -199,4 +202,4 @@ def bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> 
                                             if int(bs) in base_p50 and s.get("valid") is not False}
             report["engines"].append(entry)
     report["bench"]["load_after"] = host_load()
-    return report
+    return dump(BenchReport.model_validate(report))  # the typed bench report (edgerep.report.models.BenchReport)

@@ -33,6 +33,7 @@ from edgerep.bench.threads import settle
 from edgerep.engines.base import Engine
 from edgerep.errors import EdgerepError
 from edgerep.progress import counted
+from edgerep.report.models import Latency, dump
 
 SCENARIOS = ("single-stream", "multi-stream", "offline")
 RULE = "early stopping at 99% confidence: p90 needs >= 64 queries, p99 >= 662 (null below)"
@@ -116,7 +117,7 @@ def settings_note(s: ScenarioSettings, queries: int, min_q: int, min_s: float) -
 def run_scenario(engine: Engine, x: np.ndarray, settings: ScenarioSettings, *, batch: int | None = None,
                  log_name: str = "engine") -> dict:
     """Warm up, settle every pool, then time ``engine`` in ``settings.scenario`` on queries of distinct
-    samples drawn from the pool ``x``; the latency dict of a report."""
+    samples drawn from the pool ``x``; the report's latency block (a serialized ``Latency``)."""
     check_settings(settings)
     s = settings
     if s.scenario == "multi-stream":
@@ -159,7 +160,7 @@ def run_scenario(engine: Engine, x: np.ndarray, settings: ScenarioSettings, *, b
     res["spread"] = robust_spread(call_ms)
     res["p50_repeats_ms"] = repeat_p50s(call_ms)
     res["noisy"], res["noise_reason"] = assess(res, s.noise)
-    return res
+    return dump(Latency.model_validate(res))  # the report's typed latency block (edgerep.report.models.Latency)
 
 
 def _ticking_seconds(call: Callable, tick: Callable[[int], None]) -> Callable:
@@ -207,8 +208,8 @@ def _call_stats(call_ms: list[float], batch: int) -> dict:
 
 
 def _common(scenario: str, batch: int, queries: int) -> dict:
-    return {"scenario": scenario, "batch": batch, "queries": queries, "iterations": queries,
-            "samples": queries * batch, "percentile_rule": RULE}
+    return {"scenario": scenario, "batch": batch, "queries": queries, "samples": queries * batch,
+            "percentile_rule": RULE}
 
 
 def _with_timer(call, scenario: str, batch: int, min_q: int, max_q: int, min_s: float, cap_s: float) -> dict:

@@ -115,10 +115,12 @@ def run(args: argparse.Namespace) -> int:
 
         html = write_check_html(report, args.html)
     if args.json:
+        from edgerep.report.models import CheckOutput, dump
+
         d = report.to_dict()
         if html is not None:
             d["html"] = str(html)
-        print(json.dumps(d, indent=2))
+        print(json.dumps(dump(CheckOutput.model_validate(d)), indent=2))
     else:
         print_report(report, title=f"edgerep check: {args.checkpoint.name} ({ck.meta.arch})", strict=args.strict)
         if html is not None:

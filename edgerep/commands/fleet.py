@@ -243,6 +243,7 @@ def _print_table(report: dict, out: Path) -> None:
     from rich.table import Table
 
     from edgerep.fleet.report import COLUMNS, node_lines, table_rows
+    from edgerep.report.fmt import metric_value as fmt_value
     from edgerep.report.console import make_console
 
     c = make_console()
@@ -255,7 +256,7 @@ def _print_table(report: dict, out: Path) -> None:
     ref = report.get("reference") or {}
     acc = ref.get("accuracy") or {}
     if acc:
-        c.print(f"reference (unfolded FP32, measured once here): top-1 {acc.get('top1'):.2f}% on "
+        c.print(f"reference (unfolded FP32, measured once here): {acc.get('metric')} {fmt_value(acc)} on "
                 f"{acc.get('samples')} samples; {ref.get('source')}")
     for line in node_lines(report):
         c.print(f"node {line}")

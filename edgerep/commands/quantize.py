@@ -176,8 +176,12 @@ def run(args: argparse.Namespace) -> int:
                              threads=args.threads,
                              cpu_policies=tuple(args.cpu_policy) if args.cpu_policy else None)
         res.files = moved_paths(res.files, tmp, out)
-        d = moved_paths(res.to_dict(), tmp, out)
-        (tmp / "quantize.json").write_text(json.dumps(d, indent=2, default=str) + "\n")
+        from edgerep.report.models import QUANTIZE_SCHEMA, QuantizeOutput, dump
+
+        d = dump(QuantizeOutput.model_validate({"schema": QUANTIZE_SCHEMA,
+                                                **json.loads(json.dumps(moved_paths(res.to_dict(), tmp, out),
+                                                                        default=str))}))
+        (tmp / "quantize.json").write_text(json.dumps(d, indent=2) + "\n")
     if args.json:
         print(json.dumps(d, indent=2, default=str))
         return 1 if res.int8_failure else 0

@@ -122,8 +122,10 @@ class DataSplits:
 
     def write(self, path: Path) -> None:
         """``splits.json``: the ids of each role, and ``duplicates_dropped`` ({dropped id: id kept})."""
-        doc = {**self.ids(), "duplicates_dropped": dict(self.duplicates)}
-        Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+        from edgerep.report.models import Splits, dump
+
+        doc = Splits(**self.ids(), duplicates_dropped=dict(self.duplicates))
+        Path(path).write_text(json.dumps(dump(doc), indent=1) + "\n")
 
 
 def _has_split(spec: str, split: str) -> bool:

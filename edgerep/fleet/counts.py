@@ -9,6 +9,8 @@ import math
 import numpy as np
 
 from edgerep.bench import metrics
+from edgerep.report.models import dump
+from edgerep.report.models.results import Accuracy, make_accuracy
 
 FIELDS = ("samples", "correct1", "correct5", "agree", "cos_sum", "signal", "noise", "nonfinite")
 
@@ -43,14 +45,21 @@ def merge(parts: list[dict]) -> dict:
     return out
 
 
-def accuracy(c: dict) -> dict:
-    """Counts -> the report's accuracy fields: samples, top1, top5 (%), cosine, sqnr_db, top1_agreement (%)."""
+def accuracy_model(c: dict) -> Accuracy | None:
+    """Counts -> the report's typed accuracy (``make_accuracy``: top-1 with labels, else agreement with the
+    unfolded model, else cosine), with fidelity from the summed cosines and energies."""
     n = c.get("samples") or 0
-    pct = (lambda k: 100.0 * c[k] / n if n and c.get(k) is not None else None)
     sqnr = None
     if c.get("noise") is not None:
         sqnr = 999.0 if c["noise"] == 0 else (10.0 * math.log10(c["signal"] / c["noise"]) if c["signal"] else -999.0)
-    out = {"samples": n, "top1": pct("correct1"), "top5": pct("correct5"),
-           "cosine": c["cos_sum"] / n if n and c.get("cos_sum") is not None else None,
-           "sqnr_db": sqnr, "top1_agreement": pct("agree"), "nonfinite": c.get("nonfinite")}
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}  # JSON has no NaN
+    cosine = c["cos_sum"] / n if n and c.get("cos_sum") is not None else None
+    nan = (lambda v: None if isinstance(v, float) and math.isnan(v) else v)  # JSON has no NaN
+    return make_accuracy(samples=n, classifier=c.get("correct1") is not None or c.get("agree") is not None,
+                         labelled=c.get("correct1") is not None, correct=c.get("correct1"), correct5=c.get("correct5"),
+                         agree=c.get("agree"), cosine=nan(cosine), sqnr_db=nan(sqnr), nonfinite=c.get("nonfinite") or 0)
+
+
+def accuracy(c: dict) -> dict | None:
+    """Counts -> the report's accuracy block, serialized (``accuracy_model``)."""
+    acc = accuracy_model(c)
+    return dump(acc) if acc is not None else None

@@ -191,7 +191,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
 
     # ---- merge, gate, write ------------------------------------------------------------------
     from edgerep.fleet.gate import gate_fleet, junit_xml
-    from edgerep.fleet.report import build_report, markdown
+    from edgerep.fleet.report import build_report, markdown, serialized
 
     report = build_report(bundle=bundle, ref=ref, data=spec, same_test_set=same, targets=targets, by_target=by_target, done=done,
                           lost=lost, failed=failed, shards=shards_meta, sharded=opts.shard, batch=opts.batch)
@@ -212,7 +212,8 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
                 p = d / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data)
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        report = serialized(report)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(report))
         (tmp / "gate.xml").write_text(xml)
     return FleetResult(out=out.resolve(), report=report, passed=result.passed, junit=xml, timings=marks)

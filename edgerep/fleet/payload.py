@@ -66,7 +66,15 @@ def read_bundle(path: str | Path) -> Bundle:
     except (ValueError, UnicodeDecodeError) as e:
         raise EdgerepError(f"{p / 'manifest.json'}: not JSON ({e})") from None
     report_path = p / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report = {}
+    if report_path.is_file():  # any known version, through the one migration
+        from edgerep.report.migrate import migrate
+        from edgerep.report.models import dump
+
+        try:
+            report = dump(migrate(json.loads(report_path.read_text()), report_path))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise EdgerepError(f"{report_path}: not JSON ({e})") from None
     files = manifest.get("files") or {}
     int8 = {k[len("int8_onnx_"):]: v for k, v in files.items() if k.startswith("int8_onnx_")}
     b = Bundle(path=p, manifest=manifest, report=report, fp32=files.get("fp32_onnx"), int8=int8,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from edgerep.fleet.counts import accuracy, merge
+from edgerep.fleet.counts import accuracy, accuracy_model, merge
+from edgerep.report.models import FleetReport, dump
+from edgerep.report.models.outputs import FLEET_SCHEMA
+from edgerep.report.models.results import make_drop, top1_of
 
 RAN = ("built", "cached", "fallback")  # row statuses of an engine that ran
 
@@ -30,13 +33,11 @@ def _scored(row: dict, counts: dict | None, ref_counts: dict | None) -> dict:
     """``row`` with accuracy from its counts and the drop vs the unfolded model on the same samples."""
     if not counts or not counts.get("samples"):
         return row
-    acc = accuracy(counts)
-    row["accuracy"] = acc
-    ref_top1 = accuracy(ref_counts)["top1"] if ref_counts else None
-    if acc["top1"] is not None and ref_top1 is not None:
-        row["drop_vs_unfolded"] = round(ref_top1 - acc["top1"], 4)
-    elif acc["top1_agreement"] is not None:
-        row["drop_vs_unfolded"] = round(100.0 - acc["top1_agreement"], 4)
+    acc = accuracy_model(counts)
+    row["accuracy"] = dump(acc) if acc is not None else None
+    drop = make_drop(acc, accuracy_model(ref_counts) if ref_counts else None)  # as deploy's rows
+    if drop is not None:
+        row["drop"] = dump(drop)
     return row
 
 
@@ -136,7 +137,7 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool
             # the drop against the reference on the very shards this row scored, never on all of them
             rows.append(_scored(row, merge([per[i] for i in sorted(per)]), merge([ref_by_shard[i] for i in sorted(per)])))
     return {
-        "schema": "edgerep.fleet-report/1", "kind": "fleet", "created_unix": time.time(),
+        "schema": FLEET_SCHEMA, "kind": "fleet", "created_unix": time.time(),
         "bundle": str(bundle.path), "model": bundle.report.get("model") or {"name": bundle.name},
         "fold": bundle.report.get("fold"),
         "quantization": {k: v for k, v in (bundle.report.get("quantization") or {}).items() if k == "int8_failure"},
@@ -169,9 +170,10 @@ def table_rows(report: dict) -> list[list[str]]:
         if r.get("recovered_by"):
             note += f" (shards re-ran on {r['recovered_by']})"
         out.append([r["target"], r["node"], r["name"], r["precision"], r["status"], f(lat.get("p50_ms")),
-                    f(lat.get("p99_ms")), f(lat.get("throughput_ips"), 0), f(acc.get("top1"), 2),
-                    str(acc.get("samples", "")) if acc else "", "" if r.get("drop_vs_unfolded") is None
-                    else f"{r['drop_vs_unfolded']:+.2f}", note])
+                    f(lat.get("p99_ms")), f(lat.get("throughput_ips"), 0), f(top1_of(acc), 2),
+                    str(acc.get("samples", "")) if acc else "", "" if not r.get("drop")
+                    else f"{r['drop']['value']:+.2f}" + ("" if r["drop"]["of"] == "top1" else f" ({r['drop']['of']})"),
+                    note])
     return out
 
 
@@ -192,7 +194,7 @@ def markdown(report: dict) -> str:
     acc = ref.get("accuracy") or {}
     lines = [f"# edgerep fleet deploy: {report.get('model', {}).get('name', '')}", "",
              f"Reference (unfolded FP32, {ref.get('measured_on')}): {ref.get('source')}; top-1 "
-             f"{acc.get('top1') if acc else 'n/a'} on {acc.get('samples', 0) if acc else 0} test samples.", "",
+             f"{top1_of(acc) if acc else 'n/a'} on {acc.get('samples', 0) if acc else 0} test samples.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table_rows(report)]
     lines += ["", "## Nodes", ""] + [f"- {s}" for s in node_lines(report)]
@@ -202,3 +204,8 @@ def markdown(report: dict) -> str:
         lines += ["", "## Gate: " + ("PASSED" if gate.get("passed") else "FAILED"), ""]
         lines += [f"- {c['message']}" for c in gate.get("checks", []) if not c["passed"]]
     return "\n".join(lines) + "\n"
+
+
+def serialized(report: dict) -> dict:
+    """The fleet report as report.json holds it: the ``FleetReport`` model, serialized (private keys dropped)."""
+    return dump(FleetReport.model_validate({k: v for k, v in report.items() if not k.startswith("_")}))

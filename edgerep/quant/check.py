@@ -106,7 +106,7 @@ class CheckReport:
     def to_dict(self) -> dict:
         """Plain JSON-ready data (non-finite numbers, e.g. the SQNR of an exact tensor, become null)."""
         return _clean({
-            "format": "edgerep.check/1",
+            "schema": "edgerep.check/2",  # edgerep.report.models.CheckOutput
             "model": self.model,
             "input_shape": list(self.input_shape),
             "passed": self.passed,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgerep.report import fmt
+from edgerep.report.models.results import drop_of, top1_of
 
 
 def layer_of(node: str, names: list[str]) -> str | None:
@@ -38,7 +39,7 @@ def _selection_words(cand: dict, pol: dict) -> str:
 
 def _int8_row(engines: list[dict]) -> dict | None:
     rows = [e for e in engines if e.get("precision") == "int8" and str(e.get("name", "")).startswith("onnxruntime")
-            and (e.get("accuracy") or {}).get("top1") is not None]
+            and top1_of(e.get("accuracy")) is not None]
     return rows[0] if rows else None
 
 
@@ -77,8 +78,8 @@ def score_check(check: dict, quantization: dict, engines: list[dict] | None = No
     row = _int8_row(engines or [])
     if row is not None:
         acc = row.get("accuracy") or {}
-        parts.append(f"test set drop {fmt.points(row.get('drop_vs_unfolded'))} points, top-1 "
-                     f"{fmt.accuracy(acc.get('top1'), acc.get('samples'))}")
+        parts.append(f"test set top-1 drop {fmt.points(drop_of(row))} points, top-1 "
+                     f"{fmt.accuracy(top1_of(acc), acc.get('samples'))}")
     trt = q.get("tensorrt") or {}
     if trt:
         trt_kept = [n for n in sensitive if "tensorrt" in kept[n]]

@@ -19,6 +19,7 @@ from typing import Any
 from edgerep.bench.noise import NOISE_FLOOR_PCT, TOO_NOISY_PCT, latency_change  # noqa: F401 (names kept here)
 from edgerep.errors import EdgerepError
 from edgerep.report import fmt
+from edgerep.report.models.results import drop_of, top1_of
 from edgerep.report.rows import engine_entries, engine_key, split_entries
 
 #: a noise band wider than this gets a note: changes below it cannot be seen
@@ -199,9 +200,9 @@ def _engines(base: dict, new: dict, floor: float) -> list[EngineDiff]:
         d = EngineDiff(key=key + (" unfolded" if is_base else ""), label=lab,
                        presence="both" if k in b and k in n else ("added" if k in n else "removed"))
         ab, an = eb.get("accuracy") or {}, en.get("accuracy") or {}
-        d.top1_base, d.top1_new = ab.get("top1"), an.get("top1")
+        d.top1_base, d.top1_new = top1_of(ab), top1_of(an)
         d.samples_base, d.samples_new = ab.get("samples"), an.get("samples")
-        d.drop_base, d.drop_new = eb.get("drop_vs_unfolded"), en.get("drop_vs_unfolded")
+        d.drop_base, d.drop_new = drop_of(eb), drop_of(en)
         _latency(d, eb.get("latency") or {}, en.get("latency") or {}, floor)
         out.append(d)
     return out

@@ -75,3 +75,11 @@ def small_sample_note(samples: int | None, what: str = "this figure") -> str:
 def seconds(v: float | None) -> str:
     """A duration: ``1.9 s``."""
     return DASH if _bad(v) else (f"{v:.2f} s" if v < 10 else f"{v:.0f} s")
+
+
+def metric_value(acc: dict | None) -> str:
+    """A serialized accuracy's value with its unit: ``99.44%``, ``41.20 points``, ``31.7 dB``, ``0.9998``."""
+    if not acc or acc.get("value") is None:
+        return "n/a"
+    v, unit = float(acc["value"]), acc.get("unit")
+    return f"{v:.2f}%" if unit == "%" else f"{v:.4f}" if unit == "cosine" else f"{v:.2f} {unit}"

@@ -5,6 +5,7 @@ from edgerep.report import fmt
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
 from edgerep.report.rows import engine_entries, engine_rows, split_entries
+from edgerep.report.models.results import top1_of
 
 SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
             ("#fold", "fold"), ("#data", "data"), ("#host", "versions & host")]
@@ -35,8 +36,10 @@ def _headline(report: dict, rows) -> str:
         return ""
     e = int8[0]
     acc = e["accuracy"]
-    bits = [f"{esc(e.get('name', '?'))} INT8: top-1 {esc(fmt.accuracy(acc.get('top1'), acc.get('samples')))}",
-            f"drop {esc(fmt.points(e.get('drop_vs_unfolded'), signed=False))} points vs the unfolded model"]
+    drop = e.get("drop") or {}
+    bits = [f"{esc(e.get('name', '?'))} INT8: top-1 {esc(fmt.accuracy(top1_of(acc), acc.get('samples')))}",
+            f"{esc(drop.get('of', 'top1'))} drop {esc(fmt.points(drop.get('value'), signed=False))} "
+            f"{esc(drop.get('unit', 'points'))} vs the unfolded model"]
     sp = e.get("speedup_vs_unfolded")
     if isinstance(sp, (int, float)) and sp > 0:
         bits.append(f"p50 {sp:.1f}x faster than the unfolded model")
@@ -63,7 +66,7 @@ def _engines(report: dict) -> str:
     first_num = 2 + has_scen
     numeric = list(range(first_num, first_num + 4)) + [first_num + 4 + has_noise, first_num + 5 + has_noise]
     note = ""
-    lat = [((e.get("latency") or {}).get("iterations"), (e.get("latency") or {}).get("batch")) for _, e, _ in
+    lat = [((e.get("latency") or {}).get("queries"), (e.get("latency") or {}).get("batch")) for _, e, _ in
            engine_entries(report)]
     if lat and lat[0][0]:
         note = (f'<p class="muted">Latency: batch {esc(str(lat[0][1] or 1))}, percentiles over each engine\'s '

@@ -12,6 +12,7 @@ import math
 
 from edgerep.report import fmt
 from edgerep.report.rows import engine_entries, gate_threshold
+from edgerep.report.models.results import drop_of, top1_of
 
 _OK, _BAD, _BASE, _WARN = "#2e7d32", "#c62828", "#8c959f", "#b26a00"
 
@@ -96,13 +97,13 @@ def latency_figure(report: dict):
 
 def accuracy_png(report: dict) -> bytes | None:
     """Top-1 per engine (with the image count) beside the drop vs unfolded (with the gate's limit)."""
-    rows = [(lab, e, b) for lab, e, b in engine_entries(report) if (e.get("accuracy") or {}).get("top1") is not None]
+    rows = [(lab, e, b) for lab, e, b in engine_entries(report) if top1_of(e.get("accuracy")) is not None]
     if not rows:
         return None
     fig = new_figure(9.6, 0.55 * len(rows) + 1.6)
     ax1, ax2 = fig.add_subplot(121), fig.add_subplot(122)
     ys = list(range(len(rows)))[::-1]
-    vals = [e["accuracy"]["top1"] for _, e, _ in rows]
+    vals = [top1_of(e["accuracy"]) for _, e, _ in rows]
     for y, (lab, e, b), v in zip(ys, rows, vals):
         ax1.barh(y, v, 0.55, color=_colour(e, b))
         ax1.text(v, y, f" {fmt.pct(v)}", va="center", fontsize=8)
@@ -114,7 +115,7 @@ def accuracy_png(report: dict) -> bytes | None:
     ax1.set_yticks(ys)
     ax1.set_yticklabels([f"{lab}\n{e.get('precision', '')}" for lab, e, _ in rows], fontsize=8)
     limit = gate_threshold(report, "max_drop")
-    drops = [0.0 if b else (e.get("drop_vs_unfolded") or 0.0) for _, e, b in rows]
+    drops = [0.0 if b else (drop_of(e) or 0.0) for _, e, b in rows]
     for y, (lab, e, b), d in zip(ys, rows, drops):
         ax2.barh(y, d, 0.55, color=_colour(e, b))
         ax2.text(max(d, 0.0), y, " baseline" if b else f" {fmt.points(d)}", va="center", fontsize=8)

@@ -2,6 +2,16 @@
 from __future__ import annotations
 
 from edgerep.report import fmt
+from edgerep.report.models.results import top1_of
+
+
+def drop_text(drop: dict | None) -> str:
+    """A drop for a table whose heading says "points vs unfolded": the signed value, and what it is a drop of
+    when that is not top-1 (agreement with the unfolded model, where no labels exist)."""
+    if not drop:
+        return fmt.points(None)
+    s = fmt.points(drop["value"])
+    return s if drop["of"] == "top1" else f"{s} {drop['unit']} of {drop['of']}"
 
 
 def engine_entries(report: dict) -> list[tuple[str, dict, bool]]:
@@ -60,12 +70,12 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "p99": fmt.ms(lat.get("p99_ms")),
             "throughput": fmt.count(lat.get("throughput_ips")),
             "noise": noise_mark(lat),
-            "top1": fmt.points(acc.get("top1"), signed=False),
-            "top1_n": fmt.accuracy(acc.get("top1"), samples),
+            "top1": fmt.points(top1_of(acc), signed=False),
+            "top1_n": fmt.accuracy(top1_of(acc), samples),
             "samples": "" if samples is None else str(samples),
-            "agreement": fmt.points(acc.get("top1_agreement"), signed=False),
-            "drop": "baseline" if is_base else fmt.points(e.get("drop_vs_unfolded")),
-            "verdict": e.get("verdict", ""),
+            "agreement": fmt.points((acc.get("fidelity") or {}).get("top1_agreement"), signed=False),
+            "drop": "baseline" if is_base else drop_text(e.get("drop")),
+            "verdict": e.get("verdict") or "",
             "note": e.get("reason", "") or "",
         })
     return rows
