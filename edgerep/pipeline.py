@@ -394,14 +394,9 @@ def stage_quantize(ctx: DeployContext) -> str:
 
     from edgerep.quant.pipeline import quantize_model
 
-    opts = ctx.opts
-    targets = tuple(getattr(ctx.profile, "quant_targets", None) or ("cpu", "tensorrt"))
-    ctx.qres = quantize_model(
-        ctx.fp32_onnx, ctx.splits.calibration, ctx.splits.selection, ctx.tmp, targets=targets,
-        method=ctx.plan.method, max_drop=opts.max_drop if opts.max_drop is not None else 0.5,
-        reference=_cached_reference(ctx, TorchReference(ctx.loaded.model)),
-        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=ctx.plan.samples,
-        eval_samples=ctx.select_limit, threads=opts.threads, progress=lambda msg: ctx.say("quantize", msg))
+    ctx.qres = quantize_model(ctx.fp32_onnx, ctx.splits.calibration, ctx.splits.selection, ctx.tmp,
+                              quantize_options(ctx), reference=_cached_reference(ctx, TorchReference(ctx.loaded.model)),
+                              progress=lambda msg: ctx.say("quantize", msg))
     qdict = ctx.report["quantization"] = ctx.qres.to_dict()
     if qdict.get("excluded_nodes"):  # name each layer kept in float as the user knows it (the provenance)
         from edgerep.fold.onnx_names import provenance_names
@@ -418,6 +413,20 @@ def stage_quantize(ctx: DeployContext) -> str:
         shutil.copy2(cache_file, ctx.tmp / "calibration" / Path(cache_file).name)
         ctx.files["calibration_cache"] = f"calibration/{Path(cache_file).name}"
     return f"quantized ({', '.join(ctx.qres.files)})"
+
+
+def quantize_options(ctx: DeployContext) -> "QuantizeOptions":  # noqa: F821 (imported inside)
+    """Deploy's ``QuantizeOptions``: the profile's targets, the calibration plan, the gate's budget (0.5 when
+    the gate is off), the selection cap."""
+    from edgerep.quant.options import CalibrationOptions, JudgeOptions, QuantizeOptions, TargetOptions
+
+    opts = ctx.opts
+    return QuantizeOptions(
+        target=TargetOptions(targets=tuple(getattr(ctx.profile, "quant_targets", None) or ("cpu", "tensorrt"))),
+        calibration=CalibrationOptions(method=ctx.plan.method, samples=ctx.plan.samples,
+                                       cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()),
+        judge=JudgeOptions(max_drop=opts.max_drop if opts.max_drop is not None else 0.5, samples=ctx.select_limit,
+                           threads=opts.threads))
 
 
 def stage_build(ctx: DeployContext) -> str:
