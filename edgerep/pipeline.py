@@ -809,7 +809,7 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, files: dict, fold
 
         calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
     # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
-    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds, sensitivity=True,
+    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds,
                       fold=fold)  # the very fold that ships
     from edgerep.report.check_html import write_check_html
 
