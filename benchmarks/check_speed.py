@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from edgerep.models import create_model
-    from edgerep.quant.check import check_model
+    from edgerep.quant.check import CheckOptions, check_model
 
     model = create_model(args.arch).eval().to(args.device)
     g = torch.Generator().manual_seed(0)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
     report = check_model(model, example_input=calib[0][:2], calib_batches=calib, eval_batches=evals,
-                         eval_limit=args.eval, calib_limit=args.calib)
+                         options=CheckOptions(eval_limit=args.eval, calib_limit=args.calib))
     total = time.perf_counter() - t0
     cpu = time.process_time() - c0
     load_after = os.getloadavg()

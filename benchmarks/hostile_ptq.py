@@ -31,7 +31,7 @@ from edgerep.pipeline import TorchReference
 from edgerep.quant.calibrate import calibrate
 from edgerep.quant.export import export_onnx
 from edgerep.quant.hostile import make_hostile
-from edgerep.quant.pipeline import quantize_model
+from edgerep.quant.pipeline import QuantizeOptions, TargetOptions, quantize_model
 from edgerep.quant.qdq import QdqConfig, write_qdq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,8 @@ def main() -> None:
         write_qdq(path, tmp / "plain.onnx", cal, QdqConfig(activation="u8", per_channel=False, bias_correction=False))
         plain = top1(OrtEngine(tmp / "plain.onnx", precision="int8",
                                session_config={"session.x64quantprecision": "1"}), test)
-        res = quantize_model(path, calib, val, tmp / "out", targets=("cpu",), reference=TorchReference(model))
+        res = quantize_model(path, calib, val, tmp / "out", QuantizeOptions(TargetOptions(("cpu",))),
+                             reference=TorchReference(model))
         ours = top1(OrtEngine(res.files["cpu"], precision="int8", session_config=res.cpu_policy.session_config), test)
     from edgerep.quant.cpu_features import detect_cpu_features
 

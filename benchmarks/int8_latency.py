@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgerep.quant.calibrate import ArrayDataset
     from edgerep.quant.cpu_features import detect_cpu_features
     from edgerep.quant.export import export_onnx
-    from edgerep.quant.pipeline import quantize_model
+    from edgerep.quant.pipeline import JudgeOptions, QuantizeOptions, TargetOptions, quantize_model
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
         log("quantizing: edgerep quantize_model (CPU policy chosen on this CPU)")
         res = quantize_model(fp32, ArrayDataset(x_cal, None, "synthetic-calib"),
-                             ArrayDataset(x_eval, None, "synthetic-eval"), tmp / "q", targets=("cpu",),
-                             max_drop=None, reference=ref, threads=threads, progress=log)
+                             ArrayDataset(x_eval, None, "synthetic-eval"), tmp / "q",
+                             QuantizeOptions(TargetOptions(("cpu",)), judge=JudgeOptions(max_drop=None, threads=threads)),
+                             reference=ref, progress=log)
         pol = res.cpu_policy
         mode = "on" if spin else "off"
         engines = {

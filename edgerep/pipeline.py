@@ -529,13 +529,10 @@ def stage_quantize(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load
     """Calibrate once, one QDQ file per target policy; every choice on the selection set."""
     from edgerep.quant.pipeline import quantize_model
 
-    targets = tuple(getattr(load.profile, "quant_targets", None) or ("cpu", "tensorrt"))
-    qres = quantize_model(
-        export.fp32_onnx, load.splits.calibration, load.splits.selection, bundle_dir, targets=targets,
-        method=load.plan.method, max_drop=opts.max_drop if opts.max_drop is not None else 0.5,
-        reference=_cached_reference(opts, load.sha256, TorchReference(load.loaded.model)),
-        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(), calib_samples=load.plan.samples,
-        eval_samples=select_limit(opts), threads=opts.threads, progress=lambda msg: say("quantize", msg))
+    qres = quantize_model(export.fp32_onnx, load.splits.calibration, load.splits.selection, bundle_dir,
+                          quantize_options(opts, load),
+                          reference=_cached_reference(opts, load.sha256, TorchReference(load.loaded.model)),
+                          progress=lambda msg: say("quantize", msg))
     qdict = qres.to_dict()
     if qdict.get("excluded_nodes"):  # name each layer kept in float as the user knows it (the provenance)
         from edgerep.fold.onnx_names import provenance_names
@@ -559,6 +556,19 @@ def _ship_calibration_cache(qdict: dict, bundle_dir: Path) -> dict[str, str]:
     (bundle_dir / "calibration").mkdir(exist_ok=True)
     shutil.copy2(cache_file, bundle_dir / "calibration" / Path(cache_file).name)
     return {"calibration_cache": f"calibration/{Path(cache_file).name}"}
+
+
+def quantize_options(opts: DeployOptions, load: LoadOutput) -> "QuantizeOptions":  # noqa: F821 (imported inside)
+    """Deploy's ``QuantizeOptions``: the profile's targets, the calibration plan, the gate's budget (0.5 when
+    the gate is off), the selection cap."""
+    from edgerep.quant.options import CalibrationOptions, JudgeOptions, QuantizeOptions, TargetOptions
+
+    return QuantizeOptions(
+        target=TargetOptions(targets=tuple(getattr(load.profile, "quant_targets", None) or ("cpu", "tensorrt"))),
+        calibration=CalibrationOptions(method=load.plan.method, samples=load.plan.samples,
+                                       cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()),
+        judge=JudgeOptions(max_drop=opts.max_drop if opts.max_drop is not None else 0.5, samples=select_limit(opts),
+                           threads=opts.threads))
 
 
 def stage_build(*, say: Progress, bundle_dir: Path, load: LoadOutput, fold: FoldOutput, export: ExportOutput,
@@ -1011,7 +1021,7 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, fold=None) -> tup
 
         calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
     # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
-    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds, sensitivity=True,
+    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds,
                       fold=fold)  # the very fold that ships
     from edgerep.report.check_html import write_check_html
 

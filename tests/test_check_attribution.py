@@ -185,7 +185,7 @@ def test_mobileone_depthwise_identity_bn_is_found_per_stage():
 
 
 def test_advice_names_the_right_retraining_for_the_family():
-    from edgerep.quant.check import check_model
+    from edgerep.quant.check import CheckOptions, check_model
 
     torch.manual_seed(0)
     ac = ACBlock(8, 12)
@@ -198,7 +198,7 @@ def test_advice_names_the_right_retraining_for_the_family():
         rep.identity.running_var[3] = 1e-4
     for block, kind in ((ac, "retrain"), (rep, "retrain_qarepvgg")):
         model = nn.Sequential(block).eval()
-        report = check_model(model, example_input=torch.randn(4, 8, 10, 10), sensitivity=False)
+        report = check_model(model, example_input=torch.randn(4, 8, 10, 10), options=CheckOptions(sensitivity=False))
         layer = report.layers[0]
         assert layer.verdict == "bad"  # the median channel keeps almost nothing under per-tensor INT8
         assert kind in {a.kind for a in layer.advice}

@@ -194,7 +194,7 @@ def test_auto_range_method_is_judged_on_the_selection_set_not_the_calibration_da
     """The errors auto compares are the ones recomputed on the selection inputs, not on calibration's."""
     from edgerep.engines.onnxruntime_engine import OrtEngine
     from edgerep.quant.calibrate import ArrayDataset, calibrate_many
-    from edgerep.quant.pipeline import AUTO_METHODS, quantize_model
+    from edgerep.quant.pipeline import AUTO_METHODS, CalibrationOptions, QuantizeOptions, TargetOptions, quantize_model
     from edgerep.quant.policy import TENSORRT
     from edgerep.quant.qdq import write_qdq
     from test_quant_helpers import digits_splits, export_folded, trained_digits
@@ -203,8 +203,9 @@ def test_auto_range_method_is_judged_on_the_selection_set_not_the_calibration_da
     calib = ArrayDataset(*digits_splits()["calib"])
     x_sel = digits_splits()["test"][0][:96] * 2.5  # inputs the calibration data never showed: ranges matter
     select = ArrayDataset(x_sel, digits_splits()["test"][1][:96])
-    res = quantize_model(fp32, calib, select, tmp_path / "out", targets=("tensorrt",), method="auto",
-                         cache_dir=tmp_path / "cache", calib_samples=64, equalize=False, bias_correction=False)
+    res = quantize_model(fp32, calib, select, tmp_path / "out", QuantizeOptions(
+        TargetOptions(("tensorrt",)),
+        CalibrationOptions("auto", samples=64, cache_dir=tmp_path / "cache", equalize=False, bias_correction=False)))
     cals = calibrate_many(fp32, calib, AUTO_METHODS, limit=64, cache_dir=tmp_path / "cache")  # the cached ranges
 
     def errors(x):

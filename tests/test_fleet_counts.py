@@ -125,7 +125,7 @@ def _report(done, lost=(), failed=()):
     from types import SimpleNamespace
 
     from edgerep.fleet.deploy import _Job
-    from edgerep.fleet.report import build_report
+    from edgerep.fleet.report import FleetOutcome, FleetSetup, build_report
 
     ref = [{"samples": 10, "correct1": 10, "correct5": 10, "agree": None, "cos_sum": None, "signal": None,
             "noise": None, "nonfinite": 0},
@@ -134,12 +134,11 @@ def _report(done, lost=(), failed=()):
     shards = [{"index": i, "start": 10 * i, "stop": 10 * i + 10, "classes": 10, "reference": r} for i, r in enumerate(ref)]
     job = (lambda label, sh: _Job("x86-cpu", _node(label), sh, bench=True))
     bundle = SimpleNamespace(path="b", report={"fold": {"max_rel_error": 0.0}}, name="b")
-    report = build_report(bundle=bundle, ref=SimpleNamespace(source="unfolded"), data="digits", same_test_set=True,
-                          targets=["x86-cpu"], by_target={"x86-cpu": ["a", "b"]},
-                          done=[(job(lb, list(sh)), _res(lb, sh)) for lb, sh in done],
-                          lost=[(job(lb, sh), why) for lb, sh, why in lost],
-                          failed=[(job(lb, sh), why) for lb, sh, why in failed],
-                          shards=shards, sharded=True, batch=1)
+    setup = FleetSetup(bundle=bundle, ref=SimpleNamespace(source="unfolded"), data="digits", same_test_set=True,
+                       targets=["x86-cpu"], by_target={"x86-cpu": ["a", "b"]}, shards=shards, sharded=True, batch=1)
+    report = build_report(setup, FleetOutcome(done=[(job(lb, list(sh)), _res(lb, sh)) for lb, sh in done],
+                                              lost=[(job(lb, sh), why) for lb, sh, why in lost],
+                                              failed=[(job(lb, sh), why) for lb, sh, why in failed]))
     return report, gate_fleet(report, GateThresholds(max_drop=0.5))
 
 

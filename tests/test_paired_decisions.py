@@ -164,16 +164,16 @@ def test_one_flipped_image_of_72_does_not_reject_the_policy_or_keep_layers_in_fl
     """The trained digits model, 72 selection images, mse ranges: u8s8-w7 loses one image (1.39 points).
     Before: rejected, and mixed precision kept layers in FP32 to win that image back."""
     from edgerep.quant.calibrate import ArrayDataset
-    from edgerep.quant.pipeline import quantize_model
+    from edgerep.quant.pipeline import CalibrationOptions, QuantizeOptions, TargetOptions, quantize_model
     from test_quant_helpers import dataset, digits_splits, export_folded, reference_fn, trained_digits
 
     model = trained_digits()
     fp32 = export_folded(model, tmp_path / "m.onnx")
     x, y = digits_splits()["test"]
     sel = ArrayDataset(x[:72], y[:72], name="sel72")
-    res = quantize_model(fp32, dataset("calib"), sel, tmp_path / "out", reference=reference_fn(model),
-                         targets=("cpu",), method="mse", equalize=False, bias_correction=False,
-                         cpu_policies=("u8s8-w7",), cache_dir=tmp_path / "cache")
+    opts = QuantizeOptions(TargetOptions(("cpu",), cpu_policies=("u8s8-w7",)),
+                           CalibrationOptions("mse", cache_dir=tmp_path / "cache", equalize=False, bias_correction=False))
+    res = quantize_model(fp32, dataset("calib"), sel, tmp_path / "out", opts, reference=reference_fn(model))
     (c,) = res.candidates
     if c.verdict["counts"]["lost"] == 0:
         pytest.skip("this host's kernels did not flip the image (nothing to decide)")

@@ -113,11 +113,12 @@ def test_tensorrt_standin_gets_a_non_saturating_session_where_the_isa_saturates(
 
 def test_more_than_half_the_layers_in_float_is_an_int8_failure(model_files, tmp_path):
     """A budget no INT8 layer can meet: every layer ends in float, which is reported as INT8 failing."""
-    from edgerep.quant.pipeline import quantize_model
+    from edgerep.quant.pipeline import CalibrationOptions, JudgeOptions, QuantizeOptions, TargetOptions, quantize_model
 
     d, _, x = model_files
-    res = quantize_model(d / "fp32.onnx", ArrayDataset(x[:32]), ArrayDataset(x[32:]), tmp_path, targets=("cpu",),
-                         max_drop=0.0, method="minmax", equalize=False)
+    res = quantize_model(d / "fp32.onnx", ArrayDataset(x[:32]), ArrayDataset(x[32:]), tmp_path,
+                         QuantizeOptions(TargetOptions(("cpu",)), CalibrationOptions("minmax", equalize=False),
+                                         JudgeOptions(max_drop=0.0)))
     assert res.int8_failure and "not an INT8 model" in res.int8_failure
     assert len(res.excluded_nodes) * 2 > len(quantizable_nodes(onnx.load(str(d / "fp32.onnx"))))
     assert not res.candidates[-1].accepted and res.to_dict()["int8_failure"] == res.int8_failure
@@ -125,11 +126,11 @@ def test_more_than_half_the_layers_in_float_is_an_int8_failure(model_files, tmp_
 
 def test_selection_without_labels_scores_output_fidelity_not_top1_agreement(model_files, tmp_path):
     from edgerep.engines.onnxruntime_engine import OrtEngine
-    from edgerep.quant.pipeline import cosine_loss, quantize_model
+    from edgerep.quant.pipeline import CalibrationOptions, QuantizeOptions, TargetOptions, cosine_loss, quantize_model
 
     d, _, x = model_files
-    res = quantize_model(d / "fp32.onnx", ArrayDataset(x[:32]), ArrayDataset(x[32:]), tmp_path, targets=("cpu",),
-                         method="minmax", equalize=False)
+    res = quantize_model(d / "fp32.onnx", ArrayDataset(x[:32]), ArrayDataset(x[32:]), tmp_path,
+                         QuantizeOptions(TargetOptions(("cpu",)), CalibrationOptions("minmax", equalize=False)))
     assert res.reference["measure"].startswith("100 * (1 - cosine)") and res.reference["labelled"] is False
     chosen = next(c for c in res.candidates if c.policy == res.cpu_policy.name)
     ref = OrtEngine(d / "fp32.onnx").run(x[32:])

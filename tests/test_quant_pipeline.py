@@ -10,11 +10,15 @@ from edgerep.engines.onnxruntime_engine import OrtEngine
 from edgerep.quant.calibrate import ArrayDataset, calibrate
 from edgerep.quant.cpu_features import detect_cpu_features
 from edgerep.quant.paired import Paired, judge
+from edgerep.quant.options import CalibrationOptions, JudgeOptions, QuantizeOptions, TargetOptions
 from edgerep.quant.pipeline import quantize_model
 from edgerep.quant.policy import cpu_candidates
 from edgerep.quant.qdq import QdqConfig, write_qdq
 from test_quant_helpers import (dataset, digits_splits, export_folded, flattened_onnx, hostile_digits,
                                 reference_fn, top1, torch_top1, trained_digits)
+
+
+PLAIN_MINMAX = CalibrationOptions(method="minmax", equalize=False, bias_correction=False)
 
 
 def _deployed_top1(res, split="test") -> float:
@@ -30,8 +34,9 @@ def digits_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("qdigits")
     model = trained_digits()
     fp32 = export_folded(model, d / "model.fp32.onnx")
-    res = quantize_model(fp32, dataset("calib"), dataset("test"), d / "out", reference=reference_fn(model),
-                         cache_dir=d / "cache")
+    res = quantize_model(fp32, dataset("calib"), dataset("test"), d / "out",
+                         QuantizeOptions(calibration=CalibrationOptions(cache_dir=d / "cache")),
+                         reference=reference_fn(model))
     return model, fp32, res, d
 
 
@@ -57,14 +62,17 @@ def test_digits_int8_as_deployed_is_within_half_a_point_of_unfolded_fp32(digits_
 def test_calibration_runs_once_and_is_reused(digits_run):
     model, fp32, res, d = digits_run
     assert not res.calibration["was_cached"]
-    again = quantize_model(fp32, dataset("calib"), dataset("test"), d / "again", reference=reference_fn(model),
-                           cache_dir=d / "cache", targets=("tensorrt",))
+    again = quantize_model(fp32, dataset("calib"), dataset("test"), d / "again",
+                           QuantizeOptions(TargetOptions(("tensorrt",)), CalibrationOptions(cache_dir=d / "cache")),
+                           reference=reference_fn(model))
     assert again.calibration["was_cached"] and again.calibration["key"] == res.calibration["key"]
     assert set(again.files) == {"tensorrt"} and again.cpu_policy is None
     # pin the policy this host offers last (u8s8-x64prec on AVX2 without VNNI, u8s8-w7 with VNNI / on ARM)
     last = cpu_candidates(detect_cpu_features())[-1]
-    pinned = quantize_model(fp32, dataset("calib"), dataset("test"), d / "pinned", reference=reference_fn(model),
-                            cache_dir=d / "cache", targets=("cpu",), cpu_policies=(last.name,))
+    pinned = quantize_model(fp32, dataset("calib"), dataset("test"), d / "pinned",
+                            QuantizeOptions(TargetOptions(("cpu",), cpu_policies=(last.name,)),
+                                            CalibrationOptions(cache_dir=d / "cache")),
+                            reference=reference_fn(model))
     assert [c.policy for c in pinned.candidates] == [last.name] and pinned.calibration["was_cached"]
     assert pinned.cpu_policy.session_config == last.session_config
     assert pinned.cpu_policy.qdq["reduce_range"] == last.qdq.reduce_range
@@ -78,8 +86,9 @@ def test_saturating_policy_is_measured_on_the_optimized_session_and_rejected(tmp
     path = flattened_onnx(trained_digits(), tmp_path / "flat.onnx", alpha=1.0)
     x = digits_splits()["test"][0]
     unlabeled = ArrayDataset(x, None, name="digits8-unlabeled")
-    res = quantize_model(path, dataset("calib"), unlabeled, tmp_path / "out", targets=("cpu",), max_drop=1.0,
-                         equalize=False)
+    res = quantize_model(path, dataset("calib"), unlabeled, tmp_path / "out",
+                         QuantizeOptions(TargetOptions(("cpu",)), CalibrationOptions(equalize=False),
+                                         JudgeOptions(max_drop=1.0)))
     s8 = next(c for c in res.candidates if c.policy == "s8s8")
     # the number in the report is the optimized session's, recomputed here independently
     cal = calibrate(path, dataset("calib"), method="mse")
@@ -106,8 +115,8 @@ def test_quant_hostile_repvgg_plain_ptq_vs_edgerep(tmp_path):
     cal = calibrate(path, dataset("calib"), method="minmax")
     write_qdq(path, tmp_path / "plain.onnx", cal, QdqConfig(activation="u8", per_channel=False, bias_correction=False))
     plain = top1(OrtEngine(tmp_path / "plain.onnx", session_config={"session.x64quantprecision": "1"}).run(x), y)
-    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out", reference=reference_fn(model),
-                         targets=("cpu",))
+    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out",
+                         QuantizeOptions(TargetOptions(("cpu",))), reference=reference_fn(model))
     ours = _deployed_top1(res)
     assert plain < fp32_top1 - 20, (plain, fp32_top1)
     assert ours >= fp32_top1 - 1.0, (ours, fp32_top1, res.cpu_policy)
@@ -117,8 +126,9 @@ def test_quant_hostile_repvgg_plain_ptq_vs_edgerep(tmp_path):
 def test_mixed_precision_keeps_the_sensitive_layers_in_fp32(tmp_path):
     model = hostile_digits()
     path = export_folded(model, tmp_path / "hostile.onnx")
-    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out", reference=reference_fn(model),
-                         targets=("cpu",), method="minmax", equalize=False, bias_correction=False, max_drop=1.0)
+    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out",
+                         QuantizeOptions(TargetOptions(("cpu",)), PLAIN_MINMAX, JudgeOptions(max_drop=1.0)),
+                         reference=reference_fn(model))
     assert all(not c.accepted for c in res.candidates[:-1])  # plain per-channel PTQ fails on this model
     assert res.excluded_nodes and all(e["why"] and e["precision"] == "fp32" for e in res.excluded_nodes)
     excluded = {e["node"] for e in res.excluded_nodes}
@@ -144,11 +154,12 @@ def test_bad_arguments(tmp_path):
         quantize_model(tmp_path / "none.onnx", dataset("calib"), None, tmp_path)
     path = export_folded(trained_digits(), tmp_path / "m.onnx")
     with pytest.raises(EdgerepError, match="targets"):
-        quantize_model(path, dataset("calib"), None, tmp_path, targets=("gpu",))
-    with pytest.raises(EdgerepError, match="cpu policy"):
-        quantize_model(path, dataset("calib"), None, tmp_path, cpu_policies=("fp4",))
+        quantize_model(path, dataset("calib"), None, tmp_path, QuantizeOptions(TargetOptions(("gpu",))))
+    with pytest.raises(EdgerepError, match=r"target\.cpu_policies: cpu policy fp4: this CPU"):
+        quantize_model(path, dataset("calib"), None, tmp_path / "out", QuantizeOptions(TargetOptions(cpu_policies=("fp4",))))
+    assert not (tmp_path / "out").exists()  # refused before any work
     with pytest.raises(EdgerepError, match="method"):
-        quantize_model(path, dataset("calib"), None, tmp_path, method="best")
+        quantize_model(path, dataset("calib"), None, tmp_path, QuantizeOptions(calibration=CalibrationOptions("best")))
     assert np.isfinite(torch_top1(trained_digits()))
 
 
@@ -159,7 +170,7 @@ def test_static_batch_onnx_is_calibrated_and_verified_in_its_own_batch(tmp_path)
     model = trained_digits()
     export_onnx(fold_model(model), tmp_path / "b3.onnx", (3, 1, 8, 8), dynamic_batch=False)
     res = quantize_model(tmp_path / "b3.onnx", dataset("calib"), dataset("test"), tmp_path / "out",
-                         reference=reference_fn(model), calib_samples=64)
+                         QuantizeOptions(calibration=CalibrationOptions(samples=64)), reference=reference_fn(model))
     assert res.calibration["samples"] == 63  # 21 batches of 3; the ragged 64th sample is skipped
     x, y = digits_splits()["test"]
     eng = OrtEngine(res.files["cpu"], session_config=res.cpu_policy.session_config)
@@ -172,8 +183,9 @@ def test_static_batch_onnx_is_calibrated_and_verified_in_its_own_batch(tmp_path)
 def test_tensorrt_file_gets_mixed_precision_and_stays_lint_clean(tmp_path):
     model = hostile_digits()
     path = export_folded(model, tmp_path / "hostile.onnx")
-    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out", reference=reference_fn(model),
-                         targets=("tensorrt",), method="minmax", equalize=False, bias_correction=False, max_drop=1.0)
+    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out",
+                         QuantizeOptions(TargetOptions(("tensorrt",)), PLAIN_MINMAX, JudgeOptions(max_drop=1.0)),
+                         reference=reference_fn(model))
     trt = [e for e in res.excluded_nodes if e["target"] == "tensorrt"]
     assert trt and all(e["precision"] == "fp32" and "fp16" in e["on_engine"] for e in trt) and res.tensorrt["excluded"]
     v = res.tensorrt["verdict"]  # within 1 point as the paired counts can tell (edgerep.quant.paired)

@@ -129,7 +129,7 @@ def test_fleet_report_validates(demo_bundle):
     from edgerep.fleet.gate import gate_fleet
     from edgerep.fleet.node import run_job
     from edgerep.fleet.payload import load_reference, make_shards, payload, read_bundle, test_set
-    from edgerep.fleet.report import build_report, serialized
+    from edgerep.fleet.report import FleetOutcome, FleetSetup, build_report, serialized
     from edgerep.pipeline import TorchReference
 
     b = read_bundle(demo_bundle)
@@ -145,9 +145,9 @@ def test_fleet_report_validates(demo_bundle):
                            hostname=res["hostname"])
     meta = {"index": s["index"], "start": s["start"], "stop": s["stop"], "classes": int(s["ref"].shape[1]),
             "reference": shard_counts(s["ref"], s["y"], None)}
-    report = build_report(bundle=b, ref=ref, data=spec, same_test_set=same, targets=["x86-cpu"],
-                          by_target={"x86-cpu": [node]}, done=[(_Job("x86-cpu", node, [0], bench=True), res)],
-                          lost=[], shards=[meta], sharded=False, batch=1)
+    setup = FleetSetup(bundle=b, ref=ref, data=spec, same_test_set=same, targets=["x86-cpu"],
+                       by_target={"x86-cpu": [node]}, shards=[meta], sharded=False, batch=1)
+    report = build_report(setup, FleetOutcome(done=[(_Job("x86-cpu", node, [0], bench=True), res)], lost=[], failed=[]))
     report["gate"] = gate_fleet(report, GateThresholds()).to_dict()
     doc = serialized(report)
     validate(json.loads(json.dumps(doc)), "edgerep.fleet-report/2")

@@ -240,7 +240,8 @@ def test_a_failed_quantize_leaves_nothing(tmp_path, capsys, monkeypatch):
     import edgerep.quant.pipeline as qp
     from edgerep.errors import EdgerepError
 
-    def broken(fp32, calib, evaluate, out_dir, *, cache_dir, **kw):
+    def broken(fp32, calib, selection, out_dir, options, **kw):
+        cache_dir = options.calibration.cache_dir
         cache_dir.mkdir(parents=True, exist_ok=True)
         (cache_dir / "calib-mse-0.json").write_text("{}")
         (out_dir / "model.int8.onnx").write_bytes(b"half")

@@ -72,16 +72,35 @@ def offline_expected_qps(batch: int, expected_s: float, min_queries: int, min_se
     return OFFLINE_QPS_OVERSTATE * max(batch / max(expected_s, 1e-7), target / (1.1 * max(min_seconds, 1e-3)))
 
 
-def run_loadgen(call: Callable[[list[int]], None], scenario: str, *, log_dir: Path, pool: int,
-                samples_per_query: int = 1, batch: int = 1, min_queries: int = 64, max_queries: int = 0,
-                min_seconds: float = 1.0, max_seconds: float = 0.0, expected_s: float = 1e-3,
-                offline_qps: float | None = None) -> LoadgenRun:
-    """Run one LoadGen performance test. ``call(indices)`` runs the engine on those samples of the
-    query sample library (``pool`` distinct samples; one engine call per query, per batch in Offline).
+@dataclass(frozen=True)
+class LoadgenPlan:
+    """One LoadGen performance test: the scenario, the query sample library (``pool`` distinct samples),
+    samples per query (multi-stream) or per engine call (Offline ``batch``), and when it may stop.
 
     ``expected_s`` is the expected time of one engine call (from warm-up): single- and multi-stream
     schedules are sized from it under-stated (a run stops once both minimums are met); Offline's
-    expected QPS is over-stated (``offline_expected_qps``) unless ``offline_qps`` is given.
+    expected QPS is over-stated (``offline_expected_qps``) unless ``offline_qps`` is given."""
+
+    scenario: str
+    pool: int
+    samples_per_query: int = 1
+    batch: int = 1
+    min_queries: int = 64
+    max_queries: int = 0
+    min_seconds: float = 1.0
+    max_seconds: float = 0.0
+    expected_s: float = 1e-3
+    offline_qps: float | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.scenario == "offline"
+
+
+def run_loadgen(call: Callable[[list[int]], None], plan: LoadgenPlan, log_dir: Path) -> LoadgenRun:
+    """Run one LoadGen performance test. ``call(indices)`` runs the engine on those samples of the
+    query sample library (one engine call per query, per batch in Offline); LoadGen's logs go to ``log_dir``.
+
     SIGINT / SIGTERM are deferred while LoadGen runs (``edgerep.interrupts.deferred_signals``): the
     SUT then answers every query at once without running the engine, LoadGen winds down, and the
     signal is raised when it has returned. An engine error is raised the same way.
@@ -90,30 +109,52 @@ def run_loadgen(call: Callable[[list[int]], None], scenario: str, *, log_dir: Pa
 
     from edgerep.interrupts import deferred_signals
 
-    run = LoadgenRun(results={})
-    times = run.call_ms
-    failed: list[BaseException] = []
-
-    settings = lg.TestSettings()
-    settings.scenario = getattr(lg.TestScenario, LOADGEN_SCENARIOS[scenario])
-    settings.mode = lg.TestMode.PerformanceOnly
-    settings.min_query_count = int(min_queries)
-    settings.max_query_count = int(max_queries)
-    settings.min_duration_ms = int(min_seconds * 1000)
-    settings.max_duration_ms = int(max_seconds * 1000)
-    expected_ns = max(int(expected_s * 0.5e9), 1000)  # under-state: more queries pre-generated, none wasted
-    settings.single_stream_expected_latency_ns = expected_ns
-    settings.multi_stream_expected_latency_ns = expected_ns
-    settings.multi_stream_samples_per_query = int(samples_per_query)
-    if scenario == "offline":
-        settings.offline_expected_qps = offline_qps or offline_expected_qps(batch, expected_s, min_queries,
-                                                                            min_seconds)
-        if min_seconds <= 0:
-            settings.min_duration_ms = 1
-        settings.min_query_count = 1
-    run.expected_qps = float(settings.offline_expected_qps) if scenario == "offline" else None
+    settings = loadgen_settings(lg, plan)
+    run = LoadgenRun(results={}, expected_qps=float(settings.offline_expected_qps) if plan.offline else None)
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    with deferred_signals() as stop:
+        sut = _Sut(lg, call, plan, run, stop)
+        lg_sut = lg.ConstructSUT(sut.issue, lambda: None)
+        pool = max(int(plan.pool), 1)
+        qsl = lg.ConstructQSL(pool, pool, lambda idx: None, lambda idx: None)  # every sample is in RAM already
+        try:
+            lg.StartTestWithLogSettings(lg_sut, qsl, settings, _log_settings(lg, log_dir), "")
+        finally:
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(lg_sut)
+    if sut.failed:
+        raise sut.failed[0]
+    _keep_only_summary_and_detail(log_dir)
+    run.results = parse_detail_log(log_dir / "mlperf_log_detail.txt")
+    run.log_dir = log_dir
+    return run
+
+
+def loadgen_settings(lg, plan: LoadgenPlan):
+    """LoadGen's ``TestSettings`` for ``plan`` (performance only)."""
+    settings = lg.TestSettings()
+    settings.scenario = getattr(lg.TestScenario, LOADGEN_SCENARIOS[plan.scenario])
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.min_query_count = int(plan.min_queries)
+    settings.max_query_count = int(plan.max_queries)
+    settings.min_duration_ms = int(plan.min_seconds * 1000)
+    settings.max_duration_ms = int(plan.max_seconds * 1000)
+    expected_ns = max(int(plan.expected_s * 0.5e9), 1000)  # under-state: more queries pre-generated, none wasted
+    settings.single_stream_expected_latency_ns = expected_ns
+    settings.multi_stream_expected_latency_ns = expected_ns
+    settings.multi_stream_samples_per_query = int(plan.samples_per_query)
+    if plan.offline:
+        settings.offline_expected_qps = plan.offline_qps or offline_expected_qps(
+            plan.batch, plan.expected_s, plan.min_queries, plan.min_seconds)
+        if plan.min_seconds <= 0:
+            settings.min_duration_ms = 1
+        settings.min_query_count = 1
+    return settings
+
+
+def _log_settings(lg, log_dir: Path):
+    """LoadGen writes its summary and detail logs into ``log_dir``, nothing to stdout, no trace."""
     out = lg.LogOutputSettings()
     out.outdir = str(log_dir)
     out.copy_summary_to_stdout = False
@@ -121,39 +162,40 @@ def run_loadgen(call: Callable[[list[int]], None], scenario: str, *, log_dir: Pa
     log = lg.LogSettings()
     log.log_output = out
     log.enable_trace = False
-    pool = max(int(pool), 1)
-    with deferred_signals() as stop:
-        def issue(query_samples) -> None:
-            idx = [q.index for q in query_samples]
-            n = len(idx)
-            if not run.first_issue:
-                run.first_issue = time.perf_counter()
-            done = 0
-            while done < n and not stop and not failed:  # a signal or an error: answer at once
-                k = min(batch, n - done) if scenario == "offline" else n  # Offline: the big query in batches
-                t0 = time.perf_counter()
-                try:
-                    call(idx[done:done + k])
-                except Exception as e:  # never across LoadGen's C++ frames
-                    failed.append(e)
-                    break
-                times.append((time.perf_counter() - t0) * 1000.0)
-                done += k
-            run.last_done = time.perf_counter()
-            lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in query_samples])
+    return log
 
-        sut = lg.ConstructSUT(issue, lambda: None)
-        qsl = lg.ConstructQSL(pool, pool, lambda idx: None, lambda idx: None)  # every sample is in RAM already
-        try:
-            lg.StartTestWithLogSettings(sut, qsl, settings, log, "")
-        finally:
-            lg.DestroyQSL(qsl)
-            lg.DestroySUT(sut)
-    if failed:
-        raise failed[0]
-    for extra in log_dir.iterdir():  # keep the summary and the detail log; the rest is empty here
+
+class _Sut:
+    """The system under test: one engine call per query (per ``batch`` of Offline's one query), each timed
+    into ``run.call_ms``. After a signal (``stop``) or an engine error (kept in ``failed``, never raised
+    across LoadGen's C++ frames) it answers every query at once without running the engine."""
+
+    def __init__(self, lg, call: Callable[[list[int]], None], plan: LoadgenPlan, run: LoadgenRun, stop):
+        self.lg, self.call, self.plan, self.run, self.stop = lg, call, plan, run, stop
+        self.failed: list[BaseException] = []
+
+    def issue(self, query_samples) -> None:
+        idx = [q.index for q in query_samples]
+        n, run = len(idx), self.run
+        if not run.first_issue:
+            run.first_issue = time.perf_counter()
+        done = 0
+        while done < n and not self.stop and not self.failed:  # a signal or an error: answer at once
+            k = min(self.plan.batch, n - done) if self.plan.offline else n  # Offline: the big query in batches
+            t0 = time.perf_counter()
+            try:
+                self.call(idx[done:done + k])
+            except Exception as e:  # never across LoadGen's C++ frames
+                self.failed.append(e)
+                break
+            run.call_ms.append((time.perf_counter() - t0) * 1000.0)
+            done += k
+        run.last_done = time.perf_counter()
+        self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(q.id, 0, 0) for q in query_samples])
+
+
+def _keep_only_summary_and_detail(log_dir: Path) -> None:
+    """Keep the summary and the detail log; the rest is empty here."""
+    for extra in log_dir.iterdir():
         if extra.name not in KEPT_LOGS and extra.is_file():
             extra.unlink()
-    run.results = parse_detail_log(log_dir / "mlperf_log_detail.txt")
-    run.log_dir = log_dir
-    return run

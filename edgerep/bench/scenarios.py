@@ -20,7 +20,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -244,7 +244,7 @@ def _percentiles_from_calls(times: list[float]) -> dict:
 
 def _with_loadgen(call, s: ScenarioSettings, batch: int, min_q: int, min_s: float, expected: float,
                   log_name: str, pool: int) -> dict:
-    from edgerep.bench.loadgen_driver import run_loadgen
+    from edgerep.bench.loadgen_driver import LoadgenPlan, run_loadgen
 
     tmp = None
     log_dir = Path(s.log_dir) / log_name if s.log_dir else None
@@ -253,18 +253,18 @@ def _with_loadgen(call, s: ScenarioSettings, batch: int, min_q: int, min_s: floa
         log_dir = Path(tmp.name)
     fresh = not log_dir.exists()
     min_samples = MLPERF_MINIMUMS["offline"][0] if s.mlperf_minimums and s.scenario == "offline" else 0
-    kw = dict(log_dir=log_dir, pool=pool, samples_per_query=batch, batch=batch,
-              min_queries=max(min_q, -(-min_samples // batch)), max_queries=int(s.max_queries or 0),
-              min_seconds=min_s, max_seconds=s.cap_seconds(), expected_s=expected)
+    plan = LoadgenPlan(s.scenario, pool=pool, samples_per_query=batch, batch=batch,
+                       min_queries=max(min_q, -(-min_samples // batch)), max_queries=int(s.max_queries or 0),
+                       min_seconds=min_s, max_seconds=s.cap_seconds(), expected_s=expected)
     attempts = 1
     try:
-        run = run_loadgen(call, s.scenario, **kw)
+        run = run_loadgen(call, plan, log_dir)
         r = run.results
         if s.scenario == "offline" and r.get("result_validity") != "VALID" and run.call_ms and min_s > 0:
             attempts = 2
             # cut short all the same (the host sped up after warm-up): once more, sized from this run
             measured = len(run.call_ms) * batch / max(sum(run.call_ms) / 1000.0, 1e-9)
-            run = run_loadgen(call, s.scenario, offline_qps=2.0 * max(measured, run.expected_qps or 0.0), **kw)
+            run = run_loadgen(call, replace(plan, offline_qps=2.0 * max(measured, run.expected_qps or 0.0)), log_dir)
     except BaseException:
         if fresh and tmp is None:  # the logs of a cut run are not a result
             shutil.rmtree(log_dir, ignore_errors=True)

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.html, "--html")  # before any work (and before torch is imported)
     from edgerep.errors import GateFailed
     from edgerep.quant import thresholds as T
-    from edgerep.quant.check import check_model
+    from edgerep.quant.check import CheckOptions, check_model
 
     ck = _load(args)
     from edgerep.model_path import fold_loaded
@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
         err = Console(stderr=True)
         progress = lambda msg: err.print(f"[dim]check: {msg}[/dim]")  # noqa: E731
+    options = CheckOptions(sensitivity=not args.no_sensitivity, calib_limit=args.calib_limit,
+                           eval_limit=args.eval_limit, percentile=args.percentile or T.ACT_PERCENTILE)
     report = check_model(ck.model, example_input=ck.example_input(2), calib_batches=calib, eval_batches=evals,
-                         sensitivity=not args.no_sensitivity, progress=progress, calib_limit=args.calib_limit,
-                         eval_limit=args.eval_limit, percentile=args.percentile or T.ACT_PERCENTILE, fold=fold)
+                         options=options, fold=fold, progress=progress)
     report.data["spec"] = spec
     report.data["checkpoint"] = str(args.checkpoint)
     html = None

@@ -132,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from edgerep.outputs import moved_paths, staged_outputs
     from edgerep.quant.pipeline import quantize_model
 
-    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     if args.calib_samples <= 0:
         raise EdgerepError(f"--calib-samples must be positive, got {args.calib_samples}")
     out: Path = args.out
+    options = quantize_options(args)  # a value that cannot work is exit 2 naming its flag, before any work
     load = parse_checkpoint_arguments(args)  # bad flags are exit 2 before any work
     reference = fold = None
     log = (lambda m: None) if args.json else (lambda m: print(f"  {m}"))
@@ -168,13 +168,7 @@ def run(args: argparse.Namespace) -> int:
             export_onnx(fold.module, fp32, tuple(meta.input_shape))
             reference = TorchReference(loaded.model)  # the UNFOLDED model is what every INT8 candidate is compared to
             log(f"folded and exported {out / fp32.name} (fold error {fold.verify.max_rel_error:.1e} relative)")
-        res = quantize_model(fp32, calib, evaluate, tmp, targets=targets, method=args.method,
-                             max_drop=None if args.max_drop < 0 else args.max_drop, reference=reference,
-                             cache_dir=args.cache_dir or out / "cache", progress=log,
-                             calib_samples=args.calib_samples, eval_samples=args.eval_samples,
-                             equalize=not args.no_equalize, bias_correction=not args.no_bias_correction,
-                             threads=args.threads,
-                             cpu_policies=tuple(args.cpu_policy) if args.cpu_policy else None)
+        res = quantize_model(fp32, calib, evaluate, tmp, options, reference=reference, progress=log)
         res.files = moved_paths(res.files, tmp, out)
         from edgerep.report.models import QUANTIZE_SCHEMA, QuantizeOutput, dump
 
@@ -190,6 +184,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgerep quantize: INT8 failed: {res.int8_failure}", file=sys.stderr)
         return 1
     return 0
+
+
+# each option's flag, so that a value that cannot work is reported as the user typed it
+FLAGS = {"target.targets": "--targets", "target.cpu_policies": "--cpu-policy", "calibration.method": "--method",
+         "calibration.samples": "--calib-samples", "judge.max_drop": "--max-drop", "judge.samples": "--eval-samples"}
+
+
+def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F821 (imported inside)
+    """The command's ``QuantizeOptions`` from its flags; a value that cannot work (on this CPU, for
+    ``--cpu-policy``) is an ``EdgerepError`` naming the flag."""
+    from edgerep.errors import EdgerepError
+    from edgerep.quant.cpu_features import detect_cpu_features
+    from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptionError, QuantizeOptions,
+                                       TargetOptions)
+
+    try:
+        options = QuantizeOptions(
+            target=TargetOptions(targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+                                 cpu_policies=tuple(args.cpu_policy) if args.cpu_policy else None),
+            calibration=CalibrationOptions(method=args.method, samples=args.calib_samples,
+                                           cache_dir=args.cache_dir or args.out / "cache",
+                                           equalize=not args.no_equalize, bias_correction=not args.no_bias_correction),
+            judge=JudgeOptions(max_drop=None if args.max_drop < 0 else args.max_drop, samples=args.eval_samples,
+                               threads=args.threads))
+        options.target.check_cpu(detect_cpu_features())
+    except QuantizeOptionError as e:
+        raise EdgerepError(f"{FLAGS.get(e.field, e.field)}: {e.reason}") from None
+    return options
 
 
 def reference_line(ref: dict) -> str:

@@ -191,10 +191,11 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
 
     # ---- merge, gate, write ------------------------------------------------------------------
     from edgerep.fleet.gate import gate_fleet, junit_xml
-    from edgerep.fleet.report import build_report, markdown, serialized
+    from edgerep.fleet.report import FleetOutcome, FleetSetup, build_report, markdown, serialized
 
-    report = build_report(bundle=bundle, ref=ref, data=spec, same_test_set=same, targets=targets, by_target=by_target, done=done,
-                          lost=lost, failed=failed, shards=shards_meta, sharded=opts.shard, batch=opts.batch)
+    setup = FleetSetup(bundle=bundle, ref=ref, data=spec, same_test_set=same, targets=targets, by_target=by_target,
+                       shards=shards_meta, sharded=opts.shard, batch=opts.batch)
+    report = build_report(setup, FleetOutcome(done, lost, failed))
     from edgerep.bench.gate import GateThresholds
 
     th = opts.thresholds or GateThresholds(max_drop=0.5)

@@ -3,6 +3,7 @@ engine), the reference measured once on the CI side, and each node's versions an
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgerep.fleet.counts import accuracy, accuracy_model, merge
@@ -41,68 +42,136 @@ def _scored(row: dict, counts: dict | None, ref_counts: dict | None) -> dict:
     return row
 
 
-def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool | None, targets: list[str],
-                 by_target: dict,
-                 done: list, lost: list, shards: list[dict], sharded: bool, batch: int,
-                 failed: list | None = None) -> dict:
+@dataclass(frozen=True)
+class FleetSetup:
+    """What the CI side set up before any job ran: the bundle and its reference (measured once here), the
+    test data and its shards (each with the reference's counts), the targets and their nodes, the batch."""
+
+    bundle: Any
+    ref: Any
+    data: str | None
+    same_test_set: bool | None
+    targets: list[str]
+    by_target: dict
+    shards: list[dict]
+    sharded: bool
+    batch: int
+
+
+@dataclass
+class FleetOutcome:
+    """What came back: finished jobs with their results, lost jobs and failed jobs (it raised on its node),
+    each with why."""
+
+    done: list
+    lost: list
+    failed: list = field(default_factory=list)
+
+
+@dataclass
+class _Merge:
+    """The report being merged from the jobs: its rows, warnings, nodes and artifacts, and what the merged
+    rows need (counts and engine per (target, requested engine), the shards no count came back for, and
+    which node answered or redid whose work)."""
+
+    rows: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    nodes: dict[str, dict] = field(default_factory=dict)
+    artifacts: list = field(default_factory=list)
+    merged_counts: dict[tuple, dict[int, dict]] = field(default_factory=dict)  # (target, requested) -> shard -> counts
+    engine_of: dict[tuple, dict] = field(default_factory=dict)
+    recovered: dict[tuple, str] = field(default_factory=dict)  # (target, lost node label) -> node that redid its shards
+    unscored: dict[tuple, dict[int, str]] = field(default_factory=dict)  # (target, requested) -> shard -> why no count
+    answered: set = field(default_factory=set)
+
+
+def build_report(setup: FleetSetup, outcome: FleetOutcome) -> dict:
     """One report from the finished, the lost and the failed jobs (``_artifacts`` holds the plans to write).
     A failed job (it raised on its node) gives ``failed`` rows with the error: never recovered by a retry."""
-    ref_by_shard = {s["index"]: s["reference"] for s in shards}
+    ref_by_shard = {s["index"]: s["reference"] for s in setup.shards}
+    ref_acc = _reference_accuracy(setup.shards, ref_by_shard)
+    m = _Merge()
+    for job, res in outcome.done:
+        _add_done(m, job, res, ref_by_shard, setup.sharded)
+    _add_lost(m, outcome.lost)
+    _add_failed(m, outcome.failed)
+    for tg in setup.targets:
+        if not setup.by_target.get(tg):
+            m.rows += [{"target": tg, "node": "-", "scope": "node", **e, "status": "no node",
+                        "reason": "no node for target (no live node advertises edgerep-target:" + tg + ")"}
+                       for e in _expected_engines(tg)]
+    if setup.sharded and setup.shards:
+        _add_merged(m, ref_by_shard)
+    return _report(setup, m, ref_acc)
+
+
+def _reference_accuracy(shards: list[dict], ref_by_shard: dict) -> dict | None:
+    """The reference's accuracy over every shard (with the class count), None without shards."""
     all_ref = merge(list(ref_by_shard.values())) if shards else None
     ref_acc = accuracy(all_ref) if all_ref else None
     if ref_acc is not None and shards and shards[0].get("classes"):
         ref_acc["classes"] = shards[0]["classes"]
+    return ref_acc
+
+
+def _add_done(m: _Merge, job: Any, res: dict, ref_by_shard: dict, sharded: bool) -> None:
+    """A finished job: its node, a version warning, its counts for the merged rows and, unless it redid
+    another node's shards, its own rows."""
     import edgerep
 
-    rows: list[dict] = []
-    warnings: list[str] = []
-    nodes: dict[str, dict] = {}
-    artifacts = []
-    merged_counts: dict[tuple, dict[int, dict]] = {}  # (target, requested) -> shard -> counts
-    engine_of: dict[tuple, dict] = {}
-    recovered: dict[tuple, str] = {}  # (target, lost node label) -> node that redid its shards
-    unscored: dict[tuple, dict[int, str]] = {}  # (target, requested) -> shard -> why no count came back
-    answered = set()
-    for job, res in done:
-        label = _label(res)
-        nodes[label] = {"node_id": res["node_id"], "hostname": res["hostname"], "versions": res["versions"],
-                        "host": res["host"], "timings_s": res["timings_s"]}
-        theirs = (res.get("versions") or {}).get("edgerep")
-        if theirs != edgerep.__version__ and not any(label in w for w in warnings):
-            warnings.append(f"node {label} runs edgerep {theirs}, this CI side {edgerep.__version__}")
-        redo_elsewhere = job.retry_of is not None and job.retry_of != label
+    label = _label(res)
+    m.nodes[label] = {"node_id": res["node_id"], "hostname": res["hostname"], "versions": res["versions"],
+                      "host": res["host"], "timings_s": res["timings_s"]}
+    theirs = (res.get("versions") or {}).get("edgerep")
+    if theirs != edgerep.__version__ and not any(label in w for w in m.warnings):
+        m.warnings.append(f"node {label} runs edgerep {theirs}, this CI side {edgerep.__version__}")
+    redo_elsewhere = job.retry_of is not None and job.retry_of != label
+    if redo_elsewhere:
+        m.recovered[(job.target, job.retry_of)] = label
+    else:
+        m.answered.add((job.target, label))
+        m.artifacts.append((job.target, label, res["artifacts"]))
+    for r in res["rows"]:
+        _count_row(m, job.target, label, res["shards"], r)
         if redo_elsewhere:
-            recovered[(job.target, job.retry_of)] = label
-        else:
-            answered.add((job.target, label))
-            artifacts.append((job.target, label, res["artifacts"]))
-        for r in res["rows"]:
-            key = (job.target, r["requested"])
-            if key not in engine_of or engine_of[key]["status"] not in RAN and r["status"] in RAN:
-                engine_of[key] = {k: r[k] for k in ("name", "precision", "device", "status", "reason", "requested")}
-            if r["status"] not in RAN and r["status"] != "skipped":  # the engine failed on this node
-                for i in res["shards"]:
-                    unscored.setdefault(key, {})[int(i)] = f"{label}: {r['status']} ({r.get('reason') or ''})"
-            for i, c in r["counts"].items():
-                merged_counts.setdefault(key, {})[int(i)] = c
-            if redo_elsewhere:
-                continue
-            row = {"target": job.target, "node": label, "node_id": res["node_id"], "hostname": res["hostname"],
-                   "scope": "shard" if sharded else "node", "shards": res["shards"],
-                   **{k: v for k, v in r.items() if k != "counts"}}
-            if job.retry_of:
-                row["note"] = "answered on a retry"
-            counts = merge(list(r["counts"].values())) if r["counts"] else None
-            rows.append(_scored(row, counts, merge([ref_by_shard[int(i)] for i in r["counts"]]) if counts else None))
+            continue
+        row = {"target": job.target, "node": label, "node_id": res["node_id"], "hostname": res["hostname"],
+               "scope": "shard" if sharded else "node", "shards": res["shards"],
+               **{k: v for k, v in r.items() if k != "counts"}}
+        if job.retry_of:
+            row["note"] = "answered on a retry"
+        counts = merge(list(r["counts"].values())) if r["counts"] else None
+        m.rows.append(_scored(row, counts, merge([ref_by_shard[int(i)] for i in r["counts"]]) if counts else None))
+
+
+def _count_row(m: _Merge, target: str, label: str, shards: list, r: dict) -> None:
+    """One engine row's counts per shard for the merged rows, the engine that ran (a run beats a failure),
+    and the shards it could not score when it failed on this node."""
+    key = (target, r["requested"])
+    if key not in m.engine_of or m.engine_of[key]["status"] not in RAN and r["status"] in RAN:
+        m.engine_of[key] = {k: r[k] for k in ("name", "precision", "device", "status", "reason", "requested")}
+    if r["status"] not in RAN and r["status"] != "skipped":  # the engine failed on this node
+        for i in shards:
+            m.unscored.setdefault(key, {})[int(i)] = f"{label}: {r['status']} ({r.get('reason') or ''})"
+    for i, c in r["counts"].items():
+        m.merged_counts.setdefault(key, {})[int(i)] = c
+
+
+def _add_lost(m: _Merge, lost: list) -> None:
+    """A ``lost`` row per engine the target lists, for each lost job no retry on the same node answered."""
     for job, why in lost:
-        if (job.target, job.node.label) in answered or job.retry_of is not None and job.retry_of != job.node.label:
+        if (job.target, job.node.label) in m.answered or job.retry_of is not None and job.retry_of != job.node.label:
             continue  # a retry on the same node answered; or a failed retry, whose original row already says lost
         for e in _expected_engines(job.target):
             row = {"target": job.target, "node": job.node.label, "node_id": job.node.node_id,
                    "hostname": job.node.hostname, "scope": "node", **e, "status": "lost", "reason": f"lost: {why}"}
-            if (job.target, job.node.label) in recovered:
-                row["recovered_by"] = recovered[(job.target, job.node.label)]
-            rows.append(row)
+            if (job.target, job.node.label) in m.recovered:
+                row["recovered_by"] = m.recovered[(job.target, job.node.label)]
+            m.rows.append(row)
+
+
+def _add_failed(m: _Merge, failed: list) -> None:
+    """A ``failed`` row per engine the target lists, with the error; its shards are unscored."""
     for job, why in failed or []:
         for e in _expected_engines(job.target):
             row = {"target": job.target, "node": job.node.label, "node_id": job.node.node_id,
@@ -110,32 +179,38 @@ def build_report(*, bundle: Any, ref: Any, data: str | None, same_test_set: bool
                    "reason": f"failed on the node: {why}"}
             if job.retry_of is not None and job.retry_of != job.node.label:
                 row["note"] = f"while redoing {job.retry_of}'s shards"
-            rows.append(row)
+            m.rows.append(row)
             for i in job.shards:
-                unscored.setdefault((job.target, e["requested"]), {})[int(i)] = f"{job.node.label}: failed ({why})"
-    for tg in targets:
-        if not by_target.get(tg):
-            rows += [{"target": tg, "node": "-", "scope": "node", **e, "status": "no node",
-                      "reason": "no node for target (no live node advertises edgerep-target:" + tg + ")"}
-                     for e in _expected_engines(tg)]
-    if sharded and shards:
-        want = set(ref_by_shard)
-        for (tg, req), per in sorted(merged_counts.items()):
-            e = engine_of[(tg, req)]
-            if e["status"] == "skipped":
-                continue
-            row = {"target": tg, "node": f"merged ({len(per)} shard(s))", "scope": "merged", **e}
-            missing = sorted(want - set(per))
-            why_not = {i: w for i, w in (unscored.get((tg, req)) or {}).items() if i in missing}
-            if why_not:
-                row.update(status="failed", reason=f"shard(s) {sorted(why_not)} not scored: "
-                                                   + "; ".join(sorted(set(why_not.values()))))
-            elif missing:
-                row.update(status="lost", reason=f"lost: shard(s) {missing} never came back")
-            if missing:
-                row["shards_missing"] = missing
-            # the drop against the reference on the very shards this row scored, never on all of them
-            rows.append(_scored(row, merge([per[i] for i in sorted(per)]), merge([ref_by_shard[i] for i in sorted(per)])))
+                m.unscored.setdefault((job.target, e["requested"]), {})[int(i)] = f"{job.node.label}: failed ({why})"
+
+
+def _add_merged(m: _Merge, ref_by_shard: dict) -> None:
+    """A merged row per target x engine: counts added over the shards that came back, the drop against the
+    reference on those very shards; a shard missing makes it lost, one an engine failed on makes it failed."""
+    want = set(ref_by_shard)
+    for (tg, req), per in sorted(m.merged_counts.items()):
+        e = m.engine_of[(tg, req)]
+        if e["status"] == "skipped":
+            continue
+        row = {"target": tg, "node": f"merged ({len(per)} shard(s))", "scope": "merged", **e}
+        missing = sorted(want - set(per))
+        why_not = {i: w for i, w in (m.unscored.get((tg, req)) or {}).items() if i in missing}
+        if why_not:
+            row.update(status="failed", reason=f"shard(s) {sorted(why_not)} not scored: "
+                                               + "; ".join(sorted(set(why_not.values()))))
+        elif missing:
+            row.update(status="lost", reason=f"lost: shard(s) {missing} never came back")
+        if missing:
+            row["shards_missing"] = missing
+        # the drop against the reference on the very shards this row scored, never on all of them
+        m.rows.append(_scored(row, merge([per[i] for i in sorted(per)]), merge([ref_by_shard[i] for i in sorted(per)])))
+
+
+def _report(setup: FleetSetup, m: _Merge, ref_acc: dict | None) -> dict:
+    """The fleet report dict."""
+    bundle, ref, data, shards, sharded, batch = setup.bundle, setup.ref, setup.data, setup.shards, setup.sharded, setup.batch
+    same_test_set, targets = setup.same_test_set, setup.targets
+    nodes, rows, warnings, artifacts = m.nodes, m.rows, m.warnings, m.artifacts
     return {
         "schema": FLEET_SCHEMA, "kind": "fleet", "created_unix": time.time(),
         "bundle": str(bundle.path), "model": bundle.report.get("model") or {"name": bundle.name},

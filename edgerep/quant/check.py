@@ -283,112 +283,162 @@ def _summary(layers: list[LayerReport]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class CheckOptions:
+    """How much ``check_model`` measures: ``sensitivity`` (each layer alone in INT8), at most
+    ``calib_limit`` calibration and ``eval_limit`` evaluation samples, the activation clipping
+    ``percentile``, and ``out_images`` images for the layer-output SQNR."""
+
+    sensitivity: bool = True
+    calib_limit: int | None = 256
+    eval_limit: int | None = 16
+    percentile: float = T.ACT_PERCENTILE
+    out_images: int | None = 8
+
+    def settings(self) -> dict:
+        """The report's ``settings`` block."""
+        return {"bits": 8, "symmetric": True, "qmax": T.QMAX_8BIT, "percentile": self.percentile,
+                "sensitivity": self.sensitivity, "calib_limit": self.calib_limit, "eval_limit": self.eval_limit,
+                "out_images": self.out_images}
+
+
 def check_model(train_model: nn.Module, *, example_input: torch.Tensor, calib_batches: Iterable | None = None,
-                eval_batches: Iterable | None = None, sensitivity: bool = True,
-                progress: Callable[[str], None] | None = None, calib_limit: int | None = 256,
-                eval_limit: int | None = 16, percentile: float = T.ACT_PERCENTILE,
-                out_images: int | None = 8, labels_batches: Iterable | None = None,
-                fold: Any = None) -> CheckReport:
+                eval_batches: Iterable | None = None, options: CheckOptions | None = None, fold: Any = None,
+                progress: Callable[[str], None] | None = None) -> CheckReport:
     """Check a train-time (or plain) model for INT8 friendliness, layer by layer.
 
     ``example_input``: one input batch (NCHW), used to verify the fold and, without data, for
     sensitivity. ``calib_batches``: iterable of ``x`` or ``(x, y)`` (numpy or torch) or a data set
-    with ``.batches``; enables activation statistics (at most ``calib_limit`` samples).
-    ``eval_batches`` (alias ``labels_batches``): data for sensitivity and top-1 (at most
-    ``eval_limit`` samples); defaults to the calibration batches, else ``example_input``.
-    ``progress``: called with a short message after each stage. The model is not modified.
-    ``fold``: the ``FoldResult`` deploy ships (``edgerep.model_path.fold_loaded``); by default the
-    same fold is made here, so the layers checked are exactly the layers deployed.
+    with ``.batches``; enables activation statistics. ``eval_batches``: data for sensitivity and top-1;
+    defaults to the calibration batches, else ``example_input``. How much is measured: ``options``
+    (``CheckOptions``). ``progress``: called with a short message after each stage. The model is not
+    modified. ``fold``: the ``FoldResult`` deploy ships (``edgerep.model_path.fold_loaded``); by default
+    the same fold is made here, so the layers checked are exactly the layers deployed.
     """
     t_all = time.perf_counter()
+    opts = options if options is not None else CheckOptions()
     say = progress or (lambda _m: None)
-    timings: dict[str, float] = {}
     if not isinstance(train_model, nn.Module):
         raise EdgerepError(f"check_model needs an nn.Module, got {type(train_model).__name__}")
-    if not isinstance(example_input, torch.Tensor):
-        example_input = torch.as_tensor(example_input)
-    device = next(iter(train_model.parameters()), torch.empty(0)).device
-    example_input = example_input.float().to(device)
-    was_training = train_model.training
-    train_model.eval()
+    example_input, device = _on_model_device(train_model, example_input)
+    timings: dict[str, float] = {}
+    with _measuring(train_model):
+        with _timed(timings, "fold"):
+            folded, flayers, rel = _verified_fold(train_model, example_input, fold)
+        say(f"folded: {len(flayers)} layers (max rel error {rel:.1e})")
+        with _timed(timings, "weights"):
+            wstats = {fl.name: weight_stats(fl.module.weight) for fl in flayers}
+            attrs = {fl.name: attribute(fl) for fl in flayers}
+        say("weight statistics and attribution done")
+        calib, evals = _check_data(calib_batches, eval_batches, opts, example_input, device)
+        act = _activations(folded, flayers, calib, opts, say, timings)
+        sens, fp32 = _sensitivities(folded, flayers, evals, act, say, timings) if opts.sensitivity else ({}, None)
+        reports = [_layer_report(fl, wstats[fl.name], act.get(fl.name), sens.get(fl.name), attrs[fl.name])
+                   for fl in flayers]
+        timings["total"] = time.perf_counter() - t_all
+        return CheckReport(model=type(train_model).__name__, input_shape=list(example_input.shape), layers=reports,
+                           summary=_summary(reports), settings=opts.settings(), fold_max_rel_error=rel,
+                           timings=timings, data=_data_summary(calib, evals, eval_batches is not None), fp32=fp32)
+
+
+def _on_model_device(model: nn.Module, x) -> tuple[torch.Tensor, torch.device]:
+    """``x`` as a float tensor on the model's device (CPU for a model without parameters), and that device."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    return x.float().to(device), device
+
+
+@contextmanager
+def _measuring(model: nn.Module):
+    """The model in eval mode and TF32 off while measuring (CUDA convs default to TF32, a 10-bit mantissa
+    whose noise would blur the INT8 measurements); both restored afterwards."""
+    was_training = model.training
+    model.eval()
     tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    # CUDA convs default to TF32 (10-bit mantissa): its noise would blur the INT8 measurements
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        t = time.perf_counter()
-        if fold is None:
-            fold = fold_with_provenance(train_model, example_input)
-        folded, flayers = fold.module, layers_from_fold(train_model, fold)
-        if not flayers:
-            raise EdgerepError(f"{type(train_model).__name__}: no Conv2d / Linear layer found to check")
-        with torch.no_grad(), _data_errors("example_input", tuple(example_input.shape)):
-            a = train_model(example_input)
-            b = folded(example_input)
-        a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
-        rel = float((a.double() - b.double()).abs().max() / a.double().abs().max().clamp_min(1e-30))
-        if rel > 1e-3:
-            raise FoldError(f"the folded model differs from the train-time model by {rel:.2e} (relative); "
-                            "the check would measure the wrong network")
-        timings["fold"] = time.perf_counter() - t
-        say(f"folded: {len(flayers)} layers (max rel error {rel:.1e})")
-
-        t = time.perf_counter()
-        wstats = {fl.name: weight_stats(fl.module.weight) for fl in flayers}
-        attrs = {fl.name: attribute(fl) for fl in flayers}
-        timings["weights"] = time.perf_counter() - t
-        say("weight statistics and attribution done")
-
-        calib = _to(as_batches(calib_batches, calib_limit), device)
-        evals = _to(as_batches(eval_batches if eval_batches is not None else labels_batches, eval_limit), device)
-        if not evals:
-            evals = as_batches(calib, eval_limit) if calib else [(example_input, None)]
-        act: dict[str, ActivationStats] = {}
-        if calib:
-            t = time.perf_counter()
-            with _data_errors("calibration batch", tuple(calib[0][0].shape)):
-                act = activation_stats(folded, flayers, calib, percentile, out_images, say)
-            timings["activations"] = time.perf_counter() - t
-
-        sens: dict[str, LayerSensitivity] = {}
-        fp32 = None
-        if sensitivity:
-            t = time.perf_counter()
-            with _data_errors("evaluation batch", tuple(evals[0][0].shape)):
-                ref = reference_outputs(folded, evals, flayers)
-            fp32 = ref.fidelity.to_dict() if ref.fidelity else None
-            sens = layer_sensitivity(folded, flayers, evals, act, ref, say, skip_fixed_above=T.SENS_SQNR_OK_DB)
-            timings["sensitivity"] = time.perf_counter() - t
-
-        reports: list[LayerReport] = []
-        for fl in flayers:
-            w, a_, s_ = wstats[fl.name], act.get(fl.name), sens.get(fl.name)
-            verdict, fixed, reasons = _verdicts(w, a_, s_)
-            if attrs[fl.name].outlier_channels and verdict != "ok":
-                reasons.append(attrs[fl.name].summary)
-            reports.append(LayerReport(fl.name, fl.kind, fl.block, verdict, fixed, reasons, w, a_, s_,
-                                       attrs[fl.name], _advice(fl, w, a_, s_, attrs[fl.name], verdict, fixed)))
-        timings["total"] = time.perf_counter() - t_all
-        n_calib = sum(int(x.shape[0]) for x, _ in calib)
-        n_eval = sum(int(x.shape[0]) for x, _ in evals)
-        return CheckReport(
-            model=type(train_model).__name__,
-            input_shape=list(example_input.shape),
-            layers=reports,
-            summary=_summary(reports),
-            settings={"bits": 8, "symmetric": True, "qmax": T.QMAX_8BIT, "percentile": percentile,
-                      "sensitivity": sensitivity, "calib_limit": calib_limit, "eval_limit": eval_limit,
-                      "out_images": out_images},
-            fold_max_rel_error=rel,
-            timings=timings,
-            data={"calib_images": n_calib, "eval_images": n_eval,
-                  "eval_source": "eval" if (eval_batches is not None or labels_batches is not None)
-                  else ("calib" if calib else "example_input"),
-                  "labels": all(y is not None for _, y in evals) and bool(evals)},
-            fp32=fp32,
-        )
+        yield
     finally:
-        train_model.train(was_training)
+        model.train(was_training)
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-__all__ = ["check_model", "CheckReport", "LayerReport", "Advice"]
+@contextmanager
+def _timed(timings: dict[str, float], key: str):
+    """Record the block's wall time under ``timings[key]`` (when it completes)."""
+    t = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t
+
+
+def _verified_fold(model: nn.Module, x: torch.Tensor, fold: Any) -> tuple[nn.Module, list[FoldedLayer], float]:
+    """The folded module (``fold``'s, or folded here), its layers, and its max relative error vs ``model`` on
+    ``x``; an error above 1e-3 is a ``FoldError`` (the check would measure the wrong network)."""
+    if fold is None:
+        fold = fold_with_provenance(model, x)
+    folded, flayers = fold.module, layers_from_fold(model, fold)
+    if not flayers:
+        raise EdgerepError(f"{type(model).__name__}: no Conv2d / Linear layer found to check")
+    with torch.no_grad(), _data_errors("example_input", tuple(x.shape)):
+        a = model(x)
+        b = folded(x)
+    a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
+    rel = float((a.double() - b.double()).abs().max() / a.double().abs().max().clamp_min(1e-30))
+    if rel > 1e-3:
+        raise FoldError(f"the folded model differs from the train-time model by {rel:.2e} (relative); "
+                        "the check would measure the wrong network")
+    return folded, flayers, rel
+
+
+def _check_data(calib_batches, eval_batches, opts: CheckOptions, example_input: torch.Tensor,
+                device: torch.device) -> tuple[list, list]:
+    """Calibration and evaluation batches on ``device``; evaluation falls back to the calibration batches,
+    else to ``example_input``."""
+    calib = _to(as_batches(calib_batches, opts.calib_limit), device)
+    evals = _to(as_batches(eval_batches, opts.eval_limit), device)
+    if not evals:
+        evals = as_batches(calib, opts.eval_limit) if calib else [(example_input, None)]
+    return calib, evals
+
+
+def _activations(folded: nn.Module, flayers: list[FoldedLayer], calib: list, opts: CheckOptions,
+                 say: Callable[[str], None], timings: dict[str, float]) -> dict[str, ActivationStats]:
+    """Activation ranges and SQNR per layer from the calibration batches (none without them)."""
+    if not calib:
+        return {}
+    with _timed(timings, "activations"), _data_errors("calibration batch", tuple(calib[0][0].shape)):
+        return activation_stats(folded, flayers, calib, opts.percentile, opts.out_images, say)
+
+
+def _sensitivities(folded: nn.Module, flayers: list[FoldedLayer], evals: list, act: dict[str, ActivationStats],
+                   say: Callable[[str], None], timings: dict[str, float]
+                   ) -> tuple[dict[str, LayerSensitivity], dict | None]:
+    """Each layer alone in INT8 on the evaluation batches, and the FP32 model's own fidelity there."""
+    with _timed(timings, "sensitivity"):
+        with _data_errors("evaluation batch", tuple(evals[0][0].shape)):
+            ref = reference_outputs(folded, evals, flayers)
+        fp32 = ref.fidelity.to_dict() if ref.fidelity else None
+        sens = layer_sensitivity(folded, flayers, evals, act, ref, say, skip_fixed_above=T.SENS_SQNR_OK_DB)
+    return sens, fp32
+
+
+def _layer_report(fl: FoldedLayer, w: WeightStats, a: ActivationStats | None, s: LayerSensitivity | None,
+                  attr: LayerAttribution) -> LayerReport:
+    """One layer's verdicts, reasons (its outlier channels' branches when not ok) and advice."""
+    verdict, fixed, reasons = _verdicts(w, a, s)
+    if attr.outlier_channels and verdict != "ok":
+        reasons.append(attr.summary)
+    return LayerReport(fl.name, fl.kind, fl.block, verdict, fixed, reasons, w, a, s, attr,
+                       _advice(fl, w, a, s, attr, verdict, fixed))
+
+
+def _data_summary(calib: list, evals: list, eval_given: bool) -> dict:
+    """The report's ``data`` block: how many images each role saw and where evaluation came from."""
+    return {"calib_images": sum(int(x.shape[0]) for x, _ in calib),
+            "eval_images": sum(int(x.shape[0]) for x, _ in evals),
+            "eval_source": "eval" if eval_given else ("calib" if calib else "example_input"),
+            "labels": all(y is not None for _, y in evals) and bool(evals)}
+
+
+__all__ = ["check_model", "CheckOptions", "CheckReport", "LayerReport", "Advice"]

@@ -1,5 +1,9 @@
 """``quantize_model``: FP32 ONNX -> equalize -> calibrate once -> one verified QDQ file per target.
 
+Read ``quantize_model`` top to bottom: each line is one named step (``_equalize``, ``_selection``,
+``_calibrate``, ``_reference_summary``, ``_cpu_target``, ``_tensorrt_target``); what it is asked to do
+is one ``QuantizeOptions`` (``edgerep.quant.options``), checked when it is made.
+
 The CPU policy is chosen by measurement, not by assumption: every candidate for this CPU's ISA is
 quantized, run on the *optimized* onnxruntime session (the fused INT8 kernels a user runs) and
 scored against the reference; among those whose accuracy holds, the simplest wins unless another is
@@ -19,9 +23,11 @@ import numpy as np
 
 from edgerep.bench.ranking import Ranking, choose_within_noise
 from edgerep.errors import DataError, EdgerepError
-from edgerep.quant.calibrate import METHODS, CalibrationResult, calibrate, calibrate_many
+from edgerep.quant.calibrate import CalibrationResult, calibrate, calibrate_many
 from edgerep.quant.cpu_features import CpuFeatures, detect_cpu_features
-from edgerep.quant.mixed import Score, mixed_precision
+from edgerep.quant.mixed import MixedResult, Score, mixed_precision
+from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptionError,  # noqa: F401 (re-exported)
+                                   QuantizeOptions, TargetOptions)
 from edgerep.quant.paired import Paired, resolution_note, tied_with_best
 from edgerep.quant.policy import TENSORRT, CpuPolicy, by_simplicity, cpu_candidates
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
@@ -239,126 +245,182 @@ def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarra
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
-def quantize_model(fp32_onnx: Path, calib, evaluate, out_dir: Path, *, targets: tuple[str, ...] = ("cpu", "tensorrt"),
-                   method: str = "auto", max_drop: float | None = 0.5, reference: Callable | None = None,
-                   cache_dir: Path | None = None, progress: Callable[[str], None] | None = None,
-                   calib_samples: int | None = 256, eval_samples: int | None = None, equalize: bool = True,
-                   bias_correction: bool = True, threads: int | None = None, cpu: CpuFeatures | None = None,
-                   batch_size: int = 64, cpu_policies: tuple[str, ...] | None = None) -> QuantizeResult:
+@dataclass(frozen=True)
+class _Run:
+    """One call's fixed inputs: the FP32 file, where files go, the batch it runs in, the options."""
+
+    fp32: Path
+    out_dir: Path
+    tmp: Path
+    batch: int
+    static: bool  # a static-batch model: every batch it runs is ``batch`` long (a short one is padded)
+    options: QuantizeOptions
+    say: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The data every choice is judged on (the selection set, else the calibration data), in its judge."""
+
+    judge: _Judge
+    data: str
+    held_out: bool
+    reference_source: str
+
+    @property
+    def role(self) -> str:
+        return "selection" if self.held_out else "calibration"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What each target step reads: the (equalized) source, its ranges, the judge, one input for timing."""
+
+    run: _Run
+    src: Path
+    cal: CalibrationResult
+    judge: _Judge
+    x1: np.ndarray
+
+    @property
+    def budget(self) -> float:
+        return self.run.options.judge.budget
+
+    def config(self, qdq: QdqConfig) -> QdqConfig:
+        """``qdq`` with bias correction as the options ask."""
+        return _variant(qdq, self.run.options.calibration.bias_correction)
+
+
+def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: QuantizeOptions | None = None, *,
+                   reference: Callable | None = None,
+                   progress: Callable[[str], None] | None = None) -> QuantizeResult:
     """Calibrate ``fp32_onnx`` once on ``calib`` and write a verified QDQ file per target into ``out_dir``.
 
-    ``evaluate`` is the *selection* set (held out from calibration and from the test set that is
-    reported, labelled if possible): every choice is scored on it; without it the calibration data is
-    used (and the report says so). Without labels the budget applies to the outputs' cosine
-    (``cosine_loss``), not to top-1 agreement. ``max_drop`` (accuracy points vs the
-    ``reference``, default the FP32 ONNX model) is the acceptance budget; when no policy meets it,
-    the most sensitive layers stay in float. ``max_drop=None`` accepts within 0.5 points and never
-    excludes layers. ``cpu_policies`` restricts the CPU candidates to these names (still verified).
+    ``selection`` is held out from calibration and from the test set that is reported (labelled if
+    possible): every choice is scored on it; without it the calibration data is used (and the report
+    says so). Without labels the budget applies to the outputs' cosine (``cosine_loss``), not to top-1
+    agreement. Accuracy is measured against ``reference`` (a callable on a batch; default the FP32 ONNX
+    model). What to target, how to calibrate and how to judge are ``options`` (``QuantizeOptions``).
     """
     t0 = time.perf_counter()
-    say = progress or (lambda _m: None)
+    opts = options if options is not None else QuantizeOptions()
     fp32_onnx, out_dir = Path(fp32_onnx), Path(out_dir)
     if not fp32_onnx.is_file():
         raise EdgerepError(f"{fp32_onnx}: FP32 ONNX file not found")
-    unknown = [t for t in targets if t not in ("cpu", "tensorrt")]
-    if unknown:
-        raise EdgerepError(f"targets: unknown {', '.join(unknown)} (expected cpu, tensorrt)")
-    if method != "auto" and method not in METHODS:
-        raise EdgerepError(f"method {method!r}: expected auto or one of {', '.join(METHODS)}")
-    budget = 0.5 if max_drop is None else float(max_drop)
-    cpu = cpu or detect_cpu_features()
-    known = [p.name for p in cpu_candidates(cpu)]
-    if cpu_policies is not None and (not cpu_policies or any(p not in known for p in cpu_policies)):
-        raise EdgerepError(f"cpu policy {', '.join(cpu_policies) or '(none)'}: this CPU ({cpu.int8_dot}) offers "
-                           f"{', '.join(known)}")
+    cpu = opts.target.cpu or detect_cpu_features()
+    opts.target.check_cpu(cpu)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fixed = static_batch(fp32_onnx)
-    static = fixed is not None
-    if static:
-        batch_size = fixed  # a static-batch model runs only that batch; calibration drops a ragged tail
-    result = QuantizeResult(calibration={}, max_drop=max_drop, cpu=cpu.to_dict())
-
+    result = QuantizeResult(calibration={}, max_drop=opts.judge.max_drop, cpu=cpu.to_dict())
     with tempfile.TemporaryDirectory(prefix="edgerep-quant-") as tmpd:
-        tmp = Path(tmpd)
-        # 1. cross-layer equalization (exact; checked on real data)
-        src = fp32_onnx
-        x_cal, _ = _collect(calib, min(calib_samples or 128, 128), batch_size)
-        if equalize:
-            import onnx
-
-            from edgerep.engines.onnxruntime_engine import OrtEngine
-            from edgerep.quant.equalize import equalize_model
-
-            model = onnx.load(str(fp32_onnx))
-            eq = equalize_model(model)
-            if eq.pairs:
-                onnx.save(model, str(tmp / "model.eq.onnx"))
-                a = run_batched(OrtEngine(fp32_onnx, threads=threads), x_cal, batch_size, static)
-                b = run_batched(OrtEngine(tmp / "model.eq.onnx", threads=threads), x_cal, batch_size, static)
-                dev = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
-                info = eq.to_dict() | {"max_rel_deviation": dev}
-                if dev <= 1e-4:
-                    src = tmp / "model.eq.onnx"
-                    info["applied"] = True
-                    say(f"equalized {len(eq.pairs)} layer pairs (largest channel ratio "
-                        f"{eq.range_ratio_before:.1f} -> {eq.range_ratio_after:.1f})")
-                else:
-                    info["applied"] = False
-                    info["why_not"] = f"equalized model deviates by {dev:.2e} (relative) from FP32"
-                result.equalization = info
-            else:
-                result.equalization = {"applied": False, "why_not": "no conv -> ReLU -> conv pairs", "pairs": []}
-
-        # 2. selection data and reference outputs: every choice below (the range method too) is judged here
-        eval_ds = evaluate if evaluate is not None else calib
-        x_ev, y_ev = _collect(eval_ds, eval_samples, batch_size)
-        ref, ref_src = _reference_outputs(reference, fp32_onnx, x_ev, batch_size, static)
-        judge = _Judge(x_ev, y_ev, ref, batch_size, threads, static)
-        role = "selection" if evaluate is not None else "calibration"
-
-        # 3. calibrate once (auto: several range methods from the same pass, judged on the selection set)
-        if method == "auto":
-            cals = calibrate_many(src, calib, AUTO_METHODS, batch_size=batch_size, limit=calib_samples,
-                                  cache_dir=cache_dir, progress=say)
-            scores = _auto_scores(src, cals, judge, tmp)
-            errors = {m: sc.error for m, sc in scores.items()}
-            chosen, not_worse = choose_auto_method(scores)
-            cal = cals[chosen]
-            say(f"calibration auto (judged on the {role} set): " + ", ".join(f"{m} {e:.2e}" for m, e in errors.items())
-                + f" -> {cal.method}")
-            result.calibration = cal.summary() | {"requested": "auto", "auto_logit_error": errors,
-                                                  "auto_drop": {m: sc.drop for m, sc in scores.items()},
-                                                  "auto_not_less_accurate": not_worse,
-                                                  "auto_judged_on": role}
-        else:
-            cal = calibrate(src, calib, method=method, batch_size=batch_size, limit=calib_samples,
-                            cache_dir=cache_dir, progress=say)
-            result.calibration = cal.summary() | {"requested": method}
-
-        fp32_score = judge.score(fp32_onnx)
-        counted = y_ev is not None and judge.classifier
-        result.reference = {"source": ref_src, "top1": judge.ref_top1, "samples": int(len(x_ev)),
-                            "data": getattr(eval_ds, "name", "?"), "held_out": evaluate is not None,
-                            "role": role,
-                            "labelled": y_ev is not None,
-                            "measure": "top-1 drop" if (y_ev is not None and judge.classifier) else
-                                       "100 * (1 - cosine) of the outputs",
-                            "onnx_fp32_top1": fp32_score.top1, "onnx_fp32_drop": fp32_score.drop,
-                            "points_per_image": round(100.0 / len(x_ev), 4) if counted else None,
-                            "resolution_note": resolution_note(len(x_ev), budget) if counted else None}
-        if result.reference["resolution_note"]:
-            say(result.reference["resolution_note"])
-        x1 = np.ascontiguousarray(x_ev[:batch_size] if static else x_ev[:1])
-        if len(x1) < batch_size and static:
-            x1 = np.concatenate([x1, np.zeros((batch_size - len(x1), *x1.shape[1:]), np.float32)])
-
-        if "cpu" in targets:
-            _cpu_target(result, src, cal, judge, x1, tmp, out_dir, cpu, budget, max_drop, bias_correction, say,
-                        cpu_policies)
-        if "tensorrt" in targets:
-            _tensorrt_target(result, src, cal, judge, out_dir, budget, max_drop, bias_correction, say)
+        run = _start(fp32_onnx, out_dir, Path(tmpd), opts, progress)
+        src, result.equalization = _equalize(run, calib)
+        sel = _selection(run, selection if selection is not None else calib, selection is not None, reference)
+        cal, result.calibration = _calibrate(run, src, calib, sel.judge, sel.role)
+        result.reference = _reference_summary(run, sel)
+        target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static))
+        if "cpu" in opts.target.targets:
+            _cpu_target(result, target, cpu)
+        if "tensorrt" in opts.target.targets:
+            _tensorrt_target(result, target)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _start(fp32: Path, out_dir: Path, tmp: Path, opts: QuantizeOptions,
+           progress: Callable[[str], None] | None) -> _Run:
+    """The run's fixed inputs; a static-batch model runs only its own batch (calibration drops a ragged tail)."""
+    fixed = static_batch(fp32)
+    batch = fixed if fixed is not None else opts.batch_size
+    return _Run(fp32, out_dir, tmp, batch, fixed is not None, opts, progress or (lambda _m: None))
+
+
+def _equalize(run: _Run, calib) -> tuple[Path, dict[str, Any] | None]:
+    """Cross-layer equalization (exact), used only where the equalized model matches the FP32 model on
+    calibration data (1e-4 relative). Returns the file to quantize and what happened (None: not asked)."""
+    if not run.options.calibration.equalize:
+        return run.fp32, None
+    import onnx
+
+    from edgerep.quant.equalize import equalize_model
+
+    x_cal, _ = _collect(calib, min(run.options.calibration.samples or 128, 128), run.batch)
+    model = onnx.load(str(run.fp32))
+    eq = equalize_model(model)
+    if not eq.pairs:
+        return run.fp32, {"applied": False, "why_not": "no conv -> ReLU -> conv pairs", "pairs": []}
+    path = run.tmp / "model.eq.onnx"
+    onnx.save(model, str(path))
+    dev = _max_rel_deviation(run, path, x_cal)
+    info = eq.to_dict() | {"max_rel_deviation": dev}
+    if dev > 1e-4:
+        return run.fp32, info | {"applied": False,
+                                 "why_not": f"equalized model deviates by {dev:.2e} (relative) from FP32"}
+    run.say(f"equalized {len(eq.pairs)} layer pairs (largest channel ratio "
+            f"{eq.range_ratio_before:.1f} -> {eq.range_ratio_after:.1f})")
+    return path, info | {"applied": True}
+
+
+def _max_rel_deviation(run: _Run, other: Path, x: np.ndarray) -> float:
+    """max |FP32 - other| / max |FP32| over the outputs on ``x``."""
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+
+    threads = run.options.judge.threads
+    a = run_batched(OrtEngine(run.fp32, threads=threads), x, run.batch, run.static)
+    b = run_batched(OrtEngine(other, threads=threads), x, run.batch, run.static)
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
+
+
+def _selection(run: _Run, data, held_out: bool, reference: Callable | None) -> _Selection:
+    """The selection data and the reference's outputs on it, in the judge that scores every choice."""
+    x, y = _collect(data, run.options.judge.samples, run.batch)
+    ref, source = _reference_outputs(reference, run.fp32, x, run.batch, run.static)
+    judge = _Judge(x, y, ref, run.batch, run.options.judge.threads, run.static)
+    return _Selection(judge, getattr(data, "name", "?"), held_out, source)
+
+
+def _calibrate(run: _Run, src: Path, calib, judge: _Judge, role: str) -> tuple[CalibrationResult, dict[str, Any]]:
+    """Calibrate once. ``auto``: several range methods from the same pass, the one the judge finds most
+    accurate kept (``choose_auto_method``). Returns the ranges and the report's calibration block."""
+    method = run.options.calibration.method
+    common = {"batch_size": run.batch, "limit": run.options.calibration.samples,
+              "cache_dir": run.options.calibration.cache_dir, "progress": run.say}
+    if method != "auto":
+        cal = calibrate(src, calib, method=method, **common)
+        return cal, cal.summary() | {"requested": method}
+    cals = calibrate_many(src, calib, AUTO_METHODS, **common)
+    scores = _auto_scores(src, cals, judge, run.tmp)
+    errors = {m: sc.error for m, sc in scores.items()}
+    chosen, not_worse = choose_auto_method(scores)
+    cal = cals[chosen]
+    run.say(f"calibration auto (judged on the {role} set): " + ", ".join(f"{m} {e:.2e}" for m, e in errors.items())
+            + f" -> {cal.method}")
+    return cal, cal.summary() | {"requested": "auto", "auto_logit_error": errors,
+                                 "auto_drop": {m: sc.drop for m, sc in scores.items()},
+                                 "auto_not_less_accurate": not_worse, "auto_judged_on": role}
+
+
+def _reference_summary(run: _Run, sel: _Selection) -> dict[str, Any]:
+    """The report's reference block: what every drop is a drop of, on which data, at which resolution."""
+    judge, n = sel.judge, len(sel.judge.x)
+    fp32 = judge.score(run.fp32)
+    counted = judge.y is not None and judge.classifier
+    summary = {"source": sel.reference_source, "top1": judge.ref_top1, "samples": int(n), "data": sel.data,
+               "held_out": sel.held_out, "role": sel.role, "labelled": judge.y is not None,
+               "measure": "top-1 drop" if counted else "100 * (1 - cosine) of the outputs",
+               "onnx_fp32_top1": fp32.top1, "onnx_fp32_drop": fp32.drop,
+               "points_per_image": round(100.0 / n, 4) if counted else None,
+               "resolution_note": resolution_note(n, run.options.judge.budget) if counted else None}
+    if summary["resolution_note"]:
+        run.say(summary["resolution_note"])
+    return summary
+
+
+def _timing_input(x: np.ndarray, batch: int, static: bool) -> np.ndarray:
+    """One sample to time candidates on (a static-batch model: one whole batch, zero-padded)."""
+    x1 = np.ascontiguousarray(x[:batch] if static else x[:1])
+    if static and len(x1) < batch:
+        x1 = np.concatenate([x1, np.zeros((batch - len(x1), *x1.shape[1:]), np.float32)])
+    return x1
 
 
 def choose_auto_method(scores: dict[str, Score]) -> tuple[str, list[str]]:
@@ -416,104 +478,170 @@ def _variant(cfg: QdqConfig, bias_correction: bool) -> QdqConfig:
     return replace(cfg, bias_correction=bias_correction)
 
 
-def _cpu_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge: _Judge, x1: np.ndarray,
-                tmp: Path, out_dir: Path, cpu: CpuFeatures, budget: float, max_drop: float | None,
-                bias_correction: bool, say, only: tuple[str, ...] | None = None) -> None:
-    cands: list[tuple[CpuPolicy, Candidate, Path]] = []
-    engines = {}
-    scores: dict[str, Score] = {}
-    for pol in cpu_candidates(cpu):
-        if only is not None and pol.name not in only:
-            continue
-        cfg = _variant(pol.qdq, bias_correction)
-        path = tmp / f"cpu-{pol.name}.onnx"
-        info = write_qdq(src, path, cal, cfg)
-        eng = judge.engine(path, pol.session_config)
-        s = judge.score_outputs(judge.outputs(eng))
-        engines[pol.name] = eng
-        v = s.verdict(budget)
-        ok = v.holds
-        c = Candidate(pol.name, dict(pol.session_config), pol.expectation, s.top1, s.agreement, round(s.drop, 4),
-                      s.error, 0.0, ok, "", verdict=v.to_dict())
-        if ok:
-            c.reason = f"accuracy holds on the optimized session: {v.text}"
-        else:
-            sim = judge.score(path, pol.session_config, optimization="disable")
-            c.simulated_top1 = sim.top1
-            cause = ("the fused INT8 kernels lose it (simulated QDQ with optimizations off drops only "
-                     f"{sim.drop:.2f}): int16 saturation" if sim.verdict(budget).holds else
-                     f"the ranges lose it (simulated QDQ drops {sim.drop:.2f} too)")
-            c.reason = f"rejected on the optimized session: {v.text}; {cause}"
-        say(f"cpu candidate {pol.name}: {v.text} -> {'accepted' if ok else 'rejected'}")
-        cands.append((pol, c, path))
-        scores[pol.name] = s
-        if bias_correction and info.bias_corrected:
-            result.bias_correction[pol.name] = {"layers": len(info.bias_corrected),
-                                                "max_abs_shift": max(info.bias_corrected.values())}
-    accepted = [t for t in cands if t[1].accepted]
-    rank = choose_within_noise({p.name: engines[p.name] for p in by_simplicity([t[0] for t in cands])}, x1,
-                               among=[t[0].name for t in accepted] or None)
-    for _, c, _ in cands:
-        c.latency_ms = round(rank.latency_ms[c.policy], 4)
-    say("cpu candidates latency (ms, interleaved): " + ", ".join(f"{k} {v:.3f}" for k, v in rank.latency_ms.items()))
-    engines.clear()
-    result.candidates = [c for _, c, _ in cands]
+# ---- the CPU target: measure every candidate policy, rank by latency, choose, ship ----------------
+@dataclass
+class _Measured:
+    """One CPU policy's QDQ file as measured on its optimized session (``engine`` is kept for timing)."""
+
+    policy: CpuPolicy
+    path: Path
+    score: Score
+    candidate: Candidate
+    engine: Any
+    bias_corrected: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _CpuChoice:
+    """The policy that ships, the candidate row that describes it, its file and why it was chosen."""
+
+    policy: CpuPolicy
+    candidate: Candidate
+    path: Path
+    reason: str
+
+
+def _cpu_target(result: QuantizeResult, t: _Target, cpu: CpuFeatures) -> None:
+    """The CPU file: every candidate this CPU offers (or the pinned ones) measured, ranked, one chosen."""
+    only = t.run.options.target.cpu_policies
+    measured = [_measure_cpu_policy(t, p) for p in cpu_candidates(cpu) if only is None or p.name in only]
+    result.bias_correction.update(_bias_corrections(measured))
+    rank = _rank_latency(t, measured)
+    result.candidates = [m.candidate for m in measured]
     result.cpu["latency_ranking"] = rank.to_dict()
-    excluded: list[str] = []
+    accepted = [m for m in measured if m.candidate.accepted]
     if accepted:
-        pol, cand, path = next(t for t in accepted if t[0].name == rank.chosen)
-        others = [c.policy for c in result.candidates if c.accepted and c.policy != pol.name]
-        rejected = [c.policy for c in result.candidates if not c.accepted]
-        reason = (f"{cpu.int8_dot}: accuracy holds on the optimized session ({cand.latency_ms:.3f} ms; "
-                  f"{(cand.verdict or {}).get('text', f'drop {cand.drop:.2f}')}); latency: {rank.reason}"
-                  + (f"; also accurate: {', '.join(others)}" if others else "")
-                  + (f"; rejected: {', '.join(rejected)}" if rejected else ""))
-        final_path = path
+        chosen = next(m for m in accepted if m.policy.name == rank.chosen)
+        choice = _CpuChoice(chosen.policy, chosen.candidate, chosen.path,
+                            accepted_reason(cpu.int8_dot, chosen.candidate, rank, result.candidates))
     else:
-        pick, why = fallback_choice(cands, scores, rank)
-        pol, cand, path = next(t for t in cands if t[0].name == pick)
-        reason = f"{cpu.int8_dot}: no policy met {budget:g} points; {why}"
-        final_path = path
-        if max_drop is not None:
-            cfg = _variant(pol.qdq, bias_correction)
-            nodes = quantizable_nodes(_load(src))
-            counter = [0]
+        choice = _cpu_fallback(result, t, measured, rank, cpu.int8_dot)
+    _ship_cpu(result, t, choice)
 
-            def score(exclude, only):
-                counter[0] += 1
-                p = tmp / f"mixed-{counter[0]}.onnx"
-                write_qdq(src, p, cal, cfg, exclude_nodes=exclude, only_nodes=only)
-                return judge.score(p, pol.session_config)
 
-            say(f"mixed precision: measuring the sensitivity of {len(nodes)} layers under {pol.name}")
-            mp = mixed_precision(nodes, score, budget, start=scores[pol.name])
-            excluded = [e["node"] for e in mp.excluded]
-            result.excluded_nodes = [e | {"target": "cpu", "precision": "fp32"} for e in mp.excluded]
-            final_path = tmp / "cpu-mixed.onnx"
-            write_qdq(src, final_path, cal, cfg, exclude_nodes=excluded)
-            s = judge.score(final_path, pol.session_config)
-            eng = judge.engine(final_path, pol.session_config)
-            v = s.verdict(budget)
-            cand = Candidate(f"{pol.name}+fp32[{len(excluded)}]", dict(pol.session_config), pol.expectation, s.top1,
-                             s.agreement, round(s.drop, 4), s.error, round(latency_ms(eng, x1), 4), v.holds,
-                             f"mixed precision: {len(excluded)} layer(s) kept in FP32: {v.text}", verdict=v.to_dict())
-            result.candidates.append(cand)
-            reason += (f"; kept {len(excluded)} layer(s) in FP32 -> {v.text}"
-                       + ("" if mp.met else " (budget still not met)"))
-            if 2 * len(excluded) > len(nodes):
-                result.int8_failure = (f"meeting the {budget:g}-point budget kept {len(excluded)} of {len(nodes)} "
-                                       "quantizable layers in FP32: this is not an INT8 model (see the layers kept "
-                                       "in float and the check's sensitivity table)")
-                cand.accepted = False
-                cand.reason += "; more than half the layers in FP32: rejected as INT8"
-                say(f"INT8 FAILED: {result.int8_failure}")
-    dst = out_dir / CPU_FILE
-    shutil.copyfile(final_path, dst)
+def _measure_cpu_policy(t: _Target, pol: CpuPolicy) -> _Measured:
+    """Write ``pol``'s QDQ file and score it on the optimized session (the fused kernels users run); a
+    rejected one is scored again with optimizations off, to say whether the kernels or the ranges lose it."""
+    path = t.run.tmp / f"cpu-{pol.name}.onnx"
+    info = write_qdq(t.src, path, t.cal, t.config(pol.qdq))
+    engine = t.judge.engine(path, pol.session_config)
+    s = t.judge.score_outputs(t.judge.outputs(engine))
+    v = s.verdict(t.budget)
+    c = Candidate(pol.name, dict(pol.session_config), pol.expectation, s.top1, s.agreement, round(s.drop, 4),
+                  s.error, 0.0, v.holds, f"accuracy holds on the optimized session: {v.text}", verdict=v.to_dict())
+    if not v.holds:
+        sim = t.judge.score(path, pol.session_config, optimization="disable")
+        c.simulated_top1 = sim.top1
+        c.reason = f"rejected on the optimized session: {v.text}; {rejection_cause(sim, t.budget)}"
+    t.run.say(f"cpu candidate {pol.name}: {v.text} -> {'accepted' if v.holds else 'rejected'}")
+    bias = info.bias_corrected if t.run.options.calibration.bias_correction else {}
+    return _Measured(pol, path, s, c, engine, bias)
+
+
+def rejection_cause(simulated: Score, budget: float) -> str:
+    """Why a policy lost accuracy on the optimized session, from its float simulation's score."""
+    if simulated.verdict(budget).holds:
+        return ("the fused INT8 kernels lose it (simulated QDQ with optimizations off drops only "
+                f"{simulated.drop:.2f}): int16 saturation")
+    return f"the ranges lose it (simulated QDQ drops {simulated.drop:.2f} too)"
+
+
+def _bias_corrections(measured: list[_Measured]) -> dict[str, dict[str, Any]]:
+    """The report's bias-correction block: per policy, how many layers were corrected and the largest shift."""
+    return {m.policy.name: {"layers": len(m.bias_corrected), "max_abs_shift": max(m.bias_corrected.values())}
+            for m in measured if m.bias_corrected}
+
+
+def _rank_latency(t: _Target, measured: list[_Measured]) -> Ranking:
+    """Interleaved latency of every candidate (simplest first); the ranking chooses among the accepted
+    ones. Fills each candidate's latency and releases the sessions."""
+    engines = {m.policy.name: m.engine for m in measured}
+    order = by_simplicity([m.policy for m in measured])
+    accepted = [m.policy.name for m in measured if m.candidate.accepted]
+    rank = choose_within_noise({p.name: engines[p.name] for p in order}, t.x1, among=accepted or None)
+    for m in measured:
+        m.candidate.latency_ms = round(rank.latency_ms[m.policy.name], 4)
+        m.engine = None
+    t.run.say("cpu candidates latency (ms, interleaved): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in rank.latency_ms.items()))
+    return rank
+
+
+def accepted_reason(isa: str, cand: Candidate, rank: Ranking, candidates: list[Candidate]) -> str:
+    """Why an accurate policy ships: its accuracy verdict, the latency ranking, the others accepted and rejected."""
+    others = [c.policy for c in candidates if c.accepted and c.policy != cand.policy]
+    rejected = [c.policy for c in candidates if not c.accepted]
+    return (f"{isa}: accuracy holds on the optimized session ({cand.latency_ms:.3f} ms; "
+            f"{(cand.verdict or {}).get('text', f'drop {cand.drop:.2f}')}); latency: {rank.reason}"
+            + (f"; also accurate: {', '.join(others)}" if others else "")
+            + (f"; rejected: {', '.join(rejected)}" if rejected else ""))
+
+
+def _cpu_fallback(result: QuantizeResult, t: _Target, measured: list[_Measured], rank: Ranking,
+                  isa: str) -> _CpuChoice:
+    """No policy met the budget: the most accurate (``fallback_choice``), then, unless the options forbid
+    it, its most sensitive layers kept in float until the budget holds (``_cpu_mixed``)."""
+    pick, why = fallback_choice([(m.policy, m.candidate, m.path) for m in measured],
+                                {m.policy.name: m.score for m in measured}, rank)
+    m = next(m for m in measured if m.policy.name == pick)
+    reason = f"{isa}: no policy met {t.budget:g} points; {why}"
+    if not t.run.options.judge.keeps_layers_in_float:
+        return _CpuChoice(m.policy, m.candidate, m.path, reason)
+    cand, path, note = _cpu_mixed(result, t, m)
+    return _CpuChoice(m.policy, cand, path, reason + note)
+
+
+def _cpu_mixed(result: QuantizeResult, t: _Target, m: _Measured) -> tuple[Candidate, Path, str]:
+    """``m``'s policy with its most sensitive layers in FP32, measured as a candidate of its own; more than
+    half the layers in float is not an INT8 model (``result.int8_failure``)."""
+    pol, cfg = m.policy, t.config(m.policy.qdq)
+    nodes = quantizable_nodes(_load(t.src))
+    t.run.say(f"mixed precision: measuring the sensitivity of {len(nodes)} layers under {pol.name}")
+    mp = _keep_in_float(t, cfg, nodes, m.score, lambda p: t.judge.score(p, pol.session_config), "cpu")
+    excluded = [e["node"] for e in mp.excluded]
+    result.excluded_nodes = [e | {"target": "cpu", "precision": "fp32"} for e in mp.excluded]
+    path = t.run.tmp / "cpu-mixed.onnx"
+    write_qdq(t.src, path, t.cal, cfg, exclude_nodes=excluded)
+    s = t.judge.score(path, pol.session_config)
+    v = s.verdict(t.budget)
+    ms = latency_ms(t.judge.engine(path, pol.session_config), t.x1)
+    cand = Candidate(f"{pol.name}+fp32[{len(excluded)}]", dict(pol.session_config), pol.expectation, s.top1,
+                     s.agreement, round(s.drop, 4), s.error, round(ms, 4), v.holds,
+                     f"mixed precision: {len(excluded)} layer(s) kept in FP32: {v.text}", verdict=v.to_dict())
+    result.candidates.append(cand)
+    if 2 * len(excluded) > len(nodes):
+        result.int8_failure = (f"meeting the {t.budget:g}-point budget kept {len(excluded)} of {len(nodes)} "
+                               "quantizable layers in FP32: this is not an INT8 model (see the layers kept "
+                               "in float and the check's sensitivity table)")
+        cand.accepted = False
+        cand.reason += "; more than half the layers in FP32: rejected as INT8"
+        t.run.say(f"INT8 FAILED: {result.int8_failure}")
+    return cand, path, (f"; kept {len(excluded)} layer(s) in FP32 -> {v.text}"
+                        + ("" if mp.met else " (budget still not met)"))
+
+
+def _ship_cpu(result: QuantizeResult, t: _Target, choice: _CpuChoice) -> None:
+    """Copy the chosen file into ``out_dir`` and record the policy and what a session needs to run it."""
+    dst = t.run.out_dir / CPU_FILE
+    shutil.copyfile(choice.path, dst)
     result.files["cpu"] = dst
-    result.cpu_policy = CpuPolicyChoice(cand.policy, reason, dict(pol.session_config),
-                                        _variant(pol.qdq, bias_correction).to_dict(), cand.drop, cand.top1,
-                                        cand.latency_ms)
-    say(f"cpu policy: {cand.policy} ({reason})")
+    pol, cand = choice.policy, choice.candidate
+    result.cpu_policy = CpuPolicyChoice(cand.policy, choice.reason, dict(pol.session_config),
+                                        t.config(pol.qdq).to_dict(), cand.drop, cand.top1, cand.latency_ms)
+    t.run.say(f"cpu policy: {cand.policy} ({choice.reason})")
+
+
+def _keep_in_float(t: _Target, cfg: QdqConfig, nodes: list[str], start: Score,
+                   score_file: Callable[[Path], Score], name: str) -> MixedResult:
+    """Greedy mixed precision (``mixed_precision``) under ``cfg``: each variant is written to one probe
+    file in the run's temporary folder and scored by ``score_file``."""
+    probe = t.run.tmp / f"{name}-probe.onnx"
+
+    def score(exclude, only):
+        write_qdq(t.src, probe, t.cal, cfg, exclude_nodes=exclude, only_nodes=only)
+        return score_file(probe)
+
+    return mixed_precision(nodes, score, t.budget, start=start)
 
 
 def _load(path: Path):
@@ -526,40 +654,36 @@ def _load(path: Path):
     return m
 
 
-def _tensorrt_target(result: QuantizeResult, src: Path, cal: CalibrationResult, judge: _Judge, out_dir: Path,
-                     budget: float, max_drop: float | None, bias_correction: bool, say) -> None:
+# ---- the TensorRT target -----------------------------------------------------------------------
+def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
     """TensorRT's file: int8 symmetric; its accuracy here is a QDQ *simulation* (no TensorRT on CPU)."""
     from edgerep.quant.lint import lint_tensorrt_qdq
 
-    cfg = _variant(TENSORRT, bias_correction)
-    dst = out_dir / TRT_FILE
-    info = write_qdq(src, dst, cal, cfg)
-    s = judge.score(dst, optimization="disable")
+    cfg = t.config(TENSORRT)
+    dst = t.run.out_dir / TRT_FILE
+    info = write_qdq(t.src, dst, t.cal, cfg)
+
+    def simulated(path: Path) -> Score:
+        return t.judge.score(path, optimization="disable")
+
+    s = simulated(dst)
     excluded: list[str] = []
-    if not s.verdict(budget).holds and max_drop is not None:
-        nodes = quantizable_nodes(_load(src))
-        tmp = dst.with_name(dst.name + ".probe.onnx")
-
-        def score(exclude, only):
-            write_qdq(src, tmp, cal, cfg, exclude_nodes=exclude, only_nodes=only)
-            return judge.score(tmp, optimization="disable")
-
-        mp = mixed_precision(nodes, score, budget, start=s)
-        tmp.unlink(missing_ok=True)
+    if not s.verdict(t.budget).holds and t.run.options.judge.keeps_layers_in_float:
+        mp = _keep_in_float(t, cfg, quantizable_nodes(_load(t.src)), s, simulated, "tensorrt")
         excluded = [e["node"] for e in mp.excluded]
         # measured here in FP32 (simulation); on the engine they run in FP16 when the plan enables it
         result.excluded_nodes += [e | {"target": "tensorrt", "precision": "fp32",
                                        "on_engine": "fp16 if the TensorRT profile enables FP16, else fp32"}
                                   for e in mp.excluded]
-        info = write_qdq(src, dst, cal, cfg, exclude_nodes=excluded)
-        s = judge.score(dst, optimization="disable")
+        info = write_qdq(t.src, dst, t.cal, cfg, exclude_nodes=excluded)
+        s = simulated(dst)
     result.lint = lint_tensorrt_qdq(dst)
     result.files["tensorrt"] = dst
     result.tensorrt = {"qdq": cfg.to_dict(), "simulated_top1": s.top1, "simulated_drop": round(s.drop, 4),
-                       "verdict": s.verdict(budget).to_dict(),
+                       "verdict": s.verdict(t.budget).to_dict(),
                        "accuracy_note": "onnxruntime with graph optimizations off (QDQ simulated in float): "
                                         "TensorRT itself is measured when an engine is built on a GPU",
                        "add_inputs_quantized": info.add_inputs_quantized, "excluded": excluded,
                        "lint_errors": sum(1 for i in result.lint if i.severity == "error")}
-    say(f"tensorrt QDQ: simulated drop {s.drop:.2f}, lint "
-        f"{'passed' if not result.tensorrt['lint_errors'] else 'FAILED'}")
+    t.run.say(f"tensorrt QDQ: simulated drop {s.drop:.2f}, lint "
+              f"{'passed' if not result.tensorrt['lint_errors'] else 'FAILED'}")

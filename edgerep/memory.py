@@ -1,0 +1,24 @@
+"""How many samples a scoring pass runs at once, from the bytes of one sample.
+
+A fixed batch of 64 costs nothing at 16x16 but at 224x224 each onnxruntime session keeps an arena
+sized for 64 images' activations (hundreds of MiB per session, several sessions alive while the
+quantizer ranks its policies): the deploy's peak memory grew with the input size. Scoring batches
+are therefore bounded by the bytes of their input; results do not depend on the batch (every
+sample is scored alone by the same kernels), only memory and a little speed do.
+"""
+from __future__ import annotations
+
+from math import prod
+
+BATCH_BYTES = 8 * 2**20  # input bytes of one scoring batch: 13 images at 3x224x224 float32, 64 at 3x64x64
+MAX_BATCH = 64
+
+
+def batch_for(sample_shape: tuple[int, ...] | list[int], *, itemsize: int = 4, cap: int = MAX_BATCH,
+              budget: int = BATCH_BYTES) -> int:
+    """Samples per batch so that one batch's input stays within ``budget`` bytes (at least 1, at most ``cap``)."""
+    one = max(1, prod(int(d) for d in sample_shape)) * itemsize
+    return max(1, min(int(cap), budget // one))
+
+
+__all__ = ["batch_for", "BATCH_BYTES", "MAX_BATCH"]
