@@ -21,4 +21,13 @@ def batch_for(sample_shape: tuple[int, ...] | list[int], *, itemsize: int = 4, c
     return max(1, min(int(cap), budget // one))
 
 
-__all__ = ["batch_for", "BATCH_BYTES", "MAX_BATCH"]
+def x_shape(dataset) -> tuple[int, ...]:
+    """One sample's input shape: the data set's preprocessing says it, else its first sample is read."""
+    shape = getattr(getattr(dataset, "pre", None), "input_shape", None)
+    if shape:
+        return tuple(int(d) for d in shape)
+    x, _ = next(iter(dataset.batches(1)))
+    return tuple(int(d) for d in x.shape[1:])
+
+
+__all__ = ["batch_for", "x_shape", "BATCH_BYTES", "MAX_BATCH"]

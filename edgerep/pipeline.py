@@ -21,6 +21,7 @@ import numpy as np
 
 from edgerep.errors import DataError, EdgerepError, FoldError
 from edgerep.hashing import sha256_file
+from edgerep.memory import batch_for, x_shape
 from edgerep.report.models import MANIFEST_SCHEMA, REPORT_SCHEMA, EngineRow, Manifest, Report, dump
 from edgerep.stage_graph import Stage, StageClock, check_graph, explain, run_stages
 
@@ -433,7 +434,7 @@ def _input_statistics(model, calib) -> dict:
     if calib.name == "synthetic":
         return {"source": "calibration", "samples": 0, "layers": [],
                 "skipped": "synthetic calibration inputs (random, not images)"}
-    return bn_input_statistics(model, (x for x, _ in calib.batches(32, limit=SAMPLES)))
+    return bn_input_statistics(model, (x for x, _ in calib.batches(batch_for(x_shape(calib), cap=32), limit=SAMPLES)))
 
 
 def expected_top1(opts: DeployOptions, meta, test_spec: str | None) -> dict | None:
@@ -568,7 +569,8 @@ def quantize_options(opts: DeployOptions, load: LoadOutput) -> "QuantizeOptions"
         calibration=CalibrationOptions(method=load.plan.method, samples=load.plan.samples,
                                        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()),
         judge=JudgeOptions(max_drop=opts.max_drop if opts.max_drop is not None else 0.5, samples=select_limit(opts),
-                           threads=opts.threads))
+                           threads=opts.threads),
+        batch_size=batch_for(load.input_shape))  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
 
 
 def stage_build(*, say: Progress, bundle_dir: Path, load: LoadOutput, fold: FoldOutput, export: ExportOutput,
@@ -650,7 +652,7 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, load
     say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
     baseline = TorchEngine(load.loaded.model, device="cpu", precision="fp32")
     ref = _cached_reference(opts, load.sha256, baseline.run)
-    ref_out, labels = collect_outputs(ref, test.batches(64, limit=limit))
+    ref_out, labels = collect_outputs(ref, test.batches(batch_for(load.input_shape), limit=limit))
     if ref.hits:
         say("evaluate", f"unfolded reference: {ref.hits} of {ref.hits + ref.misses} batches read from the cache")
     classifier = ref_out is not None and ref_out.ndim == 2
@@ -1019,7 +1021,7 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, fold=None) -> tup
     if calib_ds is not None:
         import torch
 
-        calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(32, limit=64)]
+        calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(batch_for(x_shape(calib_ds), cap=32), limit=64)]
     # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
     rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds,
                       fold=fold)  # the very fold that ships

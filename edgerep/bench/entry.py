@@ -9,6 +9,7 @@ import numpy as np
 from edgerep.bench.accuracy import UserMetric, collect_outputs, score
 from edgerep.bench.scenarios import ScenarioSettings, run_scenario
 from edgerep.engines.base import Engine
+from edgerep.memory import batch_for, x_shape
 from edgerep.report.models import Latency, dump
 from edgerep.report.models.results import Accuracy, make_drop
 
@@ -36,7 +37,7 @@ def engine_accuracy(engine: Engine, eval_ds, *, eval_limit: int | None = None, l
     """``{"accuracy": Accuracy, "drop": Drop}`` of one engine on the test set ``eval_ds``, serialized; the drop is
     in the engine's metric against ``ref_accuracy`` (the unfolded FP32 model's on the same samples)."""
     (say or (lambda step, msg: None))("evaluate", f"evaluating {engine.name}/{engine.precision}")
-    outs, _ = collect_outputs(engine, eval_ds.batches(64, limit=eval_limit))
+    outs, _ = collect_outputs(engine, eval_ds.batches(batch_for(x_shape(eval_ds)), limit=eval_limit))
     acc = score(outs, labels, reference, user_metric, classifier)
     ref = Accuracy.model_validate(ref_accuracy) if isinstance(ref_accuracy, dict) else ref_accuracy
     drop = make_drop(acc, ref)

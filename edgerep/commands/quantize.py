@@ -168,6 +168,11 @@ def run(args: argparse.Namespace) -> int:
             export_onnx(fold.module, fp32, tuple(meta.input_shape))
             reference = TorchReference(loaded.model)  # the UNFOLDED model is what every INT8 candidate is compared to
             log(f"folded and exported {out / fp32.name} (fold error {fold.verify.max_rel_error:.1e} relative)")
+        from dataclasses import replace
+
+        from edgerep.memory import batch_for
+
+        options = replace(options, batch_size=batch_for(meta.input_shape))  # memory bounded at any input size
         res = quantize_model(fp32, calib, evaluate, tmp, options, reference=reference, progress=log)
         res.files = moved_paths(res.files, tmp, out)
         from edgerep.report.models import QUANTIZE_SCHEMA, QuantizeOutput, dump
