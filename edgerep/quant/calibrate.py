@@ -30,8 +30,9 @@ CACHE_VERSION = 1
 _MAX_BINS = 1 << 14
 PERCENTILE_BINS = 2048
 #: bytes of activations one calibration run may return (all of them, for every tensor): the samples per run
-#: follow from it, so calibration's memory is bounded by this, not by the batch or the data set
-RUN_BYTES = 256 << 20
+#: follow from it, so calibration's memory is bounded by this, not by the batch or the data set. 64 MiB:
+#: RepVGG-A0 at 224, 64 images, three methods peaked at 1204 MiB with 256 MiB runs, 695 MiB with 64, in the same time
+RUN_BYTES = 64 << 20
 
 
 @dataclass

@@ -187,7 +187,7 @@ SAMPLE_CAP = 500_000
 INFO_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 #: keep every layer's calibration input in memory (instead of a second forward pass) up to this size
-INPUT_CACHE_BYTES = 512 * 1024 ** 2
+INPUT_CACHE_BYTES = 256 * 1024 ** 2
 
 
 @torch.no_grad()
@@ -372,7 +372,7 @@ def _fidelity(ref: list[Tensor], got: list[Tensor], labels: list[Tensor | None])
 
 
 #: skip the prefix cache when the cached layer outputs would exceed this many bytes
-PREFIX_CACHE_BYTES = 512 * 1024 ** 2
+PREFIX_CACHE_BYTES = 256 * 1024 ** 2
 
 
 @dataclass
