@@ -52,3 +52,26 @@ def test_a_model_with_external_data_calibrates_from_its_private_link(tmp_path):
     assert ranges.ranges.keys() == plain.ranges.keys()
     for k, (lo, hi) in plain.ranges.items():
         assert np.allclose(ranges.ranges[k], (lo, hi))
+
+
+def test_minmax_ranges_are_onnxruntimes_minmax_calibrator_bit_for_bit(tmp_path):
+    """calibrate_many's minmax comes from its own pass (no second forward pass through onnxruntime's
+    MinMaxCalibrater); the ranges are the calibrator's, exactly, fed the same batches."""
+    import contextlib
+    import io
+
+    from edgerep.quant.calibrate import _OneBatchReader, _ort_calibrator
+
+    model = _model(tmp_path)
+    x = np.random.default_rng(3).standard_normal((24, 3, 8, 8)).astype(np.float32) * 3.0
+    ours = calibrate_many(model, ArrayDataset(x), ("minmax",), batch_size=8, limit=24)["minmax"].ranges
+    (tmp_path / "ort").mkdir()
+    cal = _ort_calibrator(model, "minmax", tmp_path / "ort", {})
+    with contextlib.redirect_stdout(io.StringIO()):
+        for i in range(0, 24, 8):
+            cal.collect_data(_OneBatchReader({"input": x[i:i + 8]}))
+        td = cal.compute_data()
+    theirs = {n: (float(np.asarray(t.range_value[0]).min()), float(np.asarray(t.range_value[1]).max()))
+              for n, t in td.data.items()}
+    assert set(theirs) <= set(ours) and len(theirs) >= 4
+    assert {n: ours[n] for n in theirs} == theirs

@@ -1,7 +1,8 @@
 """Calibrate once: stream batches through the FP32 ONNX model and record activation ranges.
 
-Methods: ``minmax``, ``percentile`` and ``entropy`` (onnxruntime.quantization's calibrators) and
-``mse`` (ours: per tensor, the clipping threshold that minimises the expected INT8 squared error,
+Methods: ``minmax`` (each tensor's min and max from our one streamed pass: bit-identical to
+onnxruntime's MinMaxCalibrater, which would run the model a second time), ``percentile`` and
+``entropy`` (onnxruntime.quantization's calibrators; percentile fed from our pass) and ``mse`` (ours: per tensor, the clipping threshold that minimises the expected INT8 squared error,
 searched on a streamed histogram of |x|). Every run also records per-channel means of each
 activation (bias correction uses them). Results are cached as JSON keyed by model hash + data
 fingerprint + method + settings and reused when the key matches.
@@ -409,7 +410,7 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
         stats = {n: _Stats() for n in names}
         ort_cals, pct = {}, {}
         for m in todo:
-            if m != "mse":
+            if m not in ("mse", "minmax"):  # minmax: our own pass's min / max, equal to onnxruntime's MinMax
                 (tmp / m).mkdir()
                 ort_cals[m] = _ort_calibrator(model_path, m, tmp / m, {"percentile": percentile})
         if "percentile" in ort_cals:  # fed from our own run's outputs: one forward pass, streamed
@@ -441,10 +442,6 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
                         stats[n].update(v)
                     if n in pct:
                         pct[n].update(v)
-                for m, cal in ort_cals.items():
-                    if m == "minmax":  # per-run min / max, merged by min / max: chunking changes nothing
-                        with contextlib.redirect_stdout(io.StringIO()):
-                            cal.collect_data(_OneBatchReader({input_name: xs}))
             for h in pct.values():
                 h.end_batch()
             for m, cal in ort_cals.items():
@@ -472,6 +469,8 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
             all_ranges[m] = ranges
         if "mse" in todo:
             all_ranges["mse"] = {n: s.range_for("mse") for n, s in stats.items()}
+        if "minmax" in todo:  # bit-identical to onnxruntime's MinMaxCalibrater, without its second forward pass
+            all_ranges["minmax"] = {n: s.range_for("minmax") for n, s in stats.items()}
     means = {n: s.channel_means() for n, s in stats.items()}
     seconds = time.perf_counter() - t0
     for m, (key, settings, cache_path) in todo.items():
