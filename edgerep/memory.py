@@ -3,8 +3,9 @@
 A fixed batch of 64 costs nothing at 16x16 but at 224x224 each onnxruntime session keeps an arena
 sized for 64 images' activations (hundreds of MiB per session, several sessions alive while the
 quantizer ranks its policies): the deploy's peak memory grew with the input size. Scoring batches
-are therefore bounded by the bytes of their input; results do not depend on the batch (every
-sample is scored alone by the same kernels), only memory and a little speed do.
+are therefore bounded by the bytes of their input. A small model keeps 64 (its numbers do not
+change); at large inputs the batch can move scores by float summation order only, and calibration's
+histogram bins (set by its first batch) follow the smaller batch: ranges change slightly there.
 """
 from __future__ import annotations
 
