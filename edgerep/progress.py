@@ -8,7 +8,7 @@ Loops never take a progress callback parameter, so no signature grows for it.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Callable, Iterator, Protocol
 
 Advance = Callable[[int], None]  # add n done
@@ -19,7 +19,7 @@ LINE_EVERY_S = 10.0  # a log gets a progress line at most this often per loop
 class Reporter(Protocol):
     """Shows counted loops; ``task`` is entered for the loop's life and yields its ``Advance``."""
 
-    def task(self, label: str, total: int | None, unit: str) -> "contextmanager[Advance]": ...
+    def task(self, label: str, total: int | None, unit: str) -> AbstractContextManager[Advance]: ...
 
 
 _REPORTERS: list[Reporter] = []

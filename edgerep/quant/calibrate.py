@@ -428,20 +428,15 @@ def calibrate_many(model_path: str | Path, dataset, methods: tuple[str, ...], *,
             if chunk is None:
                 chunk = static or _chunk_size(sess, input_name, x[:1], run_bytes)
             parts = [x[i:i + chunk] for i in range(0, len(x), chunk)]
-            if first and len(parts) > 1 and (stats or pct):  # bins are set by the whole first batch
+            # the histogram bins are set by the whole first batch: split, it is run once more to prime them
+            steps = ("prime", "update") if first and len(parts) > 1 and (stats or pct) else ("update",)
+            first = False
+            for step in steps:
                 for xs in parts:
                     for n, v in zip(out_names, sess.run(None, {input_name: xs})):
-                        if n in stats:
-                            stats[n].prime(v)
-                        if n in pct:
-                            pct[n].prime(v)
-            first = False
-            for xs in parts:
-                for n, v in zip(out_names, sess.run(None, {input_name: xs})):
-                    if n in stats:
-                        stats[n].update(v)
-                    if n in pct:
-                        pct[n].update(v)
+                        for acc in (stats.get(n), pct.get(n)):
+                            if acc is not None:
+                                getattr(acc, step)(v)
             for h in pct.values():
                 h.end_batch()
             for m, cal in ort_cals.items():
