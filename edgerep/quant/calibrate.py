@@ -135,7 +135,7 @@ class _Stats:
         self.hi = max(self.hi, float(finite.max()))
         if a.ndim >= 2:
             axes = (0,) + tuple(range(2, a.ndim))
-            s = a.astype(np.float64).sum(axis=axes)
+            s = a.sum(axis=axes, dtype=np.float64)
             n = a.size // a.shape[1]
             self.ch_sum = s if self.ch_sum is None or self.ch_sum.shape != s.shape else self.ch_sum + s
             self.count += n
@@ -186,6 +186,28 @@ class _Stats:
         return float(lo), float(hi)
 
 
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.histogram(values, bins=edges)[0]``, count for count, without the sort numpy does for explicit
+    edges (half of a calibration pass at 224x224). Bin i holds ``edges[i] <= x < edges[i+1]``, the last bin
+    also ``x == edges[-1]``; values outside the edges and NaN are not counted. The edges here are nearly
+    uniform (onnxruntime's, extended at a fixed width): each value's bin is guessed from the mean width,
+    then moved until those same comparisons, in the values' dtype, hold."""
+    nb = len(edges) - 1
+    first, last = edges[0], edges[-1]
+    inside = (values >= first) & (values <= last)  # NaN is neither
+    x = values if inside.all() else values[inside]
+    span = float(last) - float(first)
+    if nb < 1 or x.size == 0 or not span > 0:
+        return np.histogram(values, bins=edges)[0]
+    k = ((x - first) * (nb / span)).astype(np.intp)
+    np.clip(k, 0, nb - 1, out=k)
+    off = x < edges[k]
+    off |= (x >= edges[k + 1]) & (k < nb - 1)
+    if off.any():  # a guess a bin off (rounding, or edges far from uniform): the exact search for those
+        k[off] = np.minimum(np.searchsorted(edges, x[off], side="right") - 1, nb - 1)
+    return np.bincount(k, minlength=nb)
+
+
 class _AbsHistogram:
     """onnxruntime's symmetric percentile histogram of one tensor (``HistogramCollector``'s
     ``collect_absolute_value``: bins set by the first batch, extended at a fixed width by later ones),
@@ -226,13 +248,13 @@ class _AbsHistogram:
             self.hist = np.zeros(self.num_bins, dtype=np.int64)
             self._first = True
         if self._first:
-            self.hist += np.histogram(ab, bins=self.edges)[0]
+            self.hist += bin_counts(ab, self.edges)
             return
         amax = np.nanmax(ab)
         self._batch_amax = amax if self._batch_amax is None else max(self._batch_amax, amax)
         last = self.edges[-1]
         below = ab < last
-        counts = np.histogram(ab[below], bins=self.edges)[0]
+        counts = bin_counts(ab[below], self.edges)
         self._batch_counts = counts if self._batch_counts is None else self._batch_counts + counts
         above = ab[ab >= last]
         if above.size:
@@ -255,7 +277,7 @@ class _AbsHistogram:
         hist = np.zeros(len(edges) - 1, dtype=np.int64)
         hist[:len(self._batch_counts)] += self._batch_counts
         if self._pending:
-            hist += np.histogram(np.concatenate(self._pending), bins=edges)[0]
+            hist += bin_counts(np.concatenate(self._pending), edges)
         hist[:len(old)] += old
         self.hist, self.edges = hist, edges.astype(self.edges.dtype)
         self._pending, self._batch_amax, self._batch_counts = [], None, None
