@@ -88,6 +88,14 @@ def test_debug_of_the_bundle_file_compares_against_the_equalized_source(hostile)
     assert all(r.sqnr_db > 20 for r in res.layers)
     assert res.jump is not None and res.jump.block in h.expected_layers
     assert "reproduced exactly" in res.search_note or res.search_note.startswith("not asked")
+    # each layer is compared where the next layer reads it (after its ReLU and output Q/DQ), in both files
+    import onnx
+
+    for path, attr in ((bundle / "model.int8.onnx", "tensor_int8"), (bundle / "model.fp32.onnx", "tensor_fp32")):
+        nodes = {n.name: n for n in onnx.load(str(path)).graph.node}
+        for row, nxt in zip(res.layers, res.layers[1:]):
+            if nxt.node.startswith("/stage"):  # a conv reads the previous conv's handed-on tensor directly
+                assert nodes[nxt.node].input[0] == getattr(row, attr), (row.node, attr)
 
 
 def test_search_result_meets_the_budget_and_no_layer_can_return_to_int8(hostile):
