@@ -304,20 +304,26 @@ def _session(model_or_path, optimization: str, session_config: dict | None = Non
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def _run(sess, x: np.ndarray, names: list[str] | None = None) -> dict[str, list[np.ndarray]]:
-    """Outputs ``names`` (default: all) of ``sess`` on ``x`` in batches (a static batch is padded)."""
+def _batches(sess, x: np.ndarray, names: list[str]):
+    """``{name: output}`` of ``sess`` per batch of ``x`` (a static batch is zero-padded, then cut)."""
     inp = sess.get_inputs()[0]
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
     batch = fixed or BATCH
-    names = names or [o.name for o in sess.get_outputs()]
-    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         n = len(xb)
         if fixed and n < fixed:
             xb = np.concatenate([xb, np.zeros((fixed - n, *xb.shape[1:]), dtype=xb.dtype)])
-        for name, v in zip(names, sess.run(names, {inp.name: xb})):
-            out[name].append(np.asarray(v)[:n])
+        yield {name: np.asarray(v)[:n] for name, v in zip(names, sess.run(names, {inp.name: xb}))}
+
+
+def _run(sess, x: np.ndarray, names: list[str] | None = None) -> dict[str, list[np.ndarray]]:
+    """Outputs ``names`` (default: all) of ``sess`` on ``x``, batch by batch."""
+    names = names or [o.name for o in sess.get_outputs()]
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for got in _batches(sess, x, names):
+        for k, v in got.items():
+            out[k].append(v)
     return out
 
 
@@ -334,9 +340,26 @@ def _exposed(model, names: Sequence[str]):
     return m
 
 
+class _Sums:
+    """Running sums of one tensor pair (reference, INT8) over batches: memory stays one batch."""
+
+    def __init__(self) -> None:
+        self.s = self.g = self.d = self.n = 0.0
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            raise EdgerepError(f"a layer's output has shape {b.shape} in the INT8 file, {a.shape} in the FP32 file")
+        self.s += float(np.sum(a * a))
+        self.g += float(np.sum(b * b))
+        self.d += float(np.sum(a * b))
+        self.n += float(np.sum((a - b) ** 2))
+
+
 @dataclass
 class Fidelity:
-    """INT8 vs FP32 on one tensor over all images."""
+    """INT8 vs FP32 on one tensor (or all outputs together) over all images."""
 
     sqnr_db: float
     cosine: float
@@ -344,14 +367,14 @@ class Fidelity:
 
     @classmethod
     def of(cls, ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> "Fidelity":
-        s = n = d = g = 0.0
+        acc = _Sums()
         for a, b in zip(ref, got):
-            a = np.asarray(a, dtype=np.float64)
-            b = np.asarray(b, dtype=np.float64)
-            s += float(np.sum(a * a))
-            g += float(np.sum(b * b))
-            d += float(np.sum(a * b))
-            n += float(np.sum((a - b) ** 2))
+            acc.add(a, b)
+        return cls.from_sums(acc)
+
+    @classmethod
+    def from_sums(cls, acc: "_Sums") -> "Fidelity":
+        s, n, d, g = acc.s, acc.n, acc.d, acc.g
         nsr = n / s if s > 0 else (0.0 if n == 0 else math.inf)
         sqnr = math.inf if nsr == 0 else (-10.0 * math.log10(nsr) if math.isfinite(nsr) else -math.inf)
         cos = d / math.sqrt(s * g) if s > 0 and g > 0 else (1.0 if s == g == 0 else 0.0)
@@ -427,13 +450,17 @@ def layer_table(bundle: DebugBundle, reference: Path, int8: Path, x: np.ndarray,
     prod = {o: n for n in q.graph.node for o in n.output}
     q_t = [handed_tensor(q, n) for n in layers]
     f_t = [handed_tensor(f, f_nodes[n.name]) for n in layers]
-    fo = _run(_session(_exposed(f, f_t), "disable", threads=threads), x, list(dict.fromkeys(f_t)))
-    qo = _run(_session(_exposed(q, q_t), "disable", threads=threads), x, list(dict.fromkeys(q_t)))
+    fs = _session(_exposed(f, f_t), "disable", threads=threads)
+    qs = _session(_exposed(q, q_t), "disable", threads=threads)
+    sums = [_Sums() for _ in layers]
+    for fb, qb in zip(_batches(fs, x, list(dict.fromkeys(f_t))), _batches(qs, x, list(dict.fromkeys(q_t)))):
+        for i in range(len(layers)):
+            sums[i].add(fb[f_t[i]], qb[q_t[i]])
     by_node, checks = _names(bundle, int8)
     row_of = {n.name: i for i, n in enumerate(layers)}
     out: list[LayerRow] = []
     for i, n in enumerate(layers):
-        fid = Fidelity.of(fo[f_t[i]], qo[q_t[i]])
+        fid = Fidelity.from_sums(sums[i])
         ins = _input_rows(q, n, row_of)
         in_nsr = max([0.0 if j is None else _nsr(out[j].sqnr_db) for j in ins] or [0.0])
         in_sqnr = math.inf if in_nsr == 0 else -10.0 * math.log10(in_nsr)
@@ -485,19 +512,26 @@ class Scorer:
                  threads: int | None = None):
         self.x, self.y, self.cfg, self.threads = x, y, session_config, threads
         s = _session(fp32, "all", threads=threads)
-        self.out_name = s.get_outputs()[0].name
-        self.ref = _run(s, x)[self.out_name]
-        ref = np.concatenate(self.ref)
-        self.classify = y is not None and ref.ndim == 2 and ref.shape[1] > 1
+        self.names = [o.name for o in s.get_outputs()]  # every output counts (a detector's heads, ...)
+        self.ref = _run(s, x)
+        ref = np.concatenate(self.ref[self.names[0]])
+        self.classify = y is not None and len(self.names) == 1 and ref.ndim == 2 and ref.shape[1] > 1
         self.ref_top1 = float(100.0 * np.mean(ref.argmax(1) == y)) if self.classify else None
 
     def __call__(self, path: Path) -> Score:
         s = _session(path, "all", self.cfg, self.threads)
-        got = _run(s, self.x)[s.get_outputs()[0].name]
-        fid = Fidelity.of(self.ref, got)
+        names = [o.name for o in s.get_outputs()]
+        if len(names) != len(self.names):
+            raise EdgerepError(f"{path}: {len(names)} outputs, the FP32 file has {len(self.names)}")
+        got = _run(s, self.x, names)
+        acc = _Sums()
+        for mine, theirs in zip(self.names, names):  # outputs in graph order
+            for a, b in zip(self.ref[mine], got[theirs]):
+                acc.add(a, b)
+        fid = Fidelity.from_sums(acc)
         if not self.classify:
             return Score(fid.sqnr_db, fid.cosine)
-        top1 = float(100.0 * np.mean(np.concatenate(got).argmax(1) == self.y))
+        top1 = float(100.0 * np.mean(np.concatenate(got[names[0]]).argmax(1) == self.y))
         return Score(fid.sqnr_db, fid.cosine, top1, self.ref_top1 - top1)
 
 
