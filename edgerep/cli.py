@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "build": "build engines (onnxruntime, TensorRT) for a target profile from an ONNX file",
     "bench": "measure latency and throughput of a model or bundle on every engine",
     "gate": "fail CI (exit 1) when a report's accuracy or latency regresses",
+    "debug": "find the layer where INT8 error jumps, its train-time block and branch, and the smallest float set",
     "diff": "show what changed between two reports: accuracy, latency beyond noise, INT8 verdicts, files, settings",
     "fleet": "build, benchmark and gate on the target devices themselves, through a Ray cluster",
     "doctor": "show versions, devices and CPU features that decide what runs fast here",
