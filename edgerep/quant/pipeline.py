@@ -210,8 +210,9 @@ def latency_ms(engine, x1: np.ndarray, iters: int = 30, warmup: int = 5, budget_
     return float(np.median(times) * 1000.0)
 
 
-def _collect(dataset, limit: int | None, batch: int, task: Any = None) -> tuple[np.ndarray, Any]:
-    """The inputs and the targets (as ``task.collect_targets`` keeps them; None when any batch has none)."""
+def _collect(dataset, limit: int | None, batch: int, task: Any = None, targets: bool = True) -> tuple[np.ndarray, Any]:
+    """The inputs and the targets (as ``task.collect_targets`` keeps them; None when any batch has none, or
+    when ``targets`` is false: inputs only)."""
     from edgerep.tasks import get_task
 
     xs, ys = [], []
@@ -221,6 +222,8 @@ def _collect(dataset, limit: int | None, batch: int, task: Any = None) -> tuple[
     if not xs:
         raise DataError(f"data set {getattr(dataset, 'name', '?')!r} yielded no samples")
     x = np.ascontiguousarray(np.concatenate(xs))
+    if not targets:
+        return x, None
     y = (task if task is not None else get_task("classify")).collect_targets(ys)
     return x, (y if y is not None and len(y) == len(x) else None)
 
@@ -343,7 +346,7 @@ def _equalize(run: _Run, calib) -> tuple[Path, dict[str, Any] | None]:
 
     from edgerep.quant.equalize import equalize_model
 
-    x_cal, _ = _collect(calib, min(run.options.calibration.samples or 128, 128), run.batch)
+    x_cal, _ = _collect(calib, min(run.options.calibration.samples or 128, 128), run.batch, targets=False)
     model = onnx.load(str(run.fp32))
     eq = equalize_model(model)
     if not eq.pairs:
