@@ -423,7 +423,8 @@ def deploy_task(opts: DeployOptions, meta, test, model, input_shape: tuple) -> t
     if hasattr(task, "check_output"):
         with torch.no_grad():
             y = model(torch.zeros((1, *input_shape)))
-        task.check_output(tuple((y[0] if isinstance(y, (tuple, list)) else y).shape))
+        task.check_output(tuple((y[0] if isinstance(y, (tuple, list)) else y).shape),
+                          len(getattr(meta, "class_names", None) or []) or None)
     return task, source
 
 

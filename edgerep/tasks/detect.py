@@ -72,10 +72,14 @@ class DetectTask:
     def matches_output(self, shape: tuple[int, ...]) -> bool:
         return self.postprocess is not None or (len(shape) == 3 and shape[1] >= 5)
 
-    def check_output(self, shape: tuple[int, ...]) -> None:
-        """Refuse, naming the flag, an output the built-in decoder cannot read."""
-        if not self.matches_output(shape):
-            raise EdgerepError(f"detect: the model's output has shape {tuple(shape)}, not (N, 4 + classes, anchors)",
+    def check_output(self, shape: tuple[int, ...], classes: int | None = None) -> None:
+        """Refuse, naming the flag, an output the built-in decoder cannot read (with ``classes`` known, its
+        second axis must be 4 + classes: a transposed (N, anchors, 4 + C) output is not read as boxes)."""
+        if self.postprocess is not None:
+            return
+        if not self.matches_output(shape) or (classes and shape[1] != 4 + classes):
+            want = f"(N, {4 + classes} = 4 + {classes} classes, anchors)" if classes else "(N, 4 + classes, anchors)"
+            raise EdgerepError(f"detect: the model's output has shape {tuple(shape)}, not {want}",
                                hint="pass --postprocess package.module:function for another output layout")
 
     def collect_targets(self, batches: Iterable[Any]) -> list[dict] | None:
