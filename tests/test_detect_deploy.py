@@ -100,3 +100,23 @@ def test_the_gate_fails_a_detector_beyond_max_drop_in_map_points(det_bundle):
     g = evaluate_gate(report, GateThresholds(max_drop=0.5))
     bad = [c for c in g.failures if c.name == "max_drop"]
     assert not g.passed and len(bad) == 1 and "0.90 points" in bad[0].message and "instances" in bad[0].message
+
+
+def test_diff_of_two_detector_reports_shows_and_gates_map(det_bundle, tmp_path):
+    from edgerep.report.diff import apply_thresholds, diff_reports, load_side
+    from edgerep.report.diff_md import to_markdown
+    from edgerep.report.diff_page import to_html
+
+    report = json.loads((det_bundle / "report.json").read_text())
+    e = next(e for e in report["engines"] if e["precision"] == "int8")
+    e["accuracy"]["value"] -= 1.25
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    d = apply_thresholds(diff_reports(load_side(det_bundle), load_side(tmp_path)), max_accuracy_regression=1.0)
+    int8 = next(x for x in d.engines if x.key.endswith("/int8"))
+    assert int8.map_delta == pytest.approx(-1.25) and int8.top1_delta is None
+    bad = [c for c in d.failures if c.name == "max_accuracy_regression"]
+    assert len(bad) == 1 and "mAP@[.5:.95]" in bad[0].message and "instances" in bad[0].message
+    md = to_markdown(d)
+    assert "Δ mAP (points)" in md and "-1.25 mAP" in md and f"{EVAL} images" in md
+    assert "mAP base" in to_html(d)
+    assert d.to_dict()["engines"][0]["map_delta"] is not None
