@@ -120,3 +120,23 @@ def test_diff_of_two_detector_reports_shows_and_gates_map(det_bundle, tmp_path):
     assert "Δ mAP (points)" in md and "-1.25 mAP" in md and f"{EVAL} images" in md
     assert "mAP base" in to_html(d)
     assert d.to_dict()["engines"][0]["map_delta"] is not None
+
+
+def test_report_page_draws_fp32_and_int8_boxes_on_test_images_and_per_class_ap(det_bundle):
+    report = json.loads((det_bundle / "report.json").read_text())
+    ex = report["task"]["examples"]
+    assert ex["engine"] == "onnxruntime-cpu-int8" and len(ex["files"]) == 4
+    manifest = json.loads((det_bundle / "manifest.json").read_text())
+    html = (det_bundle / "report.html").read_text()
+    assert 'id="detections"' in html and "AP@[.5:.95] per class" in html
+    for rel in ex["files"]:
+        assert (det_bundle / rel).read_bytes()[:4] == b"\x89PNG" and rel in manifest["files"].values()
+        assert f'src="{rel}"' in html
+    from edgerep.report.detect_view import per_class_rows
+
+    int8 = next(e for e in report["engines"] if e["precision"] == "int8")
+    rows = per_class_rows(report, int8)
+    assert [r[0] for r in rows] == [str(i) for i in range(10)]
+    for name, a, b, _ in rows:
+        want = int8["accuracy"]["per_class_ap"][name]
+        assert b == ("–" if want is None else f"{want:.2f}")

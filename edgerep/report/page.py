@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from edgerep.report import fmt
+from edgerep.report.detect_view import detections_section
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
 from edgerep.report.rows import accuracy_heading, engine_entries, engine_rows, is_detection, split_entries
@@ -298,7 +299,8 @@ def to_html(report: dict, plots: dict[str, bytes] | None = None, *, manifest: di
     body = (f"<h1>edgerep {esc(kind)} report: {esc(str(m.get('name', '?')))}</h1>"
             f'<p class="sub">{esc(str(m.get("arch", "")))} · target {esc(str((report.get("target") or {}).get("name", "?")))}'
             + (" · files: " + " · ".join(f'<a href="{esc(h)}">{esc(t)}</a>' for h, t in files) if files else "")
-            + "</p>" + _verdict(report) + _engines(report) + _plots(plots) + _int8(report, links) + _fold(report)
+            + "</p>" + _verdict(report) + _engines(report) + _plots(plots) + detections_section(report)
+            + _int8(report, links) + _fold(report)
             + _data(report, links) + _host(report, manifest)
             + f"<footer>edgerep report, schema {esc(str(report.get('schema', '?')))}. Every number above is in "
             + (f'<a href="{esc(links["json"])}">report.json</a>' if links.get("json") else "report.json")

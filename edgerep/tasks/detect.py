@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -161,6 +162,29 @@ class DetectTask:
                     for i, d in enumerate(dets[:EXAMPLES])]
         return Evaluation(acc, {rel: preds}, {"per_class": s.per_class, "examples": examples})
 
+    def write_views(self, root: Path, dataset: Any, targets: list[dict], details: dict[str, dict], ref: str,
+                    other: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+        """The report view's files: the first ``EXAMPLES`` test images with the ``ref`` and ``other`` engines'
+        boxes side by side (``detections/example-<i>.png``). Returns ({manifest key: path}, report["task"]
+        ["examples"])."""
+        from edgerep.report.detect_view import DISPLAY_SCORE, example_png
+
+        image = _image_reader(dataset)
+        if other is None or image is None:
+            why = "no INT8 engine ran" if other is None else f"data set {getattr(dataset, 'name', '?')} gives no image"
+            return {}, {"files": [], "why_not": why}
+        names = list(getattr(dataset, "class_names", None) or [])
+        files: dict[str, str] = {}
+        rels = []
+        for k, (a, b) in enumerate(zip(details[ref]["examples"], details[other]["examples"])):
+            png = example_png(image(a["image"]), targets[a["image"]], [("unfolded fp32", a), (other, b)], names)
+            rel = f"detections/example-{k}.png"
+            (Path(root) / "detections").mkdir(parents=True, exist_ok=True)
+            (Path(root) / rel).write_bytes(png)
+            files[f"task:{rel}"] = rel
+            rels.append(rel)
+        return files, {"files": rels, "engine": other, "reference": ref, "display_score": DISPLAY_SCORE}
+
     def ground_truth_files(self, dataset: Any, limit: int | None) -> dict[str, Any]:
         n = len(dataset) if limit is None else min(limit, len(dataset))
         return {"annotations/test.json": self.ground_truth(dataset, n)}
@@ -191,6 +215,17 @@ class DetectTask:
         gt = coco_ground_truth(targets[:n], [str(i) for i in range(n)], names)
         dets = self.detections(outputs, dataset, _input_hw(dataset))
         return coco_map(gt, detections_to_coco(dets, list(range(n)))).map
+
+
+def _image_reader(dataset: Any) -> Callable[[int], np.ndarray] | None:
+    """Test image i in the targets' frame (uint8), for the report's pictures: ``dataset.image(i)``, or a scene."""
+    if hasattr(dataset, "image"):
+        return dataset.image
+    from edgerep.data.scenes import ScenesDataset, render
+
+    if isinstance(dataset, ScenesDataset):
+        return lambda i: render(dataset.split, int(i))[0]
+    return None
 
 
 def _input_hw(dataset: Any) -> tuple[int, int] | None:
