@@ -14,11 +14,16 @@ EVAL = 10
 
 
 @pytest.fixture(scope="module")
-def det_bundle(tmp_path_factory) -> Path:
+def det_ckpt(tmp_path_factory) -> Path:
+    return save_tiny_detector(tmp_path_factory.mktemp("detckpt") / "det.pt")
+
+
+@pytest.fixture(scope="module")
+def det_bundle(tmp_path_factory, det_ckpt) -> Path:
     from edgerep.pipeline import DeployOptions, deploy
 
     root = tmp_path_factory.mktemp("det")
-    ckpt = save_tiny_detector(root / "det.pt")
+    ckpt = det_ckpt
     res = deploy(DeployOptions(checkpoint=ckpt, out=root / "bundle", eval_samples=EVAL, calib_samples=16,
                                bench_seconds=0.05, bench_warmup=2, cache_dir=root / "cache", run_check=True))
     assert res.passed is True, json.dumps(res.report.get("gate"), indent=1)
@@ -140,3 +145,17 @@ def test_report_page_draws_fp32_and_int8_boxes_on_test_images_and_per_class_ap(d
     for name, a, b, _ in rows:
         want = int8["accuracy"]["per_class_ap"][name]
         assert b == ("–" if want is None else f"{want:.2f}")
+
+
+def test_quantize_scores_a_detectors_choices_by_selection_map(det_ckpt, tmp_path):
+    """`edgerep quantize` resolves the task as deploy does (scenes: detect) and judges on selection-split mAP."""
+    from edgerep.cli import main
+
+    out = tmp_path / "q"
+    rc = main(["quantize", str(det_ckpt), "-o", str(out), "--eval-samples", "8", "--calib-samples", "16",
+               "--targets", "cpu", "--method", "minmax", "--cpu-policy", "u8s8", "--cache-dir", str(tmp_path / "c")])
+    assert rc == 0
+    ref = json.loads((out / "quantize.json").read_text())["reference"]
+    assert ref["task"] == "detect" and ref["measure"].startswith("mAP@[.5:.95] drop") and ref["samples"] == 8
+    with pytest.raises(SystemExit):  # argparse: --task takes classify or detect only
+        main(["quantize", str(det_ckpt), "-o", str(tmp_path / "q2"), "--task", "segment"])
