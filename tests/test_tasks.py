@@ -167,3 +167,46 @@ def test_nms_keeps_what_the_whole_iou_matrix_greedy_keeps():
         classes = rng.integers(0, 3, n)
         cap = int(rng.integers(1, 40))
         assert nms(boxes, scores, classes, 0.5, cap).tolist() == reference(boxes, scores, classes, 0.5, cap).tolist()
+
+
+class _Letterboxed:
+    """A detection data set as COCO / YOLO folders give it: targets in model-input pixels (64x64), ``coco()`` in
+    original pixels (the images were 128x256, letterboxed: scale 0.25, pad 16 rows at the top)."""
+
+    task, name, class_names = "detect", "folder", [str(i) for i in range(10)]
+
+    def __init__(self, targets_original: list[dict]):
+        self.orig = targets_original
+        self.pre = type("P", (), {"input_shape": (3, 64, 64)})()
+
+    def to_original(self, i, boxes, clip=True):
+        return (np.asarray(boxes, np.float64) - [0, 16, 0, 16]) / 0.25
+
+    def targets(self):
+        return [{"boxes": (t["boxes"] * 0.25 + [0, 16, 0, 16]).astype(np.float32), "classes": t["classes"]}
+                for t in self.orig]
+
+    def coco(self):
+        from edgerep.data.scenes import coco_ground_truth
+
+        return coco_ground_truth(self.orig, [f"im{i}" for i in range(len(self.orig))], self.class_names, (128, 256))
+
+
+def test_a_letterboxed_data_set_is_scored_in_original_pixels_on_test_and_in_input_pixels_on_selection():
+    from edgerep.tasks import get_task
+
+    orig = [{"boxes": np.array([[8, 16, 72, 80], [100, 20, 180, 60]], np.float32), "classes": np.array([3, 7])},
+            {"boxes": np.array([[40, 40, 104, 120]], np.float32), "classes": np.array([1])}]
+    ds = _Letterboxed(orig)
+    targets = ds.targets()
+    out = np.zeros((2, 14, 8), np.float32)
+    for i, t in enumerate(targets):
+        for j, (b, c) in enumerate(zip(t["boxes"], t["classes"])):
+            out[i, :4, j] = [(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0], b[3] - b[1]]
+            out[i, 4 + c, j] = 0.9
+    task = get_task("detect")
+    ev = task.evaluate(out, targets, out, dataset=ds, name="x")
+    assert ev.accuracy.value == pytest.approx(100.0) and ev.accuracy.instances == 3
+    box = ev.files["predictions/x.json"][0]["bbox"]
+    assert box == pytest.approx([8, 16, 64, 64])  # xywh in original pixels
+    assert task._map(out, targets, ds) == pytest.approx(100.0)

@@ -1,9 +1,11 @@
 """Detection: COCO mAP@[.5:.95] (headline) and mAP@.5 in points by pycocotools, with image and instance counts.
 
 Outputs are decoded and NMS'd in numpy (``edgerep.bench.detect_post``, the same for every engine), or by a
-user's ``--postprocess module:function``. Boxes are mapped from model-input pixels to the data set's target
-frame by ``dataset.target_boxes(index, boxes)`` when the data set has one (letterbox), else by the ratio of the
-data set's ``image_size`` to the input size (a direct resize), else kept as they are.
+user's ``--postprocess module:function``. Predicted boxes are in model-input pixels. Against the test set's
+COCO ground truth (``dataset.coco()``) they are mapped by ``dataset.to_original(i, boxes)`` when the data set
+has it (COCO / YOLO folders, letterbox), else by the ratio of its ``image_size`` to the input size (``scenes``:
+targets and ground truth in 160x160 scene pixels), else kept. Against the batches' targets (the selection
+split) the same, except ``to_original``: a data set with it yields targets in model-input pixels.
 
 A choice on the selection split is scored by **selection-split mAP** (its drop in mAP points against the
 unfolded model's on the same images), not by the raw head tensor's fidelity: the head tensor mixes box
@@ -92,8 +94,9 @@ class DetectTask:
         return out
 
     # ---- decoding -------------------------------------------------------------------------------
-    def detections(self, outputs: np.ndarray, dataset: Any = None, input_hw: tuple[int, int] | None = None) -> list:
-        """Per image ``Detections`` in the data set's target frame."""
+    def detections(self, outputs: np.ndarray, dataset: Any = None, input_hw: tuple[int, int] | None = None,
+                   original: bool = True) -> list:
+        """Per image ``Detections`` in the frame of the data set's ``coco()`` (``original``) or of its targets."""
         from edgerep.bench.detect_post import Detections, postprocess
 
         if self.postprocess is None:
@@ -106,7 +109,7 @@ class DetectTask:
                                    f"for {len(outputs)} images")
         mapped = []
         for i, d in enumerate(dets):
-            boxes = _to_target_frame(dataset, i, np.asarray(d.boxes, np.float64).reshape(-1, 4), input_hw)
+            boxes = _to_frame(dataset, i, np.asarray(d.boxes, np.float64).reshape(-1, 4), input_hw, original)
             mapped.append(Detections(boxes, np.asarray(d.scores, np.float64).reshape(-1),
                                      np.asarray(d.classes, np.int64).reshape(-1)))
         return mapped
@@ -138,7 +141,7 @@ class DetectTask:
         n = int(outputs.shape[0])
         gt = self.ground_truth(dataset, n, targets)
         image_ids = [im["id"] for im in gt["images"]]
-        dets = self.detections(outputs, dataset, _input_hw(dataset))
+        dets = self.detections(outputs, dataset, _input_hw(dataset), original=hasattr(dataset, "coco"))
         preds = detections_to_coco(dets, image_ids)
         s = coco_map(gt, preds)
         fid = None
@@ -213,7 +216,7 @@ class DetectTask:
         n = len(outputs)
         names = list(getattr(dataset, "class_names", None) or [str(k) for k in range(outputs.shape[1] - 4)])
         gt = coco_ground_truth(targets[:n], [str(i) for i in range(n)], names)
-        dets = self.detections(outputs, dataset, _input_hw(dataset))
+        dets = self.detections(outputs, dataset, _input_hw(dataset), original=False)
         return coco_map(gt, detections_to_coco(dets, list(range(n)))).map
 
 
@@ -234,10 +237,11 @@ def _input_hw(dataset: Any) -> tuple[int, int] | None:
     return (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
 
 
-def _to_target_frame(dataset: Any, i: int, boxes: np.ndarray, input_hw: tuple[int, int] | None) -> np.ndarray:
-    """Model-input pixels -> the data set's target frame (see the module docstring)."""
-    if dataset is not None and hasattr(dataset, "target_boxes"):
-        return np.asarray(dataset.target_boxes(i, boxes), np.float64).reshape(-1, 4)
+def _to_frame(dataset: Any, i: int, boxes: np.ndarray, input_hw: tuple[int, int] | None,
+              original: bool) -> np.ndarray:
+    """Model-input pixels -> the ground truth's frame (``original``) or the targets' (see the module docstring)."""
+    if dataset is not None and hasattr(dataset, "to_original"):
+        return np.asarray(dataset.to_original(i, boxes), np.float64).reshape(-1, 4) if original else boxes
     size = getattr(dataset, "image_size", None)
     if size is not None and input_hw is not None:
         th, tw = (size, size) if isinstance(size, int) else size
