@@ -1,7 +1,6 @@
 """Data sets edgerep calibrates and evaluates on: ``open_dataset(spec, split=..., meta=...)``.
 
-``spec`` is ``"digits"`` (built in, real handwritten digits), ``"scenes"`` (built in, detection: digits pasted
-on real photos, ``edgerep.data.scenes``), ``"synthetic"`` (random, latency
+``spec`` is ``"digits"`` (built in, real handwritten digits), ``"synthetic"`` (random, latency
 only), a directory of class sub-folders, or an ``.npz`` file with ``x`` and ``y``. ``meta`` (a
 ``CheckpointMeta``) gives the preprocessing: input shape, mean, std, class names.
 """
@@ -21,6 +20,7 @@ BUILTIN = ("digits", "scenes", "synthetic")
 def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, limit: int | None = None) -> Dataset:
     """The data set named by ``spec``, preprocessed as ``meta`` says (see the module docstring).
 
+    ``scenes`` is the built-in detection set (``edgerep.data.scenes``: digits pasted on real photos).
     ``synthetic`` takes its size from ``limit`` (default 256). Raises ``DataError`` naming
     ``spec`` when it is none of the accepted kinds.
     """
