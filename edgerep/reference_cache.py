@@ -1,7 +1,7 @@
 """The unfolded reference's outputs, computed once per checkpoint and input batch and kept on disk.
 
-A deploy runs the unfolded FP32 model over the selection set (quantize) and the test set
-(evaluate); a CI that deploys the same checkpoint on the same data pays for that once. Each batch's
+A deploy runs the unfolded FP32 model over the test set (evaluate; quantize judges its choices against
+the folded FP32 file); a CI that deploys the same checkpoint on the same data pays for that once. Each batch's
 outputs are keyed by the checkpoint's sha256, the torch version and thread count, and a sha256 of
 the batch itself (so the data set, its preprocessing and the sample limit are all in the key);
 a file that does not load is recomputed.

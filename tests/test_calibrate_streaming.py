@@ -10,7 +10,10 @@ import torch
 from onnxruntime.quantization.calibrate import HistogramCollector
 from torch import nn
 
-from edgerep.quant.calibrate import _MAX_BINS, ArrayDataset, _AbsHistogram, _Stats, calibrate_many
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgerep.quant.calibrate import _MAX_BINS, ArrayDataset, _AbsHistogram, _Stats, bin_counts, calibrate_many
 from edgerep.quant.export import export_onnx
 
 AUTO = ("mse", "percentile", "minmax")
@@ -36,6 +39,35 @@ def _batches(rng, n_batches, shape=(4, 3, 5, 5)):
             a.flat[0] = np.abs(out[0]).max()
         out.append(a)
     return out
+
+
+@st.composite
+def _values_and_edges(draw):
+    """Edges as onnxruntime makes them (np.histogram's over a range, extended at a fixed width in float32),
+    or arbitrary sorted ones with repeats; values with NaN, infinities and exact edge hits."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    nb = draw(st.integers(1, 300))
+    kind = draw(st.sampled_from(["onnxruntime", "extended", "sorted"]))
+    if kind == "sorted":
+        edges = np.sort(rng.choice(rng.standard_normal(nb + 1), nb + 1)).astype(np.float32)
+    else:
+        lo, hi = sorted(float(v) for v in np.abs(rng.standard_normal(2)) * 10.0 ** draw(st.integers(-6, 4)))
+        edges = np.histogram(np.array([lo, hi], np.float32), bins=nb)[1].astype(np.float32)
+        if kind == "extended":
+            w = edges[1] - edges[0]
+            edges = np.hstack((edges, np.arange(edges[-1] + w, edges[-1] * 3 + w, w))).astype(np.float32)
+    x = (rng.standard_normal(draw(st.integers(0, 500))) * float(np.abs(edges).max() + 1)).astype(np.float32)
+    if x.size:
+        hits = rng.integers(0, x.size, x.size // 3)
+        x[hits] = rng.choice(edges, hits.size)
+        x[rng.integers(0, x.size, 3)] = rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32), 3)
+    return x, edges
+
+
+@given(_values_and_edges())
+def test_bin_counts_are_numpys_histogram_at_those_edges(case):
+    x, edges = case
+    np.testing.assert_array_equal(bin_counts(x, edges), np.histogram(x, bins=edges)[0])
 
 
 def test_abs_histogram_chunks_equal_onnxruntime_whole_batches():

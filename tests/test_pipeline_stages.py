@@ -190,3 +190,24 @@ def test_each_stage_runs_alone_from_saved_inputs(name, saved):
     assert type(out).__name__ == stage.returns
     CHECKS[name](out, _load(saved / f"{stage.gives}.pkl"), inputs)
     assert all(step == name for step, _ in said), said  # its progress lines carry its own name
+
+
+def test_quantize_judges_every_choice_without_the_unfolded_model(saved, tmp_path):
+    """The selection set's reference is the folded FP32 file (equal to the unfolded model within the fold's
+    verified error): the unfolded model, a quarter of the cost at 224x224, runs only on the test set."""
+    from dataclasses import replace
+
+    from edgerep.quant.pipeline import FOLDED_REFERENCE
+
+    stage = BY_NAME["quantize"]
+    shutil.rmtree(saved / "bundle")
+    shutil.copytree(saved / "pristine", saved / "bundle")
+    inputs = _inputs(stage, saved, [])
+    inputs["opts"] = replace(inputs["opts"], cache_dir=tmp_path / "cold")  # nothing cached: a run would show
+
+    def refuse(*a, **k):
+        raise AssertionError("the unfolded model ran in the quantize stage")
+
+    inputs["load"].loaded.model.forward = refuse
+    out = stage.fn(**inputs)
+    assert out.report["reference"]["source"] == FOLDED_REFERENCE and out.report["reference"]["onnx_fp32_drop"] == 0

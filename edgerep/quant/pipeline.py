@@ -34,6 +34,7 @@ from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 
 CPU_FILE = "model.int8.onnx"
 TRT_FILE = "model.int8.trt.onnx"
+FOLDED_REFERENCE = "reference (folded FP32 model, onnxruntime)"  # the selection reference when none is given
 AUTO_METHODS = ("mse", "percentile", "minmax")  # one pass; choose_auto_method picks on the selection set
 
 
@@ -243,7 +244,7 @@ def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarra
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
     eng = OrtEngine(fp32_path, precision="fp32")
-    return run_batched(eng, x, batch, static), "onnxruntime FP32"
+    return run_batched(eng, x, batch, static), FOLDED_REFERENCE
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
@@ -405,7 +406,8 @@ def _calibrate(run: _Run, src: Path, calib, judge: _Judge, role: str) -> tuple[C
 def _reference_summary(run: _Run, sel: _Selection) -> dict[str, Any]:
     """The report's reference block: what every drop is a drop of, on which data, at which resolution."""
     judge, n = sel.judge, len(sel.judge.x)
-    fp32 = judge.score(run.fp32)
+    # the FP32 file's own score; when it is the reference, its outputs are the judge's already
+    fp32 = judge.score_outputs(judge.ref) if sel.reference_source == FOLDED_REFERENCE else judge.score(run.fp32)
     counted = judge.counted
     measure = "top-1 drop" if counted else "100 * (1 - cosine) of the outputs"
     if judge.task.name == "detect" and judge.y is not None:
@@ -443,7 +445,8 @@ def _auto_scores(src: Path, cals: dict[str, CalibrationResult], judge: _Judge, t
     """Each range method's ranges as symmetric int8 QDQ simulated in float (range quality alone, before
     any kernel choice), scored by the judge on the *selection* set (never the calibration data the
     ranges came from, never the test set). The choice is the lowest relative logit MSE (continuous; a
-    top-1 drop on a few hundred images flips on one image); the drop is reported beside it."""
+    top-1 drop on a few hundred images flips on one image); the drop is reported beside it. Simulated
+    on purpose: judged on the kernels, the choice would depend on the CPU's ISA (VNNI or not)."""
     return {m: judge.score(_write(src, tmp / f"auto-{m}.onnx", c), optimization="disable")
             for m, c in cals.items()}
 
