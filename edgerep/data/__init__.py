@@ -14,12 +14,13 @@ from edgerep.errors import DataError
 
 __all__ = ["open_dataset", "Dataset", "Preprocess", "BUILTIN"]
 
-BUILTIN = ("digits", "synthetic")
+BUILTIN = ("digits", "scenes", "synthetic")
 
 
 def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, limit: int | None = None) -> Dataset:
     """The data set named by ``spec``, preprocessed as ``meta`` says (see the module docstring).
 
+    ``scenes`` is the built-in detection set (``edgerep.data.scenes``: digits pasted on real photos).
     ``synthetic`` takes its size from ``limit`` (default 256). Raises ``DataError`` naming
     ``spec`` when it is none of the accepted kinds.
     """
@@ -32,6 +33,11 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
         shape = tuple(getattr(meta, "input_shape", None) or DEFAULT_SHAPE)
         mean, std = digits_mean_std(shape)  # the defaults; a checkpoint's own mean/std win
         return DigitsDataset(split, Preprocess.from_meta(meta, shape, mean, std))
+    if s == "scenes":
+        _require_preprocessing(meta, "scenes (RGB photos)")
+        from edgerep.data.scenes import DEFAULT_SHAPE, ScenesDataset
+
+        return ScenesDataset(split, Preprocess.from_meta(meta, DEFAULT_SHAPE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     if s == "synthetic":
         from edgerep.data.synthetic import SyntheticDataset
 

@@ -59,6 +59,7 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
         lat = e.get("latency") or {}
         acc = e.get("accuracy") or {}
         samples = acc.get("samples")
+        detect = acc.get("metric") == "map"
         rows.append({
             "engine": label,
             "key": engine_key(e),
@@ -70,8 +71,8 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "p99": fmt.ms(lat.get("p99_ms")),
             "throughput": fmt.count(lat.get("throughput_ips")),
             "noise": noise_mark(lat),
-            "top1": fmt.points(top1_of(acc), signed=False),
-            "top1_n": fmt.accuracy(top1_of(acc), samples),
+            "top1": fmt.points(acc.get("value") if detect else top1_of(acc), signed=False),
+            "top1_n": fmt.detection(acc, short=True) if detect else fmt.accuracy(top1_of(acc), samples),
             "samples": "" if samples is None else str(samples),
             "agreement": fmt.points((acc.get("fidelity") or {}).get("top1_agreement"), signed=False),
             "drop": "baseline" if is_base else drop_text(e.get("drop")),
@@ -84,6 +85,20 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
 #: the columns of the terminal and Markdown engine table: (row key, heading)
 COLUMNS = [("engine", "engine"), ("precision", "precision"), ("p50", "p50 ms"), ("p99", "p99 ms"),
            ("throughput", "img/s"), ("top1", "top-1 %"), ("drop", "drop vs unfolded"), ("verdict", "verdict")]
+
+
+def is_detection(report: dict) -> bool:
+    """Whether the report's accuracy is a detector's mAP (its task, else its baseline's metric)."""
+    task = (report.get("task") or {}).get("name")
+    acc = (report.get("baseline") or {}).get("accuracy") or {}
+    return task == "detect" or acc.get("metric") == "map"
+
+
+def accuracy_heading(report: dict, counted: bool = True) -> str:
+    """The accuracy column's heading: top-1 for classifiers, COCO mAP for detectors (with what the counts are)."""
+    if is_detection(report):
+        return "mAP@[.5:.95] (mAP@.5; images, instances)" if counted else "mAP@[.5:.95]"
+    return "top-1 (correct of images)" if counted else "top-1 %"
 
 
 def gate_threshold(report: dict, name: str) -> float | None:
