@@ -31,6 +31,9 @@ MAGIC = "edgerep_checkpoint"
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "model_ema", "params")
 
 
+TASKS = ("classify", "detect", "sr")  # meta.task's values (edgerep.tasks has one module per task)
+
+
 @dataclass
 class CheckpointMeta:
     """Everything besides the weights that deploying a model needs."""
@@ -46,6 +49,7 @@ class CheckpointMeta:
     channel_order: str = "rgb"
     class_names: list | None = None
     dataset: str | None = None
+    task: str = "classify"  # what the outputs are for: "classify", "detect" or "sr" (edgerep.tasks)
     folded: bool = False
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
@@ -113,6 +117,9 @@ class CheckpointMeta:
         if kw.get("class_names") is not None:
             kw["class_names"] = [str(c) for c in kw["class_names"]]
         kw["folded"] = bool(kw.get("folded", False))
+        kw["task"] = str(kw.get("task") or cls.task)
+        if kw["task"] not in TASKS:
+            raise CheckpointError(f"{where}: meta.task {kw['task']!r} is not one of {', '.join(TASKS)}")
         return cls(**kw)
 
 
@@ -210,6 +217,7 @@ def build_arch(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Mo
 def default_meta(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> CheckpointMeta:
     """Metadata for a bare architecture: the registry's input shape, ImageNet preprocessing."""
     shape: tuple = (3, 224, 224)
+    task = "classify"
     from edgerep.models.timm_models import is_timm_arch, timm_defaults
 
     if is_timm_arch(arch):
@@ -222,13 +230,14 @@ def default_meta(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> Che
 
         info = get_model_info(arch)
         shape = info.input_shape
+        task = info.task if info.task in TASKS else "classify"
         kw = dict(arch_kwargs or {})
         if "in_channels" in kw:
             shape = (int(kw["in_channels"]), shape[1], shape[2])
     mean = IMAGENET_MEAN if shape[0] == 3 else (0.5,) * shape[0]
     std = IMAGENET_STD if shape[0] == 3 else (0.5,) * shape[0]
     return CheckpointMeta(arch=arch, arch_kwargs=dict(arch_kwargs or {}), input_shape=shape, mean=mean, std=std,
-                          extra={"preprocessing_source": "default"})  # a guess: data that needs it is refused
+                          task=task, extra={"preprocessing_source": "default"})  # a guess: data that needs it is refused
 
 
 # ------------------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class DeployOptions:
     cache_dir: Path | None = None
     metric: str | None = None
     expect_top1: float | None = None  # the unfolded model's expected top-1 (%): the gate fails far below it
+    task: str | None = None  # classify | detect (edgerep.tasks); None: the checkpoint's, else the data set's
+    postprocess: str | None = None  # detect: package.module:function turning outputs into detections
 
 
 @dataclass
@@ -225,6 +227,7 @@ class LoadOutput:
     sha256: str  # of the checkpoint file
     warnings: list[str]
     report: dict[str, Any] = field(default_factory=dict)  # schema ... data, input_statistics
+    task: Any = None  # edgerep.tasks.Task the run serves (None: classify)
 
     def summary(self) -> str:
         return f"loaded {self.checkpoint}"
@@ -318,6 +321,8 @@ class EvaluateOutput:
     engines: dict[str, dict[str, Any]]  # key -> accuracy, drop_vs_unfolded
     tensorrt_qdq: dict[str, Any] | None  # a stand-in deploy's simulated TensorRT QDQ file
     samples: int
+    files: dict[str, str] = field(default_factory=dict)  # the task's bundle files (annotations, predictions)
+    views: dict[str, Any] = field(default_factory=dict)  # the task's details for report views, by engine key
 
     def summary(self) -> str:
         return f"evaluated on {self.samples} test samples"
@@ -387,16 +392,39 @@ def stage_load(*, opts: DeployOptions, say: Progress) -> LoadOutput:
     warned = _data_warnings(opts, splits, plan, say)
     _check_input_shape(loaded.model, input_shape, Path(opts.checkpoint),
                        from_flag=opts.load.get("input_shape") is not None)
+    task, task_source = deploy_task(opts, meta, splits.test, loaded.model, input_shape)
     if splits.overlap:
         warned.append("calibration, selection and test sets share samples (--allow-overlap): "
                       "accuracy figures are optimistic")
     load = LoadOutput(Path(opts.checkpoint), loaded, meta, input_shape, profile, plan, splits,
-                      sha256_file(Path(opts.checkpoint)), warned)
+                      sha256_file(Path(opts.checkpoint)), warned, task=task)
     report = _report_head(opts, load)
+    report["task"] = {"name": task.name, "source": task_source, "metric": task.metric,
+                      **(task.describe() if hasattr(task, "describe") else {})}
     report["input_statistics"] = stats = _input_statistics(loaded.model, splits.calibration)
     for problem in shift_problems(stats):
         _warn(warned, say, "the inputs do not look like the model's training inputs: " + problem)
     return replace(load, report=report)
+
+
+def deploy_task(opts: DeployOptions, meta, test, model, input_shape: tuple) -> tuple[Any, str]:
+    """The task this deploy serves (``edgerep.tasks.resolve_task``: --task, the checkpoint's, the test data's),
+    with --postprocess; a detector's output the decoder cannot read is refused here, before any work."""
+    import torch
+
+    from edgerep.tasks import resolve_task
+
+    task, source = resolve_task(opts.task, meta, test)
+    if opts.postprocess:
+        if not hasattr(task, "with_postprocess"):
+            raise EdgerepError(f"--postprocess applies to detectors; this deploy's task is {task.name} ({source})",
+                               hint="pass --task detect, or drop --postprocess")
+        task = task.with_postprocess(opts.postprocess)
+    if hasattr(task, "check_output"):
+        with torch.no_grad():
+            y = model(torch.zeros((1, *input_shape)))
+        task.check_output(tuple((y[0] if isinstance(y, (tuple, list)) else y).shape))
+    return task, source
 
 
 def _warn(warned: list[str], say: Progress, msg: str) -> None:
@@ -509,6 +537,10 @@ def stage_check(*, bundle_dir: Path, load: LoadOutput, fold: FoldOutput) -> Chec
     """INT8 friendliness per layer, channel and branch of the fold that ships (page into the bundle)."""
     rep, check_report, page = _run_check(load.loaded.model, fold.example, load.splits.calibration,
                                          load.splits.selection, bundle_dir, fold.result)
+    if load.task is not None and load.task.name != "classify":
+        rep["task_note"] = (f"task {load.task.name}: each layer's sensitivity is the output fidelity (SQNR, cosine) "
+                            "on the selection split with that layer alone in INT8; top-1 and top-1 agreement are "
+                            "classification-only and skipped")
     return CheckOutput(rep, check_report, {"check_html": page})
 
 
@@ -533,7 +565,7 @@ def stage_quantize(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load
     # choices are judged against the folded FP32 model (equal to the unfolded one within the fold stage's
     # verified error, and a quarter of its cost at 224x224); every reported drop is against the unfolded model
     qres = quantize_model(export.fp32_onnx, load.splits.calibration, load.splits.selection, bundle_dir,
-                          quantize_options(opts, load), progress=lambda msg: say("quantize", msg))
+                          quantize_options(opts, load), progress=lambda msg: say("quantize", msg), task=load.task)
     qdict = qres.to_dict()
     if qdict.get("excluded_nodes"):  # name each layer kept in float as the user knows it (the provenance)
         from edgerep.fold.onnx_names import provenance_names
@@ -641,7 +673,7 @@ def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, refere
     return out
 
 
-def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, load: LoadOutput,
+def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bundle_dir: Path, load: LoadOutput,
                    quantize: QuantizeOutput, build: BuildOutput) -> EvaluateOutput:
     """The unfolded FP32 reference and every engine on the test set (first read here, after every choice)."""
     from edgerep.bench.accuracy import collect_outputs
@@ -649,6 +681,9 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, load
     from edgerep.engines.torch_engine import TorchEngine
 
     test, limit = load.splits.test, opts.eval_samples
+    if load.task is not None and load.task.name != "classify":
+        return _evaluate_task(opts=opts, say=say, user_metric=user_metric, bundle_dir=bundle_dir, load=load,
+                              quantize=quantize, build=build)
     say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
     baseline = TorchEngine(load.loaded.model, device="cpu", precision="fp32")
     ref = _cached_reference(opts, load.sha256, baseline.run)
@@ -671,6 +706,74 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, load
             trt, test, limit=limit, labels=labels, reference=ref_out, ref_accuracy=ref_acc,
             lint=quantize.result.lint, threads=opts.threads, classifier=classifier)
     return EvaluateOutput(ref_out, labels, base, engines, simulated, len(test))
+
+
+def _task_outputs(engine, test, limit: int | None, task) -> tuple[np.ndarray, Any]:
+    """One engine's outputs on the test set and the targets, as the task keeps them."""
+    from edgerep.progress import counted
+
+    outs, ys = [], []
+    n = len(test) if limit is None else min(limit, len(test))
+    with counted(f"{engine.name} {getattr(engine, 'precision', '')}".strip(), n) as tick:
+        for x, y in test.batches(batch_for(x_shape(test)), limit=limit):
+            outs.append(np.asarray(engine.run(x), dtype=np.float32))
+            ys.append(y)
+            tick(len(x))
+    return (np.concatenate(outs) if outs else np.zeros((0,), np.float32)), task.collect_targets(ys)
+
+
+def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bundle_dir: Path, load: LoadOutput,
+                   quantize: QuantizeOutput, build: BuildOutput) -> EvaluateOutput:
+    """stage_evaluate for a task other than classify (``edgerep.tasks``): the reference and every engine
+    through the same task.evaluate (a detector: decode + NMS in numpy, pycocotools mAP), the task's files
+    (ground truth, predictions per engine) into the bundle."""
+    from edgerep.engines.base import unfolded_name
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+    from edgerep.engines.torch_engine import TorchEngine
+    from edgerep.report.models.results import make_drop
+    from edgerep.tasks.base import write_files
+
+    task, test, limit = load.task, load.splits.test, opts.eval_samples
+    say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples, task {task.name})")
+    baseline = TorchEngine(load.loaded.model, device="cpu", precision="fp32")
+    ref = _cached_reference(opts, load.sha256, baseline.run)
+    ref_out, targets = _task_outputs(ref, test, limit, task)
+    files: dict[str, str] = write_files(bundle_dir, task.ground_truth_files(test, limit))
+    views: dict[str, Any] = {}
+
+    def scored(name: str, outputs: np.ndarray) -> tuple[Any, dict]:
+        ev = task.evaluate(outputs, targets, ref_out, dataset=test, name=name, user_metric=user_metric)
+        files.update(write_files(bundle_dir, ev.files))
+        views[name] = ev.details
+        return ev.accuracy, ev.details
+
+    base_name = unfolded_name(baseline.name)
+    base = {"name": base_name, "precision": "fp32", "device": "cpu", "status": "built",
+            "describe": baseline.describe()}
+    ref_acc, _ = scored(f"{base_name}-fp32", ref_out)
+    if ref_acc is not None:
+        base["accuracy"] = dump(ref_acc)
+    engines: dict[str, dict[str, Any]] = {}
+    for e in build.engines:
+        if e.engine is None:
+            continue
+        say("evaluate", f"evaluating {e.engine.name}/{e.engine.precision}")
+        out, _ = _task_outputs(e.engine, test, limit, task)
+        acc, _ = scored(f"{e.engine.name}-{e.engine.precision}", out)
+        drop = make_drop(acc, ref_acc)
+        engines[e.key] = {"accuracy": dump(acc) if acc else None, "drop": dump(drop) if drop else None}
+    trt, simulated = standin_tensorrt_qdq([e.built for e in build.engines], dict(quantize.result.files)), None
+    if trt is not None:
+        say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
+        eng = OrtEngine(trt, precision="int8", threads=opts.threads, optimization="disable")
+        out, _ = _task_outputs(eng, test, limit, task)
+        acc, _ = scored("tensorrt-qdq-int8", out)
+        drop = make_drop(acc, ref_acc)
+        simulated = {"file": trt.name, "why": "no TensorRT INT8 engine ran this file here (a stand-in deploy); "
+                                              "onnxruntime with graph optimizations off simulates it",
+                     "lint_errors": [str(i) for i in quantize.result.lint if getattr(i, "severity", None) == "error"],
+                     "accuracy": dump(acc) if acc else None, "drop": dump(drop) if drop else None}
+    return EvaluateOutput(ref_out, None, base, engines, simulated, len(ref_out), files, views)
 
 
 def _baseline_row(baseline, ref_out: np.ndarray | None, labels: np.ndarray | None, user_metric: Any,
@@ -750,7 +853,8 @@ def stage_write(*, opts: DeployOptions, say: Progress, out: Path, bundle_dir: Pa
     from edgerep.report.render import write_reports
 
     tmp, splits = bundle_dir, load.splits
-    files = {**(check.files if check is not None else {}), **export.files, **quantize.files, **bench.files}
+    files = {**(check.files if check is not None else {}), **export.files, **quantize.files, **bench.files,
+             **evaluate.files}
     measured = _check_against_measurement(say, tmp, check,
                                           assemble_report(load, fold, check, quantize, build, evaluate, bench, gate))
     report = assemble_report(load, fold, check, quantize, build, evaluate, bench, gate, measured=measured,

@@ -62,14 +62,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshol
     scores, classes = np.asarray(scores, np.float64).reshape(-1), np.asarray(classes).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     kept: list[int] = []
+    cap = max(0, int(max_detections))  # a class's kept box ranked below `cap` of its own is never in the top `cap`
     for c in np.unique(classes):
         idx = order[classes[order] == c]
-        iou = box_iou(boxes[idx], boxes[idx])
+        b = boxes[idx]
         alive = np.ones(len(idx), bool)
-        for j in range(len(idx)):
-            if alive[j]:
-                kept.append(int(idx[j]))
-                alive[j + 1:] &= iou[j, j + 1:] <= iou_threshold
+        taken = 0
+        for j in range(len(idx)):  # IoU of each kept box with the later ones only (not the whole matrix)
+            if not alive[j]:
+                continue
+            kept.append(int(idx[j]))
+            taken += 1
+            if taken >= cap:
+                break
+            alive[j + 1:] &= box_iou(b[j:j + 1], b[j + 1:])[0] <= iou_threshold
     out = np.asarray(kept, np.int64)
     out = out[np.lexsort((out, -scores[out]))] if len(out) else out
     return out[:max(0, int(max_detections))]

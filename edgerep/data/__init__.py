@@ -1,6 +1,7 @@
 """Data sets edgerep calibrates and evaluates on: ``open_dataset(spec, split=..., meta=...)``.
 
-``spec`` is ``"digits"`` (built in, real handwritten digits), ``"synthetic"`` (random, latency
+``spec`` is ``"digits"`` (built in, real handwritten digits), ``"scenes"`` (built in, detection: digits pasted
+on real photos, ``edgerep.data.scenes``), ``"synthetic"`` (random, latency
 only), a directory of class sub-folders, or an ``.npz`` file with ``x`` and ``y``. ``meta`` (a
 ``CheckpointMeta``) gives the preprocessing: input shape, mean, std, class names.
 """
@@ -14,7 +15,7 @@ from edgerep.errors import DataError
 
 __all__ = ["open_dataset", "Dataset", "Preprocess", "BUILTIN"]
 
-BUILTIN = ("digits", "synthetic")
+BUILTIN = ("digits", "scenes", "synthetic")
 
 
 def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, limit: int | None = None) -> Dataset:
@@ -32,6 +33,11 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
         shape = tuple(getattr(meta, "input_shape", None) or DEFAULT_SHAPE)
         mean, std = digits_mean_std(shape)  # the defaults; a checkpoint's own mean/std win
         return DigitsDataset(split, Preprocess.from_meta(meta, shape, mean, std))
+    if s == "scenes":
+        _require_preprocessing(meta, "scenes (RGB photos)")
+        from edgerep.data.scenes import DEFAULT_SHAPE, ScenesDataset
+
+        return ScenesDataset(split, Preprocess.from_meta(meta, DEFAULT_SHAPE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     if s == "synthetic":
         from edgerep.data.synthetic import SyntheticDataset
 

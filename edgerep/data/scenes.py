@@ -182,6 +182,7 @@ class ScenesDataset(Dataset):
 
     task = "detect"
     has_labels = True
+    image_size = IMAGE_SIZE  # the frame of the targets' boxes (edgerep.tasks.detect maps predictions into it)
     class_names = CLASS_NAMES
 
     def __init__(self, split: str = "test", preprocess: Preprocess | None = None, n: int | None = None):

@@ -136,6 +136,10 @@ def _has_split(spec: str, split: str) -> bool:
         from edgerep.data.digits import SPLITS
 
         return split in SPLITS
+    if spec == "scenes":
+        from edgerep.data.scenes import SPLITS as SCENE_SPLITS
+
+        return split in SCENE_SPLITS
     p = Path(spec)
     if p.is_dir():
         return (p / split).is_dir()

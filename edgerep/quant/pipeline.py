@@ -28,7 +28,7 @@ from edgerep.quant.cpu_features import CpuFeatures, detect_cpu_features
 from edgerep.quant.mixed import MixedResult, Score, mixed_precision
 from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptionError,  # noqa: F401 (re-exported)
                                    QuantizeOptions, TargetOptions)
-from edgerep.quant.paired import Paired, resolution_note, tied_with_best
+from edgerep.quant.paired import resolution_note, tied_with_best
 from edgerep.quant.policy import TENSORRT, CpuPolicy, by_simplicity, cpu_candidates
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 
@@ -144,39 +144,36 @@ def run_batched(engine, x: np.ndarray, batch: int, static: bool = False) -> np.n
 
 
 class _Judge:
-    """Scores ONNX files on fixed evaluation data against fixed reference outputs."""
+    """Scores ONNX files on fixed evaluation data against fixed reference outputs, by the task's
+    ``selection_score`` (``edgerep.tasks``: top-1 drop for classifiers, selection-split mAP for detectors)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray, batch: int, threads: int | None,
-                 static: bool = False):
+    def __init__(self, x: np.ndarray, y: Any, ref: np.ndarray, batch: int, threads: int | None,
+                 static: bool = False, task: Any = None, dataset: Any = None):
+        from edgerep.tasks import get_task
+
         self.x, self.y, self.ref, self.batch, self.threads, self.static = x, y, ref, batch, threads, static
-        self.classifier = ref.ndim == 2
+        self.task = task if task is not None else get_task("classify")
+        self.dataset = dataset
+        self.classifier = self.task.name == "classify" and ref.ndim == 2
         self.ref_top1 = self._top1(ref)
-        self.ref_correct = ref.argmax(1) == y if (y is not None and self.classifier) else None
-        self.ref_ms = float(np.mean(ref.astype(np.float64) ** 2)) or 1.0
 
     def _top1(self, out: np.ndarray) -> float | None:
         if self.y is None or not self.classifier:
             return None
         return float((out.argmax(1) == self.y).mean() * 100.0)
 
+    @property
+    def counted(self) -> bool:
+        """Whether the drop is a top-1 drop on per-image counts (a labelled classifier)."""
+        return self.y is not None and self.classifier
+
     def outputs(self, engine) -> np.ndarray:
         return run_batched(engine, self.x, self.batch, self.static)
 
     def score_outputs(self, out: np.ndarray) -> Score:
-        err = float(np.mean((out.astype(np.float64) - self.ref) ** 2) / self.ref_ms)
-        if not np.isfinite(err):
-            return Score(drop=100.0, error=float("inf"))
-        if self.classifier:
-            agree = float((out.argmax(1) == self.ref.argmax(1)).mean() * 100.0)
-            top1 = self._top1(out)
-            if top1 is not None:
-                correct = out.argmax(1) == self.y
-                return Score(drop=self.ref_top1 - top1, error=err, top1=top1, agreement=agree,
-                             paired=Paired.of(self.ref_correct, correct), correct=correct)
-            # no labels: top-1 agreement flips on noise when logits are near-uniform (random or low-margin
-            # nets), so the budget applies to the logits' fidelity instead
-            return Score(drop=cosine_loss(out, self.ref, centered=True), error=err, agreement=agree)
-        return Score(drop=cosine_loss(out, self.ref), error=err)
+        if self.task.name == "classify":
+            return self.task.selection_score(out, self.y, self.ref)
+        return self.task.selection_score(out, self.y, self.ref, dataset=self.dataset)
 
     def engine(self, path: Path, session_config: dict[str, str] | None = None, optimization: str = "all"):
         from edgerep.engines.onnxruntime_engine import OrtEngine
@@ -214,17 +211,22 @@ def latency_ms(engine, x1: np.ndarray, iters: int = 30, warmup: int = 5, budget_
     return float(np.median(times) * 1000.0)
 
 
-def _collect(dataset, limit: int | None, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _collect(dataset, limit: int | None, batch: int, task: Any = None, targets: bool = True) -> tuple[np.ndarray, Any]:
+    """The inputs and the targets (as ``task.collect_targets`` keeps them; None when any batch has none, or
+    when ``targets`` is false: inputs only)."""
+    from edgerep.tasks import get_task
+
     xs, ys = [], []
     for x, y in dataset.batches(batch, limit=limit):
         xs.append(np.asarray(x, dtype=np.float32))
-        if y is not None:
-            ys.append(np.asarray(y, dtype=np.int64))
+        ys.append(y)
     if not xs:
         raise DataError(f"data set {getattr(dataset, 'name', '?')!r} yielded no samples")
     x = np.ascontiguousarray(np.concatenate(xs))
-    y = np.concatenate(ys) if ys and sum(len(v) for v in ys) == len(x) else None
-    return x, y
+    if not targets:
+        return x, None
+    y = (task if task is not None else get_task("classify")).collect_targets(ys)
+    return x, (y if y is not None and len(y) == len(x) else None)
 
 
 def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarray, batch: int,
@@ -294,14 +296,15 @@ class _Target:
 
 def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: QuantizeOptions | None = None, *,
                    reference: Callable | None = None,
-                   progress: Callable[[str], None] | None = None) -> QuantizeResult:
+                   progress: Callable[[str], None] | None = None, task: Any = None) -> QuantizeResult:
     """Calibrate ``fp32_onnx`` once on ``calib`` and write a verified QDQ file per target into ``out_dir``.
 
     ``selection`` is held out from calibration and from the test set that is reported (labelled if
     possible): every choice is scored on it; without it the calibration data is used (and the report
     says so). Without labels the budget applies to the outputs' cosine (``cosine_loss``), not to top-1
     agreement. Accuracy is measured against ``reference`` (a callable on a batch; default the FP32 ONNX
-    model). What to target, how to calibrate and how to judge are ``options`` (``QuantizeOptions``).
+    model). What to target, how to calibrate and how to judge are ``options`` (``QuantizeOptions``); ``task``
+    (``edgerep.tasks``, default classify) scores every choice (a detector: its selection-split mAP drop).
     """
     t0 = time.perf_counter()
     opts = options if options is not None else QuantizeOptions()
@@ -315,7 +318,7 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
     with tempfile.TemporaryDirectory(prefix="edgerep-quant-") as tmpd:
         run = _start(fp32_onnx, out_dir, Path(tmpd), opts, progress)
         src, result.equalization = _equalize(run, calib)
-        sel = _selection(run, selection if selection is not None else calib, selection is not None, reference)
+        sel = _selection(run, selection if selection is not None else calib, selection is not None, reference, task)
         cal, result.calibration = _calibrate(run, src, calib, sel.judge, sel.role)
         result.reference = _reference_summary(run, sel)
         target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static))
@@ -344,7 +347,7 @@ def _equalize(run: _Run, calib) -> tuple[Path, dict[str, Any] | None]:
 
     from edgerep.quant.equalize import equalize_model
 
-    x_cal, _ = _collect(calib, min(run.options.calibration.samples or 128, 128), run.batch)
+    x_cal, _ = _collect(calib, min(run.options.calibration.samples or 128, 128), run.batch, targets=False)
     model = onnx.load(str(run.fp32))
     eq = equalize_model(model)
     if not eq.pairs:
@@ -371,11 +374,11 @@ def _max_rel_deviation(run: _Run, other: Path, x: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
 
 
-def _selection(run: _Run, data, held_out: bool, reference: Callable | None) -> _Selection:
+def _selection(run: _Run, data, held_out: bool, reference: Callable | None, task: Any = None) -> _Selection:
     """The selection data and the reference's outputs on it, in the judge that scores every choice."""
-    x, y = _collect(data, run.options.judge.samples, run.batch)
+    x, y = _collect(data, run.options.judge.samples, run.batch, task)
     ref, source = _reference_outputs(reference, run.fp32, x, run.batch, run.static)
-    judge = _Judge(x, y, ref, run.batch, run.options.judge.threads, run.static)
+    judge = _Judge(x, y, ref, run.batch, run.options.judge.threads, run.static, task, data)
     return _Selection(judge, getattr(data, "name", "?"), held_out, source)
 
 
@@ -405,10 +408,13 @@ def _reference_summary(run: _Run, sel: _Selection) -> dict[str, Any]:
     judge, n = sel.judge, len(sel.judge.x)
     # the FP32 file's own score; when it is the reference, its outputs are the judge's already
     fp32 = judge.score_outputs(judge.ref) if sel.reference_source == FOLDED_REFERENCE else judge.score(run.fp32)
-    counted = judge.y is not None and judge.classifier
+    counted = judge.counted
+    measure = "top-1 drop" if counted else "100 * (1 - cosine) of the outputs"
+    if judge.task.name == "detect" and judge.y is not None:
+        measure = "mAP@[.5:.95] drop (points, pycocotools) on the selection split"
     summary = {"source": sel.reference_source, "top1": judge.ref_top1, "samples": int(n), "data": sel.data,
-               "held_out": sel.held_out, "role": sel.role, "labelled": judge.y is not None,
-               "measure": "top-1 drop" if counted else "100 * (1 - cosine) of the outputs",
+               "held_out": sel.held_out, "role": sel.role, "labelled": judge.y is not None, "task": judge.task.name,
+               "measure": measure,
                "onnx_fp32_top1": fp32.top1, "onnx_fp32_drop": fp32.drop,
                "points_per_image": round(100.0 / n, 4) if counted else None,
                "resolution_note": resolution_note(n, run.options.judge.budget) if counted else None}

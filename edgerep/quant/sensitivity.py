@@ -47,6 +47,8 @@ def as_batches(source: Any, limit: int | None = None, batch_size: int = 32) -> l
         x_t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).float()
         if x_t.dim() < 2:
             raise DataError(f"a batch must be N x ... (NCHW for images), got shape {tuple(x_t.shape)}")
+        if isinstance(y, (list, tuple)) and y and isinstance(y[0], dict):
+            y = None  # detection targets (one dict per image): top-1 is classification-only, fidelity still measured
         y_t = None if y is None else torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y).long()
         if limit is not None and n + x_t.shape[0] > limit:
             keep = limit - n

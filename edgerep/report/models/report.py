@@ -227,6 +227,15 @@ class Gate(Strict):
     checks: list[GateCheckModel] = Field(description="every check made")
 
 
+class TaskInfo(Open):
+    """What the deploy's outputs are for (``edgerep.tasks``): the task, where that was decided, its headline
+    metric; a detector adds its post-processing and thresholds (free-form)."""
+
+    name: Literal["classify", "detect", "sr"] = Field(description="the task: classify, detect or sr")
+    source: str = Field(description="where the task was decided: --task, checkpoint meta.task, the data set, default")
+    metric: str = Field(description="the headline metric (engines' accuracy.metric where labels exist)")
+
+
 class Report(Strict):
     """report.json of `edgerep deploy`."""
 
@@ -239,6 +248,7 @@ class Report(Strict):
     preprocessing: Preprocessing = Field(description="how images become inputs")
     splits: SplitsSummary = Field(description="the three data roles")
     data: DataRoles = Field(description="the data each role read")
+    task: Optional[TaskInfo] = Field(None, description="the task the accuracy is of (absent: classify, /2 before it)")
     input_statistics: Optional[InputStatistics] = Field(None, description="calibration inputs vs BN statistics")
     fold: Optional[FoldBlock] = Field(None, description="the fold and its error")
     check: Optional[CheckBlock] = Field(None, description="INT8 friendliness (absent with --no-check)")

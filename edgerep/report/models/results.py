@@ -84,6 +84,15 @@ class Accuracy(Strict):
     classes: Optional[int] = Field(None, description="classifier outputs: the class count")
     majority: Optional[Majority] = Field(None, description="the baseline: what always answering the most common "
                                                            "label scores")
+    map50: Optional[float] = Field(None, description="detect: COCO mAP@.5 x 100, points (`value` is mAP@[.5:.95])")
+    instances: Optional[int] = Field(None, description="detect: ground-truth boxes (non-crowd) in the scored images "
+                                                       "(`samples` is the image count)")
+    detections: Optional[int] = Field(None, description="detect: predicted boxes scored (after NMS)")
+    per_class_ap: Optional[dict[str, Optional[float]]] = Field(
+        None, description="detect: AP@[.5:.95] x 100 per class name (null: no instance of it)")
+    predictions_file: Optional[str] = Field(None, description="detect: the COCO results JSON in the bundle "
+                                                              "(pycocotools recomputes `value` from it and "
+                                                              "annotations/test.json)")
 
     @model_validator(mode="after")
     def _unit_matches(self) -> "Accuracy":
@@ -141,6 +150,19 @@ def make_accuracy(*, samples: int, classifier: bool, labelled: bool, correct: in
                     unit=unit, vs=vs, value=value, correct=count, samples=samples, labelled=labelled,
                     top5=pct(correct5) if metric == "top1" else None, fidelity=fid, nonfinite=nonfinite,
                     user=user or {})
+
+
+def detect_accuracy(*, map: float, map50: float, images: int, instances: int, detections: int,
+                    per_class: dict | None = None, predictions_file: str | None = None,
+                    fidelity: Fidelity | None = None, nonfinite: int = 0, user: dict | None = None) -> Accuracy:
+    """A detector's accuracy: COCO mAP@[.5:.95] in points against the labels, mAP@.5 beside it, with the image
+    and instance counts it rests on (``edgerep.tasks.detect``)."""
+    unit, vs, _ = METRICS["map"]
+    return Accuracy(task="detect", metric="map", unit=unit, vs=vs, value=round(float(map), 4), samples=int(images),
+                    labelled=True, map50=round(float(map50), 4), instances=int(instances), detections=int(detections),
+                    per_class_ap=({k: (None if v is None else round(float(v), 4)) for k, v in per_class.items()}
+                                  if per_class is not None else None),
+                    predictions_file=predictions_file, fidelity=fidelity, nonfinite=nonfinite, user=user or {})
 
 
 def make_drop(acc: Accuracy | None, ref: Accuracy | None) -> Drop | None:

@@ -1,0 +1,221 @@
+"""Detection: COCO mAP@[.5:.95] (headline) and mAP@.5 in points by pycocotools, with image and instance counts.
+
+Outputs are decoded and NMS'd in numpy (``edgerep.bench.detect_post``, the same for every engine), or by a
+user's ``--postprocess module:function``. Boxes are mapped from model-input pixels to the data set's target
+frame by ``dataset.target_boxes(index, boxes)`` when the data set has one (letterbox), else by the ratio of the
+data set's ``image_size`` to the input size (a direct resize), else kept as they are.
+
+A choice on the selection split is scored by **selection-split mAP** (its drop in mAP points against the
+unfolded model's on the same images), not by the raw head tensor's fidelity: the head tensor mixes box
+coordinates in pixels (tens to hundreds) with class probabilities (0-1), so a cosine or MSE on it is dominated
+by the boxes and blind to the score errors that cost mAP; and the budget (``--max-drop``) is then in the gate's
+unit. pycocotools on a few hundred images costs well under a second beside the engine run. The continuous
+``error`` (ties between range methods) is the mean of the box rows' and the score rows' relative MSE, each
+normalised by its own reference mean square.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edgerep.errors import EdgerepError
+from edgerep.tasks.base import Evaluation
+
+Postprocess = Callable[[np.ndarray], list]  # (N, ...) outputs -> per image Detections (xyxy, scores, classes)
+EXAMPLES = 4  # test images whose detections the report page draws
+
+
+def load_postprocess(spec: str) -> Postprocess:
+    """``--postprocess package.module:function``: ``function(outputs) -> [Detections-like]`` per image (objects
+    with ``boxes`` (k, 4) xyxy model-input pixels, ``scores`` (k,), ``classes`` (k,) int)."""
+    if ":" not in spec:
+        raise EdgerepError(f"--postprocess {spec!r} is not of the form package.module:function")
+    mod, fn = spec.split(":", 1)
+    try:
+        f = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise EdgerepError(f"--postprocess {spec!r} cannot be imported: {e}") from None
+    if not callable(f):
+        raise EdgerepError(f"--postprocess {spec!r} is not callable")
+    return f
+
+
+class DetectTask:
+    """``Task`` for detectors whose output is ``(N, 4 + C, anchors)`` (YOLOv6 / YOLOv8 export layout), or any
+    output a ``postprocess`` function turns into detections."""
+
+    name = "detect"
+    metric = "map"
+
+    def __init__(self, postprocess: Postprocess | None = None, postprocess_name: str | None = None):
+        self.postprocess = postprocess
+        self.postprocess_name = postprocess_name
+        self._ref_cache: dict[str, float] = {}
+
+    def with_postprocess(self, spec: str | None) -> "DetectTask":
+        """This task with ``--postprocess`` (a new object; None: the built-in decode + NMS)."""
+        return self if not spec else DetectTask(load_postprocess(spec), spec)
+
+    def describe(self) -> dict[str, Any]:
+        from edgerep.bench import detect_post as dp
+
+        if self.postprocess is not None:
+            return {"postprocess": self.postprocess_name}
+        return {"postprocess": "edgerep.bench.detect_post.postprocess (numpy, every engine alike)",
+                "layout": "(N, 4 + C, anchors): cx, cy, w, h in input pixels, then C class probabilities",
+                "score_threshold": dp.SCORE_THRESHOLD, "iou_threshold": dp.IOU_THRESHOLD,
+                "max_detections": dp.MAX_DETECTIONS, "evaluator": "pycocotools COCOeval (bbox)"}
+
+    def matches_output(self, shape: tuple[int, ...]) -> bool:
+        return self.postprocess is not None or (len(shape) == 3 and shape[1] >= 5)
+
+    def check_output(self, shape: tuple[int, ...]) -> None:
+        """Refuse, naming the flag, an output the built-in decoder cannot read."""
+        if not self.matches_output(shape):
+            raise EdgerepError(f"detect: the model's output has shape {tuple(shape)}, not (N, 4 + classes, anchors)",
+                               hint="pass --postprocess package.module:function for another output layout")
+
+    def collect_targets(self, batches: Iterable[Any]) -> list[dict] | None:
+        out: list[dict] = []
+        for y in batches:
+            if y is None:
+                return None
+            out.extend(y)
+        return out
+
+    # ---- decoding -------------------------------------------------------------------------------
+    def detections(self, outputs: np.ndarray, dataset: Any = None, input_hw: tuple[int, int] | None = None) -> list:
+        """Per image ``Detections`` in the data set's target frame."""
+        from edgerep.bench.detect_post import Detections, postprocess
+
+        if self.postprocess is None:
+            self.check_output(outputs.shape)
+            dets = postprocess(outputs)
+        else:
+            dets = list(self.postprocess(outputs))
+            if len(dets) != len(outputs):
+                raise EdgerepError(f"--postprocess {self.postprocess_name} returned {len(dets)} detection sets "
+                                   f"for {len(outputs)} images")
+        mapped = []
+        for i, d in enumerate(dets):
+            boxes = _to_target_frame(dataset, i, np.asarray(d.boxes, np.float64).reshape(-1, 4), input_hw)
+            mapped.append(Detections(boxes, np.asarray(d.scores, np.float64).reshape(-1),
+                                     np.asarray(d.classes, np.int64).reshape(-1)))
+        return mapped
+
+    # ---- the test set -----------------------------------------------------------------------------
+    def ground_truth(self, dataset: Any, n: int, targets: list[dict] | None = None) -> dict:
+        """COCO ground truth of the first ``n`` images of ``dataset``: its own ``coco()`` (image i is sample i)
+        when it has one, else built from ``targets``."""
+        from edgerep.data.scenes import coco_ground_truth
+
+        if hasattr(dataset, "coco"):
+            gt = dataset.coco()
+            ids = [im["id"] for im in gt["images"]][:n]
+            keep = set(ids)
+            return {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+                    "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+        if targets is None:
+            raise EdgerepError(f"data set {getattr(dataset, 'name', '?')}: no COCO ground truth and no targets")
+        names = list(getattr(dataset, "class_names", None) or [str(k) for k in range(1 + max(
+            [int(c) for t in targets for c in t["classes"]] or [0]))])
+        ids = getattr(dataset, "sample_ids", lambda: [str(i) for i in range(n)])()[:n]
+        return coco_ground_truth(targets[:n], list(ids), names)
+
+    def evaluate(self, outputs: np.ndarray, targets: Any, reference: np.ndarray | None, *, dataset: Any = None,
+                 name: str = "", user_metric: Callable | None = None) -> Evaluation:
+        from edgerep.bench.detect_metrics import coco_map, detections_to_coco
+        from edgerep.report.models.results import Fidelity, detect_accuracy
+
+        n = int(outputs.shape[0])
+        gt = self.ground_truth(dataset, n, targets)
+        image_ids = [im["id"] for im in gt["images"]]
+        dets = self.detections(outputs, dataset, _input_hw(dataset))
+        preds = detections_to_coco(dets, image_ids)
+        s = coco_map(gt, preds)
+        fid = None
+        if reference is not None and n:
+            from edgerep.bench import metrics
+            from edgerep.bench.accuracy import _finite
+
+            fid = Fidelity(cosine=_finite(metrics.cosine(reference, outputs)),
+                           sqnr_db=_finite(metrics.sqnr_db(reference, outputs)))
+        rel = f"predictions/{name}.json"
+        user = None
+        if user_metric is not None:
+            v = user_metric(outputs, None, reference if reference is not None else outputs)
+            user = {"metric": float(v)} if isinstance(v, (int, float)) else {str(k): float(x) for k, x in dict(v).items()}
+        acc = detect_accuracy(map=s.map, map50=s.map50, images=s.images, instances=s.instances,
+                              detections=s.predictions, per_class=s.per_class, predictions_file=rel, fidelity=fid,
+                              nonfinite=int(np.sum(~np.isfinite(outputs.reshape(n, -1)).all(1))) if n else 0,
+                              user=user)
+        examples = [{"image": int(i), "boxes": np.round(d.boxes[:20], 1).tolist(),
+                     "scores": np.round(d.scores[:20], 3).tolist(), "classes": d.classes[:20].tolist()}
+                    for i, d in enumerate(dets[:EXAMPLES])]
+        return Evaluation(acc, {rel: preds}, {"per_class": s.per_class, "examples": examples})
+
+    def ground_truth_files(self, dataset: Any, limit: int | None) -> dict[str, Any]:
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        return {"annotations/test.json": self.ground_truth(dataset, n)}
+
+    # ---- the selection split ------------------------------------------------------------------------
+    def selection_score(self, outputs: np.ndarray, targets: Any, reference: np.ndarray, *, dataset: Any = None):
+        from edgerep.quant.mixed import Score
+
+        err = _row_error(outputs, reference)
+        if not np.isfinite(err):
+            return Score(drop=100.0, error=float("inf"))
+        if targets is None:  # unlabelled: the budget applies to the head tensor's fidelity
+            from edgerep.quant.pipeline import cosine_loss
+
+            return Score(drop=cosine_loss(outputs, reference), error=err)
+        key = hashlib.blake2b(np.ascontiguousarray(reference).tobytes(), digest_size=16).hexdigest()
+        if key not in self._ref_cache:
+            self._ref_cache = {key: self._map(reference, targets, dataset)}
+        m = self._map(outputs, targets, dataset)
+        return Score(drop=self._ref_cache[key] - m, error=err, top1=None)
+
+    def _map(self, outputs: np.ndarray, targets: list[dict], dataset: Any) -> float:
+        from edgerep.bench.detect_metrics import coco_map, detections_to_coco
+        from edgerep.data.scenes import coco_ground_truth
+
+        n = len(outputs)
+        names = list(getattr(dataset, "class_names", None) or [str(k) for k in range(outputs.shape[1] - 4)])
+        gt = coco_ground_truth(targets[:n], [str(i) for i in range(n)], names)
+        dets = self.detections(outputs, dataset, _input_hw(dataset))
+        return coco_map(gt, detections_to_coco(dets, list(range(n)))).map
+
+
+def _input_hw(dataset: Any) -> tuple[int, int] | None:
+    pre = getattr(dataset, "pre", None)
+    shape = getattr(pre, "input_shape", None)
+    return (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
+
+
+def _to_target_frame(dataset: Any, i: int, boxes: np.ndarray, input_hw: tuple[int, int] | None) -> np.ndarray:
+    """Model-input pixels -> the data set's target frame (see the module docstring)."""
+    if dataset is not None and hasattr(dataset, "target_boxes"):
+        return np.asarray(dataset.target_boxes(i, boxes), np.float64).reshape(-1, 4)
+    size = getattr(dataset, "image_size", None)
+    if size is not None and input_hw is not None:
+        th, tw = (size, size) if isinstance(size, int) else size
+        ih, iw = input_hw
+        if (th, tw) != (ih, iw):
+            return boxes * np.array([tw / iw, th / ih, tw / iw, th / ih])
+    return boxes
+
+
+def _row_error(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Mean of the box rows' and the score rows' relative MSE (each by its own reference mean square)."""
+    o, r = outputs.astype(np.float64), reference.astype(np.float64)
+    if o.ndim != 3 or o.shape[1] < 5:
+        return float(np.mean((o - r) ** 2) / (float(np.mean(r ** 2)) or 1.0))
+    parts = [float(np.mean((o[:, s] - r[:, s]) ** 2) / (float(np.mean(r[:, s] ** 2)) or 1.0))
+             for s in (slice(0, 4), slice(4, None))]
+    return float(np.mean(parts))
+
+
+TASK = DetectTask()
