@@ -407,6 +407,11 @@ def stage_load(*, opts: DeployOptions, say: Progress) -> LoadOutput:
     return replace(load, report=report)
 
 
+def _has_ground_truth(ds) -> bool:
+    """Whether a set without class labels still has ground truth (an SR set: its HR images)."""
+    return getattr(ds, "task", None) == "sr"
+
+
 def deploy_task(opts: DeployOptions, meta, test, model, input_shape: tuple) -> tuple[Any, str]:
     """The task this deploy serves (``edgerep.tasks.resolve_task``: --task, the checkpoint's, the test data's),
     with --postprocess; a detector's output the decoder cannot read is refused here, before any work."""
@@ -439,7 +444,7 @@ def _data_warnings(opts: DeployOptions, splits, plan: CalibrationPlan, say: Prog
         if ds.note and ds.note not in splits.notes:
             splits.notes.append(ds.note)
             say("load", ds.note)
-    if not splits.test.has_labels:
+    if not splits.test.has_labels and not _has_ground_truth(splits.test):
         _warn(warned, say, "no labelled test data (--data / --eval-data): no accuracy is measured"
               + ("; the gate fails with 'no accuracy measured' (pass --no-accuracy-gate for a latency-only run)"
                  if opts.accuracy_gate else " (latency-only run: --no-accuracy-gate)"))
@@ -509,7 +514,7 @@ def _report_head(opts: DeployOptions, load: LoadOutput) -> dict[str, Any]:
                  "calibration_samples": min(plan.samples, len(splits.calibration)),
                  "selection_samples": min(select_limit(opts), len(splits.selection)),
                  "evaluation_samples": min(opts.eval_samples or len(splits.test), len(splits.test)),
-                 "labelled": bool(splits.test.has_labels)},
+                 "labelled": bool(splits.test.has_labels or _has_ground_truth(splits.test))},
     }
 
 
@@ -552,7 +557,9 @@ def stage_export(*, bundle_dir: Path, load: LoadOutput, fold: FoldOutput) -> Exp
     folded_meta = load.meta.__class__.from_dict({**load.meta.to_dict(), "folded": True})
     save_checkpoint(bundle_dir / "model.folded.pt", fold.module, folded_meta)
     fp32_onnx = bundle_dir / "model.fp32.onnx"
-    export_onnx(fold.module, fp32_onnx, load.input_shape, dynamic_batch=True)
+    # an SR model runs on patches (calibration) and whole frames (evaluation): one file, any height and width
+    sr = load.task is not None and load.task.name == "sr"
+    export_onnx(fold.module, fp32_onnx, load.input_shape, dynamic_batch=True, dynamic_hw=sr)
     return ExportOutput(bundle_dir / "model.folded.pt", fp32_onnx,
                         {"folded_checkpoint": "model.folded.pt", "fp32_onnx": fp32_onnx.name})
 

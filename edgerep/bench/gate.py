@@ -233,14 +233,15 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
             f"fold max relative error {v:.2e} (limit {th.max_fold_rel_error:.0e})")
 
     base_acc = (report.get("baseline") or {}).get("accuracy") or {}
-    labelled = top1_of(base_acc) is not None
+    # a task's metric against labels (top-1, mAP, PSNR against HR images) is an accuracy measured
+    labelled = top1_of(base_acc) is not None or (base_acc.get("vs") == "labels" and base_acc.get("value") is not None)
     if th.require_accuracy and not labelled:
         add("accuracy_measured", "baseline", None, None, False,
             "no accuracy measured: the report has no top-1 on labelled test data (name labelled data with "
             "--data / --eval-data, or gate a latency-only run with --no-accuracy-gate)")
     if th.require_accuracy:
         _input_checks(report.get("input_statistics"), th, add)
-    if th.baseline_sanity and labelled:
+    if th.baseline_sanity and top1_of(base_acc) is not None:
         _sanity_checks(base_acc, report.get("baseline") or {}, th, add)
     if base_acc.get("nonfinite"):
         add("finite_outputs", "baseline", float(base_acc["nonfinite"]), 0, False,

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Te
 from rich.table import Table
 from rich.text import Text
 
-from edgerep.report.rows import COLUMNS, engine_rows
+from edgerep.report.rows import COLUMNS, accuracy_heading, engine_rows
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -72,7 +72,7 @@ class _CountColumn(ProgressColumn):
 def print_engine_table(report: dict, title: str = "edgerep", bundle: Path | None = None) -> None:
     """The engine table (top-1 with its image count, noise marks when a run was noisy), then notes and the gate."""
     rows = engine_rows(report)
-    cols = [(k, "top-1 (correct of images)" if k == "top1" else h) for k, h in COLUMNS]
+    cols = [(k, accuracy_heading(report) if k == "top1" else h) for k, h in COLUMNS]
     cols = [("top1_n" if k == "top1" else k, h) for k, h in cols]
     if any(r["scenario"] for r in rows):
         cols.insert(2, ("scenario", "scenario"))

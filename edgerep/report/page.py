@@ -4,7 +4,7 @@ from __future__ import annotations
 from edgerep.report import fmt
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
-from edgerep.report.rows import engine_entries, engine_rows, split_entries
+from edgerep.report.rows import accuracy_heading, engine_entries, engine_rows, split_entries
 from edgerep.report.models.results import top1_of
 
 SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
@@ -53,7 +53,8 @@ def _engines(report: dict) -> str:
     has_note = any(r["note"] for r in rows)
     head = ["engine", "precision"] + (["scenario"] if has_scen else []) + \
         ["p50 ms", "p90 ms", "p99 ms", "img/s"] + (["noise"] if has_noise else []) + \
-        ["top-1 (correct of images)", "drop vs unfolded (points)", "verdict"] + (["note"] if has_note else [])
+        [accuracy_heading(report), "drop vs unfolded" + (" (dB)" if accuracy_heading(report).startswith("PSNR")
+                                                         else " (points)"), "verdict"] + (["note"] if has_note else [])
     body, classes = [], []
     for r in rows:
         verdict = {"pass": badge("pass", "ok"), "fail": badge("FAIL", "bad")}.get(r["verdict"], esc(r["verdict"]))

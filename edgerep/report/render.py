@@ -7,7 +7,7 @@ from pathlib import Path
 from edgerep.report import fmt as F
 from edgerep.report.page import to_html
 from edgerep.report.plots import report_plots
-from edgerep.report.rows import COLUMNS, engine_rows, split_entries
+from edgerep.report.rows import COLUMNS, accuracy_heading, engine_rows, split_entries
 
 
 def to_markdown(report: dict) -> str:
@@ -44,7 +44,7 @@ def to_markdown(report: dict) -> str:
     lines.append("")
     rows = engine_rows(report)
     cols = [(k, h) for k, h in COLUMNS if k != "top1"]
-    cols.insert(5, ("top1_n", "top-1 (correct of images)"))
+    cols.insert(5, ("top1_n", accuracy_heading(report)))
     if any(r["noise"] for r in rows):
         cols.insert(5, ("noise", "noise"))
     lines.append("| " + " | ".join(h for _, h in cols) + " |")

@@ -71,7 +71,7 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "throughput": fmt.count(lat.get("throughput_ips")),
             "noise": noise_mark(lat),
             "top1": fmt.points(top1_of(acc), signed=False),
-            "top1_n": fmt.accuracy(top1_of(acc), samples),
+            "top1_n": fmt.accuracy(top1_of(acc), samples) if acc.get("metric") != "psnr" else psnr_text(acc),
             "samples": "" if samples is None else str(samples),
             "agreement": fmt.points((acc.get("fidelity") or {}).get("top1_agreement"), signed=False),
             "drop": "baseline" if is_base else drop_text(e.get("drop")),
@@ -79,6 +79,21 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "note": e.get("reason", "") or "",
         })
     return rows
+
+
+def psnr_text(acc: dict) -> str:
+    """An SR engine's accuracy cell: ``31.381 dB / SSIM 0.8999 (2 images)``."""
+    v, ssim, n = acc.get("value"), acc.get("ssim"), acc.get("samples")
+    if v is None:
+        return fmt.DASH
+    return f"{v:.3f} dB / SSIM {ssim:.4f} ({n} image{'s' if n != 1 else ''})" if ssim is not None else f"{v:.3f} dB"
+
+
+def accuracy_heading(report: dict) -> str:
+    """The engine table's accuracy column: top-1 with counts, or PSNR / SSIM with the image count (SR)."""
+    if ((report.get("task") or {}).get("metric")) == "psnr":
+        return "PSNR / SSIM on Y (images)"
+    return "top-1 (correct of images)"
 
 
 #: the columns of the terminal and Markdown engine table: (row key, heading)
