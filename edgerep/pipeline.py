@@ -748,7 +748,11 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     files: dict[str, str] = write_files(bundle_dir, task.ground_truth_files(test, limit))
     views: dict[str, Any] = {}
 
+    shown: dict[str, np.ndarray] = {}  # the first test output of each engine, for a task's picture
+
     def scored(name: str, outputs: np.ndarray) -> tuple[Any, dict]:
+        if hasattr(task, "picture") and len(outputs):
+            shown[name] = outputs[:1]
         ev = task.evaluate(outputs, targets, ref_out, dataset=test, name=name, user_metric=user_metric)
         files.update(write_files(bundle_dir, ev.files))
         views[name] = ev.details
@@ -780,6 +784,11 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
                                               "onnxruntime with graph optimizations off simulates it",
                      "lint_errors": [str(i) for i in quantize.result.lint if getattr(i, "severity", None) == "error"],
                      "accuracy": dump(acc) if acc else None, "drop": dump(drop) if drop else None}
+    if shown:
+        for rel, data in task.picture(test, shown, f"{base_name}-fp32").items():
+            (bundle_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (bundle_dir / rel).write_bytes(data)
+            files["task:" + rel] = rel
     return EvaluateOutput(ref_out, None, base, engines, simulated, len(ref_out), files, views)
 
 

@@ -131,3 +131,36 @@ def test_sr_deploy_exports_one_file_for_patches_and_whole_images(sr_bundle):
     dims = [d.dim_param or d.dim_value for d in onnx.load(str(out / "model.int8.onnx")).graph.input[0]
             .type.tensor_type.shape.dim]
     assert dims[2:] == ["height", "width"]
+
+
+def test_report_html_shows_the_crop_with_psnr(sr_bundle):
+    out, _ = sr_bundle
+    info = json.loads((out / "sr" / "crop.json").read_text())
+    assert set(info["panels"]) == {"bicubic", "unfolded FP32", info["int8"], "HR"}
+    rep = json.loads((out / "report.json").read_text())
+    int8 = next(e for e in rep["engines"] if e["precision"] == "int8")
+    # the picture's INT8 whole-image PSNR is the first test image's, as sr/<engine>.json scores it
+    per = json.loads((out / int8["accuracy"]["scores_file"]).read_text())["images"][0]
+    assert info["image"] == per["id"]
+    assert info["panels"][info["int8"]]["psnr_db"] == pytest.approx(per["psnr_db"], abs=1e-5)
+    html = (out / "report.html").read_text()
+    assert 'id="sr-crop"' in html and "bicubic, unfolded FP32, INT8, HR" in html
+    assert (out / "sr" / "crop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_selection_score_is_the_psnr_drop_in_db_against_the_reference():
+    """A choice is scored by PSNR on the selection images (dB), not by a cosine of the output tensor."""
+    from edgerep.bench.sr_metrics import image_metrics
+    from edgerep.data.photos import PhotosDataset
+    from edgerep.data.sr import bicubic_upscale
+    from edgerep.tasks import get_task
+
+    val = PhotosDataset("val")
+    lr, hr = val.pair(0)
+    ref = (bicubic_upscale(lr, 2).transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    noisy = (ref + np.random.default_rng(0).normal(0, 0.01, ref.shape)).astype(np.float32)
+    s = get_task("sr").selection_score(noisy, None, ref, dataset=val)
+    want = (image_metrics(ref[0], hr.transpose(2, 0, 1), 2, layout="chw").psnr
+            - image_metrics(noisy[0], hr.transpose(2, 0, 1), 2, layout="chw").psnr)
+    assert s.unit == "dB" and want > 0.1 and s.drop == pytest.approx(want, abs=1e-9)
+    assert "dB" in s.verdict(0.05).text

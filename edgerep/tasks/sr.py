@@ -130,6 +130,24 @@ class SRTask:
                                  "ids": dataset.sample_ids()[:n],
                                  "data": dataset.describe() if hasattr(dataset, "describe") else None}}
 
+    def picture(self, dataset: Any, outputs: dict[str, np.ndarray], reference: str) -> dict[str, bytes]:
+        """``sr/crop.png`` (bicubic, unfolded FP32, INT8, HR of one crop of the first test image, with PSNR) and
+        ``sr/crop.json`` (the crop and its numbers); ``outputs`` maps ``<engine>-<precision>`` to at least the
+        first test image's output. Nothing when no INT8 engine ran."""
+        import json
+
+        from edgerep.report.sr_picture import crop_picture
+
+        int8 = next((n for n in outputs if n.startswith("onnxruntime") and n.endswith("int8")), None) or \
+            next((n for n in outputs if n.endswith("int8")), None)
+        if int8 is None or reference not in outputs or not len(dataset):
+            return {}
+        lr, hr = dataset.pair(0)
+        png, info = crop_picture(lr, hr, outputs[reference][0], outputs[int8][0], int(dataset.scale),
+                                 ("unfolded FP32", int8))
+        info.update({"image": dataset.sample_ids()[0], "fp32": reference, "int8": int8})
+        return {"sr/crop.png": png, "sr/crop.json": (json.dumps(info, indent=1) + "\n").encode()}
+
     def selection_score(self, outputs: np.ndarray, targets: Any, reference: np.ndarray, *, dataset: Any = None):
         from edgerep.quant.mixed import Score
 
