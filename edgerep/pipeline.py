@@ -393,6 +393,9 @@ def stage_load(*, opts: DeployOptions, say: Progress) -> LoadOutput:
     _check_input_shape(loaded.model, input_shape, Path(opts.checkpoint),
                        from_flag=opts.load.get("input_shape") is not None)
     task, task_source = deploy_task(opts, meta, splits.test, loaded.model, input_shape)
+    if hasattr(task, "check_data"):  # what the task can score (SR: one image size per scored set)
+        task.check_data(splits.selection, "selection")
+        task.check_data(splits.test, "test")
     if splits.overlap:
         warned.append("calibration, selection and test sets share samples (--allow-overlap): "
                       "accuracy figures are optimistic")

@@ -164,3 +164,19 @@ def test_selection_score_is_the_psnr_drop_in_db_against_the_reference():
             - image_metrics(noisy[0], hr.transpose(2, 0, 1), 2, layout="chw").psnr)
     assert s.unit == "dB" and want > 0.1 and s.drop == pytest.approx(want, abs=1e-9)
     assert "dB" in s.verdict(0.05).text
+
+
+def test_whole_images_of_different_sizes_are_refused_at_load_naming_the_set(tmp_path, capsys):
+    from PIL import Image
+    from skimage import data
+
+    img = data.astronaut()
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(10):  # every photo its own size: the test set's two differ
+        s = 96 + 8 * i
+        Image.fromarray(img[:s, :s]).save(folder / f"p{i}.png")
+    ckpt = _tiny_sr_checkpoint(tmp_path / "tiny.pt")
+    rc = main(["deploy", str(ckpt), "--data", str(folder), "--out", str(tmp_path / "b"), *FAST])
+    assert rc == 2
+    assert "test set" in capsys.readouterr().err and not (tmp_path / "b").exists()

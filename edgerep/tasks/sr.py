@@ -88,6 +88,18 @@ class SRTask:
             raise EdgerepError(f"sr: the model's output has shape {tuple(shape)}, not (N, 3, H, W) RGB",
                                hint="an SR model returns the RGB image; pass --task classify for another model")
 
+    def check_data(self, dataset: Any, role: str) -> None:
+        """Refuse (exit 2) whole images of different sizes in a scored role: outputs are stacked per set, and
+        padding to one size would change the border pixels PSNR reads."""
+        sizes = sorted({it.lr_hw for it in getattr(dataset, "items", [])})
+        if len(sizes) > 1:
+            from edgerep.errors import DataError
+
+            raise DataError(f"the {role} set {getattr(dataset, 'name', '?')} holds LR images of {len(sizes)} sizes "
+                            f"({', '.join(f'{h}x{w}' for h, w in sizes[:4])}{', ...' if len(sizes) > 4 else ''}); "
+                            "task sr scores whole images of one size per set for now",
+                            hint="crop the HR images to one size (a multiple of the scale)")
+
     def collect_targets(self, batches: Iterable[Any]) -> None:
         for _ in batches:
             pass
