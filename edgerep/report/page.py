@@ -84,7 +84,8 @@ _CAPTIONS = {
                      "dashed = the gate's limit."),
     "sr/crop.png": ("sr-crop", "SR crop: bicubic, unfolded FP32, INT8, HR",
                     "One crop of the first test image, where INT8 differs most from FP32, enlarged without "
-                    "smoothing; each title: PSNR on Y of the whole image (the report's number) and of the crop."),
+                    "smoothing; each title: PSNR on Y of the whole image (the report's number) and of the crop; "
+                    "the last panel is |INT8 - FP32| on Y, amplified."),
     "sqnr.png": ("plot-sqnr", "INT8 SQNR per layer",
                  "Higher is better. Weight SQNR per-tensor and per-channel, and the model output's SQNR when "
                  "only that layer is INT8 (from the INT8-friendliness check)."),
