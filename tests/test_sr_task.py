@@ -180,3 +180,19 @@ def test_whole_images_of_different_sizes_are_refused_at_load_naming_the_set(tmp_
     rc = main(["deploy", str(ckpt), "--data", str(folder), "--out", str(tmp_path / "b"), *FAST])
     assert rc == 2
     assert "test set" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_quantize_command_serves_the_sr_task_like_deploy(tmp_path):
+    """`edgerep quantize` of an SR checkpoint: a file for any size, choices scored by selection PSNR (dB)."""
+    import onnx
+
+    folder = _photo_folder(tmp_path / "hr")
+    ckpt = _tiny_sr_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "q"
+    assert main(["quantize", str(ckpt), "--data", str(folder), "-o", str(out), "--cache-dir",
+                 str(tmp_path / "cache")]) == 0
+    res = json.loads(next(out.glob("*.json")).read_text())
+    assert res["reference"]["measure"].startswith("PSNR drop (dB")
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(out / "model.int8.onnx")).graph.input[0]
+            .type.tensor_type.shape.dim]
+    assert dims[2:] == ["height", "width"]

@@ -157,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
     splits = resolve_splits(data=data, val=args.val_data, test=args.eval_data, meta=meta,
                             allow_overlap=args.allow_overlap, say=log)  # as deploy; refused: nothing written
     calib, evaluate = splits.calibration, splits.selection
+    from edgerep.tasks import resolve_task
+
+    task, _ = resolve_task(None, meta, evaluate)  # as deploy: the checkpoint's task, else the data's
+    if hasattr(task, "check_data"):
+        task.check_data(evaluate, "selection")
     with staged_outputs(out) as tmp:  # a failed run leaves nothing behind
         if fold is None:
             fp32 = args.model
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             from edgerep.quant.export import export_onnx
 
             fp32 = tmp / "model.fp32.onnx"
-            export_onnx(fold.module, fp32, tuple(meta.input_shape))
+            export_onnx(fold.module, fp32, tuple(meta.input_shape), dynamic_hw=task.name == "sr")  # SR: any size
             reference = TorchReference(loaded.model)  # the UNFOLDED model is what every INT8 candidate is compared to
             log(f"folded and exported {out / fp32.name} (fold error {fold.verify.max_rel_error:.1e} relative)")
         from dataclasses import replace
@@ -173,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         from edgerep.memory import batch_for
 
         options = replace(options, batch_size=batch_for(meta.input_shape))  # memory bounded at any input size
-        res = quantize_model(fp32, calib, evaluate, tmp, options, reference=reference, progress=log)
+        res = quantize_model(fp32, calib, evaluate, tmp, options, reference=reference, progress=log, task=task)
         res.files = moved_paths(res.files, tmp, out)
         from edgerep.report.models import QUANTIZE_SCHEMA, QuantizeOutput, dump
 
