@@ -322,7 +322,7 @@ class EvaluateOutput:
     tensorrt_qdq: dict[str, Any] | None  # a stand-in deploy's simulated TensorRT QDQ file
     samples: int
     files: dict[str, str] = field(default_factory=dict)  # the task's bundle files (annotations, predictions)
-    views: dict[str, Any] = field(default_factory=dict)  # the task's details for report views, by engine key
+    views: dict[str, Any] = field(default_factory=dict)  # report["task"]["examples"]: the task's report view
 
     def summary(self) -> str:
         return f"evaluated on {self.samples} test samples"
@@ -431,7 +431,8 @@ def deploy_task(opts: DeployOptions, meta, test, model, input_shape: tuple) -> t
     if hasattr(task, "check_output"):
         with torch.no_grad():
             y = model(torch.zeros((1, *input_shape)))
-        task.check_output(tuple((y[0] if isinstance(y, (tuple, list)) else y).shape))
+        task.check_output(tuple((y[0] if isinstance(y, (tuple, list)) else y).shape),
+                          len(getattr(meta, "class_names", None) or []) or None)
     return task, source
 
 
@@ -751,11 +752,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     files: dict[str, str] = write_files(bundle_dir, task.ground_truth_files(test, limit))
     views: dict[str, Any] = {}
 
-    shown: dict[str, np.ndarray] = {}  # the first test output of each engine, for a task's picture
-
     def scored(name: str, outputs: np.ndarray) -> tuple[Any, dict]:
-        if hasattr(task, "picture") and len(outputs):
-            shown[name] = outputs[:1]
         ev = task.evaluate(outputs, targets, ref_out, dataset=test, name=name, user_metric=user_metric)
         files.update(write_files(bundle_dir, ev.files))
         views[name] = ev.details
@@ -787,12 +784,13 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
                                               "onnxruntime with graph optimizations off simulates it",
                      "lint_errors": [str(i) for i in quantize.result.lint if getattr(i, "severity", None) == "error"],
                      "accuracy": dump(acc) if acc else None, "drop": dump(drop) if drop else None}
-    if shown:
-        for rel, data in task.picture(test, shown, f"{base_name}-fp32").items():
-            (bundle_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            (bundle_dir / rel).write_bytes(data)
-            files["task:" + rel] = rel
-    return EvaluateOutput(ref_out, None, base, engines, simulated, len(ref_out), files, views)
+    report_view: dict[str, Any] = {}
+    if hasattr(task, "write_views"):  # the task's pictures (a detector: FP32 vs INT8 boxes on test images)
+        int8 = next((e for e in build.engines if e.engine is not None and e.engine.precision == "int8"), None)
+        other = f"{int8.engine.name}-{int8.engine.precision}" if int8 is not None else None
+        more, report_view = task.write_views(bundle_dir, test, targets, views, f"{base_name}-fp32", other)
+        files.update(more)
+    return EvaluateOutput(ref_out, None, base, engines, simulated, len(ref_out), files, report_view)
 
 
 def _baseline_row(baseline, ref_out: np.ndarray | None, labels: np.ndarray | None, user_metric: Any,
@@ -937,6 +935,8 @@ def assemble_report(load: LoadOutput, fold: FoldOutput, check: CheckOutput | Non
     made it with what evaluate, bench and gate found for that engine (matched by its key, never by position)."""
     report = dict(load.report)
     report["fold"] = fold.report
+    if evaluate.views:
+        report["task"] = {**report.get("task", {}), "examples": evaluate.views}
     if check is not None:
         report["check"] = {**check.report, **({"measured": measured} if measured is not None else {})}
     report["quantization"] = quantize.report

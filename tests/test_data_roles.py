@@ -353,5 +353,6 @@ def test_fold_check_and_quantize_read_calibration_and_selection_only_and_evaluat
     build = stage_build(say=say, bundle_dir=tmp, load=load, fold=fold, export=export, quantize=quantize)
     sets["test"].closed = False  # evaluate is the first stage allowed to read it
     del log[:]
-    evaluate = stage_evaluate(opts=opts, say=say, user_metric=None, load=load, quantize=quantize, build=build)
+    evaluate = stage_evaluate(opts=opts, say=say, user_metric=None, bundle_dir=tmp, load=load, quantize=quantize,
+                              build=build)
     assert log and set(log) == {"test"} and evaluate.baseline["accuracy"]["value"] > 90

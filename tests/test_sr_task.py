@@ -136,13 +136,13 @@ def test_sr_deploy_exports_one_file_for_patches_and_whole_images(sr_bundle):
 def test_report_html_shows_the_crop_with_psnr(sr_bundle):
     out, _ = sr_bundle
     info = json.loads((out / "sr" / "crop.json").read_text())
-    assert set(info["panels"]) == {"bicubic", "unfolded FP32", info["int8"], "HR"}
+    assert set(info["panels"]) == {"bicubic", "unfolded FP32", info["engine"], "HR"}
     rep = json.loads((out / "report.json").read_text())
     int8 = next(e for e in rep["engines"] if e["precision"] == "int8")
     # the picture's INT8 whole-image PSNR is the first test image's, as sr/<engine>.json scores it
     per = json.loads((out / int8["accuracy"]["scores_file"]).read_text())["images"][0]
-    assert info["image"] == per["id"]
-    assert info["panels"][info["int8"]]["psnr_db"] == pytest.approx(per["psnr_db"], abs=1e-5)
+    assert info["image"] == per["id"] and rep["task"]["examples"]["files"] == ["sr/crop.png"]
+    assert info["panels"][info["engine"]]["psnr_db"] == pytest.approx(per["psnr_db"], abs=1e-5)
     html = (out / "report.html").read_text()
     assert 'id="sr-crop"' in html and "bicubic, unfolded FP32, INT8, HR" in html
     assert (out / "sr" / "crop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

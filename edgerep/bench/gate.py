@@ -233,15 +233,14 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
             f"fold max relative error {v:.2e} (limit {th.max_fold_rel_error:.0e})")
 
     base_acc = (report.get("baseline") or {}).get("accuracy") or {}
-    # a task's metric against labels (top-1, mAP, PSNR against HR images) is an accuracy measured
-    labelled = top1_of(base_acc) is not None or (base_acc.get("vs") == "labels" and base_acc.get("value") is not None)
+    labelled = labelled_accuracy(base_acc)
     if th.require_accuracy and not labelled:
         add("accuracy_measured", "baseline", None, None, False,
-            "no accuracy measured: the report has no top-1 on labelled test data (name labelled data with "
+            "no accuracy measured: the report has no top-1 (or mAP) on labelled test data (name labelled data with "
             "--data / --eval-data, or gate a latency-only run with --no-accuracy-gate)")
     if th.require_accuracy:
         _input_checks(report.get("input_statistics"), th, add)
-    if th.baseline_sanity and top1_of(base_acc) is not None:
+    if th.baseline_sanity and top1_of(base_acc) is not None:  # chance and expected top-1: classification counts
         _sanity_checks(base_acc, report.get("baseline") or {}, th, add)
     if base_acc.get("nonfinite"):
         add("finite_outputs", "baseline", float(base_acc["nonfinite"]), 0, False,
@@ -275,7 +274,7 @@ def evaluate_gate(report: dict, th: GateThresholds, baseline: dict | None = None
                     f"{key}: no drop in the report (no labelled evaluation data?)")
             else:
                 add("max_drop", key, drop["value"], th.max_drop, drop["value"] <= th.max_drop,
-                    f"{key}: {drop_words(drop)} (limit {th.max_drop:g} {drop['unit']})")
+                    f"{key}: {drop_words(drop)} (limit {th.max_drop:g} {drop['unit']})" + _counts_words(acc, base_acc))
         for name, metric, limit, unit in (("min_top1", "top1", th.min_top1, "%"),
                                           ("min_cosine", "cosine", th.min_cosine, ""),
                                           ("min_sqnr_db", "sqnr_db", th.min_sqnr_db, " dB"),
@@ -338,6 +337,20 @@ def _counts(acc: dict) -> tuple[int, int] | None:
     if top1_of(acc) is None or not n or acc.get("correct") is None:
         return None
     return int(acc["correct"]), int(n)
+
+
+def _counts_words(acc: dict, base: dict) -> str:
+    """For a detector: both mAPs and the image and instance counts they rest on (empty otherwise)."""
+    if acc.get("metric") != "map" or acc.get("value") is None:
+        return ""
+    ref = f"unfolded {base['value']:.2f} -> " if base.get("metric") == "map" and base.get("value") is not None else ""
+    return (f"; mAP@[.5:.95] {ref}{acc['value']:.2f} (mAP@.5 {acc.get('map50', float('nan')):.2f}) on "
+            f"{acc.get('samples')} images, {acc.get('instances')} instances")
+
+
+def labelled_accuracy(acc: dict | None) -> bool:
+    """Whether a serialized accuracy is the task's metric against labels (top-1, mAP, PSNR), not a fidelity."""
+    return bool(acc) and acc.get("vs") == "labels" and acc.get("value") is not None
 
 
 def _sanity_checks(acc: dict, base: dict, th: GateThresholds, add) -> None:

@@ -72,9 +72,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="x86-cpu",
                    help="target profile name (see engines/*.toml) or a TOML path (default x86-cpu)")
     p.add_argument("--max-drop", type=float, default=0.5,
-                   help="gate: max top-1 drop vs the unfolded FP32 model, in points (default 0.5); exit 1 if any "
+                   help="gate: max drop vs the unfolded FP32 model in the task's points (top-1; detect: mAP@[.5:.95]) "
+                        "(default 0.5); exit 1 if any "
                         "engine exceeds it. Also the budget for automatic mixed precision. A negative value "
                         "disables the gate")
+    p.add_argument("--task", choices=["classify", "detect"],
+                   help="what the outputs are for (default: the checkpoint's meta.task, else the data set's: "
+                        "--data scenes is detect, else classify); detect scores COCO mAP@[.5:.95] with pycocotools "
+                        "and --max-drop is in mAP points")
+    p.add_argument("--postprocess", metavar="MODULE:FUNCTION",
+                   help="detect: function(outputs) -> per image detections (boxes xyxy input pixels, scores, "
+                        "classes) for a detector whose output is not (N, 4 + C, anchors)")
     p.add_argument("--expect-top1", type=float, metavar="PCT",
                    help="the unfolded model's known top-1 (%%, e.g. its validation accuracy): the gate fails when "
                         "the test counts are far below it (inconsistent with PCT - 5 points, exact binomial p < "
@@ -154,6 +162,7 @@ def _options(args: argparse.Namespace):
         eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
         seed=args.seed, cache_dir=args.cache_dir, metric=args.metric, expect_top1=args.expect_top1,
+        task=args.task, postprocess=args.postprocess,
     )
 
 

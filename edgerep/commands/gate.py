@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("report", help="report.json, or a bundle directory holding one")
     p.add_argument("--config", type=Path, help="gate.toml with a [gate] table")
     p.add_argument("--max-drop", type=float,
-                   help="max top-1 drop vs the unfolded FP32 model (points; default 0.5, as deploy)")
+                   help="max drop vs the unfolded FP32 model in the report's metric (points: top-1, or mAP@[.5:.95] "
+                        "for a detector's report; default 0.5, as deploy)")
     p.add_argument("--no-accuracy-gate", action="store_true",
                    help="a latency-only run: no drop, no 'accuracy measured' and no baseline-sanity check")
     p.add_argument("--expect-top1", type=float, metavar="PCT",

@@ -74,8 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="activation range method (default auto: mse, percentile and minmax from one pass, "
                         "the one with the lowest simulated INT8 logit error on the selection set wins)")
     p.add_argument("--max-drop", type=float, default=0.5,
-                   help="accuracy budget in top-1 points vs the reference (default 0.5); layers leave INT8 "
-                        "until it holds. Negative: never exclude layers")
+                   help="accuracy budget in the task's points vs the reference (top-1; detect: selection-split "
+                        "mAP@[.5:.95]) (default 0.5); layers leave INT8 until it holds. Negative: never exclude layers")
+    p.add_argument("--task", choices=["classify", "detect"],
+                   help="what the outputs are for (default: the checkpoint's meta.task, else the data set's, else "
+                        "classify): it decides how every choice is scored on the selection set")
+    p.add_argument("--postprocess", metavar="MODULE:FUNCTION",
+                   help="detect: turns the model's outputs into detections when they are not (N, 4 + C, anchors)")
     p.add_argument("--targets", default="cpu,tensorrt", help="comma list of cpu, tensorrt (default both)")
     p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256)")
     p.add_argument("--eval-samples", type=int, help="verify on at most this many samples (default all)")
@@ -159,7 +164,13 @@ def run(args: argparse.Namespace) -> int:
     calib, evaluate = splits.calibration, splits.selection
     from edgerep.tasks import resolve_task
 
-    task, _ = resolve_task(None, meta, evaluate)  # as deploy: the checkpoint's task, else the data's
+    task, task_source = resolve_task(args.task, meta, evaluate)
+    if args.postprocess:
+        if not hasattr(task, "with_postprocess"):
+            raise EdgerepError(f"--postprocess applies to detectors; the task is {task.name} ({task_source})")
+        task = task.with_postprocess(args.postprocess)
+    if task.name != "classify":
+        log(f"task {task.name} ({task_source}): choices scored by {task.metric} on the selection set")
     if hasattr(task, "check_data"):
         task.check_data(evaluate, "selection")
     with staged_outputs(out) as tmp:  # a failed run leaves nothing behind

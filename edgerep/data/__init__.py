@@ -1,8 +1,7 @@
 """Data sets edgerep calibrates and evaluates on: ``open_dataset(spec, split=..., meta=...)``.
 
-``spec`` is ``"digits"`` (built in, real handwritten digits), ``"scenes"`` (built in, detection: digits pasted
-on real photos, ``edgerep.data.scenes``), ``"photos"`` (built in, super-resolution: the photos inside the
-scikit-image / scikit-learn wheels, ``edgerep.data.photos``), ``"synthetic"`` (random, latency
+``spec`` is ``"digits"`` (built in, real handwritten digits), ``"photos"`` (built in, super-resolution: the
+photos inside the scikit-image / scikit-learn wheels, ``edgerep.data.photos``), ``"synthetic"`` (random, latency
 only), a directory of class sub-folders, or an ``.npz`` file with ``x`` and ``y``. For an SR checkpoint
 (``meta.task == "sr"``) a directory is a folder of HR images, or of ``hr/`` + ``lr/`` pairs (a folder holding
 both ``hr/`` and ``lr/`` is read as pairs whatever the checkpoint). ``meta`` (a
@@ -24,6 +23,7 @@ BUILTIN = ("digits", "scenes", "photos", "synthetic")
 def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, limit: int | None = None) -> Dataset:
     """The data set named by ``spec``, preprocessed as ``meta`` says (see the module docstring).
 
+    ``scenes`` is the built-in detection set (``edgerep.data.scenes``: digits pasted on real photos).
     ``synthetic`` takes its size from ``limit`` (default 256). Raises ``DataError`` naming
     ``spec`` when it is none of the accepted kinds.
     """

@@ -57,6 +57,19 @@ class EngineDiff:
     latency: str = "n/a"  # within noise | slower | faster | too noisy | n/a
     noisy: str = ""
     scenario: str = ""
+    map_base: float | None = None  # a detector's mAP@[.5:.95] (points), with its counts
+    map_new: float | None = None
+    map50_base: float | None = None
+    map50_new: float | None = None
+    instances_base: int | None = None
+    instances_new: int | None = None
+
+    @property
+    def map_delta(self) -> float | None:
+        """New minus base mAP@[.5:.95], in points (detectors)."""
+        if self.map_base is None or self.map_new is None:
+            return None
+        return self.map_new - self.map_base
 
     @property
     def top1_delta(self) -> float | None:
@@ -126,7 +139,7 @@ class ReportDiff:
         """A JSON-ready dict (``schema`` edgerep.diff/1)."""
         d = asdict(self)
         for e, src in zip(d["engines"], self.engines):
-            e["top1_delta"], e["images_delta"] = src.top1_delta, src.images_delta
+            e["top1_delta"], e["images_delta"], e["map_delta"] = src.top1_delta, src.images_delta, src.map_delta
         d.update(schema="edgerep.diff/1", passed=self.passed, changed=self.changed())
         return d
 
@@ -202,6 +215,11 @@ def _engines(base: dict, new: dict, floor: float) -> list[EngineDiff]:
         ab, an = eb.get("accuracy") or {}, en.get("accuracy") or {}
         d.top1_base, d.top1_new = top1_of(ab), top1_of(an)
         d.samples_base, d.samples_new = ab.get("samples"), an.get("samples")
+        for side, acc in (("base", ab), ("new", an)):
+            if acc.get("metric") == "map":
+                setattr(d, f"map_{side}", acc.get("value"))
+                setattr(d, f"map50_{side}", acc.get("map50"))
+                setattr(d, f"instances_{side}", acc.get("instances"))
         d.drop_base, d.drop_new = drop_of(eb), drop_of(en)
         _latency(d, eb.get("latency") or {}, en.get("latency") or {}, floor)
         out.append(d)
@@ -348,6 +366,13 @@ def apply_thresholds(d: ReportDiff, *, max_accuracy_regression: float | None = N
                 "max_accuracy_regression", e.key, loss, max_accuracy_regression, loss <= max_accuracy_regression,
                 f"{e.key}: top-1 {fmt.pct(e.top1_base)} → {fmt.pct(e.top1_new)} "
                 f"({fmt.points(e.top1_delta)} points, limit -{max_accuracy_regression:g})"))
+        if max_accuracy_regression is not None and e.map_delta is not None:
+            loss = -e.map_delta
+            d.checks.append(DiffCheck(
+                "max_accuracy_regression", e.key, loss, max_accuracy_regression, loss <= max_accuracy_regression,
+                f"{e.key}: mAP@[.5:.95] {fmt.points(e.map_base, False)} → {fmt.points(e.map_new, False)} "
+                f"({fmt.points(e.map_delta)} points on {e.samples_new} images, {e.instances_new} instances; "
+                f"limit -{max_accuracy_regression:g})"))
         if max_latency_regression_pct is not None and e.latency_pct is not None:
             over = e.latency_pct > max_latency_regression_pct
             ok = not (over and e.latency == "slower")

@@ -21,8 +21,24 @@ def latency_words(e: EngineDiff) -> str:
     return s + (f" · noisy run ({e.noisy})" if e.noisy else "")
 
 
+def accuracy_cell(e: EngineDiff, side: str) -> str:
+    """One side's accuracy: top-1 with its counts, or a detector's mAP with its image and instance counts."""
+    m = getattr(e, f"map_{side}")
+    if m is not None:
+        return fmt.detection({"value": m, "map50": getattr(e, f"map50_{side}"), "samples": getattr(e, f"samples_{side}"),
+                              "instances": getattr(e, f"instances_{side}")}, short=True)
+    return fmt.accuracy(getattr(e, f"top1_{side}"), getattr(e, f"samples_{side}"))
+
+
+def has_map(d: ReportDiff) -> bool:
+    """Whether either report is a detector's (mAP)."""
+    return any(e.map_base is not None or e.map_new is not None for e in d.engines)
+
+
 def accuracy_words(e: EngineDiff) -> str:
-    """``-0.19 (1 image fewer)`` / ``+0.00``."""
+    """``-0.19 (1 image fewer)`` / ``+0.00``; a detector: ``-0.31 mAP``."""
+    if e.map_delta is not None:
+        return fmt.points(e.map_delta) + " mAP"
     if e.top1_delta is None:
         return fmt.DASH
     s = fmt.points(e.top1_delta)
@@ -55,11 +71,15 @@ def to_markdown(d: ReportDiff) -> str:
     lines = [f"### edgerep diff: `{d.model}`, {d.changed()} change{'s' if d.changed() != 1 else ''}{verdict}", "",
              f"Base `{d.base_label}` (gate {_gate_word(d.gate_base)}) → new `{d.new_label}` "
              f"(gate {_gate_word(d.gate_new)}).", ""]
-    lines += ["| engine | top-1 | Δ top-1 (points) | drop vs unfolded | p50 ms | Δ p50 |", "|---|---|---|---|---|---|"]
+    acc_head = ("mAP@[.5:.95] (mAP@.5; images, instances) | Δ mAP (points)" if has_map(d)
+                else "top-1 | Δ top-1 (points)")
+    lines += [f"| engine | {acc_head} | drop vs unfolded | p50 ms | Δ p50 |", "|---|---|---|---|---|---|"]
     for e in d.engines:
         name = e.key + ("" if e.presence == "both" else f" ({e.presence})")
         n = e.samples_new or e.samples_base
         top1 = _arrow(fmt.pct(e.top1_base), fmt.pct(e.top1_new)) + (f" of {n}" if n else "")
+        if e.map_base is not None or e.map_new is not None:
+            top1 = _arrow(accuracy_cell(e, "base"), accuracy_cell(e, "new"))
         drop = "baseline" if e.key.endswith(" unfolded") else _arrow(fmt.points(e.drop_base, False),
                                                                      fmt.points(e.drop_new, False))
         lines.append(f"| `{name}` | {top1} | {accuracy_words(e)} | {drop} | "

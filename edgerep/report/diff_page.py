@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgerep.report import fmt
 from edgerep.report.diff import ReportDiff
-from edgerep.report.diff_md import accuracy_words, latency_words
+from edgerep.report.diff_md import accuracy_cell, accuracy_words, has_map, latency_words
 from edgerep.report.html_base import badge, esc, page, png_figure, table
 from edgerep.report.plots import new_figure, percent_axis, png_bytes
 
@@ -81,13 +81,14 @@ def to_html(d: ReportDiff, *, out_dir: Path | None = None, base_html: Path | Non
     rows, classes = [], []
     for e in d.engines:
         rows.append([e.key + ("" if e.presence == "both" else f" ({e.presence})"),
-                     fmt.accuracy(e.top1_base, e.samples_base), fmt.accuracy(e.top1_new, e.samples_new),
+                     accuracy_cell(e, "base"), accuracy_cell(e, "new"),
                      accuracy_words(e), "baseline" if e.key.endswith(" unfolded") else
                      f"{fmt.points(e.drop_base, False)} → {fmt.points(e.drop_new, False)}",
                      fmt.ms(e.p50_base), fmt.ms(e.p50_new), latency_words(e)])
         classes.append({"slower": "fail", "faster": "pass"}.get(e.latency, ""))
     body = head + '<h2 id="engines">Engines</h2>' + table(
-        ["engine", "top-1 base", "top-1 new", "Δ top-1 (points)", "drop vs unfolded", "p50 ms base", "p50 ms new",
+        ["engine"] + (["mAP base (mAP@.5; counts)", "mAP new", "Δ mAP (points)"] if has_map(d) else
+                      ["top-1 base", "top-1 new", "Δ top-1 (points)"]) + ["drop vs unfolded", "p50 ms base", "p50 ms new",
          "Δ p50 (noise band)"], rows, numeric=[1, 2, 3, 5, 6], row_class=classes)
     body += (f'<p class="muted">A p50 change is real when it is beyond the pair\'s noise band: the larger of '
              f"{d.noise_floor_pct:g}% and each run's (p90 − p50) / p50.</p>")

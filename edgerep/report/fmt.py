@@ -63,6 +63,17 @@ def accuracy(top1: float | None, samples: int | None) -> str:
     return f"{pct(top1)} ({n} of {samples}{', few images' if samples < SMALL_SAMPLE else ''})"
 
 
+def detection(acc: dict | None, short: bool = False) -> str:
+    """A detector's accuracy with its counts: ``mAP 45.21, mAP@.5 70.10 (500 images, 1734 instances)``;
+    ``short`` (a table under a heading that names them): ``45.21 (70.10; 500 images, 1734 inst.)``."""
+    if not acc or _bad(acc.get("value")):
+        return DASH
+    m50 = points(acc.get("map50"), signed=False)
+    if short:
+        return f"{acc['value']:.2f} ({m50}; {acc.get('samples')} images, {acc.get('instances')} inst.)"
+    return f"mAP {acc['value']:.2f}, mAP@.5 {m50} ({acc.get('samples')} images, {acc.get('instances')} instances)"
+
+
 def small_sample_note(samples: int | None, what: str = "this figure") -> str:
     """A caveat sentence when ``samples`` is small (empty otherwise)."""
     if not samples or samples >= SMALL_SAMPLE:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from edgerep.report import fmt
+from edgerep.report.detect_view import detections_section
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
-from edgerep.report.rows import accuracy_heading, engine_entries, engine_rows, split_entries
+from edgerep.report.rows import accuracy_heading, engine_entries, engine_rows, is_detection, is_psnr, split_entries
 from edgerep.report.models.results import top1_of
 
 SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
@@ -37,7 +38,8 @@ def _headline(report: dict, rows) -> str:
     e = int8[0]
     acc = e["accuracy"]
     drop = e.get("drop") or {}
-    bits = [f"{esc(e.get('name', '?'))} INT8: top-1 {esc(fmt.accuracy(top1_of(acc), acc.get('samples')))}",
+    said = fmt.detection(acc) if acc.get("metric") == "map" else "top-1 " + fmt.accuracy(top1_of(acc), acc.get("samples"))
+    bits = [f"{esc(e.get('name', '?'))} INT8: {esc(said)}",
             f"{esc(drop.get('of', 'top1'))} drop {esc(fmt.points(drop.get('value'), signed=False))} "
             f"{esc(drop.get('unit', 'points'))} vs the unfolded model"]
     sp = e.get("speedup_vs_unfolded")
@@ -53,8 +55,8 @@ def _engines(report: dict) -> str:
     has_note = any(r["note"] for r in rows)
     head = ["engine", "precision"] + (["scenario"] if has_scen else []) + \
         ["p50 ms", "p90 ms", "p99 ms", "img/s"] + (["noise"] if has_noise else []) + \
-        [accuracy_heading(report), "drop vs unfolded" + (" (dB)" if accuracy_heading(report).startswith("PSNR")
-                                                         else " (points)"), "verdict"] + (["note"] if has_note else [])
+        [accuracy_heading(report), "drop vs unfolded" + (" (dB)" if is_psnr(report) else " (points)"), "verdict"] + \
+        (["note"] if has_note else [])
     body, classes = [], []
     for r in rows:
         verdict = {"pass": badge("pass", "ok"), "fail": badge("FAIL", "bad")}.get(r["verdict"], esc(r["verdict"]))
@@ -70,8 +72,10 @@ def _engines(report: dict) -> str:
     lat = [((e.get("latency") or {}).get("queries"), (e.get("latency") or {}).get("batch")) for _, e, _ in
            engine_entries(report)]
     if lat and lat[0][0]:
+        what = ("COCO mAP (pycocotools; annotations/test.json and predictions/ in the bundle)" if is_detection(report)
+                else "top-1")
         note = (f'<p class="muted">Latency: batch {esc(str(lat[0][1] or 1))}, percentiles over each engine\'s '
-                f"timed runs; see the <a href=\"#plot-latency\">latency plot</a>. Accuracy: top-1 on the held-out "
+                f"timed runs; see the <a href=\"#plot-latency\">latency plot</a>. Accuracy: {what} on the held-out "
                 f'test split against the <b>unfolded</b> FP32 model; see the <a href="#plot-accuracy">accuracy plot</a>.</p>')
     return ('<h2 id="engines">Engines</h2>' + table(head, body, numeric=numeric, row_class=classes, raw=True) + note)
 
@@ -300,7 +304,8 @@ def to_html(report: dict, plots: dict[str, bytes] | None = None, *, manifest: di
     body = (f"<h1>edgerep {esc(kind)} report: {esc(str(m.get('name', '?')))}</h1>"
             f'<p class="sub">{esc(str(m.get("arch", "")))} · target {esc(str((report.get("target") or {}).get("name", "?")))}'
             + (" · files: " + " · ".join(f'<a href="{esc(h)}">{esc(t)}</a>' for h, t in files) if files else "")
-            + "</p>" + _verdict(report) + _engines(report) + _plots(plots) + _int8(report, links) + _fold(report)
+            + "</p>" + _verdict(report) + _engines(report) + _plots(plots) + detections_section(report)
+            + _int8(report, links) + _fold(report)
             + _data(report, links) + _host(report, manifest)
             + f"<footer>edgerep report, schema {esc(str(report.get('schema', '?')))}. Every number above is in "
             + (f'<a href="{esc(links["json"])}">report.json</a>' if links.get("json") else "report.json")

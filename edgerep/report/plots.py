@@ -96,22 +96,31 @@ def latency_figure(report: dict):
 
 
 def accuracy_png(report: dict) -> bytes | None:
-    """Top-1 per engine (with the image count) beside the drop vs unfolded (with the gate's limit)."""
-    rows = [(lab, e, b) for lab, e, b in engine_entries(report) if top1_of(e.get("accuracy")) is not None]
+    """Top-1 (a detector: mAP@[.5:.95]) per engine (with the image count) beside the drop vs unfolded (with the
+    gate's limit)."""
+    detect = ((report.get("baseline") or {}).get("accuracy") or {}).get("metric") == "map"
+    value = (lambda a: (a or {}).get("value") if (a or {}).get("metric") == "map" else None) if detect else top1_of
+    rows = [(lab, e, b) for lab, e, b in engine_entries(report) if value(e.get("accuracy")) is not None]
     if not rows:
         return None
     fig = new_figure(9.6, 0.55 * len(rows) + 1.6)
     ax1, ax2 = fig.add_subplot(121), fig.add_subplot(122)
     ys = list(range(len(rows)))[::-1]
-    vals = [top1_of(e["accuracy"]) for _, e, _ in rows]
+    vals = [value(e["accuracy"]) for _, e, _ in rows]
     for y, (lab, e, b), v in zip(ys, rows, vals):
         ax1.barh(y, v, 0.55, color=_colour(e, b))
-        ax1.text(v, y, f" {fmt.pct(v)}", va="center", fontsize=8)
+        ax1.text(v, y, f" {fmt.points(v, signed=False) if detect else fmt.pct(v)}", va="center", fontsize=8)
     lo = max(0.0, min(vals) - 3.0)
-    percent_axis(ax1, lo)
     n = rows[0][1]["accuracy"].get("samples")
-    ax1.set_title(f"top-1 on the test split ({n} images)" if n else "top-1", fontsize=10)
-    ax1.set_xlabel("top-1 %")
+    if detect:
+        ax1.set_xlim(lo, max(vals) * 1.15 + 0.5)
+        inst = rows[0][1]["accuracy"].get("instances")
+        ax1.set_title(f"mAP@[.5:.95] on the test split ({n} images, {inst} instances)", fontsize=10)
+        ax1.set_xlabel("mAP@[.5:.95] (points)")
+    else:
+        percent_axis(ax1, lo)
+        ax1.set_title(f"top-1 on the test split ({n} images)" if n else "top-1", fontsize=10)
+        ax1.set_xlabel("top-1 %")
     ax1.set_yticks(ys)
     ax1.set_yticklabels([f"{lab}\n{e.get('precision', '')}" for lab, e, _ in rows], fontsize=8)
     limit = gate_threshold(report, "max_drop")
@@ -129,7 +138,7 @@ def accuracy_png(report: dict) -> bytes | None:
     ax2.set_yticks(ys)
     ax2.set_yticklabels([])
     ax2.set_title("drop vs the unfolded model (points)", fontsize=10)
-    ax2.set_xlabel("top-1 points lost")
+    ax2.set_xlabel("mAP points lost" if detect else "top-1 points lost")
     return png_bytes(fig)
 
 

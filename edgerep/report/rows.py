@@ -59,6 +59,7 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
         lat = e.get("latency") or {}
         acc = e.get("accuracy") or {}
         samples = acc.get("samples")
+        detect = acc.get("metric") == "map"
         rows.append({
             "engine": label,
             "key": engine_key(e),
@@ -70,8 +71,9 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "p99": fmt.ms(lat.get("p99_ms")),
             "throughput": fmt.count(lat.get("throughput_ips")),
             "noise": noise_mark(lat),
-            "top1": fmt.points(top1_of(acc), signed=False),
-            "top1_n": fmt.accuracy(top1_of(acc), samples) if acc.get("metric") != "psnr" else psnr_text(acc),
+            "top1": fmt.points(acc.get("value") if detect else top1_of(acc), signed=False),
+            "top1_n": (fmt.detection(acc, short=True) if detect else psnr_text(acc) if acc.get("metric") == "psnr"
+                       else fmt.accuracy(top1_of(acc), samples)),
             "samples": "" if samples is None else str(samples),
             "agreement": fmt.points((acc.get("fidelity") or {}).get("top1_agreement"), signed=False),
             "drop": "baseline" if is_base else drop_text(e.get("drop")),
@@ -89,16 +91,32 @@ def psnr_text(acc: dict) -> str:
     return f"{v:.3f} dB / SSIM {ssim:.4f} ({n} image{'s' if n != 1 else ''})" if ssim is not None else f"{v:.3f} dB"
 
 
-def accuracy_heading(report: dict) -> str:
-    """The engine table's accuracy column: top-1 with counts, or PSNR / SSIM with the image count (SR)."""
-    if ((report.get("task") or {}).get("metric")) == "psnr":
-        return "PSNR / SSIM on Y (images)"
-    return "top-1 (correct of images)"
-
-
 #: the columns of the terminal and Markdown engine table: (row key, heading)
 COLUMNS = [("engine", "engine"), ("precision", "precision"), ("p50", "p50 ms"), ("p99", "p99 ms"),
            ("throughput", "img/s"), ("top1", "top-1 %"), ("drop", "drop vs unfolded"), ("verdict", "verdict")]
+
+
+def is_detection(report: dict) -> bool:
+    """Whether the report's accuracy is a detector's mAP (its task, else its baseline's metric)."""
+    task = (report.get("task") or {}).get("name")
+    acc = (report.get("baseline") or {}).get("accuracy") or {}
+    return task == "detect" or acc.get("metric") == "map"
+
+
+def is_psnr(report: dict) -> bool:
+    """Whether the report's accuracy is a super-resolution PSNR (its task's metric, else its baseline's)."""
+    acc = (report.get("baseline") or {}).get("accuracy") or {}
+    return (report.get("task") or {}).get("metric") == "psnr" or acc.get("metric") == "psnr"
+
+
+def accuracy_heading(report: dict, counted: bool = True) -> str:
+    """The accuracy column's heading: top-1 for classifiers, COCO mAP for detectors, PSNR / SSIM for SR (with
+    what the counts are)."""
+    if is_psnr(report):
+        return "PSNR / SSIM on Y (images)" if counted else "PSNR dB"
+    if is_detection(report):
+        return "mAP@[.5:.95] (mAP@.5; images, instances)" if counted else "mAP@[.5:.95]"
+    return "top-1 (correct of images)" if counted else "top-1 %"
 
 
 def gate_threshold(report: dict, name: str) -> float | None:

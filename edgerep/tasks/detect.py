@@ -1,9 +1,11 @@
 """Detection: COCO mAP@[.5:.95] (headline) and mAP@.5 in points by pycocotools, with image and instance counts.
 
 Outputs are decoded and NMS'd in numpy (``edgerep.bench.detect_post``, the same for every engine), or by a
-user's ``--postprocess module:function``. Boxes are mapped from model-input pixels to the data set's target
-frame by ``dataset.target_boxes(index, boxes)`` when the data set has one (letterbox), else by the ratio of the
-data set's ``image_size`` to the input size (a direct resize), else kept as they are.
+user's ``--postprocess module:function``. Predicted boxes are in model-input pixels. Against the test set's
+COCO ground truth (``dataset.coco()``) they are mapped by ``dataset.to_original(i, boxes)`` when the data set
+has it (COCO / YOLO folders, letterbox), else by the ratio of its ``image_size`` to the input size (``scenes``:
+targets and ground truth in 160x160 scene pixels), else kept. Against the batches' targets (the selection
+split) the same, except ``to_original``: a data set with it yields targets in model-input pixels.
 
 A choice on the selection split is scored by **selection-split mAP** (its drop in mAP points against the
 unfolded model's on the same images), not by the raw head tensor's fidelity: the head tensor mixes box
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -72,10 +75,14 @@ class DetectTask:
     def matches_output(self, shape: tuple[int, ...]) -> bool:
         return self.postprocess is not None or (len(shape) == 3 and shape[1] >= 5)
 
-    def check_output(self, shape: tuple[int, ...]) -> None:
-        """Refuse, naming the flag, an output the built-in decoder cannot read."""
-        if not self.matches_output(shape):
-            raise EdgerepError(f"detect: the model's output has shape {tuple(shape)}, not (N, 4 + classes, anchors)",
+    def check_output(self, shape: tuple[int, ...], classes: int | None = None) -> None:
+        """Refuse, naming the flag, an output the built-in decoder cannot read (with ``classes`` known, its
+        second axis must be 4 + classes: a transposed (N, anchors, 4 + C) output is not read as boxes)."""
+        if self.postprocess is not None:
+            return
+        if not self.matches_output(shape) or (classes and shape[1] != 4 + classes):
+            want = f"(N, {4 + classes} = 4 + {classes} classes, anchors)" if classes else "(N, 4 + classes, anchors)"
+            raise EdgerepError(f"detect: the model's output has shape {tuple(shape)}, not {want}",
                                hint="pass --postprocess package.module:function for another output layout")
 
     def collect_targets(self, batches: Iterable[Any]) -> list[dict] | None:
@@ -87,8 +94,9 @@ class DetectTask:
         return out
 
     # ---- decoding -------------------------------------------------------------------------------
-    def detections(self, outputs: np.ndarray, dataset: Any = None, input_hw: tuple[int, int] | None = None) -> list:
-        """Per image ``Detections`` in the data set's target frame."""
+    def detections(self, outputs: np.ndarray, dataset: Any = None, input_hw: tuple[int, int] | None = None,
+                   original: bool = True) -> list:
+        """Per image ``Detections`` in the frame of the data set's ``coco()`` (``original``) or of its targets."""
         from edgerep.bench.detect_post import Detections, postprocess
 
         if self.postprocess is None:
@@ -101,7 +109,7 @@ class DetectTask:
                                    f"for {len(outputs)} images")
         mapped = []
         for i, d in enumerate(dets):
-            boxes = _to_target_frame(dataset, i, np.asarray(d.boxes, np.float64).reshape(-1, 4), input_hw)
+            boxes = _to_frame(dataset, i, np.asarray(d.boxes, np.float64).reshape(-1, 4), input_hw, original)
             mapped.append(Detections(boxes, np.asarray(d.scores, np.float64).reshape(-1),
                                      np.asarray(d.classes, np.int64).reshape(-1)))
         return mapped
@@ -133,7 +141,7 @@ class DetectTask:
         n = int(outputs.shape[0])
         gt = self.ground_truth(dataset, n, targets)
         image_ids = [im["id"] for im in gt["images"]]
-        dets = self.detections(outputs, dataset, _input_hw(dataset))
+        dets = self.detections(outputs, dataset, _input_hw(dataset), original=hasattr(dataset, "coco"))
         preds = detections_to_coco(dets, image_ids)
         s = coco_map(gt, preds)
         fid = None
@@ -156,6 +164,29 @@ class DetectTask:
                      "scores": np.round(d.scores[:20], 3).tolist(), "classes": d.classes[:20].tolist()}
                     for i, d in enumerate(dets[:EXAMPLES])]
         return Evaluation(acc, {rel: preds}, {"per_class": s.per_class, "examples": examples})
+
+    def write_views(self, root: Path, dataset: Any, targets: list[dict], details: dict[str, dict], ref: str,
+                    other: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+        """The report view's files: the first ``EXAMPLES`` test images with the ``ref`` and ``other`` engines'
+        boxes side by side (``detections/example-<i>.png``). Returns ({manifest key: path}, report["task"]
+        ["examples"])."""
+        from edgerep.report.detect_view import DISPLAY_SCORE, example_png
+
+        image = _image_reader(dataset)
+        if other is None or image is None:
+            why = "no INT8 engine ran" if other is None else f"data set {getattr(dataset, 'name', '?')} gives no image"
+            return {}, {"files": [], "why_not": why}
+        names = list(getattr(dataset, "class_names", None) or [])
+        files: dict[str, str] = {}
+        rels = []
+        for k, (a, b) in enumerate(zip(details[ref]["examples"], details[other]["examples"])):
+            png = example_png(image(a["image"]), targets[a["image"]], [("unfolded fp32", a), (other, b)], names)
+            rel = f"detections/example-{k}.png"
+            (Path(root) / "detections").mkdir(parents=True, exist_ok=True)
+            (Path(root) / rel).write_bytes(png)
+            files[f"task:{rel}"] = rel
+            rels.append(rel)
+        return files, {"files": rels, "engine": other, "reference": ref, "display_score": DISPLAY_SCORE}
 
     def ground_truth_files(self, dataset: Any, limit: int | None) -> dict[str, Any]:
         n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -185,8 +216,19 @@ class DetectTask:
         n = len(outputs)
         names = list(getattr(dataset, "class_names", None) or [str(k) for k in range(outputs.shape[1] - 4)])
         gt = coco_ground_truth(targets[:n], [str(i) for i in range(n)], names)
-        dets = self.detections(outputs, dataset, _input_hw(dataset))
+        dets = self.detections(outputs, dataset, _input_hw(dataset), original=False)
         return coco_map(gt, detections_to_coco(dets, list(range(n)))).map
+
+
+def _image_reader(dataset: Any) -> Callable[[int], np.ndarray] | None:
+    """Test image i in the targets' frame (uint8), for the report's pictures: ``dataset.image(i)``, or a scene."""
+    if hasattr(dataset, "image"):
+        return dataset.image
+    from edgerep.data.scenes import ScenesDataset, render
+
+    if isinstance(dataset, ScenesDataset):
+        return lambda i: render(dataset.split, int(i))[0]
+    return None
 
 
 def _input_hw(dataset: Any) -> tuple[int, int] | None:
@@ -195,10 +237,11 @@ def _input_hw(dataset: Any) -> tuple[int, int] | None:
     return (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
 
 
-def _to_target_frame(dataset: Any, i: int, boxes: np.ndarray, input_hw: tuple[int, int] | None) -> np.ndarray:
-    """Model-input pixels -> the data set's target frame (see the module docstring)."""
-    if dataset is not None and hasattr(dataset, "target_boxes"):
-        return np.asarray(dataset.target_boxes(i, boxes), np.float64).reshape(-1, 4)
+def _to_frame(dataset: Any, i: int, boxes: np.ndarray, input_hw: tuple[int, int] | None,
+              original: bool) -> np.ndarray:
+    """Model-input pixels -> the ground truth's frame (``original``) or the targets' (see the module docstring)."""
+    if dataset is not None and hasattr(dataset, "to_original"):
+        return np.asarray(dataset.to_original(i, boxes), np.float64).reshape(-1, 4) if original else boxes
     size = getattr(dataset, "image_size", None)
     if size is not None and input_hw is not None:
         th, tw = (size, size) if isinstance(size, int) else size

@@ -15,6 +15,7 @@ user pays for is PSNR. The tie-breaking ``error`` is the output MSE relative to 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -131,7 +132,7 @@ class SRTask:
                           scores_file=rel, fidelity=fid, nonfinite=int(np.sum(~finite)), user=user)
         file = {"convention": CONVENTION, "scale": _scale(dataset, outputs), "engine": name,
                 "images": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
-        return Evaluation(acc, {rel: file}, {"per_image": rows})
+        return Evaluation(acc, {rel: file}, {"per_image": rows, "first": outputs[:1]})
 
     def ground_truth_files(self, dataset: Any, limit: int | None) -> dict[str, Any]:
         """``sr/test.json``: the test images (ids, the photos they come from), the scale and the LR method, so
@@ -142,23 +143,26 @@ class SRTask:
                                  "ids": dataset.sample_ids()[:n],
                                  "data": dataset.describe() if hasattr(dataset, "describe") else None}}
 
-    def picture(self, dataset: Any, outputs: dict[str, np.ndarray], reference: str) -> dict[str, bytes]:
-        """``sr/crop.png`` (bicubic, unfolded FP32, INT8, HR of one crop of the first test image, with PSNR) and
-        ``sr/crop.json`` (the crop and its numbers); ``outputs`` maps ``<engine>-<precision>`` to at least the
-        first test image's output. Nothing when no INT8 engine ran."""
+    def write_views(self, root: Path, dataset: Any, targets: Any, details: dict[str, dict], ref: str,
+                    other: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+        """The report view: ``sr/crop.png`` (bicubic, unfolded FP32 ``ref``, INT8 ``other``, HR of one crop of the
+        first test image, with PSNR; ``edgerep.report.sr_picture``) and ``sr/crop.json``. Returns ({manifest key:
+        path}, report["task"]["examples"])."""
         import json
 
         from edgerep.report.sr_picture import crop_picture
 
-        int8 = next((n for n in outputs if n.startswith("onnxruntime") and n.endswith("int8")), None) or \
-            next((n for n in outputs if n.endswith("int8")), None)
-        if int8 is None or reference not in outputs or not len(dataset):
-            return {}
+        first = {k: v.get("first") for k, v in details.items()}
+        if other is None or first.get(other) is None or first.get(ref) is None or not len(dataset):
+            return {}, {"files": [], "why_not": "no INT8 engine ran" if other is None else "no test image scored"}
         lr, hr = dataset.pair(0)
-        png, info = crop_picture(lr, hr, outputs[reference][0], outputs[int8][0], int(dataset.scale),
-                                 ("unfolded FP32", int8))
-        info.update({"image": dataset.sample_ids()[0], "fp32": reference, "int8": int8})
-        return {"sr/crop.png": png, "sr/crop.json": (json.dumps(info, indent=1) + "\n").encode()}
+        png, info = crop_picture(lr, hr, first[ref][0], first[other][0], int(dataset.scale), ("unfolded FP32", other))
+        info.update({"image": dataset.sample_ids()[0], "reference": ref, "engine": other})
+        (Path(root) / "sr").mkdir(parents=True, exist_ok=True)
+        (Path(root) / "sr" / "crop.png").write_bytes(png)
+        (Path(root) / "sr" / "crop.json").write_text(json.dumps(info, indent=1) + "\n")
+        return ({"task:sr/crop.png": "sr/crop.png", "task:sr/crop.json": "sr/crop.json"},
+                {"files": ["sr/crop.png"], "engine": other, "reference": ref, "crop": info})
 
     def selection_score(self, outputs: np.ndarray, targets: Any, reference: np.ndarray, *, dataset: Any = None):
         from edgerep.quant.mixed import Score

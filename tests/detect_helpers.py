@@ -1,0 +1,61 @@
+"""A tiny detector checkpoint for detection tests: ``repdet_scenes(width_scale=0.125)`` randomised, its batch norms'
+running statistics taken on scene images (so deploy's input-statistics gate sees the inputs it was "trained" on),
+class priors at p = 0.01 as detectors start; 3x64x64 input (scenes are 160x160: boxes map back by the ratio)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+INPUT = (3, 64, 64)
+
+
+def tiny_detector(seed: int = 0) -> torch.nn.Module:
+    from edgerep.blocks.testing import randomize_
+    from edgerep.data.base import Preprocess
+    from edgerep.data.scenes import ScenesDataset
+    from edgerep.models import create_model
+
+    m = create_model("repdet_scenes", width_scale=0.125)
+    randomize_(m, seed)
+    for h in m.heads:
+        torch.nn.init.constant_(h.cls_pred.bias, -4.6)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.reset_running_stats()
+            mod.momentum = None  # a cumulative average over the batches below
+    m.train()
+    with torch.no_grad():
+        for x, _ in ScenesDataset("train", Preprocess(INPUT, (0.0,) * 3, (1.0,) * 3), n=32).batches(16):
+            m(torch.from_numpy(x))
+    return m.eval()
+
+
+def save_tiny_detector(path: Path, *, dataset: str | None = "scenes", task: str = "classify") -> Path:
+    """The tiny detector as an edgerep checkpoint (``task`` left at the default: the data set decides)."""
+    from edgerep.checkpoint import CheckpointMeta, save_checkpoint
+
+    meta = CheckpointMeta(arch="repdet_scenes", arch_kwargs={"width_scale": 0.125}, input_shape=INPUT,
+                          mean=(0.0,) * 3, std=(1.0,) * 3, class_names=[str(i) for i in range(10)], dataset=dataset,
+                          task=task)
+    save_checkpoint(path, tiny_detector(), meta)
+    return path
+
+
+def transposed(outputs: np.ndarray) -> list:
+    """A user's ``--postprocess`` for a model whose output is (N, anchors, 4 + C) (the tests' layout)."""
+    from edgerep.bench.detect_post import postprocess
+
+    return postprocess(np.ascontiguousarray(np.asarray(outputs).transpose(0, 2, 1)))
+
+
+class Transposed(torch.nn.Module):
+    """A detector whose output is (N, anchors, 4 + C): the built-in decoder cannot read it."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).transpose(1, 2)
