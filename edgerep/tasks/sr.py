@@ -84,7 +84,7 @@ class SRTask:
     def matches_output(self, shape: tuple[int, ...]) -> bool:
         return len(shape) == 4
 
-    def check_output(self, shape: tuple[int, ...]) -> None:
+    def check_output(self, shape: tuple[int, ...], classes: int | None = None) -> None:
         if not self.matches_output(shape) or shape[1] != 3:
             raise EdgerepError(f"sr: the model's output has shape {tuple(shape)}, not (N, 3, H, W) RGB",
                                hint="an SR model returns the RGB image; pass --task classify for another model")
