@@ -145,6 +145,7 @@ def test_report_html_shows_the_crop_with_psnr(sr_bundle):
     assert info["panels"][info["engine"]]["psnr_db"] == pytest.approx(per["psnr_db"], abs=1e-5)
     html = (out / "report.html").read_text()
     assert 'id="sr-crop"' in html and "bicubic, unfolded FP32, INT8, HR" in html
+    assert "INT8: PSNR / SSIM" in html and "top-1 –" not in html  # the gate's headline speaks dB
     assert (out / "sr" / "crop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

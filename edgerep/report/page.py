@@ -5,7 +5,8 @@ from edgerep.report import fmt
 from edgerep.report.detect_view import detections_section
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
-from edgerep.report.rows import accuracy_heading, engine_entries, engine_rows, is_detection, is_psnr, split_entries
+from edgerep.report.rows import (accuracy_heading, engine_entries, engine_rows, is_detection, is_psnr, psnr_text,
+                                 split_entries)
 from edgerep.report.models.results import top1_of
 
 SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
@@ -38,7 +39,8 @@ def _headline(report: dict, rows) -> str:
     e = int8[0]
     acc = e["accuracy"]
     drop = e.get("drop") or {}
-    said = fmt.detection(acc) if acc.get("metric") == "map" else "top-1 " + fmt.accuracy(top1_of(acc), acc.get("samples"))
+    said = (fmt.detection(acc) if acc.get("metric") == "map" else "PSNR / SSIM " + psnr_text(acc)
+            if acc.get("metric") == "psnr" else "top-1 " + fmt.accuracy(top1_of(acc), acc.get("samples")))
     bits = [f"{esc(e.get('name', '?'))} INT8: {esc(said)}",
             f"{esc(drop.get('of', 'top1'))} drop {esc(fmt.points(drop.get('value'), signed=False))} "
             f"{esc(drop.get('unit', 'points'))} vs the unfolded model"]
@@ -73,7 +75,8 @@ def _engines(report: dict) -> str:
            engine_entries(report)]
     if lat and lat[0][0]:
         what = ("COCO mAP (pycocotools; annotations/test.json and predictions/ in the bundle)" if is_detection(report)
-                else "top-1")
+                else "PSNR / SSIM on Y, scale pixels shaved (scikit-image; per image in sr/ in the bundle)"
+                if is_psnr(report) else "top-1")
         note = (f'<p class="muted">Latency: batch {esc(str(lat[0][1] or 1))}, percentiles over each engine\'s '
                 f"timed runs; see the <a href=\"#plot-latency\">latency plot</a>. Accuracy: {what} on the held-out "
                 f'test split against the <b>unfolded</b> FP32 model; see the <a href="#plot-accuracy">accuracy plot</a>.</p>')
