@@ -15,7 +15,8 @@ its stage times (report.json ``timings_s``). CPU, ISA and the load average are p
 wall times on a loaded host are noise, peak RSS is not.
 
     .venv/bin/python benchmarks/scale.py                           # repvgg_a0, 224, 256 images
-    .venv/bin/python benchmarks/scale.py --calib-samples 1024 --json
+    .venv/bin/python benchmarks/scale.py --calib-samples 1024 --json > a0-1024.json
+    .venv/bin/python benchmarks/scale.py --table *.json    # the README's table from saved --json runs
 """
 from __future__ import annotations
 
@@ -79,6 +80,31 @@ def host() -> dict:
             "loadavg": [round(v, 2) for v in os.getloadavg()]}
 
 
+GIB_JETSON = 8.0  # an 8 GB Jetson's memory, shared by CPU and GPU
+
+
+def table(results: list[dict]) -> str:
+    """One Markdown row per saved ``--json`` run (model, size, images), deploy against by hand, with the
+    host's load beside each: the README's table."""
+    rows = ["| model | input | images | by hand: wall, peak RSS | deploy: wall (x), peak RSS (x) | deploy stages (s) "
+            "| load before / after |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["size"], r["model"], r["calib_samples"])):
+        h, d = r["by_hand"], r["deploy"]
+        stages = {k: v for k, v in d["timings_s"].items() if k != "total" and v >= 0.5}
+        rows.append(f"| {r['model']} | {r['size']}x{r['size']} | {r['calib_samples']:,} | {h['wall_s']:.1f} s, "
+                    f"{h['peak_rss_mib'] / 1024:.2f} GiB | {d['wall_s']:.1f} s ({r['ratio']['wall']:.1f}x), "
+                    f"{d['peak_rss_mib'] / 1024:.2f} GiB ({r['ratio']['peak_rss']:.1f}x) | "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
+                    + f" | {r['host_before']['loadavg'][0]:g} / {r['host_after']['loadavg'][0]:g} |")
+    hosts = {(r["host_before"]["cpu"], r["host_before"]["isa"], r["host_before"]["cores"]) for r in results}
+    fits = [f"{r['model']} {r['size']} ({r['calib_samples']})" for r in results
+            if r["deploy"]["peak_rss_mib"] / 1024 > GIB_JETSON * 0.5]
+    note = ("every run's peak is under half of an 8 GB Jetson's memory" if not fits else
+            "over half of an 8 GB Jetson's memory (shared with the GPU): " + ", ".join(fits))
+    return "\n".join(rows) + "\n\nhost: " + "; ".join(f"{c} ({i}), {n} cores" for c, i, n in sorted(hosts)) \
+        + f"; peak RSS: os.wait4 ru_maxrss of each child; {note}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="repvgg_a0", help="timm model name (default repvgg_a0)")
@@ -87,7 +113,12 @@ def main() -> int:
     ap.add_argument("--calib-samples", type=int, default=256, help="calibration images (default 256)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     ap.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
+    ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
+                    help="print the README's table from runs saved with --json (runs nothing)")
     a = ap.parse_args()
+    if a.table:
+        print(table([json.loads(p.read_text()) for p in a.table]))
+        return 0
 
     work = a.keep or Path(tempfile.mkdtemp(prefix="edgerep-scale-"))
     work.mkdir(parents=True, exist_ok=True)

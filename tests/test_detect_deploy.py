@@ -159,3 +159,13 @@ def test_quantize_scores_a_detectors_choices_by_selection_map(det_ckpt, tmp_path
     assert ref["task"] == "detect" and ref["measure"].startswith("mAP@[.5:.95] drop") and ref["samples"] == 8
     with pytest.raises(SystemExit):  # argparse: --task takes classify or detect only
         main(["quantize", str(det_ckpt), "-o", str(tmp_path / "q2"), "--task", "segment"])
+
+
+def test_gate_command_junit_and_markdown_name_map_and_counts(det_bundle, tmp_path):
+    from edgerep.cli import main
+
+    junit, md = tmp_path / "gate.xml", tmp_path / "gate.md"
+    assert main(["gate", str(det_bundle), "--max-drop", "-0.5", "--junit", str(junit), "--markdown", str(md)]) == 1
+    xml = junit.read_text()
+    assert "mAP@[.5:.95] unfolded" in xml and f"on {EVAL} images" in xml and "instances" in xml
+    assert "map drop vs unfolded fp32" in md.read_text()

@@ -210,3 +210,18 @@ def test_a_letterboxed_data_set_is_scored_in_original_pixels_on_test_and_in_inpu
     box = ev.files["predictions/x.json"][0]["bbox"]
     assert box == pytest.approx([8, 16, 64, 64])  # xywh in original pixels
     assert task._map(out, targets, ds) == pytest.approx(100.0)
+
+
+def test_coco_map_leaves_its_inputs_as_they_were():
+    """coco_map copies each result and annotation dict (pycocotools writes keys into them), not deep copies."""
+    import json
+
+    from edgerep.bench.detect_metrics import coco_map, detections_to_coco
+    from edgerep.bench.detect_post import postprocess
+
+    ds, targets, out = _scene_outputs()
+    gt = ds.coco()
+    preds = detections_to_coco(postprocess(out), list(range(6)))
+    before = json.dumps([gt, preds], sort_keys=True)
+    first, second = coco_map(gt, preds), coco_map(gt, preds)
+    assert json.dumps([gt, preds], sort_keys=True) == before and first == second

@@ -8,7 +8,6 @@ and a COCO results JSON alone.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 from dataclasses import dataclass, field
@@ -59,7 +58,9 @@ def coco_map(ground_truth: dict | str | Path, predictions: Sequence[dict] | str 
     COCO ``ground_truth`` dict (either may be a JSON file path) with pycocotools' ``COCOeval``."""
     COCO, COCOeval = _pycocotools()
     gt_dict = _load(ground_truth, "ground truth")
-    preds = copy.deepcopy(list(_load(predictions, "predictions")))  # loadRes writes into them
+    # loadRes adds keys to each result (area, id, segmentation) and COCOeval to each annotation (ignore): a copy
+    # of each dict suffices (no nested value is changed in place), far cheaper than a deep copy at 100k boxes
+    preds = [dict(p) for p in _load(predictions, "predictions")]
     if not isinstance(gt_dict, dict) or not {"images", "annotations", "categories"} <= set(gt_dict):
         raise DataError("ground truth must be a COCO dict with images, annotations and categories")
     image_ids = {im["id"] for im in gt_dict["images"]}
@@ -78,7 +79,9 @@ def coco_map(ground_truth: dict | str | Path, predictions: Sequence[dict] | str 
     gt_dict = {"info": {}, **gt_dict}
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = copy.deepcopy(gt_dict)
+        gt.dataset = {**gt_dict, "images": [dict(i) for i in gt_dict["images"]],
+                      "annotations": [dict(a) for a in gt_dict["annotations"]],
+                      "categories": [dict(c) for c in gt_dict["categories"]]}
         gt.createIndex()
         dt = gt.loadRes(preds)
         ev = COCOeval(gt, dt, "bbox")

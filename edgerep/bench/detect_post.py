@@ -60,25 +60,29 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshol
     ``iou_threshold``; boxes of different classes never suppress each other."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     scores, classes = np.asarray(scores, np.float64).reshape(-1), np.asarray(classes).reshape(-1)
-    order = np.argsort(-scores, kind="stable")
+    cap = max(0, int(max_detections))
+    # One pass in score order over every class (stable: ties by index). A box's fate depends only on the kept
+    # boxes of its class scored above it, all seen before it, so this is per-class greedy NMS; and the first
+    # `cap` boxes kept in this order are the `cap` best of all kept ones, so the pass stops there.
+    areas = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
     kept: list[int] = []
-    cap = max(0, int(max_detections))  # a class's kept box ranked below `cap` of its own is never in the top `cap`
-    for c in np.unique(classes):
-        idx = order[classes[order] == c]
-        b = boxes[idx]
-        alive = np.ones(len(idx), bool)
-        taken = 0
-        for j in range(len(idx)):  # IoU of each kept box with the later ones only (not the whole matrix)
-            if not alive[j]:
+    by_class: dict = {}  # class -> indices kept so far
+    for i in np.argsort(-scores, kind="stable"):
+        if len(kept) >= cap:
+            break
+        same = by_class.setdefault(classes[i], [])
+        if same:
+            k = np.asarray(same)
+            b, kb = boxes[i], boxes[k]
+            inter = (np.clip(np.minimum(kb[:, 2], b[2]) - np.maximum(kb[:, 0], b[0]), 0, None)
+                     * np.clip(np.minimum(kb[:, 3], b[3]) - np.maximum(kb[:, 1], b[1]), 0, None))
+            union = areas[k] + areas[i] - inter
+            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            if (iou > iou_threshold).any():
                 continue
-            kept.append(int(idx[j]))
-            taken += 1
-            if taken >= cap:
-                break
-            alive[j + 1:] &= box_iou(b[j:j + 1], b[j + 1:])[0] <= iou_threshold
-    out = np.asarray(kept, np.int64)
-    out = out[np.lexsort((out, -scores[out]))] if len(out) else out
-    return out[:max(0, int(max_detections))]
+        same.append(int(i))
+        kept.append(int(i))
+    return np.asarray(kept, np.int64)
 
 
 def decode(output: np.ndarray, score_threshold: float = SCORE_THRESHOLD,

@@ -130,29 +130,39 @@ class _Stats:
         a = np.asarray(a, dtype=np.float32)
         if a.size == 0:
             return
-        finite = a[np.isfinite(a)] if not np.isfinite(a).all() else a
-        self.lo = min(self.lo, float(finite.min()))
-        self.hi = max(self.hi, float(finite.max()))
+        lo, hi = a.min(), a.max()  # a NaN or an infinity shows in one of them: only then is a filtered
+        finite = a if np.isfinite(lo) and np.isfinite(hi) else a[np.isfinite(a)]
+        if finite is not a:
+            if finite.size == 0:
+                return
+            lo, hi = finite.min(), finite.max()
+        self.lo = min(self.lo, float(lo))
+        self.hi = max(self.hi, float(hi))
         if a.ndim >= 2:
             axes = (0,) + tuple(range(2, a.ndim))
             s = a.sum(axis=axes, dtype=np.float64)
             n = a.size // a.shape[1]
             self.ch_sum = s if self.ch_sum is None or self.ch_sum.shape != s.shape else self.ch_sum + s
             self.count += n
-        ab = np.abs(finite).ravel()
-        amax = float(ab.max())
+        amax = max(-lo, hi)  # the largest |x|, exactly (negation is exact)
         if self.hist is None:
-            self.width = max(amax, self.first_amax, 1e-12) / 2048
+            self.width = max(float(amax), self.first_amax, 1e-12) / 2048
             self.hist = np.zeros(2048, dtype=np.int64)
-        idx = np.minimum((ab / self.width).astype(np.int64), np.iinfo(np.int64).max // 2)
-        need = int(idx.max()) + 1
+        # bins are floor(|x| / width) in float32, a monotone map: the largest bin is the largest |x|'s
+        top = float(np.float32(amax) / np.float32(self.width))
+        idx = (np.abs(finite).ravel() / self.width).astype(np.int64)
+        if top >= 2.0 ** 62:  # bins beyond int64 (a first batch of ~0, then large values): clamp them
+            idx = np.minimum(idx, np.iinfo(np.int64).max // 2)
+            need = int(idx.max()) + 1
+        else:
+            need = int(top) + 1
         while need > _MAX_BINS:  # coarsen: double the bin width
             if len(self.hist) % 2:
                 self.hist = np.append(self.hist, 0)
             self.hist = self.hist.reshape(-1, 2).sum(axis=1)
             self.width *= 2
             idx //= 2
-            need = int(idx.max()) + 1
+            need = (need - 1) // 2 + 1
         if need > len(self.hist):
             self.hist = np.concatenate([self.hist, np.zeros(need - len(self.hist), dtype=np.int64)])
         self.hist += np.bincount(idx, minlength=len(self.hist))
@@ -238,7 +248,9 @@ class _AbsHistogram:
         flat = a.ravel()
         if flat.size == 0:
             return
-        mn, mx = np.nanmin(flat), np.nanmax(flat)
+        mn, mx = flat.min(), flat.max()  # NaN propagates: only then the slower nan-aware ones
+        if np.isnan(mn) or np.isnan(mx):
+            mn, mx = np.nanmin(flat), np.nanmax(flat)
         self.lo = mn if self.lo is None else min(self.lo, mn)
         self.hi = mx if self.hi is None else max(self.hi, mx)
         ab = np.absolute(flat)
@@ -250,7 +262,7 @@ class _AbsHistogram:
         if self._first:
             self.hist += bin_counts(ab, self.edges)
             return
-        amax = np.nanmax(ab)
+        amax = max(-mn, mx)  # np.nanmax(|x|), exactly
         self._batch_amax = amax if self._batch_amax is None else max(self._batch_amax, amax)
         last = self.edges[-1]
         below = ab < last
