@@ -25,7 +25,7 @@ def batch_for(sample_shape: tuple[int, ...] | list[int], *, itemsize: int = 4, c
 def x_shape(dataset) -> tuple[int, ...]:
     """One sample's input shape: the data set's preprocessing says it, else its first sample is read."""
     shape = getattr(getattr(dataset, "pre", None), "input_shape", None)
-    if shape:
+    if shape and all(int(d) > 0 for d in shape):  # an SR set's (3, 0, 0): any size, read the first sample
         return tuple(int(d) for d in shape)
     x, _ = next(iter(dataset.batches(1)))
     return tuple(int(d) for d in x.shape[1:])

@@ -393,6 +393,9 @@ def stage_load(*, opts: DeployOptions, say: Progress) -> LoadOutput:
     _check_input_shape(loaded.model, input_shape, Path(opts.checkpoint),
                        from_flag=opts.load.get("input_shape") is not None)
     task, task_source = deploy_task(opts, meta, splits.test, loaded.model, input_shape)
+    if hasattr(task, "check_data"):  # what the task can score (SR: one image size per scored set)
+        task.check_data(splits.selection, "selection")
+        task.check_data(splits.test, "test")
     if splits.overlap:
         warned.append("calibration, selection and test sets share samples (--allow-overlap): "
                       "accuracy figures are optimistic")
@@ -405,6 +408,11 @@ def stage_load(*, opts: DeployOptions, say: Progress) -> LoadOutput:
     for problem in shift_problems(stats):
         _warn(warned, say, "the inputs do not look like the model's training inputs: " + problem)
     return replace(load, report=report)
+
+
+def _has_ground_truth(ds) -> bool:
+    """Whether a set without class labels still has ground truth (an SR set: its HR images)."""
+    return getattr(ds, "task", None) == "sr"
 
 
 def deploy_task(opts: DeployOptions, meta, test, model, input_shape: tuple) -> tuple[Any, str]:
@@ -440,7 +448,7 @@ def _data_warnings(opts: DeployOptions, splits, plan: CalibrationPlan, say: Prog
         if ds.note and ds.note not in splits.notes:
             splits.notes.append(ds.note)
             say("load", ds.note)
-    if not splits.test.has_labels:
+    if not splits.test.has_labels and not _has_ground_truth(splits.test):
         _warn(warned, say, "no labelled test data (--data / --eval-data): no accuracy is measured"
               + ("; the gate fails with 'no accuracy measured' (pass --no-accuracy-gate for a latency-only run)"
                  if opts.accuracy_gate else " (latency-only run: --no-accuracy-gate)"))
@@ -510,7 +518,7 @@ def _report_head(opts: DeployOptions, load: LoadOutput) -> dict[str, Any]:
                  "calibration_samples": min(plan.samples, len(splits.calibration)),
                  "selection_samples": min(select_limit(opts), len(splits.selection)),
                  "evaluation_samples": min(opts.eval_samples or len(splits.test), len(splits.test)),
-                 "labelled": bool(splits.test.has_labels)},
+                 "labelled": bool(splits.test.has_labels or _has_ground_truth(splits.test))},
     }
 
 
@@ -553,7 +561,9 @@ def stage_export(*, bundle_dir: Path, load: LoadOutput, fold: FoldOutput) -> Exp
     folded_meta = load.meta.__class__.from_dict({**load.meta.to_dict(), "folded": True})
     save_checkpoint(bundle_dir / "model.folded.pt", fold.module, folded_meta)
     fp32_onnx = bundle_dir / "model.fp32.onnx"
-    export_onnx(fold.module, fp32_onnx, load.input_shape, dynamic_batch=True)
+    # an SR model runs on patches (calibration) and whole frames (evaluation): one file, any height and width
+    sr = load.task is not None and load.task.name == "sr"
+    export_onnx(fold.module, fp32_onnx, load.input_shape, dynamic_batch=True, dynamic_hw=sr)
     return ExportOutput(bundle_dir / "model.folded.pt", fp32_onnx,
                         {"folded_checkpoint": "model.folded.pt", "fp32_onnx": fp32_onnx.name})
 

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     train = PhotosDataset("train", scale=SCALE)
     images = train.images()
     meta = CheckpointMeta(arch="ecbsr_x2", arch_kwargs={}, input_shape=(3, 64, 64), mean=(0.0, 0.0, 0.0),
-                          std=(1.0, 1.0, 1.0), dataset="photos")
+                          std=(1.0, 1.0, 1.0), dataset="photos", task="sr")
     model = create_model("ecbsr_x2")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"ecbsr_x2 params={n_params} train photos={[n for n, _, _ in images]} steps={args.steps} "

@@ -86,3 +86,25 @@ def test_bias_correction_matches_the_analytic_shift(tmp_path, groups):
 
 def rng_normal(shape):
     return np.random.default_rng(2).standard_normal(shape)
+
+
+def test_equalization_passes_prelu_exactly(tmp_path):
+    """PReLU (every ECBSR / SR net's activation) is positively homogeneous per channel: conv -> PReLU -> conv is
+    equalized, exactly, whatever the slopes (the hostile ECBSR's drifted channels are this)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8), nn.Conv2d(8, 8, 3, padding=1), nn.PReLU(8),
+                      nn.Conv2d(8, 3, 3, padding=1)).eval()
+    with torch.no_grad():
+        m[1].weight.uniform_(-0.5, 0.5)  # negative and positive slopes
+        m[0].weight[2] *= 100.0
+        m[0].bias[2] *= 100.0
+        m[2].weight[:, 2] /= 100.0
+    export_onnx(m, tmp_path / "m.onnx", (3, 8, 8))
+    model = onnx.load(tmp_path / "m.onnx")
+    assert [(a.op_type, b.op_type) for a, b, _ in find_pairs(model)] == [("Conv", "Conv"), ("Conv", "Conv")]
+    rep = equalize_model(model)
+    onnx.save(model, tmp_path / "eq.onnx")
+    assert rep.range_ratio_before > 50 and rep.range_ratio_after < 0.2 * rep.range_ratio_before
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    a, b = OrtEngine(tmp_path / "m.onnx").run(x), OrtEngine(tmp_path / "eq.onnx").run(x)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())

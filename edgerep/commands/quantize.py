@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         task = task.with_postprocess(args.postprocess)
     if task.name != "classify":
         log(f"task {task.name} ({task_source}): choices scored by {task.metric} on the selection set")
+    if hasattr(task, "check_data"):
+        task.check_data(evaluate, "selection")
     with staged_outputs(out) as tmp:  # a failed run leaves nothing behind
         if fold is None:
             fp32 = args.model
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             from edgerep.quant.export import export_onnx
 
             fp32 = tmp / "model.fp32.onnx"
-            export_onnx(fold.module, fp32, tuple(meta.input_shape))
+            export_onnx(fold.module, fp32, tuple(meta.input_shape), dynamic_hw=task.name == "sr")  # SR: any size
             reference = TorchReference(loaded.model)  # the UNFOLDED model is what every INT8 candidate is compared to
             log(f"folded and exported {out / fp32.name} (fold error {fold.verify.max_rel_error:.1e} relative)")
         from dataclasses import replace

@@ -1,7 +1,10 @@
 """Data sets edgerep calibrates and evaluates on: ``open_dataset(spec, split=..., meta=...)``.
 
-``spec`` is ``"digits"`` (built in, real handwritten digits), ``"synthetic"`` (random, latency
-only), a directory of class sub-folders, or an ``.npz`` file with ``x`` and ``y``. ``meta`` (a
+``spec`` is ``"digits"`` (built in, real handwritten digits), ``"photos"`` (built in, super-resolution: the
+photos inside the scikit-image / scikit-learn wheels, ``edgerep.data.photos``), ``"synthetic"`` (random, latency
+only), a directory of class sub-folders, or an ``.npz`` file with ``x`` and ``y``. For an SR checkpoint
+(``meta.task == "sr"``) a directory is a folder of HR images, or of ``hr/`` + ``lr/`` pairs (a folder holding
+both ``hr/`` and ``lr/`` is read as pairs whatever the checkpoint). ``meta`` (a
 ``CheckpointMeta``) gives the preprocessing: input shape, mean, std, class names.
 """
 from __future__ import annotations
@@ -14,7 +17,7 @@ from edgerep.errors import DataError
 
 __all__ = ["open_dataset", "Dataset", "Preprocess", "BUILTIN"]
 
-BUILTIN = ("digits", "scenes", "synthetic")
+BUILTIN = ("digits", "scenes", "photos", "synthetic")
 
 
 def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, limit: int | None = None) -> Dataset:
@@ -38,6 +41,10 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
         from edgerep.data.scenes import DEFAULT_SHAPE, ScenesDataset
 
         return ScenesDataset(split, Preprocess.from_meta(meta, DEFAULT_SHAPE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+    if s == "photos" or is_sr_folder(s, meta):
+        from edgerep.data.sr import open_sr_dataset
+
+        return open_sr_dataset(s, split=split, scale=sr_scale(meta), meta=meta)
     if s == "synthetic":
         from edgerep.data.synthetic import SyntheticDataset
 
@@ -63,6 +70,20 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
         return ds
     raise DataError(f"data {s!r}: not a directory or .npz file",
                     hint=f"use a folder of class sub-folders, an .npz file, or one of {', '.join(BUILTIN)}")
+
+
+def sr_scale(meta: Any) -> int:
+    """An SR checkpoint's upscale factor: ``meta.extra["sr"]["scale"]``, else 2 (the registry's SR models are x2)."""
+    sr = (getattr(meta, "extra", None) or {}).get("sr") or {}
+    return int(sr.get("scale", 2))
+
+
+def is_sr_folder(spec: str, meta: Any) -> bool:
+    """A folder read as SR data: ``hr/`` + ``lr/`` sub-folders, or any folder for an SR checkpoint."""
+    p = Path(spec)
+    if not p.is_dir():
+        return False
+    return ((p / "hr").is_dir() and (p / "lr").is_dir()) or getattr(meta, "task", None) == "sr"
 
 
 def _require_preprocessing(meta: Any, what: str) -> None:

@@ -128,10 +128,17 @@ class DataSplits:
         Path(path).write_text(json.dumps(dump(doc), indent=1) + "\n")
 
 
-def _has_split(spec: str, split: str) -> bool:
-    """Whether the data set ``spec`` holds its own ``split`` (digits, a sub-folder, an npz key)."""
+def _has_split(spec: str, split: str, meta: Any = None) -> bool:
+    """Whether the data set ``spec`` holds its own ``split`` (digits, a sub-folder, an npz key; SR data: every
+    role, split by photo)."""
     if not split:
         return False
+    from edgerep.data import is_sr_folder
+
+    if spec == "photos" or is_sr_folder(spec, meta):
+        from edgerep.data.sr import ROLES as SR_ROLES
+
+        return split in SR_ROLES
     if spec == "digits":
         from edgerep.data.digits import SPLITS
 
@@ -221,7 +228,7 @@ def resolve_splits(*, data: str | None, calib: str | None = None, val: str | Non
             notes.append("synthetic inputs have no labels: no accuracy is measured")
         else:
             split_of = {r: calib_split if r == "calibration" else SPLIT_NAME[r] for r in rest}
-            own = [r for r in rest if _has_split(spec, split_of[r])
+            own = [r for r in rest if _has_split(spec, split_of[r], meta)
                    or (r == "calibration" and spec == "digits")]  # digits refuses an unknown split by name
             for r in own:
                 split = split_of[r]

@@ -37,7 +37,7 @@ from edgerep.data.base import Batches, Dataset, Preprocess, pixel_digest
 from edgerep.errors import DataError
 
 __all__ = ["ROLES", "SRItem", "SRDataset", "HRFolderDataset", "PairedFolderDataset", "lr_method",
-           "bicubic_downscale", "modcrop", "read_rgb", "split_by_photo", "sr_preprocess", "open_sr_dataset"]
+           "bicubic_downscale", "bicubic_upscale", "modcrop", "read_rgb", "split_by_photo", "sr_preprocess", "open_sr_dataset"]
 
 ROLES = ("train", "calib", "val", "test")
 #: the share of a user's photos in each held-out role (``split_by_photo``); the rest is ``train``
@@ -70,6 +70,15 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
         raise ValueError(f"expected uint8 (H, W, 3), got {hr.dtype} {hr.shape}")
     out = Image.fromarray(np.ascontiguousarray(hr), "RGB").resize((w // scale, h // scale), Image.Resampling.BICUBIC)
     return np.asarray(out, dtype=np.uint8)
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The SR baseline: Pillow bicubic upscaling of an LR image (uint8 HWC) by ``scale`` (uint8 HWC)."""
+    from PIL import Image
+
+    h, w = lr.shape[:2]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(lr), "RGB").resize((w * scale, h * scale),
+                                                                             Image.Resampling.BICUBIC))
 
 
 def read_rgb(path: Path) -> np.ndarray:

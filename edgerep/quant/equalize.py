@@ -1,6 +1,6 @@
 """Cross-layer equalization (Nagel et al., 2019) on an FP32 ONNX graph.
 
-For Conv1 -> (ReLU / pooling / Flatten: positive-homogeneous, per channel) -> Conv2|Gemm, output
+For Conv1 -> (ReLU / PReLU / pooling / Flatten: positive-homogeneous, per channel) -> Conv2|Gemm, output
 channel i of Conv1 is divided by s_i and input channel i of the next layer multiplied by s_i, with
 s_i = sqrt(r1_i / r2_i) so both ranges become sqrt(r1_i r2_i). The function is unchanged exactly
 (ReLU(x/s) = ReLU(x)/s for s > 0), but a folded RepVGG channel with huge weights (collapsed
@@ -58,9 +58,7 @@ def find_pairs(model) -> list[tuple[object, object, list]]:
                 break
             c = cs[0]
             if c.op_type in HOMOGENEOUS and c.input[0] == t:
-                if c.op_type == "PRelu":
-                    ok = False
-                    break
+                # PRelu too: prelu(x / s) = prelu(x) / s for s > 0 whatever the slopes (SR nets are PReLU)
                 between.append(c)
                 t = c.output[0]
                 continue

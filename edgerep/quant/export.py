@@ -39,6 +39,7 @@ class ExportReport:
     simplifier: str
     max_abs_error: float
     seconds: float
+    dynamic_hw: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,10 +69,12 @@ def _simplify(model):
 
 
 def export_onnx(model: "torch.nn.Module", path: str | Path, input_shape: tuple[int, ...], *, dynamic_batch: bool = True,
-                opset: int = 17, simplify: bool = True, atol: float = 1e-4) -> ExportReport:
+                opset: int = 17, simplify: bool = True, atol: float = 1e-4, dynamic_hw: bool = False) -> ExportReport:
     """Export ``model`` (eval mode) to ``path`` with input ``input`` and output ``logits``.
 
-    ``input_shape`` is (C, H, W) or (N, C, H, W). Raises ``EdgerepError`` when the exported
+    ``input_shape`` is (C, H, W) or (N, C, H, W). ``dynamic_hw`` (fully convolutional models, e.g. SR) makes
+    height and width of the input and of a 4-D output symbolic, and the onnxruntime check also runs at a
+    size other than ``input_shape`` (the file must serve patches and whole frames alike). Raises ``EdgerepError`` when the exported
     graph fails ``onnx.checker`` or onnxruntime FP32 differs from torch by more than ``atol``
     (relative to the output's scale).
     """
@@ -91,7 +94,7 @@ def export_onnx(model: "torch.nn.Module", path: str | Path, input_shape: tuple[i
     model = model.eval()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=gen)
-    dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    dyn = _dynamic_axes(model, x, dynamic_batch, dynamic_hw)
     with tempfile.TemporaryDirectory(prefix="edgerep-export-") as tmp:
         raw = os.path.join(tmp, "raw.onnx")
         with warnings.catch_warnings(), torch.no_grad():
@@ -113,15 +116,47 @@ def export_onnx(model: "torch.nn.Module", path: str | Path, input_shape: tuple[i
     os.replace(tmp_path, path)
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    xb = torch.randn(max(2, shape[0]) if dynamic_batch else shape[0], *shape[1:], generator=gen)
-    with torch.no_grad():
-        ref = model(xb)
-    ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).numpy()
-    got = sess.run(None, {INPUT_NAME: xb.numpy()})[0]
-    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    scale = max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+    n = max(2, shape[0]) if dynamic_batch else shape[0]
+    shapes = [(n, *shape[1:])]
+    if dynamic_hw:  # a second, odd-sized input: a size baked into the graph would fail here
+        shapes.append((n, shape[1], shape[2] + 3, shape[3] + 5))
+    err, scale = 0.0, 1.0
+    for shp in shapes:
+        xb = torch.randn(*shp, generator=gen)
+        with torch.no_grad():
+            ref = model(xb)
+        ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).numpy()
+        try:
+            got = sess.run(None, {INPUT_NAME: xb.numpy()})[0]
+        except Exception as exc:  # onnxruntime raises its own types
+            raise EdgerepError(f"{path}: onnxruntime FP32 fails on input {shp}: {str(exc).splitlines()[0][:200]}"
+                               ) from None
+        if got.shape != ref.shape:
+            raise EdgerepError(f"{path}: onnxruntime output {got.shape} for input {shp}, torch gives {ref.shape}")
+        err = max(err, float(np.max(np.abs(got - ref))) if ref.size else 0.0)
+        scale = max(scale, float(np.max(np.abs(ref))) if ref.size else 1.0)
     if not np.isfinite(err) or err > atol * scale:
         raise EdgerepError(f"{path}: onnxruntime FP32 differs from torch by {err:.3g} (> {atol:g} x {scale:.3g})")
     return ExportReport(path=str(path), opset=opset, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
                         input_shape=shape, dynamic_batch=dynamic_batch, nodes=len(proto.graph.node),
-                        simplifier=simplifier, max_abs_error=err, seconds=time.perf_counter() - t0)
+                        simplifier=simplifier, max_abs_error=err, seconds=time.perf_counter() - t0,
+                        dynamic_hw=dynamic_hw)
+
+
+def _dynamic_axes(model, x, dynamic_batch: bool, dynamic_hw: bool) -> dict | None:
+    """torch.onnx's ``dynamic_axes``: batch on input and output; with ``dynamic_hw`` also the input's H, W
+    and a 4-D output's H, W (named apart: an SR output is ``scale`` times the input)."""
+    import torch
+
+    if not (dynamic_batch or dynamic_hw):
+        return None
+    ins: dict[int, str] = {0: "batch"} if dynamic_batch else {}
+    outs: dict[int, str] = dict(ins)
+    if dynamic_hw:
+        ins.update({2: "height", 3: "width"})
+        with torch.no_grad():
+            y = model(x)
+        y = y[0] if isinstance(y, (tuple, list)) else y
+        if y.dim() == 4:
+            outs.update({2: "out_height", 3: "out_width"})
+    return {INPUT_NAME: ins, OUTPUT_NAME: outs}

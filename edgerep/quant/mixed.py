@@ -25,10 +25,11 @@ class Score:
     agreement: float | None = None
     paired: Paired | None = None  # per-image counts vs the reference (labelled classifiers)
     correct: Any = field(default=None, repr=False, compare=False)  # per-image correctness (bool array)
+    unit: str = "points"  # the drop's unit (the task's: points; dB for super-resolution)
 
     def verdict(self, budget: float) -> Verdict:
         """Within ``budget`` or shown worse, decided on the paired counts when there are any."""
-        return judge(self.drop, budget, self.paired)
+        return judge(self.drop, budget, self.paired, unit=self.unit)
 
 
 @dataclass

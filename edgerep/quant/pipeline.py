@@ -412,8 +412,11 @@ def _reference_summary(run: _Run, sel: _Selection) -> dict[str, Any]:
     measure = "top-1 drop" if counted else "100 * (1 - cosine) of the outputs"
     if judge.task.name == "detect" and judge.y is not None:
         measure = "mAP@[.5:.95] drop (points, pycocotools) on the selection split"
+    if judge.task.name == "sr" and getattr(judge.dataset, "scale", None) is not None:
+        measure = "PSNR drop (dB, Y channel, scikit-image) against the HR images of the selection split"
     summary = {"source": sel.reference_source, "top1": judge.ref_top1, "samples": int(n), "data": sel.data,
-               "held_out": sel.held_out, "role": sel.role, "labelled": judge.y is not None, "task": judge.task.name,
+               "held_out": sel.held_out, "role": sel.role, "labelled": judge.y is not None or measure.startswith("PSNR"),
+               "task": judge.task.name,
                "measure": measure,
                "onnx_fp32_top1": fp32.top1, "onnx_fp32_drop": fp32.drop,
                "points_per_image": round(100.0 / n, 4) if counted else None,

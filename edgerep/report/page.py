@@ -5,7 +5,8 @@ from edgerep.report import fmt
 from edgerep.report.detect_view import detections_section
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
-from edgerep.report.rows import accuracy_heading, engine_entries, engine_rows, is_detection, split_entries
+from edgerep.report.rows import (accuracy_heading, engine_entries, engine_rows, is_detection, is_psnr, psnr_text,
+                                 split_entries)
 from edgerep.report.models.results import top1_of
 
 SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
@@ -38,7 +39,8 @@ def _headline(report: dict, rows) -> str:
     e = int8[0]
     acc = e["accuracy"]
     drop = e.get("drop") or {}
-    said = fmt.detection(acc) if acc.get("metric") == "map" else "top-1 " + fmt.accuracy(top1_of(acc), acc.get("samples"))
+    said = (fmt.detection(acc) if acc.get("metric") == "map" else "PSNR / SSIM " + psnr_text(acc)
+            if acc.get("metric") == "psnr" else "top-1 " + fmt.accuracy(top1_of(acc), acc.get("samples")))
     bits = [f"{esc(e.get('name', '?'))} INT8: {esc(said)}",
             f"{esc(drop.get('of', 'top1'))} drop {esc(fmt.points(drop.get('value'), signed=False))} "
             f"{esc(drop.get('unit', 'points'))} vs the unfolded model"]
@@ -55,7 +57,8 @@ def _engines(report: dict) -> str:
     has_note = any(r["note"] for r in rows)
     head = ["engine", "precision"] + (["scenario"] if has_scen else []) + \
         ["p50 ms", "p90 ms", "p99 ms", "img/s"] + (["noise"] if has_noise else []) + \
-        [accuracy_heading(report), "drop vs unfolded (points)", "verdict"] + (["note"] if has_note else [])
+        [accuracy_heading(report), "drop vs unfolded" + (" (dB)" if is_psnr(report) else " (points)"), "verdict"] + \
+        (["note"] if has_note else [])
     body, classes = [], []
     for r in rows:
         verdict = {"pass": badge("pass", "ok"), "fail": badge("FAIL", "bad")}.get(r["verdict"], esc(r["verdict"]))
@@ -72,7 +75,8 @@ def _engines(report: dict) -> str:
            engine_entries(report)]
     if lat and lat[0][0]:
         what = ("COCO mAP (pycocotools; annotations/test.json and predictions/ in the bundle)" if is_detection(report)
-                else "top-1")
+                else "PSNR / SSIM on Y, scale pixels shaved (scikit-image; per image in sr/ in the bundle)"
+                if is_psnr(report) else "top-1")
         note = (f'<p class="muted">Latency: batch {esc(str(lat[0][1] or 1))}, percentiles over each engine\'s '
                 f"timed runs; see the <a href=\"#plot-latency\">latency plot</a>. Accuracy: {what} on the held-out "
                 f'test split against the <b>unfolded</b> FP32 model; see the <a href="#plot-accuracy">accuracy plot</a>.</p>')
@@ -85,6 +89,10 @@ _CAPTIONS = {
     "accuracy.png": ("plot-accuracy", "accuracy and drop per engine",
                      "Left: top-1 on the test split. Right: points lost against the unfolded model; "
                      "dashed = the gate's limit."),
+    "sr/crop.png": ("sr-crop", "SR crop: bicubic, unfolded FP32, INT8, HR",
+                    "One crop of the first test image, where INT8 differs most from FP32, enlarged without "
+                    "smoothing; each title: PSNR on Y of the whole image (the report's number) and of the crop; "
+                    "the last panel is |INT8 - FP32| on Y, amplified."),
     "sqnr.png": ("plot-sqnr", "INT8 SQNR per layer",
                  "Higher is better. Weight SQNR per-tensor and per-channel, and the model output's SQNR when "
                  "only that layer is INT8 (from the INT8-friendliness check)."),

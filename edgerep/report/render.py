@@ -115,6 +115,9 @@ def write_reports(report: dict, out_dir: Path, manifest: dict | None = None) -> 
     paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n")
     paths["md"].write_text(to_markdown(report))
     plots = report_plots(report)
+    picture = out_dir / "sr" / "crop.png"  # a super-resolution deploy's picture (edgerep.report.sr_picture)
+    if picture.is_file():
+        plots = {"sr/crop.png": picture.read_bytes(), **plots}
     for name, data in plots.items():
         (out_dir / name).write_bytes(data)
         paths[name] = out_dir / name

@@ -72,7 +72,8 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "throughput": fmt.count(lat.get("throughput_ips")),
             "noise": noise_mark(lat),
             "top1": fmt.points(acc.get("value") if detect else top1_of(acc), signed=False),
-            "top1_n": fmt.detection(acc, short=True) if detect else fmt.accuracy(top1_of(acc), samples),
+            "top1_n": (fmt.detection(acc, short=True) if detect else psnr_text(acc) if acc.get("metric") == "psnr"
+                       else fmt.accuracy(top1_of(acc), samples)),
             "samples": "" if samples is None else str(samples),
             "agreement": fmt.points((acc.get("fidelity") or {}).get("top1_agreement"), signed=False),
             "drop": "baseline" if is_base else drop_text(e.get("drop")),
@@ -80,6 +81,14 @@ def engine_rows(report: dict) -> list[dict[str, str]]:
             "note": e.get("reason", "") or "",
         })
     return rows
+
+
+def psnr_text(acc: dict) -> str:
+    """An SR engine's accuracy cell: ``31.381 dB / SSIM 0.8999 (2 images)``."""
+    v, ssim, n = acc.get("value"), acc.get("ssim"), acc.get("samples")
+    if v is None:
+        return fmt.DASH
+    return f"{v:.3f} dB / SSIM {ssim:.4f} ({n} image{'s' if n != 1 else ''})" if ssim is not None else f"{v:.3f} dB"
 
 
 #: the columns of the terminal and Markdown engine table: (row key, heading)
@@ -94,8 +103,17 @@ def is_detection(report: dict) -> bool:
     return task == "detect" or acc.get("metric") == "map"
 
 
+def is_psnr(report: dict) -> bool:
+    """Whether the report's accuracy is a super-resolution PSNR (its task's metric, else its baseline's)."""
+    acc = (report.get("baseline") or {}).get("accuracy") or {}
+    return (report.get("task") or {}).get("metric") == "psnr" or acc.get("metric") == "psnr"
+
+
 def accuracy_heading(report: dict, counted: bool = True) -> str:
-    """The accuracy column's heading: top-1 for classifiers, COCO mAP for detectors (with what the counts are)."""
+    """The accuracy column's heading: top-1 for classifiers, COCO mAP for detectors, PSNR / SSIM for SR (with
+    what the counts are)."""
+    if is_psnr(report):
+        return "PSNR / SSIM on Y (images)" if counted else "PSNR dB"
     if is_detection(report):
         return "mAP@[.5:.95] (mAP@.5; images, instances)" if counted else "mAP@[.5:.95]"
     return "top-1 (correct of images)" if counted else "top-1 %"

@@ -236,7 +236,8 @@ class TaskInfo(Open):
     metric: str = Field(description="the headline metric (engines' accuracy.metric where labels exist)")
     examples: Optional[dict[str, Any]] = Field(None, description="detect: the report page's pictures (`files` in the "
                                                                  "bundle: test images with the unfolded FP32 and "
-                                                                 "`engine`'s boxes), or `why_not`")
+                                                                 "`engine`'s boxes), or `why_not`; sr: `sr/crop.png` "
+                                                                 "(bicubic, FP32, `engine`, HR) and its `crop` numbers")
 
 
 class Report(Strict):

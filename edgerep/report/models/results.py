@@ -93,6 +93,18 @@ class Accuracy(Strict):
     predictions_file: Optional[str] = Field(None, description="detect: the COCO results JSON in the bundle "
                                                               "(pycocotools recomputes `value` from it and "
                                                               "annotations/test.json)")
+    ssim: Optional[float] = Field(None, description="super-resolution: mean SSIM on Y over the images (same "
+                                                    "convention as `value`)")
+    psnr_sum_db: Optional[float] = Field(None, description="super-resolution: sum of the per-image PSNRs, dB "
+                                                           "(shards add sums and `samples`, never means)")
+    ssim_sum: Optional[float] = Field(None, description="super-resolution: sum of the per-image SSIMs")
+    scale: Optional[int] = Field(None, description="super-resolution: the upscale factor (also the pixels shaved "
+                                                   "per border)")
+    output_psnr_db: Optional[float] = Field(None, description="super-resolution: mean PSNR of this engine's "
+                                                              "output image against the unfolded FP32 model's "
+                                                              "output (Y, shaved, 8-bit), dB (999: identical)")
+    scores_file: Optional[str] = Field(None, description="super-resolution: the per-image PSNR / SSIM JSON in "
+                                                         "the bundle")
 
     @model_validator(mode="after")
     def _unit_matches(self) -> "Accuracy":
@@ -163,6 +175,21 @@ def detect_accuracy(*, map: float, map50: float, images: int, instances: int, de
                     per_class_ap=({k: (None if v is None else round(float(v), 4)) for k, v in per_class.items()}
                                   if per_class is not None else None),
                     predictions_file=predictions_file, fidelity=fidelity, nonfinite=nonfinite, user=user or {})
+
+
+def sr_accuracy(*, psnr_sum: float, ssim_sum: float, images: int, scale: int, output_psnr_db: float | None = None,
+                scores_file: str | None = None, fidelity: Fidelity | None = None, nonfinite: int = 0,
+                user: dict | None = None) -> Accuracy:
+    """A super-resolution model's accuracy: mean PSNR on Y in dB against the HR images (SSIM beside it), with the
+    image count and the sums shards merge."""
+    unit, vs, _ = METRICS["psnr"]
+    n = int(images)
+    return Accuracy(task="super-resolution", metric="psnr", unit=unit, vs=vs,
+                    value=round(psnr_sum / n, 4) if n else None, samples=n, labelled=True,
+                    ssim=round(ssim_sum / n, 5) if n else None, psnr_sum_db=round(float(psnr_sum), 6),
+                    ssim_sum=round(float(ssim_sum), 6), scale=int(scale),
+                    output_psnr_db=None if output_psnr_db is None else round(float(output_psnr_db), 4),
+                    scores_file=scores_file, fidelity=fidelity, nonfinite=nonfinite, user=user or {})
 
 
 def make_drop(acc: Accuracy | None, ref: Accuracy | None) -> Drop | None:
