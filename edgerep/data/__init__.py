@@ -1,7 +1,9 @@
 """Data sets edgerep calibrates and evaluates on: ``open_dataset(spec, split=..., meta=...)``.
 
 ``spec`` is ``"digits"`` (built in, real handwritten digits), ``"synthetic"`` (random, latency
-only), a directory of class sub-folders, or an ``.npz`` file with ``x`` and ``y``. ``meta`` (a
+only), a directory of class sub-folders, a detection folder (COCO: ``images/`` + one annotations JSON;
+YOLO: ``images/`` + ``labels/`` + class names; ``edgerep.data.detect_folder``), or an ``.npz`` file
+with ``x`` and ``y``. ``meta`` (a
 ``CheckpointMeta``) gives the preprocessing: input shape, mean, std, class names.
 """
 from __future__ import annotations
@@ -42,6 +44,12 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
         raise DataError(f"data {s!r}: no such file or directory",
                         hint=f"use a folder of class sub-folders, an .npz file, or one of {', '.join(BUILTIN)}")
     if path.is_dir():
+        from edgerep.data.detect_folder import DetectionFolderDataset, is_detection_folder
+
+        if is_detection_folder(path, split):  # images/ + labels/ (YOLO) or + one annotations JSON (COCO)
+            _require_preprocessing(meta, f"{s} (images)")
+            return DetectionFolderDataset(path, split, Preprocess.from_meta(meta) if meta is not None else None,
+                                          class_names)
         from edgerep.data.folder import ImageFolderDataset
 
         _require_preprocessing(meta, f"{s} (images)")
