@@ -46,8 +46,9 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--std", metavar="S[,S,...]", help="per-channel std after scaling, one value or one per channel")
     g.add_argument("--scale", metavar="X", help="multiplies 8-bit pixel values before mean/std (default 1/255, "
                    "i.e. [0, 1]; 1 keeps 0..255); a fraction like 1/255 is accepted")
-    g.add_argument("--resize", metavar="RULE", help="direct (default: straight to H x W) or shorter:N (shorter side "
-                   "to N, then a centre crop of H x W, e.g. shorter:256 for a 224 crop)")
+    g.add_argument("--resize", metavar="RULE", help="direct (default: straight to H x W), shorter:N (shorter side "
+                   "to N, then a centre crop of H x W, e.g. shorter:256 for a 224 crop) or letterbox:N (the YOLO "
+                   "convention: aspect kept, longer side to N, centred on grey 114; detection boxes mapped back)")
     g.add_argument("--channel-order", choices=["rgb", "bgr"], help="channel order the model expects (default rgb)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that is a whole pickled module. Unpickling RUNS CODE named by the file, "

@@ -1,10 +1,12 @@
 """Data sets edgerep calibrates and evaluates on: ``open_dataset(spec, split=..., meta=...)``.
 
 ``spec`` is ``"digits"`` (built in, real handwritten digits), ``"photos"`` (built in, super-resolution: the
-photos inside the scikit-image / scikit-learn wheels, ``edgerep.data.photos``), ``"synthetic"`` (random, latency
-only), a directory of class sub-folders, or an ``.npz`` file with ``x`` and ``y``. For an SR checkpoint
-(``meta.task == "sr"``) a directory is a folder of HR images, or of ``hr/`` + ``lr/`` pairs (a folder holding
-both ``hr/`` and ``lr/`` is read as pairs whatever the checkpoint). ``meta`` (a
+photos inside the scikit-image / scikit-learn wheels, ``edgerep.data.photos``), ``"scenes"`` (built in, detection),
+``"synthetic"`` (random, latency only), a directory of class sub-folders, a detection folder (COCO: ``images/`` +
+one annotations JSON; YOLO: ``images/`` + ``labels/`` + class names; ``edgerep.data.detect_folder``), or an
+``.npz`` file with ``x`` and ``y``. For an SR checkpoint (``meta.task == "sr"``) a directory is a folder of HR
+images, or of ``hr/`` + ``lr/`` pairs (a folder holding both ``hr/`` and ``lr/`` is read as pairs whatever the
+checkpoint). ``meta`` (a
 ``CheckpointMeta``) gives the preprocessing: input shape, mean, std, class names.
 """
 from __future__ import annotations
@@ -55,6 +57,12 @@ def open_dataset(spec: str | Path, *, split: str = "test", meta: Any = None, lim
         raise DataError(f"data {s!r}: no such file or directory",
                         hint=f"use a folder of class sub-folders, an .npz file, or one of {', '.join(BUILTIN)}")
     if path.is_dir():
+        from edgerep.data.detect_folder import DetectionFolderDataset, is_detection_folder
+
+        if is_detection_folder(path, split):  # images/ + labels/ (YOLO) or + one annotations JSON (COCO)
+            _require_preprocessing(meta, f"{s} (images)")
+            return DetectionFolderDataset(path, split, Preprocess.from_meta(meta) if meta is not None else None,
+                                          class_names)
         from edgerep.data.folder import ImageFolderDataset
 
         _require_preprocessing(meta, f"{s} (images)")

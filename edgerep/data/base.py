@@ -14,7 +14,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-RESIZE_HELP = "direct (to H x W) or shorter:N (shorter side to N, then a centre crop of H x W)"
+RESIZE_HELP = ("direct (to H x W), shorter:N (shorter side to N, then a centre crop of H x W) or letterbox:N "
+               "(aspect kept, longer side to N at most H x W, centred on an H x W canvas of grey 114)")
+LETTERBOX_PAD = 114  # the YOLO letterbox grey, in 8-bit pixel values
 CHANNEL_ORDERS = ("rgb", "bgr")
 
 
@@ -83,12 +85,19 @@ class Preprocess:
         """Float NCHW -> NC x H x W by this preprocessing's resize rule (bilinear, ``align_corners=False``)."""
         h, w = self.input_shape[1:]
         shorter = shorter_side(self.resize)
-        if shorter is None and tuple(x.shape[2:]) == (h, w):
+        boxed = letterbox_side(self.resize)
+        if shorter is None and tuple(x.shape[2:]) == (h, w) and (boxed is None or boxed >= max(h, w)):
             return x
         import torch
         import torch.nn.functional as F
 
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if boxed is not None:  # aspect kept, centred on a grey canvas (pixels are in [0, 1] here)
+            nh, nw, top, left = letterbox_geometry(t.shape[2], t.shape[3], (h, w), boxed)
+            out = torch.full((t.shape[0], t.shape[1], h, w), LETTERBOX_PAD / 255.0, dtype=torch.float32)
+            out[:, :, top:top + nh, left:left + nw] = F.interpolate(t, size=(nh, nw), mode="bilinear",
+                                                                    align_corners=False)
+            return out.numpy()
         if shorter is None:
             return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False).numpy()
         ih, iw = t.shape[2:]
@@ -109,11 +118,26 @@ def shorter_side(resize: str) -> int | None:
     return int(resize.split(":", 1)[1]) if resize.startswith("shorter:") else None
 
 
+def letterbox_side(resize: str) -> int | None:
+    """``letterbox:N`` -> N; anything else -> None."""
+    return int(resize.split(":", 1)[1]) if resize.startswith("letterbox:") else None
+
+
+def letterbox_geometry(h: int, w: int, canvas: tuple[int, int], side: int) -> tuple[int, int, int, int]:
+    """Where ``letterbox:side`` puts an h x w image on an ``canvas`` (H, W) input: ``(new h, new w, top, left)``;
+    scale ``min(side / h, side / w, H / h, W / w)``, sides rounded, centred (``detect_post.letterbox``'s rule
+    when side >= max(H, W))."""
+    th, tw = int(canvas[0]), int(canvas[1])
+    r = min(side / h, side / w, th / h, tw / w)
+    nh, nw = max(1, min(th, round(h * r))), max(1, min(tw, round(w * r)))
+    return nh, nw, (th - nh) // 2, (tw - nw) // 2
+
+
 def check_resize(resize: str) -> None:
-    """Refuse a resize rule other than ``direct`` or ``shorter:N`` (N a positive int)."""
+    """Refuse a resize rule other than ``direct``, ``shorter:N`` or ``letterbox:N`` (N a positive int)."""
     if resize == "direct":
         return
-    if resize.startswith("shorter:"):
+    if resize.startswith(("shorter:", "letterbox:")):
         tail = resize.split(":", 1)[1]
         if tail.isdigit() and int(tail) > 0:
             return
@@ -248,5 +272,33 @@ class Subset(Dataset):
         y = self.parent.labels()
         return None if y is None else y[self.indices]
 
+    # detection parents (``coco()``, ``targets()``, ``placement(i)``): the same, for these rows
+    def coco(self) -> dict:
+        """The parent's COCO ground truth restricted to these rows, image ids renumbered to positions here."""
+        return subset_coco(self.parent.coco(), self.indices)  # type: ignore[attr-defined]
+
+    def targets(self) -> list:
+        t = self.parent.targets()  # type: ignore[attr-defined]
+        return [t[i] for i in self.indices]
+
+    def placement(self, i: int) -> Any:
+        return self.parent.placement(int(self.indices[i]))  # type: ignore[attr-defined]
+
+    def to_original(self, i: int, boxes: np.ndarray, clip: bool = True) -> np.ndarray:
+        return self.parent.to_original(int(self.indices[i]), boxes, clip)  # type: ignore[attr-defined]
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} n={len(self)}>"
+
+
+def subset_coco(gt: dict, rows: np.ndarray) -> dict:
+    """COCO ground truth whose image ids are positions (0..n-1) cut to ``rows``: image ``rows[k]`` becomes id
+    ``k``, its annotations follow (renumbered from 1), categories unchanged."""
+    new_id = {int(r): k for k, r in enumerate(rows)}
+    by_id = {im["id"]: im for im in gt["images"]}
+    images = [{**by_id[int(r)], "id": k} for k, r in enumerate(rows)]
+    anns = [{**a, "image_id": new_id[a["image_id"]]} for a in gt["annotations"] if a["image_id"] in new_id]
+    anns.sort(key=lambda a: a["image_id"])
+    for j, a in enumerate(anns, 1):
+        a["id"] = j
+    return {**gt, "images": images, "annotations": anns}

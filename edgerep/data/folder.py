@@ -5,7 +5,7 @@
 to ``root``.
 Labels follow the checkpoint's ``class_names`` when given (so they match the model's outputs),
 else the sorted sub-folder names. Each image is converted to L or RGB, resized by the preprocessing's rule
-(bilinear; ``direct`` or shorter side + centre crop), then scaled and normalized (``Preprocess``).
+(bilinear; ``direct``, shorter side + centre crop, or ``letterbox:N``), then scaled and normalized (``Preprocess``).
 """
 from __future__ import annotations
 
@@ -79,14 +79,20 @@ class ImageFolderDataset(Dataset):
     def _load(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
-        from edgerep.data.base import shorter_side
+        from edgerep.data.base import LETTERBOX_PAD, letterbox_geometry, letterbox_side, shorter_side
 
         c, h, w = self.pre.input_shape
         shorter = shorter_side(self.pre.resize)
+        boxed = letterbox_side(self.pre.resize)
         try:
             with Image.open(path) as im:
                 im = im.convert("L" if c == 1 else "RGB")
-                if shorter is None:
+                if boxed is not None:  # aspect kept, centred on a grey canvas
+                    nh, nw, top, left = letterbox_geometry(im.size[1], im.size[0], (h, w), boxed)
+                    canvas = Image.new(im.mode, (w, h), LETTERBOX_PAD if im.mode == "L" else (LETTERBOX_PAD,) * 3)
+                    canvas.paste(im.resize((nw, nh), Image.BILINEAR), (left, top))
+                    im = canvas
+                elif shorter is None:
                     im = im.resize((w, h), Image.BILINEAR)
                 else:  # shorter side to N, then a centre crop of H x W
                     r = shorter / min(im.size)
