@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from edgerep.data.base import Preprocess
-from edgerep.data.sr import (ROLES, SRDataset, _made_pair, check_geometry, default_mode, file_sha256, image_size,
-                             lr_method, make_items, sr_preprocess)
+from edgerep.data.folder import image_size
+from edgerep.data.sr import (ROLES, SRDataset, _made_pair, check_geometry, default_mode, file_sha256, lr_method,
+                             make_items, sr_preprocess)
 from edgerep.errors import DataError
 
 __all__ = ["ASSIGNMENT", "SOURCES", "PhotosDataset", "photo_path", "photo_roles"]

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from edgerep.data.base import Batches, Dataset, Preprocess, pixel_digest
+from edgerep.data.folder import image_size
 from edgerep.errors import DataError
 
 __all__ = ["ROLES", "SRItem", "SRDataset", "HRFolderDataset", "PairedFolderDataset", "lr_method",
@@ -92,18 +93,6 @@ def read_rgb(path: Path) -> np.ndarray:
                                 hint="save it as an 8-bit PNG")
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
-                        hint="remove or re-save the file") from None
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(H, W)`` from the file header (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
                         hint="remove or re-save the file") from None
 
