@@ -836,8 +836,13 @@ def stage_bench(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load: L
 
 
 def _bench_queries(opts: DeployOptions, load: LoadOutput) -> tuple[np.ndarray, str]:
-    """The query sample library: distinct real selection-set samples (never the test set's), and where from."""
-    x = next(iter(load.splits.selection.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
+    """The query sample library: distinct real selection-set samples (never the test set's), and where from.
+    SR (patches in the selection set): the first selection photo's whole LR image, the size it is run at."""
+    sel = load.splits.selection
+    if hasattr(sel, "whole_input") and len(sel) and opts.batch == 1:
+        x, name = sel.whole_input(0)
+        return x, f"selection set: the whole LR image of {name} ({x.shape[2]}x{x.shape[3]})"
+    x = next(iter(sel.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
     if opts.batch > x.shape[0]:
         x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *load.input_shape)).astype(np.float32)
         return x, f"synthetic: {opts.batch} distinct standard-normal samples (the selection set is smaller than --batch)"
