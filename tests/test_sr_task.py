@@ -174,9 +174,9 @@ def test_whole_images_of_different_sizes_are_refused_at_load_naming_the_set(tmp_
     img = data.astronaut()
     folder = tmp_path / "mixed"
     folder.mkdir()
-    for i in range(10):  # every photo its own size: the test set's two differ
-        s = 96 + 8 * i
-        Image.fromarray(img[:s, :s]).save(folder / f"p{i}.png")
+    for i in range(10):  # every photo its own size (the test set's two differ) and its own pixels (the
+        s = 96 + 8 * i   # selection role's 96 x 96 patches must not repeat a calibration patch)
+        Image.fromarray(img[8 * i:8 * i + s, 16 * i:16 * i + s]).save(folder / f"p{i}.png")
     ckpt = _tiny_sr_checkpoint(tmp_path / "tiny.pt")
     rc = main(["deploy", str(ckpt), "--data", str(folder), "--out", str(tmp_path / "b"), *FAST])
     assert rc == 2
@@ -265,3 +265,25 @@ def test_auto_range_method_for_the_demo_is_chosen_on_seven_selection_photos_neve
     assert chosen == "minmax", {k: round(s.drop, 4) for k, s in scores.items()}
     assert scores["percentile"].drop - scores["minmax"].drop > 0.02
     assert not set(val.photos()) & set(ASSIGNMENT["test"]) and len(val.photos()) == 7
+
+
+def test_sr_max_drop_defaults_to_a_tenth_of_a_db_in_deploy_and_a_bare_gate(sr_bundle, capsys):
+    """No --max-drop: deploy budgets and gates an SR model at 0.1 dB (0.5 would pass a clipped output range's
+    0.14 dB); a classifier keeps 0.5 points; a given value or a negative one (no gate) wins."""
+    from edgerep.commands.deploy import _options, add_arguments
+    from edgerep.pipeline import effective_max_drop
+    from edgerep.tasks import get_task
+
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    plain = _options(p.parse_args(["m.pt"]))
+    assert effective_max_drop(plain, get_task("sr")) == 0.1 and effective_max_drop(plain, get_task("classify")) == 0.5
+    assert effective_max_drop(_options(p.parse_args(["m.pt", "--max-drop", "0.3"])), get_task("sr")) == 0.3
+    assert effective_max_drop(_options(p.parse_args(["m.pt", "--max-drop", "-1"])), get_task("sr")) is None
+    out, _ = sr_bundle
+    capsys.readouterr()
+    main(["gate", str(out / "report.json"), "--json"])
+    checks = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "max_drop"]
+    assert checks and all(c["threshold"] == 0.1 for c in checks)
