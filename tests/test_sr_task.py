@@ -287,3 +287,13 @@ def test_sr_max_drop_defaults_to_a_tenth_of_a_db_in_deploy_and_a_bare_gate(sr_bu
     main(["gate", str(out / "report.json"), "--json"])
     checks = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "max_drop"]
     assert checks and all(c["threshold"] == 0.1 for c in checks)
+
+
+def test_sr_latency_is_timed_on_a_whole_selection_photo_not_a_patch(sr_bundle):
+    """The selection split is patches; latency is timed on the first selection photo's whole LR image."""
+    out, _ = sr_bundle
+    rep = json.loads((out / "report.json").read_text())
+    splits = json.loads((out / "splits.json").read_text())
+    assert all("@" in i for i in _role_ids(splits, "selection"))  # patches
+    sources = {e["latency"]["samples_source"] for e in rep["engines"] if e.get("latency")}
+    assert sources and all(s.startswith("selection set: the whole LR image of ") for s in sources)
