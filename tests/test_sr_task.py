@@ -194,6 +194,7 @@ def test_quantize_command_serves_the_sr_task_like_deploy(tmp_path):
                  str(tmp_path / "cache")]) == 0
     res = json.loads(next(out.glob("*.json")).read_text())
     assert res["reference"]["measure"].startswith("PSNR drop (dB")
+    assert res["max_drop"] == 0.1  # no --max-drop: SR's default budget, in dB
     dims = [d.dim_param or d.dim_value for d in onnx.load(str(out / "model.int8.onnx")).graph.input[0]
             .type.tensor_type.shape.dim]
     assert dims[2:] == ["height", "width"]
