@@ -26,6 +26,20 @@ else:  # pragma: no cover
 
 
 DEFAULT_MAX_DROP = 0.5  # deploy's default: a bare `edgerep gate report.json` gates what deploy gates
+#: a task's own default where it differs (its unit: dB for SR); ``default_max_drop(task)`` reads it
+
+
+def default_max_drop(task: str | None) -> float:
+    """``--max-drop`` when none is given, in the task's unit: the task module's ``default_max_drop`` (SR: 0.1
+    dB), else ``DEFAULT_MAX_DROP`` (0.5 top-1 / mAP points)."""
+    if not task:
+        return DEFAULT_MAX_DROP
+    try:
+        from edgerep.tasks import get_task
+
+        return float(getattr(get_task(task), "default_max_drop", DEFAULT_MAX_DROP))
+    except Exception:  # an unknown task name in an old report: the task-wide default
+        return DEFAULT_MAX_DROP
 #: an unfolded FP32 baseline must beat chance at this level (exact one-sided binomial test on its counts)
 SANITY_ALPHA = 1e-3
 #: "far below the expected top-1": the counts are inconsistent (one-sided exact binomial, SANITY_ALPHA) with a

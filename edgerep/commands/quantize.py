@@ -73,9 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="auto", choices=["auto", "minmax", "percentile", "entropy", "mse"],
                    help="activation range method (default auto: mse, percentile and minmax from one pass, "
                         "the one with the lowest simulated INT8 logit error on the selection set wins)")
-    p.add_argument("--max-drop", type=float, default=0.5,
+    p.add_argument("--max-drop", type=float, default=None,
                    help="accuracy budget in the task's points vs the reference (top-1; detect: selection-split "
-                        "mAP@[.5:.95]) (default 0.5); layers leave INT8 until it holds. Negative: never exclude layers")
+                        "mAP@[.5:.95]; sr: PSNR dB) (default 0.5; sr: 0.1 dB); layers leave INT8 until it holds. "
+                        "Negative: never exclude layers")
     p.add_argument("--task", choices=["classify", "detect"],
                    help="what the outputs are for (default: the checkpoint's meta.task, else the data set's, else "
                         "classify): it decides how every choice is scored on the selection set")
@@ -173,6 +174,12 @@ def run(args: argparse.Namespace) -> int:
         log(f"task {task.name} ({task_source}): choices scored by {task.metric} on the selection set")
     if hasattr(task, "check_data"):
         task.check_data(evaluate, "selection")
+    if args.max_drop is None:  # not given: the task's default (SR: 0.1 dB), as deploy
+        from dataclasses import replace as _replace
+
+        from edgerep.bench.gate import default_max_drop
+
+        options = _replace(options, judge=_replace(options.judge, max_drop=default_max_drop(task.name)))
     with staged_outputs(out) as tmp:  # a failed run leaves nothing behind
         if fold is None:
             fp32 = args.model
@@ -212,6 +219,15 @@ FLAGS = {"target.targets": "--targets", "target.cpu_policies": "--cpu-policy", "
          "calibration.samples": "--calib-samples", "judge.max_drop": "--max-drop", "judge.samples": "--eval-samples"}
 
 
+def _given_max_drop(given: float | None) -> float | None:
+    """``--max-drop`` as the judge takes it (negative: None); not given: 0.5 until the task's default replaces it."""
+    if given is None:
+        from edgerep.bench.gate import DEFAULT_MAX_DROP
+
+        return DEFAULT_MAX_DROP
+    return None if given < 0 else given
+
+
 def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F821 (imported inside)
     """The command's ``QuantizeOptions`` from its flags; a value that cannot work (on this CPU, for
     ``--cpu-policy``) is an ``EdgerepError`` naming the flag."""
@@ -227,7 +243,7 @@ def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F8
             calibration=CalibrationOptions(method=args.method, samples=args.calib_samples,
                                            cache_dir=args.cache_dir or args.out / "cache",
                                            equalize=not args.no_equalize, bias_correction=not args.no_bias_correction),
-            judge=JudgeOptions(max_drop=None if args.max_drop < 0 else args.max_drop, samples=args.eval_samples,
+            judge=JudgeOptions(max_drop=_given_max_drop(args.max_drop), samples=args.eval_samples,
                                threads=args.threads))
         options.target.check_cpu(detect_cpu_features())
     except QuantizeOptionError as e:
