@@ -53,6 +53,14 @@ def test_layers_kept_in_float_are_the_measured_sensitive_ones():
     assert layer_of("/stages/stages.1/stages.1.10/conv/Conv", ["stages.1.1", "stages.1.10"]) == "stages.1.10"
 
 
+def test_a_super_resolution_deploy_states_its_drops_in_db():
+    q = _quant(drop=0.04) | {"reference": {"task": "sr"}}
+    m = score_check(_a0_check(), q, [])
+    assert "selection set drop 0.04 dB (0 of 180" in m["headline"] and ": drop 0.00 dB." in m["headline"]
+    assert "points" not in m["headline"]
+    assert "selection set drop 0.04 points" in score_check(_a0_check(), _quant(drop=0.04) | {"reference": {"task": "detect"}}, [])["headline"]
+
+
 def test_nothing_measured_nothing_scored():
     assert score_check(_a0_check(), {}) is None and score_check({}, _quant()) is None
 
