@@ -271,6 +271,7 @@ def reference_line(ref: dict) -> str:
 def _print_table(res) -> None:
     from edgerep.report import fmt as F
     from edgerep.report.console import make_console
+    from edgerep.report.rows import drop_unit
     from rich.table import Table
 
     con = make_console()
@@ -278,11 +279,14 @@ def _print_table(res) -> None:
     n = ref.get("samples")
     t = Table(title=f"CPU policies on {res.cpu.get('model_name')} ({res.cpu.get('int8_dot')}), "
                     f"measured on the optimized onnxruntime session")
-    for col in ("policy", "top-1 (correct of images)", "drop (points)", "agreement", "latency ms", "verdict"):
+    top1 = any(c.top1 is not None for c in res.candidates)  # a classifier; mAP / PSNR have only the drop
+    cols = ["policy"] + (["top-1 (correct of images)"] if top1 else []) + \
+        [f"drop ({drop_unit({'reference': ref})})", "agreement", "latency ms", "verdict"]
+    for col in cols:
         t.add_column(col)
     for c in res.candidates:
-        t.add_row(c.policy, F.accuracy(c.top1, n), F.points(c.drop, signed=False), F.pct(c.agreement),
-                  F.ms(c.latency_ms), "[green]accepted[/]" if c.accepted else "[red]rejected[/]")
+        t.add_row(c.policy, *([F.accuracy(c.top1, n)] if top1 else []), F.points(c.drop, signed=False),
+                  F.pct(c.agreement), F.ms(c.latency_ms), "[green]accepted[/]" if c.accepted else "[red]rejected[/]")
     con.print(t)
     for c in res.candidates:
         con.print(f"  {c.policy}: {c.reason}")
@@ -298,7 +302,7 @@ def _print_table(res) -> None:
     if "tensorrt" in res.files:
         errs = [i for i in res.lint if i.severity == "error"]
         con.print(f"tensorrt: {res.files['tensorrt']} lint {'passed' if not errs else 'FAILED'}; simulated drop "
-                  f"{F.points(res.tensorrt.get('simulated_drop'), signed=False)} points")
+                  f"{F.points(res.tensorrt.get('simulated_drop'), signed=False)} {drop_unit({'reference': ref})}")
         for i in res.lint[:10]:
             con.print(f"  {i}")
     cal = res.calibration

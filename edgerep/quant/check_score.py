@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgerep.report import fmt
+from edgerep.report.rows import drop_unit
 from edgerep.report.models.results import drop_of, top1_of
 
 
@@ -24,11 +25,6 @@ def layer_of(node: str, names: list[str]) -> str | None:
 
 def _advised_float(layer: dict) -> bool:
     return any(a.get("kind") == "keep_fp16" for a in layer.get("advice") or [])
-
-
-def drop_unit(quantization: dict) -> str:
-    """The unit of the quantization block's selection drops: dB for super-resolution (PSNR), else points."""
-    return "dB" if ((quantization or {}).get("reference") or {}).get("task") == "sr" else "points"
 
 
 def _selection_words(cand: dict, pol: dict, unit: str = "points") -> str:

@@ -19,6 +19,11 @@ def drop_text(drop: dict | None) -> str:
     return s if drop["of"] == "top1" else f"{s} {drop['unit']} {METRIC_LABELS.get(drop['of'], drop['of'])}"
 
 
+def drop_unit(quantization: dict) -> str:
+    """The unit of a quantization block's selection drops: dB for super-resolution (PSNR), else points."""
+    return "dB" if ((quantization or {}).get("reference") or {}).get("task") == "sr" else "points"
+
+
 def engine_entries(report: dict) -> list[tuple[str, dict, bool]]:
     """``(label, entry, is_baseline)`` per engine, the unfolded torch baseline first."""
     out = []
