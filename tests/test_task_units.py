@@ -26,3 +26,18 @@ def test_report_page_int8_section_speaks_the_tasks_unit():
     cls = _int8(_quant("classify", 98.0), {})
     assert "<th>top-1 on the optimized session</th>" in cls and "<th>drop (points)</th>" in cls
     assert "simulated top-1 98.00%, simulated drop +0.19 points" in cls
+
+
+def test_fleet_refuses_to_score_a_detector_or_sr_bundle_as_a_classifier():
+    import pytest
+
+    from edgerep.errors import EdgerepError
+    from edgerep.fleet.deploy import refuse_unmerged_task
+
+    for task, metric in (("detect", "mAP"), ("sr", "PSNR")):
+        with pytest.raises(EdgerepError, match=f"task is {task} \\({metric}") as e:
+            refuse_unmerged_task({"task": {"name": task}}, None)
+        assert "--data synthetic" in e.value.hint
+        refuse_unmerged_task({"task": {"name": task}}, "synthetic")  # latency only: allowed
+    refuse_unmerged_task({"task": {"name": "classify"}}, None)
+    refuse_unmerged_task({}, None)  # a /1 report (no task): a classifier
