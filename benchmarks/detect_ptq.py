@@ -5,8 +5,8 @@ For each checkpoint (default: examples/checkpoints/repdet_scenes.pt and repdet_s
 ``onnxruntime.quantization.quantize_static`` with QDQ format, u8 activations / s8 weights, per-channel weights,
 MinMax calibration on the scenes ``calib`` split, nothing kept in float, no edgerep choice; and the same with the
 output's decode (the nodes after the last convolutions) excluded, as YOLO exporters keep it in float: one u8
-scale over box pixels and probabilities zeroes every score, so plain PTQ of the whole graph scores 0 on any
-detector of this layout, hostile or not. Post-processing is
+scale over box pixels (0-160) and class probabilities (0-1) leaves the scores a few levels, so plain PTQ of the
+whole graph loses mAP on any detector of this layout, hostile or not (16 points on the demo). Post-processing is
 ``edgerep.bench.detect_post.postprocess`` (score 0.001, class-aware NMS 0.65, 300 per image) and mAP is
 pycocotools' (``edgerep.bench.detect_metrics.coco_map``), with image and instance counts. The CPU and its INT8
 ISA are printed with the table.
@@ -59,7 +59,7 @@ class _Reader:
 def decode_nodes(fp32: Path) -> list[str]:
     """Names of the nodes after the network's last convolutions (the box decode, sigmoid and concat of the
     ``(N, 4 + C, A)`` output): what a YOLO exporter keeps in float, since one u8 scale over box pixels
-    (0-160) and probabilities (0-1) zeroes every score."""
+    (0-160) and probabilities (0-1) leaves the scores a few levels."""
     import onnx
 
     g = onnx.load(str(fp32)).graph
