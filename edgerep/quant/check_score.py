@@ -17,9 +17,12 @@ from edgerep.report.models.results import drop_of, top1_of
 
 
 def layer_of(node: str, names: list[str]) -> str | None:
-    """The check layer an ONNX node belongs to (``/stage2/stage2.1/conv/Conv`` -> ``stage2.1``), else None."""
-    path = "/" + str(node).strip("/") + "/"
-    hit = [n for n in names if f"/{n}/" in path]
+    """The check layer an ONNX node belongs to (``/stage2/stage2.1/conv/Conv`` -> ``stage2.1``;
+    ``/backbone/stages.1/stages.1.0/conv/Conv`` -> ``backbone.stages.1.0``), else None."""
+    from edgerep.fold.onnx_names import module_path
+
+    path, scope = module_path(str(node)), "/" + str(node).strip("/") + "/"
+    hit = [n for n in names if path == n or path.startswith(n + ".") or f"/{n}/" in scope]
     return max(hit, key=len) if hit else None
 
 
