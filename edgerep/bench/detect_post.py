@@ -61,28 +61,33 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshol
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     scores, classes = np.asarray(scores, np.float64).reshape(-1), np.asarray(classes).reshape(-1)
     cap = max(0, int(max_detections))
-    # One pass in score order over every class (stable: ties by index). A box's fate depends only on the kept
-    # boxes of its class scored above it, all seen before it, so this is per-class greedy NMS; and the first
-    # `cap` boxes kept in this order are the `cap` best of all kept ones, so the pass stops there.
+    # Per class, greedy in score order (stable: ties by index): a kept box suppresses every later box of its
+    # class above the threshold, one vector operation per KEPT box (not per candidate). A class stops at `cap`
+    # kept boxes: later ones could never enter the `cap` best of all classes. Then the kept boxes of every
+    # class in score order, cut at `cap`.
+    order = np.argsort(-scores, kind="stable")
     areas = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
     kept: list[int] = []
-    by_class: dict = {}  # class -> indices kept so far
-    for i in np.argsort(-scores, kind="stable"):
-        if len(kept) >= cap:
-            break
-        same = by_class.setdefault(classes[i], [])
-        if same:
-            k = np.asarray(same)
-            b, kb = boxes[i], boxes[k]
-            inter = (np.clip(np.minimum(kb[:, 2], b[2]) - np.maximum(kb[:, 0], b[0]), 0, None)
-                     * np.clip(np.minimum(kb[:, 3], b[3]) - np.maximum(kb[:, 1], b[1]), 0, None))
-            union = areas[k] + areas[i] - inter
-            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-            if (iou > iou_threshold).any():
+    for c in np.unique(classes):
+        idx = order[classes[order] == c]
+        b, area = boxes[idx], areas[idx]
+        alive = np.ones(len(idx), bool)
+        n_kept = 0
+        for j in range(len(idx)):
+            if not alive[j]:
                 continue
-        same.append(int(i))
-        kept.append(int(i))
-    return np.asarray(kept, np.int64)
+            kept.append(int(idx[j]))
+            n_kept += 1
+            if n_kept >= cap or j + 1 == len(idx):
+                break
+            rest = b[j + 1:]
+            inter = (np.clip(np.minimum(rest[:, 2], b[j, 2]) - np.maximum(rest[:, 0], b[j, 0]), 0, None)
+                     * np.clip(np.minimum(rest[:, 3], b[j, 3]) - np.maximum(rest[:, 1], b[j, 1]), 0, None))
+            union = area[j + 1:] + area[j] - inter
+            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            alive[j + 1:] &= iou <= iou_threshold
+    out = np.asarray(kept, np.int64)
+    return out[np.lexsort((out, -scores[out]))][:cap] if len(out) else out
 
 
 def decode(output: np.ndarray, score_threshold: float = SCORE_THRESHOLD,
