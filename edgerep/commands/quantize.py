@@ -90,6 +90,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default OUT/cache)")
     p.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="skip bias correction")
+    p.add_argument("--recover", default="none", choices=["auto", "none", "adaround", "qat"],
+                   help="recovery when PTQ misses the budget: none (default: layers leave INT8 until it holds), auto or adaround "
+                        "(AdaRound learns each layer's weight rounding on the calibration images first; layers leave INT8 "
+                        "only if that misses too), qat (not implemented yet: refused)")
     p.add_argument("--cpu-policy", action="append", dest="cpu_policy",
                    help="only try this CPU policy (repeatable; still verified), e.g. u8s8-w7")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores, max 8)")
@@ -209,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
 
 # each option's flag, so that a value that cannot work is reported as the user typed it
 FLAGS = {"target.targets": "--targets", "target.cpu_policies": "--cpu-policy", "calibration.method": "--method",
-         "calibration.samples": "--calib-samples", "judge.max_drop": "--max-drop", "judge.samples": "--eval-samples"}
+         "calibration.samples": "--calib-samples", "judge.max_drop": "--max-drop", "judge.samples": "--eval-samples",
+         "recovery.mode": "--recover", "recovery.iters": "--recover"}
 
 
 def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F821 (imported inside)
@@ -218,7 +223,7 @@ def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F8
     from edgerep.errors import EdgerepError
     from edgerep.quant.cpu_features import detect_cpu_features
     from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptionError, QuantizeOptions,
-                                       TargetOptions)
+                                       RecoveryOptions, TargetOptions)
 
     try:
         options = QuantizeOptions(
@@ -228,7 +233,8 @@ def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F8
                                            cache_dir=args.cache_dir or args.out / "cache",
                                            equalize=not args.no_equalize, bias_correction=not args.no_bias_correction),
             judge=JudgeOptions(max_drop=None if args.max_drop < 0 else args.max_drop, samples=args.eval_samples,
-                               threads=args.threads))
+                               threads=args.threads),
+            recovery=RecoveryOptions(mode=args.recover))
         options.target.check_cpu(detect_cpu_features())
     except QuantizeOptionError as e:
         raise EdgerepError(f"{FLAGS.get(e.field, e.field)}: {e.reason}") from None

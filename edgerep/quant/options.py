@@ -114,6 +114,32 @@ class JudgeOptions:
         return self.max_drop is not None
 
 
+RECOVER_MODES = ("none", "auto", "adaround", "qat")
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """The recovery ladder run when PTQ misses the budget (``edgerep.quant.recover``): ``none`` (PTQ, then
+    layers in float), ``auto`` / ``adaround`` (PTQ, then AdaRound, then layers in float); ``qat`` is not
+    implemented yet and refused. ``iters``: AdaRound's Adam steps per layer."""
+
+    mode: str = "none"
+    iters: int = 500
+
+    def __post_init__(self) -> None:
+        if self.mode not in RECOVER_MODES:
+            raise QuantizeOptionError("recovery.mode", f"{self.mode!r}: expected one of {', '.join(RECOVER_MODES)}")
+        if self.mode == "qat":
+            raise QuantizeOptionError("recovery.mode", "qat (distillation fine-tuning) is not implemented yet; "
+                                                       "use auto or adaround")
+        _count("recovery.iters", self.iters)
+
+    @property
+    def adaround(self) -> bool:
+        """Whether the ladder has an AdaRound step."""
+        return self.mode in ("auto", "adaround")
+
+
 @dataclass(frozen=True)
 class QuantizeOptions:
     """Everything ``quantize_model`` is asked to do; ``batch_size`` is the batch for calibration and judging
@@ -123,6 +149,7 @@ class QuantizeOptions:
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     judge: JudgeOptions = field(default_factory=JudgeOptions)
     batch_size: int = 64
+    recovery: RecoveryOptions = field(default_factory=RecoveryOptions)
 
     def __post_init__(self) -> None:
         if self.batch_size is None:
