@@ -258,6 +258,18 @@ def reference_line(ref: dict) -> str:
     return f"reference: {source}, top-1 {F.pct(ref.get('top1'))} ({count}{where})" + (f"; {caveat}" if caveat else "")
 
 
+def ladder_lines(recovery) -> list[str]:
+    """The recovery ladder in words, one line per step measured (nothing when none was asked)."""
+    if recovery is None:
+        return []
+    lines = [f"recovery ladder ({recovery.mode}): winner "
+             + (", ".join(f"{k} {v}" for k, v in recovery.winner.items()) or "none (no step met the budget)")]
+    for s in recovery.steps:
+        lines.append(f"  {s.target} {s.step}: {s.file} drop {s.drop:.2f} ({'met' if s.met else 'missed'}), "
+                     f"{s.seconds:.1f} s; {s.changed}")
+    return lines
+
+
 def _print_table(res) -> None:
     from edgerep.report import fmt as F
     from edgerep.report.console import make_console
@@ -285,6 +297,8 @@ def _print_table(res) -> None:
             con.print(f"  run it with session config {res.cpu_policy.session_config}")
     for e in res.excluded_nodes:
         con.print(f"kept in {e['precision']} ({e['target']}): {e['node']} - {e['why']}")
+    for line in ladder_lines(res.recovery):
+        con.print(line)
     if "tensorrt" in res.files:
         errs = [i for i in res.lint if i.severity == "error"]
         con.print(f"tensorrt: {res.files['tensorrt']} lint {'passed' if not errs else 'FAILED'}; simulated drop "
