@@ -133,7 +133,7 @@ def test_ladder_learns_rounding_before_keeping_layers_in_float(tmp_path):
     model = _dead_digits()
     fp32 = export_folded(model, tmp_path / "m.onnx")
     res = quantize_model(fp32, dataset("calib"), dataset("test"), tmp_path / "out",
-                         QuantizeOptions(TargetOptions(("tensorrt",)), recovery=RecoveryOptions("auto", iters=30)),
+                         QuantizeOptions(TargetOptions(("tensorrt",)), recovery=RecoveryOptions("adaround", iters=30)),
                          reference=reference_fn(model))
     steps = [(s.target, s.step) for s in res.recovery.steps]
     assert steps[:2] == [("tensorrt", "ptq"), ("tensorrt", "adaround")], steps
@@ -143,8 +143,8 @@ def test_ladder_learns_rounding_before_keeping_layers_in_float(tmp_path):
         assert res.recovery.winner.get("tensorrt") in (None, "mixed")
     else:
         assert res.recovery.winner["tensorrt"] == "adaround" and res.tensorrt["excluded"] == []
-    assert res.tensorrt["learned_rounding"] and res.tensorrt["lint_errors"] == 0
-    assert max_readback_difference(res.recovery.learned, qdq_int8_weights(res.files["tensorrt"])) == 0
+    assert res.tensorrt["learned_weights"] == "adaround" and res.tensorrt["lint_errors"] == 0
+    assert max_readback_difference(res.recovery.learned["+adaround"], qdq_int8_weights(res.files["tensorrt"])) == 0
     from edgerep.report.models import QUANTIZE_SCHEMA, QuantizeOutput
 
     QuantizeOutput.model_validate({"schema": QUANTIZE_SCHEMA, **res.to_dict()} | {"files": {}})
@@ -168,18 +168,47 @@ def test_auto_changes_nothing_when_ptq_meets_the_budget(tmp_path):
     assert a == b
 
 
-def test_qat_and_unknown_modes_are_refused_naming_the_flag(tmp_path, capsys):
-    from edgerep.cli import main
+def test_qat_distils_from_the_unfolded_model_and_stores_its_weights_exactly(tmp_path):
+    from edgerep.quant.pipeline import quantize_model
+
+    model = _dead_digits()
+    fp32 = export_folded(model, tmp_path / "m.onnx")
+    res = quantize_model(fp32, dataset("calib"), dataset("test"), tmp_path / "out",
+                         QuantizeOptions(TargetOptions(("tensorrt",)),
+                                         recovery=RecoveryOptions("qat", qat_steps=300)),
+                         reference=reference_fn(model))
+    steps = [s.step for s in res.recovery.steps]
+    assert steps[:2] == ["ptq", "qat"] and "adaround" not in steps, steps
+    q = res.recovery.qat
+    assert q["teacher"] == "reference (unfolded FP32 model)" and q["distillation_mse_last"] < q["distillation_mse_first"]
+    assert res.recovery.steps[1].drop < res.recovery.steps[0].drop  # distillation helped on the selection set
+    assert max_readback_difference(res.recovery.learned["+qat"], qdq_int8_weights(res.files["tensorrt"])) == 0
+
+
+def test_the_qat_student_without_fake_quantization_is_the_fp32_graph(learned):
+    import onnx
+
+    import onnxruntime as ort
+    from edgerep.quant.qat import Student, Unsupported
+
+    src, _, _, _ = learned
+    m = onnx.load(str(src))
+    x = digits_splits()["test"][0][:16]
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with torch.no_grad():
+        got = Student(m, {}, {})(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    m.graph.node[1].op_type = "Selu"
+    with pytest.raises(Unsupported, match="Selu"):
+        Student(m, {}, {})
+
+
+def test_unknown_recover_modes_are_refused_naming_the_flag():
+    from edgerep.commands.deploy import recover_mode
 
     with pytest.raises(QuantizeOptionError, match="recovery.mode"):
-        RecoveryOptions("qat")
-    with pytest.raises(QuantizeOptionError, match="recovery.mode"):
         RecoveryOptions("sometimes")
-    assert RecoveryOptions("auto").adaround and not RecoveryOptions().adaround
-    fp32 = export_folded(trained_digits(), tmp_path / "m.onnx")
-    for cmd in (["quantize", str(fp32), "--data", "digits", "-o", str(tmp_path / "o")],
-                ["deploy", "examples/checkpoints/repvgg_digits.pt", "-o", str(tmp_path / "d")]):
-        assert main(cmd + ["--recover", "qat"]) == 2
-        err = capsys.readouterr().err
-        assert "--recover" in err and "not implemented" in err
-        assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+    with pytest.raises(EdgerepError, match="--recover"):
+        recover_mode("sometimes")
+    assert RecoveryOptions("auto").steps == ("adaround", "qat") and RecoveryOptions().steps == ()
+    assert RecoveryOptions("qat").steps == ("qat",) and RecoveryOptions("adaround").steps == ("adaround",)

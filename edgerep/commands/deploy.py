@@ -77,9 +77,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "engine exceeds it. Also the budget for automatic mixed precision. A negative value "
                         "disables the gate")
     p.add_argument("--recover", default="none", choices=["auto", "none", "adaround", "qat"],
-                   help="recovery when PTQ misses the budget: none (default: layers leave INT8 until it holds), auto or adaround "
-                        "(AdaRound learns each layer's weight rounding on the calibration images first; layers leave INT8 "
-                        "only if that misses too), qat (not implemented yet: refused)")
+                   help="recovery when PTQ misses the budget, before any layer leaves INT8 (the first step that meets it "
+                        "wins): none (default: layers leave INT8 until it holds), auto (AdaRound, then QAT), adaround "
+                        "(each layer's weight rounding learned on the calibration images), qat (short fine-tuning with "
+                        "fake quantization, distilled from the FP32 model's outputs: no labels)")
     p.add_argument("--task", choices=["classify", "detect"],
                    help="what the outputs are for (default: the checkpoint's meta.task, else the data set's: "
                         "--data scenes is detect, else classify); detect scores COCO mAP@[.5:.95] with pycocotools "

@@ -91,9 +91,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="skip bias correction")
     p.add_argument("--recover", default="none", choices=["auto", "none", "adaround", "qat"],
-                   help="recovery when PTQ misses the budget: none (default: layers leave INT8 until it holds), auto or adaround "
-                        "(AdaRound learns each layer's weight rounding on the calibration images first; layers leave INT8 "
-                        "only if that misses too), qat (not implemented yet: refused)")
+                   help="recovery when PTQ misses the budget, before any layer leaves INT8 (the first step that meets it "
+                        "wins): none (default: layers leave INT8 until it holds), auto (AdaRound, then QAT), adaround "
+                        "(each layer's weight rounding learned on the calibration images), qat (short fine-tuning with "
+                        "fake quantization, distilled from the FP32 model's outputs: no labels)")
     p.add_argument("--cpu-policy", action="append", dest="cpu_policy",
                    help="only try this CPU policy (repeatable; still verified), e.g. u8s8-w7")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores, max 8)")
@@ -214,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
 # each option's flag, so that a value that cannot work is reported as the user typed it
 FLAGS = {"target.targets": "--targets", "target.cpu_policies": "--cpu-policy", "calibration.method": "--method",
          "calibration.samples": "--calib-samples", "judge.max_drop": "--max-drop", "judge.samples": "--eval-samples",
-         "recovery.mode": "--recover", "recovery.iters": "--recover"}
+         "recovery.mode": "--recover", "recovery.iters": "--recover",
+         "recovery.qat_steps": "--recover"}
 
 
 def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F821 (imported inside)

@@ -119,25 +119,24 @@ RECOVER_MODES = ("none", "auto", "adaround", "qat")
 
 @dataclass(frozen=True)
 class RecoveryOptions:
-    """The recovery ladder run when PTQ misses the budget (``edgerep.quant.recover``): ``none`` (PTQ, then
-    layers in float), ``auto`` / ``adaround`` (PTQ, then AdaRound, then layers in float); ``qat`` is not
-    implemented yet and refused. ``iters``: AdaRound's Adam steps per layer."""
+    """The recovery ladder run when PTQ misses the budget (``edgerep.quant.recover``), then layers in float:
+    ``none`` (no learning step), ``auto`` (AdaRound, then QAT), ``adaround`` (AdaRound only), ``qat`` (QAT
+    only). ``iters``: AdaRound's Adam steps per layer; ``qat_steps``: QAT's fine-tuning steps."""
 
     mode: str = "none"
     iters: int = 500
+    qat_steps: int = 300
 
     def __post_init__(self) -> None:
         if self.mode not in RECOVER_MODES:
             raise QuantizeOptionError("recovery.mode", f"{self.mode!r}: expected one of {', '.join(RECOVER_MODES)}")
-        if self.mode == "qat":
-            raise QuantizeOptionError("recovery.mode", "qat (distillation fine-tuning) is not implemented yet; "
-                                                       "use auto or adaround")
         _count("recovery.iters", self.iters)
+        _count("recovery.qat_steps", self.qat_steps)
 
     @property
-    def adaround(self) -> bool:
-        """Whether the ladder has an AdaRound step."""
-        return self.mode in ("auto", "adaround")
+    def steps(self) -> tuple[str, ...]:
+        """The learning steps of the ladder, in order."""
+        return {"none": (), "auto": ("adaround", "qat"), "adaround": ("adaround",), "qat": ("qat",)}[self.mode]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOpt
 from edgerep.quant.paired import resolution_note, tied_with_best
 from edgerep.quant.policy import TENSORRT, CpuPolicy, by_simplicity, cpu_candidates
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
-from edgerep.quant.recover import LadderStep, Recovery, adaround_changed
+from edgerep.quant.recover import LadderStep, Recovery, adaround_changed, qat_changed
 
 CPU_FILE = "model.int8.onnx"
 TRT_FILE = "model.int8.trt.onnx"
@@ -287,7 +287,8 @@ class _Target:
     cal: CalibrationResult
     judge: _Judge
     x1: np.ndarray
-    calib: Any = None  # the calibration data (AdaRound learns on it)
+    calib: Any = None  # the calibration data (AdaRound and QAT learn on it)
+    reference: Callable | None = None  # QAT's teacher (the unfolded FP32 model; None: the FP32 file)
     tag: str = ""  # appended to candidate names: "+adaround" once the weights are learned
     cache: dict = field(default_factory=dict, compare=False, hash=False)  # the learned target, made once
 
@@ -328,7 +329,8 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
         sel = _selection(run, selection if selection is not None else calib, selection is not None, reference, task)
         cal, result.calibration = _calibrate(run, src, calib, sel.judge, sel.role)
         result.reference = _reference_summary(run, sel)
-        target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static), calib)
+        target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static), calib,
+                         reference)
         if "cpu" in opts.target.targets:
             _cpu_target(result, target, cpu)
         if "tensorrt" in opts.target.targets:
@@ -531,16 +533,18 @@ def _cpu_target(result: QuantizeResult, t: _Target, cpu: CpuFeatures) -> None:
     result.cpu["latency_ranking"] = rank.to_dict()
     accepted = [m for m in measured if m.candidate.accepted]
     _record(result, "ptq", "cpu", _best(measured), time.perf_counter() - t0, "per-channel PTQ as calibrated")
-    if not accepted and _climbs(result, t, measured):
+    for step in _ladder(result, t, measured):
+        if accepted:
+            break
         t0 = time.perf_counter()
-        t = _adarounded(result, t)
+        shared = _learned_before(t, step)
+        t = _learned(result, t, step)
         measured = [_measure_cpu_policy(t, m.policy) for m in measured if _learnable(m.policy.qdq)]
         rank = _rank_latency(t, measured)
         result.candidates += [m.candidate for m in measured]
-        result.cpu["latency_ranking_adaround"] = rank.to_dict()
+        result.cpu[f"latency_ranking{t.tag.replace('+', '_')}"] = rank.to_dict()
         accepted = [m for m in measured if m.candidate.accepted]
-        _record(result, "adaround", "cpu", _best(measured), time.perf_counter() - t0,
-                adaround_changed(result.recovery.adaround or {}))
+        _record(result, step, "cpu", _best(measured), time.perf_counter() - t0, _changed(result, step, shared))
     if accepted:
         chosen = next(m for m in accepted if m.policy.name == rank.chosen)
         choice = _CpuChoice(chosen.policy, chosen.candidate, chosen.path,
@@ -556,10 +560,23 @@ def _cpu_target(result: QuantizeResult, t: _Target, cpu: CpuFeatures) -> None:
 
 
 # ---- the recovery ladder (``edgerep.quant.recover``) ------------------------------------------------------
-def _climbs(result: QuantizeResult, t: _Target, measured: list[_Measured]) -> bool:
-    """Whether the ladder's AdaRound step runs: asked, not run on this target yet, a policy it can serve."""
-    return (result.recovery is not None and t.run.options.recovery.adaround and not t.tag
-            and any(_learnable(m.policy.qdq) for m in measured))
+def _ladder(result: QuantizeResult, t: _Target, measured: list[_Measured] | None = None) -> tuple[str, ...]:
+    """The learning steps to climb, in order (none without a ladder, or when no measured policy has the
+    8-bit per-channel weights they learn)."""
+    if result.recovery is None or (measured is not None and not any(_learnable(m.policy.qdq) for m in measured)):
+        return ()
+    return t.run.options.recovery.steps
+
+
+def _learned_before(t: _Target, step: str) -> bool:
+    return f"{t.tag}+{step}" in t.cache
+
+
+def _changed(result: QuantizeResult, step: str, shared: bool) -> str:
+    """What a learning step changed, in words (``shared``: learned for the other target, only rescored here)."""
+    rec = result.recovery
+    text = adaround_changed(rec.adaround or {}) if step == "adaround" else qat_changed(rec.qat or {})
+    return text + ("; learned for the CPU file (learning time counted there)" if shared else "")
 
 
 def _learnable(cfg: QdqConfig) -> bool:
@@ -587,28 +604,35 @@ def _record(result: QuantizeResult, step: str, target: str, cand: Any, seconds: 
     result.recovery.add(LadderStep(step, target, name, drop, bool(met), text, round(seconds, 3), changed, kept))
 
 
-def _adarounded(result: QuantizeResult, t: _Target) -> _Target:
-    """``t`` with its source replaced by the AdaRound-learned FP32 file (learned once, shared by the targets)."""
+def _learned(result: QuantizeResult, t: _Target, step: str) -> _Target:
+    """``t`` with its source replaced by the FP32 file ``step`` (adaround | qat) learned from ``t.src``; learned
+    once per chain of steps and shared by the targets."""
     from dataclasses import replace
 
-    from edgerep.quant.adaround import AdaRoundOptions, adaround_model
-
-    if "target" not in t.cache:
-        t0 = time.perf_counter()
+    key = f"{t.tag}+{step}"
+    if key not in t.cache:
         run = t.run
         x, _ = _collect(t.calib, run.options.calibration.samples, run.batch, targets=False)
         per = max(1, int(np.prod(x.shape[1:])) * 4)
         x = x[:max(16, min(len(x), (64 << 20) // per))]  # at most 64 MiB of inputs (or 16 samples)
-        run.say(f"recovery: PTQ missed {t.budget:g}; AdaRound on {len(x)} calibration samples")
-        res = adaround_model(t.src, run.tmp / "model.adaround.onnx", t.cal, x, TENSORRT,
-                             options=AdaRoundOptions(iters=run.options.recovery.iters),
-                             threads=run.options.judge.threads, batch=run.batch, static=run.static, say=run.say)
-        if result.recovery is not None:
+        out = run.tmp / f"model{key.replace('+', '.')}.onnx"
+        run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} calibration samples")
+        if step == "adaround":
+            from edgerep.quant.adaround import AdaRoundOptions, adaround_model
+
+            res = adaround_model(t.src, out, t.cal, x, TENSORRT, options=AdaRoundOptions(iters=run.options.recovery.iters),
+                                 threads=run.options.judge.threads, batch=run.batch, static=run.static, say=run.say)
             result.recovery.adaround = res.to_dict()
-            result.recovery.learned = dict(res.qweights)
-        t.cache["seconds"] = time.perf_counter() - t0
-        t.cache["target"] = replace(t, src=res.path, tag="+adaround", cache=t.cache)
-    return t.cache["target"]
+        else:
+            from edgerep.quant.qat import QatOptions, qat_model
+
+            teacher, source = _reference_outputs(t.reference, run.fp32, x, run.batch, run.static)
+            res = qat_model(t.src, out, t.cal, x, teacher, TENSORRT, options=QatOptions(steps=run.options.recovery.qat_steps),
+                            say=run.say)
+            result.recovery.qat = res.to_dict() | {"teacher": source}
+        result.recovery.learned[key] = dict(res.qweights)
+        t.cache[key] = replace(t, src=res.path, tag=key, cache=t.cache)
+    return t.cache[key]
 
 
 def _measure_cpu_policy(t: _Target, pol: CpuPolicy) -> _Measured:
@@ -762,15 +786,16 @@ def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
     s = simulated(dst)
     _record(result, "ptq", "tensorrt", ("tensorrt", s, t.budget), time.perf_counter() - t0,
             "per-channel PTQ as calibrated")
-    if not s.verdict(t.budget).holds and result.recovery is not None and t.run.options.recovery.adaround:
+    for step in _ladder(result, t):
+        if s.verdict(t.budget).holds:
+            break
         t0 = time.perf_counter()
-        shared = "target" in t.cache  # learned for the CPU file already: this step only rescores
-        t = _adarounded(result, t)
+        shared = _learned_before(t, step)  # learned for the CPU file already: this step only rescores
+        t = _learned(result, t, step)
         info = write_qdq(t.src, dst, t.cal, cfg)
         s = simulated(dst)
-        _record(result, "adaround", "tensorrt", ("tensorrt+adaround", s, t.budget), time.perf_counter() - t0,
-                adaround_changed(result.recovery.adaround or {})
-                + ("; the weights learned for the CPU file (learning time counted there)" if shared else ""))
+        _record(result, step, "tensorrt", (f"tensorrt{t.tag}", s, t.budget), time.perf_counter() - t0,
+                _changed(result, step, shared))
     excluded: list[str] = []
     if not s.verdict(t.budget).holds and t.run.options.judge.keeps_layers_in_float:
         t0 = time.perf_counter()
@@ -791,7 +816,7 @@ def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
                        "accuracy_note": "onnxruntime with graph optimizations off (QDQ simulated in float): "
                                         "TensorRT itself is measured when an engine is built on a GPU",
                        "add_inputs_quantized": info.add_inputs_quantized, "excluded": excluded,
-                       "learned_rounding": bool(t.tag),
+                       "learned_weights": t.tag.lstrip("+") or None,
                        "lint_errors": sum(1 for i in result.lint if i.severity == "error")}
     t.run.say(f"tensorrt QDQ: simulated drop {s.drop:.2f}, lint "
               f"{'passed' if not result.tensorrt['lint_errors'] else 'FAILED'}")

@@ -17,7 +17,7 @@ from typing import Any
 class LadderStep:
     """One rung as measured on the selection set for one target."""
 
-    step: str  # ptq | adaround | mixed
+    step: str  # ptq | adaround | qat | mixed
     target: str  # cpu | tensorrt
     file: str  # the candidate measured (policy name, with +adaround / +fp32[n])
     drop: float  # in the task's unit, vs the reference (selection set)
@@ -39,7 +39,8 @@ class Recovery:
     steps: list[LadderStep] = field(default_factory=list)
     winner: dict[str, str] = field(default_factory=dict)  # target -> step
     adaround: dict[str, Any] | None = None
-    learned: dict[str, Any] = field(default_factory=dict, repr=False)  # node -> learned int8 weights (not reported)
+    qat: dict[str, Any] | None = None
+    learned: dict[str, Any] = field(default_factory=dict, repr=False)  # "+adaround"... -> node -> int8 (not reported)
 
     def add(self, step: LadderStep) -> None:
         """Record ``step``; the first step that meets the budget wins its target."""
@@ -49,7 +50,7 @@ class Recovery:
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "steps": [s.to_dict() for s in self.steps], "winner": dict(self.winner),
-                "adaround": self.adaround}
+                "adaround": self.adaround, "qat": self.qat}
 
 
 def adaround_changed(summary: dict[str, Any]) -> str:
@@ -59,4 +60,12 @@ def adaround_changed(summary: dict[str, Any]) -> str:
             "weights rounded the other way from nearest, biases corrected for the mean shift")
 
 
-__all__ = ["LadderStep", "Recovery", "adaround_changed"]
+def qat_changed(summary: dict[str, Any]) -> str:
+    """QAT's effect in words, from ``QatResult.to_dict()``."""
+    return (f"{summary.get('steps', 0)} fine-tuning steps with fake quantization, distilled from "
+            f"{summary.get('teacher', 'the FP32 model')}: output MSE {summary.get('distillation_mse_first', 0):.3e} -> "
+            f"{summary.get('distillation_mse_last', 0):.3e}; weights and biases of {summary.get('layers', 0)} layer(s) "
+            "changed, snapped to their int8 grid")
+
+
+__all__ = ["LadderStep", "Recovery", "adaround_changed", "qat_changed"]

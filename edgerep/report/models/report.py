@@ -112,8 +112,9 @@ class CheckBlock(Open):
 class LadderStepRow(Strict):
     """One step of the recovery ladder, as measured on the selection set for one target."""
 
-    step: Literal["ptq", "adaround", "mixed"] = Field(description="ptq, adaround (learned rounding) or mixed "
-                                                                   "(layers kept in float)")
+    step: Literal["ptq", "adaround", "qat", "mixed"] = Field(description="ptq, adaround (learned rounding), qat "
+                                                                          "(distillation fine-tuning) or mixed "
+                                                                          "(layers kept in float)")
     target: Literal["cpu", "tensorrt"] = Field(description="the file the step was measured for")
     file: str = Field(description="the candidate measured (policy, +adaround, +fp32[n])")
     drop: float = Field(description="drop vs the reference on the selection set, in reference.measure's terms")
@@ -125,8 +126,8 @@ class LadderStepRow(Strict):
 
 
 class RecoveryBlock(Strict):
-    """The recovery ladder (`--recover`): PTQ -> AdaRound -> layers in float; the first step meeting the budget
-    wins (`adaround` holds AdaRound's per-layer log: free-form)."""
+    """The recovery ladder (`--recover`): PTQ -> AdaRound -> QAT -> layers in float; the first step meeting the
+    budget wins (`adaround` holds AdaRound's per-layer log, `qat` the fine-tuning's summary: free-form)."""
 
     mode: Literal["auto", "adaround", "qat"] = Field(description="the ladder asked for")
     steps: list[LadderStepRow] = Field(default_factory=list, description="every step measured, in order")
@@ -134,6 +135,8 @@ class RecoveryBlock(Strict):
                                                                      "budget (absent: none did)")
     adaround: Optional[dict[str, Any]] = Field(None, description="per layer: weights rounded the other way, output "
                                                                  "MSE nearest -> learned, bias shift, seconds")
+    qat: Optional[dict[str, Any]] = Field(None, description="steps, distillation MSE first -> last, layers, "
+                                                            "teacher, seconds")
 
 
 class QuantizationBlock(Open):
