@@ -5,13 +5,14 @@ The model: the shipped digits RepVGG (examples/checkpoints/repvgg_digits.pt) wit
 down, BN statistics re-measured on digits' train split). Per-channel PTQ with equalization and bias correction
 does not recover it (the collapse of ``edgerep.quant.hostile`` it does).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/recover_ladder.py [--iters 500]
+    PYTHONPATH=. .venv/bin/python benchmarks/recover_ladder.py [--iters 500] [--qat-steps 300]
 
 Three ``quantize_model`` runs, CPU and TensorRT targets, calibration on the calib split, every choice on the val
 split, every number printed on the test split (no choice has seen it):
   PTQ        --max-drop none (no layer leaves INT8): what PTQ alone ships
   mixed      --recover none: PTQ, then the most sensitive layers in FP32 until the 0.5-point budget holds
-  +AdaRound  --recover auto: PTQ, then AdaRound, then (only if needed) layers in FP32
+  +AdaRound  --recover auto: PTQ, then AdaRound, then (only if needed) QAT, then layers in FP32
+  +QAT       --recover qat: PTQ, then QAT (distillation from the unfolded model), then (only if needed) layers
 Latency: the three CPU files, batch 1 and 64, interleaved rounds on the optimized onnxruntime session; the per-round
 minimum's median. The learned int8 weights are read back from both files of the ladder run and from the graph
 the optimized session runs, and compared with what AdaRound learned.
@@ -72,6 +73,7 @@ def interleaved_ms(engines: dict[str, OrtEngine], x1: np.ndarray, rounds: int = 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=RecoveryOptions().iters, help="AdaRound Adam steps per layer")
+    ap.add_argument("--qat-steps", type=int, default=RecoveryOptions().qat_steps, help="QAT fine-tuning steps")
     args = ap.parse_args()
     torch.set_num_threads(2)
     load_before = os.getloadavg()[0]
@@ -92,7 +94,8 @@ def main() -> None:
         cal = CalibrationOptions(cache_dir=tmp / "cache")
         plans = {"PTQ": QuantizeOptions(calibration=cal, judge=JudgeOptions(max_drop=None)),
                  "mixed precision": QuantizeOptions(calibration=cal),
-                 "+AdaRound": QuantizeOptions(calibration=cal, recovery=RecoveryOptions("auto", iters=args.iters))}
+                 "+AdaRound": QuantizeOptions(calibration=cal, recovery=RecoveryOptions("auto", iters=args.iters)),
+                 "+QAT": QuantizeOptions(calibration=cal, recovery=RecoveryOptions("qat", qat_steps=args.qat_steps))}
         for name, opts in plans.items():
             t = time.perf_counter()
             res = quantize_model(path, calib, val, tmp / name.replace(" ", "_").replace("+", ""), opts, reference=ref)
@@ -111,13 +114,15 @@ def main() -> None:
             rows.append((k, r.cpu_policy.name, top1(engines[k].run, test), r.cpu_policy.drop, cpu_float,
                          f"{ms[k]:.3f} / {ms64[k]:.3f}",
                          top1(trt.run, test), trt_float, r.tensorrt["lint_errors"], secs))
-        lad = runs["+AdaRound"][0]
-        learned = lad.recovery.learned
-        diffs = {"cpu file": max_readback_difference(learned, qdq_int8_weights(lad.files["cpu"])),
-                 "tensorrt file": max_readback_difference(learned, qdq_int8_weights(lad.files["tensorrt"])),
-                 "optimized session (cpu)": max_optimized_difference(
-                     {n: q for n, q in learned.items() if q.ndim == 4},
-                     optimized_int8_weights(lad.files["cpu"], lad.cpu_policy.session_config))}
+        diffs = {}
+        for k in ("+AdaRound", "+QAT"):
+            r = runs[k][0]
+            learned = r.recovery.learned[f"+{r.tensorrt['learned_weights']}"]
+            diffs[k] = {"cpu file": max_readback_difference(learned, qdq_int8_weights(r.files["cpu"])),
+                        "tensorrt file": max_readback_difference(learned, qdq_int8_weights(r.files["tensorrt"])),
+                        "optimized session (cpu)": max_optimized_difference(
+                            {n: q for n, q in learned.items() if q.ndim == 4},
+                            optimized_int8_weights(r.files["cpu"], r.cpu_policy.session_config))}
     cpu = detect_cpu_features()
     print(f"host: {cpu.model_name}, {os.cpu_count()} cores, INT8 path {cpu.int8_dot}; onnxruntime "
           f"{__import__('onnxruntime').__version__}, torch {torch.__version__}; load (1 min) {load_before:.2f} before, "
@@ -132,14 +137,15 @@ def main() -> None:
     for k, pol, t1, vd, fl, lat, tt1, tfl, lint, secs in rows:
         print(f"| {k} | {pol} | {t1:.2f} | {fp32 - t1:+.2f} | {vd:.2f} | {fl} | {lat} | {tt1:.2f}, {tfl}, "
               f"{lint} | {secs:.1f} |")
-    print("| +QAT | not implemented in this version | | | | | | | |")
-    print("ladder steps (+AdaRound run, selection split):")
-    for s in lad.recovery.steps:
-        print(f"  {s.target:8s} {s.step:8s} {s.file:22s} drop {s.drop:5.2f} {'met' if s.met else 'missed':6s} "
-              f"{s.seconds:7.1f} s  {s.changed}")
-    print(f"  winner: {lad.recovery.winner}")
-    print("learned int8 weights read back, max |difference|: "
-          + ", ".join(f"{k} {v}" for k, v in diffs.items()))
+    for k in ("+AdaRound", "+QAT"):
+        rec = runs[k][0].recovery
+        print(f"ladder steps ({k} run, --recover {rec.mode}, selection split):")
+        for s in rec.steps:
+            print(f"  {s.target:8s} {s.step:8s} {s.file:22s} drop {s.drop:5.2f} {'met' if s.met else 'missed':6s} "
+                  f"{s.seconds:7.1f} s  {s.changed}")
+        print(f"  winner: {rec.winner}")
+        print("  learned int8 weights read back, max |difference|: "
+              + ", ".join(f"{n} {v}" for n, v in diffs[k].items()))
 
 
 if __name__ == "__main__":
