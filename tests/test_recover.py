@@ -118,12 +118,12 @@ def test_dead_relu_collapses_the_next_identity_bn_only_in_its_channels():
         make_dead_relu(tiny_repvgg(), batches, sigmas=0)
 
 
-def _dead_digits():
+def _dead_digits(n_channels: int = 4, sigmas: float = 5.0):
     from edgerep.quant.hostile_dead import make_dead_relu
 
     m = copy.deepcopy(trained_digits())
     x = torch.from_numpy(digits_splits()["train"][0])
-    make_dead_relu(m, [x[i:i + 128] for i in range(0, len(x), 128)], n_channels=4, sigmas=5.0)
+    make_dead_relu(m, [x[i:i + 128] for i in range(0, len(x), 128)], n_channels=n_channels, sigmas=sigmas)
     return m.eval()
 
 
@@ -183,6 +183,25 @@ def test_qat_distils_from_the_unfolded_model_and_stores_its_weights_exactly(tmp_
     assert q["teacher"] == "reference (unfolded FP32 model)" and q["distillation_mse_last"] < q["distillation_mse_first"]
     assert res.recovery.steps[1].drop < res.recovery.steps[0].drop  # distillation helped on the selection set
     assert max_readback_difference(res.recovery.learned["+qat"], qdq_int8_weights(res.files["tensorrt"])) == 0
+
+
+def test_the_cpu_file_climbs_and_ships_the_learned_weights_the_optimized_session_runs(tmp_path):
+    from edgerep.quant.pipeline import quantize_model
+
+    model = _dead_digits(n_channels=6, sigmas=6.0)  # PTQ loses ~19 points on the CPU file here
+    fp32 = export_folded(model, tmp_path / "m.onnx")
+    res = quantize_model(fp32, dataset("calib"), dataset("test"), tmp_path / "out",
+                         QuantizeOptions(TargetOptions(("cpu",)), recovery=RecoveryOptions("qat")),
+                         reference=reference_fn(model))
+    steps = [(s.target, s.step, s.met) for s in res.recovery.steps]
+    assert steps == [("cpu", "ptq", False), ("cpu", "qat", True)], steps
+    assert res.recovery.winner == {"cpu": "qat"} and res.excluded_nodes == []
+    assert res.cpu_policy.name.endswith("+qat") and any(c.policy.endswith("+qat") for c in res.candidates)
+    learned = res.recovery.learned["+qat"]
+    assert max_readback_difference(learned, qdq_int8_weights(res.files["cpu"])) == 0
+    convs = {k: v for k, v in learned.items() if v.ndim == 4}
+    assert max_optimized_difference(convs, optimized_int8_weights(res.files["cpu"],
+                                                                  res.cpu_policy.session_config)) == 0
 
 
 def test_the_qat_student_without_fake_quantization_is_the_fp32_graph(learned):
