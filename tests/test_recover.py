@@ -91,6 +91,19 @@ def test_the_optimized_session_runs_the_learned_integers(learned):
     assert max_optimized_difference(convs, optimized_int8_weights(d / "cpu-nearest.onnx")) >= 1
 
 
+def test_the_worst_layers_are_the_fewest_adding_90_percent_of_the_noise(learned):
+    from edgerep.quant.adaround import worst_layers
+
+    src, cal, _, _ = learned
+    x = digits_splits()["test"][0][:64]
+    chosen, table = worst_layers(src, cal, x, TENSORRT)
+    noise = [r["added_nsr"] for r in table]
+    assert noise == sorted(noise, reverse=True) and [r["node"] for r in table[:len(chosen)]] == chosen
+    total = sum(v for v in noise if v > 0)
+    assert sum(noise[:len(chosen)]) >= 0.9 * total > sum(noise[:len(chosen) - 1])
+    assert [r["rounded"] for r in table] == [i < len(chosen) for i in range(len(table))]
+
+
 def test_a_file_that_does_not_store_the_learned_weights_is_refused(learned):
     _, _, res, _ = learned
     node, q = next(iter(res.qweights.items()))

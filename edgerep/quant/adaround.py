@@ -342,6 +342,33 @@ def adaround_model(src: str | Path, out: str | Path, calibration: CalibrationRes
     return result
 
 
+def worst_layers(src: str | Path, calibration: CalibrationResult, x: np.ndarray, config: QdqConfig, *,
+                 share: float = 0.9, threads: int | None = None) -> tuple[list[str], list[dict]]:
+    """The layers ``edgerep debug`` ranks worst on ``x``: by the noise each adds (``added_nsr`` of its output,
+    QDQ simulated, against ``src``), the fewest whose added noise sums to ``share`` of what all layers add.
+    Returns (chosen nodes, the ranking rows)."""
+    from edgerep.quant.debug import DebugBundle, layer_table
+    from edgerep.quant.qdq import write_qdq
+
+    with tempfile.TemporaryDirectory(prefix="edgerep-rank-") as tmpd:
+        qdq = Path(tmpd) / "nearest.onnx"
+        write_qdq(src, qdq, calibration, _plain(config))
+        stub = DebugBundle(Path(tmpd), Path(src), qdq, {}, {}, {})
+        rows = layer_table(stub, Path(src), qdq, x, threads=threads)
+    ranked = sorted(rows, key=lambda r: -r.added_nsr)
+    total = sum(max(r.added_nsr, 0.0) for r in ranked)
+    chosen: list[str] = []
+    acc = 0.0
+    for r in ranked:
+        if r.added_nsr <= 0 or (chosen and acc >= share * total):
+            break
+        chosen.append(r.node)
+        acc += r.added_nsr
+    table = [{"node": r.node, "added_nsr": r.added_nsr, "sqnr_db": r.sqnr_db, "rounded": r.node in chosen}
+             for r in ranked]
+    return chosen, table
+
+
 def _plain(config: QdqConfig) -> QdqConfig:
     """``config`` without bias correction (the rounding is learned against the data, the bias corrected here)."""
     from dataclasses import replace
@@ -403,4 +430,5 @@ def check_readback(learned: dict[str, np.ndarray], stored: dict[str, np.ndarray]
 
 
 __all__ = ["AdaRoundOptions", "AdaRoundResult", "Grid", "LayerRounding", "adaround_model", "check_readback",
-           "learn_rounding", "max_optimized_difference", "max_readback_difference", "optimized_int8_weights", "qdq_int8_weights", "qdq_weight_grids"]
+           "learn_rounding", "max_optimized_difference", "max_readback_difference", "optimized_int8_weights",
+           "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]

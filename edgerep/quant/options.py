@@ -121,15 +121,21 @@ RECOVER_MODES = ("none", "auto", "adaround", "qat")
 class RecoveryOptions:
     """The recovery ladder run when PTQ misses the budget (``edgerep.quant.recover``), then layers in float:
     ``none`` (no learning step), ``auto`` (AdaRound, then QAT), ``adaround`` (AdaRound only), ``qat`` (QAT
-    only). ``iters``: AdaRound's Adam steps per layer; ``qat_steps``: QAT's fine-tuning steps."""
+    only). ``iters``: AdaRound's Adam steps per layer; ``qat_steps``: QAT's fine-tuning steps; ``layers``:
+    AdaRound on ``all`` quantizable layers (the default: on the dying-ReLU benchmark the 2 ``worst`` layers
+    left a 2.8-3.9 point selection drop where all 8 left 0.56) or on the ``worst`` (the fewest that
+    ``edgerep debug`` ranks as adding 90% of the noise)."""
 
     mode: str = "none"
     iters: int = 500
     qat_steps: int = 300
+    layers: str = "all"
 
     def __post_init__(self) -> None:
         if self.mode not in RECOVER_MODES:
             raise QuantizeOptionError("recovery.mode", f"{self.mode!r}: expected one of {', '.join(RECOVER_MODES)}")
+        if self.layers not in ("all", "worst"):
+            raise QuantizeOptionError("recovery.layers", f"{self.layers!r}: expected all or worst")
         _count("recovery.iters", self.iters)
         _count("recovery.qat_steps", self.qat_steps)
 

@@ -618,11 +618,17 @@ def _learned(result: QuantizeResult, t: _Target, step: str) -> _Target:
         out = run.tmp / f"model{key.replace('+', '.')}.onnx"
         run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} calibration samples")
         if step == "adaround":
-            from edgerep.quant.adaround import AdaRoundOptions, adaround_model
+            from edgerep.quant.adaround import AdaRoundOptions, adaround_model, worst_layers
 
-            res = adaround_model(t.src, out, t.cal, x, TENSORRT, options=AdaRoundOptions(iters=run.options.recovery.iters),
+            nodes, ranking = None, None
+            if run.options.recovery.layers == "worst":  # debug's ranking on the calibration images
+                nodes, ranking = worst_layers(t.src, t.cal, x, TENSORRT, threads=run.options.judge.threads)
+                run.say(f"adaround on the {len(nodes)} layer(s) adding 90% of the noise: {', '.join(nodes)}")
+            res = adaround_model(t.src, out, t.cal, x, TENSORRT, nodes=nodes,
+                                 options=AdaRoundOptions(iters=run.options.recovery.iters),
                                  threads=run.options.judge.threads, batch=run.batch, static=run.static, say=run.say)
-            result.recovery.adaround = res.to_dict()
+            result.recovery.adaround = res.to_dict() | {"layers_chosen": run.options.recovery.layers,
+                                                        "ranking": ranking}
         else:
             from edgerep.quant.qat import QatOptions, qat_model
 
