@@ -235,6 +235,42 @@ def test_the_qat_student_without_fake_quantization_is_the_fp32_graph(learned):
         Student(m, {}, {})
 
 
+def test_the_qat_student_runs_the_super_resolution_graph(tmp_path):
+    import onnx
+
+    import onnxruntime as ort
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.fold.model import fold_model
+    from edgerep.quant.export import export_onnx
+    from edgerep.quant.qat import Student
+
+    loaded = load_checkpoint("examples/checkpoints/ecbsr_x2.pt")
+    shape = tuple(loaded.meta.input_shape)
+    path = tmp_path / "sr.onnx"
+    export_onnx(fold_model(loaded.model.eval(), torch.randn(1, *shape)), path, shape, dynamic_hw=True)
+    m = onnx.load(str(path))
+    assert {"DepthToSpace", "Slice", "Tile", "Concat", "PRelu"} <= {n.op_type for n in m.graph.node}
+    x = np.random.default_rng(0).standard_normal((2, shape[0], 20, 28)).astype(np.float32)  # another size
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {m.graph.input[0].name: x})[0]
+    with torch.no_grad():
+        got = Student(m, {}, {})(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_quantize_prints_every_ladder_step():
+    from edgerep.commands.quantize import ladder_lines
+    from edgerep.quant.recover import LadderStep, Recovery
+
+    assert ladder_lines(None) == []
+    rec = Recovery("auto")
+    rec.add(LadderStep("ptq", "cpu", "u8s8", 4.44, False, "worse", 0.4, "per-channel PTQ"))
+    rec.add(LadderStep("adaround", "cpu", "u8s8+adaround", 0.56, True, "within", 63.4, "learned rounding"))
+    lines = ladder_lines(rec)
+    assert lines[0] == "recovery ladder (auto): winner cpu adaround"
+    assert "u8s8 drop 4.44 (missed)" in lines[1] and "u8s8+adaround drop 0.56 (met), 63.4 s" in lines[2]
+    assert rec.to_dict()["winner"] == {"cpu": "adaround"}
+
+
 def test_unknown_recover_modes_are_refused_naming_the_flag():
     from edgerep.commands.deploy import recover_mode
 

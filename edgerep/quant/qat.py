@@ -24,7 +24,7 @@ from edgerep.quant.calibrate import CalibrationResult
 from edgerep.quant.qdq import QdqConfig
 
 SUPPORTED = ("Conv", "Gemm", "Relu", "Add", "GlobalAveragePool", "Flatten", "MaxPool", "AveragePool", "Reshape",
-             "Clip", "PRelu", "Identity")
+             "Clip", "PRelu", "Identity", "Shape", "Slice", "Unsqueeze", "Concat", "Tile", "DepthToSpace")
 
 
 class Unsupported(EdgerepError):
@@ -165,12 +165,49 @@ class Student:
                                 float(ins[2]) if len(ins) > 2 and ins[2] is not None else None)
             elif op == "PRelu":
                 y = torch.where(ins[0] >= 0, ins[0], ins[0] * ins[1])
+            elif op == "Shape":
+                y = torch.tensor(list(ins[0].shape), dtype=torch.int64)
+            elif op == "Slice":
+                y = _slice(ins)
+            elif op == "Unsqueeze":
+                y = ins[0]
+                for ax in sorted(int(v) % (y.ndim + len(ins[1])) for v in ins[1].reshape(-1).tolist()):
+                    y = y.unsqueeze(ax)
+            elif op == "Concat":
+                y = torch.cat(ins, dim=a["axis"])
+            elif op == "Tile":
+                y = ins[0].repeat(*[int(v) for v in ins[1].tolist()])
+            elif op == "DepthToSpace":
+                y = _depth_to_space(ins[0], a["blocksize"], a.get("mode", b"DCR"))
             else:  # Identity
                 y = ins[0]
             if n.output[0] in self.act_q:
                 y = _fq_act(y, self.act_q[n.output[0]])
             env[n.output[0]] = y
         return env[g.output[0].name]
+
+
+def _slice(ins):
+    """ONNX Slice (opset >= 10: starts, ends, axes, steps as inputs)."""
+    x = ins[0]
+    starts, ends = ins[1].reshape(-1).tolist(), ins[2].reshape(-1).tolist()
+    axes = ins[3].reshape(-1).tolist() if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+    steps = ins[4].reshape(-1).tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+    idx = [slice(None)] * x.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        if st <= 0:
+            raise Unsupported("Slice with a non-positive step")
+        n = x.shape[int(ax)]
+        idx[int(ax)] = slice(max(min(int(s), n), -n), max(min(int(e), n), -n - 1), int(st))
+    return x[tuple(idx)]
+
+
+def _depth_to_space(x, bs: int, mode):
+    n, c, h, w = x.shape
+    if mode in (b"CRD", "CRD"):
+        return x.reshape(n, c // (bs * bs), bs, bs, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c // (bs * bs), h * bs,
+                                                                                            w * bs)
+    return x.reshape(n, bs, bs, c // (bs * bs), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (bs * bs), h * bs, w * bs)
 
 
 def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, x: np.ndarray, teacher: np.ndarray,
