@@ -130,6 +130,7 @@ class RecoveryOptions:
     iters: int = 500
     qat_steps: int = 300
     layers: str = "all"
+    torch_threads: int = 1  # the learning steps' torch threads (their ops are small: see docs/recovery.md)
 
     def __post_init__(self) -> None:
         if self.mode not in RECOVER_MODES:
@@ -138,6 +139,7 @@ class RecoveryOptions:
             raise QuantizeOptionError("recovery.layers", f"{self.layers!r}: expected all or worst")
         _count("recovery.iters", self.iters)
         _count("recovery.qat_steps", self.qat_steps)
+        _count("recovery.torch_threads", self.torch_threads)
 
     @property
     def steps(self) -> tuple[str, ...]:

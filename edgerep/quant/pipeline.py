@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -607,38 +608,57 @@ def _record(result: QuantizeResult, step: str, target: str, cand: Any, seconds: 
 def _learned(result: QuantizeResult, t: _Target, step: str) -> _Target:
     """``t`` with its source replaced by the FP32 file ``step`` (adaround | qat) learned from ``t.src``; learned
     once per chain of steps and shared by the targets."""
-    from dataclasses import replace
-
     key = f"{t.tag}+{step}"
     if key not in t.cache:
-        run = t.run
-        x, _ = _collect(t.calib, run.options.calibration.samples, run.batch, targets=False)
-        per = max(1, int(np.prod(x.shape[1:])) * 4)
-        x = x[:max(16, min(len(x), (64 << 20) // per))]  # at most 64 MiB of inputs (or 16 samples)
-        out = run.tmp / f"model{key.replace('+', '.')}.onnx"
-        run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} calibration samples")
-        if step == "adaround":
-            from edgerep.quant.adaround import AdaRoundOptions, adaround_model, worst_layers
-
-            nodes, ranking = None, None
-            if run.options.recovery.layers == "worst":  # debug's ranking on the calibration images
-                nodes, ranking = worst_layers(t.src, t.cal, x, TENSORRT, threads=run.options.judge.threads)
-                run.say(f"adaround on the {len(nodes)} layer(s) adding 90% of the noise: {', '.join(nodes)}")
-            res = adaround_model(t.src, out, t.cal, x, TENSORRT, nodes=nodes,
-                                 options=AdaRoundOptions(iters=run.options.recovery.iters),
-                                 threads=run.options.judge.threads, batch=run.batch, static=run.static, say=run.say)
-            result.recovery.adaround = res.to_dict() | {"layers_chosen": run.options.recovery.layers,
-                                                        "ranking": ranking}
-        else:
-            from edgerep.quant.qat import QatOptions, qat_model
-
-            teacher, source = _reference_outputs(t.reference, run.fp32, x, run.batch, run.static)
-            res = qat_model(t.src, out, t.cal, x, teacher, TENSORRT, options=QatOptions(steps=run.options.recovery.qat_steps),
-                            say=run.say)
-            result.recovery.qat = res.to_dict() | {"teacher": source}
-        result.recovery.learned[key] = dict(res.qweights)
-        t.cache[key] = replace(t, src=res.path, tag=key, cache=t.cache)
+        with _torch_threads(t.run.options.recovery.torch_threads):
+            _learn(result, t, step, key)
     return t.cache[key]
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the block, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _learn(result: QuantizeResult, t: _Target, step: str, key: str) -> None:
+    """Run ``step`` on ``t.src`` and cache the target that reads its learned FP32 file under ``key``."""
+    from dataclasses import replace
+
+    run = t.run
+    x, _ = _collect(t.calib, run.options.calibration.samples, run.batch, targets=False)
+    per = max(1, int(np.prod(x.shape[1:])) * 4)
+    x = x[:max(16, min(len(x), (64 << 20) // per))]  # at most 64 MiB of inputs (or 16 samples)
+    out = run.tmp / f"model{key.replace('+', '.')}.onnx"
+    run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} calibration samples")
+    if step == "adaround":
+        from edgerep.quant.adaround import AdaRoundOptions, adaround_model, worst_layers
+
+        nodes, ranking = None, None
+        if run.options.recovery.layers == "worst":  # debug's ranking on the calibration images
+            nodes, ranking = worst_layers(t.src, t.cal, x, TENSORRT, threads=run.options.judge.threads)
+            run.say(f"adaround on the {len(nodes)} layer(s) adding 90% of the noise: {', '.join(nodes)}")
+        res = adaround_model(t.src, out, t.cal, x, TENSORRT, nodes=nodes,
+                             options=AdaRoundOptions(iters=run.options.recovery.iters),
+                             threads=run.options.judge.threads, batch=run.batch, static=run.static, say=run.say)
+        result.recovery.adaround = res.to_dict() | {"layers_chosen": run.options.recovery.layers,
+                                                    "ranking": ranking}
+    else:
+        from edgerep.quant.qat import QatOptions, qat_model
+
+        teacher, source = _reference_outputs(t.reference, run.fp32, x, run.batch, run.static)
+        res = qat_model(t.src, out, t.cal, x, teacher, TENSORRT, options=QatOptions(steps=run.options.recovery.qat_steps),
+                        say=run.say)
+        result.recovery.qat = res.to_dict() | {"teacher": source}
+    result.recovery.learned[key] = dict(res.qweights)
+    t.cache[key] = replace(t, src=res.path, tag=key, cache=t.cache)
 
 
 def _measure_cpu_policy(t: _Target, pol: CpuPolicy) -> _Measured:
