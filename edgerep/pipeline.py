@@ -40,6 +40,7 @@ class DeployOptions:
     accuracy_gate: bool = True  # False: a latency-only run, no accuracy verdict asked for
     target: str = "x86-cpu"
     max_drop: float | None = 0.5  # gate: top-1 points vs unfolded FP32 (None: no gate)
+    max_drop_from_task: bool = False  # --max-drop not given: the task's default (SR: 0.1 dB), see effective_max_drop
     force: bool = False
     load: dict = field(default_factory=dict)  # load_checkpoint kwargs: arch, arch_kwargs, input_shape, trust
     calib_samples: int | None = None  # default: the recipe's, else 256
@@ -189,6 +190,16 @@ def _cached_reference(opts: DeployOptions, model_sha256: str, fn):
 
     root = Path(opts.cache_dir) if opts.cache_dir else cache_root()
     return CachedReference(fn, model_sha256, root / "reference")
+
+
+def effective_max_drop(opts: DeployOptions, task: Any = None) -> float | None:
+    """The gate's and the choices' budget: ``--max-drop``, or, when it was not given, the task's default
+    (``edgerep.bench.gate.default_max_drop``: 0.1 dB for SR, else 0.5 points). None: no gate."""
+    if opts.max_drop is None or not opts.max_drop_from_task:
+        return opts.max_drop
+    from edgerep.bench.gate import default_max_drop
+
+    return default_max_drop(getattr(task, "name", None))
 
 
 def select_limit(opts: DeployOptions) -> int:
@@ -613,7 +624,8 @@ def quantize_options(opts: DeployOptions, load: LoadOutput) -> "QuantizeOptions"
         target=TargetOptions(targets=tuple(getattr(load.profile, "quant_targets", None) or ("cpu", "tensorrt"))),
         calibration=CalibrationOptions(method=load.plan.method, samples=load.plan.samples,
                                        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()),
-        judge=JudgeOptions(max_drop=opts.max_drop if opts.max_drop is not None else 0.5, samples=select_limit(opts),
+        judge=JudgeOptions(max_drop=effective_max_drop(opts, load.task) if opts.max_drop is not None else 0.5,
+                           samples=select_limit(opts),
                            threads=opts.threads),
         batch_size=batch_for(load.input_shape),  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
         recovery=RecoveryOptions(mode=opts.recover))  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
@@ -839,8 +851,13 @@ def stage_bench(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load: L
 
 
 def _bench_queries(opts: DeployOptions, load: LoadOutput) -> tuple[np.ndarray, str]:
-    """The query sample library: distinct real selection-set samples (never the test set's), and where from."""
-    x = next(iter(load.splits.selection.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
+    """The query sample library: distinct real selection-set samples (never the test set's), and where from.
+    SR (patches in the selection set): the first selection photo's whole LR image, the size it is run at."""
+    sel = load.splits.selection
+    if hasattr(sel, "whole_input") and len(sel) and opts.batch == 1:
+        x, name = sel.whole_input(0)
+        return x, f"selection set: the whole LR image of {name} ({x.shape[2]}x{x.shape[3]})"
+    x = next(iter(sel.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
     if opts.batch > x.shape[0]:
         x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *load.input_shape)).astype(np.float32)
         return x, f"synthetic: {opts.batch} distinct standard-normal samples (the selection set is smaller than --batch)"
@@ -855,7 +872,8 @@ def stage_gate(*, opts: DeployOptions, load: LoadOutput, fold: FoldOutput, check
 
     if opts.max_drop is None:
         return GateOutput(None, None, {})
-    th = GateThresholds(max_drop=opts.max_drop if opts.accuracy_gate else None, require_accuracy=opts.accuracy_gate,
+    th = GateThresholds(max_drop=effective_max_drop(opts, load.task) if opts.accuracy_gate else None,
+                        require_accuracy=opts.accuracy_gate,
                         baseline_sanity=opts.accuracy_gate)
     g = evaluate_gate(assemble_report(load, fold, check, quantize, build, evaluate, bench), th)
     failed = {c.engine for c in g.failures}

@@ -53,6 +53,34 @@ def test_layers_kept_in_float_are_the_measured_sensitive_ones():
     assert layer_of("/stages/stages.1/stages.1.10/conv/Conv", ["stages.1.1", "stages.1.10"]) == "stages.1.10"
 
 
+def test_a_super_resolution_deploy_states_its_drops_in_db():
+    q = _quant(drop=0.04) | {"reference": {"task": "sr"}}
+    m = score_check(_a0_check(), q, [])
+    assert "selection set drop 0.04 dB (0 of 180" in m["headline"] and ": drop 0.00 dB." in m["headline"]
+    assert "points" not in m["headline"]
+    assert "selection set drop 0.04 points" in score_check(_a0_check(), _quant(drop=0.04) | {"reference": {"task": "detect"}}, [])["headline"]
+
+
+def test_layers_of_nested_containers_are_named_when_kept_in_float():
+    """A detector's backbone.stages.1.0 exports as /backbone/stages.1/stages.1.0/conv/Conv and heads.0.reg_conv as
+    /heads.0/reg_conv/conv/Conv: both layers kept in float are named (the hostile detector's deploy said "every
+    layer INT8" with two layers in FP32)."""
+    from edgerep.fold.onnx_names import module_path
+
+    assert module_path("/backbone/stages.1/stages.1.0/conv/Conv") == "backbone.stages.1.0.conv"
+    assert module_path("/a/b.c/b.c.1/b.c.1.2/conv/Conv_token_3") == "a.b.c.1.2.conv"
+    names = ["backbone.stages.1.0", "backbone.stages.1.1", "heads.0.reg_conv", "heads.0.reg_pred"]
+    assert layer_of("/backbone/stages.1/stages.1.0/conv/Conv", names) == "backbone.stages.1.0"
+    assert layer_of("/heads.0/reg_conv/conv/Conv", names) == "heads.0.reg_conv"
+    check = {"layers": [{"name": n, "verdict": "ok"} for n in names]}
+    quant = {"cpu_policy": {"name": "u8s8+fp32[2]", "drop": 0.48},
+             "excluded_nodes": [{"node": "/backbone/stages.1/stages.1.0/conv/Conv", "target": "cpu"},
+                                {"node": "/heads.0/reg_conv/conv/Conv", "target": "cpu"}]}
+    m = score_check(check, quant)
+    assert m["sensitive"] == ["backbone.stages.1.0", "heads.0.reg_conv"] and m["unmapped_float_nodes"] == []
+    assert "2 of 4 layers kept in FP32 on onnxruntime-cpu" in m["headline"] and "every layer INT8" not in m["headline"]
+
+
 def test_nothing_measured_nothing_scored():
     assert score_check(_a0_check(), {}) is None and score_check({}, _quant()) is None
 

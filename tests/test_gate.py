@@ -177,3 +177,23 @@ def test_a_latency_run_loadgen_called_invalid_is_not_a_result():
     rep["engines"][1]["latency"]["invalid_scope"] = "tail"
     assert evaluate_gate(rep, GateThresholds(max_latency_ms=3.0, engines=["*/int8"])).passed
     assert not evaluate_gate(rep, GateThresholds(max_p99_ms=30.0, engines=["*/int8"])).passed
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("var_ratio", 2.21, "or the calibration images differ from the training images"),
+    ("mean_shift", 0.67, "or the calibration images differ from the training images"),
+    ("var_ratio", 6.6e4, "is likely wrong"),
+    ("mean_shift", 130.0, "is likely wrong"),
+])
+def test_input_statistics_failure_names_the_causes_a_factor_can_have(key, value, words):
+    """A 2.2x variance or 0.67 std shift is what other photos make (the demo detector on a folder of other
+    photos): the message names both causes; 65,000x (a forgotten /255) names the preprocessing alone."""
+    layer = {"layer": "stem.bn", "channels": 16, "mean_shift": 0.1, "var_ratio": 1.1, "var_direction": "smaller"}
+    layer[key] = value
+    r = _report()
+    r["input_statistics"] = {"source": "calibration", "samples": 48, "layers": [layer]}
+    g = evaluate_gate(r, GateThresholds(max_drop=0.5))
+    bad = [c for c in g.failures if c.name == f"input_{key}"]
+    assert not g.passed and len(bad) == 1 and words in bad[0].message and "preprocessing" in bad[0].message
+    other = "is likely wrong" if words.startswith("or the") else "or the calibration images differ"
+    assert other not in bad[0].message

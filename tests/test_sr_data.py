@@ -33,7 +33,9 @@ def test_photos_are_split_by_photo_with_no_photo_in_two_roles():
             assert p not in seen, f"{p} in {seen.get(p)} and {role}"
             seen[p] = role
     assert set(seen) == set(SOURCES)  # and every photo is used
-    assert ASSIGNMENT["test"] == ("china.jpg", "flower.jpg") and ASSIGNMENT["val"] == ("chelsea.png",)
+    assert ASSIGNMENT["test"] == ("china.jpg", "flower.jpg")
+    assert ASSIGNMENT["val"] == ("chelsea.png", "camera.png", "coins.png", "moon.png", "brick.png", "grass.png",
+                                 "gravel.png")
     digests = {r: set(ds.sample_digests()) for r, ds in sets.items()}
     for a in ROLES:
         for b in ROLES:
@@ -57,6 +59,19 @@ def test_photos_come_from_the_installed_wheels_and_say_how_lr_is_made():
         "lr_method"]
     assert d["mode"] == "whole" and d["samples"] == 2 and d["assignment"]["calib"] == ["rocket.jpg"]
     assert ds.task == "sr" and not ds.has_labels and ds.labels() is None
+
+
+def test_photos_selection_role_is_patches_of_seven_photos_in_one_batch_shape():
+    """One selection photo could not tell range methods apart: the val role reads seven photos, as 96 x 96
+    patches (one shape, whatever each photo's size), and the first photo's whole LR is there for timing."""
+    _needs_skimage()
+    val = open_sr_dataset("photos", split="val")
+    assert val.describe()["mode"] == "patches" and len(val.photos()) == 7
+    assert {it.lr_hw for it in val.items} == {(48, 48)} and len(val) == 149
+    x, name = val.whole_input(0)
+    assert name == "chelsea.png" and x.shape == (1, 3, 150, 225)
+    lr, hr = val.pair(len(val) - 1)  # a grey photo reads as RGB, R = G = B
+    assert val.items[-1].image == "gravel.png" and np.array_equal(lr[..., 0], lr[..., 2]) and hr.shape == (96, 96, 3)
 
 
 def test_photo_patches_and_whole_images_pair_hr_with_its_bicubic_lr():
@@ -133,6 +148,7 @@ def test_hr_folder_makes_lr_the_same_way_and_splits_by_photo(tmp_path):
     photos = [set(parts[r].photos()) for r in ROLES]
     assert set().union(*photos) == set(arrays) and sum(map(len, photos)) == len(arrays)
     assert parts["train"].describe()["mode"] == "patches" and parts["test"].describe()["mode"] == "whole"
+    assert parts["val"].describe()["mode"] == "patches"
     assert parts["calib"].sample_ids()[0].endswith("@0,0")
     assert len({p.fingerprint() for p in parts.values()}) == 4
 

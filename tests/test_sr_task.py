@@ -174,9 +174,9 @@ def test_whole_images_of_different_sizes_are_refused_at_load_naming_the_set(tmp_
     img = data.astronaut()
     folder = tmp_path / "mixed"
     folder.mkdir()
-    for i in range(10):  # every photo its own size: the test set's two differ
-        s = 96 + 8 * i
-        Image.fromarray(img[:s, :s]).save(folder / f"p{i}.png")
+    for i in range(10):  # every photo its own size (the test set's two differ) and its own pixels (the
+        s = 96 + 8 * i   # selection role's 96 x 96 patches must not repeat a calibration patch)
+        Image.fromarray(img[8 * i:8 * i + s, 16 * i:16 * i + s]).save(folder / f"p{i}.png")
     ckpt = _tiny_sr_checkpoint(tmp_path / "tiny.pt")
     rc = main(["deploy", str(ckpt), "--data", str(folder), "--out", str(tmp_path / "b"), *FAST])
     assert rc == 2
@@ -194,6 +194,107 @@ def test_quantize_command_serves_the_sr_task_like_deploy(tmp_path):
                  str(tmp_path / "cache")]) == 0
     res = json.loads(next(out.glob("*.json")).read_text())
     assert res["reference"]["measure"].startswith("PSNR drop (dB")
+    assert res["max_drop"] == 0.1  # no --max-drop: SR's default budget, in dB
     dims = [d.dim_param or d.dim_value for d in onnx.load(str(out / "model.int8.onnx")).graph.input[0]
             .type.tensor_type.shape.dim]
     assert dims[2:] == ["height", "width"]
+
+
+def test_selection_score_pools_each_photos_patches_into_its_psnr():
+    """Patches of one photo pool their squared errors (the photo scores as one image), and photos are averaged:
+    a mean of per-patch PSNRs would let a near-flat patch, whose PSNR moves by dBs on a tiny error, decide."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from edgerep.bench.sr_metrics import rgb_to_y, to_pixels
+    from edgerep.data.photos import PhotosDataset
+    from edgerep.data.sr import bicubic_upscale
+    from edgerep.tasks import get_task
+
+    val = PhotosDataset("val")
+    idx = [i for i, it in enumerate(val.items) if it.image in ("chelsea.png", "moon.png")]
+    sub = PhotosDataset("val")
+    sub.items = [val.items[i] for i in idx]
+    ref = np.stack([bicubic_upscale(sub.pair(i)[0], 2).transpose(2, 0, 1) for i in range(len(sub))])
+    ref = (ref / 255.0).astype(np.float32)
+    rng = np.random.default_rng(1)
+    noisy = ref.copy()
+    noisy[-1] += rng.normal(0, 0.02, noisy[-1].shape).astype(np.float32)  # one moon patch only
+    s = get_task("sr").selection_score(noisy, None, ref, dataset=sub)
+
+    def y(img):
+        return rgb_to_y(to_pixels(img, "chw"))[2:-2, 2:-2].ravel()
+
+    def photo_psnr(out, photo):
+        rows = [i for i, it in enumerate(sub.items) if it.image == photo]
+        hr = np.concatenate([y(sub.pair(i)[1].transpose(2, 0, 1)) for i in rows])
+        return peak_signal_noise_ratio(hr, np.concatenate([y(out[i]) for i in rows]), data_range=255.0)
+
+    want = np.mean([photo_psnr(ref, p) - photo_psnr(noisy, p) for p in ("chelsea.png", "moon.png")])
+    assert want > 0.01 and s.drop == pytest.approx(want, abs=1e-9)
+
+
+def test_auto_range_method_for_the_demo_is_chosen_on_seven_selection_photos_never_the_test_photos(tmp_path):
+    """The shipped ECBSR demo: on the one selection photo it had, percentile beat minmax by 0.006 dB and then lost
+    0.14 dB on the test photos (its clipped output range clips highlights). On the seven-photo selection split the
+    simulated drops order the methods as the test photos do, and auto takes minmax, by its selection drop."""
+    import onnx
+
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.data.photos import ASSIGNMENT, PhotosDataset
+    from edgerep.fold.model import fold_model
+    from edgerep.quant.calibrate import calibrate_many
+    from edgerep.quant.equalize import equalize_model
+    from edgerep.quant.export import export_onnx
+    from edgerep.quant.pipeline import AUTO_METHODS, _Judge, _reference_outputs, _write, choose_auto_method
+    from edgerep.tasks import get_task
+
+    root = Path(__file__).resolve().parents[1]
+    model = load_checkpoint(root / "examples" / "checkpoints" / "ecbsr_x2.pt").model.eval()
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(fold_model(model), fp32, (3, 48, 48), dynamic_hw=True)
+    m = onnx.load(str(fp32))
+    equalize_model(m)
+    onnx.save(m, str(tmp_path / "eq.onnx"))
+    cals = calibrate_many(tmp_path / "eq.onnx", PhotosDataset("calib"), AUTO_METHODS, batch_size=16)
+    files = {k: _write(tmp_path / "eq.onnx", tmp_path / f"{k}.onnx", c) for k, c in cals.items()}
+    val = PhotosDataset("val")
+    x = np.concatenate([b for b, _ in val.batches(64)])
+    ref, _ = _reference_outputs(None, fp32, x, 64)
+    judge = _Judge(x, None, ref, 64, None, task=get_task("sr"), dataset=val)
+    scores = {k: judge.score(f, optimization="disable") for k, f in files.items()}
+    chosen, _ = choose_auto_method(scores)
+    assert chosen == "minmax", {k: round(s.drop, 4) for k, s in scores.items()}
+    assert scores["percentile"].drop - scores["minmax"].drop > 0.02
+    assert not set(val.photos()) & set(ASSIGNMENT["test"]) and len(val.photos()) == 7
+
+
+def test_sr_max_drop_defaults_to_a_tenth_of_a_db_in_deploy_and_a_bare_gate(sr_bundle, capsys):
+    """No --max-drop: deploy budgets and gates an SR model at 0.1 dB (0.5 would pass a clipped output range's
+    0.14 dB); a classifier keeps 0.5 points; a given value or a negative one (no gate) wins."""
+    from edgerep.commands.deploy import _options, add_arguments
+    from edgerep.pipeline import effective_max_drop
+    from edgerep.tasks import get_task
+
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    plain = _options(p.parse_args(["m.pt"]))
+    assert effective_max_drop(plain, get_task("sr")) == 0.1 and effective_max_drop(plain, get_task("classify")) == 0.5
+    assert effective_max_drop(_options(p.parse_args(["m.pt", "--max-drop", "0.3"])), get_task("sr")) == 0.3
+    assert effective_max_drop(_options(p.parse_args(["m.pt", "--max-drop", "-1"])), get_task("sr")) is None
+    out, _ = sr_bundle
+    capsys.readouterr()
+    main(["gate", str(out / "report.json"), "--json"])
+    checks = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "max_drop"]
+    assert checks and all(c["threshold"] == 0.1 for c in checks)
+
+
+def test_sr_latency_is_timed_on_a_whole_selection_photo_not_a_patch(sr_bundle):
+    """The selection split is patches; latency is timed on the first selection photo's whole LR image."""
+    out, _ = sr_bundle
+    rep = json.loads((out / "report.json").read_text())
+    splits = json.loads((out / "splits.json").read_text())
+    assert all("@" in i for i in _role_ids(splits, "selection"))  # patches
+    sources = {e["latency"]["samples_source"] for e in rep["engines"] if e.get("latency")}
+    assert sources and all(s.startswith("selection set: the whole LR image of ") for s in sources)

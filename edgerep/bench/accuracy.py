@@ -1,7 +1,6 @@
 """Accuracy of an engine on a data set, and its fidelity against the unfolded reference model."""
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Callable, Iterable
 
@@ -9,7 +8,7 @@ import numpy as np
 
 from edgerep.bench import metrics
 from edgerep.engines.base import Engine
-from edgerep.errors import EdgerepError
+from edgerep.plugins import load_function
 from edgerep.report.models.results import Accuracy, Majority, make_accuracy
 
 UserMetric = Callable[[np.ndarray, "np.ndarray | None", np.ndarray], "dict[str, float] | float"]
@@ -17,16 +16,7 @@ UserMetric = Callable[[np.ndarray, "np.ndarray | None", np.ndarray], "dict[str, 
 
 def load_user_metric(spec: str) -> UserMetric:
     """``package.module:function`` -> the function ``(outputs, labels_or_None, reference) -> dict | float``."""
-    if ":" not in spec:
-        raise EdgerepError(f"--metric {spec!r} is not of the form package.module:function")
-    mod_name, fn_name = spec.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise EdgerepError(f"--metric {spec!r} cannot be imported: {e}") from None
-    if not callable(fn):
-        raise EdgerepError(f"--metric {spec!r} is not callable")
-    return fn
+    return load_function(spec, "--metric")
 
 
 def collect_outputs(engine: Engine, batches: Iterable[tuple[np.ndarray, np.ndarray | None]]

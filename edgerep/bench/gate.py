@@ -26,12 +26,30 @@ else:  # pragma: no cover
 
 
 DEFAULT_MAX_DROP = 0.5  # deploy's default: a bare `edgerep gate report.json` gates what deploy gates
+#: a task's own default where it differs (its unit: dB for SR); ``default_max_drop(task)`` reads it
+
+
+def default_max_drop(task: str | None) -> float:
+    """``--max-drop`` when none is given, in the task's unit: the task module's ``default_max_drop`` (SR: 0.1
+    dB), else ``DEFAULT_MAX_DROP`` (0.5 top-1 / mAP points)."""
+    if not task:
+        return DEFAULT_MAX_DROP
+    try:
+        from edgerep.tasks import get_task
+
+        return float(getattr(get_task(task), "default_max_drop", DEFAULT_MAX_DROP))
+    except Exception:  # an unknown task name in an old report: the task-wide default
+        return DEFAULT_MAX_DROP
 #: an unfolded FP32 baseline must beat chance at this level (exact one-sided binomial test on its counts)
 SANITY_ALPHA = 1e-3
 #: "far below the expected top-1": the counts are inconsistent (one-sided exact binomial, SANITY_ALPHA) with a
 #: true accuracy of the expected top-1 minus this many points
 EXPECT_MARGIN = 5.0
 _PREPROCESSING = "--input-shape/--mean/--std/--scale/--resize/--channel-order"
+#: beyond these the input statistics are off by what only wrong preprocessing makes (a forgotten /255: ~130
+#: running std and ~65,000x); up to them a change of photos does it too (the demo detector on other photos'
+#: calibration images: variance 2.2x smaller, scenes v1's calib split: mean 0.67 running std off)
+FAR = {"mean_shift": 2.0, "var_ratio": 4.0}
 
 
 @dataclass
@@ -415,9 +433,13 @@ def _input_checks(stats: dict | None, th: GateThresholds, add) -> None:
         msg = (f"BatchNorm {worst['layer']} (of the first {len(layers)} in the unfolded model, median of "
                f"{worst['channels']} channels, {stats.get('samples')} {stats.get('source')} samples): {what} "
                f"(limit {limit:g}{unit})")
-        if not ok:
+        if not ok and worst[key] > FAR[key]:
             msg += (": the inputs are not what the model was trained on; the preprocessing "
                     f"({_PREPROCESSING}) is likely wrong")
+        elif not ok:  # a factor a change of photos also makes: say both causes
+            msg += (": the inputs are not what the model was trained on: the preprocessing "
+                    f"({_PREPROCESSING}) may be wrong, or the calibration images differ from the training images "
+                    "(another source or camera: calibrate on images like the training data, --calib-data)")
         add(name, "inputs", worst[key], limit, ok, msg)
 
 

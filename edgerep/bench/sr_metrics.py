@@ -24,7 +24,7 @@ import numpy as np
 from edgerep.errors import EdgerepError
 
 __all__ = ["Y_WEIGHTS", "Y_OFFSET", "ImageScore", "SRScores", "rgb_to_y", "to_pixels", "image_metrics",
-           "aggregate", "require_skimage", "CONVENTION"]
+           "y_squared_error", "pooled_psnr", "aggregate", "require_skimage", "CONVENTION"]
 
 #: ITU-R BT.601 luma for R, G, B in 0..255 -> Y in [16, 235] (MATLAB rgb2ycbcr's first row)
 Y_WEIGHTS = (65.481, 128.553, 24.966)
@@ -102,6 +102,24 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, scale: int, *, layout: str = "
     ssim = float(metrics.structural_similarity(y_hr, y_sr, data_range=255.0, gaussian_weights=True, sigma=1.5,
                                                use_sample_covariance=False))
     return ImageScore(psnr, ssim)
+
+
+def y_squared_error(sr: np.ndarray, hr: np.ndarray, scale: int, *, layout: str = "hwc") -> tuple[float, int]:
+    """``(sum of squared Y errors, pixel count)`` of ``sr`` against ``hr`` as ``image_metrics`` reads them
+    (8-bit, Y, ``scale`` shaved): what PSNR is made of, so parts of one photo pool into its PSNR."""
+    a, b = to_pixels(hr, layout), to_pixels(sr, layout)
+    if a.shape != b.shape:
+        raise ValueError(f"SR output {b.shape[:2]} and ground truth {a.shape[:2]} differ in size")
+    d = _shave(rgb_to_y(a), int(scale)) - _shave(rgb_to_y(b), int(scale))
+    return float(np.sum(d * d)), int(d.size)
+
+
+def pooled_psnr(sse: float, pixels: int) -> float:
+    """PSNR (dB, peak 255) of a pooled squared error: ``10 log10(255^2 / (sse / pixels))``; ``inf`` at 0."""
+    if pixels <= 0:
+        raise ValueError("no pixels to pool")
+    mse = sse / pixels
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a latency-only run: no accuracy verdict is asked for (e.g. with --data synthetic)")
     p.add_argument("--target", default="x86-cpu",
                    help="target profile name (see engines/*.toml) or a TOML path (default x86-cpu)")
-    p.add_argument("--max-drop", type=float, default=0.5,
-                   help="gate: max drop vs the unfolded FP32 model in the task's points (top-1; detect: mAP@[.5:.95]) "
-                        "(default 0.5); exit 1 if any "
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="gate: max drop vs the unfolded FP32 model in the task's points (top-1; detect: mAP@[.5:.95]; "
+                        "sr: PSNR dB) (default 0.5; sr: 0.1 dB); exit 1 if any "
                         "engine exceeds it. Also the budget for automatic mixed precision. A negative value "
                         "disables the gate")
     p.add_argument("--recover", default="none", choices=["auto", "none", "adaround", "qat"],
@@ -154,6 +154,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _max_drop(given: float | None) -> float | None:
+    """``--max-drop``: None (no gate) when negative; when not given, a placeholder the task's default replaces."""
+    if given is None:
+        from edgerep.bench.gate import DEFAULT_MAX_DROP
+
+        return DEFAULT_MAX_DROP
+    return given if given >= 0 else None
+
+
 def _options(args: argparse.Namespace):
     """The parsed flags as ``edgerep.pipeline.DeployOptions`` (nothing is read or checked here)."""
     from edgerep.commands.fold import parse_checkpoint_arguments
@@ -162,7 +171,8 @@ def _options(args: argparse.Namespace):
     return DeployOptions(
         checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
         val_data=args.val_data, eval_data=args.eval_data, allow_overlap=args.allow_overlap,
-        accuracy_gate=not args.no_accuracy_gate, target=args.target, max_drop=args.max_drop if args.max_drop >= 0 else None, force=args.force,
+        accuracy_gate=not args.no_accuracy_gate, target=args.target, max_drop=_max_drop(args.max_drop),
+        max_drop_from_task=args.max_drop is None, force=args.force,
         load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,

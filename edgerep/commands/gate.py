@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="gate.toml with a [gate] table")
     p.add_argument("--max-drop", type=float,
                    help="max drop vs the unfolded FP32 model in the report's metric (points: top-1, or mAP@[.5:.95] "
-                        "for a detector's report; default 0.5, as deploy)")
+                        "for a detector's report; PSNR dB for SR; default 0.5, SR 0.1 dB, as deploy)")
     p.add_argument("--no-accuracy-gate", action="store_true",
                    help="a latency-only run: no drop, no 'accuracy measured' and no baseline-sanity check")
     p.add_argument("--expect-top1", type=float, metavar="PCT",
@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if args.no_accuracy_gate:
         th = GateThresholds(**{**vars(th), "max_drop": None, "require_accuracy": False, "baseline_sanity": False})
     report = load_report(args.report)
+    if args.max_drop is None and not args.config and th.max_drop is not None:  # deploy's default for the task
+        from edgerep.bench.gate import default_max_drop
+
+        th = GateThresholds(**{**vars(th), "max_drop": default_max_drop((report.get("task") or {}).get("name"))})
     baseline = None
     if th.baseline:
         base_path = Path(th.baseline)

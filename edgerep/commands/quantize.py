@@ -73,9 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="auto", choices=["auto", "minmax", "percentile", "entropy", "mse"],
                    help="activation range method (default auto: mse, percentile and minmax from one pass, "
                         "the one with the lowest simulated INT8 logit error on the selection set wins)")
-    p.add_argument("--max-drop", type=float, default=0.5,
+    p.add_argument("--max-drop", type=float, default=None,
                    help="accuracy budget in the task's points vs the reference (top-1; detect: selection-split "
-                        "mAP@[.5:.95]) (default 0.5); layers leave INT8 until it holds. Negative: never exclude layers")
+                        "mAP@[.5:.95]; sr: PSNR dB) (default 0.5; sr: 0.1 dB); layers leave INT8 until it holds. "
+                        "Negative: never exclude layers")
     p.add_argument("--task", choices=["classify", "detect"],
                    help="what the outputs are for (default: the checkpoint's meta.task, else the data set's, else "
                         "classify): it decides how every choice is scored on the selection set")
@@ -178,6 +179,12 @@ def run(args: argparse.Namespace) -> int:
         log(f"task {task.name} ({task_source}): choices scored by {task.metric} on the selection set")
     if hasattr(task, "check_data"):
         task.check_data(evaluate, "selection")
+    if args.max_drop is None:  # not given: the task's default (SR: 0.1 dB), as deploy
+        from dataclasses import replace as _replace
+
+        from edgerep.bench.gate import default_max_drop
+
+        options = _replace(options, judge=_replace(options.judge, max_drop=default_max_drop(task.name)))
     with staged_outputs(out) as tmp:  # a failed run leaves nothing behind
         if fold is None:
             fp32 = args.model
@@ -219,6 +226,15 @@ FLAGS = {"target.targets": "--targets", "target.cpu_policies": "--cpu-policy", "
          "recovery.qat_steps": "--recover"}
 
 
+def _given_max_drop(given: float | None) -> float | None:
+    """``--max-drop`` as the judge takes it (negative: None); not given: 0.5 until the task's default replaces it."""
+    if given is None:
+        from edgerep.bench.gate import DEFAULT_MAX_DROP
+
+        return DEFAULT_MAX_DROP
+    return None if given < 0 else given
+
+
 def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F821 (imported inside)
     """The command's ``QuantizeOptions`` from its flags; a value that cannot work (on this CPU, for
     ``--cpu-policy``) is an ``EdgerepError`` naming the flag."""
@@ -234,7 +250,7 @@ def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F8
             calibration=CalibrationOptions(method=args.method, samples=args.calib_samples,
                                            cache_dir=args.cache_dir or args.out / "cache",
                                            equalize=not args.no_equalize, bias_correction=not args.no_bias_correction),
-            judge=JudgeOptions(max_drop=None if args.max_drop < 0 else args.max_drop, samples=args.eval_samples,
+            judge=JudgeOptions(max_drop=_given_max_drop(args.max_drop), samples=args.eval_samples,
                                threads=args.threads),
             recovery=RecoveryOptions(mode=args.recover))
         options.target.check_cpu(detect_cpu_features())
@@ -275,6 +291,7 @@ def ladder_lines(recovery) -> list[str]:
 def _print_table(res) -> None:
     from edgerep.report import fmt as F
     from edgerep.report.console import make_console
+    from edgerep.report.rows import drop_unit
     from rich.table import Table
 
     con = make_console()
@@ -282,11 +299,14 @@ def _print_table(res) -> None:
     n = ref.get("samples")
     t = Table(title=f"CPU policies on {res.cpu.get('model_name')} ({res.cpu.get('int8_dot')}), "
                     f"measured on the optimized onnxruntime session")
-    for col in ("policy", "top-1 (correct of images)", "drop (points)", "agreement", "latency ms", "verdict"):
+    top1 = any(c.top1 is not None for c in res.candidates)  # a classifier; mAP / PSNR have only the drop
+    cols = ["policy"] + (["top-1 (correct of images)"] if top1 else []) + \
+        [f"drop ({drop_unit({'reference': ref})})", "agreement", "latency ms", "verdict"]
+    for col in cols:
         t.add_column(col)
     for c in res.candidates:
-        t.add_row(c.policy, F.accuracy(c.top1, n), F.points(c.drop, signed=False), F.pct(c.agreement),
-                  F.ms(c.latency_ms), "[green]accepted[/]" if c.accepted else "[red]rejected[/]")
+        t.add_row(c.policy, *([F.accuracy(c.top1, n)] if top1 else []), F.points(c.drop, signed=False),
+                  F.pct(c.agreement), F.ms(c.latency_ms), "[green]accepted[/]" if c.accepted else "[red]rejected[/]")
     con.print(t)
     for c in res.candidates:
         con.print(f"  {c.policy}: {c.reason}")
@@ -304,7 +324,7 @@ def _print_table(res) -> None:
     if "tensorrt" in res.files:
         errs = [i for i in res.lint if i.severity == "error"]
         con.print(f"tensorrt: {res.files['tensorrt']} lint {'passed' if not errs else 'FAILED'}; simulated drop "
-                  f"{F.points(res.tensorrt.get('simulated_drop'), signed=False)} points")
+                  f"{F.points(res.tensorrt.get('simulated_drop'), signed=False)} {drop_unit({'reference': ref})}")
         for i in res.lint[:10]:
             con.print(f"  {i}")
     cal = res.calibration

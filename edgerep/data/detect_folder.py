@@ -31,7 +31,7 @@ import numpy as np
 
 from edgerep.bench.detect_post import Letterbox
 from edgerep.data.base import Dataset, Preprocess, letterbox_geometry, letterbox_side, pixel_digest, shorter_side
-from edgerep.data.folder import IMAGE_SUFFIXES, decoded_pixels
+from edgerep.data.folder import IMAGE_SUFFIXES, decoded_pixels, image_size
 from edgerep.errors import DataError
 
 NAME_FILES = ("classes.txt", "names.txt", "obj.names")
@@ -75,17 +75,6 @@ def _annotation_files(folder: Path) -> list[Path]:
     if (folder / "annotations").is_dir():
         found += sorted((folder / "annotations").glob("*.json"))
     return found
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
-                        hint="remove or re-save the file") from None
 
 
 def _class_index(names: list[str], model_names: list[str] | None, where: Path) -> tuple[list[str], list[int]]:
@@ -134,7 +123,7 @@ def read_coco(folder: Path, model_names: list[str] | None) -> tuple[list[Item], 
             path = folder / "images" / str(im["file_name"])
             if not path.is_file():
                 raise DataError(f"{ann_file}: image {im['file_name']!r} is not in {folder / 'images'}")
-            size = (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else _image_size(path)
+            size = (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else image_size(path)
             anns = by_image[im["id"]]
             xywh = np.asarray([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
             boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
@@ -170,7 +159,7 @@ def read_yolo(folder: Path, root: Path, model_names: list[str] | None) -> tuple[
     names, index = _class_index(file_names, model_names, names_file)
     items = []
     for path in sorted(p for p in (folder / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
-        h, w = _image_size(path)
+        h, w = image_size(path)
         label = (folder / "labels" / path.relative_to(folder / "images")).with_suffix(".txt")
         boxes, classes = [], []
         if label.is_file():

@@ -129,3 +129,15 @@ class ImageFolderDataset(Dataset):
             st = p.stat()
             h.update(f"{p.relative_to(self.root)}|{y}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         return {"set": "folder", "files": h.hexdigest(), "classes": self.class_names, **self.pre.to_dict()}
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` from the file header (no decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
+                        hint="remove or re-save the file") from None

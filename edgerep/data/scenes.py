@@ -4,12 +4,16 @@ objects, exact boxes, COCO-format ground truth. Everything ships inside the scik
 
 Roles never share material:
 
-* **Backgrounds.** ``train`` and ``calib`` crop ``china.jpg``; ``val`` and ``test`` crop
-  ``flower.jpg``. Within a photo the two roles take disjoint column ranges (china: train columns
-  0-439, calib 440-639; flower: val 0-279, test 280-639), so no background pixel is in two roles.
-  Each scene takes a square crop (side 112-200 px, clipped to the region) at a random place, flips it
-  left-right half the time, resizes it to 160x160 (bilinear) and jitters its colour (brightness 0.7-1.3,
-  per-channel gain 0.85-1.15).
+* **Backgrounds.** Both photos (``china.jpg``, ``flower.jpg``) are cut into a grid of 3 x 5 tiles of
+  142 x 128 pixels (rows 0-425, columns 0-639); each photo's 15 tiles, ranked by mean luminance, are dealt
+  to the roles stratified (``tiles()``, ``RANKS``): ranks 1 and 13 to ``calib``, 3 and 11 to ``val``, 5 and 9
+  to ``test``, the other 9 to ``train``. A scene picks one of its role's tiles (18 for train, 4 for the
+  others, of both photos) and crops a square of side 112-128 px inside it, so no
+  background pixel is in two roles and every role draws from both photos alike (version 1 gave train and
+  calib ``china.jpg`` and val and test ``flower.jpg``: the roles' colour statistics differed so much that the
+  demo detector's input-statistics gate failed on its own calibration split, and test measured transfer to an
+  unseen photo rather than detection). The crop is flipped left-right half the time, resized to 160x160
+  (bilinear) and its colour jittered (brightness 0.7-1.3, per-channel gain 0.85-1.15).
 * **Objects.** The digit images of role R are ``edgerep.data.digits.split_indices()[R]`` (disjoint by
   construction). 1-6 per scene, side 12-48 px (bilinear upsampling of the 8x8 digit), a random RGB
   colour and opacity 0.6-1.0 (contrast), alpha-blended; a new object may overlap earlier ones partly
@@ -34,17 +38,20 @@ from edgerep.errors import DataError
 SPLITS = ("train", "calib", "val", "test")
 SIZES = {"train": 2000, "calib": 256, "val": 256, "test": 500}
 SEED = 2024
-VERSION = 1  # bump when the generator changes: it is in every fingerprint
+VERSION = 2  # bump when the generator changes: it is in every fingerprint (2: tiles of both photos per role)
 IMAGE_SIZE = 160
 DEFAULT_SHAPE = (3, IMAGE_SIZE, IMAGE_SIZE)
 CLASS_NAMES = [str(i) for i in range(10)]
 OBJECTS = (1, 6)
 OBJECT_SIZE = (12, 48)
 INK = 0.25  # an upsampled digit pixel at or above this intensity is inside the box
-# (photo, first column, end column) of each role's background region: disjoint within a photo
-REGIONS = {"train": ("china.jpg", 0, 440), "calib": ("china.jpg", 440, 640),
-           "val": ("flower.jpg", 0, 280), "test": ("flower.jpg", 280, 640)}
-CROP = (112, 200)
+PHOTOS = ("china.jpg", "flower.jpg")
+TILE = (142, 128)  # (height, width) of a background tile
+GRID = (3, 5)  # tiles per photo: rows, columns
+#: the ranks (0 = darkest of the photo's 15 tiles by mean luminance) each other role takes, pairs symmetric
+#: about the median rank 7; train takes the other 9: every role's mean rank is 7 (stratified, as digits is by class)
+RANKS = {"calib": (1, 13), "val": (3, 11), "test": (5, 9)}
+CROP = (112, 128)
 
 
 @dataclass(frozen=True)
@@ -135,13 +142,30 @@ def layout(split: str, i: int) -> list[SceneObject]:
     return out
 
 
+@lru_cache(maxsize=1)
+def tiles() -> dict[str, list[tuple[str, int, int]]]:
+    """Each role's background tiles: ``(photo, top, left)`` of a ``TILE``-sized window; disjoint across roles,
+    each role holding tiles of both photos at ranks ``RANKS`` of their mean luminance (train: the rest)."""
+    out: dict[str, list[tuple[str, int, int]]] = {s: [] for s in SPLITS}
+    for name in PHOTOS:
+        photo = _photo(name).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        grid = [((t // GRID[1]) * TILE[0], (t % GRID[1]) * TILE[1]) for t in range(GRID[0] * GRID[1])]
+        lum = [photo[y:y + TILE[0], x:x + TILE[1]].mean() for y, x in grid]
+        ranked = [grid[t] for t in np.argsort(lum, kind="stable")]
+        taken = {r for ranks in RANKS.values() for r in ranks}
+        for role, ranks in RANKS.items():
+            out[role] += [(name, *ranked[r]) for r in ranks]
+        out["train"] += [(name, *ranked[r]) for r in range(len(ranked)) if r not in taken]
+    return out
+
+
 def background_window(split: str, i: int) -> tuple[str, int, int, int, bool, np.ndarray]:
     """(photo, top, left, side, flipped, RGB gain) of the crop scene ``i`` uses (what the role test checks)."""
     rng = _rng(split, i, 0)
-    name, c0, c1 = REGIONS[split]
-    h, w = _photo(name).shape[0], c1 - c0
-    side = int(rng.integers(CROP[0], min(CROP[1], h, w) + 1))
-    top, left = int(rng.integers(0, h - side + 1)), c0 + int(rng.integers(0, w - side + 1))
+    role_tiles = tiles()[split]
+    name, t0, l0 = role_tiles[int(rng.integers(len(role_tiles)))]
+    side = int(rng.integers(CROP[0], min(CROP[1], *TILE) + 1))
+    top, left = t0 + int(rng.integers(0, TILE[0] - side + 1)), l0 + int(rng.integers(0, TILE[1] - side + 1))
     flip = bool(rng.random() < 0.5)
     gain = (rng.uniform(0.7, 1.3) * rng.uniform(0.85, 1.15, size=3)).astype(np.float32)
     return name, top, left, side, flip, gain

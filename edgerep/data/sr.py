@@ -11,9 +11,11 @@ truth (uint8 NCHW, what ``edgerep.bench.sr_metrics`` scores). ``task == "sr"``.
   HR image to ``1/scale`` of its size. Pillow's bicubic (Keys, a = -0.5) widens its support by the
   factor when it shrinks, so it is anti-aliased, like MATLAB's ``imresize``; the result is 8-bit. A
   paired ``hr/`` + ``lr/`` folder uses the user's LR files instead (``lr_method`` says so).
-- Patches (train / calib): an HR grid of ``patch`` x ``patch`` squares with stride ``patch`` (no overlap,
+- Patches (train / calib / val): an HR grid of ``patch`` x ``patch`` squares with stride ``patch`` (no overlap,
   partial squares dropped), each with the LR square it maps to, cut from the whole LR image (so patch
-  borders are those of whole-image LR). Whole images (val / test): one sample per photo.
+  borders are those of whole-image LR). Whole images (test): one sample per photo. The selection role
+  (val) is patches so that photos of any size share one batch shape; its score pools each photo's
+  patches (``edgerep.tasks.sr.photo_psnr``), so a photo weighs as one image, as in the test set.
 - A split never shares a photo between roles: ``split_by_photo`` assigns whole files; patches inherit
   their photo's role.
 - Preprocessing: the LR pixels / 255, then ``(x - mean) / std`` of the checkpoint (default 0 and 1);
@@ -34,6 +36,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from edgerep.data.base import Batches, Dataset, Preprocess, pixel_digest
+from edgerep.data.folder import image_size
 from edgerep.errors import DataError
 
 __all__ = ["ROLES", "SRItem", "SRDataset", "HRFolderDataset", "PairedFolderDataset", "lr_method",
@@ -92,18 +95,6 @@ def read_rgb(path: Path) -> np.ndarray:
                                 hint="save it as an 8-bit PNG")
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
-                        hint="remove or re-save the file") from None
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(H, W)`` from the file header (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {str(e)[:120]})",
                         hint="remove or re-save the file") from None
 
@@ -238,6 +229,15 @@ class SRDataset(Dataset):
     def sample_ids(self) -> list[str]:
         return [it.id for it in self.items]
 
+    def whole_input(self, k: int = 0) -> tuple[np.ndarray, str]:
+        """Photo ``k``'s whole LR image as a model input ``(1, 3, h, w)``, and its name: what latency is timed
+        on when the samples are patches (a 48 x 48 patch says little about an SR model's speed)."""
+        photos = self.photos()
+        if not photos:
+            raise DataError(f"{self.name}: no samples")
+        name = photos[k]
+        return self._input([self._load(name)[1]]), name
+
     def sample_digests(self) -> list[str]:
         """``pixel_digest`` of each sample's HR pixels (CHW uint8): the same photo crop read twice is one sample."""
         return [pixel_digest(self.pair(i)[1].transpose(2, 0, 1)) for i in range(len(self))]
@@ -285,8 +285,8 @@ def check_geometry(scale: int, patch: int) -> None:
 
 
 def default_mode(split: str) -> str:
-    """Patches for train / calib, whole images for val / test (and for ``all``)."""
-    return "patches" if split in ("train", "calib") else "whole"
+    """Patches for train / calib / val (selection), whole images for test (and for ``all``)."""
+    return "patches" if split in ("train", "calib", "val") else "whole"
 
 
 def _images_under(root: Path) -> list[Path]:

@@ -79,6 +79,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     if opts.retries < 0 or opts.timeout_s <= 0 or opts.batch < 1:
         raise EdgerepError("--retries must be >= 0, --timeout > 0 and --batch >= 1")
     bundle = read_bundle(opts.bundle)
+    refuse_unmerged_task(bundle.report, opts.data)
     out = Path(opts.out) if opts.out else default_out(bundle.path)
     check_output_path(out, opts.force)
     targets = list(opts.targets or ([bundle.target] if bundle.target else []))
@@ -218,6 +219,19 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
         (tmp / "report.md").write_text(markdown(report))
         (tmp / "gate.xml").write_text(xml)
     return FleetResult(out=out.resolve(), report=report, passed=result.passed, junit=xml, timings=marks)
+
+
+def refuse_unmerged_task(report: dict, data: str | None) -> None:
+    """Fleet nodes score classifiers only (top-1 counts that add up across shards); a detector's mAP and an SR
+    net's PSNR are computed on predictions the merge does not collect yet, so such a bundle is refused (exit 2)
+    unless the run is latency only (``--data synthetic``) rather than scored as if it were a classifier."""
+    task = ((report or {}).get("task") or {}).get("name") or "classify"
+    if task != "classify" and data != "synthetic":
+        metric = {"detect": "mAP", "sr": "PSNR / SSIM"}.get(task, task)
+        raise EdgerepError(f"fleet deploy scores classifiers only; this bundle's task is {task} ({metric} is not "
+                           "merged from the nodes' shards yet)",
+                           hint="time it on the fleet with --data synthetic (latency only), and measure its "
+                                f"{metric} with `edgerep deploy` on the device")
 
 
 def is_task_error(e: BaseException) -> bool:

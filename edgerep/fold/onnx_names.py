@@ -21,16 +21,18 @@ _SUFFIX = re.compile(r"(_token_\d+|_nchwc|_output_\d+)+$")
 
 
 def module_path(node: str) -> str:
-    """The module path an exporter scope names (``/stage1/stage1.0/conv/Conv_token_4`` -> stage1.0.conv)."""
-    cur = ""
+    """The module path an exporter scope names (``/stage1/stage1.0/conv/Conv_token_4`` -> stage1.0.conv;
+    ``/backbone/stages.1/stages.1.0/conv/Conv`` -> backbone.stages.1.0.conv: a container's child is named
+    after the container's segment, which it replaces, at any depth)."""
+    parts: list[str] = []
     for seg in [s for s in node.split("/") if s]:
-        if cur and seg.startswith(cur + "."):
-            cur = seg
+        if parts and seg.startswith(parts[-1] + "."):
+            parts[-1] = seg
         elif re.match(r"^[a-z_][\w.]*$", seg) and not re.search(r"_(output|token)_\d", seg):
-            cur = f"{cur}.{seg}" if cur else seg
+            parts.append(seg)
         else:
             break
-    return cur
+    return ".".join(parts)
 
 
 def resolve(path: str, layers: Iterable[str]) -> str | None:

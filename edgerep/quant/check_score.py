@@ -12,13 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from edgerep.report import fmt
+from edgerep.report.rows import drop_unit
 from edgerep.report.models.results import drop_of, top1_of
 
 
 def layer_of(node: str, names: list[str]) -> str | None:
-    """The check layer an ONNX node belongs to (``/stage2/stage2.1/conv/Conv`` -> ``stage2.1``), else None."""
-    path = "/" + str(node).strip("/") + "/"
-    hit = [n for n in names if f"/{n}/" in path]
+    """The check layer an ONNX node belongs to (``/stage2/stage2.1/conv/Conv`` -> ``stage2.1``;
+    ``/backbone/stages.1/stages.1.0/conv/Conv`` -> ``backbone.stages.1.0``), else None."""
+    from edgerep.fold.onnx_names import module_path
+
+    path, scope = module_path(str(node)), "/" + str(node).strip("/") + "/"
+    hit = [n for n in names if path == n or path.startswith(n + ".") or f"/{n}/" in scope]
     return max(hit, key=len) if hit else None
 
 
@@ -26,12 +30,12 @@ def _advised_float(layer: dict) -> bool:
     return any(a.get("kind") == "keep_fp16" for a in layer.get("advice") or [])
 
 
-def _selection_words(cand: dict, pol: dict) -> str:
+def _selection_words(cand: dict, pol: dict, unit: str = "points") -> str:
     """``drop 0.56 points (1 of 180 flipped to wrong, 0 to right)`` from a candidate's paired verdict."""
     v = cand.get("verdict") or {}
     c = v.get("counts")
     drop = v.get("drop", pol.get("drop"))
-    text = f"drop {fmt.points(drop, signed=False)} points"
+    text = f"drop {fmt.points(drop, signed=False)} {unit}"
     if c:
         text += f" ({c['lost']} of {c['n']} flipped to wrong, {c['gained']} to right)"
     return text
@@ -74,7 +78,7 @@ def score_check(check: dict, quantization: dict, engines: list[dict] | None = No
     if pol:
         head = (f"every layer INT8 {where}" if not cpu_kept else
                 f"{len(cpu_kept)} of {len(names)} layers kept in FP32 {where} ({', '.join(cpu_kept)})")
-        parts.append(f"{head}: selection set {_selection_words(cand, pol)}")
+        parts.append(f"{head}: selection set {_selection_words(cand, pol, drop_unit(q))}")
     row = _int8_row(engines or [])
     if row is not None:
         acc = row.get("accuracy") or {}
@@ -85,7 +89,7 @@ def score_check(check: dict, quantization: dict, engines: list[dict] | None = No
         trt_kept = [n for n in sensitive if "tensorrt" in kept[n]]
         parts.append("TensorRT QDQ (simulated) " + (f"with {len(trt_kept)} layer(s) in float" if trt_kept else
                                                      "with every layer INT8")
-                     + f": drop {fmt.points(trt.get('simulated_drop'), signed=False)} points")
+                     + f": drop {fmt.points(trt.get('simulated_drop'), signed=False)} {drop_unit(q)}")
     if q.get("int8_failure"):
         parts.append(f"INT8 FAILED: {q['int8_failure']}")
     headline = "Measured: " + "; ".join(parts) + "."

@@ -330,8 +330,9 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
         sel = _selection(run, selection if selection is not None else calib, selection is not None, reference, task)
         cal, result.calibration = _calibrate(run, src, calib, sel.judge, sel.role)
         result.reference = _reference_summary(run, sel)
-        target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static), calib,
-                         reference)
+        target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static,
+                                                                  selection if selection is not None else calib),
+                         calib, reference)
         if "cpu" in opts.target.targets:
             _cpu_target(result, target, cpu)
         if "tensorrt" in opts.target.targets:
@@ -406,8 +407,9 @@ def _calibrate(run: _Run, src: Path, calib, judge: _Judge, role: str) -> tuple[C
     errors = {m: sc.error for m, sc in scores.items()}
     chosen, not_worse = choose_auto_method(scores)
     cal = cals[chosen]
-    run.say(f"calibration auto (judged on the {role} set): " + ", ".join(f"{m} {e:.2e}" for m, e in errors.items())
-            + f" -> {cal.method}")
+    run.say(f"calibration auto (judged on the {role} set, {len(judge.x)} samples): "
+            + ", ".join(f"{m} drop {sc.drop:.4f} {sc.unit} error {sc.error:.2e}"
+                        for m, sc in scores.items()) + f" -> {cal.method}")
     return cal, cal.summary() | {"requested": "auto", "auto_logit_error": errors,
                                  "auto_drop": {m: sc.drop for m, sc in scores.items()},
                                  "auto_not_less_accurate": not_worse, "auto_judged_on": role}
@@ -436,8 +438,11 @@ def _reference_summary(run: _Run, sel: _Selection) -> dict[str, Any]:
     return summary
 
 
-def _timing_input(x: np.ndarray, batch: int, static: bool) -> np.ndarray:
-    """One sample to time candidates on (a static-batch model: one whole batch, zero-padded)."""
+def _timing_input(x: np.ndarray, batch: int, static: bool, data: Any = None) -> np.ndarray:
+    """One sample to time candidates on (a static-batch model: one whole batch, zero-padded). SR data scored on
+    patches: the first photo's whole LR image (``SRDataset.whole_input``), a size an SR model is run at."""
+    if not static and hasattr(data, "whole_input") and len(data):
+        return np.ascontiguousarray(data.whole_input(0)[0])
     x1 = np.ascontiguousarray(x[:batch] if static else x[:1])
     if static and len(x1) < batch:
         x1 = np.concatenate([x1, np.zeros((batch - len(x1), *x1.shape[1:]), np.float32)])

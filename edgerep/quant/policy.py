@@ -34,7 +34,8 @@ class CpuPolicy:
 
 
 def _p(name: str, act: str, reduce: bool, cfg: dict[str, str] | None, why: str) -> CpuPolicy:
-    return CpuPolicy(name, QdqConfig(activation=act, weight="s8", per_channel=True, reduce_range=reduce),
+    return CpuPolicy(name, QdqConfig(activation=act, weight="s8", per_channel=True, reduce_range=reduce,
+                                     prelu_as_max=True),
                      dict(cfg or {}), why)
 
 

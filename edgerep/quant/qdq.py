@@ -36,6 +36,7 @@ class QdqConfig:
     quantize_bias: bool = True  # int32 bias DQ (onnxruntime); TensorRT wants float bias
     qdq_on_add: bool = False
     bias_correction: bool = True
+    prelu_as_max: bool = False  # PRelu -> Max(x, a x), exact (edgerep.quant.prelu): the CPU files, not TensorRT's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +51,7 @@ class QdqInfo:
     quantized_nodes: list[str] = field(default_factory=list)
     excluded_nodes: list[str] = field(default_factory=list)
     add_inputs_quantized: int = 0
+    prelu_rewritten: int = 0
     bias_corrected: dict[str, float] = field(default_factory=dict)  # node -> max |correction|
 
     def to_dict(self) -> dict[str, Any]:
@@ -306,6 +308,11 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
         log.setLevel(level)
     qmodel = q.model.model
     added = _add_qdq_on_adds(qmodel, calibration) if config.qdq_on_add else 0
+    prelus = 0
+    if config.prelu_as_max:
+        from edgerep.quant.prelu import prelu_as_max
+
+        prelus = prelu_as_max(qmodel)
     toposort(qmodel)
     qmodel.producer_name = "edgerep"
     onnx.checker.check_model(qmodel)
@@ -314,5 +321,5 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     quantized = [n for n in names if n not in exclude and (not only or n in only)]
     return QdqInfo(path=str(out_path), config=config.to_dict(), quantized_nodes=quantized,
                    excluded_nodes=[n for n in names if n not in quantized] + [n for n in exclude if n not in names],
-                   add_inputs_quantized=added,
+                   add_inputs_quantized=added, prelu_rewritten=prelus,
                    bias_corrected=corrected)

@@ -5,8 +5,8 @@ from edgerep.report import fmt
 from edgerep.report.detect_view import detections_section
 from edgerep.report.html_base import badge, esc, kv_table, page, png_figure, table
 from edgerep.report.plots import float_layers
-from edgerep.report.rows import (accuracy_heading, engine_entries, engine_rows, is_detection, is_psnr, psnr_text,
-                                 split_entries)
+from edgerep.report.rows import (accuracy_heading, drop_unit, engine_entries, engine_rows, is_detection, is_psnr,
+                                 psnr_text, split_entries)
 from edgerep.report.models.results import top1_of
 
 SECTIONS = [("#verdict", "verdict"), ("#engines", "engines"), ("#plots", "plots"), ("#int8", "INT8"),
@@ -130,25 +130,29 @@ def _int8(report: dict, links: dict[str, str]) -> str:
     cands = q.get("candidates") or []
     if cands:
         sim = any(c.get("simulated_top1") is not None for c in cands)
+        top1 = any(c.get("top1") is not None for c in cands)  # a classifier; mAP / PSNR have only the drop
         n = (q.get("reference") or {}).get("samples")
-        head = ["policy", "top-1 on the optimized session"] + (["QDQ simulation top-1"] if sim else []) + \
-            ["drop (points)", "latency ms", "accepted", "why"]
+        head = ["policy"] + (["top-1 on the optimized session"] if top1 else []) + \
+            (["QDQ simulation top-1"] if sim else []) + [f"drop ({drop_unit(q)})", "latency ms", "accepted", "why"]
         rows = []
         for c in cands:
             p = c.get("policy")
             p = p.get("name") if isinstance(p, dict) else p
-            rows.append([str(p), fmt.accuracy(c.get("top1"), n)] +
+            rows.append([str(p)] + ([fmt.accuracy(c.get("top1"), n)] if top1 else []) +
                         ([fmt.pct(c.get("simulated_top1"))] if sim else []) +
                         [fmt.points(c.get("drop"), signed=False), fmt.ms(c.get("latency_ms")),
                          "yes" if c.get("accepted") else "no", str(c.get("reason", ""))])
-        out.append("<h3>CPU policies tried</h3>" + table(head, rows, numeric=[1, 2, 3] + ([4] if sim else [])))
+        numeric = list(range(1, len(head) - 2))
+        out.append("<h3>CPU policies tried</h3>" + table(head, rows, numeric=numeric))
         out.append('<p class="muted">Each policy is measured on the optimized onnxruntime session, the fused INT8 '
                    "kernels that will run. The QDQ simulation (graph optimizations off) is measured only for a "
                    "rejected policy, to tell kernel saturation from bad ranges.</p>")
     trt = q.get("tensorrt") or {}
     if trt:
-        out.append(f"<p>TensorRT QDQ file: simulated top-1 {esc(fmt.pct(trt.get('simulated_top1')))}, drop "
-                   f"{esc(fmt.points(trt.get('simulated_drop')))} points (QDQ simulated in float; the plan itself "
+        top1 = (f"simulated top-1 {esc(fmt.pct(trt.get('simulated_top1')))}, "
+                if trt.get("simulated_top1") is not None else "")
+        out.append(f"<p>TensorRT QDQ file: {top1}simulated drop "
+                   f"{esc(fmt.points(trt.get('simulated_drop')))} {drop_unit(q)} (QDQ simulated in float; the plan itself "
                    "is measured in the engine table where TensorRT exists).</p>")
     out.append('<h3 id="float-layers">Layers kept in float</h3>')
     excl = q.get("excluded_nodes") or []

@@ -5,13 +5,23 @@ from edgerep.report import fmt
 from edgerep.report.models.results import top1_of
 
 
+#: how a table names the metric a drop is of (report.json keeps the metric's key)
+METRIC_LABELS = {"top1_agreement": "top-1 agreement", "cosine": "cosine", "map": "mAP", "map50": "mAP@.5",
+                 "psnr": "PSNR"}
+
+
 def drop_text(drop: dict | None) -> str:
-    """A drop for a table whose heading says "points vs unfolded": the signed value, and what it is a drop of
-    when that is not top-1 (agreement with the unfolded model, where no labels exist)."""
+    """A drop for a table whose heading says "points vs unfolded": the signed value, and its unit and metric
+    when that is not top-1 (``+0.04 dB PSNR``, ``+0.00 points top-1 agreement`` where no labels exist)."""
     if not drop:
         return fmt.points(None)
     s = fmt.points(drop["value"])
-    return s if drop["of"] == "top1" else f"{s} {drop['unit']} of {drop['of']}"
+    return s if drop["of"] == "top1" else f"{s} {drop['unit']} {METRIC_LABELS.get(drop['of'], drop['of'])}"
+
+
+def drop_unit(quantization: dict) -> str:
+    """The unit of a quantization block's selection drops: dB for super-resolution (PSNR), else points."""
+    return "dB" if ((quantization or {}).get("reference") or {}).get("task") == "sr" else "points"
 
 
 def engine_entries(report: dict) -> list[tuple[str, dict, bool]]:

@@ -18,13 +18,13 @@ normalised by its own reference mean square.
 from __future__ import annotations
 
 import hashlib
-import importlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from edgerep.errors import EdgerepError
+from edgerep.plugins import load_function
 from edgerep.tasks.base import Evaluation
 
 Postprocess = Callable[[np.ndarray], list]  # (N, ...) outputs -> per image Detections (xyxy, scores, classes)
@@ -34,16 +34,7 @@ EXAMPLES = 4  # test images whose detections the report page draws
 def load_postprocess(spec: str) -> Postprocess:
     """``--postprocess package.module:function``: ``function(outputs) -> [Detections-like]`` per image (objects
     with ``boxes`` (k, 4) xyxy model-input pixels, ``scores`` (k,), ``classes`` (k,) int)."""
-    if ":" not in spec:
-        raise EdgerepError(f"--postprocess {spec!r} is not of the form package.module:function")
-    mod, fn = spec.split(":", 1)
-    try:
-        f = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        raise EdgerepError(f"--postprocess {spec!r} cannot be imported: {e}") from None
-    if not callable(f):
-        raise EdgerepError(f"--postprocess {spec!r} is not callable")
-    return f
+    return load_function(spec, "--postprocess")
 
 
 class DetectTask:
