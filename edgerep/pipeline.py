@@ -58,6 +58,7 @@ class DeployOptions:
     expect_top1: float | None = None  # the unfolded model's expected top-1 (%): the gate fails far below it
     task: str | None = None  # classify | detect (edgerep.tasks); None: the checkpoint's, else the data set's
     postprocess: str | None = None  # detect: package.module:function turning outputs into detections
+    recover: str = "none"  # the recovery ladder when PTQ misses the budget (edgerep.quant.recover)
 
 
 @dataclass
@@ -616,7 +617,8 @@ def _ship_calibration_cache(qdict: dict, bundle_dir: Path) -> dict[str, str]:
 def quantize_options(opts: DeployOptions, load: LoadOutput) -> "QuantizeOptions":  # noqa: F821 (imported inside)
     """Deploy's ``QuantizeOptions``: the profile's targets, the calibration plan, the gate's budget (0.5 when
     the gate is off), the selection cap."""
-    from edgerep.quant.options import CalibrationOptions, JudgeOptions, QuantizeOptions, TargetOptions
+    from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptions, RecoveryOptions,
+                                       TargetOptions)
 
     return QuantizeOptions(
         target=TargetOptions(targets=tuple(getattr(load.profile, "quant_targets", None) or ("cpu", "tensorrt"))),
@@ -625,7 +627,8 @@ def quantize_options(opts: DeployOptions, load: LoadOutput) -> "QuantizeOptions"
         judge=JudgeOptions(max_drop=effective_max_drop(opts, load.task) if opts.max_drop is not None else 0.5,
                            samples=select_limit(opts),
                            threads=opts.threads),
-        batch_size=batch_for(load.input_shape))  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
+        batch_size=batch_for(load.input_shape),  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
+        recovery=RecoveryOptions(mode=opts.recover))  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
 
 
 def stage_build(*, say: Progress, bundle_dir: Path, load: LoadOutput, fold: FoldOutput, export: ExportOutput,

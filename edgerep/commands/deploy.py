@@ -76,6 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "sr: PSNR dB) (default 0.5; sr: 0.1 dB); exit 1 if any "
                         "engine exceeds it. Also the budget for automatic mixed precision. A negative value "
                         "disables the gate")
+    p.add_argument("--recover", default="none", choices=["auto", "none", "adaround", "qat"],
+                   help="recovery when PTQ misses the budget, before any layer leaves INT8 (the first step that meets it "
+                        "wins): none (default: layers leave INT8 until it holds), auto (AdaRound, then QAT), adaround "
+                        "(each layer's weight rounding learned on the calibration images), qat (short fine-tuning with "
+                        "fake quantization, distilled from the FP32 model's outputs: no labels)")
     p.add_argument("--task", choices=["classify", "detect"],
                    help="what the outputs are for (default: the checkpoint's meta.task, else the data set's: "
                         "--data scenes is detect, else classify); detect scores COCO mAP@[.5:.95] with pycocotools "
@@ -172,8 +177,19 @@ def _options(args: argparse.Namespace):
         eval_samples=args.eval_samples, calib_method=args.calib_method, calib_recipe=args.calib_recipe, batch=args.batch,
         bench_seconds=args.bench_seconds, threads=args.threads, run_check=not args.no_check,
         seed=args.seed, cache_dir=args.cache_dir, metric=args.metric, expect_top1=args.expect_top1,
-        task=args.task, postprocess=args.postprocess,
+        task=args.task, postprocess=args.postprocess, recover=recover_mode(args.recover),
     )
+
+
+def recover_mode(mode: str) -> str:
+    """``--recover``'s value, refused (exit 2 naming the flag) before any work when it cannot run."""
+    from edgerep.errors import EdgerepError
+    from edgerep.quant.options import QuantizeOptionError, RecoveryOptions
+
+    try:
+        return RecoveryOptions(mode=mode).mode
+    except QuantizeOptionError as e:
+        raise EdgerepError(f"--recover: {e.reason}") from None
 
 
 def print_data_summary(report: dict) -> None:

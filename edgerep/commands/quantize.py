@@ -91,6 +91,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default OUT/cache)")
     p.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization")
     p.add_argument("--no-bias-correction", action="store_true", help="skip bias correction")
+    p.add_argument("--recover", default="none", choices=["auto", "none", "adaround", "qat"],
+                   help="recovery when PTQ misses the budget, before any layer leaves INT8 (the first step that meets it "
+                        "wins): none (default: layers leave INT8 until it holds), auto (AdaRound, then QAT), adaround "
+                        "(each layer's weight rounding learned on the calibration images), qat (short fine-tuning with "
+                        "fake quantization, distilled from the FP32 model's outputs: no labels)")
     p.add_argument("--cpu-policy", action="append", dest="cpu_policy",
                    help="only try this CPU policy (repeatable; still verified), e.g. u8s8-w7")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores, max 8)")
@@ -216,7 +221,9 @@ def run(args: argparse.Namespace) -> int:
 
 # each option's flag, so that a value that cannot work is reported as the user typed it
 FLAGS = {"target.targets": "--targets", "target.cpu_policies": "--cpu-policy", "calibration.method": "--method",
-         "calibration.samples": "--calib-samples", "judge.max_drop": "--max-drop", "judge.samples": "--eval-samples"}
+         "calibration.samples": "--calib-samples", "judge.max_drop": "--max-drop", "judge.samples": "--eval-samples",
+         "recovery.mode": "--recover", "recovery.iters": "--recover",
+         "recovery.qat_steps": "--recover"}
 
 
 def _given_max_drop(given: float | None) -> float | None:
@@ -234,7 +241,7 @@ def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F8
     from edgerep.errors import EdgerepError
     from edgerep.quant.cpu_features import detect_cpu_features
     from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptionError, QuantizeOptions,
-                                       TargetOptions)
+                                       RecoveryOptions, TargetOptions)
 
     try:
         options = QuantizeOptions(
@@ -244,7 +251,8 @@ def quantize_options(args: argparse.Namespace) -> "QuantizeOptions":  # noqa: F8
                                            cache_dir=args.cache_dir or args.out / "cache",
                                            equalize=not args.no_equalize, bias_correction=not args.no_bias_correction),
             judge=JudgeOptions(max_drop=_given_max_drop(args.max_drop), samples=args.eval_samples,
-                               threads=args.threads))
+                               threads=args.threads),
+            recovery=RecoveryOptions(mode=args.recover))
         options.target.check_cpu(detect_cpu_features())
     except QuantizeOptionError as e:
         raise EdgerepError(f"{FLAGS.get(e.field, e.field)}: {e.reason}") from None
@@ -266,6 +274,18 @@ def reference_line(ref: dict) -> str:
     where = f", {ref['data']}" if ref.get("data") else ""
     caveat = F.small_sample_note(n, "the reference")
     return f"reference: {source}, top-1 {F.pct(ref.get('top1'))} ({count}{where})" + (f"; {caveat}" if caveat else "")
+
+
+def ladder_lines(recovery) -> list[str]:
+    """The recovery ladder in words, one line per step measured (nothing when none was asked)."""
+    if recovery is None:
+        return []
+    lines = [f"recovery ladder ({recovery.mode}): winner "
+             + (", ".join(f"{k} {v}" for k, v in recovery.winner.items()) or "none (no step met the budget)")]
+    for s in recovery.steps:
+        lines.append(f"  {s.target} {s.step}: {s.file} drop {s.drop:.2f} ({'met' if s.met else 'missed'}), "
+                     f"{s.seconds:.1f} s; {s.changed}")
+    return lines
 
 
 def _print_table(res) -> None:
@@ -299,6 +319,8 @@ def _print_table(res) -> None:
             con.print(f"  run it with session config {res.cpu_policy.session_config}")
     for e in res.excluded_nodes:
         con.print(f"kept in {e['precision']} ({e['target']}): {e['node']} - {e['why']}")
+    for line in ladder_lines(res.recovery):
+        con.print(line)
     if "tensorrt" in res.files:
         errs = [i for i in res.lint if i.severity == "error"]
         con.print(f"tensorrt: {res.files['tensorrt']} lint {'passed' if not errs else 'FAILED'}; simulated drop "

@@ -114,6 +114,39 @@ class JudgeOptions:
         return self.max_drop is not None
 
 
+RECOVER_MODES = ("none", "auto", "adaround", "qat")
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """The recovery ladder run when PTQ misses the budget (``edgerep.quant.recover``), then layers in float:
+    ``none`` (no learning step), ``auto`` (AdaRound, then QAT), ``adaround`` (AdaRound only), ``qat`` (QAT
+    only). ``iters``: AdaRound's Adam steps per layer; ``qat_steps``: QAT's fine-tuning steps; ``layers``:
+    AdaRound on ``all`` quantizable layers (the default: on the dying-ReLU benchmark the 2 ``worst`` layers
+    left a 2.8-3.9 point selection drop where all 8 left 0.56) or on the ``worst`` (the fewest that
+    ``edgerep debug`` ranks as adding 90% of the noise)."""
+
+    mode: str = "none"
+    iters: int = 500
+    qat_steps: int = 300
+    layers: str = "all"
+    torch_threads: int = 1  # the learning steps' torch threads (their ops are small: see docs/recovery.md)
+
+    def __post_init__(self) -> None:
+        if self.mode not in RECOVER_MODES:
+            raise QuantizeOptionError("recovery.mode", f"{self.mode!r}: expected one of {', '.join(RECOVER_MODES)}")
+        if self.layers not in ("all", "worst"):
+            raise QuantizeOptionError("recovery.layers", f"{self.layers!r}: expected all or worst")
+        _count("recovery.iters", self.iters)
+        _count("recovery.qat_steps", self.qat_steps)
+        _count("recovery.torch_threads", self.torch_threads)
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The learning steps of the ladder, in order."""
+        return {"none": (), "auto": ("adaround", "qat"), "adaround": ("adaround",), "qat": ("qat",)}[self.mode]
+
+
 @dataclass(frozen=True)
 class QuantizeOptions:
     """Everything ``quantize_model`` is asked to do; ``batch_size`` is the batch for calibration and judging
@@ -123,6 +156,7 @@ class QuantizeOptions:
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     judge: JudgeOptions = field(default_factory=JudgeOptions)
     batch_size: int = 64
+    recovery: RecoveryOptions = field(default_factory=RecoveryOptions)
 
     def __post_init__(self) -> None:
         if self.batch_size is None:

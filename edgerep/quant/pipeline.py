@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOpt
 from edgerep.quant.paired import resolution_note, tied_with_best
 from edgerep.quant.policy import TENSORRT, CpuPolicy, by_simplicity, cpu_candidates
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
+from edgerep.quant.recover import LadderStep, Recovery, adaround_changed, qat_changed
 
 CPU_FILE = "model.int8.onnx"
 TRT_FILE = "model.int8.trt.onnx"
@@ -96,6 +98,7 @@ class QuantizeResult:
     max_drop: float | None = None
     seconds: float = 0.0
     int8_failure: str | None = None  # set when meeting the budget kept most layers in float: not an INT8 model
+    recovery: Recovery | None = None  # the recovery ladder (``--recover``), None when not asked
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +117,7 @@ class QuantizeResult:
             "max_drop": self.max_drop,
             "seconds": round(self.seconds, 3),
             "int8_failure": self.int8_failure,
+            "recovery": self.recovery.to_dict() if self.recovery else None,
         }
 
 
@@ -284,6 +288,10 @@ class _Target:
     cal: CalibrationResult
     judge: _Judge
     x1: np.ndarray
+    calib: Any = None  # the calibration data (AdaRound and QAT learn on it)
+    reference: Callable | None = None  # QAT's teacher (the unfolded FP32 model; None: the FP32 file)
+    tag: str = ""  # appended to candidate names: "+adaround" once the weights are learned
+    cache: dict = field(default_factory=dict, compare=False, hash=False)  # the learned target, made once
 
     @property
     def budget(self) -> float:
@@ -314,7 +322,8 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
     cpu = opts.target.cpu or detect_cpu_features()
     opts.target.check_cpu(cpu)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = QuantizeResult(calibration={}, max_drop=opts.judge.max_drop, cpu=cpu.to_dict())
+    result = QuantizeResult(calibration={}, max_drop=opts.judge.max_drop, cpu=cpu.to_dict(),
+                            recovery=Recovery(opts.recovery.mode) if opts.recovery.mode != "none" else None)
     with tempfile.TemporaryDirectory(prefix="edgerep-quant-") as tmpd:
         run = _start(fp32_onnx, out_dir, Path(tmpd), opts, progress)
         src, result.equalization = _equalize(run, calib)
@@ -322,7 +331,8 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
         cal, result.calibration = _calibrate(run, src, calib, sel.judge, sel.role)
         result.reference = _reference_summary(run, sel)
         target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static,
-                                                                  selection if selection is not None else calib))
+                                                                  selection if selection is not None else calib),
+                         calib, reference)
         if "cpu" in opts.target.targets:
             _cpu_target(result, target, cpu)
         if "tensorrt" in opts.target.targets:
@@ -521,36 +531,156 @@ class _CpuChoice:
 def _cpu_target(result: QuantizeResult, t: _Target, cpu: CpuFeatures) -> None:
     """The CPU file: every candidate this CPU offers (or the pinned ones) measured, ranked, one chosen."""
     only = t.run.options.target.cpu_policies
+    t0 = time.perf_counter()
     measured = [_measure_cpu_policy(t, p) for p in cpu_candidates(cpu) if only is None or p.name in only]
     result.bias_correction.update(_bias_corrections(measured))
     rank = _rank_latency(t, measured)
     result.candidates = [m.candidate for m in measured]
     result.cpu["latency_ranking"] = rank.to_dict()
     accepted = [m for m in measured if m.candidate.accepted]
+    _record(result, "ptq", "cpu", _best(measured), time.perf_counter() - t0, "per-channel PTQ as calibrated")
+    for step in _ladder(result, t, measured):
+        if accepted:
+            break
+        t0 = time.perf_counter()
+        shared = _learned_before(t, step)
+        t = _learned(result, t, step)
+        measured = [_measure_cpu_policy(t, m.policy) for m in measured if _learnable(m.policy.qdq)]
+        rank = _rank_latency(t, measured)
+        result.candidates += [m.candidate for m in measured]
+        result.cpu[f"latency_ranking{t.tag.replace('+', '_')}"] = rank.to_dict()
+        accepted = [m for m in measured if m.candidate.accepted]
+        _record(result, step, "cpu", _best(measured), time.perf_counter() - t0, _changed(result, step, shared))
     if accepted:
         chosen = next(m for m in accepted if m.policy.name == rank.chosen)
         choice = _CpuChoice(chosen.policy, chosen.candidate, chosen.path,
                             accepted_reason(cpu.int8_dot, chosen.candidate, rank, result.candidates))
     else:
+        t0 = time.perf_counter()
         choice = _cpu_fallback(result, t, measured, rank, cpu.int8_dot)
+        if choice.candidate.policy.find("+fp32[") > 0:
+            kept = sum(1 for e in result.excluded_nodes if e.get("target") == "cpu")
+            _record(result, "mixed", "cpu", choice.candidate, time.perf_counter() - t0,
+                    f"{kept} layer(s) kept in FP32", kept)
     _ship_cpu(result, t, choice)
+
+
+# ---- the recovery ladder (``edgerep.quant.recover``) ------------------------------------------------------
+def _ladder(result: QuantizeResult, t: _Target, measured: list[_Measured] | None = None) -> tuple[str, ...]:
+    """The learning steps to climb, in order (none without a ladder, or when no measured policy has the
+    8-bit per-channel weights they learn)."""
+    if result.recovery is None or (measured is not None and not any(_learnable(m.policy.qdq) for m in measured)):
+        return ()
+    return t.run.options.recovery.steps
+
+
+def _learned_before(t: _Target, step: str) -> bool:
+    return f"{t.tag}+{step}" in t.cache
+
+
+def _changed(result: QuantizeResult, step: str, shared: bool) -> str:
+    """What a learning step changed, in words (``shared``: learned for the other target, only rescored here)."""
+    rec = result.recovery
+    text = adaround_changed(rec.adaround or {}) if step == "adaround" else qat_changed(rec.qat or {})
+    return text + ("; learned for the CPU file (learning time counted there)" if shared else "")
+
+
+def _learnable(cfg: QdqConfig) -> bool:
+    """AdaRound's grid (symmetric int8, per-channel, 8 bits) is this config's weight grid."""
+    return cfg.weight == "s8" and cfg.per_channel and not cfg.reduce_range
+
+
+def _best(measured: list[_Measured]) -> Candidate | None:
+    """The candidate with the smallest drop (the accepted one first)."""
+    return min((m.candidate for m in measured), key=lambda c: (not c.accepted, c.drop), default=None)
+
+
+def _record(result: QuantizeResult, step: str, target: str, cand: Any, seconds: float, changed: str,
+            kept: int = 0) -> None:
+    """One ladder step into the report (nothing when no ladder was asked). ``cand``: a Candidate, or the
+    TensorRT file's (name, Score, budget) triple."""
+    if result.recovery is None or cand is None:
+        return
+    if isinstance(cand, Candidate):
+        name, drop, met, text = cand.policy, cand.drop, cand.accepted, (cand.verdict or {}).get("text", "")
+    else:
+        name, score, budget = cand
+        v = score.verdict(budget)
+        name, drop, met, text = name, round(score.drop, 4), v.holds, v.text
+    result.recovery.add(LadderStep(step, target, name, drop, bool(met), text, round(seconds, 3), changed, kept))
+
+
+def _learned(result: QuantizeResult, t: _Target, step: str) -> _Target:
+    """``t`` with its source replaced by the FP32 file ``step`` (adaround | qat) learned from ``t.src``; learned
+    once per chain of steps and shared by the targets."""
+    key = f"{t.tag}+{step}"
+    if key not in t.cache:
+        with _torch_threads(t.run.options.recovery.torch_threads):
+            _learn(result, t, step, key)
+    return t.cache[key]
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the block, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _learn(result: QuantizeResult, t: _Target, step: str, key: str) -> None:
+    """Run ``step`` on ``t.src`` and cache the target that reads its learned FP32 file under ``key``."""
+    from dataclasses import replace
+
+    run = t.run
+    x, _ = _collect(t.calib, run.options.calibration.samples, run.batch, targets=False)
+    per = max(1, int(np.prod(x.shape[1:])) * 4)
+    x = x[:max(16, min(len(x), (64 << 20) // per))]  # at most 64 MiB of inputs (or 16 samples)
+    out = run.tmp / f"model{key.replace('+', '.')}.onnx"
+    run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} calibration samples")
+    if step == "adaround":
+        from edgerep.quant.adaround import AdaRoundOptions, adaround_model, worst_layers
+
+        nodes, ranking = None, None
+        if run.options.recovery.layers == "worst":  # debug's ranking on the calibration images
+            nodes, ranking = worst_layers(t.src, t.cal, x, TENSORRT, threads=run.options.judge.threads)
+            run.say(f"adaround on the {len(nodes)} layer(s) adding 90% of the noise: {', '.join(nodes)}")
+        res = adaround_model(t.src, out, t.cal, x, TENSORRT, nodes=nodes,
+                             options=AdaRoundOptions(iters=run.options.recovery.iters),
+                             threads=run.options.judge.threads, batch=run.batch, static=run.static, say=run.say)
+        result.recovery.adaround = res.to_dict() | {"layers_chosen": run.options.recovery.layers,
+                                                    "ranking": ranking}
+    else:
+        from edgerep.quant.qat import QatOptions, qat_model
+
+        teacher, source = _reference_outputs(t.reference, run.fp32, x, run.batch, run.static)
+        res = qat_model(t.src, out, t.cal, x, teacher, TENSORRT, options=QatOptions(steps=run.options.recovery.qat_steps),
+                        say=run.say)
+        result.recovery.qat = res.to_dict() | {"teacher": source}
+    result.recovery.learned[key] = dict(res.qweights)
+    t.cache[key] = replace(t, src=res.path, tag=key, cache=t.cache)
 
 
 def _measure_cpu_policy(t: _Target, pol: CpuPolicy) -> _Measured:
     """Write ``pol``'s QDQ file and score it on the optimized session (the fused kernels users run); a
     rejected one is scored again with optimizations off, to say whether the kernels or the ranges lose it."""
-    path = t.run.tmp / f"cpu-{pol.name}.onnx"
+    path = t.run.tmp / f"cpu-{pol.name}{t.tag}.onnx"
     info = write_qdq(t.src, path, t.cal, t.config(pol.qdq))
     engine = t.judge.engine(path, pol.session_config)
     s = t.judge.score_outputs(t.judge.outputs(engine))
     v = s.verdict(t.budget)
-    c = Candidate(pol.name, dict(pol.session_config), pol.expectation, s.top1, s.agreement, round(s.drop, 4),
+    c = Candidate(pol.name + t.tag, dict(pol.session_config), pol.expectation, s.top1, s.agreement, round(s.drop, 4),
                   s.error, 0.0, v.holds, f"accuracy holds on the optimized session: {v.text}", verdict=v.to_dict())
     if not v.holds:
         sim = t.judge.score(path, pol.session_config, optimization="disable")
         c.simulated_top1 = sim.top1
         c.reason = f"rejected on the optimized session: {v.text}; {rejection_cause(sim, t.budget)}"
-    t.run.say(f"cpu candidate {pol.name}: {v.text} -> {'accepted' if v.holds else 'rejected'}")
+    t.run.say(f"cpu candidate {pol.name}{t.tag}: {v.text} -> {'accepted' if v.holds else 'rejected'}")
     bias = info.bias_corrected if t.run.options.calibration.bias_correction else {}
     return _Measured(pol, path, s, c, engine, bias)
 
@@ -617,12 +747,12 @@ def _cpu_mixed(result: QuantizeResult, t: _Target, m: _Measured) -> tuple[Candid
     mp = _keep_in_float(t, cfg, nodes, m.score, lambda p: t.judge.score(p, pol.session_config), "cpu")
     excluded = [e["node"] for e in mp.excluded]
     result.excluded_nodes = [e | {"target": "cpu", "precision": "fp32"} for e in mp.excluded]
-    path = t.run.tmp / "cpu-mixed.onnx"
+    path = t.run.tmp / f"cpu-mixed{t.tag}.onnx"
     write_qdq(t.src, path, t.cal, cfg, exclude_nodes=excluded)
     s = t.judge.score(path, pol.session_config)
     v = s.verdict(t.budget)
     ms = latency_ms(t.judge.engine(path, pol.session_config), t.x1)
-    cand = Candidate(f"{pol.name}+fp32[{len(excluded)}]", dict(pol.session_config), pol.expectation, s.top1,
+    cand = Candidate(f"{pol.name}{t.tag}+fp32[{len(excluded)}]", dict(pol.session_config), pol.expectation, s.top1,
                      s.agreement, round(s.drop, 4), s.error, round(ms, 4), v.holds,
                      f"mixed precision: {len(excluded)} layer(s) kept in FP32: {v.text}", verdict=v.to_dict())
     result.candidates.append(cand)
@@ -652,7 +782,7 @@ def _keep_in_float(t: _Target, cfg: QdqConfig, nodes: list[str], start: Score,
                    score_file: Callable[[Path], Score], name: str) -> MixedResult:
     """Greedy mixed precision (``mixed_precision``) under ``cfg``: each variant is written to one probe
     file in the run's temporary folder and scored by ``score_file``."""
-    probe = t.run.tmp / f"{name}-probe.onnx"
+    probe = t.run.tmp / f"{name}{t.tag}-probe.onnx"
 
     def score(exclude, only):
         write_qdq(t.src, probe, t.cal, cfg, exclude_nodes=exclude, only_nodes=only)
@@ -678,14 +808,28 @@ def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
 
     cfg = t.config(TENSORRT)
     dst = t.run.out_dir / TRT_FILE
+    t0 = time.perf_counter()
     info = write_qdq(t.src, dst, t.cal, cfg)
 
     def simulated(path: Path) -> Score:
         return t.judge.score(path, optimization="disable")
 
     s = simulated(dst)
+    _record(result, "ptq", "tensorrt", ("tensorrt", s, t.budget), time.perf_counter() - t0,
+            "per-channel PTQ as calibrated")
+    for step in _ladder(result, t):
+        if s.verdict(t.budget).holds:
+            break
+        t0 = time.perf_counter()
+        shared = _learned_before(t, step)  # learned for the CPU file already: this step only rescores
+        t = _learned(result, t, step)
+        info = write_qdq(t.src, dst, t.cal, cfg)
+        s = simulated(dst)
+        _record(result, step, "tensorrt", (f"tensorrt{t.tag}", s, t.budget), time.perf_counter() - t0,
+                _changed(result, step, shared))
     excluded: list[str] = []
     if not s.verdict(t.budget).holds and t.run.options.judge.keeps_layers_in_float:
+        t0 = time.perf_counter()
         mp = _keep_in_float(t, cfg, quantizable_nodes(_load(t.src)), s, simulated, "tensorrt")
         excluded = [e["node"] for e in mp.excluded]
         # measured here in FP32 (simulation); on the engine they run in FP16 when the plan enables it
@@ -694,6 +838,8 @@ def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
                                   for e in mp.excluded]
         info = write_qdq(t.src, dst, t.cal, cfg, exclude_nodes=excluded)
         s = simulated(dst)
+        _record(result, "mixed", "tensorrt", (f"tensorrt{t.tag}+fp32[{len(excluded)}]", s, t.budget),
+                time.perf_counter() - t0, f"{len(excluded)} layer(s) kept in float", len(excluded))
     result.lint = lint_tensorrt_qdq(dst)
     result.files["tensorrt"] = dst
     result.tensorrt = {"qdq": cfg.to_dict(), "simulated_top1": s.top1, "simulated_drop": round(s.drop, 4),
@@ -701,6 +847,7 @@ def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
                        "accuracy_note": "onnxruntime with graph optimizations off (QDQ simulated in float): "
                                         "TensorRT itself is measured when an engine is built on a GPU",
                        "add_inputs_quantized": info.add_inputs_quantized, "excluded": excluded,
+                       "learned_weights": t.tag.lstrip("+") or None,
                        "lint_errors": sum(1 for i in result.lint if i.severity == "error")}
     t.run.say(f"tensorrt QDQ: simulated drop {s.drop:.2f}, lint "
               f"{'passed' if not result.tensorrt['lint_errors'] else 'FAILED'}")

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from edgerep.report.models.base import Open, Strict
-from edgerep.report.models.report import BenchSettings, DataRoles, Expected, FoldBlock, Gate, ModelInfo
+from edgerep.report.models.report import BenchSettings, DataRoles, Expected, FoldBlock, Gate, ModelInfo, RecoveryBlock
 from edgerep.report.models.results import Accuracy, Drop, InputStatistics, Latency
 
 CHECK_SCHEMA = "edgerep.check/2"
@@ -48,6 +48,7 @@ class QuantizeOutput(Open):
     excluded_nodes: list[dict[str, Any]] = Field(default_factory=list, description="layers kept in float")
     max_drop: Optional[float] = Field(None, description="the budget the choices were held to")
     int8_failure: Optional[str] = Field(None, description="set when INT8 kept more than half the layers in float")
+    recovery: Optional[RecoveryBlock] = Field(None, description="the recovery ladder, when --recover asked for one")
 
 
 class FleetBaseline(Strict):

@@ -109,6 +109,36 @@ class CheckBlock(Open):
     layers: list[dict[str, Any]] = Field(default_factory=list, description="per folded layer (free-form)")
 
 
+class LadderStepRow(Strict):
+    """One step of the recovery ladder, as measured on the selection set for one target."""
+
+    step: Literal["ptq", "adaround", "qat", "mixed"] = Field(description="ptq, adaround (learned rounding), qat "
+                                                                          "(distillation fine-tuning) or mixed "
+                                                                          "(layers kept in float)")
+    target: Literal["cpu", "tensorrt"] = Field(description="the file the step was measured for")
+    file: str = Field(description="the candidate measured (policy, +adaround, +fp32[n])")
+    drop: float = Field(description="drop vs the reference on the selection set, in reference.measure's terms")
+    met: bool = Field(description="the budget holds (on paired counts where there are any)")
+    verdict: str = Field(description="the budget decision in words")
+    seconds: float = Field(description="the step's own work: learning, writing and scoring its files")
+    changed: str = Field(description="what the step changed")
+    layers_in_float: int = Field(0, description="layers this step keeps in float")
+
+
+class RecoveryBlock(Strict):
+    """The recovery ladder (`--recover`): PTQ -> AdaRound -> QAT -> layers in float; the first step meeting the
+    budget wins (`adaround` holds AdaRound's per-layer log, `qat` the fine-tuning's summary: free-form)."""
+
+    mode: Literal["auto", "adaround", "qat"] = Field(description="the ladder asked for")
+    steps: list[LadderStepRow] = Field(default_factory=list, description="every step measured, in order")
+    winner: dict[str, str] = Field(default_factory=dict, description="target -> the first step that met the "
+                                                                     "budget (absent: none did)")
+    adaround: Optional[dict[str, Any]] = Field(None, description="per layer: weights rounded the other way, output "
+                                                                 "MSE nearest -> learned, bias shift, seconds")
+    qat: Optional[dict[str, Any]] = Field(None, description="steps, distillation MSE first -> last, layers, "
+                                                            "teacher, seconds")
+
+
 class QuantizationBlock(Open):
     """Calibration and the INT8 decisions (`candidates`, `calibration`, `cpu`, `tensorrt`, `equalization`,
     `bias_correction`, `reference` are free-form diagnostics; their `drop` figures are on the selection set, in
@@ -123,6 +153,7 @@ class QuantizationBlock(Open):
     max_drop: Optional[float] = Field(None, description="the budget the choices were held to")
     int8_failure: Optional[str] = Field(None, description="set when INT8 kept more than half the layers in float "
                                                           "(the gate fails)")
+    recovery: Optional[RecoveryBlock] = Field(None, description="the recovery ladder, when --recover asked for one")
 
 
 class EngineRow(Strict):
