@@ -27,6 +27,7 @@ import numpy as np
 
 from edgerep.errors import EdgerepError
 from edgerep.quant.calibrate import CalibrationResult
+from edgerep.quant.onnx_outputs import with_outputs
 from edgerep.quant.qdq import QdqConfig
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound's values)
@@ -233,26 +234,12 @@ def _largest_per_channel(q: np.ndarray, axis: int) -> np.ndarray:
 def _session(model, names: Sequence[str], threads: int | None):
     import onnxruntime as ort
 
-    m = _with_outputs(model, names)
+    m = with_outputs(model, names)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
-def _with_outputs(model, names: Sequence[str]):
-    import onnx
-    from onnx import helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for t in names:
-        if t not in have:
-            m.graph.output.append(helper.make_empty_tensor_value_info(t))
-            have.add(t)
-    return m
 
 
 def _run(sess, x: np.ndarray, names: Sequence[str], batch: int = 64, static: bool = False) -> dict[str, np.ndarray]:

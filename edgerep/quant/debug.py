@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgerep.errors import EdgerepError
+from edgerep.quant.onnx_outputs import with_outputs
 
 SCHEMA = "edgerep.debug/1"
 #: ops a layer's output passes through before the next layer reads it
@@ -327,19 +328,6 @@ def _run(sess, x: np.ndarray, names: list[str] | None = None) -> dict[str, list[
     return out
 
 
-def _exposed(model, names: Sequence[str]):
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for t in names:
-        if t not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-            have.add(t)
-    return m
-
-
 class _Sums:
     """Running sums of one tensor pair (reference, INT8) over batches: memory stays one batch."""
 
@@ -450,8 +438,8 @@ def layer_table(bundle: DebugBundle, reference: Path, int8: Path, x: np.ndarray,
     prod = {o: n for n in q.graph.node for o in n.output}
     q_t = [handed_tensor(q, n) for n in layers]
     f_t = [handed_tensor(f, f_nodes[n.name]) for n in layers]
-    fs = _session(_exposed(f, f_t), "disable", threads=threads)
-    qs = _session(_exposed(q, q_t), "disable", threads=threads)
+    fs = _session(with_outputs(f, f_t), "disable", threads=threads)
+    qs = _session(with_outputs(q, q_t), "disable", threads=threads)
     sums = [_Sums() for _ in layers]
     for fb, qb in zip(_batches(fs, x, list(dict.fromkeys(f_t))), _batches(qs, x, list(dict.fromkeys(q_t)))):
         for i in range(len(layers)):
