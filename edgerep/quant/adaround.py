@@ -321,10 +321,7 @@ def adaround_model(src: str | Path, out: str | Path, calibration: CalibrationRes
                                                round(time.perf_counter() - t1, 3)))
             say(f"adaround {node.name}: {flipped} of {q.size} weights rounded the other way, output MSE "
                 f"{e_near:.3e} -> {e_learned:.3e}")
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(model, str(out))
-        write_qdq(out, tmp / "check.onnx", calibration, cfg)
-        check_readback(result.qweights, qdq_int8_weights(tmp / "check.onnx"), str(out))
+        save_verified(model, out, calibration, cfg, result.qweights, tmp)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -408,6 +405,20 @@ def max_readback_difference(learned: dict[str, np.ndarray], stored: dict[str, np
     return worst
 
 
+def save_verified(model, out: str | Path, calibration: CalibrationResult, config: QdqConfig,
+                  learned: dict[str, np.ndarray], tmp: Path) -> None:
+    """Save ``model`` (learned weights on their int8 grid) to ``out``, then raise unless a QDQ file written from it
+    with ``config`` stores every learned int8 weight exactly (AdaRound and QAT both end here)."""
+    import onnx
+
+    from edgerep.quant.qdq import write_qdq
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    write_qdq(out, tmp / "check.onnx", calibration, config)
+    check_readback(learned, qdq_int8_weights(tmp / "check.onnx"), str(out))
+
+
 def check_readback(learned: dict[str, np.ndarray], stored: dict[str, np.ndarray], where: str) -> None:
     """Raise unless the QDQ file stores every learned int8 weight exactly."""
     d = max_readback_difference(learned, stored)
@@ -418,4 +429,4 @@ def check_readback(learned: dict[str, np.ndarray], stored: dict[str, np.ndarray]
 
 __all__ = ["AdaRoundOptions", "AdaRoundResult", "Grid", "LayerRounding", "adaround_model", "check_readback",
            "learn_rounding", "max_optimized_difference", "max_readback_difference", "optimized_int8_weights",
-           "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]
+           "save_verified", "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]

@@ -221,7 +221,7 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
     import torch
     from onnx import numpy_helper
 
-    from edgerep.quant.adaround import _plain, check_readback, qdq_int8_weights, qdq_weight_grids
+    from edgerep.quant.adaround import _plain, qdq_weight_grids, save_verified
     from edgerep.quant.qdq import _ensure_node_names, write_qdq
 
     t0 = time.perf_counter()
@@ -265,10 +265,7 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
                 q = np.clip(np.round(w / s.reshape(shape)), -127, 127).astype(np.int8)
                 inits[w_name].CopyFrom(numpy_helper.from_array((q * s.reshape(shape)).astype(np.float32), w_name))
                 res.qweights[node_name] = q
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(model, str(out))
-        write_qdq(out, tmp / "check.onnx", calibration, cfg)
-        check_readback(res.qweights, qdq_int8_weights(tmp / "check.onnx"), str(out))
+        save_verified(model, out, calibration, cfg, res.qweights, tmp)
     res.seconds = time.perf_counter() - t0
     return res
 
