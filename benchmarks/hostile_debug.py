@@ -1,6 +1,6 @@
 """`edgerep debug` on the classification quant-hostile benchmark (the model of benchmarks/hostile_ptq.py).
 
-Builds the hostile digits RepVGG (``edgerep.quant.hostile.make_hostile`` on the shipped checkpoint: gammas
+Builds the hostile digits RepVGG (``edgerep.quant.hostile.hostile_digits`` on the shipped checkpoint: gammas
 of 3 channels of 2 producer blocks x0.01, BN statistics re-measured on digits' train split), deploys it
 into OUT/bundle, writes the benchmark's plain PTQ file (min-max ranges on the calib split, per-tensor
 8-bit weights, no equalization or bias correction) as OUT/plain.int8.onnx, and prints the two commands:
@@ -11,17 +11,14 @@ into OUT/bundle, writes the benchmark's plain PTQ file (min-max ranges on the ca
 """
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from edgerep.checkpoint import load_checkpoint, save_checkpoint
 from edgerep.data import open_dataset
 from edgerep.quant.calibrate import calibrate
-from edgerep.quant.hostile import make_hostile
+from edgerep.quant.hostile import hostile_digits
 from edgerep.quant.qdq import QdqConfig, write_qdq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +29,7 @@ def main(out: Path) -> None:
     loaded = load_checkpoint(ROOT / "examples" / "checkpoints" / "repvgg_digits.pt")
     meta = loaded.meta
     train = open_dataset("digits", split="train", meta=meta)
-    model = copy.deepcopy(loaded.model).eval()
-    h = make_hostile(model, input_shape=tuple(meta.input_shape), n_blocks=2, n_channels=3, factor=0.01,
-                     batches=[torch.from_numpy(x) for x, _ in train.batches(128)])
+    h = hostile_digits(loaded.model, meta.input_shape, train)
     ckpt = out / "hostile_digits.pt"
     save_checkpoint(ckpt, h.model, meta)
     print(f"hostile construction: collapsed {h.collapsed}; broken layers (identity-BN): {h.expected_layers}")

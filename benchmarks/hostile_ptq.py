@@ -16,7 +16,6 @@ choice has seen. The CPU model and INT8 ISA are printed with the table.
 """
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from edgerep.fold.model import fold_model
 from edgerep.pipeline import TorchReference
 from edgerep.quant.calibrate import calibrate
 from edgerep.quant.export import export_onnx
-from edgerep.quant.hostile import make_hostile
+from edgerep.quant.hostile import hostile_digits
 from edgerep.quant.pipeline import QuantizeOptions, TargetOptions, quantize_model
 from edgerep.quant.qdq import QdqConfig, write_qdq
 
@@ -51,10 +50,8 @@ def main() -> None:
     loaded = load_checkpoint(ROOT / "examples" / "checkpoints" / "repvgg_digits.pt")
     meta = loaded.meta
     train, calib, val, test = (open_dataset("digits", split=s, meta=meta) for s in ("train", "calib", "val", "test"))
-    model = copy.deepcopy(loaded.model).eval()
-    hostile = make_hostile(model, input_shape=tuple(meta.input_shape), n_blocks=2, n_channels=3, factor=0.01,
-                           batches=[torch.from_numpy(x) for x, _ in train.batches(128)])
-    model.eval()
+    hostile = hostile_digits(loaded.model, meta.input_shape, train)
+    model = hostile.model.eval()
     fp32 = top1(TorchReference(model), test)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

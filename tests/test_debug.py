@@ -3,7 +3,6 @@ jump is the layer and branch the construction broke; the float-set search meets 
 single layer of its result can go back to INT8; bad bundles are one line, exit 2."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "repvgg_digits.pt"
@@ -32,16 +30,14 @@ def hostile(tmp_path_factory):
     from edgerep.checkpoint import load_checkpoint, save_checkpoint
     from edgerep.data import open_dataset
     from edgerep.quant.calibrate import calibrate
-    from edgerep.quant.hostile import make_hostile
+    from edgerep.quant.hostile import hostile_digits
     from edgerep.quant.qdq import QdqConfig, write_qdq
 
     tmp = tmp_path_factory.mktemp("debug")
     loaded = load_checkpoint(CKPT)
     meta = loaded.meta
     train = open_dataset("digits", split="train", meta=meta)
-    model = copy.deepcopy(loaded.model).eval()
-    h = make_hostile(model, input_shape=tuple(meta.input_shape), n_blocks=2, n_channels=3, factor=0.01,
-                     batches=[torch.from_numpy(x) for x, _ in train.batches(128)])
+    h = hostile_digits(loaded.model, meta.input_shape, train)
     ckpt = tmp / "hostile_digits.pt"
     save_checkpoint(ckpt, h.model, meta)
     bundle = tmp / "bundle"

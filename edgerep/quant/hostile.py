@@ -144,6 +144,16 @@ def hostile_arch(kind: str = "repvgg", num_classes: int = 10, in_channels: int =
     return RepVGG(tuple(widths), tuple(depths), num_classes=num_classes, in_channels=in_channels, block_fn=fns[kind])
 
 
+def hostile_digits(model: nn.Module, input_shape: tuple[int, int, int], train) -> HostileModel:
+    """The classification hostile benchmark: a copy of the digits RepVGG ``model`` with the gammas of 3 channels of
+    2 producer blocks x0.01 and every BN's statistics re-measured on ``train``'s batches (a digits data set)
+    (``benchmarks/hostile_ptq.py``, ``benchmarks/hostile_debug.py`` and the debug tests build it so)."""
+    import copy
+
+    return make_hostile(copy.deepcopy(model).eval(), input_shape=tuple(input_shape), n_blocks=2, n_channels=3,
+                        factor=0.01, batches=[torch.from_numpy(x) for x, _ in train.batches(128)])
+
+
 def build_hostile_model(kind: str = "repvgg", *, seed: int = 0, factor: float = 0.01, n_channels: int = 3,
                         input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
                         widths: tuple[int, ...] = DEFAULT_WIDTHS,
