@@ -62,3 +62,23 @@ class Transposed(torch.nn.Module):
 
     def forward(self, x):
         return self.inner(x).transpose(1, 2)
+
+
+def pycocotools_stats(bundle: Path, predictions_file: str) -> tuple[np.ndarray, dict, list]:
+    """COCOeval (bbox) of ``bundle``'s ``annotations/test.json`` against one of its predictions files, by
+    pycocotools alone (nothing of edgerep's): the 12 stats, the ground truth's dataset dict and the predictions."""
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    preds = json.loads((bundle / predictions_file).read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(bundle / "annotations" / "test.json"))
+        ev = COCOeval(gt, gt.loadRes(preds), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats, gt.dataset, preds

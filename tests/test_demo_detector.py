@@ -3,8 +3,6 @@ detect and records val / test mAP, it folds exactly, and ``deploy`` with no flag
 its gate with every mAP recomputable by pycocotools from the bundle's two files alone."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -75,19 +73,12 @@ def test_deploy_of_the_demo_detector_with_no_flag_passes_in_map_points(demo_bund
 
 
 def test_pycocotools_recomputes_the_demo_detectors_map_from_two_files(demo_bundle):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from tests.detect_helpers import pycocotools_stats
 
     report = json.loads((demo_bundle / "report.json").read_text())
     rows = [report["baseline"]] + [e for e in report["engines"] if e.get("accuracy")]
     for row in rows:
         acc = row["accuracy"]
-        preds = json.loads((demo_bundle / acc["predictions_file"]).read_text())
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt = COCO(str(demo_bundle / "annotations" / "test.json"))
-            ev = COCOeval(gt, gt.loadRes(preds), "bbox")
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        assert acc["value"] == pytest.approx(max(0.0, ev.stats[0]) * 100, abs=1e-4)
-        assert np.isfinite(acc["value"]) and acc["instances"] == len(gt.dataset["annotations"])
+        stats, gt, _ = pycocotools_stats(demo_bundle, acc["predictions_file"])
+        assert acc["value"] == pytest.approx(max(0.0, stats[0]) * 100, abs=1e-4)
+        assert np.isfinite(acc["value"]) and acc["instances"] == len(gt["annotations"])
