@@ -94,3 +94,24 @@ def test_cpu_policies_rewrite_prelu_the_tensorrt_file_keeps_it(tmp_path):
         assert np.array_equal(a, b), pol.name
     write_qdq(fp32, tmp_path / "trt.onnx", cal, TENSORRT)
     assert "PRelu" in [n.op_type for n in onnx.load(str(tmp_path / "trt.onnx")).graph.node]
+
+
+def test_fp32_engine_runs_prelu_as_max_the_int8_engine_runs_its_file(tmp_path):
+    """onnxruntime's FP32 engine runs the exported file's PReLUs as Max (the same rewrite the CPU INT8 files
+    carry), so INT8/FP32 latency compares the same activation kernels; outputs equal the file run as it is, the
+    file on disk is untouched, and describe() says how many were rewritten. Other precisions run their file as is."""
+    import onnx
+
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+
+    m = _prelu_model(np.array([0.25, -0.3, 1.0, 0.0]))
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    before = path.read_bytes()
+    x = np.random.default_rng(1).standard_normal((1, 4, 5, 7)).astype(np.float32)
+    fp32 = OrtEngine(path, precision="fp32", threads=1)
+    assert fp32.describe()["prelu_as_max"] == 1
+    assert np.array_equal(fp32.run(x), _run(m, x))
+    assert path.read_bytes() == before
+    assert OrtEngine(path, precision="int8", threads=1).describe()["prelu_as_max"] == 0
+    assert OrtEngine(path, precision="fp32", threads=1, prelu_as_max=False).describe()["prelu_as_max"] == 0

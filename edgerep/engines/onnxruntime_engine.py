@@ -50,6 +50,28 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _prelu_as_max_bytes(path: Path) -> tuple[str | bytes, int]:
+    """The file's model with its constant-slope PReLUs run as ``Max``/``Min`` (serialized, for the session), and how
+    many; the path itself when it has none (the file is parsed once: a graph with no PRelu costs no copy)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception:  # let onnxruntime report an unreadable file in its own words
+        return str(path), 0
+    if not any(n.op_type == "PRelu" for n in model.graph.node):
+        return str(path), 0
+    from edgerep.quant.prelu import prelu_as_max
+
+    count = prelu_as_max(model)
+    if not count:
+        return str(path), 0
+    try:
+        return model.SerializeToString(), count
+    except ValueError:  # over protobuf's 2 GB: run the file as it is
+        return str(path), 0
+
+
 class OrtEngine:
     """An onnxruntime session on one ONNX file; implements ``edgerep.engines.base.Engine``."""
 
@@ -57,7 +79,8 @@ class OrtEngine:
 
     def __init__(self, path: str | Path, *, precision: str = "fp32", threads: int | None = None,
                  optimization: str = "all", session_config: dict[str, str] | None = None,
-                 providers: list[str] | None = None, spinning: str = "auto", profile_prefix: str | None = None):
+                 providers: list[str] | None = None, spinning: str = "auto", profile_prefix: str | None = None,
+                 prelu_as_max: bool | None = None):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -95,8 +118,14 @@ class OrtEngine:
         missing = [p for p in self.providers if p not in available]
         if missing:
             raise EngineError(f"onnxruntime providers {missing} are not available here (have {available})")
+        # an FP32 file runs its PReLUs as Max(x, a x), bit-identical and ~10x faster on the CPU, as the CPU INT8
+        # files do (edgerep.quant.prelu): an INT8/FP32 latency ratio compares the same PReLU kernels
+        rewrite = precision == "fp32" if prelu_as_max is None else prelu_as_max
+        source, self.prelus_rewritten = (str(self.path), 0)
+        if rewrite:
+            source, self.prelus_rewritten = _prelu_as_max_bytes(self.path)
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=self.providers)
+            self.session = ort.InferenceSession(source, so, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EngineError(f"{self.path}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         self.input_name = self.session.get_inputs()[0].name
@@ -133,6 +162,7 @@ class OrtEngine:
             "inter_op_threads": 1,
             "optimization": self.optimization,
             "session_config": dict(self.session_config),
+            "prelu_as_max": self.prelus_rewritten,
             "spinning": {"intra_op": self.spinning, "inter_op": False, "why": self.spinning_why},
             "providers": list(self.providers),
             "onnxruntime": self._ort_version,

@@ -5,8 +5,9 @@ being monotone), run by onnxruntime's vectorised ``Mul`` / ``Max`` kernels.
 Why: onnxruntime's CPU ``PRelu`` kernel walks its per-channel broadcast element by element; on a 16-channel
 360 x 640 map it takes ~25 ms where ``Mul`` + ``Max`` take ~2.5 ms (``benchmarks/sr_ptq.py`` prints both). In a
 QDQ file a PReLU between two ``QLinearConv`` runs in float (no quantized PReLU kernel), so it dominated the INT8
-SR demo's time. Applied to the CPU INT8 files only (``QdqConfig.prelu_as_max``); the TensorRT file keeps
-``PRelu`` (TensorRT has a native parametric-ReLU layer), and the FP32 file stays as exported.
+SR demo's time. Written into the CPU INT8 files (``QdqConfig.prelu_as_max``); the TensorRT file keeps ``PRelu``
+(TensorRT has a native parametric-ReLU layer); the FP32 file stays as exported, and onnxruntime's FP32 engine runs
+it with the same rewrite made in memory (``OrtEngine``), so INT8/FP32 latency compares like with like.
 """
 from __future__ import annotations
 
