@@ -185,3 +185,19 @@ def test_preprocessing_comes_from_the_checkpoint_and_never_resizes(tmp_path):
         HRFolderDataset(tmp_path, "all", scale=2, patch=7)
     with pytest.raises(DataError, match="not 'photos'"):
         open_sr_dataset(tmp_path / "nope")
+
+
+def test_patches_are_dealt_over_photos_and_small_photos_are_named():
+    """A sample limit takes patches from every photo (round-robin, not the first photo's grid first); a photo
+    smaller than the patch is named in a warning, and a set of only such photos is an error."""
+    from edgerep.data.sr import make_items
+    from edgerep.errors import DataError
+
+    items = make_items("f", [("a", (200, 300)), ("b", (100, 100)), ("c", (40, 500))], 2, "patches", 96)
+    assert [it.image for it in items[:3]] == ["a", "b", "a"]
+    assert sorted(it.id for it in items) == sorted(["f/a@0,0", "f/a@0,96", "f/a@0,192", "f/a@96,0", "f/a@96,96",
+                                                    "f/a@96,192", "f/b@0,0"])
+    with pytest.warns(UserWarning, match=r"c \(40x500\)"):
+        make_items("f", [("a", (200, 300)), ("c", (40, 500))], 2, "patches", 96)
+    with pytest.raises(DataError, match="smaller than the 96x96"):
+        make_items("f", [("c", (40, 500))], 2, "patches", 96)

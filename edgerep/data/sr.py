@@ -261,20 +261,30 @@ class SRDataset(Dataset):
 
 def make_items(prefix: str, images: list[tuple[str, tuple[int, int]]], scale: int, mode: str,
                patch: int) -> list[SRItem]:
-    """Samples of ``images`` (``(name, (H, W))`` of the file): whole modcropped images, or the HR patch grid."""
+    """Samples of ``images`` (``(name, (H, W))`` of the file): whole modcropped images, or the HR patch grid.
+
+    Patches are dealt round-robin over the photos (photo 1's first patch, photo 2's first, ...), so a sample
+    limit (``--calib-samples``, the selection cap) takes from every photo rather than the first few. A photo
+    smaller than ``patch`` gives no patch: a warning names it (a scored set holds one size, so it cannot join
+    whole), and a set where no photo is big enough is an error."""
     if mode not in ("whole", "patches"):
         raise DataError(f"SR mode {mode!r}: expected 'whole' or 'patches'")
-    items: list[SRItem] = []
-    for name, (h, w) in images:
-        h, w = h - h % scale, w - w % scale
-        if mode == "whole":
-            items.append(SRItem(f"{prefix}/{name}", name, None, (h // scale, w // scale)))
-            continue
-        for top in range(0, h - patch + 1, patch):
-            for left in range(0, w - patch + 1, patch):
-                items.append(SRItem(f"{prefix}/{name}@{top},{left}", name, (top, left, patch),
-                                    (patch // scale, patch // scale)))
-    return items
+    cropped = [(name, (h - h % scale, w - w % scale)) for name, (h, w) in images]
+    if mode == "whole":
+        return [SRItem(f"{prefix}/{name}", name, None, (h // scale, w // scale)) for name, (h, w) in cropped]
+    grids = [[SRItem(f"{prefix}/{name}@{top},{left}", name, (top, left, patch), (patch // scale, patch // scale))
+              for top in range(0, h - patch + 1, patch) for left in range(0, w - patch + 1, patch)]
+             for name, (h, w) in cropped]
+    small = [f"{name} ({h}x{w})" for (name, (h, w)), grid in zip(cropped, grids) if not grid]
+    if small and len(small) == len(cropped):
+        raise DataError(f"{prefix}: every image is smaller than the {patch}x{patch} HR patch ({', '.join(small[:4])}"
+                        f"{', ...' if len(small) > 4 else ''})", hint="give larger HR images")
+    if small:
+        import warnings
+
+        warnings.warn(f"{prefix}: {len(small)} image(s) smaller than the {patch}x{patch} HR patch give no samples: "
+                      f"{', '.join(small[:4])}{', ...' if len(small) > 4 else ''}", stacklevel=2)
+    return [grid[k] for k in range(max(map(len, grids), default=0)) for grid in grids if k < len(grid)]
 
 
 def check_geometry(scale: int, patch: int) -> None:
