@@ -59,26 +59,13 @@ class _Reader:
 def decode_nodes(fp32: Path) -> list[str]:
     """Names of the nodes after the network's last convolutions (the box decode, sigmoid and concat of the
     ``(N, 4 + C, A)`` output): what a YOLO exporter keeps in float, since one u8 scale over box pixels
-    (0-160) and probabilities (0-1) leaves the scores a few levels."""
+    (0-160) and probabilities (0-1) leaves the scores a few levels. The same set edgerep's QDQ files keep in
+    float (``edgerep.quant.qdq.float_tail``)."""
     import onnx
 
-    g = onnx.load(str(fp32)).graph
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    from edgerep.quant.qdq import float_tail
 
-    def below(n) -> list:
-        seen, todo = [], [c for o in n.output for c in consumers.get(o, [])]
-        while todo:
-            m = todo.pop()
-            if m not in seen:
-                seen.append(m)
-                todo += [c for o in m.output for c in consumers.get(o, [])]
-        return seen
-
-    last = [n for n in g.node if n.op_type == "Conv" and not any(m.op_type == "Conv" for m in below(n))]
-    return sorted({m.name for n in last for m in below(n)})
+    return sorted(float_tail(onnx.load(str(fp32))))
 
 
 def plain_ptq(fp32: Path, out: Path, calib: ScenesDataset, exclude: list[str] | None = None) -> None:

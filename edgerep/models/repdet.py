@@ -105,18 +105,24 @@ class RepDet(nn.Module):
         return [head(f) for head, f in zip(self.heads, self.neck(self.backbone(x)))]
 
     def forward(self, x: Tensor) -> Tensor:
-        boxes, scores = [], []
+        """Decode all levels at once (one Mul / Sub / Add / Div chain on the concatenated anchors, ~20 ONNX nodes
+        rather than ~70 per-level ones: the float tail costs the same in FP32 and INT8 files, so its size bounds
+        INT8's speed-up); every element goes through the same float operations as in a per-level decode (the sigmoid
+        may differ in the last bit where a vector kernel's tail falls elsewhere: 3.6e-12 at most seen)."""
+        regs, clss, anchors, strides = [], [], [], []
         for (cls, reg), s in zip(self.raw(x), self.strides):
-            n, _, h, w = cls.shape
+            _, _, h, w = cls.shape
             ys = (torch.arange(h, dtype=reg.dtype, device=reg.device) + 0.5) * s
             xs = (torch.arange(w, dtype=reg.dtype, device=reg.device) + 0.5) * s
             ay, ax = torch.meshgrid(ys, xs, indexing="ij")
-            d = reg.flatten(2) * s  # (N, 4, h*w): left, top, right, bottom
-            x1, y1 = ax.reshape(1, -1) - d[:, 0], ay.reshape(1, -1) - d[:, 1]
-            x2, y2 = ax.reshape(1, -1) + d[:, 2], ay.reshape(1, -1) + d[:, 3]
-            boxes.append(torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1))
-            scores.append(cls.flatten(2).sigmoid())
-        return torch.cat([torch.cat(boxes, 2), torch.cat(scores, 2)], 1)
+            anchors.append(torch.stack([ax.reshape(-1), ay.reshape(-1)]))
+            strides.append(torch.full((h * w,), float(s), dtype=reg.dtype, device=reg.device))
+            regs.append(reg.flatten(2))
+            clss.append(cls.flatten(2))
+        d = torch.cat(regs, 2) * torch.cat(strides)  # (N, 4, A): left, top, right, bottom in pixels
+        a = torch.cat(anchors, 1)  # (2, A): anchor x, y
+        lo, hi = a - d[:, :2], a + d[:, 2:]  # x1, y1 and x2, y2
+        return torch.cat([(lo + hi) / 2, hi - lo, torch.cat(clss, 2).sigmoid()], 1)
 
 
 @register_model("repdet_scenes", "repdet", "anchor-free RepVGG detector (strides 8/16/32, decoupled head) for "

@@ -52,6 +52,7 @@ class QdqInfo:
     excluded_nodes: list[str] = field(default_factory=list)
     add_inputs_quantized: int = 0
     prelu_rewritten: int = 0
+    float_tail: list[str] = field(default_factory=list)  # ops after the last weighted layer, left in float
     bias_corrected: dict[str, float] = field(default_factory=dict)  # node -> max |correction|
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,6 +263,42 @@ def expand_exclusions(model, exclude: Iterable[str]) -> list[str]:
     return out
 
 
+def float_tail(model) -> list[str]:
+    """Nodes from which no weighted layer is reachable: the model's tail after its last conv / gemm (a
+    detector's box decode, a classifier's pooling after a conv head). They stay in float: quantizing them buys
+    no integer kernel (nothing weighted follows) and puts model outputs, e.g. box coordinates in pixels of all
+    strides at once, on one 8-bit grid."""
+    weighted = set(quantizable_nodes(model))
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    reaches: dict[str, bool] = {}
+    for n in reversed(_topo_nodes(model)):
+        reaches[n.name] = n.name in weighted or any(reaches.get(c.name, False)
+                                                    for t in n.output for c in consumers.get(t, []))
+    return [n.name for n in model.graph.node if not reaches[n.name]]
+
+
+def _topo_nodes(model) -> list:
+    """``model.graph.node`` in a topological order (producers first), without changing the model."""
+    produced = {t: n for n in model.graph.node for t in n.output}
+    order, seen = [], set()
+    for root in model.graph.node:
+        stack = [(root, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            stack.append((n, True))
+            stack.extend((produced[t], False) for t in n.input if t in produced and produced[t].name not in seen)
+    return order
+
+
 def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: CalibrationResult, config: QdqConfig,
               *, exclude_nodes: Iterable[str] = (), only_nodes: Iterable[str] | None = None) -> QdqInfo:
     """Quantize ``fp32_path`` to a QDQ file at ``out_path`` with ``calibration``'s ranges.
@@ -282,6 +319,7 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     if unknown:
         raise EdgerepError(f"{fp32_path}: nodes to keep in float not in the graph: {', '.join(unknown)}")
     exclude = expand_exclusions(model, exclude)
+    tail = float_tail(model)
     only = list(only_nodes) if only_nodes is not None else []
     corrected = correct_biases(model, calibration, config, exclude, only or None) if config.bias_correction else {}
     extra = {
@@ -301,7 +339,7 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
         with contextlib.redirect_stdout(io.StringIO()):
             q = qdq_quantizer(model, per_channel=config.per_channel, reduce_range=config.reduce_range,
                               weight_qtype=_qtype(config.weight), activation_qtype=_qtype(config.activation),
-                              tensors_range=td, nodes_to_quantize=only, nodes_to_exclude=exclude, op_types=op_types,
+                              tensors_range=td, nodes_to_quantize=only, nodes_to_exclude=exclude + tail, op_types=op_types,
                               extra_options=extra)
             q.quantize_model()
     finally:
@@ -321,5 +359,5 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     quantized = [n for n in names if n not in exclude and (not only or n in only)]
     return QdqInfo(path=str(out_path), config=config.to_dict(), quantized_nodes=quantized,
                    excluded_nodes=[n for n in names if n not in quantized] + [n for n in exclude if n not in names],
-                   add_inputs_quantized=added, prelu_rewritten=prelus,
+                   add_inputs_quantized=added, prelu_rewritten=prelus, float_tail=tail,
                    bias_corrected=corrected)
