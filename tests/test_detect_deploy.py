@@ -175,3 +175,19 @@ def test_the_tiny_detector_is_the_same_whatever_the_global_rng_holds():
     b = tiny_detector()
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_detector_deploys_on_synthetic_inputs_for_latency_with_fidelity_and_no_map(det_ckpt, tmp_path):
+    """`--data synthetic` with a detector (a cost / latency run at any input size): no ground truth, so no mAP
+    and no annotations file, the engines' fidelity to the unfolded model instead; not refused as a classify set."""
+    from edgerep.pipeline import DeployOptions, deploy
+
+    res = deploy(DeployOptions(checkpoint=det_ckpt, out=tmp_path / "b", data="synthetic", accuracy_gate=False,
+                               task="detect", eval_samples=8, calib_samples=8, bench_seconds=0.05, bench_warmup=2,
+                               cache_dir=tmp_path / "cache", run_check=False))
+    report = json.loads((res.out / "report.json").read_text())
+    assert report["task"]["name"] == "detect"
+    assert not (res.out / "annotations" / "test.json").exists()
+    int8 = next(e for e in report["engines"] if e["precision"] == "int8")
+    assert int8["accuracy"]["metric"] == "cosine" and int8["accuracy"]["labelled"] is False
+    assert int8["accuracy"]["fidelity"]["sqnr_db"] > 10

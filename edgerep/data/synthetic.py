@@ -11,6 +11,7 @@ class SyntheticDataset(Dataset):
 
     has_labels = False
     class_names = None
+    task = None  # any task's model takes random inputs: latency and cost, never a metric
 
     def __init__(self, preprocess: Preprocess, n: int = 256, seed: int = 0):
         self.pre, self.n, self.seed = preprocess, int(n), int(seed)

@@ -130,6 +130,14 @@ class DetectTask:
         from edgerep.report.models.results import Fidelity, detect_accuracy
 
         n = int(outputs.shape[0])
+        if targets is None and not hasattr(dataset, "coco"):  # unlabelled (--data synthetic): fidelity, no mAP
+            from edgerep.bench import metrics
+            from edgerep.report.models.results import make_accuracy
+
+            cos = metrics.cosine(reference, outputs) if reference is not None and n else None
+            sq = metrics.sqnr_db(reference, outputs) if reference is not None and n else None
+            return Evaluation(make_accuracy(samples=n, classifier=False, labelled=False, cosine=_finite_or_none(cos),
+                                            sqnr_db=_finite_or_none(sq)))
         gt = self.ground_truth(dataset, n, targets)
         image_ids = [im["id"] for im in gt["images"]]
         dets = self.detections(outputs, dataset, _input_hw(dataset), original=hasattr(dataset, "coco"))
@@ -182,6 +190,9 @@ class DetectTask:
         return files, {"files": rels, "engine": other, "reference": ref, "display_score": DISPLAY_SCORE}
 
     def ground_truth_files(self, dataset: Any, limit: int | None) -> dict[str, Any]:
+        """``annotations/test.json`` (COCO ground truth of the scored images); none for unlabelled inputs."""
+        if not hasattr(dataset, "coco") and not getattr(dataset, "has_labels", False):
+            return {}
         n = len(dataset) if limit is None else min(limit, len(dataset))
         return {"annotations/test.json": self.ground_truth(dataset, n)}
 
@@ -211,6 +222,10 @@ class DetectTask:
         gt = coco_ground_truth(targets[:n], [str(i) for i in range(n)], names)
         dets = self.detections(outputs, dataset, _input_hw(dataset), original=False)
         return coco_map(gt, detections_to_coco(dets, list(range(n)))).map
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
 
 
 def _image_reader(dataset: Any) -> Callable[[int], np.ndarray] | None:
