@@ -64,9 +64,11 @@ class Transposed(torch.nn.Module):
         return self.inner(x).transpose(1, 2)
 
 
-def pycocotools_stats(bundle: Path, predictions_file: str) -> tuple[np.ndarray, dict, list]:
-    """COCOeval (bbox) of ``bundle``'s ``annotations/test.json`` against one of its predictions files, by
-    pycocotools alone (nothing of edgerep's): the 12 stats, the ground truth's dataset dict and the predictions."""
+def pycocotools_stats(bundle: Path, predictions_file: str | Path,
+                      ground_truth: Path | None = None) -> tuple[np.ndarray, dict, list]:
+    """COCOeval (bbox) of ``bundle``'s ``annotations/test.json`` (or the file ``ground_truth``) against a predictions
+    file (relative to ``bundle``, or absolute), by pycocotools alone (nothing of edgerep's): the 12 stats, the ground
+    truth's dataset dict and the predictions."""
     import contextlib
     import io
     import json
@@ -76,7 +78,7 @@ def pycocotools_stats(bundle: Path, predictions_file: str) -> tuple[np.ndarray, 
 
     preds = json.loads((bundle / predictions_file).read_text())
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(bundle / "annotations" / "test.json"))
+        gt = COCO(str(ground_truth or bundle / "annotations" / "test.json"))
         ev = COCOeval(gt, gt.loadRes(preds), "bbox")
         ev.evaluate()
         ev.accumulate()

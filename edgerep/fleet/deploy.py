@@ -72,7 +72,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     from edgerep.bundle import atomic_bundle, check_output_path
     from edgerep.fleet import cluster, wire
     from edgerep.fleet.payload import load_reference, payload, read_bundle, test_set
-    from edgerep.fleet.scoring import Scorer, ground_truth, task_of
+    from edgerep.fleet.scoring import Scorer, lead_scorer, task_of
 
     say = progress or (lambda _m: None)
     marks: dict[str, float] = {}
@@ -115,9 +115,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
             shards_meta.append(meta)
             targets_all += targets
             shard_refs.append(ray.put(wire.encode(s)))  # data only, to the node too
-        n = shards_meta[-1]["stop"] if shards_meta else 0
-        gt, gt_source = ground_truth(task, bundle, dataset, n, targets_all or None, same)
-        scorer = Scorer(task, dataset, {m["index"]: (m["start"], m["stop"]) for m in shards_meta}, gt)
+        scorer, gt_source = lead_scorer(task, bundle, dataset, shards_meta, targets_all or None, same)
     if x_bench is None:
         x_bench = np.random.default_rng(0).standard_normal((opts.batch, *ref.meta.input_shape)).astype(np.float32)
     marks["reference_and_shards"] = time.perf_counter() - t

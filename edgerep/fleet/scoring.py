@@ -142,11 +142,20 @@ class Scorer:
         return acc, ({rel: preds} if rel else {})
 
 
+def lead_scorer(task: dict, bundle: Any, dataset: Any, shards: list[dict], targets: list | None, same: bool | None
+                ) -> tuple[Scorer, str | None]:
+    """The lead's ``Scorer`` of the shards (their metas: index, start, stop), and for detect where its ground truth
+    came from (``ground_truth``)."""
+    n = shards[-1]["stop"] if shards else 0
+    gt, source = ground_truth(task, bundle, dataset, n, targets, same)
+    return Scorer(task, dataset, {s["index"]: (s["start"], s["stop"]) for s in shards}, gt), source
+
+
 def ground_truth(task: dict, bundle: Any, dataset: Any, n: int, targets: list | None, same: bool | None
                  ) -> tuple[dict | None, str | None]:
     """Detect: (the COCO ground truth of the first ``n`` test rows, where it comes from). The bundle's
     ``annotations/test.json`` when the test set is the bundle's own and the file covers the rows; else the
-    ground truth of the data given (``--data``), made by the task as deploy makes it."""
+    ground truth of the data given (``--data``), made by the task as deploy makes it. Other tasks: none."""
     if task["name"] != "detect":
         return None, None
     from edgerep.tasks import get_task
