@@ -50,3 +50,4 @@ def test_fleet_scores_classify_detect_and_sr_and_refuses_another_task():
     with pytest.raises(EdgerepError, match="task is 'segment'; fleet deploy scores classify, detect, sr") as e:
         task_of(bundle("segment"))
     assert "--data synthetic" in e.value.hint
+    assert task_of(bundle("segment"), "synthetic")["name"] == "segment"  # latency only: nothing to score

@@ -80,7 +80,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     if opts.retries < 0 or opts.timeout_s <= 0 or opts.batch < 1:
         raise EdgerepError("--retries must be >= 0, --timeout > 0 and --batch >= 1")
     bundle = read_bundle(opts.bundle)
-    task = task_of(bundle)
+    task = task_of(bundle, opts.data)
     out = Path(opts.out) if opts.out else default_out(bundle.path)
     check_output_path(out, opts.force)
     targets = list(opts.targets or ([bundle.target] if bundle.target else []))

@@ -27,11 +27,11 @@ from edgerep.fleet.counts import accuracy_model, fidelity_model, merge, shard_co
 TASKS = ("classify", "detect", "sr")  # what a fleet scores (a task module's name)
 
 
-def task_of(bundle: Any) -> dict:
+def task_of(bundle: Any, data: str | None = None) -> dict:
     """The task a bundle's report names (``{"name", "postprocess"}``, what travels in a job's spec); a task the
-    fleet cannot score is refused (exit 2) before any work."""
+    fleet cannot score is refused (exit 2) before any work, unless the run is latency only (``--data synthetic``)."""
     name = ((bundle.report or {}).get("task") or {}).get("name") or "classify"
-    if name not in TASKS:
+    if name not in TASKS and data != "synthetic":
         raise EdgerepError(f"{bundle.path}: the bundle's task is {name!r}; fleet deploy scores "
                            f"{', '.join(TASKS)}", hint="time it on the fleet with --data synthetic (latency only)")
     return {"name": name, "postprocess": (bundle.manifest.get("settings") or {}).get("postprocess")}
