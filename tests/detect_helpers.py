@@ -84,3 +84,19 @@ def pycocotools_stats(bundle: Path, predictions_file: str | Path,
         ev.accumulate()
         ev.summarize()
     return ev.stats, gt.dataset, preds
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repdet_scenes.pt"
+
+
+def deploy_demo_detector(root: Path, eval_samples: int) -> Path:
+    """The shipped demo detector deployed with no flag but small data sizes (``eval_samples`` scenes test images, 32
+    calibration images, no check) into ``root/bundle``; its gate must pass."""
+    import json
+
+    from edgerep.pipeline import DeployOptions, deploy
+
+    res = deploy(DeployOptions(checkpoint=DEMO, out=root / "bundle", eval_samples=eval_samples, calib_samples=32,
+                               bench_seconds=0.05, bench_warmup=2, cache_dir=root / "cache", run_check=False))
+    assert res.passed is True, json.dumps(res.report.get("gate"), indent=1)
+    return res.out

@@ -24,10 +24,9 @@ from edgerep.fleet.payload import load_reference, payload, read_bundle  # noqa: 
 from edgerep.fleet.payload import test_set as bundle_test_set  # noqa: E402 (not a test)
 from edgerep.fleet.report import FleetOutcome, FleetSetup, build_report, markdown, serialized  # noqa: E402
 from edgerep.fleet.scoring import lead_scorer, task_of  # noqa: E402
-from tests.detect_helpers import pycocotools_stats  # noqa: E402
+from tests.detect_helpers import deploy_demo_detector, pycocotools_stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DET = ROOT / "examples" / "checkpoints" / "repdet_scenes.pt"
 EVAL = 24  # test images of the detector bundle (2 shards of 12)
 KEYS = [("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")]
 
@@ -35,13 +34,7 @@ KEYS = [("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")]
 @pytest.fixture(scope="module")
 def det_bundle(tmp_path_factory) -> Path:
     """The shipped demo detector deployed on 24 scenes test images (as tests/test_demo_detector.py)."""
-    from edgerep.pipeline import DeployOptions, deploy
-
-    root = tmp_path_factory.mktemp("fleet-det")
-    res = deploy(DeployOptions(checkpoint=DEMO_DET, out=root / "bundle", eval_samples=EVAL, calib_samples=32,
-                               bench_seconds=0.05, bench_warmup=2, cache_dir=root / "cache", run_check=False))
-    assert res.passed is True, json.dumps(res.report.get("gate"), indent=1)
-    return res.out
+    return deploy_demo_detector(tmp_path_factory.mktemp("fleet-det"), EVAL)
 
 
 @pytest.fixture(scope="module")

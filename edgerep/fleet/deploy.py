@@ -108,14 +108,14 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     if dataset is not None:
         say(f"reading the test set ({spec}, {len(dataset)} samples"
             + (", the bundle's own" if same else "") + f") and running the reference ({ref.source.split(' ')[0]}) once")
-        targets_all: list = []
-        for meta, s, targets in prepare_shards(task, dataset, ref.model, n_shards, limit=opts.eval_samples or cap):
+        labels: list = []  # every row's target (detect: boxes; the ground truth of data without a COCO file)
+        for meta, s, ys in prepare_shards(task, dataset, ref.model, n_shards, limit=opts.eval_samples or cap):
             if x_bench is None and len(s["x"]) >= opts.batch:
                 x_bench = np.ascontiguousarray(s["x"][:opts.batch])
             shards_meta.append(meta)
-            targets_all += targets
+            labels += ys
             shard_refs.append(ray.put(wire.encode(s)))  # data only, to the node too
-        scorer, gt_source = lead_scorer(task, bundle, dataset, shards_meta, targets_all or None, same)
+        scorer, gt_source = lead_scorer(task, bundle, dataset, shards_meta, labels or None, same)
     if x_bench is None:
         x_bench = np.random.default_rng(0).standard_normal((opts.batch, *ref.meta.input_shape)).astype(np.float32)
     marks["reference_and_shards"] = time.perf_counter() - t
