@@ -147,6 +147,8 @@ def test_sharded_detector_map_equals_the_single_host_deploy_and_pycocotools(det_
     assert all("predictions_file" not in r["accuracy"] or r["accuracy"]["predictions_file"] is None
                for r in shard_rows)  # a shard's own mAP is shown, its predictions are in the merged file
     report["gate"] = gate_fleet(report, GateThresholds(max_drop=0.5)).to_dict()
+    drops = [c for c in report["gate"]["checks"] if c["name"] == "max_drop"]
+    assert report["gate"]["passed"] and len(drops) == 2 and all("points" in c["message"] for c in drops)
     from schema_check import validate
 
     validate(json.loads(json.dumps(serialized(report))), "edgerep.fleet-report/2")
@@ -236,6 +238,7 @@ def test_fleet_deploy_on_ray_scores_detector_and_sr_shards_as_single_host(det_bu
     for key in KEYS:
         acc = _merged(sr.report)[key]["accuracy"]
         assert acc["value"] == pytest.approx(single[key]["accuracy"]["value"], abs=1e-6) and acc["samples"] == 3
+    assert det.passed and sr.passed, (det.report["gate"], sr.report["gate"])
     drops = [c for c in sr.report["gate"]["checks"] if c["name"] == "max_drop"]
     assert drops and all(c["threshold"] == 0.1 and "dB" in c["message"] for c in drops)
     assert "dB" in (sr.out / "gate.xml").read_text() and "PSNR" in (sr.out / "report.md").read_text()

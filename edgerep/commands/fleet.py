@@ -250,7 +250,7 @@ def _deploy(args: argparse.Namespace) -> int:
 def _print_table(report: dict, out: Path) -> None:
     from rich.table import Table
 
-    from edgerep.fleet.report import COLUMNS, node_lines, table_rows
+    from edgerep.fleet.report import COLUMNS, metric_name, node_lines, table_rows
     from edgerep.report.fmt import metric_value as fmt_value
     from edgerep.report.console import make_console
 
@@ -264,7 +264,7 @@ def _print_table(report: dict, out: Path) -> None:
     ref = report.get("reference") or {}
     acc = ref.get("accuracy") or {}
     if acc:
-        c.print(f"reference (unfolded FP32, measured once here): {acc.get('metric')} {fmt_value(acc)} on "
+        c.print(f"reference (unfolded FP32, measured once here): {metric_name(acc)} {fmt_value(acc)} on "
                 f"{acc.get('samples')} samples; {ref.get('source')}")
     for line in node_lines(report):
         c.print(f"node {line}")
