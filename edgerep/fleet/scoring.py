@@ -77,7 +77,7 @@ def shard_part(task: dict, outputs: np.ndarray, shard: dict) -> dict:
     if task["name"] == "detect":
         from edgerep.tasks import get_task
 
-        dets = get_task("detect").with_postprocess(task.get("postprocess")).decode(outputs)
+        dets = get_task("detect").with_postprocess(task.get("postprocess")).decode(outputs) if len(outputs) else []
         part["detections"] = [[shard["start"] + i, *(float(v) for v in box), float(s), int(k)]
                               for i, d in enumerate(dets) for box, s, k in zip(d.boxes, d.scores, d.classes)]
     elif task["name"] == "sr":
