@@ -27,19 +27,21 @@ sys.path.insert(0, str(ROOT))
 def local_run(bundle_dir: Path, bench_seconds: float) -> dict:
     """Everything fleet deploy does, in this process, without Ray: the reference, the shard, the job."""
     from edgerep.data import open_dataset
+    from edgerep.fleet.deploy import prepare_shards
     from edgerep.fleet.node import run_job
-    from edgerep.fleet.payload import load_reference, make_shards, payload, read_bundle
-    from edgerep.pipeline import TorchReference
+    from edgerep.fleet.payload import load_reference, payload, read_bundle
+    from edgerep.fleet.scoring import task_of
 
     t0 = time.perf_counter()
     b = read_bundle(bundle_dir)
     ref = load_reference(b)
     ds = open_dataset((b.manifest.get("inputs") or {}).get("evaluation_data"), split="test", meta=ref.meta)
-    shards = list(make_shards(ds, TorchReference(ref.model), 1))
+    task = task_of(b)
+    shards = [s for _, s, _ in prepare_shards(task, ds, ref.model, 1)]
     t_prep = time.perf_counter() - t0
     spec = {"target": b.target, "fp32": b.fp32, "int8": dict(b.int8), "session_config": b.session_config,
             "bench": {"enabled": True, "seconds": bench_seconds, "warmup": 10},
-            "x_bench": shards[0]["x"][:1].copy()}
+            "x_bench": shards[0]["x"][:1].copy(), "task": task}
     t1 = time.perf_counter()
     res = run_job(payload(b), spec, *shards)
     return {"reference_and_shards": t_prep, "job": time.perf_counter() - t1, "node": res["timings_s"],

@@ -64,9 +64,11 @@ class Transposed(torch.nn.Module):
         return self.inner(x).transpose(1, 2)
 
 
-def pycocotools_stats(bundle: Path, predictions_file: str) -> tuple[np.ndarray, dict, list]:
-    """COCOeval (bbox) of ``bundle``'s ``annotations/test.json`` against one of its predictions files, by
-    pycocotools alone (nothing of edgerep's): the 12 stats, the ground truth's dataset dict and the predictions."""
+def pycocotools_stats(bundle: Path, predictions_file: str | Path,
+                      ground_truth: Path | None = None) -> tuple[np.ndarray, dict, list]:
+    """COCOeval (bbox) of ``bundle``'s ``annotations/test.json`` (or the file ``ground_truth``) against a predictions
+    file (relative to ``bundle``, or absolute), by pycocotools alone (nothing of edgerep's): the 12 stats, the ground
+    truth's dataset dict and the predictions."""
     import contextlib
     import io
     import json
@@ -76,9 +78,25 @@ def pycocotools_stats(bundle: Path, predictions_file: str) -> tuple[np.ndarray, 
 
     preds = json.loads((bundle / predictions_file).read_text())
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(bundle / "annotations" / "test.json"))
+        gt = COCO(str(ground_truth or bundle / "annotations" / "test.json"))
         ev = COCOeval(gt, gt.loadRes(preds), "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return ev.stats, gt.dataset, preds
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repdet_scenes.pt"
+
+
+def deploy_demo_detector(root: Path, eval_samples: int) -> Path:
+    """The shipped demo detector deployed with no flag but small data sizes (``eval_samples`` scenes test images, 32
+    calibration images, no check) into ``root/bundle``; its gate must pass."""
+    import json
+
+    from edgerep.pipeline import DeployOptions, deploy
+
+    res = deploy(DeployOptions(checkpoint=DEMO, out=root / "bundle", eval_samples=eval_samples, calib_samples=32,
+                               bench_seconds=0.05, bench_warmup=2, cache_dir=root / "cache", run_check=False))
+    assert res.passed is True, json.dumps(res.report.get("gate"), indent=1)
+    return res.out

@@ -51,13 +51,9 @@ def test_shipped_demo_detector_is_small_says_detect_and_its_recorded_val_map_is_
 
 @pytest.fixture(scope="module")
 def demo_bundle(tmp_path_factory) -> Path:
-    from edgerep.pipeline import DeployOptions, deploy
+    from tests.detect_helpers import deploy_demo_detector
 
-    root = tmp_path_factory.mktemp("demo-det")
-    res = deploy(DeployOptions(checkpoint=DEMO, out=root / "bundle", eval_samples=EVAL, calib_samples=32,
-                               bench_seconds=0.05, bench_warmup=2, cache_dir=root / "cache", run_check=False))
-    assert res.passed is True, json.dumps(res.report.get("gate"), indent=1)
-    return res.out
+    return deploy_demo_detector(tmp_path_factory.mktemp("demo-det"), EVAL)
 
 
 def test_deploy_of_the_demo_detector_with_no_flag_passes_in_map_points(demo_bundle):

@@ -20,14 +20,14 @@ from edgerep.models import create_model
 FAST = ["--bench-seconds", "0.2", "--no-check", "--calib-samples", "64"]
 
 
-def _photo_folder(root: Path) -> Path:
-    """10 HR crops (96 x 96) of scikit-image's astronaut, saved as PNG: split by photo 6 / 1 / 1 / 2."""
+def _photo_folder(root: Path, n: int = 10) -> Path:
+    """``n`` HR crops (96 x 96) of scikit-image's astronaut, saved as PNG: 10 split by photo 6 / 1 / 1 / 2."""
     from PIL import Image
     from skimage import data
 
     img = data.astronaut()
     root.mkdir(parents=True)
-    for i in range(10):
+    for i in range(n):
         top, left = 40 * (i // 5) + 60, 80 * (i % 5) + 10
         Image.fromarray(img[top:top + 96, left:left + 96]).save(root / f"crop{i:02d}.png")
     return root

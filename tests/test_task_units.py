@@ -28,16 +28,26 @@ def test_report_page_int8_section_speaks_the_tasks_unit():
     assert "simulated top-1 98.00%, simulated drop +0.19 points" in cls
 
 
-def test_fleet_refuses_to_score_a_detector_or_sr_bundle_as_a_classifier():
+def test_fleet_scores_classify_detect_and_sr_and_refuses_another_task():
+    """Fleet deploy scores every task edgerep has (detect and SR merged from the nodes' predictions / per-image
+    scores: tests/test_fleet_tasks.py); a bundle of a task it cannot score is refused (exit 2), naming it."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
     import pytest
 
     from edgerep.errors import EdgerepError
-    from edgerep.fleet.deploy import refuse_unmerged_task
+    from edgerep.fleet.scoring import task_of
 
-    for task, metric in (("detect", "mAP"), ("sr", "PSNR")):
-        with pytest.raises(EdgerepError, match=f"task is {task} \\({metric}") as e:
-            refuse_unmerged_task({"task": {"name": task}}, None)
-        assert "--data synthetic" in e.value.hint
-        refuse_unmerged_task({"task": {"name": task}}, "synthetic")  # latency only: allowed
-    refuse_unmerged_task({"task": {"name": "classify"}}, None)
-    refuse_unmerged_task({}, None)  # a /1 report (no task): a classifier
+    def bundle(task):
+        return SimpleNamespace(path=Path("b"), report={"task": {"name": task}} if task else {},
+                               manifest={"settings": {"postprocess": "m:f" if task == "detect" else None}})
+
+    for task in ("classify", "detect", "sr"):
+        assert task_of(bundle(task))["name"] == task
+    assert task_of(bundle("detect"))["postprocess"] == "m:f"  # the node decodes as the bundle's deploy did
+    assert task_of(bundle(None))["name"] == "classify"  # a /1 report (no task): a classifier
+    with pytest.raises(EdgerepError, match="task is 'segment'; fleet deploy scores classify, detect, sr") as e:
+        task_of(bundle("segment"))
+    assert "--data synthetic" in e.value.hint
+    assert task_of(bundle("segment"), "synthetic")["name"] == "segment"  # latency only: nothing to score

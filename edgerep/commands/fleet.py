@@ -96,13 +96,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dp.add_argument("--out", type=Path, help="output folder (default BUNDLE.fleet beside the bundle)")
     dp.add_argument("--force", action="store_true", help="replace an existing output folder")
     dp.add_argument("--shard", action="store_true",
-                    help="split the test split across the nodes of each target (counts add up to one top-1)")
+                    help="split the test split across the nodes of each target (merged into one top-1, mAP or PSNR)")
     dp.add_argument("--retries", type=int, default=0, help="re-run a lost node's work this many times (default 0)")
     dp.add_argument("--timeout", type=float, default=600.0, help="seconds per target before its rows are lost")
     dp.add_argument("--eval-samples", type=int, help="score at most this many test samples")
     dp.add_argument("--batch", type=int, default=1, help="batch size for latency (default 1)")
     dp.add_argument("--bench-seconds", type=float, default=1.0, help="time budget per engine for latency (s)")
-    dp.add_argument("--max-drop", type=float, default=0.5, help="gate: max top-1 drop vs unfolded, points (0.5)")
+    dp.add_argument("--max-drop", type=float,
+                    help="gate: max drop vs unfolded in the task's unit: top-1 / mAP points (0.5), SR PSNR dB (0.1)")
     dp.add_argument("--max-latency-ms", type=float, help="gate: max p50 latency on every node (ms)")
     dp.add_argument("--no-accuracy-gate", action="store_true",
                     help="a latency-only run: no labelled test data needed, no accuracy verdict")
@@ -219,6 +220,13 @@ def _deploy(args: argparse.Namespace) -> int:
 
     th = GateThresholds.from_toml(args.config) if args.config else GateThresholds()
     th = th.merged(max_drop=args.max_drop, max_latency_ms=args.max_latency_ms)
+    if args.max_drop is None and not args.config:  # deploy's default for the bundle's task (SR: 0.1 dB)
+        from dataclasses import replace
+
+        from edgerep.bench.gate import default_max_drop
+        from edgerep.fleet.payload import read_bundle
+
+        th = replace(th, max_drop=default_max_drop((read_bundle(args.bundle).report.get("task") or {}).get("name")))
     if args.no_accuracy_gate:
         from dataclasses import replace
 
@@ -242,7 +250,7 @@ def _deploy(args: argparse.Namespace) -> int:
 def _print_table(report: dict, out: Path) -> None:
     from rich.table import Table
 
-    from edgerep.fleet.report import COLUMNS, node_lines, table_rows
+    from edgerep.fleet.report import COLUMNS, metric_name, node_lines, table_rows
     from edgerep.report.fmt import metric_value as fmt_value
     from edgerep.report.console import make_console
 
@@ -256,7 +264,7 @@ def _print_table(report: dict, out: Path) -> None:
     ref = report.get("reference") or {}
     acc = ref.get("accuracy") or {}
     if acc:
-        c.print(f"reference (unfolded FP32, measured once here): {acc.get('metric')} {fmt_value(acc)} on "
+        c.print(f"reference (unfolded FP32, measured once here): {metric_name(acc)} {fmt_value(acc)} on "
                 f"{acc.get('samples')} samples; {ref.get('source')}")
     for line in node_lines(report):
         c.print(f"node {line}")

@@ -6,7 +6,8 @@ bundle's ONNX files (never a checkpoint) through Ray's object store, builds and 
 target's engines on each node that advertises it, and merges one report and one gate on the CI
 side. Modules: ``cluster`` (connect, start nodes, status), ``fit`` (does this device fit a
 profile), ``payload`` (what travels), ``node`` (what runs on a device), ``counts`` (mergeable
-accuracy), ``deploy`` (the orchestration), ``gate`` (the merged gate), ``report`` (tables).
+counts), ``scoring`` (per task: what a node sends per shard, how the lead scores the shards), ``deploy`` (the
+orchestration), ``gate`` (the merged gate), ``report`` (tables).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgerep.bench import metrics
 from edgerep.report.models import dump
-from edgerep.report.models.results import Accuracy, make_accuracy
+from edgerep.report.models.results import Accuracy, Fidelity, make_accuracy
 
 FIELDS = ("samples", "correct1", "correct5", "agree", "cos_sum", "signal", "noise", "nonfinite")
 
@@ -45,18 +45,31 @@ def merge(parts: list[dict]) -> dict:
     return out
 
 
-def accuracy_model(c: dict) -> Accuracy | None:
-    """Counts -> the report's typed accuracy (``make_accuracy``: top-1 with labels, else agreement with the
-    unfolded model, else cosine), with fidelity from the summed cosines and energies."""
+def _cosine_sqnr(c: dict) -> tuple[float | None, float | None]:
+    """Mean cosine and SQNR (dB) from the summed cosines and energies (None where absent; JSON has no NaN)."""
     n = c.get("samples") or 0
     sqnr = None
     if c.get("noise") is not None:
         sqnr = 999.0 if c["noise"] == 0 else (10.0 * math.log10(c["signal"] / c["noise"]) if c["signal"] else -999.0)
     cosine = c["cos_sum"] / n if n and c.get("cos_sum") is not None else None
-    nan = (lambda v: None if isinstance(v, float) and math.isnan(v) else v)  # JSON has no NaN
-    return make_accuracy(samples=n, classifier=c.get("correct1") is not None or c.get("agree") is not None,
+    nan = (lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+    return nan(cosine), nan(sqnr)
+
+
+def accuracy_model(c: dict) -> Accuracy | None:
+    """Counts -> the report's typed accuracy (``make_accuracy``: top-1 with labels, else agreement with the
+    unfolded model, else cosine), with fidelity from the summed cosines and energies."""
+    cosine, sqnr = _cosine_sqnr(c)
+    return make_accuracy(samples=c.get("samples") or 0,
+                         classifier=c.get("correct1") is not None or c.get("agree") is not None,
                          labelled=c.get("correct1") is not None, correct=c.get("correct1"), correct5=c.get("correct5"),
-                         agree=c.get("agree"), cosine=nan(cosine), sqnr_db=nan(sqnr), nonfinite=c.get("nonfinite") or 0)
+                         agree=c.get("agree"), cosine=cosine, sqnr_db=sqnr, nonfinite=c.get("nonfinite") or 0)
+
+
+def fidelity_model(c: dict) -> Fidelity | None:
+    """Counts -> the fidelity against the unfolded model (cosine, SQNR) a detector's or an SR row carries."""
+    cosine, sqnr = _cosine_sqnr(c)
+    return Fidelity(cosine=cosine, sqnr_db=sqnr) if cosine is not None or sqnr is not None else None
 
 
 def accuracy(c: dict) -> dict | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -71,7 +71,8 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     """Run the fleet deploy; the output folder appears whole (atomically), partial results included."""
     from edgerep.bundle import atomic_bundle, check_output_path
     from edgerep.fleet import cluster, wire
-    from edgerep.fleet.payload import load_reference, make_shards, payload, read_bundle, test_set
+    from edgerep.fleet.payload import load_reference, payload, read_bundle, test_set
+    from edgerep.fleet.scoring import Scorer, lead_scorer, task_of
 
     say = progress or (lambda _m: None)
     marks: dict[str, float] = {}
@@ -79,7 +80,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     if opts.retries < 0 or opts.timeout_s <= 0 or opts.batch < 1:
         raise EdgerepError("--retries must be >= 0, --timeout > 0 and --batch >= 1")
     bundle = read_bundle(opts.bundle)
-    refuse_unmerged_task(bundle.report, opts.data)
+    task = task_of(bundle, opts.data)
     out = Path(opts.out) if opts.out else default_out(bundle.path)
     check_output_path(out, opts.force)
     targets = list(opts.targets or ([bundle.target] if bundle.target else []))
@@ -96,8 +97,6 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     # ---- reference (once, here) and the shards ------------------------------------------------
     t = time.perf_counter()
     ref = load_reference(bundle)
-    from edgerep.pipeline import TorchReference
-
     dataset, spec, cap, same = test_set(bundle, ref.meta, opts.data)
     if dataset.name == "synthetic":  # no test data: latency only
         dataset = None
@@ -105,19 +104,18 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     shards_meta: list[dict] = []
     shard_refs: list[Any] = []
     x_bench = None
+    scorer, gt_source = Scorer(task), None
     if dataset is not None:
         say(f"reading the test set ({spec}, {len(dataset)} samples"
             + (", the bundle's own" if same else "") + f") and running the reference ({ref.source.split(' ')[0]}) once")
-        for s in make_shards(dataset, TorchReference(ref.model), n_shards, limit=opts.eval_samples or cap):
-            from edgerep.fleet.counts import shard_counts
-
+        labels: list = []  # every row's target (detect: boxes; the ground truth of data without a COCO file)
+        for meta, s, ys in prepare_shards(task, dataset, ref.model, n_shards, limit=opts.eval_samples or cap):
             if x_bench is None and len(s["x"]) >= opts.batch:
                 x_bench = np.ascontiguousarray(s["x"][:opts.batch])
-            shards_meta.append({"index": s["index"], "start": s["start"], "stop": s["stop"],
-                                "classes": int(s["ref"].shape[1]) if s["ref"].ndim == 2 else None,
-                                "reference": shard_counts(s["ref"], s["y"], None)})
-            y = None if s["y"] is None else np.asarray(s["y"], np.int64)
-            shard_refs.append(ray.put(wire.encode({**s, "y": y})))  # data only, to the node too
+            shards_meta.append(meta)
+            labels += ys
+            shard_refs.append(ray.put(wire.encode(s)))  # data only, to the node too
+        scorer, gt_source = lead_scorer(task, bundle, dataset, shards_meta, labels or None, same)
     if x_bench is None:
         x_bench = np.random.default_rng(0).standard_normal((opts.batch, *ref.meta.input_shape)).astype(np.float32)
     marks["reference_and_shards"] = time.perf_counter() - t
@@ -126,7 +124,7 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     files_ref = ray.put(wire.encode(payload(bundle)))
     job_spec = {"fp32": bundle.fp32, "int8": dict(bundle.int8), "session_config": bundle.session_config,
                 "bench": {"enabled": True, "seconds": opts.bench_seconds, "warmup": opts.warmup}, "x_bench": x_bench,
-                "input_shape": list(ref.meta.input_shape)}
+                "input_shape": list(x_bench.shape[1:]), "task": task}
     marks["ship"] = time.perf_counter() - t
 
     # ---- submit, wait with a deadline per target, retry lost work once if asked ------------------
@@ -195,11 +193,11 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     from edgerep.fleet.report import FleetOutcome, FleetSetup, build_report, markdown, serialized
 
     setup = FleetSetup(bundle=bundle, ref=ref, data=spec, same_test_set=same, targets=targets, by_target=by_target,
-                       shards=shards_meta, sharded=opts.shard, batch=opts.batch)
+                       shards=shards_meta, sharded=opts.shard, batch=opts.batch, scorer=scorer, ground_truth=gt_source)
     report = build_report(setup, FleetOutcome(done, lost, failed))
-    from edgerep.bench.gate import GateThresholds
+    from edgerep.bench.gate import GateThresholds, default_max_drop
 
-    th = opts.thresholds or GateThresholds(max_drop=0.5)
+    th = opts.thresholds or GateThresholds(max_drop=default_max_drop(task["name"]))  # SR: 0.1 dB, else 0.5 points
     result = gate_fleet(report, th)
     report["gate"] = result.to_dict()
     xml = junit_xml(report, result)
@@ -214,6 +212,10 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
                 p = d / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data)
+        for rel, content in report.pop("_files").items():  # detect: predictions/*.json; sr: sr/*.json
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(content, separators=(",", ":")) + "\n")
         report = serialized(report)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(report))
@@ -221,17 +223,22 @@ def fleet_deploy(opts: FleetOptions, progress: Progress | None = None) -> FleetR
     return FleetResult(out=out.resolve(), report=report, passed=result.passed, junit=xml, timings=marks)
 
 
-def refuse_unmerged_task(report: dict, data: str | None) -> None:
-    """Fleet nodes score classifiers only (top-1 counts that add up across shards); a detector's mAP and an SR
-    net's PSNR are computed on predictions the merge does not collect yet, so such a bundle is refused (exit 2)
-    unless the run is latency only (``--data synthetic``) rather than scored as if it were a classifier."""
-    task = ((report or {}).get("task") or {}).get("name") or "classify"
-    if task != "classify" and data != "synthetic":
-        metric = {"detect": "mAP", "sr": "PSNR / SSIM"}.get(task, task)
-        raise EdgerepError(f"fleet deploy scores classifiers only; this bundle's task is {task} ({metric} is not "
-                           "merged from the nodes' shards yet)",
-                           hint="time it on the fleet with --data synthetic (latency only), and measure its "
-                                f"{metric} with `edgerep deploy` on the device")
+def prepare_shards(task: dict, dataset: Any, model: Any, shards: int, limit: int | None = None
+                   ) -> Iterator[tuple[dict, dict, list]]:
+    """The test split in ``shards`` shards, one at a time: (its meta for the report, with the unfolded reference's
+    part scored here; what travels to a node: inputs, the reference's outputs and the task's extras; the rows'
+    targets as the data set gives them)."""
+    from edgerep.fleet.payload import make_shards
+    from edgerep.fleet.scoring import shard_extras, shard_part
+    from edgerep.pipeline import TorchReference
+
+    for s in make_shards(dataset, TorchReference(model), shards, limit=limit):
+        targets = s["y"] or []
+        s = {**s, **shard_extras(task, dataset, s)}
+        meta = {"index": s["index"], "start": s["start"], "stop": s["stop"],
+                "classes": int(s["ref"].shape[1]) if s["ref"].ndim == 2 else None,
+                "reference": shard_part(task, s["ref"], {**s, "ref": None})}
+        yield meta, s, targets
 
 
 def is_task_error(e: BaseException) -> bool:

@@ -117,12 +117,13 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, An
     function runs in-process for a local comparison (benchmarks/fleet_overhead.py).
 
     Returns plain data: the node, its versions, one row per engine of the profile (with per-shard
-    counts), and the built plans / sidecars as ``{relative path: bytes}``.
+    counts, and the task's per-shard part: ``edgerep.fleet.scoring.shard_part``), and the built plans /
+    sidecars as ``{relative path: bytes}``.
     """
     from edgerep.engines.factory import build_engines
     from edgerep.engines.profiles import load_profile
-    from edgerep.fleet.counts import shard_counts
     from edgerep.fleet.measure import host_facts, outputs, time_engine
+    from edgerep.fleet.scoring import shard_part
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -143,6 +144,7 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, An
              "engines": [b.to_dict() for b in built]}, indent=2, default=str) + "\n")
         bench = spec.get("bench") or {}
         x_bench = spec.get("x_bench")
+        task = spec.get("task") or {"name": "classify"}
         rows = []
         for b in built:
             actual = b.actual or b.spec
@@ -161,7 +163,7 @@ def run_job(files: dict[str, bytes], spec: dict[str, Any], *shards: dict[str, An
                     timings["bench"] = timings.get("bench", 0.0) + time.perf_counter() - t
                 t = time.perf_counter()
                 for s in shards:
-                    row["counts"][str(s["index"])] = shard_counts(outputs(b.engine, s["x"]), s["y"], s["ref"])
+                    row["counts"][str(s["index"])] = shard_part(task, outputs(b.engine, s["x"]), s)
                 timings["evaluate"] = timings.get("evaluate", 0.0) + time.perf_counter() - t
             rows.append(row)
         artifacts = {str(p.relative_to(work / "engines")): p.read_bytes()
@@ -188,9 +190,11 @@ def run_job_data(files: bytes, spec: bytes, *shards: bytes) -> bytes:
         x_shape = [None, *s["input_shape"]] if s.get("input_shape") else None
         parts = []
         for blob in shards:
-            part = wire.decode(blob, {"$.x": ("<f4", x_shape), "$.y": ("<i8", [None]), "$.ref": ("<f4", None)})
+            part = wire.decode(blob, {"$.x": ("<f4", x_shape), "$.y": ("<i8", [None]), "$.ref": ("<f4", None),
+                                      "$.hr": ("|u1", [None, None, None, 3])})
             n = int(part["stop"]) - int(part["start"])
-            if len(part["x"]) != n or len(part["ref"]) not in (0, n) or (part["y"] is not None and len(part["y"]) != n):
+            if len(part["x"]) != n or len(part["ref"]) not in (0, n) or any(
+                    part.get(k) is not None and len(part[k]) != n for k in ("y", "hr", "ids")):
                 raise wire.WireError(f"shard {part.get('index')}: {n} rows named, arrays of other lengths")
             parts.append(part)
         return run_job(received, s, *parts)

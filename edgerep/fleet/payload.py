@@ -170,7 +170,8 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
 
 def make_shards(dataset: Any, reference: Any, shards: int, limit: int | None = None,
                 batch: int = 64) -> Iterator[dict[str, Any]]:
-    """Yield shards ``{"index", "start", "stop", "x", "y", "ref"}`` of the test split, one at a time.
+    """Yield shards ``{"index", "start", "stop", "x", "y", "ref"}`` of the test split, one at a time (``y``: the
+    rows' targets as a list, None without labels).
 
     ``ref`` holds the reference model's outputs on the same rows (a callable on numpy batches),
     so a node scores fidelity without the reference model.
@@ -178,7 +179,7 @@ def make_shards(dataset: Any, reference: Any, shards: int, limit: int | None = N
     n = len(dataset) if limit is None else min(len(dataset), int(limit))
     bounds = shard_bounds(n, shards)
     xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
+    ys: list[Any] = []  # one target per row, as the batches give them (a label; a detector's dict of boxes)
     have = 0
     labelled = True
     it = dataset.batches(batch, limit=n)
@@ -187,12 +188,12 @@ def make_shards(dataset: Any, reference: Any, shards: int, limit: int | None = N
             x, y = next(it)
             xs.append(x)
             labelled = labelled and y is not None
-            ys.append(np.asarray(y) if y is not None else np.zeros(len(x), np.int64))
+            ys.extend(list(y) if y is not None else [None] * len(x))
             have += len(x)
-        x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+        x_all = np.concatenate(xs)
         k = b - a
-        x, y = np.ascontiguousarray(x_all[:k]), y_all[:k]
-        xs, ys, have = [x_all[k:]], [y_all[k:]], len(x_all) - k
+        x, y = np.ascontiguousarray(x_all[:k]), ys[:k]
+        xs, ys, have = [x_all[k:]], ys[k:], len(x_all) - k
         ref = np.concatenate([reference(x[j:j + batch]) for j in range(0, k, batch)]) if k else np.zeros((0,))
         yield {"index": i, "start": a, "stop": b, "x": x, "y": y if labelled and dataset.has_labels else None,
                "ref": np.asarray(ref, np.float32)}

@@ -6,10 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgerep.fleet.counts import accuracy, accuracy_model, merge
+from edgerep.fleet.scoring import Scorer
 from edgerep.report.models import FleetReport, dump
 from edgerep.report.models.outputs import FLEET_SCHEMA
-from edgerep.report.models.results import make_drop, top1_of
+from edgerep.report.fmt import metric_value
+from edgerep.report.models.results import make_drop
+from edgerep.report.rows import METRIC_LABELS
 
 RAN = ("built", "cached", "fallback")  # row statuses of an engine that ran
 
@@ -30,13 +32,18 @@ def _expected_engines(target: str) -> list[dict]:
         return [{"name": "*", "precision": "*", "device": "?", "requested": "*"}]
 
 
-def _scored(row: dict, counts: dict | None, ref_counts: dict | None) -> dict:
-    """``row`` with accuracy from its counts and the drop vs the unfolded model on the same samples."""
-    if not counts or not counts.get("samples"):
+def _scored(m: "_Merge", row: dict, parts: dict[int, dict] | None, name: str | None = None) -> dict:
+    """``row`` with accuracy from its shards' parts ({shard index: part}, each shard once; ``scorer``) and the drop
+    vs the unfolded model on the same shards; the files it writes (named ``name``) go to ``m.files``."""
+    if not parts or not sum(p.get("samples") or 0 for p in parts.values()):
         return row
-    acc = accuracy_model(counts)
+    acc, files = m.scorer.accuracy(parts, name)
+    m.files.update(files)
     row["accuracy"] = dump(acc) if acc is not None else None
-    drop = make_drop(acc, accuracy_model(ref_counts) if ref_counts else None)  # as deploy's rows
+    key = tuple(sorted(parts))
+    if key not in m.ref_acc:
+        m.ref_acc[key] = m.scorer.accuracy({i: m.ref_by_shard[i] for i in key})[0]
+    drop = make_drop(acc, m.ref_acc[key])  # as deploy's rows
     if drop is not None:
         row["drop"] = dump(drop)
     return row
@@ -56,6 +63,8 @@ class FleetSetup:
     shards: list[dict]
     sharded: bool
     batch: int
+    scorer: Scorer = field(default_factory=Scorer)  # how the shards that came back are scored (the task's way)
+    ground_truth: str | None = None  # detect: where the COCO ground truth came from
 
 
 @dataclass
@@ -83,16 +92,19 @@ class _Merge:
     recovered: dict[tuple, str] = field(default_factory=dict)  # (target, lost node label) -> node that redid its shards
     unscored: dict[tuple, dict[int, str]] = field(default_factory=dict)  # (target, requested) -> shard -> why no count
     answered: set = field(default_factory=set)
+    scorer: Scorer = field(default_factory=Scorer)
+    ref_by_shard: dict[int, dict] = field(default_factory=dict)  # the unfolded reference's part per shard
+    ref_acc: dict[tuple, Any] = field(default_factory=dict)  # its accuracy per set of shards, scored once
+    files: dict[str, Any] = field(default_factory=dict)  # {relative path: JSON-able}: predictions, per-image scores
 
 
 def build_report(setup: FleetSetup, outcome: FleetOutcome) -> dict:
     """One report from the finished, the lost and the failed jobs (``_artifacts`` holds the plans to write).
     A failed job (it raised on its node) gives ``failed`` rows with the error: never recovered by a retry."""
-    ref_by_shard = {s["index"]: s["reference"] for s in setup.shards}
-    ref_acc = _reference_accuracy(setup.shards, ref_by_shard)
-    m = _Merge()
+    m = _Merge(scorer=setup.scorer, ref_by_shard={s["index"]: s["reference"] for s in setup.shards})
+    ref_acc = _reference_accuracy(m, setup.shards)
     for job, res in outcome.done:
-        _add_done(m, job, res, ref_by_shard, setup.sharded)
+        _add_done(m, job, res, setup.sharded)
     _add_lost(m, outcome.lost)
     _add_failed(m, outcome.failed)
     for tg in setup.targets:
@@ -101,20 +113,29 @@ def build_report(setup: FleetSetup, outcome: FleetOutcome) -> dict:
                         "reason": "no node for target (no live node advertises edgerep-target:" + tg + ")"}
                        for e in _expected_engines(tg)]
     if setup.sharded and setup.shards:
-        _add_merged(m, ref_by_shard)
+        _add_merged(m)
     return _report(setup, m, ref_acc)
 
 
-def _reference_accuracy(shards: list[dict], ref_by_shard: dict) -> dict | None:
-    """The reference's accuracy over every shard (with the class count), None without shards."""
-    all_ref = merge(list(ref_by_shard.values())) if shards else None
-    ref_acc = accuracy(all_ref) if all_ref else None
-    if ref_acc is not None and shards and shards[0].get("classes"):
+def _reference_accuracy(m: _Merge, shards: list[dict]) -> dict | None:
+    """The reference's accuracy over every shard (with the class count), None without shards; its files
+    (detect: ``predictions/torch-cpu-unfolded-fp32.json``) into ``m.files``."""
+    acc, files = m.scorer.accuracy(m.ref_by_shard, "torch-cpu-unfolded-fp32") if shards else (None, {})
+    m.files.update(files)
+    ref_acc = dump(acc) if acc is not None else None
+    if ref_acc is not None and shards[0].get("classes"):
         ref_acc["classes"] = shards[0]["classes"]
     return ref_acc
 
 
-def _add_done(m: _Merge, job: Any, res: dict, ref_by_shard: dict, sharded: bool) -> None:
+def _file_name(*parts: str) -> str:
+    """A row's files' name: ``<target>-[<node>-]<engine>-<precision>``, safe as one path component."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+
+
+def _add_done(m: _Merge, job: Any, res: dict, sharded: bool) -> None:
     """A finished job: its node, a version warning, its counts for the merged rows and, unless it redid
     another node's shards, its own rows."""
     import edgerep
@@ -140,8 +161,8 @@ def _add_done(m: _Merge, job: Any, res: dict, ref_by_shard: dict, sharded: bool)
                **{k: v for k, v in r.items() if k != "counts"}}
         if job.retry_of:
             row["note"] = "answered on a retry"
-        counts = merge(list(r["counts"].values())) if r["counts"] else None
-        m.rows.append(_scored(row, counts, merge([ref_by_shard[int(i)] for i in r["counts"]]) if counts else None))
+        name = None if sharded else _file_name(job.target, label, r["name"], r["precision"])  # a whole test set
+        m.rows.append(_scored(m, row, {int(i): c for i, c in r["counts"].items()}, name))
 
 
 def _count_row(m: _Merge, target: str, label: str, shards: list, r: dict) -> None:
@@ -184,10 +205,10 @@ def _add_failed(m: _Merge, failed: list) -> None:
                 m.unscored.setdefault((job.target, e["requested"]), {})[int(i)] = f"{job.node.label}: failed ({why})"
 
 
-def _add_merged(m: _Merge, ref_by_shard: dict) -> None:
-    """A merged row per target x engine: counts added over the shards that came back, the drop against the
-    reference on those very shards; a shard missing makes it lost, one an engine failed on makes it failed."""
-    want = set(ref_by_shard)
+def _add_merged(m: _Merge) -> None:
+    """A merged row per target x engine: the shards that came back scored together (each once), the drop against
+    the reference on those very shards; a shard missing makes it lost, one an engine failed on makes it failed."""
+    want = set(m.ref_by_shard)
     for (tg, req), per in sorted(m.merged_counts.items()):
         e = m.engine_of[(tg, req)]
         if e["status"] == "skipped":
@@ -203,7 +224,7 @@ def _add_merged(m: _Merge, ref_by_shard: dict) -> None:
         if missing:
             row["shards_missing"] = missing
         # the drop against the reference on the very shards this row scored, never on all of them
-        m.rows.append(_scored(row, merge([per[i] for i in sorted(per)]), merge([ref_by_shard[i] for i in sorted(per)])))
+        m.rows.append(_scored(m, row, per, _file_name(tg, e["name"], e["precision"])))
 
 
 def _report(setup: FleetSetup, m: _Merge, ref_acc: dict | None) -> dict:
@@ -221,21 +242,37 @@ def _report(setup: FleetSetup, m: _Merge, ref_acc: dict | None) -> dict:
                      **({"expected": e} if (e := (bundle.report.get("baseline") or {}).get("expected")) else {})},
         "input_statistics": bundle.report.get("input_statistics"),
         "data": {"evaluation": data, "split": "test", "sharded": sharded, "same_as_bundle": same_test_set,
+                 **({"task": setup.scorer.task["name"]} if setup.shards else {}),
+                 **({"ground_truth": setup.ground_truth} if setup.ground_truth else {}),
                                                    "shards": shards and [{k: s[k] for k in ("index", "start", "stop")}
                                                                          for s in shards]},
         "reference": {"source": ref.source, "accuracy": ref_acc,
                       "measured_on": "the CI side, once"},
         "bench": {"batch": batch}, "targets": targets, "nodes": nodes, "rows": rows, "warnings": warnings,
-        "_artifacts": artifacts,
+        "_artifacts": artifacts, "_files": m.files,
     }
 
 
-COLUMNS = ("target", "node", "engine", "precision", "status", "p50 ms", "p99 ms", "img/s", "top-1 %", "samples",
-           "drop", "note")
+COLUMNS = ("target", "node", "engine", "precision", "status", "p50 ms", "p99 ms", "img/s", "metric", "value",
+           "samples", "drop", "note")
+
+
+def metric_name(acc: dict | None) -> str:
+    """What a row's accuracy measures, in words: ``top-1``, ``mAP``, ``PSNR``, ``top-1 agreement``, ``cosine``."""
+    if not acc:
+        return ""
+    return "top-1" if acc.get("metric") == "top1" else METRIC_LABELS.get(acc.get("metric"), acc.get("metric") or "")
+
+
+def drop_cell(drop: dict | None) -> str:
+    """A drop with its unit and metric: ``+0.05 points mAP``, ``+0.02 dB PSNR``, ``+0.10 points top-1``."""
+    if not drop:
+        return ""
+    return f"{drop['value']:+.2f} {drop['unit']} {metric_name({'metric': drop['of']})}"
 
 
 def table_rows(report: dict) -> list[list[str]]:
-    """The report's rows as table cells, in COLUMNS order."""
+    """The report's rows as table cells, in COLUMNS order: each names its metric, and its value and drop their unit."""
     out = []
     for r in report.get("rows", []):
         lat = r.get("latency") or {}
@@ -245,10 +282,9 @@ def table_rows(report: dict) -> list[list[str]]:
         if r.get("recovered_by"):
             note += f" (shards re-ran on {r['recovered_by']})"
         out.append([r["target"], r["node"], r["name"], r["precision"], r["status"], f(lat.get("p50_ms")),
-                    f(lat.get("p99_ms")), f(lat.get("throughput_ips"), 0), f(top1_of(acc), 2),
-                    str(acc.get("samples", "")) if acc else "", "" if not r.get("drop")
-                    else f"{r['drop']['value']:+.2f}" + ("" if r["drop"]["of"] == "top1" else f" ({r['drop']['of']})"),
-                    note])
+                    f(lat.get("p99_ms")), f(lat.get("throughput_ips"), 0), metric_name(acc),
+                    metric_value(acc) if acc else "", str(acc.get("samples", "")) if acc else "",
+                    drop_cell(r.get("drop")), note])
     return out
 
 
@@ -268,8 +304,9 @@ def markdown(report: dict) -> str:
     ref = report.get("reference") or {}
     acc = ref.get("accuracy") or {}
     lines = [f"# edgerep fleet deploy: {report.get('model', {}).get('name', '')}", "",
-             f"Reference (unfolded FP32, {ref.get('measured_on')}): {ref.get('source')}; top-1 "
-             f"{top1_of(acc) if acc else 'n/a'} on {acc.get('samples', 0) if acc else 0} test samples.", "",
+             f"Reference (unfolded FP32, {ref.get('measured_on')}): {ref.get('source')}; "
+             f"{metric_name(acc) or 'accuracy'} {metric_value(acc)} on {acc.get('samples', 0) if acc else 0} test "
+             "samples.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table_rows(report)]
     lines += ["", "## Nodes", ""] + [f"- {s}" for s in node_lines(report)]

@@ -85,9 +85,9 @@ class DetectTask:
         return out
 
     # ---- decoding -------------------------------------------------------------------------------
-    def detections(self, outputs: np.ndarray, dataset: Any = None, input_hw: tuple[int, int] | None = None,
-                   original: bool = True) -> list:
-        """Per image ``Detections`` in the frame of the data set's ``coco()`` (``original``) or of its targets."""
+    def decode(self, outputs: np.ndarray) -> list:
+        """Per image ``Detections`` in model-input pixels: the built-in decode + class-aware NMS, or the user's
+        ``--postprocess`` (a fleet node runs this on its shard; the lead maps the boxes with ``in_frame``)."""
         from edgerep.bench.detect_post import Detections, postprocess
 
         if self.postprocess is None:
@@ -98,12 +98,30 @@ class DetectTask:
             if len(dets) != len(outputs):
                 raise EdgerepError(f"--postprocess {self.postprocess_name} returned {len(dets)} detection sets "
                                    f"for {len(outputs)} images")
-        mapped = []
-        for i, d in enumerate(dets):
-            boxes = _to_frame(dataset, i, np.asarray(d.boxes, np.float64).reshape(-1, 4), input_hw, original)
-            mapped.append(Detections(boxes, np.asarray(d.scores, np.float64).reshape(-1),
-                                     np.asarray(d.classes, np.int64).reshape(-1)))
-        return mapped
+        return [Detections(np.asarray(d.boxes, np.float64).reshape(-1, 4), np.asarray(d.scores, np.float64).reshape(-1),
+                           np.asarray(d.classes, np.int64).reshape(-1)) for d in dets]
+
+    def in_frame(self, dets: list, dataset: Any, rows: Iterable[int], original: bool = True) -> list:
+        """``dets`` (model-input pixels) of the test samples ``rows`` in the frame of the data set's ``coco()``
+        (``original``) or of its targets."""
+        from edgerep.bench.detect_post import Detections
+
+        hw = _input_hw(dataset)
+        return [Detections(_to_frame(dataset, int(i), d.boxes, hw, original), d.scores, d.classes)
+                for i, d in zip(rows, dets)]
+
+    def detections(self, outputs: np.ndarray, dataset: Any = None, original: bool = True) -> list:
+        """Per image ``Detections`` in the frame of the data set's ``coco()`` (``original``) or of its targets."""
+        return self.in_frame(self.decode(outputs), dataset, range(len(outputs)), original)
+
+    @staticmethod
+    def coco_predictions(dets: list, image_ids: list) -> list[dict]:
+        """COCO results of ``dets`` (in the ground truth's frame), rounded as written (0.01 px, 1e-5 score): a
+        predictions file holds exactly what was scored, at a third of the size."""
+        from edgerep.bench.detect_metrics import detections_to_coco
+
+        return [{**p, "bbox": [round(v, 2) for v in p["bbox"]], "score": round(p["score"], 5)}
+                for p in detections_to_coco(dets, image_ids)]
 
     # ---- the test set -----------------------------------------------------------------------------
     def ground_truth(self, dataset: Any, n: int, targets: list[dict] | None = None) -> dict:
@@ -113,10 +131,7 @@ class DetectTask:
 
         if hasattr(dataset, "coco"):
             gt = dataset.coco()
-            ids = [im["id"] for im in gt["images"]][:n]
-            keep = set(ids)
-            return {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
-                    "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+            return restricted(gt, [im["id"] for im in gt["images"]][:n])
         if targets is None:
             raise EdgerepError(f"data set {getattr(dataset, 'name', '?')}: no COCO ground truth and no targets")
         names = list(getattr(dataset, "class_names", None) or [str(k) for k in range(1 + max(
@@ -126,8 +141,7 @@ class DetectTask:
 
     def evaluate(self, outputs: np.ndarray, targets: Any, reference: np.ndarray | None, *, dataset: Any = None,
                  name: str = "", user_metric: Callable | None = None) -> Evaluation:
-        from edgerep.bench.detect_metrics import coco_map, detections_to_coco
-        from edgerep.report.models.results import Fidelity, detect_accuracy
+        from edgerep.report.models.results import Fidelity
 
         n = int(outputs.shape[0])
         if targets is None and not hasattr(dataset, "coco"):  # unlabelled (--data synthetic): fidelity, no mAP
@@ -140,11 +154,8 @@ class DetectTask:
                                             sqnr_db=_finite_or_none(sq)))
         gt = self.ground_truth(dataset, n, targets)
         image_ids = [im["id"] for im in gt["images"]]
-        dets = self.detections(outputs, dataset, _input_hw(dataset), original=hasattr(dataset, "coco"))
-        # rounded as written (0.01 px, 1e-5 score): the file holds exactly what was scored, at a third of the size
-        preds = [{**p, "bbox": [round(v, 2) for v in p["bbox"]], "score": round(p["score"], 5)}
-                 for p in detections_to_coco(dets, image_ids)]
-        s = coco_map(gt, preds)
+        dets = self.detections(outputs, dataset, original=hasattr(dataset, "coco"))
+        preds = self.coco_predictions(dets, image_ids)
         fid = None
         if reference is not None and n:
             from edgerep.bench import metrics
@@ -157,14 +168,25 @@ class DetectTask:
         if user_metric is not None:
             v = user_metric(outputs, None, reference if reference is not None else outputs)
             user = {"metric": float(v)} if isinstance(v, (int, float)) else {str(k): float(x) for k, x in dict(v).items()}
-        acc = detect_accuracy(map=s.map, map50=s.map50, images=s.images, instances=s.instances,
-                              detections=s.predictions, per_class=s.per_class, predictions_file=rel, fidelity=fid,
-                              nonfinite=int(np.sum(~np.isfinite(outputs.reshape(n, -1)).all(1))) if n else 0,
-                              user=user)
+        acc, s = self.scored(gt, preds, rel, fidelity=fid, user=user,
+                             nonfinite=int(np.sum(~np.isfinite(outputs.reshape(n, -1)).all(1))) if n else 0)
         examples = [{"image": int(i), "boxes": np.round(d.boxes[:20], 1).tolist(),
                      "scores": np.round(d.scores[:20], 3).tolist(), "classes": d.classes[:20].tolist()}
                     for i, d in enumerate(dets[:EXAMPLES])]
         return Evaluation(acc, {rel: preds}, {"per_class": s.per_class, "examples": examples})
+
+    @staticmethod
+    def scored(gt: dict, preds: list[dict], predictions_file: str | None, *, fidelity: Any = None, nonfinite: int = 0,
+               user: dict | None = None) -> tuple[Any, Any]:
+        """pycocotools' mAP@[.5:.95] / mAP@.5 of COCO ``preds`` against ``gt``: (the report's ``Accuracy`` with image,
+        instance and detection counts, the ``DetectionScore``)."""
+        from edgerep.bench.detect_metrics import coco_map
+        from edgerep.report.models.results import detect_accuracy
+
+        s = coco_map(gt, preds)
+        return detect_accuracy(map=s.map, map50=s.map50, images=s.images, instances=s.instances,
+                               detections=s.predictions, per_class=s.per_class, predictions_file=predictions_file,
+                               fidelity=fidelity, nonfinite=nonfinite, user=user), s
 
     def write_views(self, root: Path, dataset: Any, targets: list[dict], details: dict[str, dict], ref: str,
                     other: str | None) -> tuple[dict[str, str], dict[str, Any]]:
@@ -220,12 +242,19 @@ class DetectTask:
         n = len(outputs)
         names = list(getattr(dataset, "class_names", None) or [str(k) for k in range(outputs.shape[1] - 4)])
         gt = coco_ground_truth(targets[:n], [str(i) for i in range(n)], names)
-        dets = self.detections(outputs, dataset, _input_hw(dataset), original=False)
+        dets = self.detections(outputs, dataset, original=False)
         return coco_map(gt, detections_to_coco(dets, list(range(n)))).map
 
 
 def _finite_or_none(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
+
+
+def restricted(gt: dict, image_ids: Iterable[Any]) -> dict:
+    """COCO ground truth ``gt`` cut to the images ``image_ids`` (and their annotations); categories kept."""
+    keep = set(image_ids)
+    return {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+            "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
 
 
 def _image_reader(dataset: Any) -> Callable[[int], np.ndarray] | None:

@@ -63,6 +63,31 @@ def image_scores(outputs: np.ndarray, dataset: Any, reference: np.ndarray | None
     return rows
 
 
+def scored_images(outputs: np.ndarray, dataset: Any, reference: np.ndarray | None = None) -> list[dict]:
+    """``image_scores`` of outputs with non-finite values replaced (NaN 0, +inf 1, -inf 0), as an engine is scored
+    (the non-finite images are counted apart: ``nonfinite_images``)."""
+    return image_scores(np.nan_to_num(outputs, nan=0.0, posinf=1.0, neginf=0.0), dataset, reference)
+
+
+def nonfinite_images(outputs: np.ndarray) -> int:
+    """How many output images hold a NaN or an infinity."""
+    n = int(outputs.shape[0])
+    return int(np.sum(~np.isfinite(outputs.reshape(n, -1)).all(1))) if n else 0
+
+
+def images_accuracy(rows: list[dict], scale: int, *, scores_file: str | None = None, fidelity: Any = None,
+                    nonfinite: int = 0, user: dict | None = None) -> Any:
+    """The report's ``Accuracy`` of per-image rows (``image_scores``): PSNR and SSIM summed in image order and
+    averaged over images, the output PSNR against the unfolded model's averaged where the rows have it."""
+    from edgerep.report.models.results import sr_accuracy
+
+    n = len(rows)
+    out = [r["output_psnr_db"] for r in rows if "output_psnr_db" in r]
+    return sr_accuracy(psnr_sum=float(sum(r["psnr_db"] for r in rows)), ssim_sum=float(sum(r["ssim"] for r in rows)),
+                       images=n, scale=scale, output_psnr_db=float(np.mean(out)) if n and len(out) == n else None,
+                       scores_file=scores_file, fidelity=fidelity, nonfinite=nonfinite, user=user)
+
+
 def photo_psnr(outputs: np.ndarray, dataset: Any) -> dict[str, float]:
     """``{photo: PSNR (dB)}``: the squared Y errors of every sample cut from a photo, pooled (whole images:
     their own PSNR, as ``image_scores`` gives it)."""
@@ -135,11 +160,10 @@ class SRTask:
         from edgerep.bench import metrics
         from edgerep.bench.accuracy import _finite
         from edgerep.bench.sr_metrics import CONVENTION
-        from edgerep.report.models.results import Fidelity, sr_accuracy
+        from edgerep.report.models.results import Fidelity
 
         n = int(outputs.shape[0])
-        finite = np.isfinite(outputs.reshape(n, -1)).all(1) if n else np.zeros(0, bool)
-        rows = image_scores(np.nan_to_num(outputs, nan=0.0, posinf=1.0, neginf=0.0), dataset, reference)
+        rows = scored_images(outputs, dataset, reference)
         fid = None
         if reference is not None and n:
             fid = Fidelity(cosine=_finite(metrics.cosine(reference, outputs)),
@@ -149,11 +173,8 @@ class SRTask:
             v = user_metric(outputs, None, reference if reference is not None else outputs)
             user = {"metric": float(v)} if isinstance(v, (int, float)) else {str(k): float(x) for k, x in dict(v).items()}
         rel = f"sr/{name}.json"
-        acc = sr_accuracy(psnr_sum=float(sum(r["psnr_db"] for r in rows)),
-                          ssim_sum=float(sum(r["ssim"] for r in rows)), images=n, scale=_scale(dataset, outputs),
-                          output_psnr_db=(float(np.mean([r["output_psnr_db"] for r in rows]))
-                                          if reference is not None and n else None),
-                          scores_file=rel, fidelity=fid, nonfinite=int(np.sum(~finite)), user=user)
+        acc = images_accuracy(rows, _scale(dataset, outputs), scores_file=rel, fidelity=fid,
+                              nonfinite=nonfinite_images(outputs), user=user)
         file = {"convention": CONVENTION, "scale": _scale(dataset, outputs), "engine": name,
                 "images": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
         return Evaluation(acc, {rel: file}, {"per_image": rows, "first": outputs[:1]})
