@@ -1,0 +1,161 @@
+"""`edgerep debug` names the layer the hostile construction broke on the detection and super-resolution
+hostile benchmarks (the classification one is tests/test_debug.py), from each layer's own (isolated)
+error; and on a chain where the accumulated error crosses the threshold at an innocent layer, the
+isolated measure still names the broken one."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPTS = ROOT / "examples" / "checkpoints"
+
+
+def _bench(name: str):
+    """A benchmark module (benchmarks/NAME.py): the tests quantize with the benchmarks' own plain PTQ."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _deploy(ckpt: Path, out: Path):
+    from edgerep.pipeline import DeployOptions, deploy
+
+    return deploy(DeployOptions(checkpoint=ckpt, out=out, eval_samples=32, calib_samples=32, bench_seconds=0.02,
+                                bench_warmup=1, cache_dir=out.parent / "cache", max_drop_from_task=True))
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """The hostile demo detector deployed, and its plain onnxruntime PTQ file (benchmarks/detect_ptq.py's
+    plain_ptq, whole graph) calibrated on 64 scenes calib images."""
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.data.base import Preprocess
+    from edgerep.data.scenes import ScenesDataset
+
+    tmp = tmp_path_factory.mktemp("debug-det")
+    ckpt = CKPTS / "repdet_scenes_hostile.pt"
+    res = _deploy(ckpt, tmp / "bundle")
+    meta = load_checkpoint(ckpt).meta
+    plain = tmp / "plain.int8.onnx"
+    _bench("detect_ptq").plain_ptq(res.out / "model.fp32.onnx", plain,
+                                   ScenesDataset("calib", Preprocess.from_meta(meta), n=64))
+    return meta.extra["hostile"], res.out, plain
+
+
+@pytest.fixture(scope="module")
+def sr(tmp_path_factory):
+    """The hostile ECBSR x2 deployed, and its plain onnxruntime PTQ file (benchmarks/sr_ptq.py's plain_ptq)
+    calibrated on the photos calib split's patches."""
+    from edgerep.checkpoint import load_checkpoint
+    from edgerep.data.photos import PhotosDataset
+    from edgerep.data.sr import sr_preprocess
+
+    tmp = tmp_path_factory.mktemp("debug-sr")
+    ckpt = CKPTS / "ecbsr_x2_hostile.pt"
+    res = _deploy(ckpt, tmp / "bundle")
+    meta = load_checkpoint(ckpt).meta
+    plain = tmp / "plain.int8.onnx"
+    _bench("sr_ptq").plain_ptq(res.out / "model.fp32.onnx", plain, PhotosDataset("calib", preprocess=sr_preprocess(meta)))
+    return meta.extra["hostile"], res.out, plain
+
+
+def test_debug_names_the_detector_block_the_construction_broke(detector):
+    """examples/make_hostile_detector.py collapses channels of stages.1.0 and stages.2.0; the consumers'
+    identity BNs explode: stages.1.1 (first) and stages.2.1 are what plain PTQ breaks."""
+    from edgerep.quant.debug import debug_bundle
+
+    hostile, bundle, plain = detector
+    res = debug_bundle(bundle, int8=plain, search=False, isolated_samples=16).to_dict()
+    assert res["result"]["culprit_block"] == hostile["expected_layers"][0] == "backbone.stages.1.1"
+    assert res["result"]["culprit_branch"] == "identity-BN"
+    assert sorted(res["culprit"]["check_channels"]) == hostile["collapsed"]["backbone.stages.1.0"]
+    names = {r["node"]: r["block"] for r in res["layers"]}
+    assert [names[n] for n in res["broken"]] == hostile["expected_layers"]  # no other layer is broken alone
+
+
+def test_debug_names_a_body_block_the_sr_construction_broke(sr):
+    """examples/make_sr_hostile.py scales output channels 0 and 5 of body blocks 0-4 by 32 (their next
+    block's inputs by 1/32): per-tensor activation ranges of the blocks after them are 32x too wide. The
+    first layer reading such a tensor is backbone.1; the residual tail (backbone.5, naturally the noisiest
+    layer alone) must not be named even though its own error is the largest."""
+    from edgerep.quant.debug import debug_bundle
+
+    hostile, bundle, plain = sr
+    assert hostile["blocks"] == [0, 1, 2, 3, 4] and hostile["channels"] == [0, 5]
+    res = debug_bundle(bundle, int8=plain, search=False, isolated_samples=16).to_dict()
+    assert res["result"]["culprit_block"] == "backbone.1"
+    own = {r["block"]: r["isolated_sqnr_db"] for r in res["layers"]}
+    assert own["backbone.0"] > 30 > 20 > own["backbone.1"]  # the 8-bit image input is no culprit
+    assert min(own, key=own.get) == "backbone.5"  # the worst own error is the tail's: "worst" would be wrong
+    assert sorted(res["culprit"]["check_channels"]) == hostile["channels"]  # the check's range setters
+    import json
+
+    check = {r["name"]: r for r in json.loads((bundle / "report.json").read_text())["check"]["layers"]}
+    attr = check["backbone.1"]["attribution"]
+    dom = attr.get("dominant_branch")
+    assert res["culprit"]["branch"] == (attr["branches"].get(dom, dom) if dom else None)  # the check's words
+    assert res["culprit"]["branch_note"] == attr["summary"]
+
+
+def _chain(path_fp32: Path, path_q: Path, n: int, broken: int, inputs: np.ndarray, rng) -> None:
+    """A chain of ``n`` 1x1 convs + ReLU (8 channels) and its QDQ file: each layer's input quantized with a
+    coarse step, 0.2 of its RMS on ``inputs`` (~25 dB alone: every layer adds a little error), layer
+    ``broken``'s weights rounded to 5 levels (broken alone)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = 8
+    nodes_f, nodes_q, inits_f, inits_q = [], [], [], []
+    x, xq = "input", "input"
+    act = inputs
+    for i in range(n):
+        w = (np.eye(c) + 0.3 * rng.standard_normal((c, c))).astype(np.float32).reshape(c, c, 1, 1)
+        b = (0.1 * rng.standard_normal(c)).astype(np.float32)
+        inits_f += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes_f += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}"),
+                    helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        step = float(np.abs(w).max()) / (2 if i == broken else 127)  # layer ``broken``: 5 weight levels
+        wq = np.clip(np.round(w / step), -127, 127).astype(np.int8)
+        a_scale = np.float32(0.2 * np.sqrt(np.mean(act ** 2)))
+        act = np.maximum(np.einsum("oi,nihw->nohw", w[:, :, 0, 0], act) + b[None, :, None, None], 0)
+        inits_q += [numpy_helper.from_array(wq, f"w{i}_quantized"), numpy_helper.from_array(np.float32(step), f"ws{i}"),
+                    numpy_helper.from_array(np.int8(0), f"wz{i}"), numpy_helper.from_array(b, f"b{i}"),
+                    numpy_helper.from_array(a_scale, f"as{i}"), numpy_helper.from_array(np.uint8(0), f"az{i}")]
+        nodes_q += [helper.make_node("QuantizeLinear", [xq, f"as{i}", f"az{i}"], [f"q{i}"], name=f"q{i}"),
+                    helper.make_node("DequantizeLinear", [f"q{i}", f"as{i}", f"az{i}"], [f"dq{i}"], name=f"dq{i}"),
+                    helper.make_node("DequantizeLinear", [f"w{i}_quantized", f"ws{i}", f"wz{i}"], [f"wdq{i}"],
+                                     name=f"wdq{i}"),
+                    helper.make_node("Conv", [f"dq{i}", f"wdq{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}"),
+                    helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        x = xq = f"r{i}"
+    io = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", c, 4, 4]),
+          helper.make_tensor_value_info(x, TensorProto.FLOAT, None)]
+    for nodes, inits, path in ((nodes_f, inits_f, path_fp32), (nodes_q, inits_q, path_q)):
+        m = helper.make_model(helper.make_graph(nodes, "chain", io[:1], io[1:], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+        onnx.save(m, str(path))
+
+
+def test_isolated_error_names_the_broken_layer_where_the_accumulated_error_crosses_earlier(tmp_path):
+    """Eight layers each adding a little error: the accumulated SQNR sinks below 20 dB at an innocent
+    layer; only layer 6 is broken alone, and it is the culprit."""
+    from edgerep.quant.debug import DebugBundle, find_culprit, layer_table
+
+    rng = np.random.default_rng(0)
+    f, q = tmp_path / "chain.fp32.onnx", tmp_path / "chain.int8.onnx"
+    x = np.abs(rng.standard_normal((32, 8, 4, 4))).astype(np.float32) * 2
+    _chain(f, q, 8, 6, x, rng)
+    stub = DebugBundle(tmp_path, f, q, {}, {}, {})
+    rows = layer_table(stub, f, q, x, isolated_samples=32)
+    acc_first = next(r.index for r in rows if r.sqnr_db < 20)
+    own = [r.isolated_sqnr_db for r in rows]
+    assert acc_first < 6, [r.sqnr_db for r in rows]  # the accumulated curve crosses early
+    assert all(v > 20 for i, v in enumerate(own) if i != 6) and own[6] < 20, own
+    c = find_culprit(rows)
+    assert c.row.index == 6 and c.rule == "first-broken" and c.broken == ["conv6"]
