@@ -26,14 +26,14 @@ def _bench(name: str):
 def _deploy(ckpt: Path, out: Path):
     from edgerep.pipeline import DeployOptions, deploy
 
-    return deploy(DeployOptions(checkpoint=ckpt, out=out, eval_samples=32, calib_samples=32, bench_seconds=0.02,
+    return deploy(DeployOptions(checkpoint=ckpt, out=out, eval_samples=16, calib_samples=16, bench_seconds=0.02,
                                 bench_warmup=1, cache_dir=out.parent / "cache", max_drop_from_task=True))
 
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     """The hostile demo detector deployed, and its plain onnxruntime PTQ file (benchmarks/detect_ptq.py's
-    plain_ptq, whole graph) calibrated on 64 scenes calib images."""
+    plain_ptq, whole graph) calibrated on 32 scenes calib images."""
     from edgerep.checkpoint import load_checkpoint
     from edgerep.data.base import Preprocess
     from edgerep.data.scenes import ScenesDataset
@@ -44,7 +44,7 @@ def detector(tmp_path_factory):
     meta = load_checkpoint(ckpt).meta
     plain = tmp / "plain.int8.onnx"
     _bench("detect_ptq").plain_ptq(res.out / "model.fp32.onnx", plain,
-                                   ScenesDataset("calib", Preprocess.from_meta(meta), n=64))
+                                   ScenesDataset("calib", Preprocess.from_meta(meta), n=32))
     return meta.extra["hostile"], res.out, plain
 
 
@@ -65,6 +65,7 @@ def sr(tmp_path_factory):
     return meta.extra["hostile"], res.out, plain
 
 
+@pytest.mark.slow  # one deploy of the demo detector (check included) and a plain PTQ: ~1-3 min on 2 loaded cores
 def test_debug_names_the_detector_block_the_construction_broke(detector):
     """examples/make_hostile_detector.py collapses channels of stages.1.0 and stages.2.0; the consumers'
     identity BNs explode: stages.1.1 (first) and stages.2.1 are what plain PTQ breaks."""
@@ -79,6 +80,7 @@ def test_debug_names_the_detector_block_the_construction_broke(detector):
     assert [names[n] for n in res["broken"]] == hostile["expected_layers"]  # no other layer is broken alone
 
 
+@pytest.mark.slow  # one deploy of the demo ECBSR (check included) and a plain PTQ: ~40 s on 2 loaded cores
 def test_debug_names_a_body_block_the_sr_construction_broke(sr):
     """examples/make_sr_hostile.py scales output channels 0 and 5 of body blocks 0-4 by 32 (their next
     block's inputs by 1/32): per-tensor activation ranges of the blocks after them are 32x too wide. The
