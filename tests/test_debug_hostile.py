@@ -105,10 +105,11 @@ def test_debug_names_a_body_block_the_sr_construction_broke(sr):
     assert res["culprit"]["branch_note"] == attr["summary"]
 
 
-def _chain(path_fp32: Path, path_q: Path, n: int, broken: int, inputs: np.ndarray, rng) -> None:
+def _chain(path_fp32: Path, path_q: Path, n: int, broken: int, inputs: np.ndarray, rng) -> list[tuple]:
     """A chain of ``n`` 1x1 convs + ReLU (8 channels) and its QDQ file: each layer's input quantized with a
     coarse step, 0.2 of its RMS on ``inputs`` (~25 dB alone: every layer adds a little error), layer
-    ``broken``'s weights rounded to 5 levels (broken alone)."""
+    ``broken``'s weights rounded to 5 levels (broken alone). Returns each layer's (weight, dequantized
+    weight, bias, activation step)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -116,6 +117,7 @@ def _chain(path_fp32: Path, path_q: Path, n: int, broken: int, inputs: np.ndarra
     nodes_f, nodes_q, inits_f, inits_q = [], [], [], []
     x, xq = "input", "input"
     act = inputs
+    layers = []
     for i in range(n):
         w = (np.eye(c) + 0.3 * rng.standard_normal((c, c))).astype(np.float32).reshape(c, c, 1, 1)
         b = (0.1 * rng.standard_normal(c)).astype(np.float32)
@@ -125,6 +127,7 @@ def _chain(path_fp32: Path, path_q: Path, n: int, broken: int, inputs: np.ndarra
         step = float(np.abs(w).max()) / (2 if i == broken else 127)  # layer ``broken``: 5 weight levels
         wq = np.clip(np.round(w / step), -127, 127).astype(np.int8)
         a_scale = np.float32(0.2 * np.sqrt(np.mean(act ** 2)))
+        layers.append((w[:, :, 0, 0], (wq.astype(np.float32) * np.float32(step))[:, :, 0, 0], b, a_scale))
         act = np.maximum(np.einsum("oi,nihw->nohw", w[:, :, 0, 0], act) + b[None, :, None, None], 0)
         inits_q += [numpy_helper.from_array(wq, f"w{i}_quantized"), numpy_helper.from_array(np.float32(step), f"ws{i}"),
                     numpy_helper.from_array(np.int8(0), f"wz{i}"), numpy_helper.from_array(b, f"b{i}"),
@@ -142,6 +145,7 @@ def _chain(path_fp32: Path, path_q: Path, n: int, broken: int, inputs: np.ndarra
         m = helper.make_model(helper.make_graph(nodes, "chain", io[:1], io[1:], inits),
                               opset_imports=[helper.make_opsetid("", 13)])
         onnx.save(m, str(path))
+    return layers
 
 
 def test_isolated_error_names_the_broken_layer_where_the_accumulated_error_crosses_earlier(tmp_path):
@@ -152,12 +156,21 @@ def test_isolated_error_names_the_broken_layer_where_the_accumulated_error_cross
     rng = np.random.default_rng(0)
     f, q = tmp_path / "chain.fp32.onnx", tmp_path / "chain.int8.onnx"
     x = np.abs(rng.standard_normal((32, 8, 4, 4))).astype(np.float32) * 2
-    _chain(f, q, 8, 6, x, rng)
+    layers = _chain(f, q, 8, 6, x, rng)
     stub = DebugBundle(tmp_path, f, q, {}, {}, {})
     rows = layer_table(stub, f, q, x, isolated_samples=32)
     acc_first = next(r.index for r in rows if r.sqnr_db < 20)
     own = [r.isolated_sqnr_db for r in rows]
     assert acc_first < 6, [r.sqnr_db for r in rows]  # the accumulated curve crosses early
     assert all(v > 20 for i, v in enumerate(own) if i != 6) and own[6] < 20, own
+    # each own error is exactly its input quantizer + its weights on the FP32 input (numpy), nothing else:
+    # not the rounding of its output quantizer (the next layer's input, counted there)
+    act = x.astype(np.float64)
+    for row, (w, wdq, b, step) in zip(rows, layers):
+        conv = lambda a, k: np.maximum(np.einsum("oi,nihw->nohw", k, a) + b[None, :, None, None], 0)  # noqa: E731
+        want, got = conv(act, w), conv(np.clip(np.round(act / step), 0, 255) * step, wdq)
+        sqnr = 10 * np.log10(np.sum(want ** 2) / np.sum((want - got) ** 2))
+        assert row.isolated_sqnr_db == pytest.approx(sqnr, abs=0.05), (row.index, row.isolated_sqnr_db, sqnr)
+        act = want
     c = find_culprit(rows)
     assert c.row.index == 6 and c.rule == "first-broken" and c.broken == ["conv6"]

@@ -39,20 +39,25 @@ class Region:
     model: object
 
 
-_RANGE = {1: (0, 255), 2: (0, 65535), 3: (-128, 127), 4: (-32768, 32767), 5: (-32768, 32767), 6: (-2**31, 2**31 - 1)}
+#: integer range of a zero point's ONNX type (TensorProto UINT8, INT8, UINT16, INT16)
+_RANGE = {2: (0, 255), 3: (-128, 127), 4: (0, 65535), 5: (-32768, 32767)}
 
 
 def _as_clip(q_node, inits: dict, name: str):
     """The range of the quantizer ``q_node`` (its clamp: where a ReLU fused into it lives) without its
-    rounding: ``Clip(x, (qmin - zp) s, (qmax - zp) s)``; ``Identity`` for a per-channel quantizer."""
+    rounding: ``Clip(x, (qmin - zp) s, (qmax - zp) s)``; ``Identity`` for a per-channel quantizer, a computed
+    scale or an integer type without a range here."""
     from onnx import helper, numpy_helper
 
+    if q_node.input[1] not in inits:  # a computed scale: no constant range to keep
+        return helper.make_node("Identity", [q_node.input[0]], list(q_node.output), name=name), []
     s = numpy_helper.to_array(inits[q_node.input[1]]).astype(np.float64)
     zi = inits.get(q_node.input[2]) if len(q_node.input) > 2 else None
     z = numpy_helper.to_array(zi).astype(np.float64) if zi is not None else np.zeros_like(s)
-    lo_q, hi_q = _RANGE.get(zi.data_type if zi is not None else 2, (0, 255))
-    if s.size != 1:
+    rng = _RANGE.get(zi.data_type if zi is not None else 2)  # no zero point: uint8
+    if s.size != 1 or rng is None:
         return helper.make_node("Identity", [q_node.input[0]], list(q_node.output), name=name), []
+    lo_q, hi_q = rng
     lo = numpy_helper.from_array(np.asarray((lo_q - z.item()) * s.item(), np.float32), name + "_lo")
     hi = numpy_helper.from_array(np.asarray((hi_q - z.item()) * s.item(), np.float32), name + "_hi")
     return helper.make_node("Clip", [q_node.input[0], lo.name, hi.name], list(q_node.output), name=name), [lo, hi]
