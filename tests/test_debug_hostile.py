@@ -4,6 +4,7 @@ error; and on a chain where the accumulated error crosses the threshold at an in
 isolated measure still names the broken one."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -83,9 +84,10 @@ def test_debug_names_the_detector_block_the_construction_broke(detector):
 @pytest.mark.slow  # one deploy of the demo ECBSR (check included) and a plain PTQ: ~40 s on 2 loaded cores
 def test_debug_names_a_body_block_the_sr_construction_broke(sr):
     """examples/make_sr_hostile.py scales output channels 0 and 5 of body blocks 0-4 by 32 (their next
-    block's inputs by 1/32): per-tensor activation ranges of the blocks after them are 32x too wide. The
-    first layer reading such a tensor is backbone.1; the residual tail (backbone.5, naturally the noisiest
-    layer alone) must not be named even though its own error is the largest."""
+    block's inputs by 1/32): the per-tensor activation ranges the blocks after them read are 32x too wide.
+    The first layer reading such a tensor is backbone.1, the culprit. The residual tail (backbone.5) reads
+    one too, and has the largest own error (it is the noisiest layer alone even on the clean ECBSR: 23 dB
+    vs 36-42 dB for the body), so naming the worst layer would name it."""
     from edgerep.quant.debug import debug_bundle
 
     hostile, bundle, plain = sr
@@ -96,8 +98,6 @@ def test_debug_names_a_body_block_the_sr_construction_broke(sr):
     assert own["backbone.0"] > 30 > 20 > own["backbone.1"]  # the 8-bit image input is no culprit
     assert min(own, key=own.get) == "backbone.5"  # the worst own error is the tail's: "worst" would be wrong
     assert sorted(res["culprit"]["check_channels"]) == hostile["channels"]  # the check's range setters
-    import json
-
     check = {r["name"]: r for r in json.loads((bundle / "report.json").read_text())["check"]["layers"]}
     attr = check["backbone.1"]["attribution"]
     dom = attr.get("dominant_branch")

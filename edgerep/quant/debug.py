@@ -473,7 +473,7 @@ def layer_table(bundle: DebugBundle, reference: Path, int8: Path, x: np.ndarray,
     for fb, qb in zip(_batches(fs, x, list(dict.fromkeys(f_t))), _batches(qs, x, list(dict.fromkeys(q_t)))):
         for i in range(len(layers)):
             sums[i].add(fb[f_t[i]], qb[q_t[i]])
-    own = (isolated_sums(q, f, [n.name for n in layers], q_t, f_t, x[:isolated_samples], _session, _Sums, threads)
+    own = (isolated_sums(q, f, [n.name for n in layers], f_t, x[:isolated_samples], _session, _Sums, threads)
            if isolated_samples > 0 else [None] * len(layers))
     by_node, checks = _names(bundle, int8)
     row_of = {n.name: i for i, n in enumerate(layers)}
