@@ -65,8 +65,8 @@ def detect(out: Path) -> None:
 
     ckpt = CKPTS / "repdet_scenes_hostile.pt"
     meta = load_checkpoint(ckpt).meta
-    print(f"hostile construction: {meta.extra['hostile']['mechanism']}; collapsed {meta.extra['hostile']['collapsed']}; "
-          f"broken layers: {meta.extra['hostile']['expected_layers']}")
+    h = meta.extra["hostile"]
+    print(f"hostile construction: {h['mechanism']}; collapsed {h['collapsed']}; broken layers: {h['expected_layers']}")
     _deploy(ckpt, out / "bundle")
     plain_ptq(out / "bundle" / "model.fp32.onnx", out / "plain.int8.onnx",
               ScenesDataset("calib", Preprocess.from_meta(meta)))

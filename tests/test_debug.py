@@ -1,6 +1,7 @@
 """`edgerep debug`: on the quant-hostile digits RepVGG (the classification hostile benchmark's model) the
-culprit (from each layer's own, isolated error) is the layer and branch the construction broke; the float-set search meets its budget and no
-single layer of its result can go back to INT8; bad bundles are one line, exit 2."""
+culprit (from each layer's own, isolated error) is the layer and branch the construction broke; the
+float-set search meets its budget and no single layer of its result can go back to INT8; bad bundles are
+one line, exit 2."""
 from __future__ import annotations
 
 import json

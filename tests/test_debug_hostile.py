@@ -62,7 +62,8 @@ def sr(tmp_path_factory):
     res = _deploy(ckpt, tmp / "bundle")
     meta = load_checkpoint(ckpt).meta
     plain = tmp / "plain.int8.onnx"
-    _bench("sr_ptq").plain_ptq(res.out / "model.fp32.onnx", plain, PhotosDataset("calib", preprocess=sr_preprocess(meta)))
+    _bench("sr_ptq").plain_ptq(res.out / "model.fp32.onnx", plain,
+                               PhotosDataset("calib", preprocess=sr_preprocess(meta)))
     return meta.extra["hostile"], res.out, plain
 
 

@@ -850,5 +850,6 @@ def _budget(b: DebugBundle, scorer: Scorer, max_drop: float | None, min_sqnr_db:
 
 
 __all__ = ["SCHEMA", "PER_LAYER_NOTE", "DebugBundle", "open_bundle", "load_data", "reference_file", "layer_table",
-           "find_culprit", "Culprit", "BROKEN_DB", "ISOLATED_SAMPLES", "MEASURES", "LayerRow", "Fidelity", "Scorer", "Score", "Budget", "search_float_set", "SearchResult",
+           "find_culprit", "Culprit", "BROKEN_DB", "ISOLATED_SAMPLES", "MEASURES", "LayerRow", "Fidelity", "Scorer",
+           "Score", "Budget", "search_float_set", "SearchResult",
            "bundle_recipe", "debug_bundle", "DebugResult", "handed_tensor", "weights_match"]

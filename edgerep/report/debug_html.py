@@ -79,8 +79,8 @@ def render_debug_html(doc: dict) -> str:
     parts.append("<h2 id=curve>Per-layer error</h2>" + png_figure(plot_error_curve(doc), "per-layer error curve"))
     head = ["#", "layer", "node", "precision", "own SQNR dB", "accumulated SQNR dB", "cosine", "input SQNR dB",
             "drop dB", "added NSR", "branch"]
-    rows = [[str(r["index"]), r["block"] or "–", r["node"], r["precision"], _n(r["isolated_sqnr_db"]), _n(r["sqnr_db"]),
-             _n(r["cosine"], "{:.5f}"), _n(r["input_sqnr_db"]), _n(r["drop_db"]), _n(r["added_nsr"], "{:.2e}"),
+    rows = [[str(r["index"]), r["block"] or "–", r["node"], r["precision"], _n(r["isolated_sqnr_db"]),
+             _n(r["sqnr_db"]), _n(r["cosine"], "{:.5f}"), _n(r["input_sqnr_db"]), _n(r["drop_db"]), _n(r["added_nsr"], "{:.2e}"),
              r["branch"] or ""] for r in doc["layers"]]
     cls = ["fail" if (c and r["index"] == c["index"]) or r["node"] in doc["broken"] else "" for r in doc["layers"]]
     parts.append(table(head, rows, numeric=(0, 4, 5, 6, 7, 8, 9), row_class=cls))
