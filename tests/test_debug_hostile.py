@@ -24,47 +24,42 @@ def _bench(name: str):
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
-def _deploy(ckpt: Path, out: Path):
+def _hostile_bundle(tmp: Path, name: str, bench: str, calib):
+    """Deploy examples/checkpoints/NAME (small sample counts, check included) and write its plain PTQ file
+    with benchmarks/BENCH.py's ``plain_ptq`` on ``calib(meta)``: (the checkpoint's hostile notes, bundle,
+    plain file)."""
+    from edgerep.checkpoint import load_checkpoint
     from edgerep.pipeline import DeployOptions, deploy
 
-    return deploy(DeployOptions(checkpoint=ckpt, out=out, eval_samples=16, calib_samples=16, bench_seconds=0.02,
-                                bench_warmup=1, cache_dir=out.parent / "cache", max_drop_from_task=True))
+    ckpt = CKPTS / name
+    res = deploy(DeployOptions(checkpoint=ckpt, out=tmp / "bundle", eval_samples=16, calib_samples=16,
+                               bench_seconds=0.02, bench_warmup=1, cache_dir=tmp / "cache", max_drop_from_task=True))
+    meta = load_checkpoint(ckpt).meta
+    plain = tmp / "plain.int8.onnx"
+    _bench(bench).plain_ptq(res.out / "model.fp32.onnx", plain, calib(meta))
+    return meta.extra["hostile"], res.out, plain
 
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     """The hostile demo detector deployed, and its plain onnxruntime PTQ file (benchmarks/detect_ptq.py's
     plain_ptq, whole graph) calibrated on 32 scenes calib images."""
-    from edgerep.checkpoint import load_checkpoint
     from edgerep.data.base import Preprocess
     from edgerep.data.scenes import ScenesDataset
 
-    tmp = tmp_path_factory.mktemp("debug-det")
-    ckpt = CKPTS / "repdet_scenes_hostile.pt"
-    res = _deploy(ckpt, tmp / "bundle")
-    meta = load_checkpoint(ckpt).meta
-    plain = tmp / "plain.int8.onnx"
-    _bench("detect_ptq").plain_ptq(res.out / "model.fp32.onnx", plain,
-                                   ScenesDataset("calib", Preprocess.from_meta(meta), n=32))
-    return meta.extra["hostile"], res.out, plain
+    return _hostile_bundle(tmp_path_factory.mktemp("debug-det"), "repdet_scenes_hostile.pt", "detect_ptq",
+                           lambda meta: ScenesDataset("calib", Preprocess.from_meta(meta), n=32))
 
 
 @pytest.fixture(scope="module")
 def sr(tmp_path_factory):
     """The hostile ECBSR x2 deployed, and its plain onnxruntime PTQ file (benchmarks/sr_ptq.py's plain_ptq)
     calibrated on the photos calib split's patches."""
-    from edgerep.checkpoint import load_checkpoint
     from edgerep.data.photos import PhotosDataset
     from edgerep.data.sr import sr_preprocess
 
-    tmp = tmp_path_factory.mktemp("debug-sr")
-    ckpt = CKPTS / "ecbsr_x2_hostile.pt"
-    res = _deploy(ckpt, tmp / "bundle")
-    meta = load_checkpoint(ckpt).meta
-    plain = tmp / "plain.int8.onnx"
-    _bench("sr_ptq").plain_ptq(res.out / "model.fp32.onnx", plain,
-                               PhotosDataset("calib", preprocess=sr_preprocess(meta)))
-    return meta.extra["hostile"], res.out, plain
+    return _hostile_bundle(tmp_path_factory.mktemp("debug-sr"), "ecbsr_x2_hostile.pt", "sr_ptq",
+                           lambda meta: PhotosDataset("calib", preprocess=sr_preprocess(meta)))
 
 
 @pytest.mark.slow  # one deploy of the demo detector (check included) and a plain PTQ: ~1-3 min on 2 loaded cores
