@@ -1,32 +1,47 @@
-"""`edgerep debug` on the classification quant-hostile benchmark (the model of benchmarks/hostile_ptq.py).
+"""`edgerep debug` on the quant-hostile benchmarks: builds a hostile bundle and its plain PTQ file.
 
-Builds the hostile digits RepVGG (``edgerep.quant.hostile.hostile_digits`` on the shipped checkpoint: gammas
-of 3 channels of 2 producer blocks x0.01, BN statistics re-measured on digits' train split), deploys it
-into OUT/bundle, writes the benchmark's plain PTQ file (min-max ranges on the calib split, per-tensor
-8-bit weights, no equalization or bias correction) as OUT/plain.int8.onnx, and prints the two commands:
+- ``--task classify`` (default): the hostile digits RepVGG of benchmarks/hostile_ptq.py
+  (``edgerep.quant.hostile.hostile_digits`` on the shipped checkpoint: gammas of 3 channels of 2 producer
+  blocks x0.01, BN statistics re-measured on digits' train split); plain PTQ = edgerep's QDQ writer with
+  min-max ranges on the calib split, per-tensor 8-bit weights, no equalization or bias correction.
+- ``--task detect``: examples/checkpoints/repdet_scenes_hostile.pt (examples/make_hostile_detector.py);
+  plain PTQ = benchmarks/detect_ptq.py's ``plain_ptq`` (onnxruntime quantize_static, QDQ, u8/s8,
+  per-channel weights, MinMax on the scenes calib split, whole graph).
+- ``--task sr``: examples/checkpoints/ecbsr_x2_hostile.pt (examples/make_sr_hostile.py); plain PTQ =
+  benchmarks/sr_ptq.py's ``plain_ptq`` (the same settings on the photos calib split's patches).
+
+Each deploys into OUT/bundle, writes OUT/plain.int8.onnx and prints the debug command:
 
     .venv/bin/python benchmarks/hostile_debug.py /tmp/hostile-debug
     edgerep debug /tmp/hostile-debug/bundle --int8 /tmp/hostile-debug/plain.int8.onnx --no-search
-    edgerep debug /tmp/hostile-debug/bundle --min-sqnr 40
+    .venv/bin/python benchmarks/hostile_debug.py /tmp/hostile-det --task detect
+    .venv/bin/python benchmarks/hostile_debug.py /tmp/hostile-sr --task sr
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 from edgerep.checkpoint import load_checkpoint, save_checkpoint
-from edgerep.data import open_dataset
-from edgerep.quant.calibrate import calibrate
-from edgerep.quant.hostile import hostile_digits
-from edgerep.quant.qdq import QdqConfig, write_qdq
 
 ROOT = Path(__file__).resolve().parents[1]
+CKPTS = ROOT / "examples" / "checkpoints"
 
 
-def main(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    loaded = load_checkpoint(ROOT / "examples" / "checkpoints" / "repvgg_digits.pt")
+def _deploy(ckpt: Path, bundle: Path) -> None:
+    subprocess.run([sys.executable, "-m", "edgerep", "deploy", str(ckpt), "-o", str(bundle), "--force"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def classify(out: Path) -> None:
+    from edgerep.data import open_dataset
+    from edgerep.quant.calibrate import calibrate
+    from edgerep.quant.hostile import hostile_digits
+    from edgerep.quant.qdq import QdqConfig, write_qdq
+
+    loaded = load_checkpoint(CKPTS / "repvgg_digits.pt")
     meta = loaded.meta
     train = open_dataset("digits", split="train", meta=meta)
     h = hostile_digits(loaded.model, meta.input_shape, train)
@@ -34,16 +49,56 @@ def main(out: Path) -> None:
     save_checkpoint(ckpt, h.model, meta)
     print(f"hostile construction: collapsed {h.collapsed}; broken layers (identity-BN): {h.expected_layers}")
     bundle = out / "bundle"
-    subprocess.run([sys.executable, "-m", "edgerep", "deploy", str(ckpt), "-o", str(bundle), "--force"], check=True,
-                   stdout=subprocess.DEVNULL)
+    _deploy(ckpt, bundle)
     cal = calibrate(bundle / "model.fp32.onnx", open_dataset("digits", split="calib", meta=meta), method="minmax",
                     cache_dir=out / "cache")
-    plain = out / "plain.int8.onnx"
-    write_qdq(bundle / "model.fp32.onnx", plain, cal, QdqConfig(activation="u8", per_channel=False,
-                                                                 bias_correction=False))
+    write_qdq(bundle / "model.fp32.onnx", out / "plain.int8.onnx", cal,
+              QdqConfig(activation="u8", per_channel=False, bias_correction=False))
+
+
+def detect(out: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from detect_ptq import plain_ptq
+
+    from edgerep.data.base import Preprocess
+    from edgerep.data.scenes import ScenesDataset
+
+    ckpt = CKPTS / "repdet_scenes_hostile.pt"
+    meta = load_checkpoint(ckpt).meta
+    h = meta.extra["hostile"]
+    print(f"hostile construction: {h['mechanism']}; collapsed {h['collapsed']}; broken layers: {h['expected_layers']}")
+    _deploy(ckpt, out / "bundle")
+    plain_ptq(out / "bundle" / "model.fp32.onnx", out / "plain.int8.onnx",
+              ScenesDataset("calib", Preprocess.from_meta(meta)))
+
+
+def sr(out: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sr_ptq import plain_ptq
+
+    from edgerep.data.photos import PhotosDataset
+    from edgerep.data.sr import sr_preprocess
+
+    ckpt = CKPTS / "ecbsr_x2_hostile.pt"
+    meta = load_checkpoint(ckpt).meta
+    print(f"hostile construction: {meta.extra['hostile']['mechanism']}")
+    _deploy(ckpt, out / "bundle")
+    plain_ptq(out / "bundle" / "model.fp32.onnx", out / "plain.int8.onnx",
+              PhotosDataset("calib", preprocess=sr_preprocess(meta)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", nargs="?", type=Path, default=Path("/tmp/hostile-debug"))
+    p.add_argument("--task", choices=("classify", "detect", "sr"), default="classify")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    {"classify": classify, "detect": detect, "sr": sr}[args.task](args.out)
+    bundle, plain = args.out / "bundle", args.out / "plain.int8.onnx"
     print(f"edgerep debug {bundle} --int8 {plain} --no-search")
-    print(f"edgerep debug {bundle} --min-sqnr 40")
+    if args.task == "classify":
+        print(f"edgerep debug {bundle} --min-sqnr 40")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/hostile-debug"))
+    main()

@@ -1,6 +1,7 @@
 """`edgerep debug`: on the quant-hostile digits RepVGG (the classification hostile benchmark's model) the
-jump is the layer and branch the construction broke; the float-set search meets its budget and no
-single layer of its result can go back to INT8; bad bundles are one line, exit 2."""
+culprit (from each layer's own, isolated error) is the layer and branch the construction broke; the
+float-set search meets its budget and no single layer of its result can go back to INT8; bad bundles are
+one line, exit 2."""
 from __future__ import annotations
 
 import json
@@ -58,31 +59,39 @@ def test_debug_names_the_layer_and_branch_the_construction_broke(hostile, tmp_pa
     r = _cli("debug", str(bundle), "--int8", str(plain), "--no-search", "--json", "--html", str(html))
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout)
-    assert doc["schema"] == "edgerep.debug/1"
+    assert doc["schema"] == "edgerep.debug/2"
     assert doc["note"] == "per-layer: QDQ simulated with fusions off; end-to-end: the optimized session"
     assert doc["data"]["role"] == "selection" and "splits.json" in doc["data"]["source"]
-    # the first consumer of a collapsed producer (identity-BN gamma/sigma exploded) is the jump
-    assert doc["result"]["jump_block"] == h.expected_layers[0] == "stage2.1"
-    assert doc["result"]["jump_branch"] == "identity-BN"
-    jump = doc["jump"]
-    assert jump["drop_db"] > 20  # it loses tens of dB; the layers before it lose a few
-    before = [r for r in doc["layers"] if r["index"] < jump["index"]]
-    assert before and all(r["sqnr_db"] > 25 for r in before)
+    # the first consumer of a collapsed producer (identity-BN gamma/sigma exploded) is the culprit
+    assert doc["result"]["culprit_block"] == h.expected_layers[0] == "stage2.1"
+    assert doc["result"]["culprit_branch"] == "identity-BN"
+    culprit = doc["culprit"]
+    assert sorted(culprit["check_channels"]) == h.collapsed["stage2.0"]
+    assert culprit["isolated_sqnr_db"] < 10 and culprit["drop_db"] > 20  # alone and accumulated, it loses tens of dB
+    names = {r["node"]: r["block"] for r in doc["layers"]}
+    assert [names[n] for n in doc["broken"]] == h.expected_layers  # both broken layers, no other
+    assert doc["isolated"]["images"] == 32 and doc["isolated"]["passes"] == 1 + len(doc["layers"])
+    assert set(doc["measures"]) >= {"isolated_sqnr_db", "sqnr_db"}  # which number is which
+    before = [r for r in doc["layers"] if r["index"] < culprit["index"]]
+    assert before and all(r["sqnr_db"] > 25 and r["isolated_sqnr_db"] > 25 for r in before)
     assert doc["end_to_end"]["top1_drop"] >= 1.0  # the plain PTQ file really is broken end to end
     page = html.read_text()
-    assert "data:image/png;base64," in page and "stage2.1" in page
+    assert "data:image/png;base64," in page and "stage2.1" in page and "own SQNR" in page
 
 
 def test_debug_of_the_bundle_file_compares_against_the_equalized_source(hostile):
     """The bundle's own INT8 file was quantized from the equalized FP32 model: per-layer numbers are
-    against that (an unequalized reference would read ~0 dB at every layer) and the recipe reproduces it."""
+    against that (an unequalized reference would read ~0 dB at every layer) and the recipe reproduces it;
+    no layer is broken alone, so the culprit is the layer with the lowest own SQNR."""
     from edgerep.quant.debug import debug_bundle
 
     h, bundle, _ = hostile
     res = debug_bundle(bundle, search=False)
     assert "equalized" in res.reference
-    assert all(r.sqnr_db > 20 for r in res.layers)
-    assert res.jump is not None and res.jump.block in h.expected_layers
+    assert all(r.sqnr_db > 20 and r.isolated_sqnr_db > 20 for r in res.layers)
+    c = res.culprit
+    assert c.rule == "worst-own" and not c.broken and c.row.block in h.expected_layers
+    assert c.row.isolated_sqnr_db == min(r.isolated_sqnr_db for r in res.layers)
     assert "reproduced exactly" in res.search_note or res.search_note.startswith("not asked")
     # each layer is compared where the next layer reads it (after its ReLU and output Q/DQ), in both files
     import onnx
@@ -105,6 +114,9 @@ def test_search_result_meets_the_budget_and_no_layer_can_return_to_int8(hostile)
     assert s is not None and s.met and s.float_layers, res.search_note
     assert any(line.startswith("step 1 (start)") for line in lines)  # each step printed as it goes
     assert s.files_written == len({frozenset(t.float_layers) for t in s.steps})
+    # ranked by each layer's own error (the bundle keeps no layer in float: the ranking is on its own file)
+    assert not res.excluded_in_bundle
+    assert s.ranking == [r.node for r in sorted(res.layers, key=lambda r: (-r.isolated_nsr, r.index))]
     # re-measured independently of the search: the result meets, each single removal misses
     b = open_bundle(bundle)
     d = load_data(b)

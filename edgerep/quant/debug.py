@@ -1,23 +1,32 @@
 """``edgerep debug``: which layer breaks INT8, measured layer by layer, and the smallest float set that fixes it.
 
-Both files of a bundle run on the selection images with every weighted layer's output exposed as a graph
-output. Exposing outputs changes onnxruntime's fusions, so per-layer numbers come from *unfused* copies
-(graph optimizations off: the QDQ graph simulated in float) and the end-to-end output fidelity from the
-*optimized* session as shipped; the output says which is which.
+Two per-layer measures, both against the FP32 file the INT8 file was quantized from (the bundle's FP32
+file, cross-layer equalized when the quantizer equalized it: equalization rescales channels, so
+unequalized intermediates are not comparable), both where the next layer reads the layer's output:
 
-A layer's output is compared where the next layer reads it (after its ReLU and its output Q/DQ), against
-the FP32 file the INT8 file was quantized from (the bundle's FP32 file, cross-layer equalized when the
-quantizer equalized it: equalization rescales channels, so unequalized intermediates are not comparable).
-Per layer: SQNR and cosine of INT8 vs FP32, the input's SQNR (the worst of the layers it reads; exact for
-the model input) and the error the layer ADDS: ``drop_db`` = input SQNR - output SQNR, and
-``added_nsr`` = output noise-to-signal ratio - input noise-to-signal ratio (defined where the input is
-exact too). The jump is the layer with the largest ``added_nsr`` (the first such in graph order), mapped
-through the fold's provenance to the train-time block and through the check's attribution to a branch.
+* **own** (isolated) error, which names the culprit: the layer's region of the INT8 file (its weight and
+  bias Q/DQ, the Q/DQ pairs its input passes through since the previous layers, the layer) fed with the
+  FP32 reference's tensors, so nothing upstream is quantized (``edgerep.quant.debug_isolated``: one
+  reference pass plus one pass per layer over at most ``isolated_samples`` selection images). Per layer:
+  ``isolated_sqnr_db`` / ``isolated_cosine`` / ``isolated_nsr``.
+* **accumulated** error, the curve as the INT8 file runs: both files run on every selection image with
+  every layer's output exposed; per layer ``sqnr_db`` / ``cosine`` of INT8 vs FP32, the input's SQNR (the
+  worst of the layers it reads), ``drop_db`` = input SQNR - output SQNR and ``added_nsr`` = output
+  noise-to-signal ratio - input noise-to-signal ratio. It mixes every upstream layer's error into each
+  layer's number, so it is shown, not used to name the culprit.
 
-The search (as Polygraphy's ``debug precision``) ranks layers by ``added_nsr`` on the all-INT8 file of the
-bundle's recipe, bisects the number of top-ranked layers kept in float, then drops every layer whose
-return to INT8 still meets the budget until none can go: the result meets the budget and putting any one
-of its layers back in INT8 misses it (each of those files is written and scored).
+A layer is **broken** when its own SQNR is below ``broken_db`` (default 20 dB: its quantizers alone leave
+noise at 1% of its output's power); the culprit is the first broken layer in graph order (where the
+error jumps: later layers read its error), or, when none is broken, the layer with the lowest own SQNR.
+It is mapped through the fold's provenance to the train-time block and through the check's attribution
+to a branch. Exposing outputs changes onnxruntime's fusions, so per-layer numbers come from *unfused*
+copies (graph optimizations off: the QDQ graph simulated in float) and the end-to-end output fidelity
+from the *optimized* session as shipped; the output says which is which.
+
+The search (as Polygraphy's ``debug precision``) ranks layers by their own error (``isolated_nsr``) on the
+all-INT8 file of the bundle's recipe, bisects the number of top-ranked layers kept in float, then drops
+every layer whose return to INT8 still meets the budget until none can go: the result meets the budget
+and putting any one of its layers back in INT8 misses it (each of those files is written and scored).
 """
 from __future__ import annotations
 
@@ -31,13 +40,27 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgerep.errors import EdgerepError
+from edgerep.quant.debug_isolated import SAMPLES as ISOLATED_SAMPLES
+from edgerep.quant.debug_isolated import isolated_sums
 from edgerep.quant.onnx_outputs import with_outputs
 
-SCHEMA = "edgerep.debug/1"
+SCHEMA = "edgerep.debug/2"
 #: ops a layer's output passes through before the next layer reads it
 HANDED_THROUGH = ("Relu", "Clip", "LeakyRelu", "QuantizeLinear", "DequantizeLinear", "Identity")
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PER_LAYER_NOTE = "per-layer: QDQ simulated with fusions off; end-to-end: the optimized session"
+#: a layer whose own (isolated) SQNR is below this is broken: its quantizers alone leave noise at 1% of its power
+BROKEN_DB = 20.0
+#: which number is which, for the JSON and the page
+MEASURES = {
+    "isolated_sqnr_db": "own error: only this layer's quantizers (weights, bias, the Q/DQ its input passes "
+                        "through since the previous layers) on the FP32 reference's input; names the culprit",
+    "sqnr_db": "accumulated error: the INT8 file as it runs (every upstream layer's error included)",
+    "added_nsr": "accumulated output noise-to-signal ratio minus its input's",
+}
+CULPRIT_RULES = {"first-broken": "the first layer (graph order) whose own SQNR is below the threshold",
+                 "worst-own": "no layer's own SQNR is below the threshold: the layer with the lowest own SQNR",
+                 "none": "no layer has a measured own error"}
 BATCH = 64
 
 
@@ -371,7 +394,8 @@ class Fidelity:
 
 @dataclass
 class LayerRow:
-    """One layer's error, where the next layer reads it."""
+    """One layer's error, where the next layer reads it: accumulated (``sqnr_db`` ... ``added_nsr``: the INT8
+    file as it runs) and its own (``isolated_*``: only its quantizers, the FP32 reference's input)."""
 
     index: int
     node: str
@@ -388,6 +412,10 @@ class LayerRow:
     added_nsr: float  # output NSR - input NSR
     branch: str | None = None  # the check's dominant branch (its words), where the check named one
     branch_note: str | None = None
+    check_channels: list[int] = field(default_factory=list)  # the check's outlier (range-setting) channels
+    isolated_sqnr_db: float | None = None  # own error: only this layer's quantizers (None: not measured)
+    isolated_cosine: float | None = None
+    isolated_nsr: float | None = None
 
 
 def _input_rows(model, node, row_of: dict[str, int]) -> list[int | None]:
@@ -427,8 +455,9 @@ def _names(bundle: DebugBundle, int8_model_path: Path) -> tuple[dict[str, dict],
 
 
 def layer_table(bundle: DebugBundle, reference: Path, int8: Path, x: np.ndarray,
-                threads: int | None = None) -> list[LayerRow]:
-    """Per-layer fidelity of ``int8`` vs ``reference`` on ``x``, both unfused, every layer's output exposed."""
+                threads: int | None = None, isolated_samples: int = 0) -> list[LayerRow]:
+    """Per-layer fidelity of ``int8`` vs ``reference``: accumulated on ``x`` (both unfused, every layer's
+    output exposed) and, with ``isolated_samples``, each layer's own on the first that many images."""
     q = _load(int8)
     f = _load(reference)
     f_nodes = {n.name: n for n in f.graph.node}
@@ -444,11 +473,14 @@ def layer_table(bundle: DebugBundle, reference: Path, int8: Path, x: np.ndarray,
     for fb, qb in zip(_batches(fs, x, list(dict.fromkeys(f_t))), _batches(qs, x, list(dict.fromkeys(q_t)))):
         for i in range(len(layers)):
             sums[i].add(fb[f_t[i]], qb[q_t[i]])
+    own = (isolated_sums(q, f, [n.name for n in layers], f_t, x[:isolated_samples], _session, _Sums, threads)
+           if isolated_samples > 0 else [None] * len(layers))
     by_node, checks = _names(bundle, int8)
     row_of = {n.name: i for i, n in enumerate(layers)}
     out: list[LayerRow] = []
     for i, n in enumerate(layers):
         fid = Fidelity.from_sums(sums[i])
+        iso = Fidelity.from_sums(own[i]) if own[i] is not None else None
         ins = _input_rows(q, n, row_of)
         in_nsr = max([0.0 if j is None else _nsr(out[j].sqnr_db) for j in ins] or [0.0])
         in_sqnr = math.inf if in_nsr == 0 else -10.0 * math.log10(in_nsr)
@@ -464,7 +496,10 @@ def layer_table(bundle: DebugBundle, reference: Path, int8: Path, x: np.ndarray,
                             None if not math.isfinite(in_sqnr) else in_sqnr - fid.sqnr_db,
                             fid.nsr - in_nsr,
                             (attr.get("branches") or {}).get(dom, dom) if dom else None,
-                            attr.get("summary") if attr else None))
+                            attr.get("summary") if attr else None,
+                            [int(c["channel"]) for c in (attr.get("channels") or [])[:int(attr.get("outlier_channels")
+                                                                                          or 0)]],
+                            iso.sqnr_db if iso else None, iso.cosine if iso else None, iso.nsr if iso else None))
     return out
 
 
@@ -472,14 +507,28 @@ def _nsr(sqnr_db: float) -> float:
     return 0.0 if sqnr_db == math.inf else 10.0 ** (-sqnr_db / 10.0)
 
 
-def find_jump(rows: Sequence[LayerRow]) -> LayerRow | None:
-    """The layer that adds the most error: the largest ``added_nsr`` (the first in graph order on a tie);
-    None when no layer adds any."""
+@dataclass
+class Culprit:
+    """The layer ``debug`` names, and by which rule."""
+
+    row: LayerRow | None
+    rule: str  # first-broken | worst-own | none
+    broken: list[str]  # nodes whose own SQNR is below the threshold, in graph order
+    threshold_db: float
+
+
+def find_culprit(rows: Sequence[LayerRow], broken_db: float = BROKEN_DB) -> Culprit:
+    """The first layer (graph order) whose own SQNR is below ``broken_db``; when none is, the layer with the
+    lowest own SQNR (the first on a tie); none when every layer is exact or own errors were not measured."""
+    measured = [r for r in rows if r.isolated_sqnr_db is not None]
+    broken = [r for r in measured if r.isolated_sqnr_db < broken_db]
+    if broken:
+        return Culprit(broken[0], "first-broken", [r.node for r in broken], broken_db)
     best = None
-    for r in rows:
-        if r.added_nsr > 0 and (best is None or r.added_nsr > best.added_nsr):
+    for r in measured:
+        if math.isfinite(r.isolated_sqnr_db) and (best is None or r.isolated_sqnr_db < best.isolated_sqnr_db):
             best = r
-    return best
+    return Culprit(best, "worst-own" if best else "none", [], broken_db)
 
 
 # ---- scoring a file ------------------------------------------------------------------------------
@@ -691,13 +740,14 @@ class DebugResult:
     note: str
     end_to_end: dict
     layers: list[LayerRow]
-    jump: LayerRow | None
+    culprit: Culprit
+    isolated: dict  # how the own errors were measured (images, passes)
     search: SearchResult | None
     search_note: str
     excluded_in_bundle: list[str]
 
     def to_dict(self) -> dict:
-        """The ``--json`` document (schema ``edgerep.debug/1``): infinite SQNRs are null."""
+        """The ``--json`` document (schema ``edgerep.debug/2``): infinite SQNRs are null."""
         def clean(v):
             if isinstance(v, float) and not math.isfinite(v):
                 return None
@@ -707,15 +757,18 @@ class DebugResult:
                 return [clean(w) for w in v]
             return v
 
+        c = self.culprit
         return clean({"schema": SCHEMA, "bundle": self.bundle, "int8": self.int8, "reference": self.reference,
                       "data": self.data, "note": self.note, "end_to_end": self.end_to_end,
+                      "measures": MEASURES, "isolated": self.isolated,
                       "layers": [asdict(r) for r in self.layers],
-                      "jump": asdict(self.jump) if self.jump else None,
+                      "culprit": asdict(c.row) if c.row else None, "culprit_rule": CULPRIT_RULES[c.rule],
+                      "broken": c.broken, "broken_below_db": c.threshold_db,
                       "search": asdict(self.search) if self.search else None, "search_note": self.search_note,
                       "excluded_in_bundle": self.excluded_in_bundle,
-                      "result": {"jump_node": self.jump.node if self.jump else None,
-                                 "jump_block": self.jump.block if self.jump else None,
-                                 "jump_branch": self.jump.branch if self.jump else None,
+                      "result": {"culprit_node": c.row.node if c.row else None,
+                                 "culprit_block": c.row.block if c.row else None,
+                                 "culprit_branch": c.row.branch if c.row else None,
                                  "float_layers": self.search.float_layers if self.search else None,
                                  "budget_met": self.search.met if self.search else None}})
 
@@ -723,8 +776,12 @@ class DebugResult:
 def debug_bundle(bundle: str | Path, *, int8: str | Path | None = None, data: str | None = None,
                  use_test: bool = False, limit: int | None = None, search: bool = True,
                  max_drop: float | None = None, min_sqnr_db: float | None = None, threads: int | None = None,
+                 isolated_samples: int = ISOLATED_SAMPLES, broken_db: float = BROKEN_DB,
                  say: Callable[[str], None] = lambda m: None) -> DebugResult:
-    """Per-layer INT8 error of a bundle, its jump, and (``search``) the smallest float set within budget."""
+    """Per-layer INT8 error of a bundle (accumulated, and each layer's own on the first ``isolated_samples``
+    images), the culprit, and (``search``) the smallest float set within budget."""
+    if isolated_samples < 1:
+        raise EdgerepError(f"--isolated-samples must be positive, got {isolated_samples}")
     b = open_bundle(bundle, int8)
     d = load_data(b, data, use_test, limit)
     say(f"data: {len(d.x)} images, {d.source}")
@@ -732,8 +789,12 @@ def debug_bundle(bundle: str | Path, *, int8: str | Path | None = None, data: st
         tmp = Path(tmpd)
         ref, ref_note = reference_file(b, tmp)
         say(f"reference: {ref_note}")
-        rows = layer_table(b, ref, b.int8, d.x, threads)
-        jump = find_jump(rows)
+        rows = layer_table(b, ref, b.int8, d.x, threads, isolated_samples)
+        n_iso = min(isolated_samples, len(d.x))
+        isolated = {"images": n_iso, "passes": 1 + len(rows),
+                    "how": f"1 reference pass + 1 pass per layer ({len(rows)}) over the first {n_iso} images"}
+        say(f"own errors: {isolated['how']}")
+        culprit = find_culprit(rows, broken_db)
         scorer = Scorer(b.fp32, d.x, d.y, b.session_config, threads)
         e2e = scorer(b.int8)
         end_to_end = {"sqnr_db": e2e.sqnr_db, "cosine": e2e.cosine, "top1": e2e.top1, "top1_drop": e2e.top1_drop,
@@ -741,7 +802,7 @@ def debug_bundle(bundle: str | Path, *, int8: str | Path | None = None, data: st
                       "session_config": b.session_config}
         result = DebugResult(str(b.path), str(b.int8), ref_note,
                              {"role": d.role, "images": int(len(d.x)), "labelled": d.y is not None, "source": d.source},
-                             PER_LAYER_NOTE, end_to_end, rows, jump, None, "", [])
+                             PER_LAYER_NOTE, end_to_end, rows, culprit, isolated, None, "", [])
         budget = _budget(b, scorer, max_drop, min_sqnr_db)
         rec = None if b.int8_given else bundle_recipe(b, ref, tmp)
         if rec is not None:
@@ -759,10 +820,10 @@ def debug_bundle(bundle: str | Path, *, int8: str | Path | None = None, data: st
             all_int8 = tmp / "all-int8.onnx"
             if rec.excluded:
                 rec.write(all_int8, [])
-                ranked_rows = layer_table(b, ref, all_int8, d.x, threads)
+                ranked_rows = layer_table(b, ref, all_int8, d.x, threads, isolated_samples)
             else:
                 ranked_rows = rows
-            ranking = [r.node for r in sorted(ranked_rows, key=lambda r: (-r.added_nsr, r.index))]
+            ranking = [r.node for r in sorted(ranked_rows, key=lambda r: (-r.isolated_nsr, r.index))]
             names = {r.node: r.block or r.node for r in ranked_rows}
             probe = tmp / "probe.int8.onnx"
 
@@ -770,7 +831,7 @@ def debug_bundle(bundle: str | Path, *, int8: str | Path | None = None, data: st
                 rec.write(probe, layers)
                 return scorer(probe)
 
-            say(f"search: budget {budget.words()}; {len(ranking)} layers ranked by the error each adds")
+            say(f"search: budget {budget.words()}; {len(ranking)} layers ranked by their own error")
             result.search = search_float_set(ranking, score, budget, say, names)
     return result
 
@@ -789,5 +850,6 @@ def _budget(b: DebugBundle, scorer: Scorer, max_drop: float | None, min_sqnr_db:
 
 
 __all__ = ["SCHEMA", "PER_LAYER_NOTE", "DebugBundle", "open_bundle", "load_data", "reference_file", "layer_table",
-           "find_jump", "LayerRow", "Fidelity", "Scorer", "Score", "Budget", "search_float_set", "SearchResult",
+           "find_culprit", "Culprit", "BROKEN_DB", "ISOLATED_SAMPLES", "MEASURES", "LayerRow", "Fidelity", "Scorer",
+           "Score", "Budget", "search_float_set", "SearchResult",
            "bundle_recipe", "debug_bundle", "DebugResult", "handed_tensor", "weights_match"]

@@ -1,5 +1,5 @@
 """``write_debug_html``: the ``edgerep debug`` result as one self-contained HTML page (the per-layer error
-curve and the search's steps as embedded PNGs, the layer table, the jump in words)."""
+curves, own and accumulated, and the search's steps as embedded PNGs, the layer table, the culprit in words)."""
 from __future__ import annotations
 
 import math
@@ -14,20 +14,22 @@ def _n(v, f: str = "{:.2f}") -> str:
 
 
 def plot_error_curve(doc: dict) -> bytes:
-    """SQNR of every layer's output (INT8 vs FP32) and the SQNR each layer's own added noise alone would give."""
+    """Per layer: its own SQNR (only its quantizers, the FP32 input: names the culprit) and the accumulated
+    SQNR of its output as the INT8 file runs (INT8 vs FP32), with the broken threshold."""
     rows = doc["layers"]
     names = [r["block"] or r["node"] for r in rows]
     xs = list(range(len(rows)))
     fig = new_figure(max(7.0, 0.55 * len(rows) + 2), 4.2)
     ax = fig.add_subplot(111)
-    ax.plot(xs, [r["sqnr_db"] if r["sqnr_db"] is not None else float("nan") for r in rows], "o-",
-            label="output SQNR (INT8 vs FP32), dB")
-    added = [(-10 * math.log10(r["added_nsr"]) if r["added_nsr"] and r["added_nsr"] > 0 else float("nan"))
-             for r in rows]
-    ax.plot(xs, added, "s--", label="SQNR of the noise the layer adds alone, dB")
-    jump = doc.get("jump")
-    if jump:
-        ax.axvline(jump["index"], color="#c62828", lw=1.5, label=f"jump: {jump['block'] or jump['node']}")
+    nan = float("nan")
+    ax.plot(xs, [r["isolated_sqnr_db"] if r.get("isolated_sqnr_db") is not None else nan for r in rows], "s-",
+            color="#6a1b9a", label="own SQNR: this layer's quantizers alone, dB")
+    ax.plot(xs, [r["sqnr_db"] if r["sqnr_db"] is not None else nan for r in rows], "o--", color="#1565c0",
+            label="accumulated SQNR: the INT8 file as it runs, dB")
+    ax.axhline(doc["broken_below_db"], color="#888", lw=1, ls=":", label=f"broken below {doc['broken_below_db']:g} dB")
+    culprit = doc.get("culprit")
+    if culprit:
+        ax.axvline(culprit["index"], color="#c62828", lw=1.5, label=f"culprit: {culprit['block'] or culprit['node']}")
     ax.set_xticks(xs)
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("dB")
@@ -57,26 +59,31 @@ def plot_search(doc: dict) -> bytes:
 def render_debug_html(doc: dict) -> str:
     """The page for a ``DebugResult.to_dict()``."""
     e2e = doc["end_to_end"]
-    jump = doc.get("jump")
+    c = doc.get("culprit")
     parts = [f"<h1>edgerep debug</h1><p class=sub>{esc(doc['bundle'])} · INT8 file {esc(doc['int8'])}</p>",
              f"<p><b>{esc(doc['note'])}</b></p>"]
-    if jump:
-        where = f"{jump['block'] or jump['node']}" + (f", branch {jump['branch']}" if jump.get("branch") else "")
-        parts.append(f'<div class="verdict bad">The error jumps at <b>{esc(where)}</b> '
-                     f"(node <code>{esc(jump['node'])}</code>): output SQNR {_n(jump['sqnr_db'], '{:.1f}')} dB "
-                     f"from {_n(jump['input_sqnr_db'], '{:.1f}')} dB at its input.</div>")
+    if c:
+        where = f"{c['block'] or c['node']}" + (f", branch {c['branch']}" if c.get("branch") else "")
+        parts.append(f'<div class="verdict bad">Culprit: <b>{esc(where)}</b> (node <code>{esc(c["node"])}</code>): '
+                     f"its own quantizers alone leave {_n(c['isolated_sqnr_db'], '{:.1f}')} dB SQNR "
+                     f"(accumulated {_n(c['sqnr_db'], '{:.1f}')} dB). Rule: {esc(doc['culprit_rule'])}.</div>")
+    names = {r["node"]: r["block"] or r["node"] for r in doc["layers"]}
+    measures = "; ".join(f"{k}: {v}" for k, v in doc["measures"].items())
     parts.append(kv_table([
         ("reference", doc["reference"]), ("data", f"{doc['data']['images']} images: {doc['data']['source']}"),
         ("end-to-end output SQNR", f"{_n(e2e['sqnr_db'], '{:.2f}')} dB (cosine {_n(e2e['cosine'], '{:.5f}')}), "
                                    f"{e2e['session']}"),
-        ("top-1 drop", _n(e2e.get("top1_drop")) + " points" if e2e.get("top1_drop") is not None else "–")]))
+        ("top-1 drop", _n(e2e.get("top1_drop")) + " points" if e2e.get("top1_drop") is not None else "–"),
+        ("own errors measured", doc["isolated"]["how"]), ("which number is which", measures),
+        (f"broken (own SQNR < {doc['broken_below_db']:g} dB)", ", ".join(names[n] for n in doc["broken"]) or "none")]))
     parts.append("<h2 id=curve>Per-layer error</h2>" + png_figure(plot_error_curve(doc), "per-layer error curve"))
-    head = ["#", "layer", "node", "precision", "SQNR dB", "cosine", "input SQNR dB", "drop dB", "added NSR", "branch"]
-    rows = [[str(r["index"]), r["block"] or "–", r["node"], r["precision"], _n(r["sqnr_db"]), _n(r["cosine"], "{:.5f}"),
-             _n(r["input_sqnr_db"]), _n(r["drop_db"]), _n(r["added_nsr"], "{:.2e}"), r["branch"] or ""]
-            for r in doc["layers"]]
-    cls = ["fail" if jump and r["index"] == jump["index"] else "" for r in doc["layers"]]
-    parts.append(table(head, rows, numeric=(0, 4, 5, 6, 7, 8), row_class=cls))
+    head = ["#", "layer", "node", "precision", "own SQNR dB", "accumulated SQNR dB", "cosine", "input SQNR dB",
+            "drop dB", "added NSR", "branch"]
+    rows = [[str(r["index"]), r["block"] or "–", r["node"], r["precision"], _n(r["isolated_sqnr_db"]),
+             _n(r["sqnr_db"]), _n(r["cosine"], "{:.5f}"), _n(r["input_sqnr_db"]), _n(r["drop_db"]), _n(r["added_nsr"], "{:.2e}"),
+             r["branch"] or ""] for r in doc["layers"]]
+    cls = ["fail" if (c and r["index"] == c["index"]) or r["node"] in doc["broken"] else "" for r in doc["layers"]]
+    parts.append(table(head, rows, numeric=(0, 4, 5, 6, 7, 8, 9), row_class=cls))
     s = doc.get("search")
     parts.append("<h2 id=search>Float-set search</h2>")
     if s:
