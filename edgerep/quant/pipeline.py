@@ -680,7 +680,7 @@ def _learn(result: QuantizeResult, t: _Target, step: str, key: str, grid: QdqCon
         teacher, source = _reference_outputs(t.reference, run.fp32, x, run.batch, run.static)
         res = qat_model(t.src, out, t.cal, x, teacher, grid, options=QatOptions(steps=run.options.recovery.qat_steps),
                         say=run.say)
-        result.recovery.qat = res.to_dict() | {"teacher": source, "activations": _grid_words(grid)}
+        result.recovery.qat = res.to_dict() | {"teacher": source}
     t.cache[key] = replace(t, src=res.path, tag=tag, cache=t.cache)
     t.cache[f"{key}:weights"] = dict(res.qweights)
 

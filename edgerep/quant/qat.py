@@ -56,11 +56,12 @@ class QatResult:
     loss_last: float = float("nan")
     steps: int = 0
     seconds: float = 0.0
+    activations: str = ""  # the activation grid the student fake-quantized with (``activation_grid``)
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "distillation_mse_first": self.loss_first,
                 "distillation_mse_last": self.loss_last, "layers": len(self.qweights),
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "activations": self.activations}
 
 
 def activation_quant(qdq_path: str | Path) -> dict[str, tuple[float, int, int, int]]:
@@ -81,6 +82,13 @@ def activation_quant(qdq_path: str | Path) -> dict[str, tuple[float, int, int, i
         lo, hi = (-128, 127) if z.dtype == np.int8 else (0, 255)
         out[n.input[0]] = (float(s.reshape(())), int(z.reshape(())), lo, hi)
     return out
+
+
+def activation_grid(act_q: dict[str, tuple[float, int, int, int]]) -> str:
+    """The activation grid of ``activation_quant``'s result in words: ``u8 asymmetric``, ``s8 symmetric``..."""
+    kinds = sorted({("u8" if hi == 255 else "s8") + (" symmetric" if z in (0, 128) and (lo < 0 or z == 128)
+                                                     else " asymmetric") for _s, z, lo, hi in act_q.values()})
+    return ", ".join(kinds) or "none"
 
 
 def _fq_act(x, q):
@@ -289,7 +297,9 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
         onnx.save(model, str(tmp / "src.onnx"))
         write_qdq(tmp / "src.onnx", tmp / "q.onnx", calibration, cfg)
         grids = qdq_weight_grids(tmp / "q.onnx")
-        student = Student(model, activation_quant(tmp / "q.onnx"), {k: g.axis for k, g in grids.items()})
+        act_q = activation_quant(tmp / "q.onnx")
+        res.activations = activation_grid(act_q)
+        student = Student(model, act_q, {k: g.axis for k, g in grids.items()})
         xs = torch.from_numpy(np.ascontiguousarray(x[:opts.samples], dtype=np.float32))
         ts = torch.from_numpy(np.ascontiguousarray(teacher[:opts.samples], dtype=np.float32))
         wt = torch.from_numpy(channel_weights(ts.numpy()) if opts.per_channel else np.ones((1,), np.float32))
@@ -325,4 +335,5 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
     return res
 
 
-__all__ = ["QatOptions", "QatResult", "Student", "Unsupported", "activation_quant", "channel_weights", "qat_model"]
+__all__ = ["QatOptions", "QatResult", "Student", "Unsupported", "activation_grid", "activation_quant", "channel_weights",
+           "qat_model"]
