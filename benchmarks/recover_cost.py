@@ -26,7 +26,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptions, RecoveryOptions,
@@ -135,7 +134,6 @@ def main() -> None:
     for step, secs, rss, l0, l1 in rows:
         for k, v in secs.items():
             print(f"| {step} | {k} | {v:.1f} | {rss.get(k, float('nan')):.0f} | {l0[0]:.1f} / {l1[0]:.1f} |")
-    np.set_printoptions(precision=3)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from edgerep.quant.cpu_features import detect_cpu_features  # noqa: E402
 from edgerep.quant.export import export_onnx  # noqa: E402
 from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptions, RecoveryOptions,  # noqa: E402
                                    TargetOptions)
-from edgerep.quant.pipeline import quantize_model, run_batched  # noqa: E402
+from edgerep.quant.pipeline import quantize_model  # noqa: E402
 from edgerep.tasks import get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
