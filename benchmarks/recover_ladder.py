@@ -117,11 +117,12 @@ def main() -> None:
         diffs = {}
         for k in ("+AdaRound", "+QAT"):
             r = runs[k][0]
-            learned = r.recovery.learned[f"+{r.tensorrt['learned_weights']}"]
-            diffs[k] = {"cpu file": max_readback_difference(learned, qdq_int8_weights(r.files["cpu"])),
-                        "tensorrt file": max_readback_difference(learned, qdq_int8_weights(r.files["tensorrt"])),
+            cpu_learned = r.recovery.learned[f"cpu+{r.cpu_policy.name.split('+', 1)[1].split('+fp32')[0]}"]
+            trt_learned = r.recovery.learned[f"tensorrt+{r.tensorrt['learned_weights']}"]
+            diffs[k] = {"cpu file": max_readback_difference(cpu_learned, qdq_int8_weights(r.files["cpu"])),
+                        "tensorrt file": max_readback_difference(trt_learned, qdq_int8_weights(r.files["tensorrt"])),
                         "optimized session (cpu)": max_optimized_difference(
-                            {n: q for n, q in learned.items() if q.ndim == 4},
+                            {n: q for n, q in cpu_learned.items() if q.ndim == 4},
                             optimized_int8_weights(r.files["cpu"], r.cpu_policy.session_config))}
     cpu = detect_cpu_features()
     print(f"host: {cpu.model_name}, {os.cpu_count()} cores, INT8 path {cpu.int8_dot}; onnxruntime "

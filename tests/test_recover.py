@@ -157,7 +157,7 @@ def test_ladder_learns_rounding_before_keeping_layers_in_float(tmp_path):
     else:
         assert res.recovery.winner["tensorrt"] == "adaround" and res.tensorrt["excluded"] == []
     assert res.tensorrt["learned_weights"] == "adaround" and res.tensorrt["lint_errors"] == 0
-    assert max_readback_difference(res.recovery.learned["+adaround"], qdq_int8_weights(res.files["tensorrt"])) == 0
+    assert max_readback_difference(res.recovery.learned["tensorrt+adaround"], qdq_int8_weights(res.files["tensorrt"])) == 0
     from edgerep.report.models import QUANTIZE_SCHEMA, QuantizeOutput
 
     QuantizeOutput.model_validate({"schema": QUANTIZE_SCHEMA, **res.to_dict()} | {"files": {}})
@@ -195,7 +195,7 @@ def test_qat_distils_from_the_unfolded_model_and_stores_its_weights_exactly(tmp_
     q = res.recovery.qat
     assert q["teacher"] == "reference (unfolded FP32 model)" and q["distillation_mse_last"] < q["distillation_mse_first"]
     assert res.recovery.steps[1].drop < res.recovery.steps[0].drop  # distillation helped on the selection set
-    assert max_readback_difference(res.recovery.learned["+qat"], qdq_int8_weights(res.files["tensorrt"])) == 0
+    assert max_readback_difference(res.recovery.learned["tensorrt+qat"], qdq_int8_weights(res.files["tensorrt"])) == 0
 
 
 def test_the_cpu_file_climbs_and_ships_the_learned_weights_the_optimized_session_runs(tmp_path):
@@ -210,7 +210,7 @@ def test_the_cpu_file_climbs_and_ships_the_learned_weights_the_optimized_session
     assert steps == [("cpu", "ptq", False), ("cpu", "qat", True)], steps
     assert res.recovery.winner == {"cpu": "qat"} and res.excluded_nodes == []
     assert res.cpu_policy.name.endswith("+qat") and any(c.policy.endswith("+qat") for c in res.candidates)
-    learned = res.recovery.learned["+qat"]
+    learned = res.recovery.learned["cpu+qat"]
     assert max_readback_difference(learned, qdq_int8_weights(res.files["cpu"])) == 0
     convs = {k: v for k, v in learned.items() if v.ndim == 4}
     assert max_optimized_difference(convs, optimized_int8_weights(res.files["cpu"],

@@ -543,8 +543,9 @@ def _cpu_target(result: QuantizeResult, t: _Target, cpu: CpuFeatures) -> None:
         if accepted:
             break
         t0 = time.perf_counter()
-        shared = _learned_before(t, step)
-        t = _learned(result, t, step)
+        grid = _learning_grid(measured)  # the activations' grid of the policy the learning step serves
+        shared = _learned_before(t, step, grid)
+        t = _learned(result, t, step, grid, "cpu")
         measured = [_measure_cpu_policy(t, m.policy) for m in measured if _learnable(m.policy.qdq)]
         rank = _rank_latency(t, measured)
         result.candidates += [m.candidate for m in measured]
@@ -574,8 +575,21 @@ def _ladder(result: QuantizeResult, t: _Target, measured: list[_Measured] | None
     return t.run.options.recovery.steps
 
 
-def _learned_before(t: _Target, step: str) -> bool:
-    return f"{t.tag}+{step}" in t.cache
+def _learned_before(t: _Target, step: str, grid: QdqConfig) -> bool:
+    return _cache_key(t, step, grid) in t.cache
+
+
+def _cache_key(t: _Target, step: str, grid: QdqConfig) -> str:
+    """A learned model is shared by the targets only when its activation grid is theirs too."""
+    return f"{t.tag}+{step}@{grid.activation}{'-add' if grid.qdq_on_add else ''}"
+
+
+def _learning_grid(measured: list[_Measured]) -> QdqConfig:
+    """The CPU file's learning steps fake-quantize activations as the most accurate learnable policy does
+    (u8 asymmetric for u8s8): learned under TensorRT's symmetric s8 activations, QAT left the hostile
+    detector's u8s8 file at 0.63 points where learning under u8 reached 0.10 (``docs/recovery.md``)."""
+    learnable = [m for m in measured if _learnable(m.policy.qdq)]
+    return min(learnable, key=lambda m: m.candidate.drop).policy.qdq
 
 
 def _changed(result: QuantizeResult, step: str, shared: bool) -> str:
@@ -610,14 +624,17 @@ def _record(result: QuantizeResult, step: str, target: str, cand: Any, seconds: 
     result.recovery.add(LadderStep(step, target, name, drop, bool(met), text, round(seconds, 3), changed, kept))
 
 
-def _learned(result: QuantizeResult, t: _Target, step: str) -> _Target:
-    """``t`` with its source replaced by the FP32 file ``step`` (adaround | qat) learned from ``t.src``; learned
-    once per chain of steps and shared by the targets."""
-    key = f"{t.tag}+{step}"
+def _learned(result: QuantizeResult, t: _Target, step: str, grid: QdqConfig, target: str) -> _Target:
+    """``t`` with its source replaced by the FP32 file ``step`` (adaround | qat) learned from ``t.src`` with the
+    activations fake-quantized on ``grid``'s; learned once per chain of steps and grid, shared by the targets
+    whose grid it is. ``result.recovery.learned[target + tag]`` holds the int8 weights the target's file stores."""
+    key = _cache_key(t, step, grid)
     if key not in t.cache:
         with _torch_threads(t.run.options.recovery.torch_threads):
-            _learn(result, t, step, key)
-    return t.cache[key]
+            _learn(result, t, step, key, grid)
+    learned = t.cache[key]
+    result.recovery.learned[f"{target}{learned.tag}"] = learned.cache[f"{key}:weights"]
+    return learned
 
 
 @contextmanager
@@ -633,37 +650,46 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _learn(result: QuantizeResult, t: _Target, step: str, key: str) -> None:
-    """Run ``step`` on ``t.src`` and cache the target that reads its learned FP32 file under ``key``."""
+def _learn(result: QuantizeResult, t: _Target, step: str, key: str, grid: QdqConfig) -> None:
+    """Run ``step`` on ``t.src`` (activations on ``grid``'s) and cache the target that reads its learned FP32 file
+    under ``key``, its int8 weights under ``key:weights``."""
     from dataclasses import replace
 
     run = t.run
     x, _ = _collect(t.calib, run.options.calibration.samples, run.batch, targets=False)
     per = max(1, int(np.prod(x.shape[1:])) * 4)
     x = x[:max(16, min(len(x), (64 << 20) // per))]  # at most 64 MiB of inputs (or 16 samples)
-    out = run.tmp / f"model{key.replace('+', '.')}.onnx"
+    tag = f"{t.tag}+{step}"
+    out = run.tmp / f"model{key.replace('+', '.').replace('@', '.')}.onnx"
     run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} calibration samples")
     if step == "adaround":
         from edgerep.quant.adaround import AdaRoundOptions, adaround_model, worst_layers
 
         nodes, ranking = None, None
         if run.options.recovery.layers == "worst":  # debug's ranking on the calibration images
-            nodes, ranking = worst_layers(t.src, t.cal, x, TENSORRT, threads=run.options.judge.threads)
+            nodes, ranking = worst_layers(t.src, t.cal, x, grid, threads=run.options.judge.threads)
             run.say(f"adaround on the {len(nodes)} layer(s) adding 90% of the noise: {', '.join(nodes)}")
-        res = adaround_model(t.src, out, t.cal, x, TENSORRT, nodes=nodes,
+        res = adaround_model(t.src, out, t.cal, x, grid, nodes=nodes,
                              options=AdaRoundOptions(iters=run.options.recovery.iters),
                              threads=run.options.judge.threads, batch=run.batch, static=run.static, say=run.say)
         result.recovery.adaround = res.to_dict() | {"layers_chosen": run.options.recovery.layers,
-                                                    "ranking": ranking}
+                                                    "ranking": ranking, "activations": _grid_words(grid)}
     else:
         from edgerep.quant.qat import QatOptions, qat_model
 
         teacher, source = _reference_outputs(t.reference, run.fp32, x, run.batch, run.static)
-        res = qat_model(t.src, out, t.cal, x, teacher, TENSORRT, options=QatOptions(steps=run.options.recovery.qat_steps),
+        res = qat_model(t.src, out, t.cal, x, teacher, grid, options=QatOptions(steps=run.options.recovery.qat_steps),
                         say=run.say)
         result.recovery.qat = res.to_dict() | {"teacher": source}
-    result.recovery.learned[key] = dict(res.qweights)
-    t.cache[key] = replace(t, src=res.path, tag=key, cache=t.cache)
+    t.cache[key] = replace(t, src=res.path, tag=tag, cache=t.cache)
+    t.cache[f"{key}:weights"] = dict(res.qweights)
+
+
+def _grid_words(grid: QdqConfig) -> str:
+    """The activation grid a learning step fake-quantized with, in words."""
+    sym = grid.symmetric_activations or grid.activation == "s8"  # write_qdq: s8 activations are symmetric
+    return (f"{grid.activation} {'symmetric' if sym else 'asymmetric'} per tensor"
+            + (", Q/DQ on Add inputs" if grid.qdq_on_add else ""))
 
 
 def _measure_cpu_policy(t: _Target, pol: CpuPolicy) -> _Measured:
@@ -821,8 +847,8 @@ def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
         if s.verdict(t.budget).holds:
             break
         t0 = time.perf_counter()
-        shared = _learned_before(t, step)  # learned for the CPU file already: this step only rescores
-        t = _learned(result, t, step)
+        shared = _learned_before(t, step, cfg)  # learned for the CPU file already (same grid): only rescored
+        t = _learned(result, t, step, cfg, "tensorrt")
         info = write_qdq(t.src, dst, t.cal, cfg)
         s = simulated(dst)
         _record(result, step, "tensorrt", (f"tensorrt{t.tag}", s, t.budget), time.perf_counter() - t0,

@@ -24,7 +24,9 @@ from edgerep.quant.calibrate import CalibrationResult
 from edgerep.quant.qdq import QdqConfig
 
 SUPPORTED = ("Conv", "Gemm", "Relu", "Add", "GlobalAveragePool", "Flatten", "MaxPool", "AveragePool", "Reshape",
-             "Clip", "PRelu", "Identity", "Shape", "Slice", "Unsqueeze", "Concat", "Tile", "DepthToSpace")
+             "Clip", "PRelu", "Identity", "Shape", "Slice", "Unsqueeze", "Concat", "Tile", "DepthToSpace",
+             # a detector's neck and decode tail (edgerep's detectors: nearest upsampling, box decode, sigmoid)
+             "Sub", "Mul", "Div", "Sigmoid", "Gather", "Resize")
 
 
 class Unsupported(EdgerepError):
@@ -33,13 +35,15 @@ class Unsupported(EdgerepError):
 
 @dataclass(frozen=True)
 class QatOptions:
-    """Adam ``steps`` at learning rate ``lr`` on batches of ``batch`` of at most ``samples`` calibration inputs."""
+    """Adam ``steps`` at learning rate ``lr`` on batches of ``batch`` of at most ``samples`` calibration inputs;
+    ``per_channel``: the loss weighs each output channel by the inverse of its variance in the teacher."""
 
     steps: int = 300
     lr: float = 1e-4
     batch: int = 32
     samples: int = 256
     seed: int = 0
+    per_channel: bool = True  # each output channel's squared error over the teacher's variance (``channel_weights``)
 
 
 @dataclass
@@ -52,11 +56,12 @@ class QatResult:
     loss_last: float = float("nan")
     steps: int = 0
     seconds: float = 0.0
+    activations: str = ""  # the activation grid the student fake-quantized with (``activation_grid``)
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "distillation_mse_first": self.loss_first,
                 "distillation_mse_last": self.loss_last, "layers": len(self.qweights),
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "activations": self.activations}
 
 
 def activation_quant(qdq_path: str | Path) -> dict[str, tuple[float, int, int, int]]:
@@ -77,6 +82,13 @@ def activation_quant(qdq_path: str | Path) -> dict[str, tuple[float, int, int, i
         lo, hi = (-128, 127) if z.dtype == np.int8 else (0, 255)
         out[n.input[0]] = (float(s.reshape(())), int(z.reshape(())), lo, hi)
     return out
+
+
+def activation_grid(act_q: dict[str, tuple[float, int, int, int]]) -> str:
+    """The activation grid of ``activation_quant``'s result in words: ``u8 asymmetric``, ``s8 symmetric``..."""
+    kinds = sorted({("u8" if hi == 255 else "s8") + (" symmetric" if z in (0, 128) and (lo < 0 or z == 128)
+                                                     else " asymmetric") for _s, z, lo, hi in act_q.values()})
+    return ", ".join(kinds) or "none"
 
 
 def _fq_act(x, q):
@@ -150,6 +162,18 @@ class Student:
                 y = torch.relu(ins[0])
             elif op == "Add":
                 y = ins[0] + ins[1]
+            elif op == "Sub":
+                y = ins[0] - ins[1]
+            elif op == "Mul":
+                y = ins[0] * ins[1]
+            elif op == "Div":
+                y = ins[0] / ins[1]
+            elif op == "Sigmoid":
+                y = torch.sigmoid(ins[0])
+            elif op == "Gather":
+                y = _gather(ins[0], ins[1], a.get("axis", 0))
+            elif op == "Resize":
+                y = _resize_nearest(ins, a)
             elif op == "GlobalAveragePool":
                 y = ins[0].mean(dim=(2, 3), keepdim=True)
             elif op == "Flatten":
@@ -202,12 +226,50 @@ def _slice(ins):
     return x[tuple(idx)]
 
 
+def _gather(x, idx, axis: int):
+    """ONNX Gather: ``x``'s entries at ``idx`` along ``axis`` (negative indices count from the end)."""
+    import torch
+
+    axis = axis % x.ndim
+    i = idx.long()
+    i = torch.where(i < 0, i + x.shape[axis], i)
+    y = torch.index_select(x, axis, i.reshape(-1))
+    return y.reshape(*x.shape[:axis], *i.shape, *x.shape[axis + 1:])
+
+
+def _resize_nearest(ins, a: dict):
+    """ONNX Resize as exported nearest upsampling (mode nearest, asymmetric, floor, integer scales)."""
+    import torch.nn.functional as F
+
+    mode, ctm = a.get("mode", b"nearest"), a.get("coordinate_transformation_mode", b"half_pixel")
+    near = a.get("nearest_mode", b"round_prefer_floor")
+    scales = ins[2] if len(ins) > 2 and ins[2] is not None and ins[2].numel() else None
+    if (mode not in (b"nearest", "nearest") or ctm not in (b"asymmetric", "asymmetric")
+            or near not in (b"floor", "floor") or scales is None):
+        raise Unsupported(f"Resize {mode!r}/{ctm!r}/{near!r} (QAT runs nearest, asymmetric, floor, with scales)")
+    sc = [float(v) for v in scales.reshape(-1).tolist()]
+    if sc[:2] != [1.0, 1.0] or any(v != int(v) for v in sc[2:]):
+        raise Unsupported(f"Resize scales {sc} (QAT runs integer spatial scales)")
+    return F.interpolate(ins[0], scale_factor=tuple(sc[2:]), mode="nearest")
+
+
 def _depth_to_space(x, bs: int, mode):
     n, c, h, w = x.shape
     if mode in (b"CRD", "CRD"):
         return x.reshape(n, c // (bs * bs), bs, bs, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c // (bs * bs), h * bs,
                                                                                             w * bs)
     return x.reshape(n, bs, bs, c // (bs * bs), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (bs * bs), h * bs, w * bs)
+
+
+def channel_weights(teacher: np.ndarray) -> np.ndarray:
+    """Per output channel (axis 1) the inverse of the teacher's variance over samples and positions, broadcastable
+    to a batch of outputs: a detector's box pixels (0-160) and class probabilities (0-1) then weigh alike in
+    the distillation loss (raw, the box coordinates' squared errors are ~1e4 times the scores')."""
+    if teacher.ndim < 2:
+        return np.ones((1,), np.float32)
+    var = np.moveaxis(teacher.astype(np.float64), 1, 0).reshape(teacher.shape[1], -1).var(1)
+    w = 1.0 / np.maximum(var, 1e-12 * max(float(var.max()), 1e-30))
+    return (w / w.mean()).astype(np.float32).reshape(1, -1, *([1] * (teacher.ndim - 2)))
 
 
 def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, x: np.ndarray, teacher: np.ndarray,
@@ -235,15 +297,18 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
         onnx.save(model, str(tmp / "src.onnx"))
         write_qdq(tmp / "src.onnx", tmp / "q.onnx", calibration, cfg)
         grids = qdq_weight_grids(tmp / "q.onnx")
-        student = Student(model, activation_quant(tmp / "q.onnx"), {k: g.axis for k, g in grids.items()})
+        act_q = activation_quant(tmp / "q.onnx")
+        res.activations = activation_grid(act_q)
+        student = Student(model, act_q, {k: g.axis for k, g in grids.items()})
         xs = torch.from_numpy(np.ascontiguousarray(x[:opts.samples], dtype=np.float32))
         ts = torch.from_numpy(np.ascontiguousarray(teacher[:opts.samples], dtype=np.float32))
+        wt = torch.from_numpy(channel_weights(ts.numpy()) if opts.per_channel else np.ones((1,), np.float32))
         opt = torch.optim.Adam(student.parameters(), lr=opts.lr)
         g = torch.Generator().manual_seed(opts.seed)
         losses = []
         for _ in range(opts.steps):
             idx = torch.randint(0, len(xs), (min(opts.batch, len(xs)),), generator=g)
-            loss = ((student(xs[idx]) - ts[idx]) ** 2).mean()
+            loss = (wt * (student(xs[idx]) - ts[idx]) ** 2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -270,4 +335,5 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
     return res
 
 
-__all__ = ["QatOptions", "QatResult", "Student", "Unsupported", "activation_quant", "qat_model"]
+__all__ = ["QatOptions", "QatResult", "Student", "Unsupported", "activation_grid", "activation_quant", "channel_weights",
+           "qat_model"]

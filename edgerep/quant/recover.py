@@ -40,7 +40,7 @@ class Recovery:
     winner: dict[str, str] = field(default_factory=dict)  # target -> step
     adaround: dict[str, Any] | None = None
     qat: dict[str, Any] | None = None
-    learned: dict[str, Any] = field(default_factory=dict, repr=False)  # "+adaround"... -> node -> int8 (not reported)
+    learned: dict[str, Any] = field(default_factory=dict, repr=False)  # "cpu+adaround"... -> node -> int8 (not reported)
 
     def add(self, step: LadderStep) -> None:
         """Record ``step``; the first step that meets the budget wins its target."""
