@@ -171,6 +171,77 @@ def test_kept_inputs_and_a_second_pass_give_the_same_numbers():
                 assert a[k] == b[k], (name, k)
 
 
+@pytest.mark.parametrize("keep", [0.3, 0.6])
+def test_inputs_kept_in_part_give_the_same_numbers_and_the_second_pass_stops_early(keep):
+    """Over the cache's limit, the inputs of the last layers to run are kept and the second pass stops after
+    the last layer it measures (issue 23's cost): every number equals a full second pass's, bit for bit."""
+    from edgerep.quant.hostile import build_hostile_model, synthetic_batches
+    from edgerep.quant.sensitivity import activation_stats
+
+    h = build_hostile_model("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 2, 2, 1))
+    folded, layers = fold_for_check(h.model)
+    batches = as_batches(synthetic_batches(h.input_shape, n_batches=3, batch_size=4, seed=1))
+    sizes: dict[str, int] = {}  # bytes of each layer's inputs over the batches, in run order
+    probe = [layer.module.register_forward_pre_hook(
+        lambda _m, i, n=layer.name: sizes.__setitem__(n, sizes.get(n, 0) + i[0].numel() * 4)) for layer in layers]
+    with torch.no_grad():
+        for x, _ in batches:
+            folded(x)
+    for p in probe:
+        p.remove()
+    runs: dict[str, int] = {}
+    hooks = [layer.module.register_forward_pre_hook(lambda _m, _i, n=layer.name: runs.__setitem__(n, runs.get(n, 0) + 1))
+             for layer in layers]
+    total = sum(sizes.values())
+    runs.clear()
+    part = activation_stats(folded, layers, batches, out_images=4, cache_bytes=int(total * keep))
+    counted = dict(runs)
+    runs.clear()
+    whole = activation_stats(folded, layers, batches, out_images=4, cache_bytes=0)
+    for hk in hooks:
+        hk.remove()
+    assert part.keys() == whole.keys() and len(part) == len(layers)
+    for name in part:
+        assert part[name].to_dict() == whole[name].to_dict(), name
+    order = list(sizes)  # run order
+    twice = [n for n in order if counted[n] == 2 * len(batches)]
+    once = [n for n in order if counted[n] == len(batches)]
+    assert twice and once and twice + once == order  # a prefix ran again, the rest only once
+    assert runs == {n: 2 * len(batches) for n in order}  # with nothing kept, every layer ran twice
+
+
+def test_a_layer_run_twice_per_batch_over_the_limit_gets_a_whole_second_pass():
+    """A shared layer (run twice per forward) makes the run order meaningless: over the cache's limit nothing
+    is kept and the second pass runs to the end; the numbers equal the all-kept run's."""
+    from edgerep.quant.attribution import FoldedLayer
+    from edgerep.quant.sensitivity import activation_stats
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(torch.relu(self.a(x)))))
+
+    torch.manual_seed(0)
+    m = Twice().eval()
+    layers = [FoldedLayer(name=n, module=getattr(m, n), kind="conv", block=n) for n in ("a", "b")]
+    batches = as_batches([torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)])
+    runs: dict[str, int] = {}
+    hooks = [layer.module.register_forward_pre_hook(lambda _m, _i, n=layer.name: runs.__setitem__(n, runs.get(n, 0) + 1))
+             for layer in layers]
+    kept = activation_stats(m, layers, batches, out_images=2)
+    assert runs == {"a": 4, "b": 2}  # everything fit: one pass
+    runs.clear()
+    part = activation_stats(m, layers, batches, out_images=2, cache_bytes=2 * 3 * 36 * 4 * 3)
+    for hk in hooks:
+        hk.remove()
+    assert runs == {"a": 8, "b": 4}  # a second pass, to the end
+    for name in kept:
+        assert kept[name].to_dict() == part[name].to_dict(), name
+
+
 def test_replay_units_skip_the_activation_and_agree_with_full_runs():
     from edgerep.quant.hostile import build_hostile_model, synthetic_batches
     from edgerep.quant.sensitivity import replay_units
