@@ -222,16 +222,19 @@ class _InputCache:
         if self.off:
             self.dropped.add(name)
             return
+        nbytes = x.numel() * x.element_size()
+        if self.bytes + nbytes > self.limit and not self.regular:
+            self._drop_all()
+            self.dropped.add(name)
+            return
+        for first in self.order:  # the earliest layers go first (before this input is copied), until it fits
+            if self.bytes + nbytes <= self.limit:
+                break
+            self._drop(first)
         if name in self.dropped:
             return
         self.inputs.setdefault(name, []).append(x.clone())
-        self.bytes += x.numel() * x.element_size()
-        if self.bytes > self.limit and not self.regular:
-            self._drop_all()
-        for first in self.order:  # the earliest layers go first, until the rest fits
-            if self.bytes <= self.limit:
-                break
-            self._drop(first)
+        self.bytes += nbytes
 
     def end_batch(self) -> None:
         if list(self._runs) != self.order:  # a layer did not run in this batch, or they ran in another order
