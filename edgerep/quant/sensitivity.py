@@ -192,77 +192,6 @@ INFO_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 INPUT_CACHE_BYTES = 256 * 1024 ** 2
 
 
-class _PassDone(Exception):
-    """Raised by the second pass's hook once the last layer it measures has run."""
-
-
-class _InputCache:
-    """Layer inputs kept (cloned) within ``limit`` bytes. Over the limit, the layers that ran first are
-    dropped whole (their inputs are the largest and the cheapest to compute again): the inputs kept are
-    those of the last layers to run, and the second pass measures the dropped ones, stopping after the
-    last of them (``stop_after``). When a layer runs more or less than once per batch the run order says
-    nothing: over the limit, everything is dropped and the second pass runs to the end."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.inputs: dict[str, list[Tensor]] = {}
-        self.order: list[str] = []  # the layers in the order they first ran
-        self.dropped: set[str] = set()
-        self.bytes = 0
-        self.regular = True  # every layer so far ran exactly once per batch
-        self.off = limit <= 0  # nothing more is kept
-        self._runs: dict[str, int] = {}  # runs in the current batch, in run order
-
-    def add(self, name: str, x: Tensor) -> None:
-        if name not in self.order:
-            self.order.append(name)
-        self._runs[name] = self._runs.get(name, 0) + 1
-        if self._runs[name] > 1:
-            self._irregular()
-        if self.off:
-            self.dropped.add(name)
-            return
-        nbytes = x.numel() * x.element_size()
-        if self.bytes + nbytes > self.limit and not self.regular:
-            self._drop_all()
-            self.dropped.add(name)
-            return
-        for first in self.order:  # the earliest layers go first (before this input is copied), until it fits
-            if self.bytes + nbytes <= self.limit:
-                break
-            self._drop(first)
-        if name in self.dropped:
-            return
-        self.inputs.setdefault(name, []).append(x.clone())
-        self.bytes += nbytes
-
-    def end_batch(self) -> None:
-        if list(self._runs) != self.order:  # a layer did not run in this batch, or they ran in another order
-            self._irregular()
-        self._runs = {}
-
-    @property
-    def stop_after(self) -> str | None:
-        """The last dropped layer in run order (the second pass may stop once it has run); None: run to the end."""
-        if not self.regular or self.off:
-            return None
-        return [n for n in self.order if n in self.dropped][-1] if self.dropped else None
-
-    def _irregular(self) -> None:
-        self.regular = False
-        if self.dropped:  # a prefix was dropped on an order that no longer holds
-            self._drop_all()
-
-    def _drop(self, name: str) -> None:
-        self.dropped.add(name)
-        self.bytes -= sum(t.numel() * t.element_size() for t in self.inputs.pop(name, []))
-
-    def _drop_all(self) -> None:
-        self.off = True
-        for name in list(self.order):
-            self._drop(name)
-
-
 @torch.no_grad()
 def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[Batch],
                      percentile: float = ACT_PERCENTILE, out_images: int | None = None,
@@ -272,16 +201,14 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
 
     One forward pass records ranges, the largest |x| values (for the percentile) and, within
     ``cache_bytes``, the inputs themselves; the SQNR under the two clipping ranges is then computed
-    on the kept inputs. When they do not all fit, the inputs of the LAST layers to run are kept (the
-    earliest are dropped first) and a second pass measures the others, stopping after the last of
-    them (``_InputCache``). ``out_images`` caps how many images the layer-output SQNR with INT8
-    weights uses (two extra convs per layer).
+    on the kept inputs (or on a second forward pass when they did not fit). ``out_images`` caps how
+    many images the layer-output SQNR with INT8 weights uses (two extra convs per layer).
     """
     accs = {layer.name: _Acc() for layer in layers}
     total_samples = sum(int(x.shape[0]) for x, _ in batches)
-    cache = _InputCache(cache_bytes)
+    inputs: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
     pairs: dict[str, list[tuple[Tensor, Tensor]]] = {layer.name: [] for layer in layers}
-    state = {"images": 0}
+    state = {"images": 0, "bytes": 0, "cache": cache_bytes > 0}
     model.eval()
 
     def pass1(layer: FoldedLayer):
@@ -308,14 +235,21 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
             keep = x.shape[0] if out_images is None else max(0, min(x.shape[0], out_images - state["images"]))
             if keep:  # clones: later in-place ops must not change what we measure
                 pairs[layer.name].append((x[:keep].clone(), output[:keep].detach().clone()))
-            cache.add(layer.name, x)
+            if state["cache"]:
+                nbytes = x.numel() * x.element_size()
+                if state["bytes"] + nbytes > cache_bytes:
+                    state["cache"] = False
+                    for v in inputs.values():
+                        v.clear()
+                else:
+                    inputs[layer.name].append(x.clone())
+                    state["bytes"] += nbytes
         return hook
 
     handles = [layer.module.register_forward_hook(pass1(layer)) for layer in layers]
     try:
         for x, _ in batches:
             _forward(model, x)
-            cache.end_batch()
             state["images"] += x.shape[0]
     finally:
         for h in handles:
@@ -331,28 +265,17 @@ def activation_stats(model: nn.Module, layers: list[FoldedLayer], batches: list[
         acc.noise_mm += _sumsq(quant_noise(x, amax[name]))
         acc.noise_pct += _sumsq(quant_noise(x, amax_p[name]))
 
-    for name, xs in cache.inputs.items():
-        for x in xs:
-            measure(name, x)
-        xs.clear()
-    if cache.dropped:  # these layers' inputs did not fit in memory: run the calibration set again for them
-        last = cache.stop_after
-
-        def pre(name: str):
-            def hook(_m, inp):
-                measure(name, _first_input(inp).detach())
-                if name == last:
-                    raise _PassDone  # every dropped layer has run: what comes after is not needed
-            return hook
-
-        handles = [layer.module.register_forward_pre_hook(pre(layer.name)) for layer in layers
-                   if layer.name in cache.dropped]
+    if state["cache"]:
+        for name, xs in inputs.items():
+            for x in xs:
+                measure(name, x)
+            xs.clear()
+    else:  # the inputs did not fit in memory: run the calibration set again
+        handles = [layer.module.register_forward_pre_hook(
+            lambda _m, inp, name=layer.name: measure(name, _first_input(inp).detach())) for layer in layers]
         try:
             for x, _ in batches:
-                try:
-                    _forward(model, x)
-                except _PassDone:
-                    pass
+                _forward(model, x)
         finally:
             for h in handles:
                 h.remove()
