@@ -14,7 +14,14 @@ the largest resident set of that process or any descendant it waited for). Besid
 its stage times (report.json ``timings_s``). CPU, ISA and the load average are printed with them:
 wall times on a loaded host are noise, peak RSS is not.
 
+timm needs a torchvision that imports beside this torch; ``pip install --no-deps timm`` into its own
+folder does not help: ``import timm`` fails on ``timm.layers``' ``import torchvision.ops`` (timm 1.0.31,
+torch 2.13.0+cpu, no torchvision). Without timm, ``--zoo`` builds edgerep's own zoo model of that name for
+both sides (by hand folds it with its blocks' own fold, as a user with a ``switch_to_deploy`` would).
+
     .venv/bin/python benchmarks/scale.py                           # repvgg_a0, 224, 256 images
+    .venv/bin/python benchmarks/scale.py --zoo                     # edgerep's zoo repvgg_a0 (no timm)
+    .venv/bin/python benchmarks/scale.py --zoo --size 640          # an A0 backbone at 640x640
     .venv/bin/python benchmarks/scale.py --calib-samples 1024 --json > a0-1024.json
     .venv/bin/python benchmarks/scale.py --table *.json    # the README's table from saved --json runs
 """
@@ -33,18 +40,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_checkpoint(model: str, size: int, classes: int, path: Path) -> None:
-    """A timm ``model`` with randomized BN statistics saved as an edgerep checkpoint (arch timm:NAME)."""
+def build_checkpoint(model: str, size: int, classes: int, path: Path, zoo: bool = False) -> None:
+    """A timm ``model`` (``zoo``: edgerep's zoo model of that name) with randomized BN statistics saved as an
+    edgerep checkpoint (arch timm:NAME, or NAME)."""
     import torch
 
     from edgerep.blocks.testing import randomize_
     from edgerep.checkpoint import CheckpointMeta, save_checkpoint
-    from edgerep.models.libraries import import_timm
 
-    timm = import_timm()
     torch.manual_seed(0)
-    net = randomize_(timm.create_model(model, pretrained=False, num_classes=classes), seed=0)
-    meta = CheckpointMeta(arch=f"timm:{model}", arch_kwargs={"num_classes": classes}, input_shape=(3, size, size),
+    if zoo:
+        from edgerep.models.registry import create_model
+
+        net, arch = randomize_(create_model(model, num_classes=classes), seed=0), model
+    else:
+        from edgerep.models.libraries import import_timm
+
+        timm = import_timm()
+        net = randomize_(timm.create_model(model, pretrained=False, num_classes=classes), seed=0)
+        arch = f"timm:{model}"
+    meta = CheckpointMeta(arch=arch, arch_kwargs={"num_classes": classes}, input_shape=(3, size, size),
                           mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=[str(i) for i in range(classes)])
     save_checkpoint(path, net, meta)
 
@@ -111,6 +126,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--calib-samples", type=int, default=256, help="calibration images (default 256)")
+    ap.add_argument("--zoo", action="store_true",
+                    help="edgerep's own zoo model of that name on both sides (by hand folds with the blocks' own "
+                         "fold): for a venv without timm")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     ap.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
     ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
@@ -123,13 +141,13 @@ def main() -> int:
     work = a.keep or Path(tempfile.mkdtemp(prefix="edgerep-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / f"{a.model}_{a.size}.pt"
-    build_checkpoint(a.model, a.size, a.classes, ckpt)
+    build_checkpoint(a.model, a.size, a.classes, ckpt, zoo=a.zoo)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env["EDGEREP_CACHE"] = str(work / "cache")  # a cold calibration cache: both pipelines start from nothing
     before = host()
     hand = run_child([sys.executable, str(ROOT / "benchmarks" / "scale_by_hand.py"), str(ckpt), "--model", a.model,
                       "--classes", str(a.classes), "--size", str(a.size), "--calib-samples", str(a.calib_samples),
-                      "--workdir", str(work)], env)
+                      "--workdir", str(work)] + (["--zoo"] if a.zoo else []), env)
     dep = run_child([sys.executable, str(ROOT / "benchmarks" / "stage_rss.py"), "deploy", str(ckpt), "-o", str(work / "bundle"), "--force",
                      "--data", "synthetic", "--no-accuracy-gate", "--calib-samples", str(a.calib_samples),
                      "--cache-dir", str(work / "cache"), "--json"], env)
@@ -144,7 +162,7 @@ def main() -> int:
     for line in dep["stderr_tail"].splitlines():
         if line.startswith("STAGE_RSS "):
             stage_rss = json.loads(line[len("STAGE_RSS "):])
-    res = {"model": a.model, "size": a.size, "classes": a.classes, "calib_samples": a.calib_samples,
+    res = {"model": a.model + (" (edgerep zoo)" if a.zoo else ""), "size": a.size, "classes": a.classes, "calib_samples": a.calib_samples,
            "host_before": before, "host_after": after,
            "by_hand": {k: hand[k] for k in ("wall_s", "peak_rss_mib")} | {"steps_s": hand_steps},
            "deploy": {k: dep[k] for k in ("wall_s", "peak_rss_mib")} | {"timings_s": report.get("timings_s", {}),

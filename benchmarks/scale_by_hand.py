@@ -1,9 +1,12 @@
 """The by-hand pipeline ``benchmarks/scale.py`` compares ``edgerep deploy`` with, written as a user would:
 timm's ``reparameterize_model``, ``torch.onnx.export``, onnxruntime's ``quantize_static`` (u8s8,
 per-channel, QDQ) on the same calibration images through a ``CalibrationDataReader``, one onnxruntime
-session, 20 runs. Prints one JSON line: seconds per step.
+session, 20 runs. Prints one JSON line: seconds per step. With ``--zoo`` the model is edgerep's own zoo
+model of that name, folded by its blocks' own fold only (``fold_model(generic=False)``: what a user with a
+``switch_to_deploy`` does; no verification, no traced-graph pass), for a venv without timm.
 
     python benchmarks/scale_by_hand.py CHECKPOINT.pt --size 224 --calib-samples 256 --workdir /tmp/x
+    python benchmarks/scale_by_hand.py CHECKPOINT.pt --zoo --model repvgg_a0 --workdir /tmp/x
 """
 from __future__ import annotations
 
@@ -17,11 +20,29 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-# As a user writes it. Needs timm with a torchvision that imports beside this torch (scripts/setup.sh's last
+# As a user writes it. timm needs a torchvision that imports beside this torch (scripts/setup.sh's last
 # line says whether the venv has one; where the CPU wheel index is unreachable, a venv with
-# `pip install torch==2.14.1 torchvision==0.29.1 timm` does).
-import timm  # noqa: F401
-from timm.utils.model import reparameterize_model
+# `pip install torch==2.14.1 torchvision==0.29.1 timm` does). timm installed without torchvision
+# (`pip install --no-deps timm`) does not import: timm.layers imports torchvision.ops. Without timm: --zoo.
+
+
+def folded_model(a: argparse.Namespace) -> torch.nn.Module:
+    """The checkpoint's model, folded as a user does: timm's ``reparameterize_model``, or (``--zoo``) edgerep's
+    zoo model folded by its blocks' own fold."""
+    state = torch.load(a.checkpoint, weights_only=False)["state_dict"]
+    if a.zoo:
+        from edgerep.fold.model import fold_model
+        from edgerep.models.registry import create_model
+
+        model = create_model(a.model, num_classes=a.classes)
+        model.load_state_dict(state)
+        return fold_model(model.eval(), generic=False)
+    import timm
+    from timm.utils.model import reparameterize_model
+
+    model = timm.create_model(a.model, pretrained=False, num_classes=a.classes)
+    model.load_state_dict(state)
+    return reparameterize_model(model.eval())
 
 
 def synthetic_image(i: int, size: int) -> np.ndarray:
@@ -50,12 +71,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--calib-samples", type=int, default=256)
     ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--zoo", action="store_true", help="edgerep's zoo model of that name, not timm's")
     a = ap.parse_args()
     t = {}
     t0 = time.perf_counter()
-    model = timm.create_model(a.model, pretrained=False, num_classes=a.classes)
-    model.load_state_dict(torch.load(a.checkpoint, weights_only=False)["state_dict"])
-    model = reparameterize_model(model.eval())
+    model = folded_model(a)
     t["fold"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""How many samples a scoring pass runs at once, from the bytes of one sample.
+"""How many samples a scoring pass runs at once, from the bytes of one sample; freed memory handed back.
 
 A fixed batch of 64 costs nothing at 16x16 but at 224x224 each onnxruntime session keeps an arena
 sized for 64 images' activations (hundreds of MiB per session, several sessions alive while the
@@ -31,4 +31,23 @@ def x_shape(dataset) -> tuple[int, ...]:
     return tuple(int(d) for d in x.shape[1:])
 
 
-__all__ = ["batch_for", "x_shape", "BATCH_BYTES", "MAX_BATCH"]
+def release_freed() -> bool:
+    """Hand the pages the C allocator holds free back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+    torch frees a stage's tensors into glibc's heap, which keeps them resident: after the check's activation
+    statistics on RepVGG-A0 at 224 (64 images), 804 -> 437 MiB. Returns whether it could ask."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return False
+    trim(0)
+    return True
+
+
+__all__ = ["batch_for", "x_shape", "release_freed", "BATCH_BYTES", "MAX_BATCH"]

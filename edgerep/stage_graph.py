@@ -105,6 +105,7 @@ Say = Callable[[str, str], None]
 def run_stage(stage: Stage, results: dict[str, Any], say: Say, clock: StageClock) -> None:
     """Run one stage on the results it needs (if its rule enables it) and record what it gives."""
     from edgerep.interrupts import raise_if_taken
+    from edgerep.memory import release_freed
 
     if not stage.enabled(results.get("opts")):
         results[stage.gives] = None
@@ -114,6 +115,7 @@ def run_stage(stage: Stage, results: dict[str, Any], say: Say, clock: StageClock
     say(stage.name, stage.start)
     out = stage.fn(**{n: results[n] for n in stage.needs})
     results[stage.gives] = out
+    release_freed()  # what the stage freed leaves the resident set before the next one starts
     say(stage.name, f"{out.summary()} ({time.perf_counter() - t0:.1f} s)")
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from hypothesis import given
 from hypothesis import strategies as st
 
+import edgerep.quant.calibrate as calibrate_mod
 from edgerep.quant.calibrate import _MAX_BINS, ArrayDataset, _AbsHistogram, _Stats, bin_counts, calibrate_many
 from edgerep.quant.export import export_onnx
 
@@ -68,6 +69,49 @@ def _values_and_edges(draw):
 def test_bin_counts_are_numpys_histogram_at_those_edges(case):
     x, edges = case
     np.testing.assert_array_equal(bin_counts(x, edges), np.histogram(x, bins=edges)[0])
+
+
+@given(_values_and_edges(), st.integers(1, 64))
+def test_bin_counts_in_blocks_are_numpys_histogram(case, block):
+    """Binned a block at a time (issue 23's cost: the temporaries stay in cache), the counts are numpy's."""
+    x, edges = case
+    before, calibrate_mod.BLOCK = calibrate_mod.BLOCK, block
+    try:
+        np.testing.assert_array_equal(bin_counts(x, edges), np.histogram(x, bins=edges)[0])
+    finally:
+        calibrate_mod.BLOCK = before
+
+
+def _whole_array_hist(batches):
+    """_Stats' |x| histogram as the whole-array code made it: floor(|x| / width) in float32, halved per doubling."""
+    hist, width = None, 0.0
+    for a in batches:
+        amax = float(np.abs(a).max())
+        if hist is None:
+            width, hist = max(amax, 1e-12) / 2048, np.zeros(2048, np.int64)
+        idx = (np.abs(a).ravel() / width).astype(np.int64)
+        need = int(np.float32(amax) / np.float32(width)) + 1
+        while need > _MAX_BINS:
+            hist = np.append(hist, 0) if len(hist) % 2 else hist
+            hist, width, idx, need = hist.reshape(-1, 2).sum(axis=1), width * 2, idx // 2, (need - 1) // 2 + 1
+        hist = np.concatenate([hist, np.zeros(max(0, need - len(hist)), np.int64)])
+        hist += np.bincount(idx, minlength=len(hist))
+    return hist, width
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 16])
+def test_stats_histogram_in_blocks_is_the_whole_array_histogram(block, monkeypatch):
+    """Blocks, the int32 route and the shift for coarsened bins give the whole-array histogram, bin for bin
+    (later batches up to 100x the first's range: the bins double several times)."""
+    monkeypatch.setattr(calibrate_mod, "BLOCK", block)
+    rng = np.random.default_rng(11)
+    batches = [rng.standard_normal((2, 3, 7, 5)).astype(np.float32) * s for s in (1.0, 3.0, 30.0, 100.0, 0.5)]
+    st_ = _Stats()
+    for b in batches:
+        st_.update(b)
+    hist, width = _whole_array_hist(batches)
+    assert st_.width == width and len(st_.hist) > 2048
+    np.testing.assert_array_equal(st_.hist, hist)
 
 
 def test_abs_histogram_chunks_equal_onnxruntime_whole_batches():

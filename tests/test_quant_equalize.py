@@ -108,3 +108,33 @@ def test_equalization_passes_prelu_exactly(tmp_path):
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     a, b = OrtEngine(tmp_path / "m.onnx").run(x), OrtEngine(tmp_path / "eq.onnx").run(x)
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
+def test_bias_correction_rounds_each_weight_grid_once_and_keeps_grids_apart(tmp_path, monkeypatch):
+    """The weight rounding is computed once per weights and grid (issue 23's cost: auto's three files, the CPU
+    policies and mixed precision's probes share it), and two grids never share an entry."""
+    import edgerep.quant.qdq as qdq
+
+    torch.manual_seed(3)
+    export_onnx(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1)).eval(), tmp_path / "c.onnx", (4, 5, 5))
+    x = (1.0 + rng_normal((16, 4, 5, 5))).astype(np.float32)
+    cal = calibrate(tmp_path / "c.onnx", ArrayDataset(x), method="minmax")
+    calls = []
+    real = qdq.fake_quant_weight
+    monkeypatch.setattr(qdq, "fake_quant_weight", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(qdq, "_ROUNDING", type(qdq._ROUNDING)())
+
+    def corrected(cfg):
+        model = onnx.load(tmp_path / "c.onnx")
+        qdq.correct_biases(model, cal, cfg)
+        from onnx import numpy_helper
+
+        return next(numpy_helper.to_array(i) for i in model.graph.initializer if i.dims == [6])
+
+    fine, coarse = QdqConfig(per_channel=True), QdqConfig(per_channel=False, reduce_range=True)
+    first = corrected(fine)
+    assert corrected(fine).tobytes() == first.tobytes() and len(calls) == 1  # the second file reused it
+    other = corrected(coarse)
+    assert len(calls) == 2 and not np.array_equal(other, first)
+    monkeypatch.setattr(qdq, "_ROUNDING", type(qdq._ROUNDING)())
+    assert corrected(coarse).tobytes() == other.tobytes()  # what the memo gave is what a fresh computation gives

@@ -197,3 +197,21 @@ def test_tensorrt_file_gets_mixed_precision_and_stays_lint_clean(tmp_path):
     kept = {n.name for n in qmodel.graph.node if n.op_type in ("Conv", "Gemm")
             and n.input[1] not in producers}  # float weights: TensorRT picks FP16/FP32 for these
     assert kept == set(res.tensorrt["excluded"]) and len(weights_dq) > len(kept)
+
+
+def test_the_tensorrt_file_reuses_the_auto_choices_simulated_score(digits_run, monkeypatch):
+    """The TensorRT file is the `auto` choice's simulated file, byte for byte: it is scored once (issue 23's
+    cost: one pass over the selection set less), and what the report says of it is that score."""
+    import edgerep.quant.pipeline as qp
+
+    model, fp32, _, d = digits_run
+    runs = []
+    real = qp._Judge.outputs
+    monkeypatch.setattr(qp._Judge, "outputs", lambda self, engine: runs.append(engine.path) or real(self, engine))
+    res = quantize_model(fp32, dataset("calib"), dataset("test"), d / "trt-once",
+                         QuantizeOptions(TargetOptions(("tensorrt",)), CalibrationOptions(cache_dir=d / "cache")),
+                         reference=reference_fn(model))
+    simulated = [p.name for p in runs if p.name != fp32.name]  # the FP32 file is scored against the unfolded model
+    assert sorted(simulated) == ["auto-minmax.onnx", "auto-mse.onnx", "auto-percentile.onnx"]  # not the TensorRT file
+    chosen = res.calibration["method"]
+    assert res.tensorrt["simulated_drop"] == round(res.calibration["auto_drop"][chosen], 4)

@@ -34,6 +34,9 @@ PERCENTILE_BINS = 2048
 #: follow from it, so calibration's memory is bounded by this, not by the batch or the data set. 64 MiB:
 #: RepVGG-A0 at 224, 64 images, three methods peaked at 1204 MiB with 256 MiB runs, 695 MiB with 64, in the same time
 RUN_BYTES = 64 << 20
+#: values binned at a time by the histograms: a block's temporaries stay in the CPU's cache (whole 64 MiB runs
+#: streamed each temporary through memory: 2.3x slower on RepVGG-A0's activations at 224)
+BLOCK = 1 << 16
 
 
 @dataclass
@@ -150,12 +153,33 @@ class _Stats:
             self.hist = np.zeros(2048, dtype=np.int64)
         # bins are floor(|x| / width) in float32, a monotone map: the largest bin is the largest |x|'s
         top = float(np.float32(amax) / np.float32(self.width))
-        idx = (np.abs(finite).ravel() / self.width).astype(np.int64)
         if top >= 2.0 ** 62:  # bins beyond int64 (a first batch of ~0, then large values): clamp them
-            idx = np.minimum(idx, np.iinfo(np.int64).max // 2)
-            need = int(idx.max()) + 1
-        else:
-            need = int(top) + 1
+            self._update_clamped(finite)
+            return
+        width, shift, need = self.width, 0, int(top) + 1
+        while need > _MAX_BINS:  # coarsen: double the bin width (each value's bin halves, floor(idx / 2))
+            if len(self.hist) % 2:
+                self.hist = np.append(self.hist, 0)
+            self.hist = self.hist.reshape(-1, 2).sum(axis=1)
+            self.width *= 2
+            shift += 1
+            need = (need - 1) // 2 + 1
+        if need > len(self.hist):
+            self.hist = np.concatenate([self.hist, np.zeros(need - len(self.hist), dtype=np.int64)])
+        flat = finite.ravel()
+        small = top < 2.0 ** 31  # every bin index fits int32: float32 -> int32 -> int64 is 10x faster than directly
+        for i in range(0, flat.size, BLOCK):  # a block at a time: its temporaries stay in the CPU's cache
+            idx = np.abs(flat[i:i + BLOCK]) / width
+            idx = idx.astype(np.int32).astype(np.int64) if small else idx.astype(np.int64)
+            if shift:
+                idx >>= shift  # floor(idx / 2) per doubling, as the whole-array path did
+            self.hist += np.bincount(idx, minlength=len(self.hist))
+
+    def _update_clamped(self, finite: np.ndarray) -> None:
+        """``update``'s histogram step when bins would pass int64 (whole array at once; rare)."""
+        idx = (np.abs(finite).ravel() / self.width).astype(np.int64)
+        idx = np.minimum(idx, np.iinfo(np.int64).max // 2)
+        need = int(idx.max()) + 1
         while need > _MAX_BINS:  # coarsen: double the bin width
             if len(self.hist) % 2:
                 self.hist = np.append(self.hist, 0)
@@ -201,18 +225,31 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     edges (half of a calibration pass at 224x224). Bin i holds ``edges[i] <= x < edges[i+1]``, the last bin
     also ``x == edges[-1]``; values outside the edges and NaN are not counted. The edges here are nearly
     uniform (onnxruntime's, extended at a fixed width): each value's bin is guessed from the mean width,
-    then moved until those same comparisons, in the values' dtype, hold."""
+    then moved until those same comparisons, in the values' dtype, hold. Binned ``BLOCK`` values at a time."""
     nb = len(edges) - 1
     first, last = edges[0], edges[-1]
-    inside = (values >= first) & (values <= last)  # NaN is neither
-    x = values if inside.all() else values[inside]
+    x = values.ravel()
+    if x.size and not (x.min() >= first and x.max() <= last):  # some outside, or NaN (it shows in min / max)
+        x = x[(x >= first) & (x <= last)]  # NaN is neither
     span = float(last) - float(first)
     if nb < 1 or x.size == 0 or not span > 0:
         return np.histogram(values, bins=edges)[0]
-    k = ((x - first) * (nb / span)).astype(np.intp)
+    scale = nb / span
+    upper = edges[1:].copy()  # bin k ends below upper[k]; the last bin holds its right edge too
+    upper[-1] = np.inf
+    counts = np.zeros(nb, dtype=np.intp)
+    for i in range(0, x.size, BLOCK):
+        counts += _block_counts(x[i:i + BLOCK], edges, upper, first, scale, nb)
+    return counts
+
+
+def _block_counts(x: np.ndarray, edges: np.ndarray, upper: np.ndarray, first: Any, scale: float,
+                  nb: int) -> np.ndarray:
+    """``bin_counts`` of one block of values, all inside the edges."""
+    k = ((x - first) * scale).astype(np.int32).astype(np.intp)  # < nb + 1: via int32, 10x faster than directly
     np.clip(k, 0, nb - 1, out=k)
-    off = x < edges[k]
-    off |= (x >= edges[k + 1]) & (k < nb - 1)
+    off = x < edges.take(k)
+    off |= x >= upper.take(k)
     if off.any():  # a guess a bin off (rounding, or edges far from uniform): the exact search for those
         k[off] = np.minimum(np.searchsorted(edges, x[off], side="right") - 1, nb - 1)
     return np.bincount(k, minlength=nb)
@@ -265,12 +302,12 @@ class _AbsHistogram:
         amax = max(-mn, mx)  # np.nanmax(|x|), exactly
         self._batch_amax = amax if self._batch_amax is None else max(self._batch_amax, amax)
         last = self.edges[-1]
-        below = ab < last
-        counts = bin_counts(ab[below], self.edges)
+        if amax < last:  # every value below the last edge (NaN is counted by neither)
+            counts = bin_counts(ab, self.edges)
+        else:
+            counts = bin_counts(ab[ab < last], self.edges)
+            self._pending.append(ab[ab >= last])
         self._batch_counts = counts if self._batch_counts is None else self._batch_counts + counts
-        above = ab[ab >= last]
-        if above.size:
-            self._pending.append(above.copy())
 
     def end_batch(self) -> None:
         """Close the current batch: extend the bins as onnxruntime does for the batch's |x| maximum."""

@@ -160,6 +160,7 @@ class _Judge:
         self.dataset = dataset
         self.classifier = self.task.name == "classify" and ref.ndim == 2
         self.ref_top1 = self._top1(ref)
+        self._scores: dict[tuple, Score] = {}  # (file sha256, session config, optimization) -> its score
 
     def _top1(self, out: np.ndarray) -> float | None:
         if self.y is None or not self.classifier:
@@ -186,7 +187,15 @@ class _Judge:
                          session_config=session_config)
 
     def score(self, path: Path, session_config: dict[str, str] | None = None, optimization: str = "all") -> Score:
-        return self.score_outputs(self.outputs(self.engine(path, session_config, optimization)))
+        """``path`` run on the evaluation data and scored; a file with the same bytes, run the same way, is scored
+        once (the TensorRT file is the `auto` choice's simulated file; mixed precision's search ends on a file
+        it has probed)."""
+        from edgerep.hashing import sha256_file
+
+        key = (sha256_file(path), tuple(sorted((session_config or {}).items())), optimization)
+        if key not in self._scores:
+            self._scores[key] = self.score_outputs(self.outputs(self.engine(path, session_config, optimization)))
+        return self._scores[key]
 
 
 def cosine_loss(out: np.ndarray, ref: np.ndarray, centered: bool = False) -> float:

@@ -10,8 +10,10 @@ a bias ``Add`` after a MatMul is left alone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -97,6 +99,27 @@ def fake_quant_weight(w: np.ndarray, config: QdqConfig, axis: int = 0) -> np.nda
     return np.moveaxis(out, 0, axis)
 
 
+#: (weight bytes' digest, shape, weight grid) -> the conv's weight rounding summed over its kernel window: the
+#: same weights under the same grid round the same way in every QDQ file of a run (auto's three range methods,
+#: the CPU policies that share a weight grid, mixed precision's probes), so each is computed once
+_ROUNDING: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_ROUNDING_ENTRIES = 1024
+
+
+def _rounding_per_input(w: np.ndarray, config: QdqConfig) -> np.ndarray:
+    """``(fake_quant_weight(w) - w).sum(axis=(2, 3))`` of a conv weight (O, I/g, kh, kw), memoized."""
+    key = (hashlib.sha1(w.tobytes()).hexdigest(), w.shape, config.weight, config.per_channel, config.reduce_range)
+    hit = _ROUNDING.get(key)
+    if hit is None:
+        hit = (fake_quant_weight(w, config, axis=0) - w).sum(axis=(2, 3))
+        _ROUNDING[key] = hit
+        if len(_ROUNDING) > _ROUNDING_ENTRIES:
+            _ROUNDING.popitem(last=False)
+    else:
+        _ROUNDING.move_to_end(key)
+    return hit
+
+
 def correct_biases(model, calibration: CalibrationResult, config: QdqConfig,
                    exclude: Iterable[str] = (), only: Iterable[str] | None = None) -> dict[str, float]:
     """Subtract each quantized conv's expected output shift from weight rounding (dW . E[x]) from its bias.
@@ -126,11 +149,10 @@ def correct_biases(model, calibration: CalibrationResult, config: QdqConfig,
         mu = np.asarray(mu, dtype=np.float64)
         if node.op_type == "Conv":
             groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-            dw = fake_quant_weight(w, config, axis=0) - w  # (O, I/g, kh, kw)
             cin_g = w.shape[1]
             if mu.shape[0] != cin_g * groups:
                 continue
-            per_out = dw.sum(axis=(2, 3))  # (O, I/g)
+            per_out = _rounding_per_input(w, config)  # (O, I/g)
             o_per_g = w.shape[0] // groups
             shift = np.array([per_out[o] @ mu[(o // o_per_g) * cin_g:(o // o_per_g + 1) * cin_g]
                               for o in range(w.shape[0])])
