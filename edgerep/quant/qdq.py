@@ -290,35 +290,16 @@ def float_tail(model) -> list[str]:
     detector's box decode, a classifier's pooling after a conv head). They stay in float: quantizing them buys
     no integer kernel (nothing weighted follows) and puts model outputs, e.g. box coordinates in pixels of all
     strides at once, on one 8-bit grid."""
-    weighted = set(quantizable_nodes(model))
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
-    reaches: dict[str, bool] = {}
-    for n in reversed(_topo_nodes(model)):
-        reaches[n.name] = n.name in weighted or any(reaches.get(c.name, False)
-                                                    for t in n.output for c in consumers.get(t, []))
-    return [n.name for n in model.graph.node if not reaches[n.name]]
-
-
-def _topo_nodes(model) -> list:
-    """``model.graph.node`` in a topological order (producers first), without changing the model."""
     produced = {t: n for n in model.graph.node for t in n.output}
-    order, seen = [], set()
-    for root in model.graph.node:
-        stack = [(root, False)]
-        while stack:
-            n, done = stack.pop()
-            if done:
-                order.append(n)
-                continue
-            if n.name in seen:
-                continue
-            seen.add(n.name)
-            stack.append((n, True))
-            stack.extend((produced[t], False) for t in n.input if t in produced and produced[t].name not in seen)
-    return order
+    weighted = set(quantizable_nodes(model))
+    feeding: set[str] = set()  # the weighted nodes and every node upstream of one
+    todo = [n for n in model.graph.node if n.name in weighted]
+    while todo:
+        n = todo.pop()
+        if n.name not in feeding:
+            feeding.add(n.name)
+            todo += [produced[t] for t in n.input if t in produced]
+    return [n.name for n in model.graph.node if n.name not in feeding]
 
 
 def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: CalibrationResult, config: QdqConfig,
@@ -361,8 +342,8 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
         with contextlib.redirect_stdout(io.StringIO()):
             q = qdq_quantizer(model, per_channel=config.per_channel, reduce_range=config.reduce_range,
                               weight_qtype=_qtype(config.weight), activation_qtype=_qtype(config.activation),
-                              tensors_range=td, nodes_to_quantize=only, nodes_to_exclude=exclude + tail, op_types=op_types,
-                              extra_options=extra)
+                              tensors_range=td, nodes_to_quantize=only, nodes_to_exclude=exclude + tail,
+                              op_types=op_types, extra_options=extra)
             q.quantize_model()
     finally:
         log.setLevel(level)
