@@ -46,6 +46,16 @@ def _finite(v: float | None) -> float | None:
     return (999.0 if v > 0 else -999.0) if math.isinf(v) else float(v)
 
 
+def user_values(user_metric: UserMetric, outputs: np.ndarray, labels: np.ndarray | None,
+                reference: np.ndarray | None) -> dict[str, float]:
+    """``--metric``'s value(s) on ``outputs`` (against the reference, else the outputs themselves), as the report's
+    ``user`` block: a number becomes ``{"metric": v}``, a mapping keeps its names."""
+    value = user_metric(outputs, labels, reference if reference is not None else outputs)
+    if isinstance(value, (int, float)):
+        return {"metric": float(value)}
+    return {str(k): float(v) for k, v in dict(value).items()}
+
+
 def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None,
           user_metric: UserMetric | None = None, classifier: bool = True) -> Accuracy | None:
     """The report's accuracy of collected outputs (``edgerep.report.models.make_accuracy``): top-1 against labels
@@ -64,9 +74,7 @@ def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray 
         if classifier:
             kw["agree"] = int(round(metrics.argmax_agreement(reference, outputs) * n))
     if user_metric is not None:
-        value = user_metric(outputs, labels, reference if reference is not None else outputs)
-        kw["user"] = {"metric": float(value)} if isinstance(value, (int, float)) else \
-            {str(k): float(v) for k, v in dict(value).items()}
+        kw["user"] = user_values(user_metric, outputs, labels, reference)
     return make_accuracy(**kw)
 
 

@@ -141,35 +141,24 @@ class DetectTask:
 
     def evaluate(self, outputs: np.ndarray, targets: Any, reference: np.ndarray | None, *, dataset: Any = None,
                  name: str = "", user_metric: Callable | None = None) -> Evaluation:
+        from edgerep.bench import metrics
+        from edgerep.bench.accuracy import _finite, score, user_values
         from edgerep.report.models.results import Fidelity
 
-        n = int(outputs.shape[0])
         if targets is None and not hasattr(dataset, "coco"):  # unlabelled (--data synthetic): fidelity, no mAP
-            from edgerep.bench import metrics
-            from edgerep.report.models.results import make_accuracy
-
-            cos = metrics.cosine(reference, outputs) if reference is not None and n else None
-            sq = metrics.sqnr_db(reference, outputs) if reference is not None and n else None
-            return Evaluation(make_accuracy(samples=n, classifier=False, labelled=False, cosine=_finite_or_none(cos),
-                                            sqnr_db=_finite_or_none(sq)))
+            return Evaluation(score(outputs, None, reference, user_metric, classifier=False))
+        n = int(outputs.shape[0])
+        fid = None
+        if reference is not None and n:
+            fid = Fidelity(cosine=_finite(metrics.cosine(reference, outputs)),
+                           sqnr_db=_finite(metrics.sqnr_db(reference, outputs)))
         gt = self.ground_truth(dataset, n, targets)
         image_ids = [im["id"] for im in gt["images"]]
         dets = self.detections(outputs, dataset, original=hasattr(dataset, "coco"))
         preds = self.coco_predictions(dets, image_ids)
-        fid = None
-        if reference is not None and n:
-            from edgerep.bench import metrics
-            from edgerep.bench.accuracy import _finite
-
-            fid = Fidelity(cosine=_finite(metrics.cosine(reference, outputs)),
-                           sqnr_db=_finite(metrics.sqnr_db(reference, outputs)))
         rel = f"predictions/{name}.json"
-        user = None
-        if user_metric is not None:
-            v = user_metric(outputs, None, reference if reference is not None else outputs)
-            user = {"metric": float(v)} if isinstance(v, (int, float)) else {str(k): float(x) for k, x in dict(v).items()}
-        acc, s = self.scored(gt, preds, rel, fidelity=fid, user=user,
-                             nonfinite=int(np.sum(~np.isfinite(outputs.reshape(n, -1)).all(1))) if n else 0)
+        user = user_values(user_metric, outputs, None, reference) if user_metric is not None else None
+        acc, s = self.scored(gt, preds, rel, fidelity=fid, user=user, nonfinite=metrics.nonfinite_rows(outputs))
         examples = [{"image": int(i), "boxes": np.round(d.boxes[:20], 1).tolist(),
                      "scores": np.round(d.scores[:20], 3).tolist(), "classes": d.classes[:20].tolist()}
                     for i, d in enumerate(dets[:EXAMPLES])]
@@ -244,10 +233,6 @@ class DetectTask:
         gt = coco_ground_truth(targets[:n], [str(i) for i in range(n)], names)
         dets = self.detections(outputs, dataset, original=False)
         return coco_map(gt, detections_to_coco(dets, list(range(n)))).map
-
-
-def _finite_or_none(v: float | None) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
 
 
 def restricted(gt: dict, image_ids: Iterable[Any]) -> dict:

@@ -65,14 +65,8 @@ def image_scores(outputs: np.ndarray, dataset: Any, reference: np.ndarray | None
 
 def scored_images(outputs: np.ndarray, dataset: Any, reference: np.ndarray | None = None) -> list[dict]:
     """``image_scores`` of outputs with non-finite values replaced (NaN 0, +inf 1, -inf 0), as an engine is scored
-    (the non-finite images are counted apart: ``nonfinite_images``)."""
+    (the non-finite images are counted apart: ``edgerep.bench.metrics.nonfinite_rows``)."""
     return image_scores(np.nan_to_num(outputs, nan=0.0, posinf=1.0, neginf=0.0), dataset, reference)
-
-
-def nonfinite_images(outputs: np.ndarray) -> int:
-    """How many output images hold a NaN or an infinity."""
-    n = int(outputs.shape[0])
-    return int(np.sum(~np.isfinite(outputs.reshape(n, -1)).all(1))) if n else 0
 
 
 def images_accuracy(rows: list[dict], scale: int, *, scores_file: str | None = None, fidelity: Any = None,
@@ -158,7 +152,7 @@ class SRTask:
     def evaluate(self, outputs: np.ndarray, targets: Any, reference: np.ndarray | None, *, dataset: Any = None,
                  name: str = "", user_metric: Callable | None = None) -> Evaluation:
         from edgerep.bench import metrics
-        from edgerep.bench.accuracy import _finite
+        from edgerep.bench.accuracy import _finite, user_values
         from edgerep.bench.sr_metrics import CONVENTION
         from edgerep.report.models.results import Fidelity
 
@@ -168,13 +162,10 @@ class SRTask:
         if reference is not None and n:
             fid = Fidelity(cosine=_finite(metrics.cosine(reference, outputs)),
                            sqnr_db=_finite(metrics.sqnr_db(reference, outputs)))
-        user = None
-        if user_metric is not None:
-            v = user_metric(outputs, None, reference if reference is not None else outputs)
-            user = {"metric": float(v)} if isinstance(v, (int, float)) else {str(k): float(x) for k, x in dict(v).items()}
+        user = user_values(user_metric, outputs, None, reference) if user_metric is not None else None
         rel = f"sr/{name}.json"
         acc = images_accuracy(rows, _scale(dataset, outputs), scores_file=rel, fidelity=fid,
-                              nonfinite=nonfinite_images(outputs), user=user)
+                              nonfinite=metrics.nonfinite_rows(outputs), user=user)
         file = {"convention": CONVENTION, "scale": _scale(dataset, outputs), "engine": name,
                 "images": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
         return Evaluation(acc, {rel: file}, {"per_image": rows, "first": outputs[:1]})
