@@ -41,6 +41,7 @@ import numpy as np
 
 from edgerep.errors import EdgerepError
 from edgerep.quant.debug_isolated import SAMPLES as ISOLATED_SAMPLES
+from edgerep.quant.debug_isolated import consumers
 from edgerep.quant.debug_isolated import isolated_sums
 from edgerep.quant.onnx_outputs import with_outputs
 
@@ -197,18 +198,10 @@ def _load(path: Path):
     return m
 
 
-def _consumers(model) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            out.setdefault(t, []).append(n)
-    return out
-
-
 def handed_tensor(model, node) -> str:
     """The tensor the next layer reads from ``node``: its output walked through ReLU / Q / DQ while one
     consumer reads it (a graph output stops the walk)."""
-    cons = _consumers(model)
+    cons = consumers(model)
     outs = {o.name for o in model.graph.output}
     t = node.output[0]
     while t not in outs and len(cons.get(t, [])) == 1:

@@ -40,15 +40,32 @@ class Region:
     model: object
 
 
-def _tail(f, f_node, target: str) -> list:
-    """The FP32 model's ops from ``f_node``'s output to ``target`` (ReLU, Clip, ...: one consumer each)."""
-    cons: dict[str, list] = {}
-    for n in f.graph.node:
+def consumers(model) -> dict[str, list]:
+    """Tensor name -> the nodes of ``model`` that read it."""
+    out: dict[str, list] = {}
+    for n in model.graph.node:
         for t in n.input:
-            cons.setdefault(t, []).append(n)
+            out.setdefault(t, []).append(n)
+    return out
+
+
+class _Index:
+    """A model's lookups, built once for all its layers' regions: each tensor's producer and readers, the
+    nodes and the initializers by name."""
+
+    def __init__(self, model):
+        self.model = model
+        self.prod = {o: n for n in model.graph.node for o in n.output}
+        self.cons = consumers(model)
+        self.nodes = {n.name: n for n in model.graph.node}
+        self.inits = {i.name: i for i in model.graph.initializer}
+
+
+def _tail(f: _Index, f_node, target: str) -> list:
+    """The FP32 model's ops from ``f_node``'s output to ``target`` (ReLU, Clip, ...: one consumer each)."""
     out, t = [], f_node.output[0]
     while t != target:
-        nxt = cons.get(t) or []
+        nxt = f.cons.get(t) or []
         if len(nxt) != 1:
             raise EdgerepError(f"{f_node.name}: its output does not reach {target} through single-consumer ops")
         out.append(nxt[0])
@@ -56,17 +73,15 @@ def _tail(f, f_node, target: str) -> list:
     return out
 
 
-def _region(q, f, node_name: str, boundary: set[str], target: str) -> Region:
+def _region(q: _Index, f: _Index, node_name: str, boundary: set[str], target: str) -> Region:
     """``node_name``'s region (see the module doc): the QDQ model ``q`` walked back from the layer's inputs
     to the ``boundary`` tensors, the layer, then the FP32 model ``f``'s ops from the layer to ``target``."""
     import onnx
     from onnx import helper
 
-    prod = {o: n for n in q.graph.node for o in n.output}
-    inits = {i.name: i for i in q.graph.initializer}
-    graph_inputs = {i.name for i in q.graph.input} - set(inits)
-    layer = next(n for n in q.graph.node if n.name == node_name)
-    f_layer = next(n for n in f.graph.node if n.name == node_name)
+    prod, inits = q.prod, q.inits
+    graph_inputs = {i.name for i in q.model.graph.input} - set(inits)
+    layer, f_layer = q.nodes[node_name], f.nodes[node_name]
     keep: set[str] = set()
     feeds: list[str] = []
     used: set[str] = set()
@@ -91,22 +106,22 @@ def _region(q, f, node_name: str, boundary: set[str], target: str) -> Region:
     own.ClearField("output")
     own.output.extend(f_layer.output)  # the name the FP32 tail reads (a fused ReLU renames it in the QDQ file)
     tail = _tail(f, f_layer, target)
-    f_inits = {i.name: i for i in f.graph.initializer}
-    tail_inits = [f_inits[i] for n in tail for i in n.input if i in f_inits and i not in used]
-    g = helper.make_graph([n for n in q.graph.node if n.name in keep] + [own] + tail, f"isolated_{node_name}",
+    tail_inits = [f.inits[i] for n in tail for i in n.input if i in f.inits and i not in used]
+    g = helper.make_graph([n for n in q.model.graph.node if n.name in keep] + [own] + tail, f"isolated_{node_name}",
                           [helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in feeds],
                           [helper.make_empty_tensor_value_info(target)],
                           [inits[i] for i in sorted(used)] + tail_inits)
-    m = helper.make_model(g, opset_imports=list(q.opset_import))
-    m.ir_version = q.ir_version
+    m = helper.make_model(g, opset_imports=list(q.model.opset_import))
+    m.ir_version = q.model.ir_version
     return Region(node_name, feeds, target, m)
 
 
-def build_regions(q, f, nodes: Sequence[str], targets: Sequence[str]) -> list[Region]:
+def build_regions(q_model, f_model, nodes: Sequence[str], targets: Sequence[str]) -> list[Region]:
     """Each layer's region (``nodes`` in graph order, ``targets`` the FP32 model's tensors the next layer
     reads). The layers' raw outputs in the QDQ file must be tensors of the FP32 model too (fed from it)."""
-    q_nodes = {n.name: n for n in q.graph.node}
-    f_tensors = {o for n in f.graph.node for o in n.output} | {i.name for i in f.graph.input}
+    q, f = _Index(q_model), _Index(f_model)
+    f_tensors = set(f.prod) | {i.name for i in f_model.graph.input}
+    q_nodes = q.nodes
     raw = {q_nodes[name].output[0] for name in nodes}
     regions = []
     for name, target in zip(nodes, targets):
@@ -149,4 +164,4 @@ def isolated_sums(q, f, nodes: Sequence[str], targets: Sequence[str], x: np.ndar
     return sums
 
 
-__all__ = ["SAMPLES", "ISO_BATCH", "Region", "build_regions", "isolated_sums"]
+__all__ = ["SAMPLES", "ISO_BATCH", "Region", "build_regions", "consumers", "isolated_sums"]
