@@ -163,6 +163,53 @@ def test_ladder_learns_rounding_before_keeping_layers_in_float(tmp_path):
     QuantizeOutput.model_validate({"schema": QUANTIZE_SCHEMA, **res.to_dict()} | {"files": {}})
 
 
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_layers_kept_in_float_after_a_missed_ladder_run_their_original_weights(tmp_path, target):
+    """AdaRound (2 steps: the rounding barely moves) misses a budget of 0: mixed precision keeps layers in float,
+    and those layers run the FP32 weights of the model before learning, not their learned copy on the int8 grid
+    (measured: with the copies, all 6 layers in float still lost 8.25 points; with the float weights 5 layers and
+    0.40); every layer still in INT8 stores the learned integers."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgerep.quant.options import JudgeOptions
+    from edgerep.quant.pipeline import quantize_model
+
+    model = _dead_digits(n_channels=6, sigmas=6.0)  # AdaRound: 19.7 -> 6.0 points
+    fp32 = export_folded(model, tmp_path / "m.onnx")
+    res = quantize_model(fp32, dataset("calib"), dataset("test"), tmp_path / "out",
+                         QuantizeOptions(TargetOptions((target,)), judge=JudgeOptions(max_drop=0.0),
+                                         recovery=RecoveryOptions("adaround", iters=2)),
+                         reference=reference_fn(model))
+    assert [s.step for s in res.recovery.steps] == ["ptq", "adaround", "mixed"]
+    excluded = [e["node"] for e in res.excluded_nodes if e["target"] == target]
+    assert excluded, "the budget of 0 must keep some layer in float"
+    learned = res.recovery.learned[f"{target}+adaround"]
+    shipped = onnx.load(str(res.files[target]))
+    inits = {i.name: numpy_helper.to_array(i) for i in shipped.graph.initializer}
+    nodes = {n.name: n for n in shipped.graph.node}
+    for name in excluded:
+        w = inits[nodes[name].input[1]]
+        assert w.dtype == np.float32 and not _on_int8_grid(w), f"{name}: runs its learned copy, not its weights"
+        assert np.abs(w - _on_grid(learned[name], w)).max() > 0, name
+    int8 = {k: v for k, v in learned.items() if k not in excluded}
+    assert int8 and max_readback_difference(int8, qdq_int8_weights(res.files[target])) == 0
+    assert res.recovery.steps[-1].drop < res.recovery.steps[1].drop  # 0.40 vs AdaRound's 6.04 (was 8.25)
+
+
+def _on_grid(q: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``q`` on ``w``'s per-channel symmetric int8 grid (max |w| / 127 along axis 0)."""
+    s = np.abs(w).reshape(len(w), -1).max(1) / 127.0
+    return (q * s.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+
+
+def _on_int8_grid(w: np.ndarray) -> bool:
+    """Whether every channel of ``w`` is integers times its own max |w| / 127 (a learned copy is)."""
+    s = (np.abs(w).reshape(len(w), -1).max(1) / 127.0).reshape(-1, *([1] * (w.ndim - 1)))
+    k = w / np.where(s > 0, s, 1.0)
+    return bool(np.abs(k - np.round(k)).max() < 1e-3)
+
+
 def test_auto_changes_nothing_when_ptq_meets_the_budget(tmp_path):
     from edgerep.quant.pipeline import quantize_model
 

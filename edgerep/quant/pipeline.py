@@ -300,6 +300,7 @@ class _Target:
     calib: Any = None  # the calibration data (AdaRound and QAT learn on it)
     reference: Callable | None = None  # QAT's teacher (the unfolded FP32 model; None: the FP32 file)
     tag: str = ""  # appended to candidate names: "+adaround" once the weights are learned
+    float_source: Path | None = None  # the FP32 file before learning: layers kept in float take their weights from it
     cache: dict = field(default_factory=dict, compare=False, hash=False)  # the learned target, made once
 
     @property
@@ -690,7 +691,7 @@ def _learn(result: QuantizeResult, t: _Target, step: str, key: str, grid: QdqCon
         res = qat_model(t.src, out, t.cal, x, teacher, grid, options=QatOptions(steps=run.options.recovery.qat_steps),
                         say=run.say)
         result.recovery.qat = res.to_dict() | {"teacher": source}
-    t.cache[key] = replace(t, src=res.path, tag=tag, cache=t.cache)
+    t.cache[key] = replace(t, src=res.path, tag=tag, cache=t.cache, float_source=t.float_source or t.src)
     t.cache[f"{key}:weights"] = dict(res.qweights)
 
 
@@ -783,7 +784,7 @@ def _cpu_mixed(result: QuantizeResult, t: _Target, m: _Measured) -> tuple[Candid
     excluded = [e["node"] for e in mp.excluded]
     result.excluded_nodes = [e | {"target": "cpu", "precision": "fp32"} for e in mp.excluded]
     path = t.run.tmp / f"cpu-mixed{t.tag}.onnx"
-    write_qdq(t.src, path, t.cal, cfg, exclude_nodes=excluded)
+    write_qdq(t.src, path, t.cal, cfg, exclude_nodes=excluded, float_weights_from=t.float_source)
     s = t.judge.score(path, pol.session_config)
     v = s.verdict(t.budget)
     ms = latency_ms(t.judge.engine(path, pol.session_config), t.x1)
@@ -820,7 +821,7 @@ def _keep_in_float(t: _Target, cfg: QdqConfig, nodes: list[str], start: Score,
     probe = t.run.tmp / f"{name}{t.tag}-probe.onnx"
 
     def score(exclude, only):
-        write_qdq(t.src, probe, t.cal, cfg, exclude_nodes=exclude, only_nodes=only)
+        write_qdq(t.src, probe, t.cal, cfg, exclude_nodes=exclude, only_nodes=only, float_weights_from=t.float_source)
         return score_file(probe)
 
     return mixed_precision(nodes, score, t.budget, start=start)
@@ -871,7 +872,7 @@ def _tensorrt_target(result: QuantizeResult, t: _Target) -> None:
         result.excluded_nodes += [e | {"target": "tensorrt", "precision": "fp32",
                                        "on_engine": "fp16 if the TensorRT profile enables FP16, else fp32"}
                                   for e in mp.excluded]
-        info = write_qdq(t.src, dst, t.cal, cfg, exclude_nodes=excluded)
+        info = write_qdq(t.src, dst, t.cal, cfg, exclude_nodes=excluded, float_weights_from=t.float_source)
         s = simulated(dst)
         _record(result, "mixed", "tensorrt", (f"tensorrt{t.tag}+fp32[{len(excluded)}]", s, t.budget),
                 time.perf_counter() - t0, f"{len(excluded)} layer(s) kept in float", len(excluded))

@@ -264,6 +264,36 @@ PASS_THROUGH = ("Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "
                 "Squeeze", "Unsqueeze", "Pad", "Resize", "Slice")
 
 
+def restore_float_weights(model, original: str | Path, nodes: Iterable[str]) -> list[str]:
+    """Give ``nodes`` of ``model`` (in place) the weight and bias initializers of the same names in the FP32
+    file ``original`` (the model before its weights were learned); returns the initializers restored. An
+    initializer another, quantized layer also reads is left as it is (restoring it would change that layer)."""
+    import onnx
+    from onnx import numpy_helper
+
+    orig = {i.name: i for i in onnx.load(str(original), load_external_data=True).graph.initializer}
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = set(nodes)
+    readers: dict[str, set[str]] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            readers.setdefault(t, set()).add(n.name)
+    restored = []
+    for n in model.graph.node:
+        if n.name not in wanted or n.op_type not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+            continue
+        for t in n.input[1:3]:
+            if t not in inits or t not in orig or not readers.get(t, set()) <= wanted:
+                continue
+            a, b = numpy_helper.to_array(inits[t]), numpy_helper.to_array(orig[t])
+            if a.shape != b.shape:
+                raise EdgerepError(f"{original}: initializer {t!r} has shape {b.shape}, the learned model {a.shape}")
+            if not np.array_equal(a, b):
+                inits[t].CopyFrom(orig[t])
+                restored.append(t)
+    return restored
+
+
 def expand_exclusions(model, exclude: Iterable[str]) -> list[str]:
     """``exclude`` plus the pass-through ops (ReLU, pooling, reshapes) feeding each excluded node.
 
@@ -303,11 +333,14 @@ def float_tail(model) -> list[str]:
 
 
 def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: CalibrationResult, config: QdqConfig,
-              *, exclude_nodes: Iterable[str] = (), only_nodes: Iterable[str] | None = None) -> QdqInfo:
+              *, exclude_nodes: Iterable[str] = (), only_nodes: Iterable[str] | None = None,
+              float_weights_from: str | Path | None = None) -> QdqInfo:
     """Quantize ``fp32_path`` to a QDQ file at ``out_path`` with ``calibration``'s ranges.
 
     ``exclude_nodes`` stay in float (mixed precision); ``only_nodes`` (sensitivity analysis)
-    quantizes just those.
+    quantizes just those. ``float_weights_from``: the FP32 file before a recovery step learned
+    ``fp32_path``'s weights on their int8 grid; every layer left in float takes its weights and
+    bias back from it (a layer in float runs its float weights, not their rounded copy).
     """
     import onnx
 
@@ -324,6 +357,9 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     exclude = expand_exclusions(model, exclude)
     tail = float_tail(model)
     only = list(only_nodes) if only_nodes is not None else []
+    if float_weights_from is not None:
+        in_float = [n for n in names if n in exclude or (only and n not in only)]
+        restore_float_weights(model, float_weights_from, in_float)
     corrected = correct_biases(model, calibration, config, exclude, only or None) if config.bias_correction else {}
     extra = {
         "ActivationSymmetric": bool(config.symmetric_activations or config.activation == "s8"),
