@@ -13,7 +13,7 @@ from pathlib import Path
 from edgerep.errors import EdgerepError
 from edgerep.quant.calibrate import METHODS
 from edgerep.quant.cpu_features import CpuFeatures
-from edgerep.quant.policy import cpu_candidates
+from edgerep.quant.policy import cpu_candidates, with_int8_prelu
 
 TARGETS = ("cpu", "tensorrt")
 
@@ -62,11 +62,13 @@ class TargetOptions:
 
     def check_cpu(self, cpu: CpuFeatures) -> None:
         """A pinned CPU policy must be one ``cpu`` offers (known only once the CPU is)."""
-        known = [p.name for p in cpu_candidates(cpu)]
+        base = [p.name for p in cpu_candidates(cpu)]
+        known = [p.name for p in with_int8_prelu(cpu_candidates(cpu))]
         only = self.cpu_policies
         if only is not None and (not only or any(p not in known for p in only)):
             raise QuantizeOptionError("target.cpu_policies", f"cpu policy {', '.join(only) or '(none)'}: this CPU "
-                                                             f"({cpu.int8_dot}) offers {', '.join(known)}")
+                                                             f"({cpu.int8_dot}) offers {', '.join(base)} (each with "
+                                                             f"a -prelu8 twin: PReLU on the integers)")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from edgerep.quant.mixed import MixedResult, Score, mixed_precision
 from edgerep.quant.options import (CalibrationOptions, JudgeOptions, QuantizeOptionError,  # noqa: F401 (re-exported)
                                    QuantizeOptions, TargetOptions)
 from edgerep.quant.paired import resolution_note, tied_with_best
-from edgerep.quant.policy import TENSORRT, CpuPolicy, by_simplicity, cpu_candidates
+from edgerep.quant.policy import (PRELU_INT8_SUFFIX, TENSORRT, CpuPolicy, by_simplicity, cpu_candidates,
+                                  with_int8_prelu)
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 from edgerep.quant.recover import LadderStep, Recovery, adaround_changed, qat_changed
 
@@ -448,15 +449,31 @@ def _reference_summary(run: _Run, sel: _Selection) -> dict[str, Any]:
     return summary
 
 
+SR_TIMING_FRAME = (360, 640)  # LR height, width: a 360p frame in, 720p out at x2 (issue 25's stated size)
+
+
 def _timing_input(x: np.ndarray, batch: int, static: bool, data: Any = None) -> np.ndarray:
     """One sample to time candidates on (a static-batch model: one whole batch, zero-padded). SR data scored on
-    patches: the first photo's whole LR image (``SRDataset.whole_input``), a size an SR model is run at."""
+    patches: a 360 x 640 LR frame tiled from the first photo's whole LR image (``SRDataset.whole_input``): which
+    CPU policy is fastest depends on the frame size (the integer PReLU gains ~20% at 360p and nothing on a
+    225 x 150 photo), so candidates are timed at the size a video SR model runs at."""
     if not static and hasattr(data, "whole_input") and len(data):
-        return np.ascontiguousarray(data.whole_input(0)[0])
+        return sr_timing_frame(data.whole_input(0)[0])
     x1 = np.ascontiguousarray(x[:batch] if static else x[:1])
     if static and len(x1) < batch:
         x1 = np.concatenate([x1, np.zeros((batch - len(x1), *x1.shape[1:]), np.float32)])
     return x1
+
+
+def sr_timing_frame(lr: np.ndarray, size: tuple[int, int] = SR_TIMING_FRAME) -> np.ndarray:
+    """``lr`` (1, C, h, w) tiled by reflection to ``size`` (real pixels, no seams of zeros)."""
+    h, w = size
+    reps = (1, 1, -(-h // lr.shape[2]), -(-w // lr.shape[3]))
+    flips = [lr, lr[:, :, ::-1]]
+    rows = np.concatenate([flips[i % 2] for i in range(reps[2])], axis=2)
+    cols = [rows, rows[:, :, :, ::-1]]
+    tiled = np.concatenate([cols[j % 2] for j in range(reps[3])], axis=3)
+    return np.ascontiguousarray(tiled[:, :, :h, :w], dtype=np.float32)
 
 
 def choose_auto_method(scores: dict[str, Score]) -> tuple[str, list[str]]:
@@ -538,11 +555,21 @@ class _CpuChoice:
     reason: str
 
 
+def _cpu_policies(t: _Target, cpu: CpuFeatures) -> list[CpuPolicy]:
+    """This CPU's candidates; with a PReLU that can run on the integers, each with its twin that does
+    (``with_int8_prelu``)."""
+    from edgerep.quant.prelu import int8_prelus
+
+    pols, only = cpu_candidates(cpu), t.run.options.target.cpu_policies or ()
+    twins = any(n.endswith(PRELU_INT8_SUFFIX) for n in only) or bool(int8_prelus(_load(t.src)))
+    return with_int8_prelu(pols) if twins else pols
+
+
 def _cpu_target(result: QuantizeResult, t: _Target, cpu: CpuFeatures) -> None:
     """The CPU file: every candidate this CPU offers (or the pinned ones) measured, ranked, one chosen."""
     only = t.run.options.target.cpu_policies
     t0 = time.perf_counter()
-    measured = [_measure_cpu_policy(t, p) for p in cpu_candidates(cpu) if only is None or p.name in only]
+    measured = [_measure_cpu_policy(t, p) for p in _cpu_policies(t, cpu) if only is None or p.name in only]
     result.bias_correction.update(_bias_corrections(measured))
     rank = _rank_latency(t, measured)
     result.candidates = [m.candidate for m in measured]

@@ -39,10 +39,29 @@ def _p(name: str, act: str, reduce: bool, cfg: dict[str, str] | None, why: str) 
                      dict(cfg or {}), why)
 
 
+PRELU_INT8_SUFFIX = "-prelu8"
+
+
+def with_int8_prelu(policies: list[CpuPolicy]) -> list[CpuPolicy]:
+    """Each policy, then its twin whose PReLUs run on the integers (``QdqConfig.prelu_int8``: QLinearMul + Max,
+    the PReLU's output on its input's grid): faster, and a little less accurate (the output's grid is coarser),
+    so both are measured and the latency ranking picks the twin only when it is faster beyond the noise. For a
+    model with a PReLU whose slopes are all in [0, 1] (``edgerep.quant.prelu.int8_prelus``)."""
+    from dataclasses import replace
+
+    out = []
+    for p in policies:
+        twin = CpuPolicy(p.name + PRELU_INT8_SUFFIX, replace(p.qdq, prelu_int8=True), dict(p.session_config),
+                         p.expectation + "; PReLU on the integers (QLinearMul + Max), its output on its input's grid")
+        out += [p, twin]
+    return out
+
+
 def by_simplicity(policies: list[CpuPolicy]) -> list[CpuPolicy]:
     """Simplest first: no session flags before flags, 8-bit weights before 7-bit, then the ISA's order.
     Latency overrules this order only beyond the measured noise (``edgerep.bench.ranking``)."""
-    return sorted(policies, key=lambda p: (bool(p.session_config), p.qdq.reduce_range, policies.index(p)))
+    return sorted(policies, key=lambda p: (bool(p.session_config), p.qdq.reduce_range, p.qdq.prelu_int8,
+                                           policies.index(p)))
 
 
 def cpu_candidates(cpu: CpuFeatures) -> list[CpuPolicy]:

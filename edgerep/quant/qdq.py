@@ -39,6 +39,7 @@ class QdqConfig:
     qdq_on_add: bool = False
     bias_correction: bool = True
     prelu_as_max: bool = False  # PRelu -> Max(x, a x), exact (edgerep.quant.prelu): the CPU files, not TensorRT's
+    prelu_int8: bool = False  # a PRelu between Q/DQ -> QLinearMul + Max on the integers (prelu_int8): onnxruntime CPU
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +55,7 @@ class QdqInfo:
     excluded_nodes: list[str] = field(default_factory=list)
     add_inputs_quantized: int = 0
     prelu_rewritten: int = 0
+    prelu_int8: int = 0  # PReLUs run on the integers (QLinearMul + Max), not in float
     float_tail: list[str] = field(default_factory=list)  # ops after the last weighted layer, left in float
     bias_corrected: dict[str, float] = field(default_factory=dict)  # node -> max |correction|
 
@@ -360,6 +362,12 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     if float_weights_from is not None:
         in_float = [n for n in names if n in exclude or (only and n not in only)]
         restore_float_weights(model, float_weights_from, in_float)
+    if config.prelu_int8:  # a PReLU's output on its input's grid, so that it runs on the integers (prelu_int8)
+        from dataclasses import replace as _replace
+
+        from edgerep.quant.prelu import share_prelu_ranges
+
+        calibration = _replace(calibration, ranges=share_prelu_ranges(model, calibration.ranges))
     corrected = correct_biases(model, calibration, config, exclude, only or None) if config.bias_correction else {}
     extra = {
         "ActivationSymmetric": bool(config.symmetric_activations or config.activation == "s8"),
@@ -385,7 +393,11 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
         log.setLevel(level)
     qmodel = q.model.model
     added = _add_qdq_on_adds(qmodel, calibration) if config.qdq_on_add else 0
-    prelus = 0
+    prelus = int8_prelus = 0
+    if config.prelu_int8:
+        from edgerep.quant.prelu import prelu_int8
+
+        int8_prelus = prelu_int8(qmodel)
     if config.prelu_as_max:
         from edgerep.quant.prelu import prelu_as_max
 
@@ -398,5 +410,5 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     quantized = [n for n in names if n not in exclude and (not only or n in only)]
     return QdqInfo(path=str(out_path), config=config.to_dict(), quantized_nodes=quantized,
                    excluded_nodes=[n for n in names if n not in quantized] + [n for n in exclude if n not in names],
-                   add_inputs_quantized=added, prelu_rewritten=prelus, float_tail=tail,
+                   add_inputs_quantized=added, prelu_rewritten=prelus, prelu_int8=int8_prelus, float_tail=tail,
                    bias_corrected=corrected)
