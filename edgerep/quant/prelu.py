@@ -89,10 +89,11 @@ def prelu_int8(model) -> int:
     on the quantized tensor: ``Max(x_q, QLinearMul(x_q, a_q))``. Returns how many.
 
     Rounding and saturation are monotone, so ``max(Q(u), Q(v)) = Q(max(u, v))`` and ``Q(x) = x_q`` on one grid:
-    the result equals the float island ``Q(max(x, a x))`` except for the slopes, stored on their own 8-bit grid
-    (at most half a step of ``max a / 255`` each). onnxruntime has no per-channel quantized PRelu; the float
-    island (DequantizeLinear, Mul, Max, QuantizeLinear) runs ~11.5 ms per 16-channel 360 x 640 map, these two
-    integer ops ~3.7 ms (2 threads, avx512_vnni). ``QLinearMul`` is an onnxruntime contrib op (com.microsoft):
+    the result equals the float island ``Q(max(x, a x))`` on that grid except for the slopes, stored on their own
+    8-bit grid (at most half a step of ``max a / 255`` each). onnxruntime has no per-channel quantized PRelu; the
+    float island (DequantizeLinear, Mul, Max, QuantizeLinear) runs ~11.5 ms per 16-channel 360 x 640 map, these
+    two integer ops ~3.7 ms (2 threads, avx512_vnni); the SR demo's whole 360p frame 74.1 -> 58.4 ms of CPU on one
+    thread. ``QLinearMul`` is an onnxruntime contrib op (com.microsoft):
     only the onnxruntime CPU files get this rewrite. On separate grids it would take a second QLinearMul to move
     ``x`` onto the output's grid: no faster than the float island (measured), so such PReLUs are left."""
     from onnx import helper, numpy_helper
@@ -108,7 +109,7 @@ def prelu_int8(model) -> int:
     taken = {n.name for n in g.node} | {o for n in g.node for o in n.output} | set(inits)
     drop: set[int] = set()
     replace: dict[int, list] = {}  # id(PRelu) -> the integer ops in its place
-    new_inits = []
+    new_inits, slopes = [], set()
     for n in g.node:
         found = _int8_prelu_site(n, inits, producers, readers, outputs)
         if found is None:
@@ -122,6 +123,7 @@ def prelu_int8(model) -> int:
         new_inits += [numpy_helper.from_array(aq, names["slope_q"]),
                       numpy_helper.from_array(np.array(sa, np.float32), names["slope_scale"]),
                       numpy_helper.from_array(np.array(za, zdtype), names["slope_zero_point"])]
+        slopes.add(n.input[1])
         replace[id(n)] = [
             helper.make_node("QLinearMul", [x_q, sx, zx, names["slope_q"], names["slope_scale"],
                                             names["slope_zero_point"], q.input[1], q.input[2]], [names["times_slope"]],
@@ -139,8 +141,9 @@ def prelu_int8(model) -> int:
     del g.node[:]
     g.node.extend(nodes)
     g.initializer.extend(new_inits)
-    used = {t for n in g.node for t in n.input}
-    kept = [i for i in g.initializer if i.name in used or i.name in outputs]  # the float slopes went with the PRelus
+    used = {t for n in g.node for t in n.input} | outputs
+    gone = slopes - used  # the float slopes went with their PRelus (unless something else reads them)
+    kept = [i for i in g.initializer if i.name not in gone]
     del g.initializer[:]
     g.initializer.extend(kept)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
