@@ -36,6 +36,7 @@ class DeployOptions:
     calib_data: str | None = None  # calibration (activation ranges) only
     val_data: str | None = None  # selection (every choice) only
     eval_data: str | None = None  # test (reported and gated) only
+    train_data: str | None = None  # what the recovery ladder's learning steps learn on (default: calibration)
     allow_overlap: bool = False  # named sets may share samples (the report then says: optimistic)
     accuracy_gate: bool = True  # False: a latency-only run, no accuracy verdict asked for
     target: str = "x86-cpu"
@@ -158,7 +159,7 @@ def resolve_data(opts: DeployOptions, meta, plan: CalibrationPlan, say=lambda ms
 
     splits = resolve_splits(data=_data_spec(opts, meta, plan.recipe), calib=plan.spec, val=opts.val_data,
                             test=opts.eval_data, calib_split=plan.split, meta=meta, allow_overlap=opts.allow_overlap,
-                            calib_origin=plan.split_origin, say=say)
+                            calib_origin=plan.split_origin, train=opts.train_data, say=say)
     cal = splits.calibration
     if isinstance(cal, SyntheticDataset) and len(cal) < plan.samples:  # random inputs: as many as asked
         splits.sets["calibration"] = SyntheticDataset(cal.pre, n=plan.samples, seed=cal.seed)
@@ -588,7 +589,8 @@ def stage_quantize(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load
     # choices are judged against the folded FP32 model (equal to the unfolded one within the fold stage's
     # verified error, and a quarter of its cost at 224x224); every reported drop is against the unfolded model
     qres = quantize_model(export.fp32_onnx, load.splits.calibration, load.splits.selection, bundle_dir,
-                          quantize_options(opts, load), progress=lambda msg: say("quantize", msg), task=load.task)
+                          quantize_options(opts, load), progress=lambda msg: say("quantize", msg), task=load.task,
+                          train=load.splits.train)
     qdict = qres.to_dict()
     if qdict.get("excluded_nodes"):  # name each layer kept in float as the user knows it (the provenance)
         from edgerep.fold.onnx_names import provenance_names

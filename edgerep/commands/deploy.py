@@ -65,6 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-data", help="calibration set only: sets activation ranges (overrides --data)")
     p.add_argument("--val-data", help="selection set only: every choice is scored on it (overrides --data)")
     p.add_argument("--eval-data", help="test set only: reported and gated, never used to choose (overrides --data)")
+    p.add_argument("--train-data",
+                   help="what the recovery ladder (--recover) learns on: AdaRound and QAT use it instead of "
+                        "the calibration set (no labels needed); its train split, else all of it; refused if it "
+                        "shares a sample with the selection or test set")
     p.add_argument("--allow-overlap", action="store_true",
                    help="accept named sets that share samples; the report then says its numbers are optimistic")
     p.add_argument("--no-accuracy-gate", action="store_true",
@@ -170,7 +174,7 @@ def _options(args: argparse.Namespace):
 
     return DeployOptions(
         checkpoint=args.checkpoint, out=args.out, data=args.data, calib_data=args.calib_data,
-        val_data=args.val_data, eval_data=args.eval_data, allow_overlap=args.allow_overlap,
+        val_data=args.val_data, eval_data=args.eval_data, train_data=args.train_data, allow_overlap=args.allow_overlap,
         accuracy_gate=not args.no_accuracy_gate, target=args.target, max_drop=_max_drop(args.max_drop),
         max_drop_from_task=args.max_drop is None, force=args.force,
         load=parse_checkpoint_arguments(args), calib_samples=args.calib_samples,

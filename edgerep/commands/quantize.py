@@ -67,6 +67,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-data", dest="eval_data",
                    help="test set, as in deploy: never read to choose; it is held out of --data's split and "
                         "calibration or selection that shares a sample with it is refused")
+    p.add_argument("--train-data", dest="train_data",
+                   help="what the recovery ladder (--recover) learns on: AdaRound and QAT use it instead of "
+                        "the calibration set (no labels needed); its train split, else all of it; refused if it "
+                        "shares a sample with the selection or test set")
     p.add_argument("--allow-overlap", action="store_true",
                    help="accept sets that share samples (the numbers are then optimistic)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
@@ -165,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgerepError("--data: no calibration data named and the checkpoint names no data set")
     from edgerep.data.splits import resolve_splits
 
-    splits = resolve_splits(data=data, val=args.val_data, test=args.eval_data, meta=meta,
-                            allow_overlap=args.allow_overlap, say=log)  # as deploy; refused: nothing written
+    splits = resolve_splits(data=data, val=args.val_data, test=args.eval_data, meta=meta,  # as deploy; refused:
+                            allow_overlap=args.allow_overlap, train=args.train_data, say=log)  # nothing written
     calib, evaluate = splits.calibration, splits.selection
     from edgerep.tasks import resolve_task
 
@@ -201,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
         from edgerep.memory import batch_for
 
         options = replace(options, batch_size=batch_for(meta.input_shape))  # memory bounded at any input size
-        res = quantize_model(fp32, calib, evaluate, tmp, options, reference=reference, progress=log, task=task)
+        res = quantize_model(fp32, calib, evaluate, tmp, options, reference=reference, progress=log, task=task,
+                             train=splits.train)
         res.files = moved_paths(res.files, tmp, out)
         from edgerep.report.models import QUANTIZE_SCHEMA, QuantizeOutput, dump
 

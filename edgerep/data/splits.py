@@ -35,7 +35,10 @@ SPLIT_NAME = {"calibration": "calib", "selection": "val", "test": "test"}
 #: shares of one unsplit source, by role (normalized over the roles that need it)
 WEIGHTS = {"calibration": 0.2, "selection": 0.2, "test": 0.6}
 SPLIT_SEED = 0
-FLAG = {"calibration": "--calib-data", "selection": "--val-data", "test": "--eval-data"}
+FLAG = {"calibration": "--calib-data", "selection": "--val-data", "test": "--eval-data", "train": "--train-data"}
+#: the optional fourth role: what the recovery ladder's learning steps (AdaRound, QAT) learn on, instead of the
+#: calibration set; disjoint from selection and test like calibration (it may share samples with calibration)
+TRAIN_ROLE = "train"
 
 
 def stratified_split(labels: np.ndarray | None, n: int, weights: dict[str, float],
@@ -102,15 +105,24 @@ class DataSplits:
         """Whether the test set has labels (an accuracy verdict is possible)."""
         return bool(self.test.has_labels)
 
+    @property
+    def train(self) -> Dataset | None:
+        """The learning steps' set (``--train-data``), or None: they learn on the calibration set."""
+        return self.sets.get(TRAIN_ROLE)
+
+    def roles(self) -> tuple[str, ...]:
+        """The roles this deploy has: the three, and ``train`` when one was named."""
+        return ROLES + ((TRAIN_ROLE,) if TRAIN_ROLE in self.sets else ())
+
     def ids(self) -> dict[str, list[str]]:
         """``splits.json``: every sample id of each role."""
-        return {r: self.sets[r].sample_ids() for r in ROLES}
+        return {r: self.sets[r].sample_ids() for r in self.roles()}
 
     def to_report(self) -> dict[str, Any]:
         """Counts, fingerprints (of the id lists) and sources per role, and what the reader must know."""
         d: dict[str, Any] = {}
         ids_of = self.ids()
-        for r in ROLES:
+        for r in self.roles():
             ids = ids_of[r]
             d[r] = {"count": len(ids), "fingerprint": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
                     "source": self.sources[r].spec, "how": self.sources[r].how,
@@ -192,12 +204,14 @@ def _refuse_test_split(role: str, spec: str, split: str | None, allow: bool, ori
 
 def resolve_splits(*, data: str | None, calib: str | None = None, val: str | None = None, test: str | None = None,
                    calib_split: str = "calib", meta: Any = None, allow_overlap: bool = False,
-                   calib_origin: str | None = None, say=lambda msg: None) -> DataSplits:
+                   calib_origin: str | None = None, train: str | None = None, say=lambda msg: None) -> DataSplits:
     """The calibration, selection and test sets (see the module docstring); ``data=None`` with no named
     sets means synthetic inputs for every role (latency only: no accuracy verdict). The one resolver of
     every role: a non-test role on a test split, two roles on one split, and shared content (decoded
     pixels, across containers) are refused unless ``allow_overlap``. ``calib_origin`` says where
-    ``calib_split`` came from (e.g. a recipe's path) for the message."""
+    ``calib_split`` came from (e.g. a recipe's path) for the message. ``train`` (``--train-data``) names the
+    set the recovery ladder learns on: its own ``train`` split when it has one, else all of it; never a test
+    split, and sharing no sample with the selection or test set (it may share with calibration)."""
     from edgerep.data import open_dataset
 
     named = {"calibration": calib, "selection": val, "test": test}
@@ -248,12 +262,47 @@ def resolve_splits(*, data: str | None, calib: str | None = None, val: str | Non
                             hint=f"name a non-empty set with {FLAG[r]}")
     _refuse_shared_split(sources, allow_overlap)
     overlap = _overlaps(sets, sources, allow_overlap, carved)
+    if train is not None:
+        overlap.update(_add_train(str(train), sets, sources, meta, allow_overlap, notes))
     if overlap:
         notes.append("the sets share samples (--allow-overlap): accuracy figures are OPTIMISTIC")
     return DataSplits(sets, sources, notes, overlap, dropped)
 
 
 TRAIN = "train"
+
+
+def _add_train(spec: str, sets: dict, sources: dict, meta: Any, allow: bool, notes: list[str]) -> dict[str, int]:
+    """Open ``--train-data`` (its train split, else all of it) into ``sets["train"]``; refused on a test split or
+    when it shares samples (decoded pixels) with the selection or test set, unless ``allow``."""
+    split = TRAIN if _has_split(spec, TRAIN) else None
+    if split is None and _has_split(spec, SPLIT_NAME["test"]) and not allow:
+        raise DataError(f"the train set would read {spec}, which holds a test split: learning on test samples makes "
+                        "every figure optimistic", hint="give it a train/ split (x_train in an .npz), or pass "
+                                                        "--allow-overlap to accept optimistic numbers")
+    ds = _open(spec, split or TRAIN, meta, "calibration")
+    if len(ds) == 0:
+        raise DataError(f"the train set ({spec}) is empty", hint="name a non-empty set with --train-data")
+    sets[TRAIN_ROLE] = ds
+    sources[TRAIN_ROLE] = RoleSource(spec, "named" + (f" (split {split})" if split else ""), split)
+    out: dict[str, int] = {}
+    if spec == "synthetic":
+        return out
+    mine = set(_digests(ds))
+    for role in ("selection", "test"):
+        if sources[role].spec == "synthetic":
+            continue
+        shared = len(mine & set(_digests(sets[role])))
+        if shared and not allow:
+            raise DataError(f"the train set ({spec}) and the {role} set ({sources[role].spec}, {sources[role].how}) "
+                            f"share {shared} samples (same decoded pixels): learning on them makes every figure "
+                            "optimistic", hint=f"name disjoint sets (--train-data, {FLAG[role]}), or pass "
+                                               "--allow-overlap to accept optimistic numbers")
+        if shared:
+            out[f"train/{role}"] = shared
+            notes.append(f"the train and {role} sets share {shared} samples (--allow-overlap): accuracy figures are "
+                         "OPTIMISTIC")
+    return out
 
 
 def _carve(spec: str, meta: Any, sets: dict, sources: dict, own: list[str], cut: list[str], notes: list[str],

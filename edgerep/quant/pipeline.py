@@ -298,8 +298,9 @@ class _Target:
     cal: CalibrationResult
     judge: _Judge
     x1: np.ndarray
-    calib: Any = None  # the calibration data (AdaRound and QAT learn on it)
+    calib: Any = None  # the calibration data (AdaRound and QAT learn on it, unless ``train`` is given)
     reference: Callable | None = None  # QAT's teacher (the unfolded FP32 model; None: the FP32 file)
+    train: Any = None  # --train-data: what AdaRound and QAT learn on instead
     tag: str = ""  # appended to candidate names: "+adaround" once the weights are learned
     float_source: Path | None = None  # the FP32 file before learning: layers kept in float take their weights from it
     cache: dict = field(default_factory=dict, compare=False, hash=False)  # the learned target, made once
@@ -315,7 +316,7 @@ class _Target:
 
 def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: QuantizeOptions | None = None, *,
                    reference: Callable | None = None,
-                   progress: Callable[[str], None] | None = None, task: Any = None) -> QuantizeResult:
+                   progress: Callable[[str], None] | None = None, task: Any = None, train: Any = None) -> QuantizeResult:
     """Calibrate ``fp32_onnx`` once on ``calib`` and write a verified QDQ file per target into ``out_dir``.
 
     ``selection`` is held out from calibration and from the test set that is reported (labelled if
@@ -324,6 +325,8 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
     agreement. Accuracy is measured against ``reference`` (a callable on a batch; default the FP32 ONNX
     model). What to target, how to calibrate and how to judge are ``options`` (``QuantizeOptions``); ``task``
     (``edgerep.tasks``, default classify) scores every choice (a detector: its selection-split mAP drop).
+    ``train`` (``--train-data``, disjoint from selection and test) is what the recovery ladder's learning steps
+    learn on; without it they learn on ``calib``.
     """
     t0 = time.perf_counter()
     opts = options if options is not None else QuantizeOptions()
@@ -343,7 +346,9 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
         result.reference = _reference_summary(run, sel)
         target = _Target(run, src, cal, sel.judge, _timing_input(sel.judge.x, run.batch, run.static,
                                                                   selection if selection is not None else calib),
-                         calib, reference)
+                         calib, reference, train=train)
+        if result.recovery is not None and train is not None:
+            result.recovery.learned_on = "train"
         if "cpu" in opts.target.targets:
             _cpu_target(result, target, cpu)
         if "tensorrt" in opts.target.targets:
@@ -693,17 +698,18 @@ def _learn(result: QuantizeResult, t: _Target, step: str, key: str, grid: QdqCon
     from dataclasses import replace
 
     run = t.run
-    x, _ = _collect(t.calib, run.options.calibration.samples, run.batch, targets=False)
+    data, role = (t.train, "train") if t.train is not None else (t.calib, "calibration")
+    x, _ = _collect(data, run.options.calibration.samples, run.batch, targets=False)
     per = max(1, int(np.prod(x.shape[1:])) * 4)
     x = x[:max(16, min(len(x), (64 << 20) // per))]  # at most 64 MiB of inputs (or 16 samples)
     tag = f"{t.tag}+{step}"
     out = run.tmp / f"model{key.replace('+', '.').replace('@', '.')}.onnx"
-    run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} calibration samples")
+    run.say(f"recovery: {t.tag.lstrip('+') or 'PTQ'} missed {t.budget:g}; {step} on {len(x)} {role} samples")
     if step == "adaround":
         from edgerep.quant.adaround import AdaRoundOptions, adaround_model, worst_layers
 
         nodes, ranking = None, None
-        if run.options.recovery.layers == "worst":  # debug's ranking on the calibration images
+        if run.options.recovery.layers == "worst":  # debug's ranking on the learning images
             nodes, ranking = worst_layers(t.src, t.cal, x, grid, threads=run.options.judge.threads)
             run.say(f"adaround on the {len(nodes)} layer(s) adding 90% of the noise: {', '.join(nodes)}")
         res = adaround_model(t.src, out, t.cal, x, grid, nodes=nodes,

@@ -41,6 +41,7 @@ class Recovery:
     adaround: dict[str, Any] | None = None
     qat: dict[str, Any] | None = None
     learned: dict[str, Any] = field(default_factory=dict, repr=False)  # "cpu+adaround"... -> node -> int8 (not reported)
+    learned_on: str = "calibration"  # or "train": the --train-data set
 
     def add(self, step: LadderStep) -> None:
         """Record ``step``; the first step that meets the budget wins its target."""
@@ -50,7 +51,7 @@ class Recovery:
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "steps": [s.to_dict() for s in self.steps], "winner": dict(self.winner),
-                "adaround": self.adaround, "qat": self.qat}
+                "adaround": self.adaround, "qat": self.qat, "learned_on": self.learned_on}
 
 
 def adaround_changed(summary: dict[str, Any]) -> str:

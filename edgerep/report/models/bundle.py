@@ -44,4 +44,6 @@ class Splits(Strict):
     calibration: list[str] = Field(description="ids of the calibration samples (activation ranges)")
     selection: list[str] = Field(description="ids of the selection samples (every choice)")
     test: list[str] = Field(description="ids of the test samples (reported and gated)")
+    train: Optional[list[str]] = Field(None, description="ids of the --train-data samples the recovery ladder's "
+                                                         "learning steps used (null: they learn on calibration)")
     duplicates_dropped: dict[str, str] = Field(default_factory=dict, description="dropped id -> the id kept")

@@ -65,6 +65,8 @@ class SplitsSummary(Strict):
     calibration: RoleSummary = Field(description="activation ranges")
     selection: RoleSummary = Field(description="every choice (method, CPU policy, layers kept in float)")
     test: RoleSummary = Field(description="only reported and gated")
+    train: Optional[RoleSummary] = Field(None, description="--train-data: what the recovery ladder's learning "
+                                                           "steps learn on (null: the calibration set)")
     overlap: dict[str, Any] = Field(default_factory=dict, description="shared samples between roles "
                                                                       "(--allow-overlap; free-form counts)")
     duplicates_dropped: int = Field(0, description="repeated images dropped before splitting")
@@ -137,6 +139,8 @@ class RecoveryBlock(Strict):
                                                                  "MSE nearest -> learned, bias shift, seconds")
     qat: Optional[dict[str, Any]] = Field(None, description="steps, distillation MSE first -> last, layers, "
                                                             "teacher, seconds")
+    learned_on: str = Field("calibration", description="the set the learning steps learned on: calibration, or "
+                                                       "train (--train-data)")
 
 
 class QuantizationBlock(Open):
