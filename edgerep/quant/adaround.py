@@ -45,6 +45,11 @@ class AdaRoundOptions:
     warmup: float = 0.2
     samples: int = 256
     seed: int = 0
+    # A conv layer whose whole-sample step costs more than ``step_macs`` multiply-adds (batch x output positions x
+    # MACs per position) learns on one random output window per step instead, of side W the largest with
+    # batch x W^2 x MACs per position <= step_macs (at least 1); 0: whole samples always. 2^28 keeps every layer
+    # of the shipped digits, detector (160 px) and SR models on whole samples (their largest step: 236 M).
+    step_macs: int = 1 << 28
 
 
 @dataclass
@@ -155,6 +160,67 @@ def _layer_fn(node) -> Callable | None:
     return None
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A 2-D Conv's pads (ONNX order: top, left, bottom, right), strides, dilations and groups."""
+
+    pads: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+
+def conv_geometry(node) -> ConvGeometry | None:
+    """``node``'s geometry when it is a 2-D Conv with explicit pads (what ``_layer_fn`` runs); None otherwise."""
+    if node.op_type != "Conv":
+        return None
+    a = _attrs(node)
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(pads) != 4:
+        return None
+    st, dil = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
+    if len(st) != 2 or len(dil) != 2:
+        return None
+    return ConvGeometry((int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])), (int(st[0]), int(st[1])),
+                        (int(dil[0]), int(dil[1])), int(a.get("group", 1)))
+
+
+def pad_input(x, geo: ConvGeometry):
+    """``x`` (N, C, H, W) zero-padded with the conv's own pads (once, before any window is cut)."""
+    import torch.nn.functional as F
+
+    t, left, b, r = geo.pads
+    return F.pad(x, (left, r, t, b))
+
+
+def input_window(xp, geo: ConvGeometry, kernel: tuple[int, int], oy: int, ox: int, h: int, w: int):
+    """The part of the padded input ``xp`` that output rows ``oy:oy+h``, columns ``ox:ox+w`` read."""
+    (sy, sx), (dy, dx) = geo.stride, geo.dilation
+    y0, x0 = oy * sy, ox * sx
+    return xp[..., y0:y0 + (h - 1) * sy + (kernel[0] - 1) * dy + 1, x0:x0 + (w - 1) * sx + (kernel[1] - 1) * dx + 1]
+
+
+def conv_window(xp, wt, bt, geo: ConvGeometry, oy: int, ox: int, h: int, w: int, idx=None):
+    """The conv's outputs at rows ``oy:oy+h``, columns ``ox:ox+w`` from the padded input ``xp`` (its samples
+    ``idx``, all when None): the window's input crop convolved without padding (the full conv's outputs there)."""
+    import torch.nn.functional as F
+
+    crop = input_window(xp, geo, (int(wt.shape[2]), int(wt.shape[3])), oy, ox, h, w)
+    crop = crop if idx is None else crop[idx]  # the crop first: only the window is copied
+    return F.conv2d(crop, wt, bt, stride=geo.stride, dilation=geo.dilation, groups=geo.groups)
+
+
+def step_window(w_shape: Sequence[int], out_hw: Sequence[int], batch: int, step_macs: int) -> tuple[int, int] | None:
+    """The output window (rows, columns) a conv layer's Adam step uses, or None for whole samples: None when
+    ``step_macs`` is 0 or a whole-sample step of ``batch`` costs at most ``step_macs`` multiply-adds."""
+    per_pos = int(np.prod(w_shape))  # Cout x Cin/groups x kh x kw
+    h, w = int(out_hw[0]), int(out_hw[1])
+    if not step_macs or batch * h * w * per_pos <= step_macs:
+        return None
+    side = max(1, math.isqrt(max(step_macs // (batch * per_pos), 1)))
+    return min(side, h), min(side, w)
+
+
 def _rect_sigmoid(v):
     import torch
 
@@ -168,10 +234,13 @@ def _broadcast(scale: np.ndarray, axis: int, ndim: int) -> np.ndarray:
 
 
 def learn_rounding(fn: Callable, w: np.ndarray, b: np.ndarray | None, grid: Grid, x: np.ndarray, y_pre: np.ndarray,
-                   relu: bool, opts: AdaRoundOptions) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+                   relu: bool, opts: AdaRoundOptions, geometry: ConvGeometry | None = None
+                   ) -> tuple[np.ndarray, float, float, np.ndarray | None]:
     """One layer: the learned int8 weights, the output MSE with nearest and with learned rounding (on ``x``,
     against the FP32 output ``y_pre`` after a ReLU when ``relu``), and the bias after the empirical
-    correction (the mean pre-activation shift per channel; ``b`` itself when None)."""
+    correction (the mean pre-activation shift per channel; ``b`` itself when None). With a conv's
+    ``geometry``, a step costlier than ``opts.step_macs`` uses one random output window (``step_window``);
+    the MSEs and the bias correction are always on whole samples."""
     import torch
 
     g = torch.Generator().manual_seed(opts.seed)
@@ -194,9 +263,20 @@ def learn_rounding(fn: Callable, w: np.ndarray, b: np.ndarray | None, grid: Grid
 
     opt = torch.optim.Adam([v], lr=opts.lr)
     n = len(x)
+    win = step_window(w.shape, y_pre.shape[2:], min(opts.batch, n), opts.step_macs) \
+        if geometry is not None and w.ndim == 4 and y_pre.ndim == 4 else None
+    xp = pad_input(xt, geometry) if win is not None else None
     for it in range(opts.iters):
         idx = torch.randint(0, n, (min(opts.batch, n),), generator=g)
-        loss = ((act(fn(xt[idx], st * torch.clamp(ft + _rect_sigmoid(v), lo, hi), bt)) - yt[idx]) ** 2).sum(1).mean()
+        wq = st * torch.clamp(ft + _rect_sigmoid(v), lo, hi)
+        if win is None:
+            loss = ((act(fn(xt[idx], wq, bt)) - yt[idx]) ** 2).sum(1).mean()
+        else:  # a random output window: an exact piece of the per-position loss
+            (h, wd), (oh, ow) = win, y_pre.shape[2:]
+            oy = int(torch.randint(0, oh - h + 1, (1,), generator=g))
+            ox = int(torch.randint(0, ow - wd + 1, (1,), generator=g))
+            out = conv_window(xp, wq, bt, geometry, oy, ox, h, wd, idx)
+            loss = ((act(out) - yt[idx, :, oy:oy + h, ox:ox + wd]) ** 2).sum(1).mean()
         frac = it / opts.iters
         if frac >= opts.warmup:
             beta = 20.0 + (2.0 - 20.0) * (frac - opts.warmup) / (1 - opts.warmup)
@@ -308,7 +388,7 @@ def adaround_model(src: str | Path, out: str | Path, calibration: CalibrationRes
             w = numpy_helper.to_array(w_init).astype(np.float32)
             b_name = node.input[2] if len(node.input) > 2 and node.input[2] in inits else None
             b = numpy_helper.to_array(inits[b_name]).astype(np.float32) if b_name else None
-            q, e_near, e_learned, new_b = learn_rounding(fn, w, b, grid, xq, y_pre, relu, opts)
+            q, e_near, e_learned, new_b = learn_rounding(fn, w, b, grid, xq, y_pre, relu, opts, conv_geometry(node))
             w_init.CopyFrom(numpy_helper.from_array((q * _broadcast(grid.scale, grid.axis, q.ndim))
                                                     .astype(np.float32), w_init.name))
             shift = 0.0
@@ -427,6 +507,7 @@ def check_readback(learned: dict[str, np.ndarray], stored: dict[str, np.ndarray]
                            f"from them by up to {d}")
 
 
-__all__ = ["AdaRoundOptions", "AdaRoundResult", "Grid", "LayerRounding", "adaround_model", "check_readback",
+__all__ = ["AdaRoundOptions", "AdaRoundResult", "ConvGeometry", "Grid", "conv_geometry", "conv_window", "input_window",
+           "pad_input", "step_window", "LayerRounding", "adaround_model", "check_readback",
            "learn_rounding", "max_optimized_difference", "max_readback_difference", "optimized_int8_weights",
            "save_verified", "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]
