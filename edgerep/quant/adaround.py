@@ -65,6 +65,7 @@ class LayerRounding:
     max_bias_shift: float
     seconds: float
     skipped: str | None = None
+    inputs_seconds: float = 0.0  # of ``seconds``: the QDQ rewrite and the two onnxruntime passes (input, target)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -384,6 +385,7 @@ def adaround_model(src: str | Path, out: str | Path, calibration: CalibrationRes
             qnode = next(n for n in qm.graph.node if n.name == node.name)
             xq = _run(_session(qm, [qnode.input[0]], threads), x, [qnode.input[0]], batch, static)[qnode.input[0]]
             y_pre = _run(_session(fp32, [node.output[0]], threads), x, [node.output[0]], batch, static)[node.output[0]]
+            t_in = round(time.perf_counter() - t1, 3)
             relu = _relu_after(model, node)
             w = numpy_helper.to_array(w_init).astype(np.float32)
             b_name = node.input[2] if len(node.input) > 2 and node.input[2] in inits else None
@@ -398,9 +400,9 @@ def adaround_model(src: str | Path, out: str | Path, calibration: CalibrationRes
             result.qweights[node.name] = q
             flipped = int(np.sum(q != grid.q))
             result.layers.append(LayerRounding(node.name, int(q.size), flipped, e_near, e_learned, shift,
-                                               round(time.perf_counter() - t1, 3)))
+                                               round(time.perf_counter() - t1, 3), inputs_seconds=t_in))
             say(f"adaround {node.name}: {flipped} of {q.size} weights rounded the other way, output MSE "
-                f"{e_near:.3e} -> {e_learned:.3e}")
+                f"{e_near:.3e} -> {e_learned:.3e} ({result.layers[-1].seconds:.1f} s, inputs {t_in:.1f} s)")
         save_verified(model, out, calibration, cfg, result.qweights, tmp)
     result.seconds = time.perf_counter() - t0
     return result
