@@ -118,3 +118,60 @@ def test_adaround_model_passes_each_convs_geometry(tmp_path):
     assert all(not np.array_equal(runs[0].qweights[n], runs[1].qweights[n]) for n in convs)
     write_qdq(runs[1].path, tmp_path / "q.onnx", cal, TENSORRT)
     assert max_readback_difference(runs[1].qweights, qdq_int8_weights(tmp_path / "q.onnx")) == 0
+
+
+def test_qat_step_batch_is_the_most_samples_within_the_budget():
+    from edgerep.quant.qat import step_batch
+
+    assert step_batch(47_000_000, 32, 1 << 32) == 32  # the shipped detector at 160 px: ~1.5 G per step of 32
+    assert step_batch(1_360_000_000, 32, 1 << 32) == 3  # RepVGG-A0 at 224 x 224
+    assert step_batch(10 ** 12, 32, 1 << 32) == 1  # at least one sample
+    assert step_batch(10 ** 12, 32, 0) == 32  # 0: the batch always
+    assert step_batch(1000, 32, 31_999) == 31 and step_batch(1000, 32, 32_000) == 32
+
+
+def _small_qat(tmp_path):
+    from torch import nn
+
+    from edgerep.quant.calibrate import ArrayDataset, calibrate
+    from edgerep.quant.export import export_onnx
+    from test_quant_helpers import digits_splits
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10)).eval()
+    src = tmp_path / "net.onnx"
+    export_onnx(net, src, (1, 8, 8))
+    x, y = digits_splits()["calib"]
+    x = np.ascontiguousarray(x[:, :, :8, :8], dtype=np.float32)
+    with torch.no_grad():
+        teacher = net(torch.from_numpy(x)).numpy()
+    return src, calibrate(src, ArrayDataset(x, y), method="minmax"), x, teacher
+
+
+def test_qat_counts_the_students_multiply_adds_per_sample(tmp_path):
+    import onnx
+
+    from edgerep.quant.qat import Student
+    from edgerep.quant.qdq import _ensure_node_names
+
+    src, _cal, x, _t = _small_qat(tmp_path)
+    model = onnx.load(str(src))
+    _ensure_node_names(model)
+    s = Student(model, {}, {})
+    with torch.no_grad():
+        s(torch.from_numpy(x[:3]))
+    assert s.macs == 8 * 8 * (8 * 1 * 9) + 4 * 4 * (6 * 8 * 9) + 6 * 10  # per sample, whatever the batch
+
+
+def test_qat_on_a_small_model_steps_as_before_and_a_costly_one_on_fewer_samples(tmp_path):
+    from edgerep.quant.policy import TENSORRT
+    from edgerep.quant.qat import QatOptions, qat_model
+
+    src, cal, x, teacher = _small_qat(tmp_path)
+    runs = {m: qat_model(src, tmp_path / f"q{m}.onnx", cal, x, teacher, TENSORRT,
+                         options=QatOptions(steps=6, lr=1e-2, step_macs=m)) for m in (0, 1 << 32, 24_000)}
+    assert runs[0].batch == runs[1 << 32].batch == 32 and runs[24_000].batch == 2
+    assert all(np.array_equal(runs[0].qweights[k], runs[1 << 32].qweights[k]) for k in runs[0].qweights)
+    assert runs[0].loss_first == runs[1 << 32].loss_first and runs[0].loss_last == runs[1 << 32].loss_last
+    assert any(not np.array_equal(runs[0].qweights[k], runs[24_000].qweights[k]) for k in runs[0].qweights)
