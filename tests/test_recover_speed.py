@@ -175,3 +175,22 @@ def test_qat_on_a_small_model_steps_as_before_and_a_costly_one_on_fewer_samples(
     assert all(np.array_equal(runs[0].qweights[k], runs[1 << 32].qweights[k]) for k in runs[0].qweights)
     assert runs[0].loss_first == runs[1 << 32].loss_first and runs[0].loss_last == runs[1 << 32].loss_last
     assert any(not np.array_equal(runs[0].qweights[k], runs[24_000].qweights[k]) for k in runs[0].qweights)
+
+
+def test_the_layer_passes_run_only_the_nodes_upstream_and_give_the_same_values(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from edgerep.quant.adaround import _run, _session, upstream
+    from edgerep.quant.onnx_outputs import with_outputs
+    from edgerep.quant.qdq import _ensure_node_names
+
+    src, _cal, x, _t = _small_qat(tmp_path)
+    model = onnx.load(str(src))
+    _ensure_node_names(model)
+    t = next(n for n in model.graph.node if n.op_type == "Relu").output[0]  # the first ReLU's output
+    pruned = upstream(model, [t])
+    assert [n.op_type for n in pruned.graph.node] == ["Conv", "Relu"] and [o.name for o in pruned.graph.output] == [t]
+    full = ort.InferenceSession(with_outputs(model, [t]).SerializeToString(), providers=["CPUExecutionProvider"])
+    want = full.run([t], {full.get_inputs()[0].name: x})[0]
+    assert np.array_equal(_run(_session(model, [t], 1), x, [t], batch=64)[t], want)

@@ -27,7 +27,6 @@ import numpy as np
 
 from edgerep.errors import EdgerepError
 from edgerep.quant.calibrate import CalibrationResult
-from edgerep.quant.onnx_outputs import with_outputs
 from edgerep.quant.qdq import QdqConfig
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound's values)
@@ -312,10 +311,39 @@ def _largest_per_channel(q: np.ndarray, axis: int) -> np.ndarray:
 
 
 # ---- the model ------------------------------------------------------------------------------------------
+def upstream(model, names: Sequence[str]):
+    """A copy of ``model`` computing only ``names``: the nodes they depend on (walked back through producers),
+    its outputs ``names`` (onnxruntime runs every node of a graph whatever outputs a call asks for)."""
+    import onnx
+    from onnx import helper
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    keep: set[int] = set()
+    todo = [t for t in names if t in producer]
+    seen = set(todo)
+    while todo:
+        n = producer[todo.pop()]
+        if id(n) in keep:
+            continue
+        keep.add(id(n))
+        for t in n.input:
+            if t and t in producer and t not in seen:
+                seen.add(t)
+                todo.append(t)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    nodes = [n for n, orig in zip(m.graph.node, model.graph.node) if id(orig) in keep]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in names)
+    return m
+
+
 def _session(model, names: Sequence[str], threads: int | None):
     import onnxruntime as ort
 
-    m = with_outputs(model, names)
+    m = upstream(model, names)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
@@ -512,4 +540,4 @@ def check_readback(learned: dict[str, np.ndarray], stored: dict[str, np.ndarray]
 __all__ = ["AdaRoundOptions", "AdaRoundResult", "ConvGeometry", "Grid", "conv_geometry", "conv_window", "input_window",
            "pad_input", "step_window", "LayerRounding", "adaround_model", "check_readback",
            "learn_rounding", "max_optimized_difference", "max_readback_difference", "optimized_int8_weights",
-           "save_verified", "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]
+           "save_verified", "upstream", "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]
