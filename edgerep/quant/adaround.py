@@ -6,7 +6,11 @@ computes it (the target: the rounding also soaks up the error that reaches the l
 ``h(V)`` in [0, 1] per weight trained by Adam on ``||layer(x_q; s * (floor(w/s) + h(V))) - y_fp||^2`` plus a
 regularizer that drives every ``h`` to 0 or 1 (its exponent annealed 20 -> 2). Then the hard rounding, an
 empirical bias correction (the mean output shift the rounding leaves, per channel, subtracted from the bias),
-and the next layer.
+and the next layer. The loss is a mean over output positions, so a conv layer whose whole-sample step would cost
+more than ``AdaRoundOptions.step_macs`` (RepVGG-A0 at 224 x 224: every layer) steps on one random output window
+of its batch instead, cut exactly from the once-padded input (``conv_window``); the final MSEs and the bias
+correction stay on whole samples. Each layer's input and target are read by onnxruntime from a graph pruned to
+the nodes upstream of them (``upstream``).
 
 The grid is onnxruntime's own: scales and axes are read back from the QDQ file ``write_qdq`` writes for the
 config (symmetric int8, per-channel). The result is an FP32 file whose learned weights are exactly ``q * s``
