@@ -160,7 +160,8 @@ def test_qat_counts_the_students_multiply_adds_per_sample(tmp_path):
     _ensure_node_names(model)
     s = Student(model, {}, {})
     with torch.no_grad():
-        s(torch.from_numpy(x[:3]))
+        s(torch.from_numpy(x[:5]))
+        s(torch.from_numpy(x[:3]))  # counted afresh on each call
     assert s.macs == 8 * 8 * (8 * 1 * 9) + 4 * 4 * (6 * 8 * 9) + 6 * 10  # per sample, whatever the batch
 
 
