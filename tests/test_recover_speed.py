@@ -22,7 +22,9 @@ def _convs(draw):
     pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
     h = draw(st.integers(max(1, (kh - 1) * dy + 1 - pads[0] - pads[2]), 18))
     w = draw(st.integers(max(1, (kw - 1) * dx + 1 - pads[1] - pads[3]), 18))
-    return g, g * draw(st.integers(1, 2)), g * draw(st.integers(1, 2)), (kh, kw), ConvGeometry(pads, (sy, sx), (dy, dx), g), (h, w), draw(st.integers(0, 2**31 - 1))
+    geo = ConvGeometry(pads, (sy, sx), (dy, dx), g)
+    cin, cout = g * draw(st.integers(1, 2)), g * draw(st.integers(1, 2))
+    return g, cin, cout, (kh, kw), geo, (h, w), draw(st.integers(0, 2**31 - 1))
 
 
 @settings(max_examples=150, deadline=None)

@@ -336,7 +336,8 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
             opt.step()
             losses.append(loss.item())
         res.steps, res.loss_first, res.loss_last = opts.steps, losses[0], float(np.mean(losses[-10:]))
-        say(f"qat: {opts.steps} steps of {res.batch} samples ({student.macs / 1e6:.0f} M multiply-adds per sample), "
+        say(f"qat: {opts.steps} steps of {res.batch} samples ({student.macs / 1e6:.0f} M multiply-adds per "
+            "sample), "
             f"distillation MSE {res.loss_first:.3e} -> {res.loss_last:.3e}")
         inits = {i.name: i for i in model.graph.initializer}
         nodes = {n.name: n for n in model.graph.node}
@@ -358,5 +359,5 @@ def qat_model(src: str | Path, out: str | Path, calibration: CalibrationResult, 
     return res
 
 
-__all__ = ["QatOptions", "QatResult", "Student", "Unsupported", "activation_grid", "activation_quant", "channel_weights",
-           "qat_model", "step_batch"]
+__all__ = ["QatOptions", "QatResult", "Student", "Unsupported", "activation_grid", "activation_quant",
+           "channel_weights", "qat_model", "step_batch"]
