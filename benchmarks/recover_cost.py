@@ -15,7 +15,9 @@ policy u8s8 pinned, in this process:
 The budget is missed on purpose, and the mixed-precision search that would follow is not this benchmark's
 subject: the run stops when it starts (the progress line "mixed precision" ends the measurement). Phases are
 timed from the progress lines; RSS is sampled every 20 ms (VmRSS) and charged to the phase running. The learning
-steps run torch on one thread, as edgerep sets it. Wall times on the shared host are printed with the load.
+steps run torch on one thread, as edgerep sets it, with their steps sized in multiply-adds (AdaRound: one random
+output window per conv step, ``AdaRoundOptions.step_macs``; QAT: 3 images per step at 224,
+``QatOptions.step_macs``). Wall times on the shared host are printed with the load.
 """
 from __future__ import annotations
 

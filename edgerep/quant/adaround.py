@@ -6,7 +6,11 @@ computes it (the target: the rounding also soaks up the error that reaches the l
 ``h(V)`` in [0, 1] per weight trained by Adam on ``||layer(x_q; s * (floor(w/s) + h(V))) - y_fp||^2`` plus a
 regularizer that drives every ``h`` to 0 or 1 (its exponent annealed 20 -> 2). Then the hard rounding, an
 empirical bias correction (the mean output shift the rounding leaves, per channel, subtracted from the bias),
-and the next layer.
+and the next layer. The loss is a mean over output positions, so a conv layer whose whole-sample step would cost
+more than ``AdaRoundOptions.step_macs`` (RepVGG-A0 at 224 x 224: every layer) steps on one random output window
+of its batch instead, cut exactly from the once-padded input (``conv_window``); the final MSEs and the bias
+correction stay on whole samples. Each layer's input and target are read by onnxruntime from a graph pruned to
+the nodes upstream of them (``upstream``).
 
 The grid is onnxruntime's own: scales and axes are read back from the QDQ file ``write_qdq`` writes for the
 config (symmetric int8, per-channel). The result is an FP32 file whose learned weights are exactly ``q * s``
@@ -27,7 +31,6 @@ import numpy as np
 
 from edgerep.errors import EdgerepError
 from edgerep.quant.calibrate import CalibrationResult
-from edgerep.quant.onnx_outputs import with_outputs
 from edgerep.quant.qdq import QdqConfig
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound's values)
@@ -45,6 +48,11 @@ class AdaRoundOptions:
     warmup: float = 0.2
     samples: int = 256
     seed: int = 0
+    # A conv layer whose whole-sample step costs more than ``step_macs`` multiply-adds (batch x output positions x
+    # MACs per position) learns on one random output window per step instead, of side W the largest with
+    # batch x W^2 x MACs per position <= step_macs (at least 1); 0: whole samples always. 2^28 keeps every layer
+    # of the shipped digits, detector (160 px) and SR models on whole samples (their largest step: 236 M).
+    step_macs: int = 1 << 28
 
 
 @dataclass
@@ -60,6 +68,7 @@ class LayerRounding:
     max_bias_shift: float
     seconds: float
     skipped: str | None = None
+    inputs_seconds: float = 0.0  # of ``seconds``: the QDQ rewrite and the two onnxruntime passes (input, target)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,6 +164,67 @@ def _layer_fn(node) -> Callable | None:
     return None
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A 2-D Conv's pads (ONNX order: top, left, bottom, right), strides, dilations and groups."""
+
+    pads: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+
+def conv_geometry(node) -> ConvGeometry | None:
+    """``node``'s geometry when it is a 2-D Conv with explicit pads (what ``_layer_fn`` runs); None otherwise."""
+    if node.op_type != "Conv":
+        return None
+    a = _attrs(node)
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(pads) != 4:
+        return None
+    st, dil = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
+    if len(st) != 2 or len(dil) != 2:
+        return None
+    return ConvGeometry((int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])), (int(st[0]), int(st[1])),
+                        (int(dil[0]), int(dil[1])), int(a.get("group", 1)))
+
+
+def pad_input(x, geo: ConvGeometry):
+    """``x`` (N, C, H, W) zero-padded with the conv's own pads (once, before any window is cut)."""
+    import torch.nn.functional as F
+
+    t, left, b, r = geo.pads
+    return F.pad(x, (left, r, t, b))
+
+
+def input_window(xp, geo: ConvGeometry, kernel: tuple[int, int], oy: int, ox: int, h: int, w: int):
+    """The part of the padded input ``xp`` that output rows ``oy:oy+h``, columns ``ox:ox+w`` read."""
+    (sy, sx), (dy, dx) = geo.stride, geo.dilation
+    y0, x0 = oy * sy, ox * sx
+    return xp[..., y0:y0 + (h - 1) * sy + (kernel[0] - 1) * dy + 1, x0:x0 + (w - 1) * sx + (kernel[1] - 1) * dx + 1]
+
+
+def conv_window(xp, wt, bt, geo: ConvGeometry, oy: int, ox: int, h: int, w: int, idx=None):
+    """The conv's outputs at rows ``oy:oy+h``, columns ``ox:ox+w`` from the padded input ``xp`` (its samples
+    ``idx``, all when None): the window's input crop convolved without padding (the full conv's outputs there)."""
+    import torch.nn.functional as F
+
+    crop = input_window(xp, geo, (int(wt.shape[2]), int(wt.shape[3])), oy, ox, h, w)
+    crop = crop if idx is None else crop[idx]  # the crop first: only the window is copied
+    return F.conv2d(crop, wt, bt, stride=geo.stride, dilation=geo.dilation, groups=geo.groups)
+
+
+def step_window(w_shape: Sequence[int], out_hw: Sequence[int], batch: int, step_macs: int) -> tuple[int, int] | None:
+    """The output window (rows, columns) a conv layer's Adam step uses, or None for whole samples: None when
+    ``step_macs`` is 0 or a whole-sample step of ``batch`` costs at most ``step_macs`` multiply-adds."""
+    per_pos = int(np.prod(w_shape))  # Cout x Cin/groups x kh x kw
+    h, w = int(out_hw[0]), int(out_hw[1])
+    if not step_macs or batch * h * w * per_pos <= step_macs:
+        return None
+    side = max(1, math.isqrt(max(step_macs // (batch * per_pos), 1)))
+    return min(side, h), min(side, w)
+
+
 def _rect_sigmoid(v):
     import torch
 
@@ -168,10 +238,13 @@ def _broadcast(scale: np.ndarray, axis: int, ndim: int) -> np.ndarray:
 
 
 def learn_rounding(fn: Callable, w: np.ndarray, b: np.ndarray | None, grid: Grid, x: np.ndarray, y_pre: np.ndarray,
-                   relu: bool, opts: AdaRoundOptions) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+                   relu: bool, opts: AdaRoundOptions, geometry: ConvGeometry | None = None
+                   ) -> tuple[np.ndarray, float, float, np.ndarray | None]:
     """One layer: the learned int8 weights, the output MSE with nearest and with learned rounding (on ``x``,
     against the FP32 output ``y_pre`` after a ReLU when ``relu``), and the bias after the empirical
-    correction (the mean pre-activation shift per channel; ``b`` itself when None)."""
+    correction (the mean pre-activation shift per channel; ``b`` itself when None). With a conv's
+    ``geometry``, a step costlier than ``opts.step_macs`` uses one random output window (``step_window``);
+    the MSEs and the bias correction are always on whole samples."""
     import torch
 
     g = torch.Generator().manual_seed(opts.seed)
@@ -194,9 +267,20 @@ def learn_rounding(fn: Callable, w: np.ndarray, b: np.ndarray | None, grid: Grid
 
     opt = torch.optim.Adam([v], lr=opts.lr)
     n = len(x)
+    win = step_window(w.shape, y_pre.shape[2:], min(opts.batch, n), opts.step_macs) \
+        if geometry is not None and w.ndim == 4 and y_pre.ndim == 4 else None
+    xp = pad_input(xt, geometry) if win is not None else None
     for it in range(opts.iters):
         idx = torch.randint(0, n, (min(opts.batch, n),), generator=g)
-        loss = ((act(fn(xt[idx], st * torch.clamp(ft + _rect_sigmoid(v), lo, hi), bt)) - yt[idx]) ** 2).sum(1).mean()
+        wq = st * torch.clamp(ft + _rect_sigmoid(v), lo, hi)
+        if win is None:
+            loss = ((act(fn(xt[idx], wq, bt)) - yt[idx]) ** 2).sum(1).mean()
+        else:  # a random output window: an exact piece of the per-position loss
+            (h, wd), (oh, ow) = win, y_pre.shape[2:]
+            oy = int(torch.randint(0, oh - h + 1, (1,), generator=g))
+            ox = int(torch.randint(0, ow - wd + 1, (1,), generator=g))
+            out = conv_window(xp, wq, bt, geometry, oy, ox, h, wd, idx)
+            loss = ((act(out) - yt[idx, :, oy:oy + h, ox:ox + wd]) ** 2).sum(1).mean()
         frac = it / opts.iters
         if frac >= opts.warmup:
             beta = 20.0 + (2.0 - 20.0) * (frac - opts.warmup) / (1 - opts.warmup)
@@ -231,10 +315,39 @@ def _largest_per_channel(q: np.ndarray, axis: int) -> np.ndarray:
 
 
 # ---- the model ------------------------------------------------------------------------------------------
+def upstream(model, names: Sequence[str]):
+    """A copy of ``model`` computing only ``names``: the nodes they depend on (walked back through producers),
+    its outputs ``names`` (onnxruntime runs every node of a graph whatever outputs a call asks for)."""
+    import onnx
+    from onnx import helper
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    keep: set[int] = set()
+    todo = [t for t in names if t in producer]
+    seen = set(todo)
+    while todo:
+        n = producer[todo.pop()]
+        if id(n) in keep:
+            continue
+        keep.add(id(n))
+        for t in n.input:
+            if t and t in producer and t not in seen:
+                seen.add(t)
+                todo.append(t)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    nodes = [n for n, orig in zip(m.graph.node, model.graph.node) if id(orig) in keep]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in names)
+    return m
+
+
 def _session(model, names: Sequence[str], threads: int | None):
     import onnxruntime as ort
 
-    m = with_outputs(model, names)
+    m = upstream(model, names)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
@@ -304,11 +417,12 @@ def adaround_model(src: str | Path, out: str | Path, calibration: CalibrationRes
             qnode = next(n for n in qm.graph.node if n.name == node.name)
             xq = _run(_session(qm, [qnode.input[0]], threads), x, [qnode.input[0]], batch, static)[qnode.input[0]]
             y_pre = _run(_session(fp32, [node.output[0]], threads), x, [node.output[0]], batch, static)[node.output[0]]
+            t_in = round(time.perf_counter() - t1, 3)
             relu = _relu_after(model, node)
             w = numpy_helper.to_array(w_init).astype(np.float32)
             b_name = node.input[2] if len(node.input) > 2 and node.input[2] in inits else None
             b = numpy_helper.to_array(inits[b_name]).astype(np.float32) if b_name else None
-            q, e_near, e_learned, new_b = learn_rounding(fn, w, b, grid, xq, y_pre, relu, opts)
+            q, e_near, e_learned, new_b = learn_rounding(fn, w, b, grid, xq, y_pre, relu, opts, conv_geometry(node))
             w_init.CopyFrom(numpy_helper.from_array((q * _broadcast(grid.scale, grid.axis, q.ndim))
                                                     .astype(np.float32), w_init.name))
             shift = 0.0
@@ -318,9 +432,9 @@ def adaround_model(src: str | Path, out: str | Path, calibration: CalibrationRes
             result.qweights[node.name] = q
             flipped = int(np.sum(q != grid.q))
             result.layers.append(LayerRounding(node.name, int(q.size), flipped, e_near, e_learned, shift,
-                                               round(time.perf_counter() - t1, 3)))
+                                               round(time.perf_counter() - t1, 3), inputs_seconds=t_in))
             say(f"adaround {node.name}: {flipped} of {q.size} weights rounded the other way, output MSE "
-                f"{e_near:.3e} -> {e_learned:.3e}")
+                f"{e_near:.3e} -> {e_learned:.3e} ({result.layers[-1].seconds:.1f} s, inputs {t_in:.1f} s)")
         save_verified(model, out, calibration, cfg, result.qweights, tmp)
     result.seconds = time.perf_counter() - t0
     return result
@@ -427,6 +541,7 @@ def check_readback(learned: dict[str, np.ndarray], stored: dict[str, np.ndarray]
                            f"from them by up to {d}")
 
 
-__all__ = ["AdaRoundOptions", "AdaRoundResult", "Grid", "LayerRounding", "adaround_model", "check_readback",
+__all__ = ["AdaRoundOptions", "AdaRoundResult", "ConvGeometry", "Grid", "conv_geometry", "conv_window", "input_window",
+           "pad_input", "step_window", "LayerRounding", "adaround_model", "check_readback",
            "learn_rounding", "max_optimized_difference", "max_readback_difference", "optimized_int8_weights",
-           "save_verified", "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]
+           "save_verified", "upstream", "worst_layers", "qdq_int8_weights", "qdq_weight_grids"]
