@@ -211,8 +211,8 @@ def print_data_summary(report: dict) -> None:
               f"pixels x {scale_s}, mean {mean}, std {std}, resize {pre.get('resize')}, {pre.get('channel_order')}")
     sp = report.get("splits") or {}
     if sp:
-        parts = [f"{r} {sp[r]['count']} ({sp[r]['source']}, {sp[r]['how']})" for r in ("calibration", "selection",
-                                                                                       "test") if r in sp]
+        parts = [f"{r} {sp[r]['count']} ({sp[r]['source']}, {sp[r]['how']})"
+                 for r in ("calibration", "selection", "test", "train") if isinstance(sp.get(r), dict)]
         print("data: " + "; ".join(parts) + " -> splits.json")
         if sp.get("note"):
             print(f"data: {sp['note']}")

@@ -136,8 +136,10 @@ class DataSplits:
         """``splits.json``: the ids of each role, and ``duplicates_dropped`` ({dropped id: id kept})."""
         from edgerep.report.models import Splits, dump
 
-        doc = Splits(**self.ids(), duplicates_dropped=dict(self.duplicates))
-        Path(path).write_text(json.dumps(dump(doc), indent=1) + "\n")
+        doc = dump(Splits(**self.ids(), duplicates_dropped=dict(self.duplicates)))
+        if doc.get(TRAIN_ROLE) is None:  # no --train-data: the file is the three roles, as always
+            doc.pop(TRAIN_ROLE, None)
+        Path(path).write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def _has_split(spec: str, split: str, meta: Any = None) -> bool:

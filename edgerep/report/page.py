@@ -223,7 +223,8 @@ def _data(report: dict, links: dict[str, str]) -> str:
     split_rows = split_entries(report)
     if split_rows:
         use = {"calibration": "sets the activation ranges", "selection": "decides every choice (method, policy, "
-               "layers kept in float)", "test": "only reported and gated"}
+               "layers kept in float)", "test": "only reported and gated",
+               "train": "what the recovery ladder learns on (--train-data)"}
         out.append(table(["split", "images", "used for", "source", "labelled", "fingerprint"],
                          [[k, fmt.count(v.get("count")), use.get(k, ""),
                            " ".join(str(x) for x in (v.get("source"), v.get("how")) if x),

@@ -45,5 +45,5 @@ class Splits(Strict):
     selection: list[str] = Field(description="ids of the selection samples (every choice)")
     test: list[str] = Field(description="ids of the test samples (reported and gated)")
     train: Optional[list[str]] = Field(None, description="ids of the --train-data samples the recovery ladder's "
-                                                         "learning steps used (null: they learn on calibration)")
+                                                         "learning steps used (absent: they learn on calibration)")
     duplicates_dropped: dict[str, str] = Field(default_factory=dict, description="dropped id -> the id kept")
