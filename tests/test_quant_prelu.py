@@ -64,24 +64,47 @@ def _qdq_prelu_model(slopes: np.ndarray, grid_y: tuple[float, int] | None = None
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_prelu_on_the_integers_is_the_float_island_up_to_its_slopes_grid():
-    """A PReLU between Q and DQ on one grid runs as QLinearMul + Max on the u8 tensor: with slopes that sit on
-    their own 8-bit grid (k / 255) the output equals the float island's to one integer step (float32 rounding of
-    a product that lands on .5), and most values exactly; no PRelu or float island is left."""
+def test_prelu_on_the_integers_is_the_float_island_on_its_grid():
+    """A PReLU between Q and DQ on one grid runs as Max(x_q, Q(depthwise 1x1 conv by the slopes)) on the u8
+    tensor: the conv's weights are the slopes themselves (127 at scale a / 127; 0 for a zero slope); the output
+    equals the float island's to one integer step (requantization rounding), most values exactly; onnxruntime
+    runs the conv as a QLinearConv; no PRelu is left."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
     from edgerep.quant.prelu import prelu_int8
 
-    slopes = np.array([0, 51, 102, 255]) / 255.0
+    slopes = np.array([0.0, 0.2, 0.37, 1.0])
     m = _qdq_prelu_model(slopes)
     x = np.random.default_rng(0).uniform(-6, 6, (1, 4, 5, 7)).astype(np.float32)
     want = _run(m, x)
     assert prelu_int8(m) == 1
     ops = [n.op_type for n in m.graph.node]
-    assert ops == ["QuantizeLinear", "QLinearMul", "Max", "DequantizeLinear"], ops
-    assert "a" not in {i.name for i in m.graph.initializer}  # the float slopes went with the PRelu
-    steps = np.abs(_run(m, x) - want) / 0.05
+    assert "PRelu" not in ops and ops.count("Conv") == 1 and ops.count("Max") == 1, ops
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    assert {a.name: a for a in conv.attribute}["group"].i == 4
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert "a" not in inits  # the float slopes went with the PRelu
+    w = next(v for k, v in inits.items() if k.endswith("slope_weight"))
+    ws = next(v for k, v in inits.items() if k.endswith("slope_scale"))
+    assert np.allclose(w.reshape(4).astype(np.float32) * ws, slopes, rtol=1e-6, atol=0)
+    got = _run(m, x)
+    steps = np.abs(got - want) / 0.05
     assert steps.max() <= 1 + 1e-4 and np.mean(steps < 1e-4) > 0.9
     neg = x < -0.5  # the negative side is where the slopes act: a wrong op (Min) or slope would show here
-    assert np.abs(_run(m, x)[neg] - want[neg]).max() <= 0.05 + 1e-6
+    assert np.abs(got[neg] - want[neg]).max() <= 0.05 + 1e-6
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(_tmp_opt())
+    ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    assert "QLinearConv" in [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def _tmp_opt():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp(prefix="edgerep-prelu-")) / "opt.onnx"
 
 
 @pytest.mark.parametrize("slopes, grid_y", [([0.25, -0.3, 1.0, 0.0], None), ([1.0, 1.5, 3.0, 7.25], None),
@@ -106,9 +129,9 @@ def test_share_prelu_ranges_only_where_the_output_lies_inside_the_input_range():
 
 def test_cpu_policies_rewrite_prelu_the_tensorrt_file_keeps_it(tmp_path):
     """Every CPU policy (each ISA's candidates) runs PReLU as Max(x, a x) in float; its ``-prelu8`` twin's file has
-    no PRelu and no float island left: a PReLU between two quantized convs runs on the integers (QLinearMul +
-    Max, its output on its input's grid), with outputs within a few output steps of the policy's own file; the
-    TensorRT file keeps PRelu (TensorRT's native parametric-ReLU layer)."""
+    no PRelu and no float island left: a PReLU between two quantized convs runs on the integers (a depthwise 1x1
+    conv by the slopes + Max, its output on its input's grid), with outputs within a few output steps of the
+    policy's own file; the TensorRT file keeps PRelu (TensorRT's native parametric-ReLU layer)."""
     import onnx
     import torch
 
@@ -147,7 +170,7 @@ def test_cpu_policies_rewrite_prelu_the_tensorrt_file_keeps_it(tmp_path):
         path = tmp_path / f"{pol.name}.onnx"
         info = write_qdq(fp32, path, cal, pol.qdq)
         ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-        assert info.prelu_int8 == 1 and "PRelu" not in ops and ops.count("QLinearMul") == 1, (pol.name, ops)
+        assert info.prelu_int8 == 1 and "PRelu" not in ops and ops.count("Conv") == 3, (pol.name, ops)
         island = tmp_path / f"{pol.name}-float.onnx"  # its twin: the PReLU in float (Mul, Max) on its own grid
         write_qdq(fp32, island, cal, plain[pol.name[:-len("-prelu8")]].qdq)
         a, b = run(path, pol), run(island, pol)

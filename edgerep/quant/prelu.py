@@ -86,16 +86,18 @@ def share_prelu_ranges(model, ranges: dict[str, tuple[float, float]]) -> dict[st
 def prelu_int8(model) -> int:
     """Rewrite, in place, every PReLU with constant slopes in [0, 1] that sits between a per-tensor
     ``DequantizeLinear`` and a single ``QuantizeLinear`` of the same grid (``share_prelu_ranges``) as integer ops
-    on the quantized tensor: ``Max(x_q, QLinearMul(x_q, a_q))``. Returns how many.
+    on the quantized tensor: ``Max(x_q, Q(depthwise 1x1 conv of DQ(x_q) by the slopes))``. Returns how many.
 
-    Rounding and saturation are monotone, so ``max(Q(u), Q(v)) = Q(max(u, v))`` and ``Q(x) = x_q`` on one grid:
-    the result equals the float island ``Q(max(x, a x))`` on that grid except for the slopes, stored on their own
-    8-bit grid (at most half a step of ``max a / 255`` each). onnxruntime has no per-channel quantized PRelu; the
-    float island (DequantizeLinear, Mul, Max, QuantizeLinear) runs ~11.5 ms per 16-channel 360 x 640 map, these
-    two integer ops ~3.7 ms (2 threads, avx512_vnni); the SR demo's whole 360p frame 74.1 -> 58.4 ms of CPU on one
-    thread. ``QLinearMul`` is an onnxruntime contrib op (com.microsoft):
-    only the onnxruntime CPU files get this rewrite. On separate grids it would take a second QLinearMul to move
-    ``x`` onto the output's grid: no faster than the float island (measured), so such PReLUs are left."""
+    The slopes are the conv's per-channel int8 weights: ``w_q = 127`` with scale ``a_c / 127`` (0 with scale 1
+    for a zero slope), so the weight is the slope itself; onnxruntime fuses DQ -> Conv -> Q into a depthwise
+    ``QLinearConv``. Rounding and saturation are monotone, so ``max(Q(u), Q(v)) = Q(max(u, v))`` and
+    ``Q(x) = x_q`` on one grid: the result is the float island ``Q(max(x, a x))`` on that grid, up to the integer
+    conv's requantization rounding. onnxruntime has no per-channel quantized PRelu: in float the island
+    (DequantizeLinear, Mul, Max, QuantizeLinear) dominated the SR demo's INT8 frame. Measured on it, 360p,
+    2 threads, quiet host: a ``QLinearMul`` by the slopes ran ~3.2 ms per layer inside the NHWC graph (its
+    per-channel broadcast over 16 innermost values); the depthwise QLinearConv joins the NHWC chain: whole INT8
+    frame 62.9 (QLinearMul) -> 55.8 ms median, one thread 60.3 -> 50.9 ms of CPU (same run). On separate grids a second integer op would move ``x`` onto
+    the output's grid; such PReLUs are left in float."""
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -116,19 +118,25 @@ def prelu_int8(model) -> int:
             continue
         dq, q, a = found
         x_q, sx, zx = dq.input[0], dq.input[1], dq.input[2]
-        zdtype = numpy_helper.to_array(inits[zx]).dtype
-        aq, sa, za = _quantize_slopes(a, zdtype)
+        c = a.size
+        flat = a.reshape(c).astype(np.float32)
+        w_q = np.where(flat != 0, 127, 0).astype(np.int8).reshape(c, 1, 1, 1)
+        w_s = np.where(flat != 0, flat / np.float32(127), np.float32(1)).astype(np.float32)
         base = n.name or n.output[0]
-        names = {k: _fresh(f"{base}/{k}", taken) for k in ("slope_q", "slope_scale", "slope_zero_point", "times_slope")}
-        new_inits += [numpy_helper.from_array(aq, names["slope_q"]),
-                      numpy_helper.from_array(np.array(sa, np.float32), names["slope_scale"]),
-                      numpy_helper.from_array(np.array(za, zdtype), names["slope_zero_point"])]
+        k = {t: _fresh(f"{base}/{t}", taken) for t in ("slope_weight", "slope_scale", "slope_zero_point", "x_dq",
+                                                        "slope_dq", "times_slope", "times_slope_q")}
+        new_inits += [numpy_helper.from_array(w_q, k["slope_weight"]), numpy_helper.from_array(w_s, k["slope_scale"]),
+                      numpy_helper.from_array(np.zeros(c, np.int8), k["slope_zero_point"])]
         slopes.add(n.input[1])
         replace[id(n)] = [
-            helper.make_node("QLinearMul", [x_q, sx, zx, names["slope_q"], names["slope_scale"],
-                                            names["slope_zero_point"], q.input[1], q.input[2]], [names["times_slope"]],
-                             name=_fresh(f"{base}/slope_qlinearmul", taken), domain="com.microsoft"),
-            helper.make_node("Max", [x_q, names["times_slope"]], [q.output[0]], name=_fresh(f"{base}/max_int8", taken))]
+            helper.make_node("DequantizeLinear", [x_q, sx, zx], [k["x_dq"]], name=_fresh(f"{base}/x_dq", taken)),
+            helper.make_node("DequantizeLinear", [k["slope_weight"], k["slope_scale"], k["slope_zero_point"]],
+                             [k["slope_dq"]], axis=0, name=_fresh(f"{base}/slope_dq", taken)),
+            helper.make_node("Conv", [k["x_dq"], k["slope_dq"]], [k["times_slope"]], group=c, kernel_shape=[1, 1],
+                             name=_fresh(f"{base}/slope_conv", taken)),
+            helper.make_node("QuantizeLinear", [k["times_slope"], q.input[1], q.input[2]], [k["times_slope_q"]],
+                             name=_fresh(f"{base}/slope_q", taken)),
+            helper.make_node("Max", [x_q, k["times_slope_q"]], [q.output[0]], name=_fresh(f"{base}/max_int8", taken))]
         drop.add(id(q))
         if len(readers[dq.output[0]]) == 1:
             drop.add(id(dq))
@@ -146,8 +154,6 @@ def prelu_int8(model) -> int:
     kept = [i for i in g.initializer if i.name not in gone]
     del g.initializer[:]
     g.initializer.extend(kept)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return len(replace)
 
 
@@ -174,14 +180,3 @@ def _int8_prelu_site(n, inits, producers, readers, outputs):
     if zx.dtype != zy.dtype or zx.dtype not in (np.uint8, np.int8) or sx != sy or zx != zy:
         return None
     return dq, q, a
-
-
-def _quantize_slopes(a: np.ndarray, dtype) -> tuple[np.ndarray, float, int]:
-    """The slopes on an 8-bit asymmetric grid of ``dtype`` that holds 0: (integers, scale, zero point)."""
-    lo, hi = min(float(a.min()), 0.0), max(float(a.max()), 0.0)
-    info = np.iinfo(dtype)
-    scale = (hi - lo) / (info.max - info.min) if hi > lo else 1.0
-    zp = int(np.clip(np.round(info.min - lo / scale), info.min, info.max))
-    q = np.clip(np.round(a / scale) + zp, info.min, info.max).astype(dtype)
-    return q, float(np.float32(scale)), zp
-

@@ -39,7 +39,7 @@ class QdqConfig:
     qdq_on_add: bool = False
     bias_correction: bool = True
     prelu_as_max: bool = False  # PRelu -> Max(x, a x), exact (edgerep.quant.prelu): the CPU files, not TensorRT's
-    prelu_int8: bool = False  # a PRelu between Q/DQ -> QLinearMul + Max on the integers (prelu_int8): onnxruntime CPU
+    prelu_int8: bool = False  # a PRelu between Q/DQ -> integer depthwise conv + Max (prelu_int8): the CPU files
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,7 +55,7 @@ class QdqInfo:
     excluded_nodes: list[str] = field(default_factory=list)
     add_inputs_quantized: int = 0
     prelu_rewritten: int = 0
-    prelu_int8: int = 0  # PReLUs run on the integers (QLinearMul + Max), not in float
+    prelu_int8: int = 0  # PReLUs run on the integers (depthwise conv by the slopes + Max), not in float
     float_tail: list[str] = field(default_factory=list)  # ops after the last weighted layer, left in float
     bias_corrected: dict[str, float] = field(default_factory=dict)  # node -> max |correction|
 
