@@ -459,9 +459,10 @@ SR_TIMING_FRAME = (360, 640)  # LR height, width: a 360p frame in, 720p out at x
 
 def _timing_input(x: np.ndarray, batch: int, static: bool, data: Any = None) -> np.ndarray:
     """One sample to time candidates on (a static-batch model: one whole batch, zero-padded). SR data scored on
-    patches: a 360 x 640 LR frame tiled from the first photo's whole LR image (``SRDataset.whole_input``): which
-    CPU policy is fastest depends on the frame size (the integer PReLU gains ~20% at 360p and nothing on a
-    225 x 150 photo), so candidates are timed at the size a video SR model runs at."""
+    patches: a 360 x 640 LR frame tiled from the first photo's whole LR image (``SRDataset.whole_input``): on a
+    small photo fixed per-op costs weigh more than on a frame, and which CPU policy is fastest can depend on it
+    (the integer-PReLU twin, first form, under load: 0.80x at 360p, a tie on a 225 x 150 photo), so candidates
+    are timed at the size a video SR model runs at."""
     if not static and hasattr(data, "whole_input") and len(data):
         return sr_timing_frame(data.whole_input(0)[0])
     x1 = np.ascontiguousarray(x[:batch] if static else x[:1])
