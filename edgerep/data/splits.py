@@ -15,6 +15,8 @@ listed in ``splits.json``. Refused unless ``allow_overlap`` (the report then say
 optimistic): calibration or selection reading a ``test`` split; two roles reading one split; any two
 roles sharing a sample, compared by its decoded pixels before preprocessing (``pixel_digest``), so the
 same image as a PNG and as an .npz row is one sample. ``splits.json`` lists every sample id of each role.
+An optional fourth role, ``train`` (``--train-data``), is what the recovery ladder learns on instead of the
+calibration set: held to the same rules against selection and test (``_add_train``).
 """
 from __future__ import annotations
 
