@@ -113,3 +113,14 @@ def test_deploy_records_the_train_set_in_splits_json_and_the_report(tmp_path):
     assert ids["train"] and set(ids["train"]).isdisjoint(ids["test"]) and set(ids["train"]).isdisjoint(ids["selection"])
     assert rep["splits"]["train"]["count"] == len(ids["train"])
     assert rep["quantization"]["recovery"]["learned_on"] == "train"
+
+
+def test_train_data_without_the_ladder_is_said_to_be_unused(tmp_path, capsys):
+    from edgerep.cli import main
+    from test_quant_helpers import export_folded, trained_digits
+
+    fp32 = export_folded(trained_digits(), tmp_path / "m.onnx")
+    rc = main(["quantize", str(fp32), "--data", "digits", "--mean", "0.3", "--std", "0.4", "--train-data", "digits",
+               "--targets", "tensorrt", "--method", "minmax", "-o", str(tmp_path / "q")])
+    out = capsys.readouterr()
+    assert rc == 0 and "with --recover none nothing learns on it" in out.out + out.err
