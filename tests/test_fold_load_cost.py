@@ -1,6 +1,7 @@
 """Loading a folded checkpoint rebuilds the folded structure (``_fold_like``) without the whole-model float64
 proof: its weights are replaced by the checkpoint's at once. The proof runs where the fold is made
-(``fold_checkpoint``), once: on MobileOne-S0 at 224 the extra proof cost ~1 s per load on a quiet host, ~22 s with the cores shared."""
+(``fold_checkpoint``), once: on MobileOne-S0 at 224 the extra proof cost ~1 s per load on a quiet host, ~22 s
+with the cores shared."""
 from __future__ import annotations
 
 import torch
