@@ -96,22 +96,11 @@ def test_windowed_steps_learn_as_well_as_whole_samples_on_their_layer():
 
 
 def test_adaround_model_passes_each_convs_geometry(tmp_path):
-    from torch import nn
-
     from edgerep.quant.adaround import adaround_model, max_readback_difference, qdq_int8_weights
-    from edgerep.quant.calibrate import ArrayDataset, calibrate
-    from edgerep.quant.export import export_onnx
     from edgerep.quant.policy import TENSORRT
     from edgerep.quant.qdq import write_qdq
-    from test_quant_helpers import digits_splits
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
-    src = tmp_path / "net.onnx"
-    export_onnx(net, src, (1, 8, 8))
-    x, y = digits_splits()["calib"]
-    cal = calibrate(src, ArrayDataset(x, y), method="minmax")
+    _net, src, cal, x = _two_conv_net(tmp_path, 8)
     runs = {m: adaround_model(src, tmp_path / f"l{m}.onnx", cal, x, TENSORRT,
                               options=AdaRoundOptions(iters=40, step_macs=m)) for m in (0, 1)}
     convs = [r.node for r in runs[0].layers if "Conv" in r.node]
@@ -132,7 +121,9 @@ def test_qat_step_batch_is_the_most_samples_within_the_budget():
     assert step_batch(1000, 32, 31_999) == 31 and step_batch(1000, 32, 32_000) == 32
 
 
-def _small_qat(tmp_path):
+def _two_conv_net(tmp_path, mid: int):
+    """A seeded 1 -> 8 -> ``mid`` channel conv net (the second conv strided) with a 10-way head, exported, and
+    minmax ranges on the digits calibration split: (net, ONNX path, calibration, inputs)."""
     from torch import nn
 
     from edgerep.quant.calibrate import ArrayDataset, calibrate
@@ -140,15 +131,20 @@ def _small_qat(tmp_path):
     from test_quant_helpers import digits_splits
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10)).eval()
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, mid, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(mid, 10)).eval()
     src = tmp_path / "net.onnx"
     export_onnx(net, src, (1, 8, 8))
     x, y = digits_splits()["calib"]
     x = np.ascontiguousarray(x[:, :, :8, :8], dtype=np.float32)
+    return net, src, calibrate(src, ArrayDataset(x, y), method="minmax"), x
+
+
+def _small_qat(tmp_path):
+    net, src, cal, x = _two_conv_net(tmp_path, 6)
     with torch.no_grad():
         teacher = net(torch.from_numpy(x)).numpy()
-    return src, calibrate(src, ArrayDataset(x, y), method="minmax"), x, teacher
+    return src, cal, x, teacher
 
 
 def test_qat_counts_the_students_multiply_adds_per_sample(tmp_path):
