@@ -11,7 +11,8 @@ and the median per file is printed with the INT8 / FP32 ratios. Files timed:
 - ``fp32+max``: the same file with every PReLU rewritten as ``Max(x, a x)`` (``edgerep.quant.prelu``), so
   the INT8 file is also compared with an FP32 file that got the same exact rewrite;
 - ``int8``: ``model.int8.onnx`` as shipped (its PReLUs rewritten: the CPU policies' ``prelu_as_max``);
-- ``int8+prelu``: the INT8 file with its PReLUs put back (how it was before the rewrite).
+- ``int8+prelu``: the INT8 file with its PReLUs put back (how it was before the rewrite); absent for a file whose
+  PReLUs run on the integers (a ``-prelu8`` policy: nothing to put back).
 
 Then, per file, onnxruntime's profiler (``--profile-runs`` runs): the median time per node summed by op type,
 which says what bounds the ratio. The CPU model, its INT8 instruction set and the load average are printed.
@@ -112,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             onnx.save(m, str(tmp / "fp32max.onnx"))
             back = prelu_back(b / "model.int8.onnx", tmp / "int8prelu.onnx")
             files = {"fp32": (b / "model.fp32.onnx", {}), "fp32+max": (tmp / "fp32max.onnx", {}),
-                     "int8": (b / "model.int8.onnx", cfg), "int8+prelu": (tmp / "int8prelu.onnx", cfg)}
+                     "int8": (b / "model.int8.onnx", cfg)}
+            if back:  # a -prelu8 file's PReLUs run on the integers: nothing to put back, no such row
+                files["int8+prelu"] = (tmp / "int8prelu.onnx", cfg)
             sess = {k: _session(p, c, args.threads) for k, (p, c) in files.items()}
             for s in sess.values():
                 s.run(None, {"input": x})
@@ -129,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in med.items():
                 print(f"  {k:11s} {v:8.1f} ms")
             print(f"  INT8 / FP32 as exported: {med['int8'] / med['fp32']:.3f}; INT8 / FP32+max: "
-                  f"{med['int8'] / med['fp32+max']:.3f}; INT8 with PRelu / FP32: {med['int8+prelu'] / med['fp32']:.3f}")
+                  f"{med['int8'] / med['fp32+max']:.3f}"
+                  + (f"; INT8 with PRelu / FP32: {med['int8+prelu'] / med['fp32']:.3f}" if "int8+prelu" in med else
+                     " (its PReLUs run on the integers: no int8+prelu row)"))
             for k in ("fp32", "fp32+max", "int8"):
                 p, c = files[k]
                 ops = by_op(p, c, args.threads, x, args.profile_runs, tmp)
