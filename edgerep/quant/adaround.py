@@ -321,22 +321,12 @@ def upstream(model, names: Sequence[str]):
     import onnx
     from onnx import helper
 
-    producer = {o: n for n in model.graph.node for o in n.output}
-    keep: set[int] = set()
-    todo = [t for t in names if t in producer]
-    seen = set(todo)
-    while todo:
-        n = producer[todo.pop()]
-        if id(n) in keep:
-            continue
-        keep.add(id(n))
-        for t in n.input:
-            if t and t in producer and t not in seen:
-                seen.add(t)
-                todo.append(t)
+    from edgerep.quant.onnx_graph import ancestors
+
+    keep = ancestors(model, names)
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    nodes = [n for n, orig in zip(m.graph.node, model.graph.node) if id(orig) in keep]
+    nodes = [n for i, n in enumerate(m.graph.node) if i in keep]
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     del m.graph.output[:]

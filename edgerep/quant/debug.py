@@ -41,7 +41,7 @@ import numpy as np
 
 from edgerep.errors import EdgerepError
 from edgerep.quant.debug_isolated import SAMPLES as ISOLATED_SAMPLES
-from edgerep.quant.debug_isolated import consumers
+from edgerep.quant.onnx_graph import consumers
 from edgerep.quant.debug_isolated import isolated_sums
 from edgerep.quant.onnx_outputs import with_outputs
 

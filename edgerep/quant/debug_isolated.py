@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from edgerep.errors import EdgerepError
+from edgerep.quant.onnx_graph import consumers
 
 #: images the isolated measure reads by default (the first of the selection set)
 SAMPLES = 32
@@ -38,15 +39,6 @@ class Region:
     feeds: list[str]
     target: str
     model: object
-
-
-def consumers(model) -> dict[str, list]:
-    """Tensor name -> the nodes of ``model`` that read it."""
-    out: dict[str, list] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            out.setdefault(t, []).append(n)
-    return out
 
 
 class _Index:
@@ -164,4 +156,4 @@ def isolated_sums(q, f, nodes: Sequence[str], targets: Sequence[str], x: np.ndar
     return sums
 
 
-__all__ = ["SAMPLES", "ISO_BATCH", "Region", "build_regions", "consumers", "isolated_sums"]
+__all__ = ["SAMPLES", "ISO_BATCH", "Region", "build_regions", "isolated_sums"]

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgerep.quant.onnx_graph import consumers as onnx_consumers
+
 # ops through which a per-channel positive scale passes unchanged (channel axis 1)
 HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten")
 
@@ -41,10 +43,7 @@ def _attr(node, name, default):
 def find_pairs(model) -> list[tuple[object, object, list]]:
     """(first conv, next Conv/Gemm, ops between) chains that equalization may rescale."""
     inits = {i.name for i in model.graph.initializer}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = onnx_consumers(model)
     outputs = {o.name for o in model.graph.output}
     pairs = []
     for n in model.graph.node:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerep.errors import EdgerepError
+from edgerep.quant.onnx_graph import consumers as onnx_consumers
 
 # ONNX ops TensorRT 10's parser imports (the subset a CNN classifier / detector uses, plus Q/DQ).
 TRT_OPS = frozenset("""
@@ -66,10 +67,7 @@ def lint_tensorrt_qdq(path: str | Path) -> list[LintIssue]:
     inits = {i.name: i for i in g.initializer}
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
     producers = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = onnx_consumers(model)
 
     def const_array(name: str):
         if name in inits:

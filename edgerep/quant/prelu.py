@@ -102,11 +102,10 @@ def prelu_int8(model) -> int:
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
+    from edgerep.quant.onnx_graph import consumers
+
     producers = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
+    readers = consumers(model)
     outputs = {o.name for o in g.output}
     taken = {n.name for n in g.node} | {o for n in g.node for o in n.output} | set(inits)
     drop: set[int] = set()

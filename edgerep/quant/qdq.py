@@ -275,17 +275,16 @@ def restore_float_weights(model, original: str | Path, nodes: Iterable[str]) -> 
 
     orig = {i.name: i for i in onnx.load(str(original), load_external_data=True).graph.initializer}
     inits = {i.name: i for i in model.graph.initializer}
+    from edgerep.quant.onnx_graph import consumers
+
     wanted = set(nodes)
-    readers: dict[str, set[str]] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            readers.setdefault(t, set()).add(n.name)
+    readers = consumers(model)
     restored = []
     for n in model.graph.node:
         if n.name not in wanted or n.op_type not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
             continue
         for t in n.input[1:3]:
-            if t not in inits or t not in orig or not readers.get(t, set()) <= wanted:
+            if t not in inits or t not in orig or not {r.name for r in readers.get(t, [])} <= wanted:
                 continue
             a, b = numpy_helper.to_array(inits[t]), numpy_helper.to_array(orig[t])
             if a.shape != b.shape:
@@ -322,16 +321,12 @@ def float_tail(model) -> list[str]:
     detector's box decode, a classifier's pooling after a conv head). They stay in float: quantizing them buys
     no integer kernel (nothing weighted follows) and puts model outputs, e.g. box coordinates in pixels of all
     strides at once, on one 8-bit grid."""
-    produced = {t: n for n in model.graph.node for t in n.output}
-    weighted = set(quantizable_nodes(model))
-    feeding: set[str] = set()  # the weighted nodes and every node upstream of one
-    todo = [n for n in model.graph.node if n.name in weighted]
-    while todo:
-        n = todo.pop()
-        if n.name not in feeding:
-            feeding.add(n.name)
-            todo += [produced[t] for t in n.input if t in produced]
-    return [n.name for n in model.graph.node if n.name not in feeding]
+    from edgerep.quant.onnx_graph import ancestors
+
+    names = set(quantizable_nodes(model))
+    weighted = [i for i, n in enumerate(model.graph.node) if n.name in names]
+    feeding = set(weighted) | ancestors(model, [t for i in weighted for t in model.graph.node[i].input])
+    return [n.name for i, n in enumerate(model.graph.node) if i not in feeding]
 
 
 def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: CalibrationResult, config: QdqConfig,
