@@ -62,8 +62,9 @@ class TargetOptions:
 
     def check_cpu(self, cpu: CpuFeatures) -> None:
         """A pinned CPU policy must be one ``cpu`` offers (known only once the CPU is)."""
-        base = [p.name for p in cpu_candidates(cpu)]
-        known = [p.name for p in with_int8_prelu(cpu_candidates(cpu))]
+        offered = cpu_candidates(cpu)
+        base = [p.name for p in offered]
+        known = [p.name for p in with_int8_prelu(offered)]
         only = self.cpu_policies
         if only is not None and (not only or any(p not in known for p in only)):
             raise QuantizeOptionError("target.cpu_policies", f"cpu policy {', '.join(only) or '(none)'}: this CPU "

@@ -43,10 +43,10 @@ PRELU_INT8_SUFFIX = "-prelu8"
 
 
 def with_int8_prelu(policies: list[CpuPolicy]) -> list[CpuPolicy]:
-    """Each policy, then its twin whose PReLUs run on the integers (``QdqConfig.prelu_int8``: a depthwise QLinearConv by the slopes + Max,
-    the PReLU's output on its input's grid): faster, and a little less accurate (the output's grid is coarser),
-    so both are measured and the latency ranking picks the twin only when it is faster beyond the noise. For a
-    model with a PReLU whose slopes are all in [0, 1] (``edgerep.quant.prelu.int8_prelus``)."""
+    """Each policy, then its twin whose PReLUs run on the integers (``QdqConfig.prelu_int8``: a depthwise
+    QLinearConv by the slopes + Max, the PReLU's output on its input's grid): faster, and a little less accurate
+    (the output's grid is coarser), so both are measured and the latency ranking picks the twin only when it is
+    faster beyond the noise. For a model with a PReLU whose slopes are all in [0, 1] (``prelu.int8_prelus``)."""
     from dataclasses import replace
 
     out = []

@@ -52,33 +52,31 @@ def _fresh(name: str, taken: set[str]) -> str:
     return out
 
 
-def int8_prelus(model) -> list[str]:
-    """The PRelu nodes ``prelu_int8`` can run on the integers once quantized: constant slopes, all in [0, 1]."""
+def _unit_slopes(n, inits) -> np.ndarray | None:
+    """``n``'s slopes (float64) when it is a PRelu with constant, finite slopes all in [0, 1] (its output,
+    ``max(x, a x)``, then lies inside its input's range), else None."""
     from onnx import numpy_helper
 
+    if n.op_type != "PRelu" or len(n.input) != 2 or n.input[1] not in inits:
+        return None
+    a = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
+    return a if np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all() else None
+
+
+def int8_prelus(model) -> list[str]:
+    """The PRelu nodes ``prelu_int8`` can run on the integers once quantized: constant slopes, all in [0, 1]."""
     inits = {i.name: i for i in model.graph.initializer}
-    out = []
-    for n in model.graph.node:
-        if n.op_type == "PRelu" and len(n.input) == 2 and n.input[1] in inits:
-            a = numpy_helper.to_array(inits[n.input[1]])
-            if np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all():
-                out.append(n.name or n.output[0])
-    return out
+    return [n.name or n.output[0] for n in model.graph.node if _unit_slopes(n, inits) is not None]
 
 
 def share_prelu_ranges(model, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
     """``ranges`` with each PReLU's output given its input's range where every slope is in [0, 1] (the output,
     ``max(x, a x)``, then lies inside the input's range): both sides on one grid, so ``prelu_int8`` needs one
     integer multiply. The output's grid is coarser than its own calibrated one by (input span / output span)."""
-    from onnx import numpy_helper
-
     inits = {i.name: i for i in model.graph.initializer}
     out = dict(ranges)
     for n in model.graph.node:
-        if n.op_type != "PRelu" or len(n.input) != 2 or n.input[1] not in inits:
-            continue
-        a = numpy_helper.to_array(inits[n.input[1]])
-        if np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all() and n.input[0] in out and n.output[0] in out:
+        if _unit_slopes(n, inits) is not None and n.input[0] in out and n.output[0] in out:
             out[n.output[0]] = out[n.input[0]]
     return out
 
@@ -96,8 +94,8 @@ def prelu_int8(model) -> int:
     (DequantizeLinear, Mul, Max, QuantizeLinear) dominated the SR demo's INT8 frame. Measured on it, 360p,
     2 threads, quiet host: a ``QLinearMul`` by the slopes ran ~3.2 ms per layer inside the NHWC graph (its
     per-channel broadcast over 16 innermost values); the depthwise QLinearConv joins the NHWC chain: whole INT8
-    frame 62.9 (QLinearMul) -> 55.8 ms median, one thread 60.3 -> 50.9 ms of CPU (same run). On separate grids a second integer op would move ``x`` onto
-    the output's grid; such PReLUs are left in float."""
+    frame 62.9 (QLinearMul) -> 55.8 ms median, one thread 60.3 -> 50.9 ms of CPU (same run). On separate
+    grids a second integer op would move ``x`` onto the output's grid; such PReLUs are left in float."""
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -161,13 +159,10 @@ def _int8_prelu_site(n, inits, producers, readers, outputs):
     per-tensor DequantizeLinear and its only reader, a QuantizeLinear on the same grid (scale and zero point)."""
     from onnx import numpy_helper
 
-    if n.op_type != "PRelu" or len(n.input) != 2 or n.input[1] not in inits:
-        return None
-    a = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
-    dq = producers.get(n.input[0])
+    a = _unit_slopes(n, inits)
+    dq = producers.get(n.input[0]) if a is not None else None
     rd = readers.get(n.output[0], [])
-    if not (np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()) or dq is None or len(rd) != 1 \
-            or dq.op_type != "DequantizeLinear" or n.output[0] in outputs:
+    if dq is None or len(rd) != 1 or dq.op_type != "DequantizeLinear" or n.output[0] in outputs:
         return None
     q = rd[0]
     if q.op_type != "QuantizeLinear" or len(dq.input) != 3 or len(q.input) != 3:

@@ -14,7 +14,7 @@ import hashlib
 import io
 import logging
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -358,11 +358,9 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
         in_float = [n for n in names if n in exclude or (only and n not in only)]
         restore_float_weights(model, float_weights_from, in_float)
     if config.prelu_int8:  # a PReLU's output on its input's grid, so that it runs on the integers (prelu_int8)
-        from dataclasses import replace as _replace
-
         from edgerep.quant.prelu import share_prelu_ranges
 
-        calibration = _replace(calibration, ranges=share_prelu_ranges(model, calibration.ranges))
+        calibration = replace(calibration, ranges=share_prelu_ranges(model, calibration.ranges))
     corrected = correct_biases(model, calibration, config, exclude, only or None) if config.bias_correction else {}
     extra = {
         "ActivationSymmetric": bool(config.symmetric_activations or config.activation == "s8"),
