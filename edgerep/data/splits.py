@@ -267,7 +267,7 @@ def resolve_splits(*, data: str | None, calib: str | None = None, val: str | Non
     _refuse_shared_split(sources, allow_overlap)
     overlap = _overlaps(sets, sources, allow_overlap, carved)
     if train is not None:
-        overlap.update(_add_train(str(train), sets, sources, meta, allow_overlap, notes))
+        overlap.update(_add_train(str(train), sets, sources, meta, allow_overlap))
     if overlap:
         notes.append("the sets share samples (--allow-overlap): accuracy figures are OPTIMISTIC")
     return DataSplits(sets, sources, notes, overlap, dropped)
@@ -276,9 +276,9 @@ def resolve_splits(*, data: str | None, calib: str | None = None, val: str | Non
 TRAIN = "train"
 
 
-def _add_train(spec: str, sets: dict, sources: dict, meta: Any, allow: bool, notes: list[str]) -> dict[str, int]:
+def _add_train(spec: str, sets: dict, sources: dict, meta: Any, allow: bool) -> dict[str, int]:
     """Open ``--train-data`` (its train split, else all of it) into ``sets["train"]``; refused on a test split or
-    when it shares samples (decoded pixels) with the selection or test set, unless ``allow``."""
+    when it shares samples (decoded pixels) with the selection or test set (``_overlaps``), unless ``allow``."""
     split = TRAIN if _has_split(spec, TRAIN) else None
     if split is None and _has_split(spec, SPLIT_NAME["test"]) and not allow:
         raise DataError(f"the train set would read {spec}, which holds a test split: learning on test samples makes "
@@ -289,24 +289,7 @@ def _add_train(spec: str, sets: dict, sources: dict, meta: Any, allow: bool, not
         raise DataError(f"the train set ({spec}) is empty", hint="name a non-empty set with --train-data")
     sets[TRAIN_ROLE] = ds
     sources[TRAIN_ROLE] = RoleSource(spec, "named" + (f" (split {split})" if split else ""), split)
-    out: dict[str, int] = {}
-    if spec == "synthetic":
-        return out
-    mine = set(_digests(ds))
-    for role in ("selection", "test"):
-        if sources[role].spec == "synthetic":
-            continue
-        shared = len(mine & set(_digests(sets[role])))
-        if shared and not allow:
-            raise DataError(f"the train set ({spec}) and the {role} set ({sources[role].spec}, {sources[role].how}) "
-                            f"share {shared} samples (same decoded pixels): learning on them makes every figure "
-                            "optimistic", hint=f"name disjoint sets (--train-data, {FLAG[role]}), or pass "
-                                               "--allow-overlap to accept optimistic numbers")
-        if shared:
-            out[f"train/{role}"] = shared
-            notes.append(f"the train and {role} sets share {shared} samples (--allow-overlap): accuracy figures are "
-                         "OPTIMISTIC")
-    return out
+    return _overlaps(sets, sources, allow, pairs=[(TRAIN_ROLE, "selection"), (TRAIN_ROLE, "test")])
 
 
 def _carve(spec: str, meta: Any, sets: dict, sources: dict, own: list[str], cut: list[str], notes: list[str],
@@ -406,30 +389,29 @@ def _open(spec: str, split: str, meta: Any, role: str) -> Dataset:
 
 
 def _overlaps(sets: dict[str, Dataset], sources: dict[str, RoleSource], allow: bool,
-              carved: set[str] = frozenset()) -> dict[str, int]:
-    """Shared samples (same decoded pixels) between every two roles, whatever container or split each
-    came from, except two parts of one deduplicated cut (disjoint by construction); refused unless
-    ``allow``."""
+              carved: set[str] = frozenset(), pairs: list[tuple[str, str]] | None = None) -> dict[str, int]:
+    """Shared samples (same decoded pixels) between every two roles (or the role ``pairs`` given), whatever
+    container or split each came from, except two parts of one deduplicated cut (disjoint by construction);
+    refused unless ``allow``."""
     out: dict[str, int] = {}
     digests: dict[str, set[str]] = {}
-    for i, a in enumerate(ROLES):
-        for b in ROLES[i + 1:]:
-            sa, sb = sources[a], sources[b]
-            if a in carved and b in carved:
-                continue  # parts of one deduplicated split: disjoint by construction
-            if "synthetic" in (sa.spec, sb.spec):
-                continue
-            for r in (a, b):
-                if r not in digests:
-                    digests[r] = set(_digests(sets[r]))
-            shared = len(digests[a] & digests[b])
-            if shared:
-                if not allow:
-                    raise DataError(f"the {a} set ({sa.spec}, {sa.how}) and the {b} set ({sb.spec}, {sb.how}) share "
-                                    f"{shared} samples (same decoded pixels)",
-                                    hint=f"name disjoint sets ({FLAG[a]}, {FLAG[b]}), or pass "
-                                    "--allow-overlap to accept optimistic numbers")
-                out[f"{a}/{b}"] = shared
+    for a, b in pairs if pairs is not None else [(a, b) for i, a in enumerate(ROLES) for b in ROLES[i + 1:]]:
+        sa, sb = sources[a], sources[b]
+        if a in carved and b in carved:
+            continue  # parts of one deduplicated split: disjoint by construction
+        if "synthetic" in (sa.spec, sb.spec):
+            continue
+        for r in (a, b):
+            if r not in digests:
+                digests[r] = set(_digests(sets[r]))
+        shared = len(digests[a] & digests[b])
+        if shared:
+            if not allow:
+                raise DataError(f"the {a} set ({sa.spec}, {sa.how}) and the {b} set ({sb.spec}, {sb.how}) share "
+                                f"{shared} samples (same decoded pixels)",
+                                hint=f"name disjoint sets ({FLAG[a]}, {FLAG[b]}), or pass "
+                                "--allow-overlap to accept optimistic numbers")
+            out[f"{a}/{b}"] = shared
     return out
 
 
