@@ -586,9 +586,10 @@ def stage_quantize(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load
     """Calibrate once, one QDQ file per target policy; every choice on the selection set."""
     from edgerep.quant.pipeline import quantize_model
 
-    if load.splits.train is not None and opts.recover == "none":
-        say("quantize", "--train-data is read only by the recovery ladder (--recover auto|adaround|qat); with "
-                        "--recover none nothing learns on it")
+    from edgerep.quant.recover import unused_train_data
+
+    if note := unused_train_data(load.splits.train is not None, opts.recover):
+        say("quantize", note)
     # choices are judged against the folded FP32 model (equal to the unfolded one within the fold stage's
     # verified error, and a quarter of its cost at 224x224); every reported drop is against the unfolded model
     qres = quantize_model(export.fp32_onnx, load.splits.calibration, load.splits.selection, bundle_dir,

@@ -172,9 +172,10 @@ def run(args: argparse.Namespace) -> int:
     splits = resolve_splits(data=data, val=args.val_data, test=args.eval_data, meta=meta,  # as deploy; refused:
                             allow_overlap=args.allow_overlap, train=args.train_data, say=log)  # nothing written
     calib, evaluate = splits.calibration, splits.selection
-    if splits.train is not None and args.recover == "none":
-        log("--train-data is read only by the recovery ladder (--recover auto|adaround|qat); with --recover none "
-            "nothing learns on it")
+    from edgerep.quant.recover import unused_train_data
+
+    if note := unused_train_data(splits.train is not None, args.recover):
+        log(note)
     from edgerep.tasks import resolve_task
 
     task, task_source = resolve_task(args.task, meta, evaluate)

@@ -54,6 +54,14 @@ class Recovery:
                 "adaround": self.adaround, "qat": self.qat, "learned_on": self.learned_on}
 
 
+def unused_train_data(has_train: bool, mode: str) -> str | None:
+    """What to say when ``--train-data`` was given but no learning step can read it (``--recover none``)."""
+    if has_train and mode == "none":
+        return ("--train-data is read only by the recovery ladder (--recover auto|adaround|qat); with --recover "
+                "none nothing learns on it")
+    return None
+
+
 def adaround_changed(summary: dict[str, Any]) -> str:
     """AdaRound's effect in words, from ``AdaRoundResult.to_dict()``."""
     layers = [r for r in summary.get("layers", []) if not r.get("skipped")]
@@ -69,4 +77,4 @@ def qat_changed(summary: dict[str, Any]) -> str:
             "changed, snapped to their int8 grid")
 
 
-__all__ = ["LadderStep", "Recovery", "adaround_changed", "qat_changed"]
+__all__ = ["LadderStep", "Recovery", "adaround_changed", "qat_changed", "unused_train_data"]
