@@ -215,3 +215,37 @@ def test_the_tensorrt_file_reuses_the_auto_choices_simulated_score(digits_run, m
     assert sorted(simulated) == ["auto-minmax.onnx", "auto-mse.onnx", "auto-percentile.onnx"]  # not the TensorRT file
     chosen = res.calibration["method"]
     assert res.tensorrt["simulated_drop"] == round(res.calibration["auto_drop"][chosen], 4)
+
+
+def test_latency_rounds_race_only_the_candidates_that_can_ship():
+    """A rejected candidate cannot ship: it is timed once for the report, not in the interleaved rounds, whose
+    budget goes to the accepted ones (six SR candidates left four rounds and a real 0.66x gain called a tie)."""
+    import time
+    from types import SimpleNamespace
+
+    from edgerep.quant.cpu_features import CpuFeatures
+    from edgerep.quant.pipeline import _rank_latency
+    from edgerep.quant.policy import with_int8_prelu
+
+    class Sleeper:
+        def __init__(self, s):
+            self.s, self.runs = s, 0
+
+        def run(self, x):
+            self.runs += 1
+            time.sleep(self.s)
+
+    pols = with_int8_prelu(cpu_candidates(CpuFeatures("x86_64", "t", 2, avx2=True, avx512f=True, avx512_vnni=True)))[:4]
+    said: list[str] = []
+    delays = {pols[0].name: 0.004, pols[1].name: 0.002, pols[2].name: 0.02, pols[3].name: 0.02}
+    measured = [SimpleNamespace(policy=p, engine=Sleeper(delays[p.name]),
+                                candidate=SimpleNamespace(accepted=i < 2, latency_ms=None)) for i, p in enumerate(pols)]
+    engines = {m.policy.name: m.engine for m in measured}
+    rank = _rank_latency(SimpleNamespace(x1=np.zeros((1, 1), np.float32), run=SimpleNamespace(say=said.append)),
+                         measured)
+    assert rank.chosen == pols[1].name and set(rank.ratios) == {pols[1].name}
+    for m in measured[2:]:
+        assert engines[m.policy.name].runs <= 12  # warm-up + one quick measure, no rounds
+        assert m.candidate.latency_ms > 15 and f"{m.policy.name}* " in said[0]
+    assert all(m.engine is None for m in measured)
+    assert min(engines[m.policy.name].runs for m in measured[:2]) >= 3 * 6  # at least three rounds each
