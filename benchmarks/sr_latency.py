@@ -4,8 +4,10 @@
 
 For each bundle written by ``edgerep deploy`` (an SR checkpoint): one 640 x 360 LR frame in, 1280 x 720 out,
 onnxruntime CPU (all graph optimizations, the bundle's session config for INT8), ``--threads`` intra-op
-threads; the files are run in interleaved rounds (one run of each per round, so host load hits all alike)
-and the median per file is printed with the INT8 / FP32 ratios. Files timed:
+threads; the files are run in interleaved rounds (``edgerep.bench.ranking.interleaved_rounds``: ``--per-round``
+runs of a file per switch, each switch settled until the previous session's spinning pool has parked, so host
+load hits all alike and no file is timed against another's spin-wait); per file the median of the rounds' fastest
+runs is printed with the INT8 / FP32 ratios and their paired 95% CIs. Files timed:
 
 - ``fp32``: ``model.fp32.onnx`` as exported (what the bundle's FP32 onnxruntime engine runs);
 - ``fp32+max``: the same file with every PReLU rewritten as ``Max(x, a x)`` (``edgerep.quant.prelu``), so
@@ -24,7 +26,6 @@ import collections
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,20 @@ def by_op(path: Path, cfg: dict, threads: int, x: np.ndarray, runs: int, tmp: Pa
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+class _Run:
+    """An onnxruntime session as ``interleaved_rounds`` times it: ``run(x)``."""
+
+    def __init__(self, sess):
+        self.sess = sess
+
+    def run(self, x: np.ndarray):
+        return self.sess.run(None, {"input": x})
+
+
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime
+
+    from edgerep.bench.ranking import interleaved_rounds, paired_ratio
 
     from edgerep.quant.cpu_features import detect_cpu_features
     from edgerep.quant.prelu import prelu_as_max
@@ -95,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("bundles", nargs="+", type=Path)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--per-round", type=int, default=5, help="runs of one file per switch (the round's fastest counts)")
     ap.add_argument("--profile-runs", type=int, default=6)
     args = ap.parse_args(argv)
     cpu = detect_cpu_features()
@@ -116,23 +130,25 @@ def main(argv: list[str] | None = None) -> int:
                      "int8": (b / "model.int8.onnx", cfg)}
             if back:  # a -prelu8 file's PReLUs run on the integers: nothing to put back, no such row
                 files["int8+prelu"] = (tmp / "int8prelu.onnx", cfg)
-            sess = {k: _session(p, c, args.threads) for k, (p, c) in files.items()}
-            for s in sess.values():
-                s.run(None, {"input": x})
-            times: dict[str, list[float]] = {k: [] for k in sess}
-            for _ in range(args.rounds):
-                for k, s in sess.items():
-                    t0 = time.perf_counter()
-                    s.run(None, {"input": x})
-                    times[k].append(time.perf_counter() - t0)
-            med = {k: 1000.0 * float(np.median(v)) for k, v in times.items()}
+            sess = {k: _Run(_session(p, c, args.threads)) for k, (p, c) in files.items()}
+            # interleaved_rounds: every switch of file waits for the previous session's spinning pool to park
+            # (one run per file per round without that timed each file against its predecessor's spin-wait)
+            rounds = interleaved_rounds(sess, x, rounds=args.rounds, per_round=args.per_round, budget_s=1e9,
+                                        settle_s=2.0)
+            med = {k: float(np.median([min(r) for r in v])) for k, v in rounds.items()}
+            ratio = {k: paired_ratio(rounds[k], rounds["int8"], statistic="min") for k in ("fp32", "fp32+max")}
+            by_median = {k: paired_ratio(rounds["int8"], rounds[k], statistic="median") for k in ("fp32", "fp32+max")}
             print(f"\n{b} (policy {rep['quantization']['cpu_policy'].get('name')}; PReLUs rewritten in fp32+max: "
-                  f"{rewritten}, put back in int8+prelu: {back}); 640x360 -> 1280x720, median of {args.rounds} "
-                  "interleaved rounds:")
+                  f"{rewritten}, put back in int8+prelu: {back}); 640x360 -> 1280x720, {args.rounds} interleaved "
+                  f"rounds of {args.per_round} runs each, settled between files; the median of each round's fastest:")
             for k, v in med.items():
                 print(f"  {k:11s} {v:8.1f} ms")
-            print(f"  INT8 / FP32 as exported: {med['int8'] / med['fp32']:.3f}; INT8 / FP32+max: "
-                  f"{med['int8'] / med['fp32+max']:.3f}"
+            inv = {k: 1.0 / r.estimate for k, r in ratio.items()}
+            ci = {k: f"95% CI {1.0 / r.high:.3f}-{1.0 / r.low:.3f}" for k, r in ratio.items()}
+            print(f"  INT8 / FP32 as exported: {med['int8'] / med['fp32']:.3f} (paired per round {inv['fp32']:.3f}, "
+                  f"{ci['fp32']}); INT8 / FP32+max: {med['int8'] / med['fp32+max']:.3f} (paired "
+                  f"{inv['fp32+max']:.3f}, {ci['fp32+max']}); with each round's median run instead of its fastest: "
+                  f"{by_median['fp32']} / {by_median['fp32+max']}"
                   + (f"; INT8 with PRelu / FP32: {med['int8+prelu'] / med['fp32']:.3f}" if "int8+prelu" in med else
                      " (its PReLUs run on the integers: no int8+prelu row)"))
             for k in ("fp32", "fp32+max", "int8"):

@@ -122,3 +122,15 @@ def test_shipped_checkpoint_beats_bicubic_on_the_test_photos_and_folds_exactly()
     assert round(o.psnr, 4) == recorded["psnr_db"] and round(b.psnr, 4) == recorded["bicubic_psnr_db"]
     assert abs(f.psnr - o.psnr) < 0.01  # folded float32 weights: the same 8-bit image almost everywhere
     assert o.psnr > b.psnr + 0.1, (o.psnr, b.psnr)
+
+
+@pytest.mark.parametrize("scale, colors", [(2, 3), (3, 3), (4, 1), (2, 1)])
+def test_forward_is_the_shuffle_of_the_body_plus_a_repeated_input_bit_for_bit(scale, colors):
+    """The forward writes shuffle(body(x) + repeat_interleave(x)) as shuffle(body(x)) + nearest(x) (so an INT8 file
+    can shuffle on the integers): the same numbers, every bit, for any scale and colour count."""
+    torch.manual_seed(scale * 10 + colors)
+    m = randomize_(ECBSR(module_nums=1, channel_nums=4, scale=scale, colors=colors), seed=1).eval()
+    x = torch.rand(2, colors, 7, 5)
+    with torch.no_grad():
+        want = m.upsampler(m.backbone(x) + x.repeat_interleave(scale * scale, dim=1))
+        assert torch.equal(m(x), want)

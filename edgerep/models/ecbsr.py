@@ -11,6 +11,7 @@ official broadcast.
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from edgerep.blocks.ecb import ECB
 from edgerep.models.registry import register_model
@@ -43,8 +44,10 @@ class ECBSR(nn.Module):
         self.upsampler = nn.PixelShuffle(scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.backbone(x) + x.repeat_interleave(self.scale * self.scale, dim=1)
-        return self.upsampler(y)
+        # shuffle(body(x) + repeat_interleave(x)) written as shuffle(body(x)) + nearest(x): the same numbers (the
+        # shuffle is a permutation), but the shuffle reads the last conv's output alone, so an INT8 file moves it
+        # onto the integers (1 byte a value, not 4) and the residual is one nearest upscale of the input
+        return self.upsampler(self.backbone(x)) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
 
 
 @register_model("ecbsr_x2", "ecb", "ECBSR-M4C16 x2 super-resolution (RGB in [0, 1], any H x W; output 2H x 2W)",

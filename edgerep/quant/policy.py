@@ -33,9 +33,9 @@ class CpuPolicy:
                 "expectation": self.expectation}
 
 
-def _p(name: str, act: str, reduce: bool, cfg: dict[str, str] | None, why: str) -> CpuPolicy:
+def _p(name: str, act: str, reduce: bool, cfg: dict[str, str] | None, why: str, **qdq: bool) -> CpuPolicy:
     return CpuPolicy(name, QdqConfig(activation=act, weight="s8", per_channel=True, reduce_range=reduce,
-                                     prelu_as_max=True),
+                                     prelu_as_max=True, movement_int8=True, **qdq),
                      dict(cfg or {}), why)
 
 
@@ -79,8 +79,9 @@ def cpu_candidates(cpu: CpuFeatures) -> list[CpuPolicy]:
         ]
     if cpu.int8_dot in ("amx", "avx512_vnni", "avx_vnni"):
         why = f"{cpu.int8_dot}: vpdpbusd accumulates u8*s8 in int32, no saturation"
-        return [_p("u8s8", "u8", False, None, why), _p("s8s8", "s8", False, None, why),
-                _p("u8s8-w7", "u8", True, None, "7-bit weights: a fallback if 8-bit loses accuracy")]
+        pad = {"pad_narrow_convs": cpu.int8_dot in ("amx", "avx512_vnni")}  # measured there (conv_pad)
+        return [_p("u8s8", "u8", False, None, why, **pad), _p("s8s8", "s8", False, None, why, **pad),
+                _p("u8s8-w7", "u8", True, None, "7-bit weights: a fallback if 8-bit loses accuracy", **pad)]
     if cpu.arch == "aarch64":
         why = f"ARM {cpu.int8_dot}: sdot/udot accumulate in int32, no saturation"
         return [_p("s8s8", "s8", False, None, why), _p("u8s8", "u8", False, None, why),

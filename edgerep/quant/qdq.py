@@ -40,6 +40,8 @@ class QdqConfig:
     bias_correction: bool = True
     prelu_as_max: bool = False  # PRelu -> Max(x, a x), exact (edgerep.quant.prelu): the CPU files, not TensorRT's
     prelu_int8: bool = False  # a PRelu between Q/DQ -> integer depthwise conv + Max (prelu_int8): the CPU files
+    movement_int8: bool = False  # DQ -> DepthToSpace becomes DepthToSpace -> DQ, exact (edgerep.quant.movement): CPU
+    pad_narrow_convs: bool = False  # convs under 16 outputs padded, sliced after (edgerep.quant.conv_pad): x86 VNNI
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +58,8 @@ class QdqInfo:
     add_inputs_quantized: int = 0
     prelu_rewritten: int = 0
     prelu_int8: int = 0  # PReLUs run on the integers (depthwise conv by the slopes + Max), not in float
+    movement_int8: list[str] = field(default_factory=list)  # pixel shuffles moved before their DequantizeLinear
+    padded_convs: list[str] = field(default_factory=list)  # convs padded to a width the fast INT8 kernel takes
     float_tail: list[str] = field(default_factory=list)  # ops after the last weighted layer, left in float
     bias_corrected: dict[str, float] = field(default_factory=dict)  # node -> max |correction|
 
@@ -395,6 +399,16 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
         from edgerep.quant.prelu import prelu_as_max
 
         prelus = prelu_as_max(qmodel)
+    moved = []
+    if config.movement_int8:
+        from edgerep.quant.movement import movement_on_integers
+
+        moved = movement_on_integers(qmodel)
+    padded = []
+    if config.pad_narrow_convs:
+        from edgerep.quant.conv_pad import pad_narrow_convs
+
+        padded = pad_narrow_convs(qmodel)
     toposort(qmodel)
     qmodel.producer_name = "edgerep"
     onnx.checker.check_model(qmodel)
@@ -403,5 +417,5 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     quantized = [n for n in names if n not in exclude and (not only or n in only)]
     return QdqInfo(path=str(out_path), config=config.to_dict(), quantized_nodes=quantized,
                    excluded_nodes=[n for n in names if n not in quantized] + [n for n in exclude if n not in names],
-                   add_inputs_quantized=added, prelu_rewritten=prelus, prelu_int8=int8_prelus, float_tail=tail,
+                   add_inputs_quantized=added, prelu_rewritten=prelus, prelu_int8=int8_prelus, movement_int8=moved, padded_convs=padded, float_tail=tail,
                    bias_corrected=corrected)
