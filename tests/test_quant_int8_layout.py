@@ -123,3 +123,48 @@ def test_movement_leaves_a_per_channel_or_shared_dequantization_alone():
     assert len(movement_on_integers(graph(np.array(0.1), 1))) == 1
     assert movement_on_integers(graph(np.full(8, 0.1), 1)) == []  # per channel: the shuffle moves channels
     assert movement_on_integers(graph(np.array(0.1), 2)) == []  # another reader needs the float tensor
+
+
+def test_unpad_gives_back_the_unpadded_file_and_readers_see_real_filters(sr_file):
+    """Readers that map a CPU file onto the FP32 file (AdaRound's grids, the learned-weights readback, debug) see
+    a padded conv as it was quantized: unpad restores the same initializers and graph; the optimized session's
+    padded weights hold the real filters exactly."""
+    from onnx import numpy_helper
+
+    from edgerep.quant.adaround import max_optimized_difference, optimized_int8_weights, qdq_int8_weights
+    from edgerep.quant.conv_pad import unpad
+
+    plain_info, plain = _written(sr_file, "plain3")
+    info, m = _written(sr_file, "padded3", pad_narrow_convs=True)
+    assert unpad(m) == info.padded_convs
+    arrays = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    want = {i.name: numpy_helper.to_array(i) for i in plain.graph.initializer}
+    assert arrays.keys() == want.keys() and all(np.array_equal(arrays[k], want[k]) for k in want)
+    assert [n.op_type for n in m.graph.node] == [n.op_type for n in plain.graph.node]
+    stored = qdq_int8_weights(info.path)  # read from the padded file
+    plain_q = qdq_int8_weights(plain_info.path)
+    assert stored.keys() == plain_q.keys() and all(np.array_equal(stored[k], plain_q[k]) for k in plain_q)
+    assert max_optimized_difference(plain_q, optimized_int8_weights(info.path)) == 0
+
+
+def test_debug_reads_a_cpu_file_with_every_layout_rewrite_layer_for_layer(sr_file):
+    """A -prelu8 file (slope convs the FP32 file lacks), a shuffle on the integers and a padded conv: debug still
+    proves the file was quantized from the FP32 one and compares each layer on a float tensor, never an integer
+    one (which read -60 dB SQNRs)."""
+    import onnx
+
+    from edgerep.quant.debug import _load, handed_tensor, weighted_nodes, weights_match
+
+    fp32, _, _ = sr_file
+    info, _ = _written(sr_file, "all-rewrites", prelu_int8=True, movement_int8=True, pad_narrow_convs=True)
+    assert info.prelu_int8 and info.movement_int8 and info.padded_convs
+    q, f = _load(info.path), onnx.load(str(fp32))
+    ok, why = weights_match(q, f)
+    assert ok, why
+    f_nodes = {n.name for n in f.graph.node}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    layers = [n for n in weighted_nodes(q) if n.name in f_nodes]
+    assert len(layers) == 3
+    for n in layers:
+        t = handed_tensor(q, n)
+        assert producer[t].op_type != "QuantizeLinear", (n.name, t)

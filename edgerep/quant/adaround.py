@@ -31,6 +31,7 @@ import numpy as np
 
 from edgerep.errors import EdgerepError
 from edgerep.quant.calibrate import CalibrationResult
+from edgerep.quant.conv_pad import unpad, unpadded_rows
 from edgerep.quant.qdq import QdqConfig
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound's values)
@@ -107,6 +108,7 @@ def qdq_weight_grids(qdq_path: str | Path) -> dict[str, Grid]:
     from onnx import numpy_helper
 
     m = onnx.load(str(qdq_path))
+    unpad(m)  # a CPU file's narrow convs padded for the fast kernel: their real filters
     inits = {i.name: i for i in m.graph.initializer}
     dq = {n.output[0]: n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
     out: dict[str, Grid] = {}
@@ -486,11 +488,14 @@ def optimized_int8_weights(qdq_path: str | Path, session_config: dict[str, str] 
 
 
 def max_optimized_difference(learned: dict[str, np.ndarray], stored: list[np.ndarray]) -> int:
-    """Per learned layer the closest int8 tensor of the same shape in the optimized graph; the largest
+    """Per learned layer the closest int8 tensor of the same shape (or its real filters, padded) in the optimized
+    graph; the largest
     |difference| over the layers (0: the fused kernels read exactly the learned integers)."""
     worst = 0
     for node, q in learned.items():
         same = [s for s in stored if s.shape == q.shape]
+        same += [u for u in (unpadded_rows(s, q.shape[0]) for s in stored if s.shape[1:] == q.shape[1:])
+                 if u is not None]  # a narrow conv padded to the fast kernel's width (conv_pad): its real filters
         if not same:
             raise EdgerepError(f"layer {node!r}: no int8 tensor of shape {q.shape} in the optimized graph")
         worst = max(worst, min(int(np.max(np.abs(s.astype(np.int32) - q.astype(np.int32)), initial=0)) for s in same))

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fast_width", "pad_narrow_convs"]
+__all__ = ["SLICE_SUFFIX", "fast_width", "pad_narrow_convs", "unpad", "unpadded_rows"]
+
+SLICE_SUFFIX = "/slice_real"  # the Slice after a padded conv's QuantizeLinear: ``<conv name>/slice_real``
+
+
+_PAD = "_padded"
 
 
 def fast_width(channels: int, minimum: int = 16, multiple: int = 4) -> int:
@@ -68,17 +73,17 @@ def pad_narrow_convs(model, minimum: int = 16, multiple: int = 4) -> list[str]:
                     continue
                 fill = np.zeros_like(a[:1]) if k != 1 else a[:1]  # values and zero points 0; scales: a real one
                 pad = np.concatenate([a, np.repeat(fill, width - cout, axis=0)], axis=0)
-                name = f"{t}_padded{width}"
+                name = f"{t}{_PAD}{width}"
                 g.initializer.append(numpy_helper.from_array(pad.astype(a.dtype), name))
                 replaced.add(t)
                 dq.input[k] = name
         q = users[0]
         real = q.output[0]
-        q.output[0] = f"{real}_padded{width}"
+        q.output[0] = f"{real}{_PAD}{width}"
         consts = {f"{real}_slice_{k}": np.array(v, np.int64) for k, v in (("starts", [0]), ("ends", [cout]),
                                                                        ("axes", [1]))}
         g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
-        new_nodes.append(helper.make_node("Slice", [q.output[0], *consts], [real], name=f"{conv.name}/slice_real"))
+        new_nodes.append(helper.make_node("Slice", [q.output[0], *consts], [real], name=f"{conv.name}{SLICE_SUFFIX}"))
         stale.add(conv.output[0])
         padded.append(conv.name)
     g.node.extend(new_nodes)
@@ -91,3 +96,56 @@ def pad_narrow_convs(model, minimum: int = 16, multiple: int = 4) -> list[str]:
         del g.value_info[:]
         g.value_info.extend(keep)
     return padded
+
+
+def unpad(model) -> list[str]:
+    """Undo ``pad_narrow_convs`` in place (readers that map a QDQ file's weights and tensors onto the FP32 file's:
+    AdaRound's grids, ``edgerep debug``): each padded conv's weight, scale, zero point and bias back to its real
+    channels under their original names, its QuantizeLinear writing the sliced tensor's name again, the Slice
+    gone. The same function, bit for bit. Returns the convs unpadded."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    slices = [n for n in g.node if n.op_type == "Slice" and n.name.endswith(SLICE_SUFFIX)]
+    done, drop_nodes, drop_inits = [], [], set()
+    for sl in slices:
+        conv = next((n for n in g.node if n.name == sl.name[: -len(SLICE_SUFFIX)]), None)
+        q = producer.get(sl.input[0])
+        if conv is None or q is None or sl.input[2] not in inits:
+            continue
+        cout = int(numpy_helper.to_array(inits[sl.input[2]])[0])
+        for t in conv.input[1:]:
+            dq = producer.get(t)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            for k, name in enumerate(dq.input):
+                if _PAD not in name or name not in inits:
+                    continue
+                base = name[: name.rindex(_PAD)]
+                a = numpy_helper.to_array(inits[name])
+                if base not in inits:
+                    restored = numpy_helper.from_array(a[:cout].copy(), base)
+                    g.initializer.append(restored)
+                    inits[base] = restored
+                dq.input[k] = base
+                drop_inits.add(name)
+        q.output[0] = sl.output[0]
+        drop_nodes.append(sl)
+        drop_inits.update(sl.input[1:])
+        done.append(conv.name)
+    for n in drop_nodes:
+        g.node.remove(n)
+    used = {t for n in g.node for t in n.input}
+    for i in [i for i in g.initializer if i.name in drop_inits and i.name not in used]:
+        g.initializer.remove(i)
+    return done
+
+
+def unpadded_rows(stored: np.ndarray, rows: int) -> np.ndarray | None:
+    """``stored``'s first ``rows`` filters when it is a weight padded by ``pad_narrow_convs`` from ``rows`` filters
+    (its padding all zero), else None."""
+    if stored.shape[0] != fast_width(rows) or stored.shape[0] == rows or stored[rows:].any():
+        return None
+    return stored[:rows]
