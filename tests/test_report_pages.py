@@ -39,6 +39,18 @@ def test_report_html_is_one_page_verdict_first_with_links(demo_bundle):
     assert not re.search(r"\{'[a-z_]+': ", html) and "[{'" not in html
 
 
+def test_the_latency_note_says_what_was_timed(demo_bundle):
+    """An SR frame's size decides its latency: the note under the engines table names the timed inputs."""
+    r = _report(demo_bundle)
+    source = next(e["latency"]["samples_source"] for e in r["engines"] if (e.get("latency") or {}).get("queries"))
+    assert source.startswith("selection set") and f"Latency: batch 1 on {source}, percentiles" in to_html(r)
+    sr = copy.deepcopy(r)
+    for e in [sr["baseline"], *sr["engines"]]:
+        if e.get("latency"):
+            e["latency"]["samples_source"] = "selection set: the whole LR image of chelsea.png (150x225)"
+    assert "batch 1 on selection set: the whole LR image of chelsea.png (150x225), percentiles" in to_html(sr)
+
+
 def test_numbers_are_rounded_with_image_counts(demo_bundle):
     r = _report(demo_bundle)
     html = (demo_bundle / "report.html").read_text()

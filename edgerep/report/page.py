@@ -71,13 +71,14 @@ def _engines(report: dict) -> str:
     first_num = 2 + has_scen
     numeric = list(range(first_num, first_num + 4)) + [first_num + 4 + has_noise, first_num + 5 + has_noise]
     note = ""
-    lat = [((e.get("latency") or {}).get("queries"), (e.get("latency") or {}).get("batch")) for _, e, _ in
-           engine_entries(report)]
+    lat = [((e.get("latency") or {}).get("queries"), (e.get("latency") or {}).get("batch"),
+            (e.get("latency") or {}).get("samples_source")) for _, e, _ in engine_entries(report)]
     if lat and lat[0][0]:
         what = ("COCO mAP (pycocotools; annotations/test.json and predictions/ in the bundle)" if is_detection(report)
                 else "PSNR / SSIM on Y, scale pixels shaved (scikit-image; per image in sr/ in the bundle)"
                 if is_psnr(report) else "top-1")
-        note = (f'<p class="muted">Latency: batch {esc(str(lat[0][1] or 1))}, percentiles over each engine\'s '
+        inputs = f" on {esc(lat[0][2])}" if lat[0][2] else ""  # what was timed: an SR frame's size matters
+        note = (f'<p class="muted">Latency: batch {esc(str(lat[0][1] or 1))}{inputs}, percentiles over each engine\'s '
                 f"timed runs; see the <a href=\"#plot-latency\">latency plot</a>. Accuracy: {what} on the held-out "
                 f'test split against the <b>unfolded</b> FP32 model; see the <a href="#plot-accuracy">accuracy plot</a>.</p>')
     return ('<h2 id="engines">Engines</h2>' + table(head, body, numeric=numeric, row_class=classes, raw=True) + note)
