@@ -168,3 +168,21 @@ def test_debug_reads_a_cpu_file_with_every_layout_rewrite_layer_for_layer(sr_fil
     for n in layers:
         t = handed_tensor(q, n)
         assert producer[t].op_type != "QuantizeLinear", (n.name, t)
+
+
+def test_per_tensor_weights_are_padded_without_touching_their_one_scale(sr_file):
+    """With per-tensor weights the DequantizeLinear's one scale stays one (padding it would turn it into a per-axis
+    scale on the wrong axis); the output is the same bits."""
+    from onnx import numpy_helper
+
+    plain_info, _ = _written(sr_file, "pt-plain", per_channel=False)
+    info, m = _written(sr_file, "pt-padded", per_channel=False, pad_narrow_convs=True)
+    assert info.padded_convs == ["/backbone/backbone.2/conv/Conv"]
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    conv = next(n for n in m.graph.node if n.name == info.padded_convs[0])
+    w_dq = producer[conv.input[1]]
+    assert inits[w_dq.input[0]].shape[0] == 16 and inits[w_dq.input[1]].size == 1
+    x = np.random.default_rng(3).random((1, 3, 15, 19), dtype=np.float32)
+    assert np.array_equal(_session(info.path).run(None, {"input": x})[0],
+                          _session(plain_info.path).run(None, {"input": x})[0])

@@ -12,6 +12,8 @@ bits: each output channel is its own dot product, requantized on the same per-te
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 __all__ = ["SLICE_SUFFIX", "fast_width", "pad_narrow_convs", "unpad", "unpadded_rows"]
@@ -65,12 +67,13 @@ def pad_narrow_convs(model, minimum: int = 16, multiple: int = 4) -> list[str]:
         if width == cout:
             continue
         for dq in [d for d in (w_dq, b_dq) if d is not None]:
+            per_channel = any(a.name == "axis" and a.i == 0 for a in dq.attribute)
             for k, t in enumerate(dq.input):
                 if not t:
                     continue
                 a = numpy_helper.to_array(inits[t])
-                if a.ndim == 0 or a.shape[0] != cout:  # per-tensor scale / zero point: nothing to pad
-                    continue
+                if k > 0 and not (per_channel and a.ndim == 1 and a.shape[0] == cout):
+                    continue  # a per-tensor scale / zero point: nothing to pad
                 fill = np.zeros_like(a[:1]) if k != 1 else a[:1]  # values and zero points 0; scales: a real one
                 pad = np.concatenate([a, np.repeat(fill, width - cout, axis=0)], axis=0)
                 name = f"{t}{_PAD}{width}"
@@ -121,10 +124,11 @@ def unpad(model) -> list[str]:
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             for k, name in enumerate(dq.input):
-                if _PAD not in name or name not in inits:
+                m = re.fullmatch(rf"(.+){_PAD}(\d+)", name)
+                a = numpy_helper.to_array(inits[name]) if m and name in inits else None
+                if a is None or a.ndim == 0 or a.shape[0] != int(m.group(2)):
                     continue
-                base = name[: name.rindex(_PAD)]
-                a = numpy_helper.to_array(inits[name])
+                base = m.group(1)
                 if base not in inits:
                     restored = numpy_helper.from_array(a[:cout].copy(), base)
                     g.initializer.append(restored)
