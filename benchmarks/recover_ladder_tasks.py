@@ -2,10 +2,12 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/recover_ladder_tasks.py detect [--iters 500] [--qat-steps 300]
     PYTHONPATH=. .venv/bin/python benchmarks/recover_ladder_tasks.py sr [--max-drop 0.1]
+    PYTHONPATH=. .venv/bin/python benchmarks/recover_ladder_tasks.py detect --max-drop 0.1 --target tensorrt
 
 The checkpoint (default: the task's shipped hostile variant, ``examples/checkpoints/repdet_scenes_hostile.pt`` or
 ``ecbsr_x2_hostile.pt``) is folded and exported as ``edgerep deploy`` does, then ``quantize_model`` runs once per
-row on the CPU target, with deploy's data (calibration split, every choice scored by the task's selection score on
+row on the CPU target (``--target tensorrt``: TensorRT's file, symmetric s8, scored as quantize scores it, by
+its QDQ simulation in float; no latency, there is no TensorRT here), with deploy's data (calibration split, every choice scored by the task's selection score on
 the selection split, choices against the folded FP32 file as in deploy) and the budget ``--max-drop`` (the
 task's deploy default: 0.5 mAP points, 0.1 dB):
 
@@ -24,6 +26,7 @@ them (PTQ: calibration, policies and their scoring; mixed: the sensitivity searc
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -53,10 +56,11 @@ TASKS = {"detect": ("examples/checkpoints/repdet_scenes_hostile.pt", "scenes", 0
 ROWS = ("PTQ", "mixed", "+AdaRound", "+QAT", "auto")
 
 
-def plans(rows: list[str], budget: float, iters: int, qat_steps: int, cache: Path) -> dict[str, QuantizeOptions]:
-    """The ``QuantizeOptions`` of each row (CPU target, deploy's calibration plan, the given budget)."""
+def plans(rows: list[str], budget: float, iters: int, qat_steps: int, cache: Path,
+          target: str = "cpu") -> dict[str, QuantizeOptions]:
+    """The ``QuantizeOptions`` of each row (one target, deploy's calibration plan, the given budget)."""
     cal = CalibrationOptions(cache_dir=cache)
-    tgt = TargetOptions(targets=("cpu",))
+    tgt = TargetOptions(targets=(target,))
     judge = JudgeOptions(max_drop=budget)
 
     def rec(mode: str) -> RecoveryOptions:
@@ -70,10 +74,13 @@ def plans(rows: list[str], budget: float, iters: int, qat_steps: int, cache: Pat
     return {k: every[k] for k in rows}
 
 
-def test_metric(task, path: Path, session_config: dict | None, test, fp32: bool = False) -> tuple[str, dict]:
+def test_metric(task, path: Path, session_config: dict | None, test, fp32: bool = False,
+                simulated: bool = False) -> tuple[str, dict]:
     """The test split's metric of one ONNX file (run batch by batch as deploy's evaluation does), in words and as
-    the task's accuracy numbers."""
-    eng = OrtEngine(path, precision="fp32" if fp32 else "int8", session_config=None if fp32 else session_config)
+    the task's accuracy numbers. ``simulated``: graph optimizations off (a TensorRT file's QDQ simulated in float,
+    as quantize scores it)."""
+    eng = OrtEngine(path, precision="fp32" if fp32 else "int8", session_config=None if fp32 else session_config,
+                    **({"optimization": "disable"} if simulated else {}))
     outs, ys = [], []
     for x, y in test.batches(16):
         outs.append(np.asarray(eng.run(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32))
@@ -93,6 +100,9 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"rows to run, of {','.join(ROWS)}")
     ap.add_argument("--iters", type=int, default=RecoveryOptions().iters, help="AdaRound Adam steps per layer")
     ap.add_argument("--qat-steps", type=int, default=RecoveryOptions().qat_steps, help="QAT fine-tuning steps")
+    ap.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu",
+                    help="the file the ladder writes: the CPU file (timed) or TensorRT's (symmetric s8; its metric "
+                         "is the QDQ simulation quantize scores, no latency: no TensorRT here)")
     args = ap.parse_args()
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in ROWS]
@@ -112,23 +122,36 @@ def main() -> None:
         model = loaded.model.eval()
         export_onnx(fold_model(model, torch.from_numpy(np.asarray(next(iter(calib.batches(2)))[0]))), fp32,
                     tuple(meta.input_shape), dynamic_batch=True, dynamic_hw=args.task == "sr")
-        for name, opts in plans(rows, budget, args.iters, args.qat_steps, tmp / "cache").items():
+        for name, opts in plans(rows, budget, args.iters, args.qat_steps, tmp / "cache", args.target).items():
             t = time.perf_counter()
             res = quantize_model(fp32, calib, val, tmp / name.replace("+", ""), opts, task=task,
                                  progress=lambda m, n=name: print(f"[{n}] {m}", flush=True))
             runs[name] = (res, time.perf_counter() - t)
         ref_text, _ = test_metric(task, fp32, None, test, fp32=True)
         load_lat = os.getloadavg()
-        engines = {k: OrtEngine(r.files["cpu"], precision="int8", session_config=r.cpu_policy.session_config)
-                   for k, (r, _) in runs.items()}
-        x1 = np.ascontiguousarray(next(iter(test.batches(1)))[0], dtype=np.float32)
-        ms = interleaved_ms(engines, x1)
+        trt = args.target == "tensorrt"
+        if trt:
+            ms = {k: math.nan for k in runs}
+        else:
+            engines = {k: OrtEngine(r.files["cpu"], precision="int8", session_config=r.cpu_policy.session_config)
+                       for k, (r, _) in runs.items()}
+            x1 = np.ascontiguousarray(next(iter(test.batches(1)))[0], dtype=np.float32)
+            ms = interleaved_ms(engines, x1)
         table = []
         for k, (r, secs) in runs.items():
-            text, d = test_metric(task, r.files["cpu"], r.cpu_policy.session_config, test)
-            fl = [e["node"] for e in r.excluded_nodes if e["target"] == "cpu"]
+            if trt:
+                text, d = test_metric(task, r.files["tensorrt"], None, test, simulated=True)
+                learned = r.tensorrt.get("learned_weights")
+                fl = list(r.tensorrt.get("excluded") or [])
+                name = "tensorrt" + (f"+{learned}" if learned else "") + (f"+fp32[{len(fl)}]" if fl else "") \
+                    + f", lint errors {r.tensorrt.get('lint_errors')}"
+                drop = r.tensorrt["simulated_drop"]
+            else:
+                text, d = test_metric(task, r.files["cpu"], r.cpu_policy.session_config, test)
+                fl = [e["node"] for e in r.excluded_nodes if e["target"] == "cpu"]
+                name, drop = r.cpu_policy.name, r.cpu_policy.drop
             steps = ", ".join(f"{s.step} {s.seconds:.0f}" for s in (r.recovery.steps if r.recovery else ()))
-            table.append((k, r.cpu_policy.name, text, d, r.cpu_policy.drop, fl, ms[k], steps, secs))
+            table.append((k, name, text, d, drop, fl, ms[k], steps, secs))
     cpu = detect_cpu_features()
     print(f"host: {cpu.model_name}, {os.cpu_count()} cores, INT8 path {cpu.int8_dot}; onnxruntime "
           f"{__import__('onnxruntime').__version__}, torch {torch.__version__}; load (1/5/15 min) before "
@@ -140,12 +163,12 @@ def main() -> None:
           f"on the selection split ({len(val)} samples), calibration {len(calib)} samples; test {counts}; "
           f"folded FP32 on test: {ref_text}; AdaRound {args.iters} steps per layer, QAT {args.qat_steps} steps")
     metric = "mAP@[.5:.95] (mAP@.5)" if args.task == "detect" else "PSNR / SSIM (Y)"
-    print(f"| row | CPU file | test {metric} | selection drop | layers in float | INT8 latency ms (batch 1) "
-          "| ladder steps s | quantize wall s |")
+    print(f"| row | {'TensorRT file (simulated)' if args.target == 'tensorrt' else 'CPU file'} | test {metric} "
+          "| selection drop | layers in float | INT8 latency ms (batch 1) | ladder steps s | quantize wall s |")
     print("|---|---|---|---|---|---|---|---|")
     for k, pol, text, _d, drop, fl, lat, steps, secs in table:
         print(f"| {k} | {pol} | {text} | {drop:.2f} | {len(fl)}{' (' + ', '.join(fl) + ')' if fl else ''} "
-              f"| {lat:.3f} | {steps or '-'} | {secs:.0f} |")
+              f"| {'-' if math.isnan(lat) else f'{lat:.3f}'} | {steps or '-'} | {secs:.0f} |")
     for k, (r, _) in runs.items():
         if r.recovery is None:
             continue

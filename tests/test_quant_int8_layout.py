@@ -186,3 +186,26 @@ def test_per_tensor_weights_are_padded_without_touching_their_one_scale(sr_file)
     x = np.random.default_rng(3).random((1, 3, 15, 19), dtype=np.float32)
     assert np.array_equal(_session(info.path).run(None, {"input": x})[0],
                           _session(plain_info.path).run(None, {"input": x})[0])
+
+
+def test_the_float_tail_of_a_tensorrt_file_adds_the_residual_in_float_from_the_float_input(sr_file):
+    """TensorRT's file quantizes residual Add inputs (s8) so TensorRT can fuse them into convs; an Add after the
+    last conv fuses into nothing, and there it rounded the SR output image itself (0.085 dB on the hostile net with
+    every conv in float). The tail's Add keeps float inputs and its residual reads the model input, not its int8
+    copy (128 levels for an image in [0, 1] on the symmetric grid)."""
+    import onnx
+
+    from edgerep.quant.qdq import quantizable_nodes
+
+    fp32, cal, d = sr_file
+    info = write_qdq(fp32, d / "trt.onnx", cal, TENSORRT)
+    m = onnx.load(info.path)
+    assert info.add_inputs_quantized == 0 and "/Add" in info.float_tail
+    resize = next(n for n in m.graph.node if n.op_type == "Resize")
+    assert resize.input[0] == "input"
+    # every conv in float: nothing is left to round, the file computes the FP32 file's numbers
+    all_float = write_qdq(fp32, d / "trt-float.onnx", cal, TENSORRT,
+                          exclude_nodes=quantizable_nodes(onnx.load(str(fp32))))
+    x = np.random.default_rng(4).random((1, 3, 14, 18), dtype=np.float32)
+    want = _session(fp32).run(None, {"input": x})[0]
+    assert np.array_equal(_session(all_float.path).run(None, {"input": x})[0], want)
