@@ -203,6 +203,8 @@ def test_the_float_tail_of_a_tensorrt_file_adds_the_residual_in_float_from_the_f
     assert info.add_inputs_quantized == 0 and "/Add" in info.float_tail
     resize = next(n for n in m.graph.node if n.op_type == "Resize")
     assert resize.input[0] == "input"
+    read = {t for n in m.graph.node for t in n.input} | {o.name for o in m.graph.output}
+    assert all(n.output[0] in read for n in m.graph.node)  # no Q / DQ left that nothing reads
     # every conv in float: nothing is left to round, the file computes the FP32 file's numbers
     all_float = write_qdq(fp32, d / "trt-float.onnx", cal, TENSORRT,
                           exclude_nodes=quantizable_nodes(onnx.load(str(fp32))))

@@ -338,7 +338,7 @@ def float_tail(model) -> list[str]:
 
 def tail_reads_float_inputs(model, tail: Iterable[str]) -> list[str]:
     """Rewrite ``model`` in place: a float-tail node (``float_tail``) that reads a graph input through its
-    QuantizeLinear -> DequantizeLinear reads the input itself; DequantizeLinear nodes left unread are removed.
+    QuantizeLinear -> DequantizeLinear reads the input itself; Q / DQ nodes left unread are removed.
     Returns the tail nodes rewired. Why: an SR net's residual (the input, upscaled, added to the output) read the
     input's int8 copy, so the output image carried the input's rounding; on TensorRT's symmetric s8 grid an image in
     [0, 1] has 128 levels, and that alone cost the hostile SR net's TensorRT file 0.085 dB with every conv in float."""
@@ -356,11 +356,14 @@ def tail_reads_float_inputs(model, tail: Iterable[str]) -> list[str]:
             if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inputs:
                 n.input[k] = q.input[0]
                 rewired.append(n.name)
-    if rewired:
-        outputs = {o.name for o in g.output}
-        read = {t for n in g.node for t in n.input}
-        for dq in [n for n in g.node if n.op_type == "DequantizeLinear" and n.output[0] not in read | outputs]:
-            g.node.remove(dq)
+    outputs = {o.name for o in g.output}
+    while rewired:  # the DQ (then its Q) nobody reads any more
+        read = {t for n in g.node for t in n.input} | outputs
+        dead = [n for n in g.node if n.op_type in ("DequantizeLinear", "QuantizeLinear") and n.output[0] not in read]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
     return rewired
 
 
