@@ -7,9 +7,9 @@
 The checkpoint (default: the task's shipped hostile variant, ``examples/checkpoints/repdet_scenes_hostile.pt`` or
 ``ecbsr_x2_hostile.pt``) is folded and exported as ``edgerep deploy`` does, then ``quantize_model`` runs once per
 row on the CPU target (``--target tensorrt``: TensorRT's file, symmetric s8, scored as quantize scores it, by
-its QDQ simulation in float; no latency, there is no TensorRT here), with deploy's data (calibration split, every choice scored by the task's selection score on
-the selection split, choices against the folded FP32 file as in deploy) and the budget ``--max-drop`` (the
-task's deploy default: 0.5 mAP points, 0.1 dB):
+its QDQ simulation in float; no latency, there is no TensorRT here), with deploy's data (calibration split,
+every choice scored by the task's selection score on the selection split, choices against the folded FP32 file
+as in deploy) and the budget ``--max-drop`` (the task's deploy default: 0.5 mAP points, 0.1 dB):
 
   PTQ        --max-drop none: every layer INT8, no learning step, no layer in float
   mixed      --recover none: PTQ, then the most sensitive layers in FP32 until the budget holds

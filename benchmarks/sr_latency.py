@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     from edgerep.bench.ranking import interleaved_rounds, paired_ratio
-
     from edgerep.quant.cpu_features import detect_cpu_features
     from edgerep.quant.prelu import prelu_as_max
 

@@ -488,9 +488,8 @@ def optimized_int8_weights(qdq_path: str | Path, session_config: dict[str, str] 
 
 
 def max_optimized_difference(learned: dict[str, np.ndarray], stored: list[np.ndarray]) -> int:
-    """Per learned layer the closest int8 tensor of the same shape (or its real filters, padded) in the optimized
-    graph; the largest
-    |difference| over the layers (0: the fused kernels read exactly the learned integers)."""
+    """Per learned layer the closest int8 tensor of the same shape (or a padded one's real filters) in the optimized
+    graph; the largest |difference| over the layers (0: the fused kernels read exactly the learned integers)."""
     worst = 0
     for node, q in learned.items():
         same = [s for s in stored if s.shape == q.shape]

@@ -452,5 +452,5 @@ def write_qdq(fp32_path: str | Path, out_path: str | Path, calibration: Calibrat
     quantized = [n for n in names if n not in exclude and (not only or n in only)]
     return QdqInfo(path=str(out_path), config=config.to_dict(), quantized_nodes=quantized,
                    excluded_nodes=[n for n in names if n not in quantized] + [n for n in exclude if n not in names],
-                   add_inputs_quantized=added, prelu_rewritten=prelus, prelu_int8=int8_prelus, movement_int8=moved, padded_convs=padded, float_tail=tail,
-                   bias_corrected=corrected)
+                   add_inputs_quantized=added, prelu_rewritten=prelus, prelu_int8=int8_prelus, movement_int8=moved,
+                   padded_convs=padded, float_tail=tail, bias_corrected=corrected)
