@@ -235,7 +235,8 @@ def test_latency_rounds_race_only_the_candidates_that_can_ship():
             self.runs += 1
             time.sleep(self.s)
 
-    pols = with_int8_prelu(cpu_candidates(CpuFeatures("x86_64", "t", 2, avx2=True, avx512f=True, avx512_vnni=True)))[:4]
+    vnni = CpuFeatures("x86_64", "t", 2, avx2=True, avx512f=True, avx512_vnni=True)
+    pols = with_int8_prelu(cpu_candidates(vnni))[:4]  # u8s8, u8s8-prelu8, s8s8, s8s8-prelu8
     said: list[str] = []
     delays = {pols[0].name: 0.004, pols[1].name: 0.002, pols[2].name: 0.02, pols[3].name: 0.02}
     measured = [SimpleNamespace(policy=p, engine=Sleeper(delays[p.name]),
