@@ -135,19 +135,17 @@ def main(argv: list[str] | None = None) -> int:
             rounds = interleaved_rounds(sess, x, rounds=args.rounds, per_round=args.per_round, budget_s=1e9,
                                         settle_s=2.0)
             med = {k: float(np.median([min(r) for r in v])) for k, v in rounds.items()}
-            ratio = {k: paired_ratio(rounds[k], rounds["int8"], statistic="min") for k in ("fp32", "fp32+max")}
-            by_median = {k: paired_ratio(rounds["int8"], rounds[k], statistic="median") for k in ("fp32", "fp32+max")}
+            paired = {(k, stat): paired_ratio(rounds["int8"], rounds[k], statistic=stat)
+                      for k in ("fp32", "fp32+max") for stat in ("min", "median")}  # INT8 / FP32, per round
             print(f"\n{b} (policy {rep['quantization']['cpu_policy'].get('name')}; PReLUs rewritten in fp32+max: "
                   f"{rewritten}, put back in int8+prelu: {back}); 640x360 -> 1280x720, {args.rounds} interleaved "
                   f"rounds of {args.per_round} runs each, settled between files; the median of each round's fastest:")
             for k, v in med.items():
                 print(f"  {k:11s} {v:8.1f} ms")
-            inv = {k: 1.0 / r.estimate for k, r in ratio.items()}
-            ci = {k: f"95% CI {1.0 / r.high:.3f}-{1.0 / r.low:.3f}" for k, r in ratio.items()}
-            print(f"  INT8 / FP32 as exported: {med['int8'] / med['fp32']:.3f} (paired per round {inv['fp32']:.3f}, "
-                  f"{ci['fp32']}); INT8 / FP32+max: {med['int8'] / med['fp32+max']:.3f} (paired "
-                  f"{inv['fp32+max']:.3f}, {ci['fp32+max']}); with each round's median run instead of its fastest: "
-                  f"{by_median['fp32']} / {by_median['fp32+max']}"
+            print(f"  INT8 / FP32 as exported: {med['int8'] / med['fp32']:.3f} (paired per round "
+                  f"{paired['fp32', 'min']}); INT8 / FP32+max: {med['int8'] / med['fp32+max']:.3f} (paired "
+                  f"{paired['fp32+max', 'min']}); with each round's median run instead of its fastest: "
+                  f"{paired['fp32', 'median']} / {paired['fp32+max', 'median']}"
                   + (f"; INT8 with PRelu / FP32: {med['int8+prelu'] / med['fp32']:.3f}" if "int8+prelu" in med else
                      " (its PReLUs run on the integers: no int8+prelu row)"))
             for k in ("fp32", "fp32+max", "int8"):

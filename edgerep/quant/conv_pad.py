@@ -29,13 +29,35 @@ def fast_width(channels: int, minimum: int = 16, multiple: int = 4) -> int:
     return max(minimum, -(-channels // multiple) * multiple)
 
 
+def _padding_site(conv, inits, producer, readers, outputs):
+    """(weight DQ, bias DQ or None, output QuantizeLinear) when ``conv`` is a quantized group-1 Conv: input,
+    weight and bias from DequantizeLinear nodes (weight and bias of initializers, read by this conv only), its
+    output read by one QuantizeLinear only; else None."""
+    def dq_of(t: str):
+        n = producer.get(t)
+        ok = n is not None and n.op_type == "DequantizeLinear" and len(readers.get(t, [])) == 1 and \
+            all(x in inits for x in n.input if x)
+        return n if ok else None
+
+    if conv.op_type != "Conv" or any(a.name == "group" and a.i != 1 for a in conv.attribute):
+        return None
+    x_dq, w_dq = producer.get(conv.input[0]), dq_of(conv.input[1])
+    has_bias = len(conv.input) > 2 and bool(conv.input[2])
+    b_dq = dq_of(conv.input[2]) if has_bias else None
+    users = readers.get(conv.output[0], [])
+    if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or (has_bias and b_dq is None) \
+            or conv.output[0] in outputs or len(users) != 1 or users[0].op_type != "QuantizeLinear":
+        return None
+    return w_dq, b_dq, users[0]
+
+
 def pad_narrow_convs(model, minimum: int = 16, multiple: int = 4) -> list[str]:
-    """Rewrite ``model`` (a QDQ file) in place: every quantized group-1 ``Conv`` (input, weight and bias from
-    DequantizeLinear nodes, its output read by one QuantizeLinear only) whose output channels are not
-    ``fast_width`` gets zero filters up to it and a Slice after its QuantizeLinear. Returns the convs padded."""
+    """Rewrite ``model`` (a QDQ file) in place: every quantized group-1 ``Conv`` (``_padding_site``) whose output
+    channels are not ``fast_width`` gets zero filters up to it and a Slice after its QuantizeLinear. Returns the
+    convs padded."""
     from onnx import helper, numpy_helper
 
-    from edgerep.quant.onnx_graph import consumers
+    from edgerep.quant.onnx_graph import consumers, drop_unread_initializers, drop_value_info
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
@@ -43,26 +65,12 @@ def pad_narrow_convs(model, minimum: int = 16, multiple: int = 4) -> list[str]:
     readers = consumers(model)
     outputs = {o.name for o in g.output}
     padded, stale, new_nodes, replaced = [], set(), [], set()
-
-    def dq_of(t: str):
-        n = producer.get(t)
-        ok = n is not None and n.op_type == "DequantizeLinear" and len(readers.get(t, [])) == 1 and \
-            all(x in inits for x in n.input if x)
-        return n if ok else None
-
     for conv in g.node:
-        if conv.op_type != "Conv" or any(a.name == "group" and a.i != 1 for a in conv.attribute):
+        site = _padding_site(conv, inits, producer, readers, outputs)
+        if site is None:
             continue
-        x_dq = producer.get(conv.input[0])
-        w_dq = dq_of(conv.input[1])
-        b_dq = dq_of(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-        users = readers.get(conv.output[0], [])
-        if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or conv.output[0] in outputs \
-                or len(users) != 1 or users[0].op_type != "QuantizeLinear" or (len(conv.input) > 2 and conv.input[2]
-                                                                             and b_dq is None):
-            continue
-        w = numpy_helper.to_array(inits[w_dq.input[0]])
-        cout = int(w.shape[0])
+        w_dq, b_dq, q = site
+        cout = int(numpy_helper.to_array(inits[w_dq.input[0]]).shape[0])
         width = fast_width(cout, minimum, multiple)
         if width == cout:
             continue
@@ -80,7 +88,6 @@ def pad_narrow_convs(model, minimum: int = 16, multiple: int = 4) -> list[str]:
                 g.initializer.append(numpy_helper.from_array(pad.astype(a.dtype), name))
                 replaced.add(t)
                 dq.input[k] = name
-        q = users[0]
         real = q.output[0]
         q.output[0] = f"{real}{_PAD}{width}"
         consts = {f"{real}_slice_{k}": np.array(v, np.int64) for k, v in (("starts", [0]), ("ends", [cout]),
@@ -90,14 +97,8 @@ def pad_narrow_convs(model, minimum: int = 16, multiple: int = 4) -> list[str]:
         stale.add(conv.output[0])
         padded.append(conv.name)
     g.node.extend(new_nodes)
-    used = {t for n in g.node for t in n.input}
-    unused = [i for i in g.initializer if i.name in replaced and i.name not in used]
-    for i in unused:
-        g.initializer.remove(i)
-    if stale:  # the conv's float output has the padded width now: drop its old shape record
-        keep = [v for v in g.value_info if v.name not in stale]
-        del g.value_info[:]
-        g.value_info.extend(keep)
+    drop_unread_initializers(model, replaced)
+    drop_value_info(model, stale)  # the conv's float output has the padded width now
     return padded
 
 
@@ -107,6 +108,8 @@ def unpad(model) -> list[str]:
     channels under their original names, its QuantizeLinear writing the sliced tensor's name again, the Slice
     gone. The same function, bit for bit. Returns the convs unpadded."""
     from onnx import numpy_helper
+
+    from edgerep.quant.onnx_graph import drop_unread_initializers
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
@@ -141,9 +144,7 @@ def unpad(model) -> list[str]:
         done.append(conv.name)
     for n in drop_nodes:
         g.node.remove(n)
-    used = {t for n in g.node for t in n.input}
-    for i in [i for i in g.initializer if i.name in drop_inits and i.name not in used]:
-        g.initializer.remove(i)
+    drop_unread_initializers(model, drop_inits)
     return done
 
 

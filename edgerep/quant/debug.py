@@ -208,15 +208,13 @@ def handed_tensor(model, node) -> str:
     compared with the FP32 file's float one gave SQNRs of -60 dB."""
     cons = consumers(model)
     outs = {o.name for o in model.graph.output}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    t = node.output[0]
+    q, t = node, node.output[0]  # q: the node that wrote t
     while t not in outs and len(cons.get(t, [])) == 1:
         c = cons[t][0]
         if c.op_type not in HANDED_THROUGH or c.input[0] != t:
             break
-        t = c.output[0]
-    q = producer.get(t)
-    if q is not None and q.op_type == "QuantizeLinear" and t not in outs:
+        q, t = c, c.output[0]
+    if q.op_type == "QuantizeLinear" and t not in outs:
         dq = next((c for c in cons.get(t, []) if c.op_type == "DequantizeLinear" and c.input[0] == t), None)
         return dq.output[0] if dq is not None else q.input[0]
     return t

@@ -28,7 +28,7 @@ def movement_on_integers(model) -> list[str]:
     """Rewrite ``model`` in place: every ``DequantizeLinear`` with a per-tensor scale (and zero point) whose output
     only one ``MOVEMENT_OPS`` node reads (and is no graph output) swaps places with it. Returns the names of the
     ops moved onto the integers; the caller re-sorts the graph (``qdq.toposort``)."""
-    from edgerep.quant.onnx_graph import consumers
+    from edgerep.quant.onnx_graph import consumers, drop_value_info
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
@@ -50,8 +50,5 @@ def movement_on_integers(model) -> list[str]:
         dq.input[0], dq.output[0] = on_integers, float_out
         stale.add(float_in)
         moved.append(op.name or float_out)
-    if stale:  # the float tensor between them no longer exists: drop its shape record
-        keep = [v for v in g.value_info if v.name not in stale]
-        del g.value_info[:]
-        g.value_info.extend(keep)
+    drop_value_info(model, stale)  # the float tensor between them no longer exists
     return moved

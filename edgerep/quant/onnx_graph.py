@@ -1,4 +1,5 @@
-"""Lookups over an ONNX graph that several passes need: who reads a tensor, what a set of tensors depends on."""
+"""Lookups and clean-ups over an ONNX graph that several passes need: who reads a tensor, what a set of tensors
+depends on, dropping what a rewrite left unread."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -33,4 +34,24 @@ def ancestors(model, tensors: Iterable[str]) -> set[int]:
     return keep
 
 
-__all__ = ["ancestors", "consumers"]
+def drop_unread_initializers(model, names: Iterable[str]) -> None:
+    """Remove the initializers ``names`` that no node reads and no graph output names (what a rewrite replaced)."""
+    g = model.graph
+    read = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+    gone = set(names) - read
+    if gone:
+        kept = [i for i in g.initializer if i.name not in gone]
+        del g.initializer[:]
+        g.initializer.extend(kept)
+
+
+def drop_value_info(model, names: Iterable[str]) -> None:
+    """Remove the shape records of tensors ``names`` (a rewrite removed them or changed their shape)."""
+    gone = set(names)
+    if gone:
+        kept = [v for v in model.graph.value_info if v.name not in gone]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(kept)
+
+
+__all__ = ["ancestors", "consumers", "drop_unread_initializers", "drop_value_info"]

@@ -98,10 +98,10 @@ def prelu_int8(model) -> int:
     grids a second integer op would move ``x`` onto the output's grid; such PReLUs are left in float."""
     from onnx import helper, numpy_helper
 
+    from edgerep.quant.onnx_graph import consumers, drop_unread_initializers
+
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    from edgerep.quant.onnx_graph import consumers
-
     producers = {o: n for n in g.node for o in n.output}
     readers = consumers(model)
     outputs = {o.name for o in g.output}
@@ -146,11 +146,7 @@ def prelu_int8(model) -> int:
     del g.node[:]
     g.node.extend(nodes)
     g.initializer.extend(new_inits)
-    used = {t for n in g.node for t in n.input} | outputs
-    gone = slopes - used  # the float slopes went with their PRelus (unless something else reads them)
-    kept = [i for i in g.initializer if i.name not in gone]
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    drop_unread_initializers(model, slopes)  # the float slopes went with their PRelus, unless another node reads them
     return len(replace)
 
 

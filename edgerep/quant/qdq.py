@@ -280,10 +280,10 @@ def restore_float_weights(model, original: str | Path, nodes: Iterable[str]) -> 
     import onnx
     from onnx import numpy_helper
 
-    orig = {i.name: i for i in onnx.load(str(original), load_external_data=True).graph.initializer}
-    inits = {i.name: i for i in model.graph.initializer}
     from edgerep.quant.onnx_graph import consumers
 
+    orig = {i.name: i for i in onnx.load(str(original), load_external_data=True).graph.initializer}
+    inits = {i.name: i for i in model.graph.initializer}
     wanted = set(nodes)
     readers = consumers(model)
     restored = []
