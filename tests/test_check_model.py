@@ -213,3 +213,31 @@ def test_data_that_does_not_fit_the_model_is_a_one_line_data_error():
         check_model(model, example_input=torch.randn(1, 1, 8, 8))
     with pytest.raises(DataError, match=r"calibration batch of shape \(2, 5, 8, 8\)"):
         check_model(model, example_input=torch.randn(1, 3, 8, 8), calib_batches=[torch.randn(2, 5, 8, 8)])
+
+
+@pytest.mark.parametrize("channels", [16, 1280])
+def test_weights_plot_marks_the_outlier_channel_and_draws_wide_layers_as_lines(channels):
+    """A 1,280-channel layer's per-channel plot is line collections (a bar per channel took 0.9 s a plot), the
+    outlier channel red and drawn last; a narrow layer keeps its bars; the histogram is one patch."""
+    from types import SimpleNamespace as NS
+
+    from matplotlib.colors import to_hex
+
+    from edgerep.report.check_html import BAR_CHANNELS, weights_figure
+
+    absmax = [0.5] * channels
+    absmax[3], absmax[5] = 4.0, 0.0  # an outlier and a dead channel (log axis)
+    w = NS(histogram={"edges": [-1.0, 0.0, 1.0], "counts": [5, 0]}, kurtosis=3.0, channel_absmax=absmax,
+           channel_spread=8.0)
+    fig = weights_figure(NS(name="l", weight=w, attribution=NS(outlier_channels=[3], channels=[NS(channel=3)])))
+    hist_ax, ch_ax = fig.axes
+    assert len(hist_ax.patches) == 1
+    if channels <= BAR_CHANNELS:
+        assert len(ch_ax.patches) == channels and to_hex(ch_ax.patches[3].get_facecolor()) == "#c62828"
+        return
+    assert not ch_ax.patches
+    grey, red = ch_ax.collections
+    assert len(grey.get_segments()) == channels - 1 and to_hex(red.get_colors()[0]) == "#c62828"
+    (x0, y0), (x1, y1) = red.get_segments()[0]
+    assert x0 == x1 == 3 and y1 == 4.0
+    assert min(seg[1][1] for seg in grey.get_segments()) > 0  # the dead channel sits at the floor, not at 0
