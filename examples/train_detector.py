@@ -192,13 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=None, help="first N train scenes (default: all 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--width-scale", type=float, default=1.0,
+                   help="every layer's width times this (repdet_scenes' width_scale; 1.0: 16-64 channels)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     t_start = time.perf_counter()
-    meta = CheckpointMeta(arch="repdet_scenes", arch_kwargs={"num_classes": 10, "in_channels": 3},
+    meta = CheckpointMeta(arch="repdet_scenes", arch_kwargs={"num_classes": 10, "in_channels": 3}
+                          | ({"width_scale": args.width_scale} if args.width_scale != 1.0 else {}),
                           input_shape=DEFAULT_SHAPE, mean=MEAN, std=STD, scale=SCALE, class_names=list(CLASS_NAMES),
                           dataset="scenes")
     model = create_model("repdet_scenes", **meta.arch_kwargs)

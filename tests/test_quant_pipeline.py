@@ -11,7 +11,7 @@ from edgerep.quant.calibrate import ArrayDataset, calibrate
 from edgerep.quant.cpu_features import detect_cpu_features
 from edgerep.quant.paired import Paired, judge
 from edgerep.quant.options import CalibrationOptions, JudgeOptions, QuantizeOptions, TargetOptions
-from edgerep.quant.pipeline import quantize_model
+from edgerep.quant.pipeline import EQUALIZE_CHECK_SAMPLES, quantize_model
 from edgerep.quant.policy import cpu_candidates
 from edgerep.quant.qdq import QdqConfig, write_qdq
 from test_quant_helpers import (dataset, digits_splits, export_folded, flattened_onnx, hostile_digits,
@@ -121,6 +121,7 @@ def test_quant_hostile_repvgg_plain_ptq_vs_edgerep(tmp_path):
     assert plain < fp32_top1 - 20, (plain, fp32_top1)
     assert ours >= fp32_top1 - 1.0, (ours, fp32_top1, res.cpu_policy)
     assert res.equalization["applied"] and res.equalization["range_ratio_before"] > 50
+    assert res.equalization["checked_samples"] == EQUALIZE_CHECK_SAMPLES < len(dataset("calib"))
 
 
 def test_mixed_precision_keeps_the_sensitive_layers_in_fp32(tmp_path):
@@ -250,3 +251,27 @@ def test_latency_rounds_race_only_the_candidates_that_can_ship():
         assert m.candidate.latency_ms > 15 and f"{m.policy.name}* " in said[0]
     assert all(m.engine is None for m in measured)
     assert min(engines[m.policy.name].runs for m in measured[:2]) >= 3 * 6  # at least three rounds each
+
+
+def test_an_equalization_that_is_not_exact_is_refused_on_the_few_samples_it_is_checked_on(tmp_path, monkeypatch):
+    """The check reads EQUALIZE_CHECK_SAMPLES calibration samples: a rewrite off by 1% in one conv is still
+    refused, and the file quantized is the FP32 one."""
+    from onnx import numpy_helper
+
+    import edgerep.quant.equalize as eqmod
+
+    real = eqmod.equalize_model
+
+    def off_by_one_percent(model):
+        res = real(model)
+        w = next(i for i in model.graph.initializer if len(i.dims) == 4)  # a conv weight
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * np.float32(1.01), w.name))
+        return res
+
+    monkeypatch.setattr(eqmod, "equalize_model", off_by_one_percent)
+    path = export_folded(hostile_digits(), tmp_path / "hostile.onnx")
+    res = quantize_model(path, dataset("calib"), dataset("test"), tmp_path / "out",
+                         QuantizeOptions(TargetOptions(("cpu",))))
+    eq = res.equalization
+    assert eq["pairs"] and not eq["applied"] and "deviates" in eq["why_not"] and eq["max_rel_deviation"] > 1e-4
+    assert eq["checked_samples"] == EQUALIZE_CHECK_SAMPLES
