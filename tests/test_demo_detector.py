@@ -13,7 +13,10 @@ import torch
 pytest.importorskip("pycocotools", reason="pycocotools (the 'detect' extra) is not installed: no mAP")
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "repdet_scenes.pt"
-EVAL = 24
+# test images, and selection images (eval_samples caps both). 24 was enough for the width-1 demo; at width 2.5 the
+# INT8 file's mAP drop on 24 test images (77 boxes) moved 0.48-1.07 points with the calibration images alone (full
+# test set: 0.01), and 24 selection images accepted u8s8-w7, which could win the latency race and fail the gate
+EVAL = 100
 
 
 def test_shipped_demo_detector_is_small_says_detect_and_its_recorded_val_map_is_recomputed():
@@ -26,7 +29,7 @@ def test_shipped_demo_detector_is_small_says_detect_and_its_recorded_val_map_is_
     from edgerep.data.scenes import DEFAULT_SHAPE, SIZES, ScenesDataset
     from edgerep.fold.model import fold_model
 
-    assert DEMO.stat().st_size < 2_000_000
+    assert DEMO.stat().st_size < 9_000_000  # width 2.5: 1.96 M float32 parameters
     loaded = load_checkpoint(DEMO)
     meta = loaded.meta
     assert meta.task == "detect" and meta.dataset == "scenes" and tuple(meta.input_shape) == DEFAULT_SHAPE
@@ -64,7 +67,7 @@ def test_deploy_of_the_demo_detector_with_no_flag_passes_in_map_points(demo_bund
     assert base["metric"] == "map" and base["samples"] == EVAL and base["value"] >= 20.0
     int8 = next(e for e in report["engines"] if e["precision"] == "int8")
     assert int8["drop"]["unit"] == "points" and int8["drop"]["value"] <= 0.5
-    # the full deploy keeps every layer INT8 (examples/RESULTS.md); 24 selection images are noisier than 0.5 points
+    # the full deploy keeps every layer INT8 (examples/RESULTS.md); 100 selection images are noisier than 0.5 points
     assert len(report["quantization"]["excluded_nodes"]) <= 2
 
 

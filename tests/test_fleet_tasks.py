@@ -27,13 +27,13 @@ from edgerep.fleet.scoring import lead_scorer, task_of  # noqa: E402
 from tests.detect_helpers import deploy_demo_detector, pycocotools_stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = 24  # test images of the detector bundle (2 shards of 12)
+EVAL = 100  # test (and selection) images of the detector bundle (2 shards of 50); as tests/test_demo_detector.py
 KEYS = [("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")]
 
 
 @pytest.fixture(scope="module")
 def det_bundle(tmp_path_factory) -> Path:
-    """The shipped demo detector deployed on 24 scenes test images (as tests/test_demo_detector.py)."""
+    """The shipped demo detector deployed on 100 scenes test images (as tests/test_demo_detector.py)."""
     return deploy_demo_detector(tmp_path_factory.mktemp("fleet-det"), EVAL)
 
 
@@ -170,7 +170,7 @@ def test_a_retried_or_duplicated_shard_counts_once(det_fleet, det_bundle, tmp_pa
 
 
 def test_the_lead_scores_only_the_images_the_fleet_ran(det_bundle, tmp_path):
-    """--eval-samples 10 of the bundle's 24: mAP against annotations/test.json cut to those 10 image ids."""
+    """--eval-samples 10 of the bundle's 100: mAP against annotations/test.json cut to those 10 image ids."""
     fleet = InProcess(det_bundle, 2, eval_samples=10)
     report = _write(fleet.report([(0, 0, None), (1, 1, None)]), tmp_path)
     gt = json.loads((det_bundle / "annotations" / "test.json").read_text())

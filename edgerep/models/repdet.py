@@ -128,6 +128,8 @@ class RepDet(nn.Module):
 @register_model("repdet_scenes", "repdet", "anchor-free RepVGG detector (strides 8/16/32, decoupled head) for "
                 "3x160x160 scenes; output (N, 4 + C, anchors)", (3, 160, 160), 10, task="detect")
 def repdet_scenes(num_classes: int = 10, in_channels: int = 3, width_scale: float = 1.0) -> RepDet:
-    """The demo size (about 0.32 M parameters); ``width_scale`` shrinks or widens every layer (tests use 0.125)."""
+    """16-64 channels (0.32 M parameters) at ``width_scale`` 1; ``width_scale`` shrinks or widens every layer (tests use
+    0.125; the shipped demo checkpoint is 2.5, 40-160 channels and 1.96 M parameters: below that width onnxruntime's
+    INT8 convs are barely faster than its FP32 ones on x86, benchmarks/RESULTS.md stop 33)."""
     w = tuple(max(4, round(c * width_scale)) for c in (16, 24, 32, 48, 64))
     return RepDet(num_classes, in_channels, w, neck_width=max(4, round(32 * width_scale)))  # type: ignore[arg-type]
