@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmpd:
         rows = [measure(float(w), args.size, Path(tmpd), args.rounds, args.threads) for w in args.widths.split(",")]
     cpu, after = detect_cpu_features(), host_load()
-    print(f"{cpu.model_name} ({cpu.int8_dot}), {args.threads} threads, batch 1, {args.size} x {args.size}; load (1 min) "
-          f"{before['loadavg_1m']} before, {after['loadavg_1m']} after, {before['cores']} cores")
+    print(f"{cpu.model_name} ({cpu.int8_dot}), {args.threads} threads, batch 1, {args.size} x {args.size}; "
+          f"load (1 min) {before['loadavg_1m']} before, {after['loadavg_1m']} after, {before['cores']} cores")
     print("| width_scale | folded parameters | FP32 ms | INT8 ms | INT8 / FP32 (95% CI) |\n|---|---|---|---|---|")
     for r in rows:
         q = r["ratio"]

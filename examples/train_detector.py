@@ -2,9 +2,9 @@
 
 Real material that ships in the scikit-learn wheel (photos as backgrounds, handwritten digits as objects),
 CPU: 15 epochs of the shipped width (``--width-scale 2.5``, 1.96 M parameters) took 1080 s with 2 threads on the
-2-core host, ~42 s an epoch when nothing else ran (width 1, 0.32 M parameters: 401 s; pass ``--threads 1`` while other
-jobs run: two intra-op threads spinning for one core made an epoch ~8 minutes instead of ~30-80 s). The loss is the YOLOX / YOLOv6 anchor-free recipe,
-kept small:
+2-core host, ~42 s an epoch when nothing else ran (width 1, 0.32 M parameters: 401 s; pass ``--threads 1`` while
+other jobs run: two intra-op threads spinning for one core made an epoch ~8 minutes instead of ~30-80 s). The loss
+is the YOLOX / YOLOv6 anchor-free recipe, kept small:
 
 * **Assignment: SimOTA-lite.** Candidates of a ground-truth box are the anchor points inside it and within
   2.5 strides of its centre. Cost = class BCE + 3 * (-log IoU) of the current prediction; each box takes its

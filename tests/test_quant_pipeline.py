@@ -255,7 +255,7 @@ def test_latency_rounds_race_only_the_candidates_that_can_ship():
 
 def test_an_equalization_that_is_not_exact_is_refused_on_the_few_samples_it_is_checked_on(tmp_path, monkeypatch):
     """The check reads EQUALIZE_CHECK_SAMPLES calibration samples: a rewrite off by 1% in one conv is still
-    refused, and the file quantized is the FP32 one."""
+    refused (not applied, the deviation and its cause reported)."""
     from onnx import numpy_helper
 
     import edgerep.quant.equalize as eqmod
