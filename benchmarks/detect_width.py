@@ -28,18 +28,11 @@ import edgerep  # noqa: F401  (first: thread settings before torch loads OpenMP)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-class _Random:
-    """``n`` uniform [0, 1) images of ``size`` x ``size``: a data set for the calibration reader."""
+def _random(n: int, size: int, seed: int = 0):
+    """``n`` uniform [0, 1) images of ``size`` x ``size`` as a data set."""
+    from edgerep.quant.calibrate import ArrayDataset
 
-    def __init__(self, n: int, size: int, seed: int = 0):
-        self.x = np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32)
-
-    def batches(self, batch: int, limit: int | None = None):
-        for i in range(0, len(self.x), batch):
-            yield self.x[i:i + batch], None
-
-    def __len__(self) -> int:
-        return len(self.x)
+    return ArrayDataset(np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32), name="random")
 
 
 def measure(width: float, size: int, tmp: Path, rounds: int, threads: int) -> dict:
@@ -59,9 +52,9 @@ def measure(width: float, size: int, tmp: Path, rounds: int, threads: int) -> di
     folded = fold_model(model, torch.rand(2, 3, size, size))
     fp32, int8 = tmp / f"w{width}_{size}.onnx", tmp / f"w{width}_{size}.int8.onnx"
     export_onnx(folded, fp32, (3, size, size))
-    plain_ptq(fp32, int8, _Random(8, size), decode_nodes(fp32))
+    plain_ptq(fp32, int8, _random(8, size), decode_nodes(fp32))
     engines = {"fp32": OrtEngine(fp32, threads=threads), "int8": OrtEngine(int8, precision="int8", threads=threads)}
-    times = interleaved_rounds(engines, _Random(1, size, seed=1).x, rounds=rounds, per_round=5, budget_s=1e9,
+    times = interleaved_rounds(engines, _random(1, size, seed=1).x, rounds=rounds, per_round=5, budget_s=1e9,
                                settle_s=1.0)
     r = paired_ratio(times["int8"], times["fp32"], statistic="min")
     return {"width": width, "size": size, "params_m": sum(p.numel() for p in folded.parameters()) / 1e6,
