@@ -88,11 +88,18 @@ def equalize_model(model, iterations: int = 4, max_scale: float = 1e4) -> Equali
         r = np.abs(w1).reshape(w1.shape[0], -1).max(axis=1)
         return float(r.max() / max(np.median(r), 1e-12))
 
-    get = lambda name: numpy_helper.to_array(inits[name]).astype(np.float64)  # noqa: E731
+    # the weights are rescaled as arrays and each written back into its initializer once, at the end: a
+    # protobuf message keeps every value a ``CopyFrom`` replaced until the whole model is freed (4 sweeps over
+    # RepVGG-A0's 22 pairs grew the resident set by 320 MiB). Each step still rounds to the file's dtype.
+    arrays: dict[str, np.ndarray] = {}
+
+    def get(name):
+        if name not in arrays:
+            arrays[name] = numpy_helper.to_array(inits[name])
+        return arrays[name].astype(np.float64)
 
     def put(name, arr):
-        dtype = numpy_helper.to_array(inits[name]).dtype
-        inits[name].CopyFrom(numpy_helper.from_array(arr.astype(dtype), name))
+        arrays[name] = arr.astype(arrays[name].dtype)  # every put follows a get of the same name
 
     rep.range_ratio_before = max(ratio(get(a.input[1])) for a, _, _ in pairs)
     biggest = 1.0
@@ -122,4 +129,6 @@ def equalize_model(model, iterations: int = 4, max_scale: float = 1e4) -> Equali
                 put(b.input[1], w2 * s.reshape(1, -1, 1, 1))
     rep.max_scale = biggest
     rep.range_ratio_after = max(ratio(get(a.input[1])) for a, _, _ in pairs)
+    for name, arr in arrays.items():
+        inits[name].CopyFrom(numpy_helper.from_array(arr, name))
     return rep
