@@ -171,6 +171,42 @@ def test_kept_inputs_and_a_second_pass_give_the_same_numbers():
                 assert a[k] == b[k], (name, k)
 
 
+def test_inputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch):
+    """Whether the kept inputs fit the budget is known from the first batch: one byte short of fitting, the
+    check holds no more than part of that batch (not the budget, as it did before dropping), and its numbers
+    are those of keeping every input."""
+    import edgerep.quant.sensitivity as sens
+    from edgerep.quant.hostile import build_hostile_model, synthetic_batches
+
+    h = build_hostile_model("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 2, 2, 1))
+    folded, layers = fold_for_check(h.model)
+    batches = as_batches(synthetic_batches(h.input_shape, n_batches=4, batch_size=8, seed=3))
+    made = []
+
+    class Spy(sens.KeptInputs):
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+
+    monkeypatch.setattr(sens, "KeptInputs", Spy)
+    activation_stats = sens.activation_stats
+    every = activation_stats(folded, layers, batches, out_images=4, cache_bytes=1 << 40)
+    total = made[-1].peak
+    assert made[-1].on and total > 0
+    short = activation_stats(folded, layers, batches, out_images=4, cache_bytes=total - 1)
+    assert not made[-1].on and 0 < made[-1].peak < total / 4  # 4 batches: part of the first one
+    fits = activation_stats(folded, layers, batches, out_images=4, cache_bytes=total)
+    assert made[-1].on and made[-1].peak == total
+    for name in every:
+        for other in (short, fits):
+            a, b = every[name].to_dict(), other[name].to_dict()
+            for k in a:
+                if isinstance(a[k], float):
+                    assert math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12), (name, k)
+                else:
+                    assert a[k] == b[k], (name, k)
+
+
 def test_replay_units_skip_the_activation_and_agree_with_full_runs():
     from edgerep.quant.hostile import build_hostile_model, synthetic_batches
     from edgerep.quant.sensitivity import replay_units

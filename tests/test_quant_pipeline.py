@@ -275,3 +275,26 @@ def test_an_equalization_that_is_not_exact_is_refused_on_the_few_samples_it_is_c
     eq = res.equalization
     assert eq["pairs"] and not eq["applied"] and "deviates" in eq["why_not"] and eq["max_rel_deviation"] > 1e-4
     assert eq["checked_samples"] == EQUALIZE_CHECK_SAMPLES
+
+
+def test_a_spilled_selection_set_scores_the_same(digits_run, tmp_path, monkeypatch):
+    """The selection set read back from a file (``edgerep.spilled``, as at 224x224) gives every score, and so
+    every choice, of the set held in memory."""
+    import edgerep.quant.pipeline as qp
+    import edgerep.spilled as spilled
+
+    model, fp32, res, d = digits_run
+    seen = []
+    real = qp._Judge.__init__
+    monkeypatch.setattr(qp._Judge, "__init__", lambda self, x, *a, **k: seen.append(type(x)) or real(self, x, *a, **k))
+    monkeypatch.setattr(spilled, "SPILL_BYTES", 1)
+    again = quantize_model(fp32, dataset("calib"), dataset("test"), tmp_path / "out",
+                           QuantizeOptions(calibration=CalibrationOptions(cache_dir=d / "cache")),
+                           reference=reference_fn(model))
+    assert seen == [spilled.SpilledArray]
+    a, b = res.to_dict(), again.to_dict()
+    for key in ("auto_logit_error", "auto_drop", "method", "key"):
+        assert b["calibration"][key] == a["calibration"][key], key
+    strip = [{k: v for k, v in c.items() if k != "latency_ms"} for c in a["candidates"]]
+    assert [{k: v for k, v in c.items() if k != "latency_ms"} for c in b["candidates"]] == strip
+    assert b["reference"] == a["reference"] and b["cpu_policy"]["drop"] == a["cpu_policy"]["drop"]

@@ -34,6 +34,7 @@ from edgerep.quant.policy import (PRELU_INT8_SUFFIX, TENSORRT, CpuPolicy, by_sim
                                   with_int8_prelu)
 from edgerep.quant.qdq import QdqConfig, quantizable_nodes, write_qdq
 from edgerep.quant.recover import LadderStep, Recovery, adaround_changed, qat_changed
+from edgerep.spilled import SpilledArray, collect_samples
 
 CPU_FILE = "model.int8.onnx"
 TRT_FILE = "model.int8.trt.onnx"
@@ -152,7 +153,7 @@ class _Judge:
     """Scores ONNX files on fixed evaluation data against fixed reference outputs, by the task's
     ``selection_score`` (``edgerep.tasks``: top-1 drop for classifiers, selection-split mAP for detectors)."""
 
-    def __init__(self, x: np.ndarray, y: Any, ref: np.ndarray, batch: int, threads: int | None,
+    def __init__(self, x: np.ndarray | SpilledArray, y: Any, ref: np.ndarray, batch: int, threads: int | None,
                  static: bool = False, task: Any = None, dataset: Any = None):
         from edgerep.tasks import get_task
 
@@ -225,18 +226,23 @@ def latency_ms(engine, x1: np.ndarray, iters: int = 30, warmup: int = 5, budget_
     return float(np.median(times) * 1000.0)
 
 
-def _collect(dataset, limit: int | None, batch: int, task: Any = None, targets: bool = True) -> tuple[np.ndarray, Any]:
+def _collect(dataset, limit: int | None, batch: int, task: Any = None, targets: bool = True,
+             spill_to: Path | None = None) -> tuple[np.ndarray | SpilledArray, Any]:
     """The inputs and the targets (as ``task.collect_targets`` keeps them; None when any batch has none, or
-    when ``targets`` is false: inputs only)."""
+    when ``targets`` is false: inputs only). With ``spill_to``, inputs past ``SPILL_BYTES`` go to that file
+    (``edgerep.spilled``: read back per pass, the same bytes)."""
     from edgerep.tasks import get_task
 
-    xs, ys = [], []
-    for x, y in dataset.batches(batch, limit=limit):
-        xs.append(np.asarray(x, dtype=np.float32))
-        ys.append(y)
-    if not xs:
+    ys = []
+
+    def inputs():
+        for x, y in dataset.batches(batch, limit=limit):
+            ys.append(y)
+            yield x
+
+    x = collect_samples(inputs(), spill_to)
+    if x is None:
         raise DataError(f"data set {getattr(dataset, 'name', '?')!r} yielded no samples")
-    x = np.ascontiguousarray(np.concatenate(xs))
     if not targets:
         return x, None
     y = (task if task is not None else get_task("classify")).collect_targets(ys)
@@ -409,8 +415,9 @@ def _max_rel_deviation(run: _Run, other: Path, x: np.ndarray) -> float:
 
 
 def _selection(run: _Run, data, held_out: bool, reference: Callable | None, task: Any = None) -> _Selection:
-    """The selection data and the reference's outputs on it, in the judge that scores every choice."""
-    x, y = _collect(data, run.options.judge.samples, run.batch, task)
+    """The selection data and the reference's outputs on it, in the judge that scores every choice (a large set
+    is read from a file in the run's temporary folder on each pass: ``edgerep.spilled``)."""
+    x, y = _collect(data, run.options.judge.samples, run.batch, task, spill_to=run.tmp / "selection.f32")
     ref, source = _reference_outputs(reference, run.fp32, x, run.batch, run.static)
     judge = _Judge(x, y, ref, run.batch, run.options.judge.threads, run.static, task, data)
     return _Selection(judge, getattr(data, "name", "?"), held_out, source)
