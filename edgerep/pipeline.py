@@ -711,6 +711,7 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     from edgerep.bench.accuracy import collect_outputs
     from edgerep.bench.entry import engine_accuracy
     from edgerep.engines.torch_engine import TorchEngine
+    from edgerep.memory import release_freed
 
     test, limit = load.splits.test, opts.eval_samples
     if load.task is not None and load.task.name != "classify":
@@ -720,6 +721,7 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     baseline = TorchEngine(load.loaded.model, device="cpu", precision="fp32")
     ref = _cached_reference(opts, load.sha256, baseline.run)
     ref_out, labels = collect_outputs(ref, test.batches(batch_for(load.input_shape), limit=limit))
+    release_freed()  # torch's freed activations, before onnxruntime's arenas grow beside them
     if ref.hits:
         say("evaluate", f"unfolded reference: {ref.hits} of {ref.hits + ref.misses} batches read from the cache")
     classifier = ref_out is not None and ref_out.ndim == 2
@@ -728,9 +730,13 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     if expected:
         base["expected"] = expected
     ref_acc = base.get("accuracy")
-    engines = {e.key: engine_accuracy(e.engine, test, eval_limit=limit, labels=labels, reference=ref_out,
-                                      ref_accuracy=ref_acc, user_metric=user_metric, classifier=classifier, say=say)
-               for e in build.engines if e.engine is not None}
+    engines = {}
+    for e in build.engines:
+        if e.engine is not None:
+            engines[e.key] = engine_accuracy(e.engine, test, eval_limit=limit, labels=labels, reference=ref_out,
+                                             ref_accuracy=ref_acc, user_metric=user_metric, classifier=classifier,
+                                             say=say)
+            release_freed()
     trt, simulated = standin_tensorrt_qdq([e.built for e in build.engines], dict(quantize.result.files)), None
     if trt is not None:  # the file the target will build ships unmeasured otherwise: simulate it, lint it
         say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
