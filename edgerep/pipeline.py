@@ -193,6 +193,14 @@ def _cached_reference(opts: DeployOptions, model_sha256: str, fn):
     return CachedReference(fn, model_sha256, root / "reference")
 
 
+def outputs_cache_dir(opts: DeployOptions) -> Path:
+    """Where onnxruntime passes' outputs are kept (``edgerep.reference_cache``): ``<--cache-dir>/outputs``,
+    else ``<cache root>/outputs``."""
+    from edgerep.cache import cache_root
+
+    return (Path(opts.cache_dir) if opts.cache_dir else cache_root()) / "outputs"
+
+
 def effective_max_drop(opts: DeployOptions, task: Any = None) -> float | None:
     """The gate's and the choices' budget: ``--max-drop``, or, when it was not given, the task's default
     (``edgerep.bench.gate.default_max_drop``: 0.1 dB for SR, else 0.5 points). None: no gate."""
@@ -632,7 +640,7 @@ def quantize_options(opts: DeployOptions, load: LoadOutput) -> "QuantizeOptions"
                                        cache_dir=Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()),
         judge=JudgeOptions(max_drop=effective_max_drop(opts, load.task) if opts.max_drop is not None else 0.5,
                            samples=select_limit(opts),
-                           threads=opts.threads),
+                           threads=opts.threads, outputs_cache=outputs_cache_dir(opts)),
         batch_size=batch_for(load.input_shape),  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
         recovery=RecoveryOptions(mode=opts.recover))  # 64 at 16x16, 13 at 224x224: memory bounded at any input size
 
@@ -689,14 +697,17 @@ def standin_tensorrt_qdq(built: list, qdq_files: dict) -> Path | None:
 
 
 def simulate_tensorrt_qdq(path: Path, test, *, limit: int | None, labels, reference, ref_accuracy: dict | None,
-                          lint: list, threads: int | None = None, classifier: bool = True) -> dict:
+                          lint: list, threads: int | None = None, classifier: bool = True,
+                          outputs_cache: Path | None = None) -> dict:
     """The shipped TensorRT QDQ file scored on the test set by onnxruntime with graph optimizations off
     (QDQ simulated in float, as the quantizer judges it), with its TensorRT lint errors: what a stand-in
     deploy can say about the file that the target will build."""
     from edgerep.bench.entry import engine_accuracy
     from edgerep.engines.onnxruntime_engine import OrtEngine
+    from edgerep.reference_cache import cached_engine
 
     eng = OrtEngine(path, precision="int8", threads=threads, optimization="disable")
+    eng = cached_engine(eng, outputs_cache) or eng
     out = {"file": path.name, "why": "no TensorRT INT8 engine ran this file here (a stand-in deploy); onnxruntime "
                                      "with graph optimizations off simulates it",
            "lint_errors": [str(i) for i in lint if getattr(i, "severity", None) == "error"]}
@@ -712,6 +723,7 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     from edgerep.bench.entry import engine_accuracy
     from edgerep.engines.torch_engine import TorchEngine
     from edgerep.memory import release_freed
+    from edgerep.reference_cache import cached_engine
 
     test, limit = load.splits.test, opts.eval_samples
     if load.task is not None and load.task.name != "classify":
@@ -733,16 +745,21 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     engines = {}
     for e in build.engines:
         if e.engine is not None:
-            engines[e.key] = engine_accuracy(e.engine, test, eval_limit=limit, labels=labels, reference=ref_out,
-                                             ref_accuracy=ref_acc, user_metric=user_metric, classifier=classifier,
-                                             say=say)
+            cached = cached_engine(e.engine, outputs_cache_dir(opts))  # onnxruntime files: outputs kept per batch
+            engines[e.key] = engine_accuracy(cached or e.engine, test, eval_limit=limit, labels=labels,
+                                             reference=ref_out, ref_accuracy=ref_acc, user_metric=user_metric,
+                                             classifier=classifier, say=say)
+            if cached is not None and cached.hits:
+                say("evaluate", f"{e.engine.name}/{e.engine.precision}: {cached.hits} of "
+                                f"{cached.hits + cached.misses} batches read from the outputs cache")
             release_freed()
     trt, simulated = standin_tensorrt_qdq([e.built for e in build.engines], dict(quantize.result.files)), None
     if trt is not None:  # the file the target will build ships unmeasured otherwise: simulate it, lint it
         say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
         simulated = simulate_tensorrt_qdq(
             trt, test, limit=limit, labels=labels, reference=ref_out, ref_accuracy=ref_acc,
-            lint=quantize.result.lint, threads=opts.threads, classifier=classifier)
+            lint=quantize.result.lint, threads=opts.threads, classifier=classifier,
+            outputs_cache=outputs_cache_dir(opts))
     return EvaluateOutput(ref_out, labels, base, engines, simulated, len(test))
 
 
@@ -768,6 +785,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     from edgerep.engines.base import unfolded_name
     from edgerep.engines.onnxruntime_engine import OrtEngine
     from edgerep.engines.torch_engine import TorchEngine
+    from edgerep.reference_cache import cached_engine
     from edgerep.report.models.results import make_drop
     from edgerep.tasks.base import write_files
 
@@ -796,7 +814,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
         if e.engine is None:
             continue
         say("evaluate", f"evaluating {e.engine.name}/{e.engine.precision}")
-        out, _ = _task_outputs(e.engine, test, limit, task)
+        out, _ = _task_outputs(cached_engine(e.engine, outputs_cache_dir(opts)) or e.engine, test, limit, task)
         acc, _ = scored(f"{e.engine.name}-{e.engine.precision}", out)
         drop = make_drop(acc, ref_acc)
         engines[e.key] = {"accuracy": dump(acc) if acc else None, "drop": dump(drop) if drop else None}
@@ -804,7 +822,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     if trt is not None:
         say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
         eng = OrtEngine(trt, precision="int8", threads=opts.threads, optimization="disable")
-        out, _ = _task_outputs(eng, test, limit, task)
+        out, _ = _task_outputs(cached_engine(eng, outputs_cache_dir(opts)) or eng, test, limit, task)
         acc, _ = scored("tensorrt-qdq-int8", out)
         drop = make_drop(acc, ref_acc)
         simulated = {"file": trt.name, "why": "no TensorRT INT8 engine ran this file here (a stand-in deploy); "

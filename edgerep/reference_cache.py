@@ -1,40 +1,71 @@
-"""The unfolded reference's outputs, computed once per checkpoint and input batch and kept on disk.
+"""Model outputs computed once per model and input batch and kept on disk.
 
-A deploy runs the unfolded FP32 model over the test set (evaluate; quantize judges its choices against
-the folded FP32 file); a CI that deploys the same checkpoint on the same data pays for that once. Each batch's
-outputs are keyed by the checkpoint's sha256, the torch version and thread count, and a sha256 of
-the batch itself (so the data set, its preprocessing and the sample limit are all in the key);
-a file that does not load is recomputed.
+A deploy runs the unfolded FP32 model over the test set (evaluate), and onnxruntime sessions over the
+selection set (every range method, CPU policy and mixed-precision probe is scored there) and the test set
+(each built engine's accuracy). A CI that deploys the same checkpoint on the same data pays for each of
+those once. Each batch's outputs are keyed by what determines them besides the batch (``identity``) and a
+sha256 of the batch itself, so the data set, its preprocessing and the sample limit are all in the key:
+
+* the unfolded model in torch (``torch_identity``): the checkpoint's sha256, the torch version and thread count;
+* an onnxruntime session (``onnx_identity``): the ONNX file's sha256, the onnxruntime version, threads, graph
+  optimization level, session config, the PReLU rewrite, providers, and the CPU model and int8 ISA (the
+  INT8 kernels differ by ISA: AVX2 without VNNI saturates where VNNI does not).
+
+Latency is never cached: only outputs. A file that does not load is recomputed.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 
-def batch_key(checkpoint_sha: str, x: np.ndarray) -> str:
-    """The cache key of the reference's outputs on ``x``."""
+def torch_identity(checkpoint_sha: str) -> str:
+    """What the unfolded model's outputs depend on besides the batch."""
     import torch
 
-    h = hashlib.sha256(f"{checkpoint_sha}|{torch.__version__}|{torch.get_num_threads()}|{x.dtype}|{x.shape}".encode())
+    return f"{checkpoint_sha}|{torch.__version__}|{torch.get_num_threads()}"
+
+
+def onnx_identity(engine: Any) -> str | None:
+    """What an onnxruntime engine's outputs depend on besides the batch; None for any other engine (a torch
+    engine's outputs depend on code as well as weights: it is not cached)."""
+    from edgerep.engines.onnxruntime_engine import OrtEngine
+    from edgerep.hashing import sha256_file
+    from edgerep.quant.cpu_features import detect_cpu_features
+
+    if not isinstance(engine, OrtEngine):
+        return None
+    cpu = detect_cpu_features()
+    return "|".join(["onnxruntime", sha256_file(engine.path), engine._ort_version, str(engine.threads),
+                     engine.optimization, json.dumps(engine.session_config, sort_keys=True),
+                     f"prelu_as_max={engine.prelus_rewritten}", ",".join(engine.providers), cpu.model_name,
+                     str(cpu.int8_dot)])
+
+
+def batch_key(identity: str, x: np.ndarray) -> str:
+    """The cache key of the outputs of the model ``identity`` names on ``x``."""
+    h = hashlib.sha256(f"{identity}|{x.dtype}|{x.shape}".encode())
     h.update(np.ascontiguousarray(x).data)
     return h.hexdigest()[:40]
 
 
-class CachedReference:
-    """``fn(x) -> outputs`` (numpy), read from ``cache_dir`` when this checkpoint already ran on ``x``."""
+class CachedOutputs:
+    """``fn(x) -> outputs`` (numpy), read from ``cache_dir`` when the model ``identity`` names already ran on
+    ``x``. ``name`` and ``precision`` are how progress names its loops; ``hits`` / ``misses`` count batches."""
 
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], checkpoint_sha: str, cache_dir: Path):
-        self.fn, self.sha, self.dir = fn, checkpoint_sha, Path(cache_dir)
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], identity: str, cache_dir: Path, *,
+                 prefix: str = "out", name: str = "engine", precision: str = ""):
+        self.fn, self.identity, self.dir, self.prefix = fn, identity, Path(cache_dir), prefix
         self.hits = self.misses = 0
-        self.name, self.precision = "unfolded reference", "fp32"  # how progress names its loops
+        self.name, self.precision = name, precision
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        path = self.dir / f"ref-{batch_key(self.sha, x)}.npy"
+        path = self.dir / f"{self.prefix}-{batch_key(self.identity, x)}.npy"
         try:
             out = np.load(path, allow_pickle=False)
             self.hits += 1
@@ -54,8 +85,28 @@ class CachedReference:
         return out
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """The ``Engine.run`` spelling, for ``collect_outputs``."""
+        """The ``Engine.run`` spelling, for ``collect_outputs`` and ``run_batched``."""
         return self(x)
 
 
-__all__ = ["CachedReference", "batch_key"]
+class CachedReference(CachedOutputs):
+    """The unfolded model's outputs (``fn``), cached per checkpoint and batch."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], checkpoint_sha: str, cache_dir: Path):
+        super().__init__(fn, torch_identity(checkpoint_sha), cache_dir, prefix="ref", name="unfolded reference",
+                         precision="fp32")
+
+
+def cached_engine(engine: Any, cache_dir: Path | None) -> CachedOutputs | None:
+    """``engine``'s outputs through the cache in ``cache_dir``; None when there is no cache or the engine is not
+    one whose outputs its identity fixes (only onnxruntime sessions are)."""
+    if cache_dir is None:
+        return None
+    identity = onnx_identity(engine)
+    if identity is None:
+        return None
+    return CachedOutputs(engine.run, identity, cache_dir, prefix="onnx", name=getattr(engine, "name", "engine"),
+                         precision=getattr(engine, "precision", ""))
+
+
+__all__ = ["CachedOutputs", "CachedReference", "cached_engine", "batch_key", "onnx_identity", "torch_identity"]

@@ -298,3 +298,30 @@ def test_a_spilled_selection_set_scores_the_same(digits_run, tmp_path, monkeypat
     strip = [{k: v for k, v in c.items() if k != "latency_ms"} for c in a["candidates"]]
     assert [{k: v for k, v in c.items() if k != "latency_ms"} for c in b["candidates"]] == strip
     assert b["reference"] == a["reference"] and b["cpu_policy"]["drop"] == a["cpu_policy"]["drop"]
+
+
+def test_a_second_run_reads_every_selection_pass_from_the_outputs_cache(digits_run, tmp_path, monkeypatch):
+    """With an outputs cache, a second quantize of the same file on the same data runs no onnxruntime pass over
+    the selection set (only the one-sample latency runs), and decides and reports what the first did."""
+    model, fp32, res, d = digits_run
+    opts = QuantizeOptions(calibration=CalibrationOptions(cache_dir=d / "cache"),
+                           judge=JudgeOptions(outputs_cache=tmp_path / "outputs"))
+    said = []
+    first = quantize_model(fp32, dataset("calib"), dataset("test"), tmp_path / "a", opts,
+                           reference=reference_fn(model), progress=said.append)
+    assert not any("outputs cache" in s for s in said) and any((tmp_path / "outputs").iterdir())
+    runs = []
+    real = OrtEngine.run
+    monkeypatch.setattr(OrtEngine, "run", lambda self, x: runs.append(len(x)) or real(self, x))
+    said.clear()
+    again = quantize_model(fp32, dataset("calib"), dataset("test"), tmp_path / "b", opts,
+                           reference=reference_fn(model), progress=said.append)
+    assert runs and set(runs) == {1}, sorted(set(runs))  # the latency ranking's single samples, nothing else
+    assert any("outputs cache: " in s and " selection-set batches read" in s for s in said), said
+    a, b = first.to_dict(), again.to_dict()
+    for key in ("calibration", "reference", "equalization", "excluded_nodes", "bias_correction"):
+        assert {k: v for k, v in (b[key] or {}).items() if k not in ("was_cached", "seconds", "cache_path")} == \
+               {k: v for k, v in (a[key] or {}).items() if k not in ("was_cached", "seconds", "cache_path")}, key
+    strip = [{k: v for k, v in c.items() if k != "latency_ms"} for c in a["candidates"]]
+    assert [{k: v for k, v in c.items() if k != "latency_ms"} for c in b["candidates"]] == strip
+    assert (tmp_path / "a" / "model.int8.trt.onnx").read_bytes() == (tmp_path / "b" / "model.int8.trt.onnx").read_bytes()

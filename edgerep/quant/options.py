@@ -94,11 +94,14 @@ class CalibrationOptions:
 class JudgeOptions:
     """How every choice is judged on the selection set: ``max_drop`` is the budget in the measure's points
     (``None``: accept within 0.5 and never keep layers in float), ``samples`` caps the selection set,
-    ``threads`` the onnxruntime sessions (None or 0: the default)."""
+    ``threads`` the onnxruntime sessions (None or 0: the default). ``outputs_cache``: a folder where each
+    onnxruntime pass's outputs are kept per file, session settings and input batch (``edgerep.reference_cache``):
+    a second run on the same files and data reads them instead of running (None: nothing is kept)."""
 
     max_drop: float | None = 0.5
     samples: int | None = None
     threads: int | None = None
+    outputs_cache: Path | None = None
 
     def __post_init__(self) -> None:
         drop = self.max_drop

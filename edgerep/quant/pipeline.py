@@ -149,15 +149,28 @@ def run_batched(engine, x: np.ndarray, batch: int, static: bool = False) -> np.n
     return np.concatenate(outs)
 
 
+def cached_pass(engine, x, batch: int, static: bool, cache_dir: Path | None) -> tuple[np.ndarray, int, int]:
+    """``run_batched`` through the outputs cache in ``cache_dir`` (an onnxruntime engine's outputs per file,
+    session settings and batch: ``edgerep.reference_cache``); returns (outputs, batches read, batches run)."""
+    from edgerep.reference_cache import cached_engine
+
+    cached = cached_engine(engine, cache_dir)
+    if cached is None:
+        return run_batched(engine, x, batch, static), 0, 0
+    return run_batched(cached, x, batch, static), cached.hits, cached.misses
+
+
 class _Judge:
     """Scores ONNX files on fixed evaluation data against fixed reference outputs, by the task's
     ``selection_score`` (``edgerep.tasks``: top-1 drop for classifiers, selection-split mAP for detectors)."""
 
     def __init__(self, x: np.ndarray | SpilledArray, y: Any, ref: np.ndarray, batch: int, threads: int | None,
-                 static: bool = False, task: Any = None, dataset: Any = None):
+                 static: bool = False, task: Any = None, dataset: Any = None, outputs_cache: Path | None = None):
         from edgerep.tasks import get_task
 
         self.x, self.y, self.ref, self.batch, self.threads, self.static = x, y, ref, batch, threads, static
+        self.outputs_cache = outputs_cache
+        self.cache_hits = self.cache_misses = 0  # batches read from / written to ``outputs_cache``
         self.task = task if task is not None else get_task("classify")
         self.dataset = dataset
         self.classifier = self.task.name == "classify" and ref.ndim == 2
@@ -175,7 +188,10 @@ class _Judge:
         return self.y is not None and self.classifier
 
     def outputs(self, engine) -> np.ndarray:
-        return run_batched(engine, self.x, self.batch, self.static)
+        """``engine``'s outputs on the selection set (through the outputs cache when there is one)."""
+        out, hits, misses = cached_pass(engine, self.x, self.batch, self.static, self.outputs_cache)
+        self.cache_hits, self.cache_misses = self.cache_hits + hits, self.cache_misses + misses
+        return out
 
     def score_outputs(self, out: np.ndarray) -> Score:
         if self.task.name == "classify":
@@ -250,7 +266,7 @@ def _collect(dataset, limit: int | None, batch: int, task: Any = None, targets: 
 
 
 def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarray, batch: int,
-                       static: bool = False) -> tuple[np.ndarray, str]:
+                       static: bool = False, outputs_cache: Path | None = None) -> tuple[np.ndarray, str]:
     if reference is not None:
         outs = []
         for i in range(0, len(x), batch):
@@ -264,7 +280,7 @@ def _reference_outputs(reference: Callable | None, fp32_path: Path, x: np.ndarra
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
     eng = OrtEngine(fp32_path, precision="fp32")
-    return run_batched(eng, x, batch, static), FOLDED_REFERENCE
+    return cached_pass(eng, x, batch, static, outputs_cache)[0], FOLDED_REFERENCE
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
@@ -359,6 +375,10 @@ def quantize_model(fp32_onnx: Path, calib, selection, out_dir: Path, options: Qu
             _cpu_target(result, target, cpu)
         if "tensorrt" in opts.target.targets:
             _tensorrt_target(result, target)
+        j = sel.judge
+        if j.cache_hits:
+            run.say(f"outputs cache: {j.cache_hits} of {j.cache_hits + j.cache_misses} selection-set batches read "
+                    f"from {opts.judge.outputs_cache} (the same files, session settings and inputs ran before)")
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -408,9 +428,9 @@ def _max_rel_deviation(run: _Run, other: Path, x: np.ndarray) -> float:
     """max |FP32 - other| / max |FP32| over the outputs on ``x``."""
     from edgerep.engines.onnxruntime_engine import OrtEngine
 
-    threads = run.options.judge.threads
-    a = run_batched(OrtEngine(run.fp32, threads=threads), x, run.batch, run.static)
-    b = run_batched(OrtEngine(other, threads=threads), x, run.batch, run.static)
+    threads, cache = run.options.judge.threads, run.options.judge.outputs_cache
+    a = cached_pass(OrtEngine(run.fp32, threads=threads), x, run.batch, run.static, cache)[0]
+    b = cached_pass(OrtEngine(other, threads=threads), x, run.batch, run.static, cache)[0]
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
 
 
@@ -418,8 +438,9 @@ def _selection(run: _Run, data, held_out: bool, reference: Callable | None, task
     """The selection data and the reference's outputs on it, in the judge that scores every choice (a large set
     is read from a file in the run's temporary folder on each pass: ``edgerep.spilled``)."""
     x, y = _collect(data, run.options.judge.samples, run.batch, task, spill_to=run.tmp / "selection.f32")
-    ref, source = _reference_outputs(reference, run.fp32, x, run.batch, run.static)
-    judge = _Judge(x, y, ref, run.batch, run.options.judge.threads, run.static, task, data)
+    cache = run.options.judge.outputs_cache
+    ref, source = _reference_outputs(reference, run.fp32, x, run.batch, run.static, cache)
+    judge = _Judge(x, y, ref, run.batch, run.options.judge.threads, run.static, task, data, cache)
     return _Selection(judge, getattr(data, "name", "?"), held_out, source)
 
 
