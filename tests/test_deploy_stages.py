@@ -27,3 +27,26 @@ def test_load_and_fold_run_alone_without_a_bundle(tmp_path, monkeypatch):
     fold = stage_fold(opts=opts, load=load)
     assert fold.report["convs_after"] < fold.report["convs_before"] and fold.report["max_rel_error"] < 1e-5
     assert fold.real_x.shape[0] == 16 and list(tmp_path.iterdir()) == []  # no bundle, nothing written
+
+
+def test_the_fold_check_on_real_images_runs_in_pieces_bounded_in_bytes(monkeypatch):
+    """16 selection images verify the fold; at 640x640 they go through the unfolded model a few at a time (one
+    batch of 16 held 1.6 GB), at 224 in one piece as before. Every image is checked once."""
+    from types import SimpleNamespace
+
+    import edgerep.model_path as mp
+    from edgerep.data.base import Preprocess
+    from edgerep.data.synthetic import SyntheticDataset
+    from edgerep.pipeline import FOLD_CHECK_BYTES
+
+    seen = []
+    done = SimpleNamespace(verify=SimpleNamespace(seconds=0.0, to_dict=lambda: {}), provenance=[], graph=None,
+                           counts=lambda: {})
+    monkeypatch.setattr(mp, "fold_loaded", lambda loaded, **k: seen.append([len(t) for t in k["extra_inputs"]]) or done)
+    for size, pieces in ((224, [16]), (640, [3, 3, 3, 3, 3, 1])):
+        pre = Preprocess((3, size, size), (0.0,) * 3, (1.0,) * 3)
+        load = SimpleNamespace(input_shape=pre.input_shape, loaded=None,
+                               splits=SimpleNamespace(selection=SyntheticDataset(pre, 20, seed=1)))
+        fold = stage_fold(opts=DeployOptions(checkpoint=DEMO), load=load)
+        assert seen[-1] == pieces and fold.real_x.shape[0] == 16
+        assert max(seen[-1]) * 3 * size * size * 4 <= max(FOLD_CHECK_BYTES, 3 * size * size * 4)
