@@ -207,6 +207,38 @@ def test_inputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch
                     assert a[k] == b[k], (name, k)
 
 
+def test_replay_outputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch):
+    """The sensitivity reference keeps every replay unit's output only when all fit PREFIX_CACHE_BYTES, and knows
+    it during the first batch: one byte short, it holds part of that batch, not the budget; the sensitivities
+    are those of the kept outputs either way."""
+    import edgerep.quant.sensitivity as sens
+    from edgerep.quant.hostile import build_hostile_model, synthetic_batches
+
+    h = build_hostile_model("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 2, 2, 1))
+    folded, layers = fold_for_check(h.model)
+    batches = as_batches(synthetic_batches(h.input_shape, n_batches=4, batch_size=4, seed=6))
+    made = []
+
+    class Spy(sens.KeptInputs):
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+
+    monkeypatch.setattr(sens, "KeptInputs", Spy)
+    full = sens.reference_outputs(folded, batches, layers)
+    total = made[-1].peak
+    assert full.cache is not None and total > 0 and all(len(v) == 4 for v in full.cache.values())
+    monkeypatch.setattr(sens, "PREFIX_CACHE_BYTES", total - 1)
+    short = sens.reference_outputs(folded, batches, layers)
+    assert short.cache is None and 0 < made[-1].peak < total / 4 and short.order == full.order
+    act = sens.activation_stats(folded, layers, batches)
+    a = sens.layer_sensitivity(folded, layers, batches, act, full)
+    b = sens.layer_sensitivity(folded, layers, batches, act, short)
+    assert a.keys() == b.keys() and a
+    for name in a:  # replayed from the kept outputs or recomputed: the same numbers (as the fast/slow test above)
+        assert math.isclose(a[name].plain.sqnr_db, b[name].plain.sqnr_db, rel_tol=1e-9), name
+
+
 def test_layer_output_noise_is_measured_in_the_forward_pass(monkeypatch):
     """The INT8-weight output noise of each kept image is measured inside the forward pass that produced it: no
     layer's inputs and outputs wait for the pass to end (8 images of every layer: 115 MB at 224, 0.9 GB at 640)."""

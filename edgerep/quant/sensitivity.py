@@ -444,30 +444,34 @@ def reference_outputs(model: nn.Module, batches: list[Batch], layers: list[Folde
     layers = layers or []
     units = replay_units(model, layers)
     order: list[str] = []
-    cache: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
-    valid = {"ok": True}
+    # the replay units' outputs, kept only when all of them fit PREFIX_CACHE_BYTES: known during the first batch
+    # (16 images of RepVGG-A0 at 640 need ~0.9 GB: they were held to the end of the pass, then dropped)
+    kept = KeptInputs(PREFIX_CACHE_BYTES, sum(int(x.shape[0]) for x, _ in batches))
+    state = {"images": 0, "ok": True}
 
     def rec(name: str):
         def hook(_m, _inputs, output):
             if not isinstance(output, Tensor):
-                valid["ok"] = False
+                state["ok"] = False
                 return
-            cache[name].append(output.detach().clone())  # clone: later in-place ops must not touch it
-            if len(cache[name]) == 1:
+            kept.offer(name, output.detach(), first_batch=not state["images"])  # a copy: later in-place ops
+            if name not in order:
                 order.append(name)
         return hook
 
     handles = [units[layer.name].register_forward_hook(rec(layer.name)) for layer in layers]
+    outs = []
     try:
-        outs = [_forward(model, x) for x, _ in batches]
+        for x, _ in batches:
+            outs.append(_forward(model, x))
+            state["images"] += int(x.shape[0])
     finally:
         for h in handles:
             h.remove()
     labels = [y for _, y in batches]
-    ok = valid["ok"] and all(len(v) in (0, len(batches)) for v in cache.values()) and len(set(order)) == len(order)
-    size = sum(t.numel() * t.element_size() for v in cache.values() for t in v)
-    return Reference(outs, order, cache if ok and size <= PREFIX_CACHE_BYTES else None,
-                     _fidelity(outs, outs, labels) if outs else None, units)
+    cache = {layer.name: kept.inputs.get(layer.name, []) for layer in layers} if kept.on else None
+    ok = state["ok"] and cache is not None and all(len(v) in (0, len(batches)) for v in cache.values())
+    return Reference(outs, order, cache if ok else None, _fidelity(outs, outs, labels) if outs else None, units)
 
 
 @torch.no_grad()
