@@ -543,7 +543,9 @@ def _report_head(opts: DeployOptions, load: LoadOutput) -> dict[str, Any]:
     }
 
 
-FOLD_CHECK_BYTES = 16 * 2**20  # input bytes of one piece of the fold's check on real images (27 at 224, 3 at 640)
+#: input bytes of one batch of the fold's and the check's passes on real selection images (27 images at 224: the
+#: 16 they use stay one batch; 3 at 640)
+VERIFY_BATCH_BYTES = 16 * 2**20
 
 
 def stage_fold(*, opts: DeployOptions, load: LoadOutput) -> FoldOutput:
@@ -555,9 +557,9 @@ def stage_fold(*, opts: DeployOptions, load: LoadOutput) -> FoldOutput:
     t0 = time.perf_counter()
     example = torch.randn(2, *load.input_shape, generator=torch.Generator().manual_seed(opts.seed))
     real_x = next(iter(load.splits.selection.batches(16, limit=16)))[0]  # never the test set's
-    # verified in pieces of at most FOLD_CHECK_BYTES of input: 16 images at 640x640 through the unfolded model at
+    # verified in pieces of at most VERIFY_BATCH_BYTES of input: 16 images at 640x640 through the unfolded model at
     # once held 1.6 GB (the deploy's peak once the check and quantize were bounded); at 224 it is one piece
-    step = batch_for(load.input_shape, budget=FOLD_CHECK_BYTES, cap=len(real_x))
+    step = batch_for(load.input_shape, budget=VERIFY_BATCH_BYTES, cap=len(real_x))
     pieces = [torch.from_numpy(real_x[i:i + step]) for i in range(0, len(real_x), step)]
     fold = fold_loaded(load.loaded, example=example, tolerance=FOLD_TOLERANCE, extra_inputs=pieces)
     fold.verify.seconds = time.perf_counter() - t0
@@ -1196,15 +1198,21 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, fold=None) -> tup
     """The quantization-friendliness check of the fold that ships (``fold``): its report section, the check
     report and its HTML page in the bundle (relative path). Its sensitivity figures are measured on the
     selection set (never the calibration or the test set)."""
-    from edgerep.quant.check import check_model
+    from edgerep.quant.check import CheckOptions, check_model
 
     calib = None
     if calib_ds is not None:
         import torch
 
         calib = [torch.from_numpy(x) for x, _ in calib_ds.batches(batch_for(x_shape(calib_ds), cap=32), limit=64)]
-    # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data
-    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=select_ds,
+    # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data;
+    # in batches of at most VERIFY_BATCH_BYTES of input (16 images at 640x640 in one batch held 2.4 GB per replay;
+    # at 224 the 16 stay one batch)
+    evals = None
+    if select_ds is not None:
+        evals = select_ds.batches(batch_for(x_shape(select_ds), budget=VERIFY_BATCH_BYTES, cap=32),
+                                  limit=CheckOptions().eval_limit)
+    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=evals,
                       fold=fold)  # the very fold that ships
     from edgerep.report.check_html import write_check_html
 

@@ -37,7 +37,7 @@ def test_the_fold_check_on_real_images_runs_in_pieces_bounded_in_bytes(monkeypat
     import edgerep.model_path as mp
     from edgerep.data.base import Preprocess
     from edgerep.data.synthetic import SyntheticDataset
-    from edgerep.pipeline import FOLD_CHECK_BYTES
+    from edgerep.pipeline import VERIFY_BATCH_BYTES
 
     seen = []
     done = SimpleNamespace(verify=SimpleNamespace(seconds=0.0, to_dict=lambda: {}), provenance=[], graph=None,
@@ -49,4 +49,26 @@ def test_the_fold_check_on_real_images_runs_in_pieces_bounded_in_bytes(monkeypat
                                splits=SimpleNamespace(selection=SyntheticDataset(pre, 20, seed=1)))
         fold = stage_fold(opts=DeployOptions(checkpoint=DEMO), load=load)
         assert seen[-1] == pieces and fold.real_x.shape[0] == 16
-        assert max(seen[-1]) * 3 * size * size * 4 <= max(FOLD_CHECK_BYTES, 3 * size * size * 4)
+        assert max(seen[-1]) * 3 * size * size * 4 <= max(VERIFY_BATCH_BYTES, 3 * size * size * 4)
+
+
+def test_the_checks_selection_images_come_in_batches_bounded_in_bytes(monkeypatch, tmp_path):
+    """The check's 16 selection images: one batch at 224 (as before), a few at a time at 640x640 (one batch of 16
+    held 2.4 GB in each layer's sensitivity replay)."""
+    from types import SimpleNamespace
+
+    import edgerep.quant.check as check
+    import edgerep.report.check_html as html
+    from edgerep.data.base import Preprocess
+    from edgerep.data.synthetic import SyntheticDataset
+    from edgerep.pipeline import _run_check
+
+    seen = []
+    report = SimpleNamespace(to_dict=lambda: {})
+    monkeypatch.setattr(check, "check_model", lambda model, **k: seen.append([len(x) for x, _ in k["eval_batches"]])
+                        or report)
+    monkeypatch.setattr(html, "write_check_html", lambda rep, out, **k: tmp_path / "check" / "check.html")
+    for size, batches in ((224, [16]), (640, [3, 3, 3, 3, 3, 1])):
+        pre = Preprocess((3, size, size), (0.0,) * 3, (1.0,) * 3)
+        _run_check(None, [None], None, SyntheticDataset(pre, 40, seed=1), tmp_path)
+        assert seen[-1] == batches
