@@ -90,7 +90,7 @@ def equalize_model(model, iterations: int = 4, max_scale: float = 1e4) -> Equali
 
     # the weights are rescaled as arrays and each written back into its initializer once, at the end: a
     # protobuf message keeps every value a ``CopyFrom`` replaced until the whole model is freed (4 sweeps over
-    # RepVGG-A0's 22 pairs grew the resident set by 320 MiB). Each step still rounds to the file's dtype.
+    # RepVGG-A0's 22 pairs held 287 MiB of replaced values). Each step still rounds to the file's dtype.
     arrays: dict[str, np.ndarray] = {}
 
     def get(name):
