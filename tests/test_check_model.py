@@ -162,8 +162,14 @@ def test_kept_inputs_and_a_second_pass_give_the_same_numbers():
     kept = activation_stats(folded, layers, batches, out_images=4)
     rerun = activation_stats(folded, layers, batches, out_images=4, cache_bytes=0)
     assert kept.keys() == rerun.keys() and len(kept) == len(layers)
-    for name in kept:
-        a, b = kept[name].to_dict(), rerun[name].to_dict()
+    _assert_same_stats(kept, rerun)
+
+
+def _assert_same_stats(a_stats: dict, b_stats: dict) -> None:
+    """Every layer's activation statistics equal (floats within 1e-9 relative)."""
+    assert a_stats.keys() == b_stats.keys()
+    for name in a_stats:
+        a, b = a_stats[name].to_dict(), b_stats[name].to_dict()
         for k in a:
             if isinstance(a[k], float):
                 assert math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12), (name, k)
@@ -171,16 +177,15 @@ def test_kept_inputs_and_a_second_pass_give_the_same_numbers():
                 assert a[k] == b[k], (name, k)
 
 
-def test_inputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch):
-    """Whether the kept inputs fit the budget is known from the first batch: one byte short of fitting, the
-    check holds no more than part of that batch (not the budget, as it did before dropping), and its numbers
-    are those of keeping every input."""
+def _hostile_with_kept_spy(monkeypatch, batch_size: int, seed: int):
+    """The small hostile RepVGG folded for the check, 4 synthetic batches, and every ``KeptInputs`` made from
+    here on (appended to the list returned)."""
     import edgerep.quant.sensitivity as sens
     from edgerep.quant.hostile import build_hostile_model, synthetic_batches
 
     h = build_hostile_model("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 2, 2, 1))
     folded, layers = fold_for_check(h.model)
-    batches = as_batches(synthetic_batches(h.input_shape, n_batches=4, batch_size=8, seed=3))
+    batches = as_batches(synthetic_batches(h.input_shape, n_batches=4, batch_size=batch_size, seed=seed))
     made = []
 
     class Spy(sens.KeptInputs):
@@ -189,6 +194,14 @@ def test_inputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch
             made.append(self)
 
     monkeypatch.setattr(sens, "KeptInputs", Spy)
+    return sens, folded, layers, batches, made
+
+
+def test_inputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch):
+    """Whether the kept inputs fit the budget is known from the first batch: one byte short of fitting, the
+    check holds no more than part of that batch (not the budget, as it did before dropping), and its numbers
+    are those of keeping every input."""
+    sens, folded, layers, batches, made = _hostile_with_kept_spy(monkeypatch, batch_size=8, seed=3)
     activation_stats = sens.activation_stats
     every = activation_stats(folded, layers, batches, out_images=4, cache_bytes=1 << 40)
     total = made[-1].peak
@@ -197,34 +210,15 @@ def test_inputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch
     assert not made[-1].on and 0 < made[-1].peak < total / 4  # 4 batches: part of the first one
     fits = activation_stats(folded, layers, batches, out_images=4, cache_bytes=total)
     assert made[-1].on and made[-1].peak == total
-    for name in every:
-        for other in (short, fits):
-            a, b = every[name].to_dict(), other[name].to_dict()
-            for k in a:
-                if isinstance(a[k], float):
-                    assert math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12), (name, k)
-                else:
-                    assert a[k] == b[k], (name, k)
+    for other in (short, fits):
+        _assert_same_stats(every, other)
 
 
 def test_replay_outputs_that_will_not_fit_are_dropped_during_the_first_batch(monkeypatch):
     """The sensitivity reference keeps every replay unit's output only when all fit PREFIX_CACHE_BYTES, and knows
     it during the first batch: one byte short, it holds part of that batch, not the budget; the sensitivities
     are those of the kept outputs either way."""
-    import edgerep.quant.sensitivity as sens
-    from edgerep.quant.hostile import build_hostile_model, synthetic_batches
-
-    h = build_hostile_model("repvgg", widths=(8, 8, 16, 16, 16), depths=(1, 2, 2, 1))
-    folded, layers = fold_for_check(h.model)
-    batches = as_batches(synthetic_batches(h.input_shape, n_batches=4, batch_size=4, seed=6))
-    made = []
-
-    class Spy(sens.KeptInputs):
-        def __init__(self, *a):
-            super().__init__(*a)
-            made.append(self)
-
-    monkeypatch.setattr(sens, "KeptInputs", Spy)
+    sens, folded, layers, batches, made = _hostile_with_kept_spy(monkeypatch, batch_size=4, seed=6)
     full = sens.reference_outputs(folded, batches, layers)
     total = made[-1].peak
     assert full.cache is not None and total > 0 and all(len(v) == 4 for v in full.cache.values())
