@@ -769,7 +769,20 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
             trt, test, limit=limit, labels=labels, reference=ref_out, ref_accuracy=ref_acc,
             lint=quantize.result.lint, threads=opts.threads, classifier=classifier,
             outputs_cache=outputs_cache_dir(opts))
+    _prune_output_caches(opts, say)
     return EvaluateOutput(ref_out, labels, base, engines, simulated, len(test))
+
+
+def _prune_output_caches(opts: DeployOptions, say: Progress) -> None:
+    """Keep the reference and outputs caches under ``edgerep.reference_cache.CACHE_BYTES`` each, least recently
+    used files first."""
+    from edgerep.reference_cache import CACHE_BYTES, prune
+
+    for folder in (outputs_cache_dir(opts), outputs_cache_dir(opts).with_name("reference")):
+        removed, freed = prune(folder)
+        if removed:
+            say("evaluate", f"cache {folder}: {removed} least recently used files removed ({freed / 2**20:.0f} MiB) "
+                            f"to stay under {CACHE_BYTES / 2**30:g} GiB")
 
 
 def _task_outputs(engine, test, limit: int | None, task) -> tuple[np.ndarray, Any]:
@@ -844,6 +857,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
         other = f"{int8.engine.name}-{int8.engine.precision}" if int8 is not None else None
         more, report_view = task.write_views(bundle_dir, test, targets, views, f"{base_name}-fp32", other)
         files.update(more)
+    _prune_output_caches(opts, say)
     return EvaluateOutput(ref_out, None, base, engines, simulated, len(ref_out), files, report_view)
 
 

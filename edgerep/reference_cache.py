@@ -11,7 +11,9 @@ sha256 of the batch itself, so the data set, its preprocessing and the sample li
   optimization level, session config, the PReLU rewrite, providers, and the CPU model and int8 ISA (the
   INT8 kernels differ by ISA: AVX2 without VNNI saturates where VNNI does not).
 
-Latency is never cached: only outputs. A file that does not load is recomputed.
+Latency is never cached: only outputs. A file that does not load is recomputed. Each folder is kept under
+``CACHE_BYTES`` (``prune``, after each deploy's evaluation): the files least recently written or read go first
+(an SR deploy writes ~220 MB of outputs, a detector ~90 MB, a 224x224 classifier under 1 MB).
 """
 from __future__ import annotations
 
@@ -22,6 +24,34 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+
+#: the most bytes one cache folder (``outputs``, ``reference``) keeps
+CACHE_BYTES = 2 * 2**30
+
+
+def prune(cache_dir: Path, max_bytes: int = CACHE_BYTES) -> tuple[int, int]:
+    """Delete the least recently used ``.npy`` files in ``cache_dir`` until the rest fit ``max_bytes``; returns
+    (files removed, bytes freed). A file another process removes first is skipped."""
+    files = []
+    for f in Path(cache_dir).glob("*.npy"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        files.append((st.st_mtime, st.st_size, f))
+    files.sort(key=lambda t: t[0], reverse=True)  # most recent first
+    kept = removed = freed = 0
+    for _mtime, size, f in files:
+        if kept + size <= max_bytes:
+            kept += size
+            continue
+        try:
+            f.unlink()
+            removed, freed = removed + 1, freed + size
+        except OSError:
+            pass
+    return removed, freed
 
 
 def torch_identity(checkpoint_sha: str) -> str:
@@ -69,6 +99,10 @@ class CachedOutputs:
         try:
             out = np.load(path, allow_pickle=False)
             self.hits += 1
+            try:
+                os.utime(path)  # recently used: ``prune`` keeps it
+            except OSError:
+                pass
             return out
         except (OSError, ValueError):
             pass
@@ -109,4 +143,5 @@ def cached_engine(engine: Any, cache_dir: Path | None) -> CachedOutputs | None:
                          precision=getattr(engine, "precision", ""))
 
 
-__all__ = ["CachedOutputs", "CachedReference", "cached_engine", "batch_key", "onnx_identity", "torch_identity"]
+__all__ = ["CachedOutputs", "CachedReference", "cached_engine", "batch_key", "onnx_identity", "torch_identity", "prune",
+           "CACHE_BYTES"]

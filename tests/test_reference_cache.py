@@ -82,3 +82,24 @@ def test_onnxruntime_outputs_are_keyed_on_file_session_and_cpu(tmp_path, monkeyp
     import torch
 
     assert cached_engine(TorchEngine(torch.nn.Identity(), device="cpu", precision="fp32"), cache) is None
+
+
+def test_each_cache_folder_keeps_the_most_recently_used_files_under_its_cap(tmp_path):
+    """``prune`` removes the least recently written or read files until the rest fit; a read refreshes a file."""
+    import os
+
+    from edgerep.reference_cache import CachedOutputs, batch_key, prune
+
+    cache = CachedOutputs(lambda x: np.repeat(x, 8, axis=1), "model-1", tmp_path)
+    xs = [np.full((2, 16), i, np.float32) for i in range(4)]
+    paths = []
+    for age, x in enumerate(xs):  # x0 written first ... x3 last
+        cache(x)
+        paths.append(tmp_path / f"out-{batch_key('model-1', x)}.npy")
+        os.utime(paths[-1], (1_000_000 + age, 1_000_000 + age))
+    size = paths[0].stat().st_size
+    again = CachedOutputs(lambda x: 1 / 0, "model-1", tmp_path)  # a hit never recomputes
+    again(xs[0])  # x0 read: now the most recently used
+    assert prune(tmp_path, max_bytes=2 * size) == (2, 2 * size)
+    assert [p.exists() for p in paths] == [True, False, False, True]
+    assert prune(tmp_path / "missing") == (0, 0)
