@@ -213,10 +213,11 @@ def _output_noise(acc: _Acc, module: nn.Module, x: Tensor, y: Tensor, qweights: 
 
 
 class KeptInputs:
-    """Every layer's calibration inputs, kept only when all of them fit in ``budget`` bytes (else a second pass
-    measures them). Whether they fit is known during the first batch (every sample has the set's shapes), so
-    a set that will not fit is dropped there, not after filling the budget: RepVGG-A0 at 224 needs 482 MB
-    for 64 images, and 256 MiB were held, then dropped. ``peak``: the most bytes it held."""
+    """Tensors kept per layer over a pass (the check's calibration inputs, the sensitivity reference's replay
+    outputs), only when all of them fit in ``budget`` bytes (else the caller recomputes them). Whether they fit
+    is known during the first batch (every sample has the set's shapes), so a set that will not fit is dropped
+    there, not after filling the budget: RepVGG-A0 at 224 needs 482 MB of inputs for 64 images, and 256 MiB were
+    held, then dropped. ``peak``: the most bytes it held."""
 
     def __init__(self, budget: int, total_samples: int):
         self.budget, self.total = budget, max(1, total_samples)
