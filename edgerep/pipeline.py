@@ -875,6 +875,8 @@ def _baseline_row(baseline, ref_out: np.ndarray | None, labels: np.ndarray | Non
 
 
 BENCH_POOL = 64  # distinct selection-set samples the latency queries are drawn from
+#: ... at most this many bytes of them (64 at 224; 13 at 640, where 64 held 315 MB through bench)
+BENCH_POOL_BYTES = 64 * 2**20
 
 
 def stage_bench(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load: LoadOutput,
@@ -910,7 +912,8 @@ def _bench_queries(opts: DeployOptions, load: LoadOutput) -> tuple[np.ndarray, s
     if hasattr(sel, "whole_input") and len(sel) and opts.batch == 1:
         x, name = sel.whole_input(0)
         return x, f"selection set: the whole LR image of {name} ({x.shape[2]}x{x.shape[3]})"
-    x = next(iter(sel.batches(BENCH_POOL, limit=BENCH_POOL)))[0]
+    pool = max(opts.batch, batch_for(load.input_shape, budget=BENCH_POOL_BYTES, cap=BENCH_POOL))
+    x = next(iter(sel.batches(pool, limit=pool)))[0]
     if opts.batch > x.shape[0]:
         x = np.random.default_rng(opts.seed).standard_normal((opts.batch, *load.input_shape)).astype(np.float32)
         return x, f"synthetic: {opts.batch} distinct standard-normal samples (the selection set is smaller than --batch)"

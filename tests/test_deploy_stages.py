@@ -72,3 +72,19 @@ def test_the_checks_selection_images_come_in_batches_bounded_in_bytes(monkeypatc
         pre = Preprocess((3, size, size), (0.0,) * 3, (1.0,) * 3)
         _run_check(None, [None], None, SyntheticDataset(pre, 40, seed=1), tmp_path)
         assert seen[-1] == batches
+
+
+def test_the_latency_query_pool_is_bounded_in_bytes():
+    """bench draws its queries from distinct selection images: 64 at 224 (as before), 13 at 640 (64 held 315 MB
+    through bench, the deploy's second-highest stage there), never fewer than one query's batch."""
+    from types import SimpleNamespace
+
+    from edgerep.data.base import Preprocess
+    from edgerep.data.synthetic import SyntheticDataset
+    from edgerep.pipeline import _bench_queries
+
+    for size, batch, pool in ((224, 1, 64), (640, 1, 13), (640, 16, 16)):
+        pre = Preprocess((3, size, size), (0.0,) * 3, (1.0,) * 3)
+        load = SimpleNamespace(input_shape=pre.input_shape, splits=SimpleNamespace(selection=SyntheticDataset(pre, 80)))
+        x, source = _bench_queries(DeployOptions(checkpoint=DEMO, batch=batch), load)
+        assert x.shape[0] == pool and source == f"selection set: {pool} distinct samples"
