@@ -182,23 +182,32 @@ class TorchReference:
         return y.float().numpy()
 
 
+def _cache_folder(opts: DeployOptions, name: str) -> Path:
+    """``<--cache-dir>/name``, else ``<cache root>/name``: where deploy keeps one kind of cached outputs."""
+    from edgerep.cache import cache_root
+
+    return (Path(opts.cache_dir) if opts.cache_dir else cache_root()) / name
+
+
 def _cached_reference(opts: DeployOptions, model_sha256: str, fn):
     """The unfolded model's outputs, cached on disk per checkpoint and input batch (edgerep.reference_cache)
-    in ``<--cache-dir>/reference``, else ``<cache root>/reference``: a second deploy of the same
-    checkpoint and data does not recompute them."""
-    from edgerep.cache import cache_root
+    in the ``reference`` cache folder: a second deploy of the same checkpoint and data does not recompute them."""
     from edgerep.reference_cache import CachedReference
 
-    root = Path(opts.cache_dir) if opts.cache_dir else cache_root()
-    return CachedReference(fn, model_sha256, root / "reference")
+    return CachedReference(fn, model_sha256, _cache_folder(opts, "reference"))
 
 
 def outputs_cache_dir(opts: DeployOptions) -> Path:
-    """Where onnxruntime passes' outputs are kept (``edgerep.reference_cache``): ``<--cache-dir>/outputs``,
-    else ``<cache root>/outputs``."""
-    from edgerep.cache import cache_root
+    """Where onnxruntime passes' outputs are kept (``edgerep.reference_cache``): the ``outputs`` cache folder."""
+    return _cache_folder(opts, "outputs")
 
-    return (Path(opts.cache_dir) if opts.cache_dir else cache_root()) / "outputs"
+
+def _through_outputs_cache(engine, opts: DeployOptions):
+    """``engine`` for one pass over a data set: through the outputs cache when it is an onnxruntime session
+    (``edgerep.reference_cache.cached_engine``), else itself. Never for timing."""
+    from edgerep.reference_cache import cached_engine
+
+    return cached_engine(engine, outputs_cache_dir(opts)) or engine
 
 
 def effective_max_drop(opts: DeployOptions, task: Any = None) -> float | None:
@@ -778,7 +787,7 @@ def _prune_output_caches(opts: DeployOptions, say: Progress) -> None:
     used files first."""
     from edgerep.reference_cache import CACHE_BYTES, prune
 
-    for folder in (outputs_cache_dir(opts), outputs_cache_dir(opts).with_name("reference")):
+    for folder in (_cache_folder(opts, "outputs"), _cache_folder(opts, "reference")):
         removed, freed = prune(folder)
         if removed:
             say("evaluate", f"cache {folder}: {removed} least recently used files removed ({freed / 2**20:.0f} MiB) "
@@ -807,7 +816,6 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     from edgerep.engines.base import unfolded_name
     from edgerep.engines.onnxruntime_engine import OrtEngine
     from edgerep.engines.torch_engine import TorchEngine
-    from edgerep.reference_cache import cached_engine
     from edgerep.report.models.results import make_drop
     from edgerep.tasks.base import write_files
 
@@ -836,7 +844,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
         if e.engine is None:
             continue
         say("evaluate", f"evaluating {e.engine.name}/{e.engine.precision}")
-        out, _ = _task_outputs(cached_engine(e.engine, outputs_cache_dir(opts)) or e.engine, test, limit, task)
+        out, _ = _task_outputs(_through_outputs_cache(e.engine, opts), test, limit, task)
         acc, _ = scored(f"{e.engine.name}-{e.engine.precision}", out)
         drop = make_drop(acc, ref_acc)
         engines[e.key] = {"accuracy": dump(acc) if acc else None, "drop": dump(drop) if drop else None}
@@ -844,7 +852,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     if trt is not None:
         say("evaluate", f"simulating the TensorRT QDQ file {trt.name} (no TensorRT INT8 engine here)")
         eng = OrtEngine(trt, precision="int8", threads=opts.threads, optimization="disable")
-        out, _ = _task_outputs(cached_engine(eng, outputs_cache_dir(opts)) or eng, test, limit, task)
+        out, _ = _task_outputs(_through_outputs_cache(eng, opts), test, limit, task)
         acc, _ = scored("tensorrt-qdq-int8", out)
         drop = make_drop(acc, ref_acc)
         simulated = {"file": trt.name, "why": "no TensorRT INT8 engine ran this file here (a stand-in deploy); "

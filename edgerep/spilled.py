@@ -36,7 +36,7 @@ class SpilledArray:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.shape[1:] != self.sample_shape:
             raise ValueError(f"rows of shape {block.shape[1:]} do not fit samples of shape {self.sample_shape}")
-        self._writer.write(block.tobytes())
+        block.tofile(self._writer)  # the array's own buffer, no bytes copy
         self.n += len(block)
 
     def finish(self) -> "SpilledArray":
