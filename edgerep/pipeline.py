@@ -189,12 +189,14 @@ def _cache_folder(opts: DeployOptions, name: str) -> Path:
     return (Path(opts.cache_dir) if opts.cache_dir else cache_root()) / name
 
 
-def _cached_reference(opts: DeployOptions, model_sha256: str, fn):
-    """The unfolded model's outputs, cached on disk per checkpoint and input batch (edgerep.reference_cache)
-    in the ``reference`` cache folder: a second deploy of the same checkpoint and data does not recompute them."""
-    from edgerep.reference_cache import CachedReference
+def _cached_reference(opts: DeployOptions, model_sha256: str, baseline):
+    """The unfolded model's outputs (the torch engine ``baseline``), cached on disk per checkpoint, code and input
+    batch (edgerep.reference_cache) in the ``reference`` cache folder: a second deploy of the same checkpoint and
+    data does not recompute them. ``baseline`` itself when its source is unknown (nothing cached)."""
+    from edgerep.reference_cache import cached_reference
 
-    return CachedReference(fn, model_sha256, _cache_folder(opts, "reference"))
+    cached = cached_reference(baseline.run, model_sha256, baseline.model, _cache_folder(opts, "reference"))
+    return cached if cached is not None else baseline
 
 
 def outputs_cache_dir(opts: DeployOptions) -> Path:
@@ -202,12 +204,13 @@ def outputs_cache_dir(opts: DeployOptions) -> Path:
     return _cache_folder(opts, "outputs")
 
 
-def _through_outputs_cache(engine, opts: DeployOptions):
-    """``engine`` for one pass over a data set: through the outputs cache when it is an onnxruntime session
-    (``edgerep.reference_cache.cached_engine``), else itself. Never for timing."""
+def _through_outputs_cache(engine, opts: DeployOptions, checkpoint_sha: str | None = None):
+    """``engine`` for one pass over a data set: through the outputs cache when its outputs have an identity (an
+    onnxruntime session; a torch CPU engine built from the checkpoint ``checkpoint_sha`` names:
+    ``edgerep.reference_cache.cached_engine``), else itself. Never for timing."""
     from edgerep.reference_cache import cached_engine
 
-    return cached_engine(engine, outputs_cache_dir(opts)) or engine
+    return cached_engine(engine, outputs_cache_dir(opts), checkpoint_sha) or engine
 
 
 def effective_max_drop(opts: DeployOptions, task: Any = None) -> float | None:
@@ -749,10 +752,10 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
                               quantize=quantize, build=build)
     say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples)")
     baseline = TorchEngine(load.loaded.model, device="cpu", precision="fp32")
-    ref = _cached_reference(opts, load.sha256, baseline.run)
+    ref = _cached_reference(opts, load.sha256, baseline)
     ref_out, labels = collect_outputs(ref, test.batches(batch_for(load.input_shape), limit=limit))
     release_freed()  # torch's freed activations, before onnxruntime's arenas grow beside them
-    if ref.hits:
+    if getattr(ref, "hits", 0):
         say("evaluate", f"unfolded reference: {ref.hits} of {ref.hits + ref.misses} batches read from the cache")
     classifier = ref_out is not None and ref_out.ndim == 2
     base = _baseline_row(baseline, ref_out, labels, user_metric, classifier)
@@ -763,7 +766,8 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     engines = {}
     for e in build.engines:
         if e.engine is not None:
-            cached = cached_engine(e.engine, outputs_cache_dir(opts))  # onnxruntime files: outputs kept per batch
+            # onnxruntime files and the folded model in torch: outputs kept per batch
+            cached = cached_engine(e.engine, outputs_cache_dir(opts), load.sha256)
             engines[e.key] = engine_accuracy(cached or e.engine, test, eval_limit=limit, labels=labels,
                                              reference=ref_out, ref_accuracy=ref_acc, user_metric=user_metric,
                                              classifier=classifier, say=say)
@@ -822,7 +826,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
     task, test, limit = load.task, load.splits.test, opts.eval_samples
     say("evaluate", f"evaluating the unfolded FP32 reference on the test set ({len(test)} samples, task {task.name})")
     baseline = TorchEngine(load.loaded.model, device="cpu", precision="fp32")
-    ref = _cached_reference(opts, load.sha256, baseline.run)
+    ref = _cached_reference(opts, load.sha256, baseline)
     ref_out, targets = _task_outputs(ref, test, limit, task)
     files: dict[str, str] = write_files(bundle_dir, task.ground_truth_files(test, limit))
     views: dict[str, Any] = {}
@@ -844,7 +848,7 @@ def _evaluate_task(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
         if e.engine is None:
             continue
         say("evaluate", f"evaluating {e.engine.name}/{e.engine.precision}")
-        out, _ = _task_outputs(_through_outputs_cache(e.engine, opts), test, limit, task)
+        out, _ = _task_outputs(_through_outputs_cache(e.engine, opts, load.sha256), test, limit, task)
         acc, _ = scored(f"{e.engine.name}-{e.engine.precision}", out)
         drop = make_drop(acc, ref_acc)
         engines[e.key] = {"accuracy": dump(acc) if acc else None, "drop": dump(drop) if drop else None}

@@ -6,7 +6,10 @@ selection set (every range method, CPU policy and mixed-precision probe is score
 those once. Each batch's outputs are keyed by what determines them besides the batch (``identity``) and a
 sha256 of the batch itself, so the data set, its preprocessing and the sample limit are all in the key:
 
-* the unfolded model in torch (``torch_identity``): the checkpoint's sha256, the torch version and thread count;
+* a model in torch on the CPU (``torch_identity``: the unfolded reference, the folded engine): the checkpoint's
+  sha256, the model's weights and structure, the Python source that runs it (``edgerep.code_identity``: edgerep,
+  timm, the user's model file), the torch version and thread count, and the CPU model and ISA. A model whose
+  source cannot be found is not cached;
 * an onnxruntime session (``onnx_identity``): the ONNX file's sha256, the onnxruntime version, threads, graph
   optimization level, session config, the PReLU rewrite, providers, and the CPU model and int8 ISA (the
   INT8 kernels differ by ISA: AVX2 without VNNI saturates where VNNI does not).
@@ -54,16 +57,30 @@ def prune(cache_dir: Path, max_bytes: int = CACHE_BYTES) -> tuple[int, int]:
     return removed, freed
 
 
-def torch_identity(checkpoint_sha: str) -> str:
-    """What the unfolded model's outputs depend on besides the batch."""
+def _cpu_line() -> str:
+    from edgerep.quant.cpu_features import detect_cpu_features
+
+    cpu = detect_cpu_features()
+    return f"{cpu.model_name}|{cpu.int8_dot}"
+
+
+def torch_identity(checkpoint_sha: str, model: Any) -> str | None:
+    """What ``model``'s outputs in torch on the CPU (fp32) depend on besides the batch; None when the source that
+    runs it is not known (``edgerep.code_identity``)."""
     import torch
 
-    return f"{checkpoint_sha}|{torch.__version__}|{torch.get_num_threads()}"
+    from edgerep.code_identity import source_digest, weights_digest
+
+    code, weights = source_digest(model), weights_digest(model)
+    if code is None or weights is None:
+        return None
+    return "|".join(["torch", checkpoint_sha, weights, code, torch.__version__, str(torch.get_num_threads()),
+                     _cpu_line()])
 
 
 def onnx_identity(engine: Any) -> str | None:
     """What an onnxruntime engine's outputs depend on besides the batch; None for any other engine (a torch
-    engine's outputs depend on code as well as weights: it is not cached)."""
+    engine is keyed by ``torch_identity``, which needs the checkpoint it came from)."""
     from edgerep.engines.onnxruntime_engine import OrtEngine
     from edgerep.hashing import sha256_file
     from edgerep.quant.cpu_features import detect_cpu_features
@@ -124,24 +141,40 @@ class CachedOutputs:
 
 
 class CachedReference(CachedOutputs):
-    """The unfolded model's outputs (``fn``), cached per checkpoint and batch."""
+    """The unfolded model's outputs (``fn``), cached per checkpoint, code and batch (``torch_identity``)."""
 
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], checkpoint_sha: str, cache_dir: Path):
-        super().__init__(fn, torch_identity(checkpoint_sha), cache_dir, prefix="ref", name="unfolded reference",
-                         precision="fp32")
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], identity: str, cache_dir: Path):
+        super().__init__(fn, identity, cache_dir, prefix="ref", name="unfolded reference", precision="fp32")
 
 
-def cached_engine(engine: Any, cache_dir: Path | None) -> CachedOutputs | None:
+def cached_reference(fn: Callable[[np.ndarray], np.ndarray], checkpoint_sha: str, model: Any,
+                     cache_dir: Path) -> CachedReference | None:
+    """The unfolded ``model``'s outputs (``fn``) through the cache in ``cache_dir``; None when its identity is not
+    known (then every deploy computes them)."""
+    identity = torch_identity(checkpoint_sha, model)
+    return CachedReference(fn, identity, cache_dir) if identity is not None else None
+
+
+def cached_engine(engine: Any, cache_dir: Path | None, checkpoint_sha: str | None = None) -> CachedOutputs | None:
     """``engine``'s outputs through the cache in ``cache_dir``; None when there is no cache or the engine is not
-    one whose outputs its identity fixes (only onnxruntime sessions are)."""
+    one whose outputs its identity fixes: an onnxruntime session, or a torch engine on the CPU in fp32 built from
+    the checkpoint ``checkpoint_sha`` names (with a known source: ``torch_identity``)."""
     if cache_dir is None:
         return None
     identity = onnx_identity(engine)
+    if identity is None and checkpoint_sha is not None and _torch_cpu_fp32(engine):
+        identity = torch_identity(checkpoint_sha, engine.model)
     if identity is None:
         return None
-    return CachedOutputs(engine.run, identity, cache_dir, prefix="onnx", name=getattr(engine, "name", "engine"),
-                         precision=getattr(engine, "precision", ""))
+    return CachedOutputs(engine.run, identity, cache_dir, prefix="onnx" if identity.startswith("onnxruntime") else "torch",
+                         name=getattr(engine, "name", "engine"), precision=getattr(engine, "precision", ""))
 
 
-__all__ = ["CachedOutputs", "CachedReference", "cached_engine", "batch_key", "onnx_identity", "torch_identity", "prune",
+def _torch_cpu_fp32(engine: Any) -> bool:
+    from edgerep.engines.torch_engine import TorchEngine
+
+    return isinstance(engine, TorchEngine) and engine.device == "cpu" and engine.precision == "fp32"
+
+
+__all__ = ["CachedOutputs", "CachedReference", "cached_reference", "cached_engine", "batch_key", "onnx_identity", "torch_identity", "prune",
            "CACHE_BYTES"]

@@ -211,3 +211,29 @@ def test_quantize_judges_every_choice_without_the_unfolded_model(saved, tmp_path
     inputs["load"].loaded.model.forward = refuse
     out = stage.fn(**inputs)
     assert out.report["reference"]["source"] == FOLDED_REFERENCE and out.report["reference"]["onnx_fp32_drop"] == 0
+
+
+def test_a_second_evaluate_runs_no_torch_model(saved):
+    """Evaluate run again on the fixture's cache reads the unfolded reference and every engine, the folded model in
+    torch too (keyed by checkpoint, weights and source: ``torch_identity``): nothing is recomputed."""
+    stage = BY_NAME["evaluate"]
+    shutil.rmtree(saved / "bundle")
+    shutil.copytree(saved / "pristine", saved / "bundle")
+    said: list = []
+    inputs = _inputs(stage, saved, said)
+
+    def refuse(*a, **k):
+        raise AssertionError("a torch model ran in a second evaluate")
+
+    inputs["load"].loaded.model.forward = refuse
+    torch_engines = [e.engine for e in inputs["build"].engines if e.engine is not None and e.engine.name == "torch-cpu"]
+    assert torch_engines
+    for eng in torch_engines:
+        eng.model.forward = refuse
+    out = stage.fn(**inputs)
+    first = _load(saved / f"{stage.gives}.pkl")
+    np.testing.assert_array_equal(out.reference, first.reference)
+    assert out.engines == first.engines  # every engine's accuracy and drop, as the first run measured them
+    lines = [m for _, m in said]
+    assert any(m.startswith("unfolded reference: ") and "read from the cache" in m for m in lines), lines
+    assert any(m.startswith("torch-cpu/fp32: ") and "read from the outputs cache" in m for m in lines), lines

@@ -15,7 +15,7 @@ def test_second_run_reads_the_cache_and_keys_on_input_and_checkpoint(tmp_path):
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((4, 3, 2, 2)).astype(np.float32), rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
-    first = CachedReference(model, "sha-1", tmp_path)
+    first = CachedReference(model, "sha-1", tmp_path)  # the identity: torch_identity's string in a deploy
     out_a = first(a)
     assert (first.hits, first.misses) == (0, 1)
     again = CachedReference(model, "sha-1", tmp_path)  # a second deploy
@@ -81,7 +81,92 @@ def test_onnxruntime_outputs_are_keyed_on_file_session_and_cpu(tmp_path, monkeyp
     assert cached_engine(OrtEngine(a), None) is None
     import torch
 
+    # a torch engine is keyed by the checkpoint it came from: without one it is not cached
     assert cached_engine(TorchEngine(torch.nn.Identity(), device="cpu", precision="fp32"), cache) is None
+
+
+MODEL_SOURCE = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).flatten(1) * {scale}
+"""
+
+
+def test_torch_outputs_are_keyed_on_checkpoint_weights_and_source(tmp_path, monkeypatch):
+    """A torch CPU engine's outputs are read back only for the same checkpoint, weights, structure and Python source:
+    editing the model's file (an upgrade of edgerep, timm or the user's code) must not hand back outputs the model
+    no longer computes. A class with no source file, and fp16, are never cached."""
+    import importlib
+    import sys
+
+    import torch
+
+    import edgerep.code_identity as ci
+    from edgerep.engines.torch_engine import TorchEngine
+    from edgerep.reference_cache import cached_engine, cached_reference, torch_identity
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "edgerep_ci_net.py").write_text(MODEL_SOURCE.format(scale="2.0"))
+    monkeypatch.syspath_prepend(str(src))
+    mod = importlib.import_module("edgerep_ci_net")
+    monkeypatch.setattr(ci, "_DIGESTS", {})
+    torch.manual_seed(0)
+    net = mod.Net().eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    cache = tmp_path / "outputs"
+
+    def engine(model=net):
+        return TorchEngine(model, device="cpu", precision="fp32")
+
+    first = cached_engine(engine(), cache, "sha-1")
+    out = first.run(x)
+    assert (first.hits, first.misses) == (0, 1) and first.name == "torch-cpu"
+    again = cached_engine(engine(), cache, "sha-1")
+    np.testing.assert_array_equal(again.run(x), out)
+    assert (again.hits, again.misses) == (1, 0)
+    other = cached_engine(engine(), cache, "sha-2")  # another checkpoint: computed
+    other.run(x)
+    assert (other.hits, other.misses) == (0, 1)
+    heavier = mod.Net().eval()
+    heavier.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        heavier.conv.weight.mul_(3.0)
+    c = cached_engine(engine(heavier), cache, "sha-1")  # other weights, same checkpoint name
+    np.testing.assert_array_equal(c.run(x), engine(heavier).run(x))
+    assert (c.hits, c.misses) == (0, 1)
+    strided = mod.Net().eval()
+    strided.load_state_dict(net.state_dict())
+    strided.conv.stride = (2, 2)  # not in the state dict
+    assert torch_identity("sha-1", strided) != torch_identity("sha-1", net)
+
+    before = torch_identity("sha-1", net)
+    (src / "edgerep_ci_net.py").write_text(MODEL_SOURCE.format(scale="5.0"))  # the model's code changes
+    monkeypatch.setattr(ci, "_DIGESTS", {})  # a new process
+    importlib.reload(mod)
+    edited = mod.Net().eval()
+    edited.load_state_dict(net.state_dict())
+    assert torch_identity("sha-1", edited) != before
+    e = cached_engine(engine(edited), cache, "sha-1")
+    np.testing.assert_array_equal(e.run(x), out * 2.5)  # what the edited code computes, not the cached outputs
+    assert (e.hits, e.misses) == (0, 1)
+
+    ref = cached_reference(engine(edited).run, "sha-1", edited, tmp_path / "reference")
+    assert ref is not None and ref.identity == torch_identity("sha-1", edited)
+    orphan = type("Orphan", (torch.nn.Module,), {"forward": lambda self, x: x, "__module__": "no_such_module_xyz"})()
+    assert ci.source_digest(orphan) is None and torch_identity("sha-1", orphan) is None
+    assert cached_reference(lambda v: v, "sha-1", orphan, tmp_path / "reference") is None
+    assert cached_engine(engine(orphan), cache, "sha-1") is None
+    assert cached_engine(TorchEngine(net, device="cpu", precision="fp16"), cache, "sha-1") is None
+    sys.modules.pop("edgerep_ci_net", None)
 
 
 def test_each_cache_folder_keeps_the_most_recently_used_files_under_its_cap(tmp_path):
