@@ -584,10 +584,13 @@ def stage_fold(*, opts: DeployOptions, load: LoadOutput) -> FoldOutput:
     return FoldOutput(fold, example, real_x, rep)
 
 
-def stage_check(*, bundle_dir: Path, load: LoadOutput, fold: FoldOutput) -> CheckOutput:
-    """INT8 friendliness per layer, channel and branch of the fold that ships (page into the bundle)."""
+def stage_check(*, opts: DeployOptions, say: Progress, bundle_dir: Path, load: LoadOutput,
+                fold: FoldOutput) -> CheckOutput:
+    """INT8 friendliness per layer, channel and branch of the fold that ships (page into the bundle); a second
+    deploy of the same checkpoint, code and data reads it from the ``check`` cache folder."""
+    cache = CheckCache(_cache_folder(opts, "check"), load.sha256, lambda msg: say("check", msg))
     rep, check_report, page = _run_check(load.loaded.model, fold.example, load.splits.calibration,
-                                         load.splits.selection, bundle_dir, fold.result)
+                                         load.splits.selection, bundle_dir, fold.result, cache=cache)
     if load.task is not None and load.task.name != "classify":
         rep["task_note"] = (f"task {load.task.name}: each layer's sensitivity is the output fidelity (SQNR, cosine) "
                             "on the selection split with that layer alone in INT8; top-1 and top-1 agreement are "
@@ -787,12 +790,13 @@ def stage_evaluate(*, opts: DeployOptions, say: Progress, user_metric: Any, bund
 
 
 def _prune_output_caches(opts: DeployOptions, say: Progress) -> None:
-    """Keep the reference and outputs caches under ``edgerep.reference_cache.CACHE_BYTES`` each, least recently
-    used files first."""
+    """Keep the reference, outputs and check caches under ``edgerep.reference_cache.CACHE_BYTES`` each, least
+    recently used files first."""
     from edgerep.reference_cache import CACHE_BYTES, prune
 
-    for folder in (_cache_folder(opts, "outputs"), _cache_folder(opts, "reference")):
-        removed, freed = prune(folder)
+    for folder, pattern in ((_cache_folder(opts, "outputs"), "*.npy"), (_cache_folder(opts, "reference"), "*.npy"),
+                            (_cache_folder(opts, "check"), "check-*.json")):
+        removed, freed = prune(folder, pattern=pattern)
         if removed:
             say("evaluate", f"cache {folder}: {removed} least recently used files removed ({freed / 2**20:.0f} MiB) "
                             f"to stay under {CACHE_BYTES / 2**30:g} GiB")
@@ -1223,11 +1227,24 @@ def _cpu_session_config(qres) -> dict | None:
     return getattr(pol, "session_config", None) or (pol.get("session_config") if isinstance(pol, dict) else None)
 
 
-def _run_check(model, example, calib_ds, select_ds, tmp: Path, fold=None) -> tuple[dict, Any, str]:
+@dataclass(frozen=True)
+class CheckCache:
+    """Where deploy keeps check reports (``edgerep.check_cache``), the checkpoint they are of, and how a hit is said."""
+
+    folder: Path
+    checkpoint_sha: str
+    say: Callable[[str], None]
+
+
+def _run_check(model, example, calib_ds, select_ds, tmp: Path, fold=None,
+               cache: CheckCache | None = None) -> tuple[dict, Any, str]:
     """The quantization-friendliness check of the fold that ships (``fold``): its report section, the check
     report and its HTML page in the bundle (relative path). Its sensitivity figures are measured on the
-    selection set (never the calibration or the test set)."""
+    selection set (never the calibration or the test set). With ``cache``, a report kept under the same model,
+    code, data and settings is read instead (``edgerep.check_cache``)."""
+    from edgerep import check_cache
     from edgerep.quant.check import CheckOptions, check_model
+    from edgerep.report.check_html import write_check_html
 
     calib = None
     if calib_ds is not None:
@@ -1237,17 +1254,46 @@ def _run_check(model, example, calib_ds, select_ds, tmp: Path, fold=None) -> tup
     # sensitivity (top-1 when only one layer is INT8) is measured on held-out data, never on calibration data;
     # in batches of at most VERIFY_BATCH_BYTES of input (16 images at 640x640 in one batch held 2.4 GB per replay;
     # at 224 the 16 stay one batch)
-    evals = None
-    if select_ds is not None:
-        evals = select_ds.batches(batch_for(x_shape(select_ds), budget=VERIFY_BATCH_BYTES, cap=32),
-                                  limit=CheckOptions().eval_limit)
-    rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=evals,
-                      fold=fold)  # the very fold that ships
-    from edgerep.report.check_html import write_check_html
-
-    page = write_check_html(rep, tmp / "check", report_link="../report.html")
+    options = CheckOptions()
+    eval_batch = batch_for(x_shape(select_ds), budget=VERIFY_BATCH_BYTES, cap=32) if select_ds is not None else None
+    key = _check_cache_key(cache, model, example, fold, calib, select_ds, eval_batch, options)
+    rep = check_cache.load(cache.folder, key, tmp / "check") if key is not None else None
+    if rep is not None:
+        cache.say(f"read from the check cache {cache.folder} (the same checkpoint, code, data and settings were "
+                  f"checked before, in {rep.timings.get('total', 0.0):.1f} s)")
+        page = write_check_html(rep, tmp / "check", report_link="../report.html", plotted=True)
+    else:
+        evals = select_ds.batches(eval_batch, limit=options.eval_limit) if select_ds is not None else None
+        rep = check_model(model, example_input=example[:1], calib_batches=calib, eval_batches=evals,
+                          fold=fold, options=options)  # the very fold that ships
+        page = write_check_html(rep, tmp / "check", report_link="../report.html")
+        if key is not None:
+            check_cache.save(cache.folder, key, rep, tmp / "check")
     d = rep.to_dict()
     return {"summary": d.get("summary"), "layers": d.get("layers")}, rep, str(Path(page).relative_to(tmp))
+
+
+def _check_cache_key(cache: CheckCache | None, model, example, fold, calib, select_ds, eval_batch: int | None,
+                     options) -> str | None:
+    """The check's key in ``cache`` (``edgerep.check_cache.check_key``); None: no cache, or a model whose outputs
+    have no identity (its source is not known)."""
+    from dataclasses import asdict
+
+    from edgerep.check_cache import check_key
+    from edgerep.code_identity import weights_digest
+    from edgerep.reference_cache import torch_identity
+
+    if cache is None:
+        return None
+    identity = torch_identity(cache.checkpoint_sha, model)
+    folded = weights_digest(fold.module) if fold is not None else "folded here"
+    if identity is None or folded is None:
+        return None
+    evals = (None if select_ds is None else
+             f"{select_ds.fingerprint()}|{len(select_ds)}|{options.eval_limit}|{eval_batch}")
+    return check_key(identity, [example[:1], *(calib or [])], evals,
+                     {"options": asdict(options), "calib_limit": 64, "calib_batches": len(calib or []),
+                      "folded": folded})
 
 
 __all__ = ["DeployOptions", "DeployResult", "deploy", "STAGES", "DEPLOY_STAGES", "RUN_CONTEXT", "assemble_report",

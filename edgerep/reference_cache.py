@@ -33,11 +33,11 @@ import numpy as np
 CACHE_BYTES = 2 * 2**30
 
 
-def prune(cache_dir: Path, max_bytes: int = CACHE_BYTES) -> tuple[int, int]:
-    """Delete the least recently used ``.npy`` files in ``cache_dir`` until the rest fit ``max_bytes``; returns
-    (files removed, bytes freed). A file another process removes first is skipped."""
+def prune(cache_dir: Path, max_bytes: int = CACHE_BYTES, pattern: str = "*.npy") -> tuple[int, int]:
+    """Delete the least recently used files matching ``pattern`` in ``cache_dir`` until the rest fit ``max_bytes``;
+    returns (files removed, bytes freed). A file another process removes first is skipped."""
     files = []
-    for f in Path(cache_dir).glob("*.npy"):
+    for f in Path(cache_dir).glob(pattern):
         try:
             st = f.stat()
         except OSError:

@@ -340,7 +340,7 @@ def test_fold_check_and_quantize_read_calibration_and_selection_only_and_evaluat
     assert np.array_equal(fold.real_x, sel)
 
     del log[:]
-    check = stage_check(bundle_dir=tmp, load=load, fold=fold)
+    check = stage_check(opts=opts, say=say, bundle_dir=tmp, load=load, fold=fold)
     assert "selection" in log and set(log) <= {"calibration", "selection"}  # sensitivity on the selection set
     assert check.report["layers"]
 

@@ -237,3 +237,49 @@ def test_a_second_evaluate_runs_no_torch_model(saved):
     lines = [m for _, m in said]
     assert any(m.startswith("unfolded reference: ") and "read from the cache" in m for m in lines), lines
     assert any(m.startswith("torch-cpu/fp32: ") and "read from the outputs cache" in m for m in lines), lines
+
+
+def test_a_second_check_reads_the_check_cache(saved, tmp_path, monkeypatch):
+    """The check run again with the same checkpoint, code, data and settings reads its report and plots from the
+    ``check`` cache folder: the same page, byte for byte, and no check pass. Other code or other calibration
+    inputs run the check."""
+    from dataclasses import replace
+
+    import edgerep.quant.check as check_mod
+
+    stage = BY_NAME["check"]
+    shutil.rmtree(saved / "bundle")
+    shutil.copytree(saved / "pristine", saved / "bundle")
+    said: list = []
+    inputs = _inputs(stage, saved, said)
+    inputs["opts"] = replace(inputs["opts"], cache_dir=tmp_path / "cache")
+    real, calls = check_mod.check_model, []
+    monkeypatch.setattr(check_mod, "check_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def page(bundle: Path) -> dict:
+        return {f.name: f.read_bytes() for f in sorted((bundle / "check").iterdir())}
+
+    first = stage.fn(**inputs)
+    assert len(calls) == 1 and list((tmp_path / "cache" / "check").glob("check-*.json"))
+    shown = page(inputs["bundle_dir"])
+    assert any(n.endswith(".png") for n in shown)
+    shutil.rmtree(inputs["bundle_dir"] / "check")
+    again = stage.fn(**inputs)
+    assert len(calls) == 1, "the check ran again"
+    assert any("read from the check cache" in m for _, m in said), said
+    assert again.report == first.report and page(inputs["bundle_dir"]) == shown
+    assert again.check_report.to_dict() == first.check_report.to_dict()
+
+    import edgerep.code_identity as ci
+
+    digest = ci.source_digest
+    monkeypatch.setattr(ci, "source_digest", lambda m: "edited" + digest(m))  # an upgrade of the model's code
+    stage.fn(**inputs)
+    assert len(calls) == 2  # checked again
+    monkeypatch.setattr(ci, "source_digest", digest)
+    import edgerep.pipeline as pipeline
+
+    batch_for = pipeline.batch_for
+    monkeypatch.setattr(pipeline, "batch_for", lambda shape, **k: batch_for(shape, **k) if "budget" in k else 7)
+    stage.fn(**inputs)  # the calibration inputs in other batches: another key
+    assert len(calls) == 3

@@ -286,16 +286,18 @@ Fold max relative error {report.fold_max_rel_error:.1e}.</p>{back}
 """
 
 
-def write_check_html(report, out_dir: str | Path, report_link: str | None = None, measured: dict | None = None) -> Path:
+def write_check_html(report, out_dir: str | Path, report_link: str | None = None, measured: dict | None = None,
+                     plotted: bool = False) -> Path:
     """Write ``out_dir/check.html`` and its PNGs (``check_*.png``); returns the HTML path.
 
     ``report_link``: the deploy report's path relative to the page, when the page is part of a bundle.
     ``measured``: what the deploy measured (``edgerep.quant.check_score.score_check``): the page leads
     with it. Called again with it once the deploy has measured, the PNGs already there are kept.
+    ``plotted``: the PNGs in ``out_dir`` are this report's already (read from the check cache): kept, not redrawn.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    replot = measured is None or not (out_dir / "check.html").is_file()
+    replot = not plotted and (measured is None or not (out_dir / "check.html").is_file())
     tmp = Path(tempfile.mkdtemp(prefix=".check-", dir=out_dir.parent))
     try:
         images: dict = {"sqnr": "check_sqnr.png", "weights": [], "attribution": []}
