@@ -23,6 +23,7 @@ both sides (by hand folds it with its blocks' own fold, as a user with a ``switc
     .venv/bin/python benchmarks/scale.py --zoo                     # edgerep's zoo repvgg_a0 (no timm)
     .venv/bin/python benchmarks/scale.py --zoo --size 640          # an A0 backbone at 640x640
     .venv/bin/python benchmarks/scale.py --calib-samples 1024 --json > a0-1024.json
+    .venv/bin/python benchmarks/scale.py --zoo --again             # and a second deploy on the same cache
     .venv/bin/python benchmarks/scale.py --table *.json    # the README's table from saved --json runs
 """
 from __future__ import annotations
@@ -98,11 +99,17 @@ def host() -> dict:
 GIB_JETSON = 8.0  # an 8 GB Jetson's memory, shared by CPU and GPU
 
 
+def _again_cell(r: dict) -> str:
+    """The second deploy's wall and ratio to by hand (``--again``), or a dash for a run without one."""
+    g = r.get("deploy_again")
+    return f"{g['wall_s']:.1f} s ({g['ratio']['wall']:.1f}x)" if g else "–"
+
+
 def table(results: list[dict]) -> str:
     """One Markdown row per saved ``--json`` run (model, size, images), deploy against by hand, with the
     host's load beside each: the README's table."""
     rows = ["| model | input | images | by hand: wall, peak RSS | deploy: wall (x), peak RSS (x) | deploy stages (s) "
-            "| load before / after |", "|---|---|---|---|---|---|---|"]
+            "| second deploy, same cache: wall (x) | load before / after |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (r["size"], r["model"], r["calib_samples"])):
         h, d = r["by_hand"], r["deploy"]
         stages = {k: v for k, v in d["timings_s"].items() if k != "total" and v >= 0.5}
@@ -110,7 +117,7 @@ def table(results: list[dict]) -> str:
                     f"{h['peak_rss_mib'] / 1024:.2f} GiB | {d['wall_s']:.1f} s ({r['ratio']['wall']:.1f}x), "
                     f"{d['peak_rss_mib'] / 1024:.2f} GiB ({r['ratio']['peak_rss']:.1f}x) | "
                     + ", ".join(f"{k} {v:.0f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
-                    + f" | {r['host_before']['loadavg'][0]:g} / {r['host_after']['loadavg'][0]:g} |")
+                    + f" | {_again_cell(r)} | {r['host_before']['loadavg'][0]:g} / {r['host_after']['loadavg'][0]:g} |")
     hosts = {(r["host_before"]["cpu"], r["host_before"]["isa"], r["host_before"]["cores"]) for r in results}
     fits = [f"{r['model']} {r['size']} ({r['calib_samples']})" for r in results
             if r["deploy"]["peak_rss_mib"] / 1024 > GIB_JETSON * 0.5]
@@ -118,6 +125,14 @@ def table(results: list[dict]) -> str:
             "over half of an 8 GB Jetson's memory (shared with the GPU): " + ", ".join(fits))
     return "\n".join(rows) + "\n\nhost: " + "; ".join(f"{c} ({i}), {n} cores" for c, i, n in sorted(hosts)) \
         + f"; peak RSS: os.wait4 ru_maxrss of each child; {note}"
+
+
+def _stage_rss(run: dict) -> dict:
+    """The per-stage peak RSS ``benchmarks/stage_rss.py`` printed on the child's stderr ({} when none)."""
+    for line in run["stderr_tail"].splitlines():
+        if line.startswith("STAGE_RSS "):
+            return json.loads(line[len("STAGE_RSS "):])
+    return {}
 
 
 def main() -> int:
@@ -129,6 +144,9 @@ def main() -> int:
     ap.add_argument("--zoo", action="store_true",
                     help="edgerep's own zoo model of that name on both sides (by hand folds with the blocks' own "
                          "fold): for a venv without timm")
+    ap.add_argument("--again", action="store_true",
+                    help="then deploy the same checkpoint on the same data a second time, with the first deploy's "
+                         "cache folder (what a CI that deploys every pull request pays from its second run on)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     ap.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
     ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
@@ -148,20 +166,23 @@ def main() -> int:
     hand = run_child([sys.executable, str(ROOT / "benchmarks" / "scale_by_hand.py"), str(ckpt), "--model", a.model,
                       "--classes", str(a.classes), "--size", str(a.size), "--calib-samples", str(a.calib_samples),
                       "--workdir", str(work)] + (["--zoo"] if a.zoo else []), env)
-    dep = run_child([sys.executable, str(ROOT / "benchmarks" / "stage_rss.py"), "deploy", str(ckpt), "-o", str(work / "bundle"), "--force",
-                     "--data", "synthetic", "--no-accuracy-gate", "--calib-samples", str(a.calib_samples),
-                     "--cache-dir", str(work / "cache"), "--json"], env)
+    def deploy(bundle: str) -> dict:
+        return run_child([sys.executable, str(ROOT / "benchmarks" / "stage_rss.py"), "deploy", str(ckpt), "-o",
+                          str(work / bundle), "--force", "--data", "synthetic", "--no-accuracy-gate", "--calib-samples",
+                          str(a.calib_samples), "--cache-dir", str(work / "cache"), "--json"], env)
+
+    dep = deploy("bundle")
+    again = deploy("bundle-again") if a.again else None
     after = host()
-    for name, r, ok in (("by hand", hand, (0,)), ("edgerep deploy", dep, (0, 1))):  # deploy: 1 is a failed gate
-        if r["rc"] not in ok or (name != "by hand" and not (work / "bundle" / "report.json").is_file()):
+    runs = [("by hand", hand, (0,), None), ("edgerep deploy", dep, (0, 1), "bundle")]  # deploy: 1 is a failed gate
+    runs += [("edgerep deploy (again)", again, (0, 1), "bundle-again")] if again else []
+    for name, r, ok, bundle in runs:
+        if r["rc"] not in ok or (bundle and not (work / bundle / "report.json").is_file()):
             print(f"{name} failed (exit {r['rc']}):\n{r['stderr_tail']}", file=sys.stderr)
             return 3
     hand_steps = json.loads(hand["stdout"].strip().splitlines()[-1])
     report = json.loads((work / "bundle" / "report.json").read_text())
-    stage_rss = {}
-    for line in dep["stderr_tail"].splitlines():
-        if line.startswith("STAGE_RSS "):
-            stage_rss = json.loads(line[len("STAGE_RSS "):])
+    stage_rss = _stage_rss(dep)
     res = {"model": a.model + (" (edgerep zoo)" if a.zoo else ""), "size": a.size, "classes": a.classes, "calib_samples": a.calib_samples,
            "host_before": before, "host_after": after,
            "by_hand": {k: hand[k] for k in ("wall_s", "peak_rss_mib")} | {"steps_s": hand_steps},
@@ -171,6 +192,13 @@ def main() -> int:
            "deploy_gate_passed": (report.get("gate") or {}).get("passed")}
     res["ratio"] = {"wall": round(dep["wall_s"] / hand["wall_s"], 2),
                     "peak_rss": round(dep["peak_rss_mib"] / hand["peak_rss_mib"], 2)}
+    if again:
+        timings = json.loads((work / "bundle-again" / "report.json").read_text()).get("timings_s", {})
+        res["deploy_again"] = {k: again[k] for k in ("wall_s", "peak_rss_mib")} | {
+            "timings_s": timings, "stage_peak_rss_mib": _stage_rss(again),
+            "ratio": {"wall": round(again["wall_s"] / hand["wall_s"], 2),
+                      "peak_rss": round(again["peak_rss_mib"] / hand["peak_rss_mib"], 2)},
+            "saved_of_first_wall": round(1.0 - again["wall_s"] / dep["wall_s"], 3)}
     if a.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -185,6 +213,13 @@ def main() -> int:
     print(f"| edgerep deploy | {dep['wall_s']:.1f} s ({res['ratio']['wall']:.1f}x) | "
           f"{dep['peak_rss_mib'] / 1024:.2f} GiB ({res['ratio']['peak_rss']:.1f}x) | "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ts.items(), key=lambda kv: -kv[1])) + " |")
+    if again:
+        g = res["deploy_again"]
+        ts = {k: v for k, v in g["timings_s"].items() if k != "total"}
+        print(f"| edgerep deploy again (same cache) | {g['wall_s']:.1f} s ({g['ratio']['wall']:.1f}x; "
+              f"{100 * g['saved_of_first_wall']:.0f}% less than the first) | {g['peak_rss_mib'] / 1024:.2f} GiB "
+              f"({g['ratio']['peak_rss']:.1f}x) | "
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ts.items(), key=lambda kv: -kv[1])) + " |")
     if stage_rss:
         print("deploy's peak RSS per stage (MiB, VmRSS sampled every 20 ms): "
               + ", ".join(f"{k} {v}" for k, v in stage_rss.items()))
