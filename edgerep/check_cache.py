@@ -51,7 +51,7 @@ def load(cache_dir: Path, key: str, plots_to: Path) -> Any | None:
     path = _path(cache_dir, key)
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-        if d.get("format") != FORMAT or d.get("key") != key:
+        if d.get("format") != FORMAT:  # the key is in the file's name
             return None
         report = TypeAdapter(CheckReport).validate_python(d["report"])
         pngs = {name: base64.b64decode(data) for name, data in d["plots"].items()}

@@ -21,16 +21,17 @@ VERSIONED = frozenset({"torch", "builtins"})
 _DIGESTS: dict[str, str | None] = {}  # source root -> its digest, once per process
 
 
-def _root_of(module_name: str) -> Path | None:
-    """The folder of the top-level package ``module_name`` belongs to, or the file of a single-file module."""
+def _roots_of(module_name: str) -> list[Path]:
+    """The folders of the top-level package ``module_name`` belongs to (a namespace package may have several), or
+    the file of a single-file module; [] when it is not loaded from files."""
     top = sys.modules.get(module_name.split(".")[0])
     if top is None:
-        return None
+        return []
     paths = list(getattr(top, "__path__", []) or [])
     if paths:
-        return Path(paths[0])
+        return [Path(p) for p in paths]
     f = getattr(top, "__file__", None)
-    return Path(f) if f else None
+    return [Path(f)] if f else []
 
 
 def _digest_root(root: Path) -> str | None:
@@ -58,15 +59,15 @@ def source_roots(model: Any) -> set[Path] | None:
         name = cls.__module__ or ""
         if name.split(".")[0] in VERSIONED:
             continue
-        root = _root_of(name)
-        if root is None:
+        found = _roots_of(name)
+        if not found:
             try:
-                root = Path(inspect.getfile(cls))
+                found = [Path(inspect.getfile(cls))]
             except (TypeError, OSError):
                 return None
-        if name == "__main__" and not root.is_file():
+        if not all(r.exists() for r in found):  # source that is gone (or an interactive __main__)
             return None
-        roots.add(root.resolve())
+        roots.update(r.resolve() for r in found)
     return roots
 
 

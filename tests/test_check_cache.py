@@ -56,7 +56,10 @@ def test_a_report_reads_back_whole_under_its_key_only(report, tmp_path):
     assert check_cache.load(cache, "k2", tmp_path / "none") is None  # another key: nothing
     assert not (tmp_path / "none").exists()
     path = next(cache.glob("check-*.json"))
-    path.write_text(path.read_text()[:100])  # torn
+    text = path.read_text()
+    path.write_text(text.replace(check_cache.FORMAT, "edgerep.check-cache/0"))  # another format: not read
+    assert check_cache.load(cache, "k1", tmp_path / "old") is None
+    path.write_text(text[:100])  # torn
     assert check_cache.load(cache, "k1", tmp_path / "torn") is None
 
 

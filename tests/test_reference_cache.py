@@ -188,3 +188,31 @@ def test_each_cache_folder_keeps_the_most_recently_used_files_under_its_cap(tmp_
     assert prune(tmp_path, max_bytes=2 * size) == (2, 2 * size)
     assert [p.exists() for p in paths] == [True, False, False, True]
     assert prune(tmp_path / "missing") == (0, 0)
+
+
+def test_deploy_keeps_every_cache_folder_under_its_cap(tmp_path, monkeypatch):
+    """After evaluation each of deploy's cache folders (outputs, reference, check) is pruned to ``CACHE_BYTES``,
+    least recently used first; other files in them are left alone."""
+    import os
+
+    import edgerep.reference_cache as rc
+    from edgerep.pipeline import DeployOptions, _prune_output_caches
+
+    monkeypatch.setattr(rc, "CACHE_BYTES", 10)
+    real_prune = rc.prune
+    monkeypatch.setattr(rc, "prune", lambda folder, max_bytes=None, pattern="*.npy": real_prune(folder, 10, pattern))
+    files = {"outputs": "onnx-a.npy", "reference": "ref-a.npy", "check": "check-a.json"}
+    for folder, name in files.items():
+        (tmp_path / folder).mkdir()
+        for i, stem in enumerate(("old", "new")):
+            f = tmp_path / folder / name.replace("-a", f"-{stem}")
+            f.write_bytes(b"x" * 8)
+            os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / "check" / "notes.txt").write_bytes(b"y" * 64)
+    said: list = []
+    _prune_output_caches(DeployOptions(checkpoint=tmp_path / "c.pt", cache_dir=tmp_path),
+                         lambda step, msg: said.append(msg))
+    for folder, name in files.items():
+        assert not (tmp_path / folder / name.replace("-a", "-old")).exists(), folder
+        assert (tmp_path / folder / name.replace("-a", "-new")).exists(), folder
+    assert (tmp_path / "check" / "notes.txt").exists() and len(said) == 3
