@@ -37,3 +37,12 @@ def demo_bundle(tmp_path_factory):
                "--max-drop", "0.5", "--cache-dir", str(out.parent / "cache")])
     assert rc == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_detector_bundle(tmp_path_factory):
+    """One deploy of the shipped demo detector on 100 scenes test images (``tests.detect_helpers``), shared, read
+    only, by the demo-detector and fleet tests (each module deployed it alone: ~25 s apiece)."""
+    from tests.detect_helpers import deploy_demo_detector
+
+    return deploy_demo_detector(tmp_path_factory.mktemp("demo-det"), 100)

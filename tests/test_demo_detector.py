@@ -53,10 +53,9 @@ def test_shipped_demo_detector_is_small_says_detect_and_its_recorded_val_map_is_
 
 
 @pytest.fixture(scope="module")
-def demo_bundle(tmp_path_factory) -> Path:
-    from tests.detect_helpers import deploy_demo_detector
-
-    return deploy_demo_detector(tmp_path_factory.mktemp("demo-det"), EVAL)
+def demo_bundle(demo_detector_bundle) -> Path:
+    """The session's demo detector deploy (``tests/conftest.py``: EVAL test images)."""
+    return demo_detector_bundle
 
 
 def test_deploy_of_the_demo_detector_with_no_flag_passes_in_map_points(demo_bundle):

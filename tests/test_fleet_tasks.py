@@ -24,7 +24,7 @@ from edgerep.fleet.payload import load_reference, payload, read_bundle  # noqa: 
 from edgerep.fleet.payload import test_set as bundle_test_set  # noqa: E402 (not a test)
 from edgerep.fleet.report import FleetOutcome, FleetSetup, build_report, markdown, serialized  # noqa: E402
 from edgerep.fleet.scoring import lead_scorer, task_of  # noqa: E402
-from tests.detect_helpers import deploy_demo_detector, pycocotools_stats  # noqa: E402
+from tests.detect_helpers import pycocotools_stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = 100  # test (and selection) images of the detector bundle (2 shards of 50); as tests/test_demo_detector.py
@@ -32,9 +32,10 @@ KEYS = [("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")]
 
 
 @pytest.fixture(scope="module")
-def det_bundle(tmp_path_factory) -> Path:
-    """The shipped demo detector deployed on 100 scenes test images (as tests/test_demo_detector.py)."""
-    return deploy_demo_detector(tmp_path_factory.mktemp("fleet-det"), EVAL)
+def det_bundle(demo_detector_bundle) -> Path:
+    """The shipped demo detector deployed on 100 scenes test images (the session's, shared with
+    tests/test_demo_detector.py: read only)."""
+    return demo_detector_bundle
 
 
 @pytest.fixture(scope="module")
