@@ -3,8 +3,8 @@ on the same data reads it instead of running the check again (10-11 s of RepVGG-
 
 A report is read back only under the key it was written with (``check_key``): the unfolded model's
 ``torch_identity`` (checkpoint sha256, weights and structure, the Python source of every package that runs it,
-edgerep's check code included; torch version, threads, CPU), a sha256 of the calibration inputs the check saw,
-the evaluation set's fingerprint and size, and the check's settings. A model whose source is not known
+edgerep's check code included; torch version, threads, CPU), a sha256 of the calibration inputs the check saw and
+of the evaluation batches (inputs and labels), and the check's settings. A model whose source is not known
 (``edgerep.code_identity``) is never cached. One JSON file per report: the report's dataclasses as plain data
 (rebuilt, nested types and all, by pydantic) and its PNGs; files that do not load are recomputed; the folder is
 kept under ``edgerep.reference_cache.CACHE_BYTES`` like the outputs caches.
@@ -19,22 +19,31 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 #: the cached file's format; a file of any other is ignored
 FORMAT = "edgerep.check-cache/1"
 
 
+def arrays_digest(arrays: Iterable[Any]) -> str:
+    """sha256 of a sequence of arrays or tensors (dtype, shape and bytes of each, in order; None kept as such)."""
+    h = hashlib.sha256()
+    for t in arrays:
+        if t is None:
+            h.update(b"None;")
+            continue
+        a = np.ascontiguousarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t)
+        h.update(f"{a.dtype}|{a.shape};".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
 def check_key(model_identity: str, calib: Iterable[Any] | None, evals: str | None, settings: dict[str, Any]) -> str:
     """The cache key of one check: the model (``torch_identity``), the calibration tensors' bytes, the evaluation
-    set (a fingerprint string, or None) and the settings."""
-    h = hashlib.sha256(json.dumps({"format": FORMAT, "model": model_identity, "evals": evals, "settings": settings},
-                                  sort_keys=True, default=str).encode())
-    import numpy as np
-
-    for t in calib or ():
-        a = np.ascontiguousarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t)
-        h.update(f"{a.dtype}|{a.shape}".encode())
-        h.update(a.data)
-    return h.hexdigest()[:40]
+    batches (``arrays_digest`` of their inputs and labels, or None) and the settings."""
+    blob = json.dumps({"format": FORMAT, "model": model_identity, "evals": evals, "settings": settings,
+                       "calib": arrays_digest(calib or ())}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
 
 def _path(cache_dir: Path, key: str) -> Path:
@@ -83,4 +92,4 @@ def save(cache_dir: Path, key: str, report: Any, plots_from: Path) -> Path | Non
     return path
 
 
-__all__ = ["FORMAT", "check_key", "load", "save"]
+__all__ = ["FORMAT", "arrays_digest", "check_key", "load", "save"]

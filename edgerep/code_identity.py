@@ -18,7 +18,7 @@ from typing import Any
 #: packages named by their version, not their source (their version is in every key that uses a digest)
 VERSIONED = frozenset({"torch", "builtins"})
 
-_DIGESTS: dict[str, str | None] = {}  # source root -> its digest, once per process
+_DIGESTS: dict[tuple, str | None] = {}  # (source root, every file's path, size and mtime) -> its digest
 
 
 def _roots_of(module_name: str) -> list[Path]:
@@ -35,10 +35,15 @@ def _roots_of(module_name: str) -> list[Path]:
 
 
 def _digest_root(root: Path) -> str | None:
-    """sha256 over the relative paths and bytes of every ``.py`` file under ``root`` (or of the file itself)."""
-    key = str(root)
+    """sha256 over the relative paths and bytes of every ``.py`` file under ``root`` (or of the file itself); read
+    again only when a file's size or modification time changed (a long-lived process sees an edit)."""
+    files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+    try:
+        stats = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
+    except OSError:
+        return None
+    key = (str(root), stats)
     if key not in _DIGESTS:
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
         h = hashlib.sha256()
         try:
             for f in files:

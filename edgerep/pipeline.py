@@ -1279,7 +1279,7 @@ def _check_cache_key(cache: CheckCache | None, model, example, fold, calib, sele
     have no identity (its source is not known)."""
     from dataclasses import asdict
 
-    from edgerep.check_cache import check_key
+    from edgerep.check_cache import arrays_digest, check_key
     from edgerep.code_identity import weights_digest
     from edgerep.reference_cache import torch_identity
 
@@ -1289,8 +1289,9 @@ def _check_cache_key(cache: CheckCache | None, model, example, fold, calib, sele
     folded = weights_digest(fold.module) if fold is not None else "folded here"
     if identity is None or folded is None:
         return None
-    evals = (None if select_ds is None else
-             f"{select_ds.fingerprint()}|{len(select_ds)}|{options.eval_limit}|{eval_batch}")
+    # the evaluation batches' bytes (16 images: read once more on a miss), inputs and labels: what the check saw
+    evals = None if select_ds is None else arrays_digest(
+        a for x, y in select_ds.batches(eval_batch, limit=options.eval_limit) for a in (x, y))
     return check_key(identity, [example[:1], *(calib or [])], evals,
                      {"options": asdict(options), "calib_limit": 64, "calib_batches": len(calib or []),
                       "folded": folded})

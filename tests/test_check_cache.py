@@ -78,3 +78,43 @@ def test_the_key_covers_model_inputs_evaluation_set_and_settings():
               check_cache.check_key("model", [t.numpy() for t in x[:1]], "sel|16", {"eval_limit": 16})]
     assert len({base, *others}) == 1 + len(others)
     assert check_cache.check_key("model", [t.numpy() for t in x], "sel|16", {"eval_limit": 16}) == base
+    y = np.array([1, 2])
+    labelled = check_cache.arrays_digest([x[0], y])
+    assert labelled != check_cache.arrays_digest([x[0], np.array([1, 3])])  # other labels
+    assert labelled != check_cache.arrays_digest([x[0], None]) != check_cache.arrays_digest([x[0]])
+
+
+def test_deploy_keys_the_check_on_the_evaluation_batches_it_would_read():
+    """Two selection sets with the same size and settings but other images, or other labels, are other keys."""
+    from torch import nn
+
+    from edgerep.pipeline import CheckCache, _check_cache_key
+    from edgerep.quant.check import CheckOptions
+
+    class Images:
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def batches(self, batch, limit=None):
+            n = len(self.x) if limit is None else min(limit, len(self.x))
+            for i in range(0, n, batch):
+                yield self.x[i:i + batch], self.y[i:i + batch]
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((20, 1, 4, 4)).astype(np.float32), np.arange(20) % 3
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()).eval()
+    cache = CheckCache(Path("unused"), "sha", lambda msg: None)
+    calib = [torch.zeros(4, 1, 4, 4)]
+
+    def key(sel):
+        return _check_cache_key(cache, model, torch.zeros(2, 1, 4, 4), None, calib, sel, 8, CheckOptions())
+
+    base = key(Images(x, y))
+    assert base == key(Images(x.copy(), y.copy()))
+    other = x.copy()
+    other[3, 0, 0, 0] += 1.0
+    past = x.copy()
+    past[-1] += 1.0  # beyond the check's evaluation limit (16): not read, not in the key
+    assert len({base, key(Images(other, y)), key(Images(x, (y + 1) % 3))}) == 3
+    assert key(Images(past, y)) == base and CheckOptions().eval_limit == 16
+    assert _check_cache_key(None, model, torch.zeros(2, 1, 4, 4), None, calib, Images(x, y), 8, CheckOptions()) is None

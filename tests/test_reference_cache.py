@@ -105,6 +105,7 @@ def test_torch_outputs_are_keyed_on_checkpoint_weights_and_source(tmp_path, monk
     editing the model's file (an upgrade of edgerep, timm or the user's code) must not hand back outputs the model
     no longer computes. A class with no source file, and fp16, are never cached."""
     import importlib
+    import os
     import sys
 
     import torch
@@ -149,8 +150,10 @@ def test_torch_outputs_are_keyed_on_checkpoint_weights_and_source(tmp_path, monk
     assert torch_identity("sha-1", strided) != torch_identity("sha-1", net)
 
     before = torch_identity("sha-1", net)
-    (src / "edgerep_ci_net.py").write_text(MODEL_SOURCE.format(scale="5.0"))  # the model's code changes
-    monkeypatch.setattr(ci, "_DIGESTS", {})  # a new process
+    path = src / "edgerep_ci_net.py"
+    stamp = path.stat().st_mtime_ns
+    path.write_text(MODEL_SOURCE.format(scale="5.0"))  # the model's code changes (same size), in this process
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))  # a coarse file clock could give the old time back
     importlib.reload(mod)
     edited = mod.Net().eval()
     edited.load_state_dict(net.state_dict())
