@@ -112,7 +112,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: all cores)")
     p.add_argument("--no-check", action="store_true", help="skip the INT8-friendliness check")
     p.add_argument("--metric", help="extra user metric: package.module:function(outputs, labels, reference)")
-    p.add_argument("--cache-dir", type=Path, help="calibration cache directory (default ~/.cache/edgerep)")
+    p.add_argument("--cache-dir", type=Path,
+                   help="where a deploy keeps what a second deploy of the same checkpoint, code and data reads back "
+                        "instead of recomputing: calibration ranges, the check's report (check/), the unfolded and "
+                        "folded models' outputs (reference/, outputs/) and every onnxruntime pass's (outputs/); "
+                        "latency is always measured (default $EDGEREP_CACHE, else $XDG_CACHE_HOME/edgerep, else "
+                        "~/.cache/edgerep)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     p.add_argument("--json", action="store_true", help="print report.json instead of the table")
     p.add_argument("--explain", action="store_true",
