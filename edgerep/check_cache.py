@@ -79,7 +79,8 @@ def load(cache_dir: Path, key: str, plots_to: Path) -> Any | None:
 def save(cache_dir: Path, key: str, report: Any, plots_from: Path) -> Path | None:
     """Keep ``report`` (a ``CheckReport``) and the ``check_*.png`` files in ``plots_from`` under ``key``; None
     when the cache cannot be written (a read-only cache only costs the check next time)."""
-    plots = {f.name: base64.b64encode(f.read_bytes()).decode("ascii") for f in sorted(Path(plots_from).glob("check_*.png"))}
+    plots = {f.name: base64.b64encode(f.read_bytes()).decode("ascii")
+             for f in sorted(Path(plots_from).glob("check_*.png"))}
     blob = json.dumps({"format": FORMAT, "key": key, "report": dataclasses.asdict(report), "plots": plots})
     path = _path(cache_dir, key)
     try:

@@ -166,8 +166,9 @@ def cached_engine(engine: Any, cache_dir: Path | None, checkpoint_sha: str | Non
         identity = torch_identity(checkpoint_sha, engine.model)
     if identity is None:
         return None
-    return CachedOutputs(engine.run, identity, cache_dir, prefix="onnx" if identity.startswith("onnxruntime") else "torch",
-                         name=getattr(engine, "name", "engine"), precision=getattr(engine, "precision", ""))
+    prefix = "onnx" if identity.startswith("onnxruntime") else "torch"
+    return CachedOutputs(engine.run, identity, cache_dir, prefix=prefix, name=getattr(engine, "name", "engine"),
+                         precision=getattr(engine, "precision", ""))
 
 
 def _torch_cpu_fp32(engine: Any) -> bool:
@@ -176,5 +177,5 @@ def _torch_cpu_fp32(engine: Any) -> bool:
     return isinstance(engine, TorchEngine) and engine.device == "cpu" and engine.precision == "fp32"
 
 
-__all__ = ["CachedOutputs", "CachedReference", "cached_reference", "cached_engine", "batch_key", "onnx_identity", "torch_identity", "prune",
-           "CACHE_BYTES"]
+__all__ = ["CachedOutputs", "CachedReference", "cached_reference", "cached_engine", "batch_key", "onnx_identity",
+           "torch_identity", "prune", "CACHE_BYTES"]
