@@ -161,12 +161,11 @@ def cached_engine(engine: Any, cache_dir: Path | None, checkpoint_sha: str | Non
     the checkpoint ``checkpoint_sha`` names (with a known source: ``torch_identity``)."""
     if cache_dir is None:
         return None
-    identity = onnx_identity(engine)
+    identity, prefix = onnx_identity(engine), "onnx"
     if identity is None and checkpoint_sha is not None and _torch_cpu_fp32(engine):
-        identity = torch_identity(checkpoint_sha, engine.model)
+        identity, prefix = torch_identity(checkpoint_sha, engine.model), "torch"
     if identity is None:
         return None
-    prefix = "onnx" if identity.startswith("onnxruntime") else "torch"
     return CachedOutputs(engine.run, identity, cache_dir, prefix=prefix, name=getattr(engine, "name", "engine"),
                          precision=getattr(engine, "precision", ""))
 
