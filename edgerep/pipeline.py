@@ -1292,9 +1292,8 @@ def _check_cache_key(cache: CheckCache | None, model, example, fold, calib, sele
     # the evaluation batches' bytes (16 images: read once more on a miss), inputs and labels: what the check saw
     evals = None if select_ds is None else arrays_digest(
         a for x, y in select_ds.batches(eval_batch, limit=options.eval_limit) for a in (x, y))
-    return check_key(identity, [example[:1], *(calib or [])], evals,
-                     {"options": asdict(options), "calib_limit": 64, "calib_batches": len(calib or []),
-                      "folded": folded})
+    # the calibration batches' shapes and bytes are in the key: how many images, in what batches
+    return check_key(identity, [example[:1], *(calib or [])], evals, {"options": asdict(options), "folded": folded})
 
 
 __all__ = ["DeployOptions", "DeployResult", "deploy", "STAGES", "DEPLOY_STAGES", "RUN_CONTEXT", "assemble_report",
